@@ -1,0 +1,459 @@
+"""The deconvnet of Zeiler & Fergus (2013): from one layer's activations back to pixels.
+
+The reverse pass is built from the traced graph, one step per forward op on the path from the
+layer down to the input. The rules:
+
+=====================  ==============================================================
+forward op             deconvnet step
+=====================  ==============================================================
+ReLU (any form)        rectify the signal coming down: ``relu(signal)``
+max-pool               unpool through the recorded switches; overlapping windows add up
+convolution            transposed convolution, same weights, no bias, exact input size
+linear                 the transposed weight
+BatchNorm (eval)       its linear part: scale by ``weight / sqrt(running_var + eps)``
+dropout, LRN           identity (LRN as in the paper)
+average pools          their transpose
+flatten / reshape      back to the input's shape
+residual addition      the signal goes down both branches
+concatenation          split back to the inputs
+scale/shift by consts  the scale applies, the shift vanishes
+=====================  ==============================================================
+
+Any other op on the path raises :class:`~deconvviz.errors.UnsupportedOpError` naming the op
+and where it is: deconvviz never falls back to a plain gradient.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .errors import ArgumentError, UnsupportedOpError
+from .graph import Op, TracedModel, trace
+from .layers import aliases_of, resolve_layer
+from .recording import Recording, check_images, record_nodes
+
+__all__ = ["Deconvnet", "DeconvStep", "ReversePass", "MODES"]
+
+MODES = ("max", "map")
+Feature = Union[int, Sequence[int]]
+
+RULES: Dict[str, str] = {
+    "relu": "rectify: relu(signal)",
+    "maxpool": "unpool through the switches (overlaps add)",
+    "conv": "transposed convolution, same weights, no bias",
+    "linear": "transposed weight",
+    "batchnorm": "scale by weight / sqrt(running_var + eps)",
+    "identity": "identity",
+    "avgpool": "transpose of the average pool",
+    "adaptive_avgpool": "transpose of the adaptive average pool",
+    "transpose": "transpose of the linear op",
+    "reshape": "reshape back",
+    "cat": "split back to the inputs",
+    "add": "signal down every branch from the input",
+    "scale": "scale by the constant",
+}
+
+
+@dataclass(frozen=True)
+class DeconvStep:
+    """One step of the reverse pass: the forward op it undoes and the rule it applies."""
+
+    op: Op
+
+    @property
+    def rule(self) -> str:
+        return RULES[self.op.kind]
+
+    def __str__(self) -> str:
+        return f"{self.op.where:<44} {self.op.label:<36} {self.rule}"
+
+
+@dataclass(frozen=True)
+class ReversePass:
+    """The deconvnet below one layer: its steps, from the layer down to the input.
+
+    ``print(net.reverse_pass("conv3"))`` shows one line per step.
+    """
+
+    layer: str
+    path: str
+    steps: Tuple[DeconvStep, ...]
+
+    def __str__(self) -> str:
+        head = f"Deconvnet from {self.layer!r}" + (
+            f" ({self.path})" if self.path != self.layer else "") + f": {len(self.steps)} steps"
+        return "\n".join([head] + [f"  {s}" for s in self.steps] + ["  -> input pixels"])
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+
+class Deconvnet:
+    """A Zeiler-Fergus deconvnet attached to any CNN.
+
+    Args:
+        model: the network (a zoo model from :func:`load_model`, or any ``nn.Module`` that
+            ``torch.fx`` can trace). It is never modified: no hooks, no module swaps.
+        aliases: layer aliases (name -> module path); by default the zoo's, if any.
+        max_memory: bytes the reverse pass may use for its signals; seeds are processed in
+            chunks that fit.
+
+    Example:
+        >>> net = Deconvnet(load_model("vgg16", weights=None))
+        >>> p = net.project(x, layer="conv3_3", feature=12)          # [N, 3, H, W]
+        >>> p = net.project(x, layer="features.15", feature=[3, 7])  # [N, 2, 3, H, W]
+    """
+
+    def __init__(self, model: nn.Module, *, aliases: Optional[Mapping[str, str]] = None,
+                 max_memory: int = 512 * 2**20) -> None:
+        self.model = model
+        self.traced: TracedModel = trace(model)
+        self.aliases: Dict[str, str] = dict(aliases) if aliases is not None else aliases_of(model)
+        self.max_memory = int(max_memory)
+
+    # -- layers ---------------------------------------------------------------------------
+    def _node(self, layer: str) -> str:
+        return resolve_layer(self.traced, layer, self.aliases)[2]
+
+    def reverse_pass(self, layer: str) -> ReversePass:
+        """The steps from ``layer`` down to the input; raises :class:`UnsupportedOpError` if
+        any op on that path has no deconvnet rule, or is in a state it cannot undo."""
+        alias, path, node = resolve_layer(self.traced, layer, self.aliases)
+        ops = self.traced.path_to_input(self.traced.ops[node].node)
+        if self.traced.input_node not in {op.node for op in ops}:
+            raise ArgumentError(f"layer {layer!r} does not depend on the input image")
+        steps = []
+        for op in reversed(ops):
+            if op.kind == "input":
+                continue
+            _check_supported(op, layer)
+            steps.append(DeconvStep(op))
+        return ReversePass(layer, path, tuple(steps))
+
+    # -- recording ------------------------------------------------------------------------
+    def record(self, x: Tensor, layers: Union[str, Sequence[str]]) -> Recording:
+        """Run ``x`` forward once and keep the activations of ``layers`` and every max-pool's
+        switches up to the deepest of them.
+
+        Args:
+            x: normalised images ``[N, 3, H, W]`` on the model's device.
+            layers: one layer name or several.
+
+        Returns:
+            A :class:`~deconvviz.recording.Recording`; ``rec.activations[layer]`` is
+            ``[N, C, h, w]``, ``rec.switches`` maps each pool to its indices.
+        """
+        layers = [layers] if isinstance(layers, str) else list(layers)
+        keep = {}
+        for layer in layers:
+            keep[self._node(layer)] = layer
+        x = check_images(x, self._device())
+        return record_nodes(self.traced, x, keep)
+
+    def _device(self) -> Optional[torch.device]:
+        p = next(iter(self.model.parameters()), None)
+        return p.device if p is not None else None
+
+    # -- projection -----------------------------------------------------------------------
+    def project(self, x: Tensor, layer: str, feature: Optional[Feature] = None, *,
+                mode: str = "max", seed: Optional[Tensor] = None,
+                recording: Optional[Recording] = None) -> Tensor:
+        """Project activations of ``layer`` back to pixel space.
+
+        Args:
+            x: normalised images ``[N, 3, H, W]``.
+            layer: an alias (``"conv3_3"``) or module path (``"features.15"``).
+            feature: a channel index, or a list of them (one projection each).
+            mode: ``"max"``: only the feature's strongest activation in each image keeps its
+                value (first in row-major order on ties); ``"map"``: the feature's whole map.
+            seed: instead of ``feature``: any tensor shaped like the layer's activation
+                ``[N, C, h, w]`` (or ``[N, K, C, h, w]`` for K seeds per image).
+            recording: a :class:`Recording` of ``x`` holding ``layer`` (skips the forward).
+
+        Returns:
+            ``[N, 3, H, W]`` for one feature or a seed; ``[N, K, 3, H, W]`` for a list of K
+            features (or seeds ``[N, K, ...]``).
+        """
+        if mode not in MODES:
+            raise ArgumentError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if (feature is None) == (seed is None):
+            raise ArgumentError("give exactly one of feature= (channel index or list) or seed=")
+        steps = self.reverse_pass(layer)
+        x = check_images(x, self._device())
+        if recording is None or layer not in recording.activations:
+            recording = self.record(x, layer)
+        act = recording.activations[layer]
+        node = self._node(layer)
+        if seed is not None:
+            seeds, single = _check_seed(seed, act)
+            make = lambda k0, k1: seeds[:, k0:k1]  # noqa: E731
+            count = seeds.shape[1]
+        else:
+            features, single = _check_features(feature, act.shape[1], layer)
+            make = lambda k0, k1: make_seeds(act, features[k0:k1], mode)  # noqa: E731
+            count = len(features)
+        out = self._reverse_in_chunks(steps, recording, node, make, count, act.shape[0])
+        return out[:, 0] if single else out
+
+    def _reverse_in_chunks(self, steps: ReversePass, rec: Recording, node: str,
+                           make: Callable[[int, int], Tensor], count: int, n: int) -> Tensor:
+        per_seed = 4 * 4 * max(math.prod(s[1:]) for s in rec.shapes.values()) * n
+        chunk = max(1, min(count, self.max_memory // max(per_seed, 1)))
+        parts = []
+        with torch.no_grad():
+            for k0 in range(0, count, chunk):
+                seeds = make(k0, min(count, k0 + chunk))
+                parts.append(self._reverse(steps, rec, node, seeds))
+        return torch.cat(parts, dim=1)
+
+    def _reverse(self, steps: ReversePass, rec: Recording, node: str, seeds: Tensor) -> Tensor:
+        n, k = seeds.shape[:2]
+        signals: Dict[str, Tensor] = {node: seeds.reshape(n * k, *seeds.shape[2:])}
+        ctx = _Context(rec, n, k, self.traced)
+        for step in steps.steps:
+            signal = signals.pop(step.op.name, None)
+            if signal is None:
+                continue
+            for source, contribution in _REVERSE[step.op.kind](step.op, signal, ctx):
+                if source.name in signals:
+                    signals[source.name] = signals[source.name] + contribution
+                else:
+                    signals[source.name] = contribution
+        shape = rec.input_shape
+        pixels = signals.get(self.traced.input_node.name)
+        if pixels is None:
+            pixels = seeds.new_zeros((n * k, *shape[1:]))
+        return pixels.reshape(n, k, *shape[1:])
+
+
+def make_seeds(act: Tensor, features: Sequence[int], mode: str) -> Tensor:
+    """Seeds ``[N, K, C, ...]`` for ``features`` of activation ``act`` ``[N, C, ...]``.
+
+    ``max``: only the strongest unit of each feature's map keeps its value (first in
+    row-major order on ties); ``map``: the feature's whole map keeps its values.
+    """
+    n, c = act.shape[:2]
+    idx = torch.as_tensor(list(features), dtype=torch.long, device=act.device)
+    k = len(idx)
+    flat = act.reshape(n, c, -1)
+    seeds = flat.new_zeros(n, k, c, flat.shape[2])
+    chosen = flat[:, idx]  # [N, K, hw]
+    if mode == "max":
+        pos = chosen.argmax(dim=2, keepdim=True)  # first maximum on ties
+        values = torch.zeros_like(chosen).scatter_(2, pos, chosen.gather(2, pos))
+    else:
+        values = chosen
+    seeds[:, torch.arange(k, device=act.device), idx] = values
+    return seeds.reshape(n, k, *act.shape[1:])
+
+
+def strongest(act: Tensor, features: Sequence[int]) -> Tuple[Tensor, Tensor, Tensor]:
+    """For each image and feature: the strongest activation's value, row and column.
+
+    Returns three ``[N, K]`` tensors; rows/columns are 0 for fully-connected layers.
+    """
+    n, c = act.shape[:2]
+    idx = torch.as_tensor(list(features), dtype=torch.long, device=act.device)
+    flat = act.reshape(n, c, -1)[:, idx]
+    values, pos = flat.max(dim=2)
+    width = act.shape[-1] if act.dim() == 4 else 1
+    return values, pos // width, pos % width
+
+
+def _check_features(feature: Feature, channels: int, layer: str) -> Tuple[List[int], bool]:
+    single = isinstance(feature, int) or (isinstance(feature, Tensor) and feature.dim() == 0)
+    items = [feature] if single else list(feature)
+    out = []
+    for f in items:
+        f = int(f) if isinstance(f, (int, Tensor)) and not isinstance(f, bool) else f
+        if not isinstance(f, int) or not 0 <= f < channels:
+            raise ArgumentError(f"feature {f!r} is out of range for layer {layer!r}: "
+                                f"valid features are 0 to {channels - 1}")
+        out.append(f)
+    if not out:
+        raise ArgumentError("feature list is empty")
+    return out, single
+
+
+def _check_seed(seed: Tensor, act: Tensor) -> Tuple[Tensor, bool]:
+    if not isinstance(seed, Tensor):
+        raise ArgumentError(f"seed must be a tensor, got {type(seed).__name__}")
+    if tuple(seed.shape) == tuple(act.shape):
+        return seed.to(act).unsqueeze(1), True
+    if seed.dim() == act.dim() + 1 and seed.shape[0] == act.shape[0] \
+            and tuple(seed.shape[2:]) == tuple(act.shape[1:]):
+        return seed.to(act), False
+    raise ArgumentError(f"seed has shape {list(seed.shape)}; it must match the layer's "
+                        f"activation {list(act.shape)} (or [N, K, {', '.join(map(str, act.shape[1:]))}])")
+
+
+def _check_supported(op: Op, layer: str) -> None:
+    if op.kind == "unsupported" or op.kind not in RULES:
+        raise UnsupportedOpError(
+            f"no deconvnet rule for {op.label} at {op.where} (graph node {op.name!r}) on the "
+            f"path from {layer!r} down to the input; deconvviz will not fall back to a plain "
+            f"gradient. Project from a layer below it, or rewrite it with supported ops")
+    if op.kind == "batchnorm" and (op.module.training or op.module.running_var is None):
+        raise UnsupportedOpError(
+            f"{op.label} at {op.where} uses batch statistics (training mode or no running "
+            f"stats); its deconvnet step needs eval mode: call model.eval()")
+    if op.kind == "transpose":
+        extra = [a for a in _node_args(op) if a not in op.inputs]
+        if extra:
+            raise UnsupportedOpError(f"{op.label} at {op.where} takes computed arguments "
+                                     f"({', '.join(a.name for a in extra)}); no rule for it")
+
+
+def _node_args(op: Op):
+    found: List = []
+    fx.node.map_arg((op.node.args, op.node.kwargs), lambda n: found.append(n) or n)
+    return found
+
+
+# -- the rules ------------------------------------------------------------------------------
+@dataclass
+class _Context:
+    rec: Recording
+    n: int  # images
+    k: int  # seeds per image
+    traced: TracedModel
+
+    def shape(self, node) -> Tuple[int, ...]:
+        """Recorded shape of ``node`` with the batch dimension widened to N*K signals."""
+        s = self.rec.shapes[node.name]
+        if s[0] != self.n:
+            raise UnsupportedOpError(f"node {node.name!r} changes the batch dimension; the "
+                                     f"deconvnet needs ops that keep images apart")
+        return (self.n * self.k, *s[1:])
+
+
+def _rectify(op, s, ctx):
+    return [(op.inputs[0], F.relu(s))]
+
+
+def _identity(op, s, ctx):
+    return [(op.inputs[0], s)]
+
+
+def _unpool(op, s, ctx):
+    source = op.inputs[0]
+    _, c, h, w = ctx.shape(source)
+    switches = ctx.rec.switches_of(op.name)  # [N, C, h', w'] flat offsets into h*w
+    n, k = ctx.n, ctx.k
+    hw = switches.shape[-2] * switches.shape[-1]
+    index = switches.reshape(n, 1, c, hw).expand(n, k, c, hw)
+    out = s.new_zeros(n, k, c, h * w)
+    out.scatter_add_(3, index, s.reshape(n, k, c, hw))  # add, not overwrite: windows overlap
+    return [(source, out.reshape(n * k, c, h, w))]
+
+
+def _transposed_conv(op, s, ctx):
+    m, p = op.module, op.params
+    source = op.inputs[0]
+    in_h, in_w = ctx.shape(source)[-2:]
+    padding = p["padding"]
+    if isinstance(padding, str):  # "valid" or "same" (stride 1): transpose unpadded, then crop
+        full = F.conv_transpose2d(s, m.weight, None, 1, 0, 0, p["groups"], p["dilation"])
+        top = [(d * (k - 1)) // 2 if padding == "same" else 0
+               for k, d in zip(p["kernel"], p["dilation"])]
+        return [(source, full[..., top[0]:top[0] + in_h, top[1]:top[1] + in_w])]
+    out_pad = []
+    for size, o, k, st, pd, d in zip((in_h, in_w), s.shape[-2:], p["kernel"], p["stride"],
+                                     padding, p["dilation"]):
+        out_pad.append(size - ((o - 1) * st - 2 * pd + d * (k - 1) + 1))
+    x = F.conv_transpose2d(s, m.weight, None, p["stride"], padding, tuple(out_pad),
+                           p["groups"], p["dilation"])
+    return [(source, x)]
+
+
+def _transposed_linear(op, s, ctx):
+    return [(op.inputs[0], s.matmul(op.module.weight))]
+
+
+def _batchnorm_scale(op, s, ctx):
+    m = op.module
+    scale = torch.rsqrt(m.running_var + m.eps)
+    if m.weight is not None:
+        scale = scale * m.weight
+    return [(op.inputs[0], s * scale.reshape(1, -1, *([1] * (s.dim() - 2))))]
+
+
+def _vjp(op, s, ctx):
+    """Any other linear op: its transpose is its vector-Jacobian product, computed exactly by
+    autograd on a dummy input (the op is linear, so the point does not matter)."""
+    dummies = {n: torch.zeros(ctx.shape(n), dtype=s.dtype, device=s.device, requires_grad=True)
+               for n in dict.fromkeys(op.inputs)}
+    args = fx.node.map_arg(op.node.args, lambda n: dummies[n])
+    kwargs = fx.node.map_arg(op.node.kwargs, lambda n: dummies[n])
+    with torch.enable_grad():
+        if op.node.op == "call_module":
+            out = op.module(*args, **kwargs)
+        elif op.node.op == "call_method":
+            out = getattr(args[0], op.node.target)(*args[1:], **kwargs)
+        else:
+            out = op.node.target(*args, **kwargs)
+        grads = torch.autograd.grad(out, list(dummies.values()), s, allow_unused=True)
+    return [(n, g) for n, g in zip(dummies, grads) if g is not None]
+
+
+def _reshape_back(op, s, ctx):
+    return [(op.inputs[0], s.reshape(ctx.shape(op.inputs[0])))]
+
+
+def _split(op, s, ctx):
+    parts = op.node.args[0]
+    dim = op.params["dim"]
+    dim = dim if dim >= 0 else dim + s.dim()
+    if dim == 0:
+        raise UnsupportedOpError(f"cat along the batch dimension at {op.where}")
+    out, offset = [], 0
+    for part in parts:
+        size = ctx.rec.shapes[part.name][dim]
+        if part in op.inputs:
+            out.append((part, s.narrow(dim, offset, size)))
+        offset += size
+    return out
+
+
+def _branches(op, s, ctx):
+    return [(node, _unbroadcast(s * sign, ctx.shape(node))) for node, sign in op.params["signs"]]
+
+
+def _scale(op, s, ctx):
+    factor = op.params["factor"]
+    if isinstance(factor, tuple):  # ("attr", target): a constant tensor of the model
+        factor = _get_attr(ctx.traced.graph_module, factor[1])
+        if op.params["divide"]:
+            factor = 1.0 / factor
+    source = op.inputs[0]
+    return [(source, _unbroadcast(s * factor, ctx.shape(source)))]
+
+
+def _get_attr(module: nn.Module, target: str) -> Tensor:
+    obj = module
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj.detach()
+
+
+def _unbroadcast(s: Tensor, shape: Tuple[int, ...]) -> Tensor:
+    if tuple(s.shape) == tuple(shape):
+        return s
+    while s.dim() > len(shape):
+        s = s.sum(0)
+    dims = [d for d in range(1, len(shape)) if shape[d] == 1 and s.shape[d] != 1]
+    return s.sum(dims, keepdim=True) if dims else s
+
+
+_REVERSE = {
+    "relu": _rectify, "identity": _identity, "maxpool": _unpool, "conv": _transposed_conv,
+    "linear": _transposed_linear, "batchnorm": _batchnorm_scale, "avgpool": _vjp,
+    "adaptive_avgpool": _vjp, "transpose": _vjp, "reshape": _reshape_back, "cat": _split,
+    "add": _branches, "scale": _scale,
+}

@@ -1,0 +1,139 @@
+"""Recording one forward pass: the activations asked for and the switches of every max-pool.
+
+The traced graph is run by a ``torch.fx`` interpreter that shares the model's modules, so no
+hook is ever registered on the user's model and nothing can leak. Max-pools, whether
+``nn.MaxPool2d`` modules or functional ``max_pool2d`` calls, are run with
+``return_indices=True``: the indices are the switches of Zeiler & Fergus, the position of
+each pooling region's maximum, as flat offsets into each channel of the pool's input.
+The run stops as soon as the deepest requested layer is computed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Mapping, Optional
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import Tensor
+
+from .errors import ArgumentError
+from .graph import TracedModel
+
+__all__ = ["Recording", "record_nodes", "check_images"]
+
+
+@dataclass
+class Recording:
+    """What one forward pass of a batch left behind.
+
+    Attributes:
+        activations: requested layer -> its output, ``[N, C, h, w]`` (or ``[N, C]``).
+        switches: max-pool -> indices ``[N, C, h, w]``: for each pooled unit, the flat offset
+            (``row * W + col``) of its maximum in that channel of the pool's ``H x W`` input.
+            Keys are module paths (``features.pool1``) or, for functional calls, graph node
+            names.
+        shapes: graph node name -> output shape, for every tensor computed.
+        input_shape: shape of the image batch.
+    """
+
+    activations: Dict[str, Tensor] = field(default_factory=dict)
+    switches: Dict[str, Tensor] = field(default_factory=dict)
+    shapes: Dict[str, torch.Size] = field(default_factory=dict)
+    input_shape: Optional[torch.Size] = None
+    switch_keys: Dict[str, str] = field(default_factory=dict, repr=False)
+
+    def switches_of(self, node_name: str) -> Tensor:
+        """The switches recorded at graph node ``node_name``."""
+        return self.switches[self.switch_keys[node_name]]
+
+    def __repr__(self) -> str:
+        acts = ", ".join(f"{k}: {list(v.shape)}" for k, v in self.activations.items())
+        pools = ", ".join(self.switches)
+        return (f"Recording(input {list(self.input_shape or [])}; activations {{{acts}}}; "
+                f"switches of {len(self.switches)} max-pools: {pools})")
+
+
+class _Stop(Exception):
+    pass
+
+
+class _Recorder(fx.Interpreter):
+    def __init__(self, traced: TracedModel, keep: Mapping[str, str]):
+        super().__init__(traced.graph_module, garbage_collect_values=True)
+        self.ops = traced.ops
+        self.keep = dict(keep)  # node name -> the name the caller asked for
+        self.pending = set(keep)
+        self.recording = Recording()
+        self.pool_calls: Dict[str, int] = {}
+        for op in traced.ops.values():
+            if op.kind == "maxpool":
+                self.pool_calls[op.where] = self.pool_calls.get(op.where, 0) + 1
+        self.pools_seen: Dict[str, int] = {}
+
+    def _pool_key(self, op) -> str:
+        # A module's path names its switches; a module called k times gets path@0..path@k-1.
+        if op.node.op != "call_module":
+            return op.name
+        if self.pool_calls[op.where] == 1:
+            return op.where
+        seen = self.pools_seen.get(op.where, 0)
+        self.pools_seen[op.where] = seen + 1
+        return f"{op.where}@{seen}"
+
+    def run_node(self, n: fx.Node):
+        op = self.ops[n.name]
+        if op.kind == "maxpool":
+            args, _ = self.fetch_args_kwargs_from_env(n)
+            p = op.params
+            out, indices = F.max_pool2d(args[0], p["kernel"], p["stride"], p["padding"],
+                                        p["dilation"], p["ceil_mode"], return_indices=True)
+            key = self._pool_key(op)
+            self.recording.switches[key] = indices
+            self.recording.switch_keys[n.name] = key
+        else:
+            out = super().run_node(n)
+        if isinstance(out, Tensor):
+            self.recording.shapes[n.name] = out.shape
+        if n.name in self.keep:
+            # Cloned: a later in-place op (ReLU(inplace=True)) must not change what we keep.
+            self.recording.activations[self.keep[n.name]] = out.detach().clone()
+            self.pending.discard(n.name)
+            if not self.pending:
+                raise _Stop
+        return out
+
+
+def check_images(x: object, device: Optional[torch.device] = None) -> Tensor:
+    """Check that ``x`` is a float image batch ``[N, 3, H, W]``; raise :class:`ArgumentError`."""
+    if not isinstance(x, Tensor):
+        raise ArgumentError(f"images must be a torch.Tensor [N, 3, H, W], got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ArgumentError(f"images must be a batch [N, C, H, W], got shape {list(x.shape)}"
+                            + (" (add a batch dimension with x[None])" if x.dim() == 3 else ""))
+    if not x.is_floating_point():
+        raise ArgumentError(f"images must be floating point (normalised), got {x.dtype}; "
+                            f"use deconvviz.load_image to prepare them")
+    if device is not None and x.device != device:
+        raise ArgumentError(f"images are on {x.device} but the model is on {device}")
+    return x
+
+
+def record_nodes(traced: TracedModel, x: Tensor, keep: Mapping[str, str]) -> Recording:
+    """Run ``x`` through the traced model, stopping once every node in ``keep`` is computed.
+
+    Args:
+        traced: the traced model.
+        x: images ``[N, 3, H, W]``.
+        keep: graph node name -> the key its activation is stored under.
+    """
+    recorder = _Recorder(traced, keep)
+    recorder.recording.input_shape = x.shape
+    with torch.no_grad():
+        try:
+            recorder.run(x)
+        except _Stop:
+            pass
+    return recorder.recording
+
+

@@ -1,0 +1,186 @@
+"""Loading zoo models with their weights, and what deconvviz remembers about each one."""
+from __future__ import annotations
+
+import os
+import re
+import warnings
+import weakref
+from dataclasses import dataclass
+from typing import Mapping, Optional, Tuple, Union
+
+import torch
+from torch import nn
+
+from ..errors import WeightsError
+from ._registry import get_spec
+
+__all__ = ["Preprocessing", "ModelInfo", "UntrainedWarning", "load_model", "model_info",
+           "count_parameters"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a photo becomes the model's input: resize the short side, centre-crop, normalise."""
+
+    resize_size: int = 256
+    crop_size: int = 224
+    mean: Tuple[float, float, float] = IMAGENET_MEAN
+    std: Tuple[float, float, float] = IMAGENET_STD
+
+    @classmethod
+    def from_weights(cls, weights: object) -> "Preprocessing":
+        """Read the preprocessing off a torchvision weights enum's ``transforms()``."""
+        t = weights.transforms()  # type: ignore[attr-defined]
+        return cls(resize_size=int(t.resize_size[0]), crop_size=int(t.crop_size[0]),
+                   mean=tuple(t.mean), std=tuple(t.std))
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What :func:`load_model` knows about a model it returned.
+
+    Attributes:
+        name: zoo name.
+        weights: ``"imagenet"``, ``"random"`` or the checkpoint path.
+        trained: ``False`` for random initialisation (figures then say "untrained").
+        preprocessing: how photos are turned into this model's input.
+    """
+
+    name: str
+    weights: str
+    trained: bool
+    preprocessing: Preprocessing
+
+
+class UntrainedWarning(UserWarning):
+    """A model was asked for its default weights but none exist, so it is untrained."""
+
+
+_INFO: "weakref.WeakKeyDictionary[nn.Module, ModelInfo]" = weakref.WeakKeyDictionary()
+
+
+def model_info(model: nn.Module) -> Optional[ModelInfo]:
+    """The :class:`ModelInfo` of a model from :func:`load_model`, ``None`` for other modules."""
+    return _INFO.get(model)
+
+
+def count_parameters(name: str) -> int:
+    """Parameter count of a zoo architecture, built on the meta device (no memory, no init)."""
+    with torch.device("meta"):
+        model = get_spec(name).build(weights=None)
+    return sum(p.numel() for p in model.parameters())
+
+
+WeightsArg = Union[None, str, "os.PathLike[str]"]
+
+
+def load_model(name: str, weights: WeightsArg = "default") -> nn.Module:
+    """Build a zoo model, load its weights, and return it in eval mode.
+
+    Args:
+        name: a name from :func:`list_models`, e.g. ``"vgg16"``.
+        weights: ``"default"`` for torchvision's ImageNet weights (downloaded once into the
+            torch hub cache, with a progress bar), ``None`` or ``"none"`` for random
+            initialisation, or the path of a checkpoint (a state dict, or a dict holding one
+            under ``"state_dict"`` or ``"model"``). ZFNet has no public weights: its default is
+            random initialisation, with an :class:`UntrainedWarning`.
+
+    Returns:
+        The ``nn.Module``, in eval mode, on the CPU.
+
+    Raises:
+        UnknownModelError: ``name`` is not in the zoo.
+        WeightsError: the weights cannot be downloaded, found or loaded.
+
+    Example:
+        >>> model = load_model("vgg16", weights=None)
+    """
+    spec = get_spec(name)
+    default_prep = (Preprocessing.from_weights(spec.imagenet_weights)
+                    if spec.imagenet_weights is not None else Preprocessing())
+    if weights is None or (isinstance(weights, str) and weights.lower() == "none"):
+        model, label, trained = spec.build(weights=None), "random", False
+    elif isinstance(weights, str) and weights == "default":
+        if spec.imagenet_weights is None:
+            warnings.warn(
+                f"{name} has no public ImageNet weights; using random (untrained) weights. "
+                f"Load a checkpoint with weights=PATH (CLI: --weights FILE).",
+                UntrainedWarning, stacklevel=2)
+            model, label, trained = spec.build(weights=None), "random", False
+        else:
+            model = _imagenet(name, spec.build, spec.imagenet_weights)
+            label, trained = "imagenet", True
+    else:
+        model = spec.build(weights=None)
+        _load_checkpoint(model, os.fspath(weights), name,
+                         drop_prefixes=spec.extra.get("drop_prefixes", ()))
+        label, trained = os.fspath(weights), True
+    model.eval()
+    _INFO[model] = ModelInfo(name=name, weights=label, trained=trained, preprocessing=default_prep)
+    return model
+
+
+def _imagenet(name: str, build, weights_enum) -> nn.Module:
+    filename = os.path.basename(weights_enum.url)
+    cached = os.path.join(torch.hub.get_dir(), "checkpoints", filename)
+    try:
+        return build(weights=weights_enum)  # torch.hub caches it and shows a progress bar
+    except (OSError, ConnectionError) as exc:  # urllib's URLError is an OSError
+        if os.path.exists(cached):
+            raise WeightsError(f"cannot read cached ImageNet weights {cached}: {exc}") from None
+        reason = getattr(exc, "reason", exc)
+        raise WeightsError(
+            f"no ImageNet weights for {name}: not in the torch hub cache ({cached}) and the "
+            f"download failed ({reason}); use --weights none (weights=None) for random weights "
+            f"or --weights FILE (weights=PATH) for a checkpoint") from None
+
+
+def _load_checkpoint(model: nn.Module, path: str, name: str, drop_prefixes=()) -> None:
+    if not os.path.isfile(path):
+        raise WeightsError(f"weights file not found: {path} "
+                           f"(use 'default', 'none' or the path of a checkpoint)")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(f"cannot read checkpoint {path}: {_first_line(exc)}") from None
+    state = _state_dict_of(checkpoint, path)
+    state = {re.sub(r"^module\.", "", k): v for k, v in state.items()
+             if not k.startswith(tuple(drop_prefixes))}
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong_shape = [f"{k} (checkpoint {list(state[k].shape)}, model {list(v.shape)})"
+                   for k, v in expected.items()
+                   if k in state and hasattr(state[k], "shape") and state[k].shape != v.shape]
+    if missing or unexpected or wrong_shape:
+        parts = [f"{label}: {_some(keys)}" for label, keys in
+                 [("missing keys", missing), ("unexpected keys", unexpected),
+                  ("wrong shapes", wrong_shape)] if keys]
+        raise WeightsError(f"checkpoint {path} does not fit {name}: {'; '.join(parts)}")
+    model.load_state_dict(state)
+
+
+def _state_dict_of(checkpoint: object, path: str) -> Mapping[str, torch.Tensor]:
+    if isinstance(checkpoint, Mapping):
+        for key in ("state_dict", "model"):
+            if isinstance(checkpoint.get(key), Mapping):
+                return checkpoint[key]
+        if all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+            return checkpoint
+    raise WeightsError(f"{path} holds no state dict (expected a dict of tensors, or one under "
+                       f"'state_dict' or 'model')")
+
+
+def _some(keys, n: int = 4) -> str:
+    shown = ", ".join(keys[:n])
+    return shown + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+

@@ -1,0 +1,36 @@
+"""GoogLeNet (Inception v1) from torchvision, without the auxiliary heads.
+
+With ImageNet weights torchvision turns on ``transform_input`` (the weights expect inputs
+scaled to [-1, 1]; the model converts ImageNet-normalised inputs itself); with random
+weights it stays off. deconvviz keeps that behaviour.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from torchvision import models
+
+from ._registry import ModelSpec, register_model
+
+
+def googlenet(weights: Optional[models.GoogLeNet_Weights] = None) -> models.GoogLeNet:
+    if weights is None:
+        return models.googlenet(weights=None, aux_logits=False, init_weights=True)
+    return models.googlenet(weights=weights, aux_logits=False)
+
+
+ALIASES = {
+    "conv1": "conv1", "pool1": "maxpool1", "conv2": "conv2", "conv3": "conv3",
+    "pool2": "maxpool2", "inception3a": "inception3a", "inception3b": "inception3b",
+    "pool3": "maxpool3", "inception4a": "inception4a", "inception4b": "inception4b",
+    "inception4c": "inception4c", "inception4d": "inception4d", "inception4e": "inception4e",
+    "pool4": "maxpool4", "inception5a": "inception5a", "inception5b": "inception5b",
+    "pool5": "avgpool", "fc": "fc",
+}
+
+register_model(ModelSpec(
+    name="googlenet", build=googlenet, aliases=ALIASES,
+    imagenet_weights=models.GoogLeNet_Weights.DEFAULT,
+    paper="Szegedy et al., Going Deeper with Convolutions, 2014",
+    extra={"drop_prefixes": ("aux1.", "aux2.")},
+))

@@ -1,0 +1,104 @@
+"""An independent oracle for the deconvnet, used only by the tests.
+
+Zeiler & Fergus's deconvnet equals the gradient of (seed . activation) with respect to the
+input in which exactly two backward rules change: every ReLU passes relu(signal) instead of
+masking by the forward input, and local response normalisation passes the signal unchanged.
+This module computes that gradient with plain autograd, intercepting every ReLU and LRN call
+with a TorchFunctionMode, and reads the layer's activation with a forward hook. It shares no
+code with deconvviz's engine.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+_RELUS = {F.relu, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_}
+
+
+class _DeconvReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.clamp(min=0)
+
+
+class DeconvRules(TorchFunctionMode):
+    """Inside this mode, ReLU's backward rectifies the signal and LRN's backward is identity."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _RELUS:
+            return _DeconvReLU.apply(args[0])
+        if func is F.local_response_norm:
+            x = args[0]
+            y = F.local_response_norm(*args, **kwargs)
+            return x + (y - x).detach()
+        return func(*args, **kwargs)
+
+
+class _Stop(Exception):
+    pass
+
+
+def oracle_project(model, x, module_path, features, mode="max", call=0):
+    """Projections [N, K, 3, H, W] of ``features`` of the output of ``module_path``."""
+    module = model.get_submodule(module_path) if module_path else model
+    results = []
+    for f in features:
+        captured = []
+
+        def hook(mod, inputs, output):
+            captured.append(output)
+            if len(captured) > call:
+                raise _Stop
+
+        xx = x.detach().clone().requires_grad_(True)
+        handle = module.register_forward_hook(hook)
+        try:
+            with DeconvRules(), torch.enable_grad():
+                try:
+                    model(xx)
+                except _Stop:
+                    pass
+        finally:
+            handle.remove()
+        act = captured[call]
+        seed = torch.zeros_like(act)
+        for n in range(act.shape[0]):
+            channel = act[n, f].detach()
+            if mode == "max":
+                pos = int(torch.argmax(channel.reshape(-1)))
+                seed[n, f].view(-1)[pos] = channel.reshape(-1)[pos]
+            else:
+                seed[n, f] = channel
+        (grad,) = torch.autograd.grad((seed * act).sum(), xx, allow_unused=True)
+        results.append(torch.zeros_like(x) if grad is None else grad)
+    return torch.stack(results, dim=1)
+
+
+def plain_gradient(model, x, module_path, feature):
+    """The ordinary gradient of the strongest activation of ``feature`` (no deconv rules)."""
+    module = model.get_submodule(module_path)
+    captured = []
+    handle = module.register_forward_hook(lambda m, i, o: captured.append(o))
+    xx = x.detach().clone().requires_grad_(True)
+    try:
+        with torch.enable_grad():
+            model(xx)
+    finally:
+        handle.remove()
+    act = captured[0]
+    flat = act[:, feature].reshape(act.shape[0], -1)
+    return torch.autograd.grad(flat.max(dim=1).values.sum(), xx)[0]
+
+
+def rel_error(a, b):
+    """max |a - b| / max |b| (0 when both are all-zero)."""
+    scale = b.abs().max()
+    if scale == 0:
+        return float(a.abs().max())
+    return float((a - b).abs().max() / scale)

@@ -24,7 +24,8 @@ from .graph import Op, TracedModel, trace
 from .recording import record_nodes
 from .zoo import get_spec, load_model, model_info
 
-__all__ = ["Layer", "Geometry", "list_layers", "aliases_of", "resolve_layer", "geometry"]
+__all__ = ["Layer", "Geometry", "list_layers", "aliases_of", "overview_layers", "resolve_layer",
+           "geometry"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,13 @@ def aliases_of(model: nn.Module) -> Dict[str, str]:
     """The layer aliases of a model from :func:`load_model` (``{}`` for other modules)."""
     info = model_info(model)
     return dict(get_spec(info.name).aliases) if info is not None else {}
+
+
+def overview_layers(aliases: Mapping[str, str]) -> List[str]:
+    """The aliases worth a row in a per-layer overview, shallow to deep: convolutions, stages,
+    blocks and fully-connected layers; not pools or normalisations (whose strongest features
+    repeat the layer below) nor every residual block (``layer3.1``)."""
+    return [a for a in aliases if not a.startswith(("pool", "norm")) and "." not in a]
 
 
 def resolve_layer(traced: TracedModel, layer: str,

@@ -1,0 +1,181 @@
+"""Matplotlib figures of projections, for notebooks and papers.
+
+Every function builds on a ``matplotlib.figure.Figure`` (or a sub-figure you pass as ``fig``)
+and returns it; none touches pyplot's global state or calls ``plt.show()``. Sizes are in
+inches for a two-column paper (7 in wide); tile titles give the feature index and its
+activation value.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from typing import Callable, Optional, Sequence
+
+from matplotlib.figure import Figure, SubFigure
+
+from .display import SCALINGS
+from .errors import ArgumentError
+from .visualize import Projections
+
+__all__ = ["projection_grid", "patch_grid", "layer_overview", "combine", "save_figure",
+           "write_atomically", "FORMATS"]
+
+FORMATS = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
+PAGE_WIDTH = 7.0  # inches: a two-column paper's text width
+TILE_FONT = 6.5
+
+
+def _check_scaling(scaling: str) -> None:
+    if scaling not in SCALINGS:
+        raise ArgumentError(f"unknown scaling {scaling!r}; choose one of {', '.join(SCALINGS)}")
+
+
+def _grid_shape(count: int, ncols: Optional[int]) -> tuple:
+    ncols = ncols or min(count, max(1, math.ceil(math.sqrt(count))))
+    return math.ceil(count / ncols), ncols
+
+
+def _show(ax, image, title: Optional[str] = None) -> None:
+    ax.imshow(image, interpolation="nearest" if image.shape[0] < 64 else "antialiased")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_linewidth(0.3)
+    if title:
+        ax.set_title(title, fontsize=TILE_FONT, pad=2)
+
+
+def _photo_panel(fig, p: Projections) -> None:
+    ax = fig.add_subplot(1, 1, 1)
+    _show(ax, p.rgb)
+    ax.set_title("input crop", fontsize=TILE_FONT + 1, pad=3)
+
+
+def projection_grid(p: Projections, *, scaling: str = "signed", ncols: Optional[int] = None,
+                    photo: bool = True, fig=None) -> Figure:
+    """The photo the network saw beside a grid of projections, one tile per feature.
+
+    Args:
+        p: a :class:`Projections` result.
+        scaling: display convention (see :mod:`deconvviz.display`).
+        ncols: tiles per row (default: a square-ish grid).
+        photo: draw the input crop on the left.
+        fig: a ``Figure`` or ``SubFigure`` to draw into (default: a new Figure).
+    """
+    _check_scaling(scaling)
+    rows, cols = _grid_shape(len(p), ncols)
+    if fig is None:
+        width = PAGE_WIDTH if cols > 2 else 4.5
+        tile = (width * (cols / (cols + rows * (1.0 if photo else 0)))) / cols
+        fig = Figure(figsize=(width, tile * rows * 1.12 + 0.45), layout="constrained")
+    grid_fig = fig
+    if photo:
+        left, grid_fig = fig.subfigures(1, 2, width_ratios=[rows, cols], wspace=0.02)
+        _photo_panel(left, p)
+    axes = grid_fig.subplots(rows, cols, squeeze=False)
+    for ax, image, title in zip(axes.flat, p.images(scaling), p.tile_titles()):
+        _show(ax, image, title)
+    for ax in list(axes.flat)[len(p):]:
+        ax.set_visible(False)
+    fig.suptitle(p.title, fontsize=TILE_FONT + 2)
+    return fig if not isinstance(fig, SubFigure) else fig.figure
+
+
+def patch_grid(p: Projections, *, scaling: str = "signed", ncols: Optional[int] = None,
+               fig=None) -> Figure:
+    """Zeiler & Fergus Fig. 2 layout for one image: each projection cropped to the receptive
+    field of its strongest activation, beside the photo patch under that field."""
+    _check_scaling(scaling)
+    rows, cols = _grid_shape(len(p), ncols)
+    if fig is None:
+        fig = Figure(figsize=(PAGE_WIDTH, PAGE_WIDTH / (2 * cols) * rows * 1.15 + 0.45),
+                     layout="constrained")
+    axes = fig.subplots(rows, 2 * cols, squeeze=False)
+    for i, ((proj, patch), title) in enumerate(zip(p.patches(scaling), p.tile_titles())):
+        r, c = divmod(i, cols)
+        _show(axes[r, 2 * c], proj, title)
+        _show(axes[r, 2 * c + 1], patch, "patch")
+    for ax in list(axes.flat)[2 * len(p):]:
+        ax.set_visible(False)
+    fig.suptitle(p.title, fontsize=TILE_FONT + 2)
+    return fig if not isinstance(fig, SubFigure) else fig.figure
+
+
+def layer_overview(results: Sequence[Projections], *, scaling: str = "signed",
+                   fig=None) -> Figure:
+    """One row per layer, shallow to deep: the strongest features of each layer of one photo."""
+    _check_scaling(scaling)
+    if not results:
+        raise ArgumentError("no layers to draw")
+    cols = max(len(p) for p in results)
+    rows = len(results)
+    if fig is None:
+        tile = PAGE_WIDTH / (cols + 1.6)
+        fig = Figure(figsize=(PAGE_WIDTH, tile * rows * 1.15 + 0.45), layout="constrained")
+    axes = fig.subplots(rows, cols + 1, squeeze=False,
+                        gridspec_kw={"width_ratios": [1.6] + [1] * cols})
+    for r, p in enumerate(results):
+        label_ax = axes[r, 0]
+        label_ax.axis("off")
+        label_ax.text(1.0, 0.5, p.layer, ha="right", va="center", fontsize=TILE_FONT + 1.5,
+                      transform=label_ax.transAxes)
+        for c, (image, title) in enumerate(zip(p.images(scaling), p.tile_titles())):
+            _show(axes[r, c + 1], image, title)
+        for c in range(len(p), cols):
+            axes[r, c + 1].set_visible(False)
+    first = results[0]
+    name = os.path.basename(first.image) if first.image else "image"
+    title = f"{first.model}, strongest features per layer ({first.mode}) - {name}"
+    fig.suptitle(title + ("" if first.trained else " - untrained weights"),
+                 fontsize=TILE_FONT + 2)
+    return fig if not isinstance(fig, SubFigure) else fig.figure
+
+
+def combine(draw: Sequence[Callable[[object], object]], *, height: float) -> Figure:
+    """Stack several drawings in one figure: each ``draw[i](subfigure)`` fills one row."""
+    fig = Figure(figsize=(PAGE_WIDTH, height * len(draw)), layout="constrained")
+    subs = fig.subfigures(len(draw), 1, squeeze=False)
+    for sub, fn in zip(subs[:, 0], draw):
+        fn(sub)
+    return fig
+
+
+def check_output_path(path: str, formats: Sequence[str] = FORMATS) -> str:
+    """Raise :class:`ArgumentError` unless ``path`` has one of ``formats`` as extension and a
+    writable folder."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in formats:
+        raise ArgumentError(f"unsupported output format {ext or '(none)'!r} for {path}; use "
+                            f"{', '.join(formats)}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ArgumentError(f"output folder does not exist: {folder}")
+    if not os.access(folder, os.W_OK):
+        raise ArgumentError(f"output folder is not writable: {folder}")
+    return path
+
+
+def write_atomically(path: str, write: Callable[[object], None]) -> str:
+    """Write through a temporary file in the same folder, then rename: never half a file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    ext = os.path.splitext(path)[1]
+    fd, tmp = tempfile.mkstemp(prefix=".deconvviz-", suffix=ext, dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def save_figure(fig: Figure, path: str, *, dpi: Optional[float] = None) -> str:
+    """Save ``fig`` as PNG, JPEG, PDF or SVG (by extension), atomically. Returns ``path``."""
+    check_output_path(path)
+    fmt = os.path.splitext(path)[1].lower().lstrip(".")
+    fmt = "jpeg" if fmt == "jpg" else fmt
+    return write_atomically(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi or 200))
+

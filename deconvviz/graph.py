@@ -154,7 +154,7 @@ def trace(model: nn.Module) -> TracedModel:
     ops: Dict[str, Op] = {}
     from_input = {input_node}
     for node in graph.nodes:
-        op = _classify(node, graph_module, from_input)
+        op = _classify(node, graph_module, from_input, type(model).__name__)
         if op.inputs or node is input_node:
             from_input.add(node)
         ops[node.name] = op
@@ -164,7 +164,7 @@ def trace(model: nn.Module) -> TracedModel:
                        output_node)
 
 
-def _where(node: fx.Node) -> str:
+def _where(node: fx.Node, root: str) -> str:
     if node.op == "call_module":
         return str(node.target)
     stack = node.meta.get("nn_module_stack") or {}
@@ -172,7 +172,7 @@ def _where(node: fx.Node) -> str:
         path, cls = list(stack.values())[-1]
         cls_name = getattr(cls, "__name__", str(cls))
         return f"{path} ({cls_name}.forward)" if path else f"{cls_name}.forward"
-    return "the model's forward"
+    return f"{root}.forward"
 
 
 def _pair(v) -> Tuple[int, int]:
@@ -185,9 +185,9 @@ def _flat_nodes(args) -> List[fx.Node]:
     return found
 
 
-def _classify(node: fx.Node, gm: fx.GraphModule, from_input: set) -> Op:
+def _classify(node: fx.Node, gm: fx.GraphModule, from_input: set, root: str) -> Op:
     inputs = [n for n in _flat_nodes((node.args, node.kwargs)) if n in from_input]
-    where = _where(node)
+    where = _where(node, root)
     if node.op == "placeholder":
         return Op(node, "input", "input", "input image")
     if node.op == "output":

@@ -210,15 +210,10 @@ def list_layers(model_or_name: ModelLike, input_size: int = 224, *,
     names = list(aliases)
     if all_modules or not aliases:
         known = set(aliases.values())
-        names += [p for p in traced.module_outputs if p and p not in known]
-    resolved = {}
-    for name in names:
-        try:
-            resolved[name] = resolve_layer(traced, name, aliases)
-        except UnknownLayerError:
-            if name in aliases:
-                raise
-            continue  # a module called several times: listed by its calls below
+        for path, nodes in traced.module_outputs.items():
+            if path and path not in known:
+                names += [path] if len(nodes) == 1 else [f"{path}@{i}" for i in range(len(nodes))]
+    resolved = {name: resolve_layer(traced, name, aliases) for name in names}
     param = next(iter(model.parameters()), None)
     x = torch.zeros(1, 3, input_size, input_size,
                     device=param.device if param is not None else None)

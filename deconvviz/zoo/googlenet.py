@@ -16,7 +16,10 @@ from ._registry import ModelSpec, register_model
 def googlenet(weights: Optional[models.GoogLeNet_Weights] = None) -> models.GoogLeNet:
     if weights is None:
         return models.googlenet(weights=None, aux_logits=False, init_weights=True)
-    return models.googlenet(weights=weights, aux_logits=False)
+    # torchvision loads ImageNet weights into a model with auxiliary heads; drop them after.
+    model = models.googlenet(weights=weights)
+    model.aux_logits, model.aux1, model.aux2 = False, None, None
+    return model
 
 
 ALIASES = {

@@ -1,0 +1,132 @@
+import os
+import urllib.error
+import warnings
+
+import pytest
+import torch
+from torchvision import models as tvm
+
+import deconvviz as dv
+from deconvviz.zoo import count_parameters, get_spec
+from conftest import zoo_model
+
+ZOO = ["alexnet", "zfnet", "vgg16", "vgg19", "googlenet", "resnet18", "resnet34", "resnet50",
+       "resnet101", "resnet152", "densenet121", "densenet169", "densenet201"]
+
+
+def test_list_models_has_the_whole_zoo():
+    assert set(ZOO) <= set(dv.list_models())
+    assert dv.list_models("resnet*") == ["resnet18", "resnet34", "resnet50", "resnet101",
+                                         "resnet152"]
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_every_model_builds_and_runs_at_224(name):
+    model = zoo_model(name)
+    assert not model.training
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 224, 224))
+    assert out.shape == (1, 1000)
+    assert torch.isfinite(out).all()
+
+
+def test_zfnet_is_the_paper_network():
+    model = zoo_model("zfnet")
+    assert sum(p.numel() for p in model.parameters()) == 62_357_608
+    assert count_parameters("zfnet") == 62_357_608
+    shapes = {l.alias: l.shape for l in dv.list_layers(model)}
+    assert shapes["conv1"] == (96, 110, 110)
+    assert shapes["pool1"] == (96, 55, 55)
+    assert shapes["conv2"] == (256, 26, 26)
+    assert shapes["pool2"] == (256, 13, 13)
+    assert shapes["conv3"] == (384, 13, 13)
+    assert shapes["conv4"] == (384, 13, 13)
+    assert shapes["conv5"] == (256, 13, 13)
+    assert shapes["pool5"] == (256, 6, 6)
+    assert shapes["fc6"] == (4096,) and shapes["fc7"] == (4096,) and shapes["fc8"] == (1000,)
+
+
+def test_unknown_model_names_the_choices():
+    with pytest.raises(dv.UnknownModelError, match="resnet50") as info:
+        dv.load_model("resnet5O", weights=None)
+    assert isinstance(info.value, ValueError)
+    assert "Valid models" in str(info.value)
+
+
+def _fake_cache(name, state):
+    url = get_spec(name).imagenet_weights.url
+    folder = os.path.join(torch.hub.get_dir(), "checkpoints")
+    os.makedirs(folder, exist_ok=True)
+    torch.save(state, os.path.join(folder, os.path.basename(url)))
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise urllib.error.URLError("no network in tests")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+
+
+def test_imagenet_weights_come_from_the_hub_cache_without_network(no_network):
+    reference = tvm.resnet18(weights=None)
+    _fake_cache("resnet18", reference.state_dict())
+    model = dv.load_model("resnet18")
+    for k, v in reference.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+    assert dv.model_info(model).trained and dv.model_info(model).weights == "imagenet"
+
+
+def test_googlenet_imagenet_weights_turn_on_the_input_transform(no_network):
+    _fake_cache("googlenet", tvm.googlenet(weights=None, aux_logits=True,
+                                           init_weights=False).state_dict())
+    model = dv.load_model("googlenet")
+    assert model.transform_input and model.aux1 is None and model.aux2 is None
+    assert not zoo_model("googlenet").transform_input
+
+
+def test_no_network_and_no_cache_names_the_ways_out(no_network):
+    with pytest.raises(dv.WeightsError) as info:
+        dv.load_model("alexnet")
+    message = str(info.value)
+    assert "\n" not in message
+    assert "--weights none" in message and "--weights FILE" in message
+    assert "no network in tests" in message
+
+
+def test_checkpoint_file_loads(tmp_path):
+    reference = tvm.resnet18(weights=None)
+    path = tmp_path / "ckpt.pth"
+    torch.save({"state_dict": {"module." + k: v for k, v in reference.state_dict().items()},
+                "epoch": 3}, path)
+    model = dv.load_model("resnet18", weights=str(path))
+    for k, v in reference.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v)
+    assert dv.model_info(model).weights == str(path)
+
+
+def test_mismatched_checkpoint_lists_the_keys(tmp_path):
+    path = tmp_path / "alexnet.pth"
+    torch.save(tvm.alexnet(weights=None).state_dict(), path)
+    with pytest.raises(dv.WeightsError) as info:
+        dv.load_model("resnet18", weights=str(path))
+    message = str(info.value)
+    assert "missing keys: conv1.weight" in message
+    assert "unexpected keys: features.0.weight" in message
+
+
+def test_bad_checkpoint_files(tmp_path):
+    with pytest.raises(dv.WeightsError, match="not found"):
+        dv.load_model("resnet18", weights=str(tmp_path / "missing.pth"))
+    junk = tmp_path / "junk.pth"
+    junk.write_text("not a checkpoint")
+    with pytest.raises(dv.WeightsError, match="cannot read checkpoint"):
+        dv.load_model("resnet18", weights=str(junk))
+
+
+def test_zfnet_default_weights_warn_that_they_are_untrained():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = dv.load_model("zfnet")
+    assert any(issubclass(w.category, dv.UntrainedWarning) for w in caught)
+    assert not dv.model_info(model).trained

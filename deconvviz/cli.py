@@ -31,6 +31,7 @@ class _OneLineErrors(click.Group):
     """Every error becomes one ``error:`` line (click's own usage errors included)."""
 
     def main(self, args=None, prog_name=None, **extra):
+        extra.pop("standalone_mode", None)  # errors are always handled here
         try:
             result = super().main(args, prog_name=prog_name, standalone_mode=False, **extra)
         except click.exceptions.Abort:

@@ -1,0 +1,151 @@
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from deconvviz.cli import cli
+
+from conftest import EXAMPLES
+
+CHELSEA = os.path.join(EXAMPLES, "chelsea.png")
+
+
+def run(*args, cwd=None):
+    runner = CliRunner()
+    if cwd:
+        old = os.getcwd()
+        os.chdir(cwd)
+    try:
+        result = runner.invoke(cli, list(args), prog_name="deconvviz", standalone_mode=True)
+    finally:
+        if cwd:
+            os.chdir(old)
+    return result
+
+
+def cli_process(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "deconvviz", *args], capture_output=True,
+                          text=True, cwd=cwd)
+
+
+@pytest.mark.parametrize("command", [[], ["models"], ["layers"], ["show"]])
+def test_every_command_has_help(command):
+    proc = cli_process(*command, "--help")
+    assert proc.returncode == 0
+    assert "Usage:" in proc.stdout and len(proc.stdout.splitlines()) > 3
+
+
+def test_models_lists_the_zoo():
+    proc = cli_process("models")
+    assert proc.returncode == 0
+    assert "zfnet" in proc.stdout and "62,357,608" in proc.stdout
+    assert "no (random init)" in proc.stdout
+
+
+def test_layers_table():
+    proc = cli_process("layers", "--model", "zfnet")
+    assert proc.returncode == 0
+    conv3 = next(line for line in proc.stdout.splitlines() if line.startswith("conv3 "))
+    assert "features.relu3" in conv3 and "384x13x13" in conv3 and " 75 " in conv3
+
+
+@pytest.mark.parametrize("args,message", [
+    (["layers", "--model", "nope"], "unknown model 'nope'"),
+    (["layers"], "Missing option"),
+    (["show", "--model", "zfnet", "--layer", "conv9", "--weights", "none", CHELSEA],
+     "layer 'conv9'"),
+    (["show", "--model", "zfnet", "--layer", "conv3", "--weights", "none", "missing.jpg"],
+     "image not found"),
+    (["show", "--model", "zfnet", "--layer", "conv3", "--weights", "none", "--features",
+      "1,400", CHELSEA], "valid features are 0 to 383"),
+    (["show", "--model", "zfnet", "--layer", "conv3", "--weights", "none", "--out", "x.gif",
+      CHELSEA], "unsupported output format"),
+    (["show", "--model", "zfnet", "--layer", "conv3", "--weights", "none", "--out",
+      "/nonexistent/dir/x.png", CHELSEA], "output folder does not exist"),
+    (["show", "--model", "zfnet", "--layer", "conv3", "--weights", "none", "--mode", "mean",
+      CHELSEA], "mean"),
+])
+def test_bad_input_is_one_line_with_exit_code_2(tmp_path, args, message):
+    proc = cli_process(*args, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
+    assert "Traceback" not in proc.stderr
+    assert os.listdir(tmp_path) == []  # nothing half-written
+
+
+def test_unreadable_image_leaves_nothing_behind(tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"garbage")
+    proc = cli_process("show", "--model", "zfnet", "--layer", "conv1", "--weights", "none",
+                       str(bad), cwd=tmp_path)
+    assert proc.returncode == 2 and "not an image" in proc.stderr
+    assert sorted(os.listdir(tmp_path)) == ["bad.jpg"]
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    proc = cli_process("show", "--model", "zfnet", "--layer", "conv9", "--weights", "none",
+                       "--debug", CHELSEA, cwd=tmp_path)
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_unwritable_output_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    real_access = os.access
+    # Root can write anywhere, so the folder is made unwritable by answering os.access.
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(folder)
+                        else real_access(p, mode))
+    result = run("show", "--model", "zfnet", "--layer", "conv1", "--weights", "none",
+                 "--out", str(folder / "x.png"), CHELSEA)
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1].startswith("error: output folder is not writable")
+    assert os.listdir(folder) == []
+
+
+@pytest.mark.parametrize("model,layer", [("zfnet", "conv3"), ("vgg16", "conv3_3"),
+                                         ("googlenet", "inception3a"), ("resnet50", "layer2"),
+                                         ("densenet121", "transition1")])
+def test_show_end_to_end(tmp_path, model, layer):
+    result = run("show", "--model", model, "--layer", layer, "--weights", "none", "--top", "4",
+                 CHELSEA, cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    expected = f"chelsea_{model}_{layer}.png"
+    assert result.stdout.strip() == expected
+    with Image.open(tmp_path / expected) as img:
+        assert img.width > 800 and img.height > 300
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".pdf", ".svg"])
+def test_output_formats(tmp_path, ext):
+    out = tmp_path / f"fig{ext}"
+    result = run("show", "--model", "zfnet", "--layer", "conv1", "--weights", "none",
+                 "--features", "0-3", "--dpi", "100", "--out", str(out), CHELSEA)
+    assert result.exit_code == 0, result.output
+    data = out.read_bytes()
+    if ext in (".png", ".jpg"):
+        with Image.open(out) as img:
+            assert img.format == {".png": "PNG", ".jpg": "JPEG"}[ext]
+            assert img.width == 450  # the figure is 4.5 in wide for 2x2 tiles, at 100 dpi
+    elif ext == ".pdf":
+        assert data.startswith(b"%PDF") and b"/MediaBox [ 0 0 324 " in data  # 4.5 in = 324 pt
+    else:
+        assert b'<svg' in data and b'width="324pt"' in data
+    assert [p for p in os.listdir(tmp_path) if p.startswith(".deconvviz-")] == []
+    assert out.stat().st_mode & 0o044  # readable by others, as files written normally are
+
+
+def test_layer_all_and_patches_and_several_images(tmp_path):
+    coffee = os.path.join(EXAMPLES, "coffee.png")
+    result = run("show", "--model", "zfnet", "--layer", "all", "--weights", "none", "--top", "3",
+                 CHELSEA, coffee, cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.split() == ["chelsea_zfnet_all.png", "coffee_zfnet_all.png"]
+    result = run("show", "--model", "zfnet", "--layer", "conv2", "--weights", "none",
+                 "--patches", "--top", "4", "--out", "p.pdf", "--combine", CHELSEA, coffee,
+                 cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.split() == ["p.pdf"]

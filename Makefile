@@ -13,7 +13,7 @@ $(BIN)/deconvviz: pyproject.toml
 setup: $(BIN)/deconvviz
 
 demo: setup
-	$(BIN)/deconvviz show --model zfnet --layer conv3 --weights none examples/images/chelsea.png
+	$(BIN)/deconvviz show --model zfnet --layer conv3 examples/images/chelsea.png
 
 test: setup
 	$(BIN)/python -m pytest -q

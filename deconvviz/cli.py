@@ -215,6 +215,98 @@ def show_command(model: str, layer: str, top: Optional[int], features: Optional[
         click.echo(path)
 
 
+@cli.command("scan")
+@_model_option
+@click.option("--layers", "-l", required=True, help="Comma list of layers, e.g. conv1,conv3,conv5.")
+@click.option("--top", default=9, show_default=True, help="Hits kept per feature.")
+@click.option("--out", "-o", required=True, metavar="RESULT", help="Where to write the result.")
+@click.option("--batch-size", default=32, show_default=True)
+@click.option("--workers", default=0, show_default=True, help="DataLoader worker processes.")
+@click.option("--resume", is_flag=True, help="Continue from RESULT.partial after an interruption.")
+@click.option("--checkpoint-every", default=256, show_default=True, metavar="N",
+              help="Images between checkpoints.")
+@_weights_option
+@_device_option
+@click.argument("source", type=click.Path())
+@_friendly
+def scan_command(model: str, layers: str, top: int, out: str, batch_size: int, workers: int,
+                 resume: bool, checkpoint_every: int, weights: str, device: str,
+                 source: str) -> None:
+    """Find the strongest activations of every feature of LAYERS across SOURCE (a folder of
+    images, searched recursively, or a text file listing image paths).
+
+    Under torchrun (--nproc_per_node=N) the ranks scan disjoint shards and merge their results.
+    """
+    from .scan import scan
+
+    get_spec(model)
+    names = [s.strip() for s in layers.split(",") if s.strip()]
+    rank, dev = _init_distributed(device)
+    try:
+        net_model = load_model(model, weights=weights).to(dev)
+        result = scan(net_model, source, names, top=top, batch_size=batch_size, workers=workers,
+                      out=out, resume=resume, checkpoint_every=checkpoint_every)
+        if rank == 0:
+            if result.skipped:
+                click.echo(f"warning: skipped {len(result.skipped)} unreadable file(s); see "
+                           f"result.skipped", err=True)
+            click.echo(out)
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _init_distributed(device: str):
+    """Join the torchrun process group when launched by torchrun (gloo on CPU, NCCL on GPU)."""
+    dev = _device(device)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, dev
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if dev.type == "cuda":
+        dev = torch.device("cuda", local)
+        torch.cuda.set_device(dev)
+    torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return torch.distributed.get_rank(), dev
+
+
+@cli.command("figure")
+@click.argument("result_path", metavar="RESULT", type=click.Path())
+@click.option("--layer", "-l", default=None, help="Layer(s) of the scan, comma list "
+                                                  "[default: all of them].")
+@click.option("--features", default="0-15", show_default=True, metavar="LIST",
+              help="Feature indices (3,17,40-47) or random:N for a seeded random subset.")
+@click.option("--seed", default=0, show_default=True, help="Seed for random:N.")
+@click.option("--scaling", type=click.Choice(list(figures.SCALINGS)), default="signed",
+              show_default=True, help="Display convention.")
+@click.option("--ncols", default=4, show_default=True, help="Features per row.")
+@click.option("--out", "-o", required=True, metavar="PATH", help="Output .png/.jpg/.pdf/.svg.")
+@click.option("--dpi", default=200, show_default=True, help="Resolution of raster output.")
+@_weights_option
+@_device_option
+@_friendly
+def figure_command(result_path: str, layer: Optional[str], features: str, seed: int,
+                   scaling: str, ncols: int, out: str, dpi: int, weights: str,
+                   device: str) -> None:
+    """Redraw Zeiler & Fergus Fig. 2 from a scan RESULT: each feature's top-9 projections
+    beside the image patches that caused them. --weights defaults to the scan's own."""
+    from .scan import load_scan
+    from .visualize import choose_features, project_hits
+
+    result = load_scan(result_path)
+    figures.check_output_path(out)
+    layers = [s.strip() for s in layer.split(",")] if layer else result.layer_names
+    chosen = {l: choose_features(features, result.features(l), seed=seed) for l in layers}
+    own = weights == "default"  # the CLI default: the weights the scan used
+    model = load_model(result.model, weights=result.weights_argument if own else weights)
+    model = model.to(_device(device))
+    hits = [project_hits(result, l, chosen[l], model=model) for l in layers]
+    trained = "" if result.weights != "random" else " - untrained weights"
+    title = f"{result.model}: top {result.k} of {len(result.images)} images{trained}"
+    fig = figures.scan_figure(hits, scaling=scaling, ncols=ncols, title=title)
+    click.echo(figures.save_figure(fig, out, dpi=dpi))
+
+
 def _output_paths(images: List[str], model: str, layer: str, out: Optional[str],
                   combine: bool) -> List[str]:
     tag = "all" if layer == "all" else layer.replace(",", "+").replace("/", "_")

@@ -12,14 +12,16 @@ import os
 import tempfile
 from typing import Callable, Optional, Sequence
 
+import cv2
+import numpy as np
 from matplotlib.figure import Figure, SubFigure
 
-from .display import SCALINGS
+from .display import SCALINGS, shared_scale, to_uint8
 from .errors import ArgumentError
-from .visualize import Projections
+from .visualize import FeatureHits, Projections
 
-__all__ = ["projection_grid", "patch_grid", "layer_overview", "combine", "save_figure",
-           "write_atomically", "FORMATS"]
+__all__ = ["projection_grid", "patch_grid", "layer_overview", "scan_figure", "mosaic",
+           "combine", "save_figure", "write_atomically", "FORMATS"]
 
 FORMATS = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
 PAGE_WIDTH = 7.0  # inches: a two-column paper's text width
@@ -129,6 +131,64 @@ def layer_overview(results: Sequence[Projections], *, scaling: str = "signed",
     title = f"{first.model}, strongest features per layer ({first.mode}) - {name}"
     fig.suptitle(title + ("" if first.trained else " - untrained weights"),
                  fontsize=TILE_FONT + 2)
+    return fig if not isinstance(fig, SubFigure) else fig.figure
+
+
+def mosaic(tiles: Sequence[np.ndarray], *, columns: int = 3, size: int = 64,
+           gutter: int = 2, fill: int = 255) -> np.ndarray:
+    """Tiles (uint8 ``H x W x 3``) resized to ``size`` and laid out ``columns`` wide with a
+    ``gutter`` of ``fill`` between them; empty cells stay ``fill``."""
+    rows = max(1, math.ceil(len(tiles) / columns))
+    out = np.full((rows * size + (rows - 1) * gutter, columns * size + (columns - 1) * gutter, 3),
+                  fill, np.uint8)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, columns)
+        interpolation = cv2.INTER_AREA if tile.shape[0] > size else cv2.INTER_NEAREST
+        small = cv2.resize(tile, (size, size), interpolation=interpolation)
+        out[r * (size + gutter):r * (size + gutter) + size,
+            c * (size + gutter):c * (size + gutter) + size] = small
+    return out
+
+
+def scan_figure(layers: Sequence[Sequence[FeatureHits]], *, scaling: str = "signed",
+                ncols: int = 4, title: str = "", fig=None) -> Figure:
+    """Zeiler & Fergus Fig. 2 from a scan: for each layer, a grid of features; each feature
+    is a 3x3 block of its top-9 projections (left panel) beside a 3x3 block of the image
+    patches that caused them (right panel).
+
+    Args:
+        layers: per layer, the :class:`~deconvviz.visualize.FeatureHits` of its features.
+        scaling: display convention, applied to each projection.
+        ncols: features per row in each panel.
+    """
+    _check_scaling(scaling)
+    layers = [list(l) for l in layers if l]
+    if not layers:
+        raise ArgumentError("no features to draw")
+    rows_per_layer = [math.ceil(len(l) / ncols) for l in layers]
+    cols = min(ncols, max(len(l) for l in layers))
+    if fig is None:
+        cell = PAGE_WIDTH / (2 * cols + 0.3)
+        fig = Figure(figsize=(PAGE_WIDTH, sum(rows_per_layer) * cell * 1.12 + 0.5 * len(layers)),
+                     layout="constrained")
+    subs = fig.subfigures(len(layers), 1, squeeze=False, height_ratios=rows_per_layer)[:, 0]
+    for sub, features, rows in zip(subs, layers, rows_per_layer):
+        left, right = sub.subfigures(1, 2, wspace=0.03)
+        for panel, name in ((left, "projections"), (right, "image patches")):
+            axes = panel.subplots(rows, cols, squeeze=False)
+            for ax, feature in zip(axes.flat, features):
+                if name == "projections":
+                    vmax = shared_scale(feature.projections) if scaling == "shared" else None
+                    tiles = [to_uint8(p, scaling, vmax=vmax, photo=patch)
+                             for p, patch in zip(feature.projections, feature.patches)]
+                else:
+                    tiles = feature.patches
+                _show(ax, mosaic(tiles), f"#{feature.feature}")
+            for ax in list(axes.flat)[len(features):]:
+                ax.set_visible(False)
+            panel.suptitle(f"{features[0].layer}: {name}", fontsize=TILE_FONT + 1.5)
+    if title:
+        fig.suptitle(title, fontsize=TILE_FONT + 2)
     return fig if not isinstance(fig, SubFigure) else fig.figure
 
 

@@ -23,7 +23,8 @@ from .layers import Geometry, geometry
 from .recording import Recording
 from .zoo import load_model, model_info
 
-__all__ = ["Projections", "project", "project_layers", "parse_features"]
+__all__ = ["Projections", "FeatureHits", "project", "project_layers", "project_hits",
+           "parse_features", "choose_features"]
 
 
 @dataclass
@@ -217,3 +218,92 @@ def project_layers(model: Union[str, nn.Module], image: ImageArg, layers: Sequen
         p.image = path
         results.append(p)
     return results
+
+
+@dataclass
+class FeatureHits:
+    """A feature's top hits across a scan, projected: Zeiler & Fergus Fig. 2 for one feature.
+
+    Attributes:
+        layer, feature: which feature.
+        hits: the scan's hits, strongest first.
+        projections: ``[K, 3, h, w]`` each hit's projection cropped to its receptive field.
+        patches: K uint8 photo patches under the same fields (black outside the image).
+    """
+
+    layer: str
+    feature: int
+    hits: list
+    projections: List[Tensor]
+    patches: List[np.ndarray]
+
+
+def project_hits(result, layer: str, features: Sequence[int], *,
+                 model: Optional[nn.Module] = None) -> List[FeatureHits]:
+    """Re-run each hit's image through the deconvnet and crop to the receptive field.
+
+    Each image is recorded once and all the hits it holds (for any feature of ``layer``) are
+    projected together in one batched reverse pass.
+
+    Args:
+        result: a :class:`~deconvviz.scan.ScanResult`.
+        layer: one of its layers.
+        features: feature indices.
+        model: the scanned model; by default rebuilt from the result (zoo name and weights).
+    """
+    if model is None:
+        model = load_model(result.model, weights=result.weights_argument)
+    net = Deconvnet(model)
+    per_feature = {f: result.top(layer, f) for f in features}
+    by_image: dict = {}
+    for f, hits in per_feature.items():
+        for slot, hit in enumerate(hits):
+            by_image.setdefault(hit.image, []).append((f, slot, hit))
+    crops: dict = {}
+    device = net._device()
+    for image, items in by_image.items():
+        x, rgb = load_image(image, preprocessing=result.preprocessing)
+        x = x.to(device) if device is not None else x
+        rec = net.record(x, layer)
+        act = rec.activations[layer]
+        geom = geometry(net.traced, rec.shapes).get(net._node(layer))
+        seeds = act.new_zeros((1, len(items), *act.shape[1:]))
+        for k, (f, _, hit) in enumerate(items):
+            index = (0, k, f, hit.y, hit.x) if act.dim() == 4 else (0, k, f)
+            seeds[index] = act[(0, f, hit.y, hit.x) if act.dim() == 4 else (0, f)]
+        pixels = net.project(x, layer, seed=seeds, recording=rec)[0].cpu()
+        for k, (f, slot, hit) in enumerate(items):
+            top, left, h, w = (geom.window(hit.y, hit.x) if geom is not None
+                               else (0, 0) + tuple(rgb.shape[:2]))
+            crop = _crop_tensor(pixels[k], top, left, h, w)
+            crops[(f, slot)] = (crop, crop_window(rgb, top, left, h, w))
+    return [FeatureHits(layer, f, hits, [crops[(f, s)][0] for s in range(len(hits))],
+                        [crops[(f, s)][1] for s in range(len(hits))])
+            for f, hits in per_feature.items()]
+
+
+def _crop_tensor(p: Tensor, top: int, left: int, h: int, w: int) -> Tensor:
+    out = p.new_zeros((p.shape[0], h, w))
+    y0, x0 = max(top, 0), max(left, 0)
+    y1, x1 = min(top + h, p.shape[1]), min(left + w, p.shape[2])
+    if y1 > y0 and x1 > x0:
+        out[:, y0 - top:y1 - top, x0 - left:x1 - left] = p[:, y0:y1, x0:x1]
+    return out
+
+
+def choose_features(spec: str, channels: int, *, seed: int = 0) -> List[int]:
+    """``"0-15"``, ``"3,7"`` or ``"random:16"`` (a seeded random subset, sorted)."""
+    if str(spec).startswith("random:"):
+        try:
+            count = int(spec.split(":", 1)[1])
+        except ValueError:
+            raise ArgumentError(f"bad feature choice {spec!r}: use random:N") from None
+        generator = torch.Generator().manual_seed(seed)
+        count = min(count, channels)
+        return sorted(torch.randperm(channels, generator=generator)[:count].tolist())
+    features = parse_features(spec)
+    bad = [f for f in features if not 0 <= f < channels]
+    if bad:
+        raise ArgumentError(f"feature {bad[0]} is out of range: valid features are 0 to "
+                            f"{channels - 1}")
+    return features

@@ -84,7 +84,8 @@ def load_model(name: str, weights: WeightsArg = "default") -> nn.Module:
         name: a name from :func:`list_models`, e.g. ``"vgg16"``.
         weights: ``"default"`` for torchvision's ImageNet weights (downloaded once into the
             torch hub cache, with a progress bar), ``None`` or ``"none"`` for random
-            initialisation, or the path of a checkpoint (a state dict, or a dict holding one
+            initialisation (reproducible: always drawn with seed 0, without touching the
+            global random state, so a scan and its figure see the same weights), or the path of a checkpoint (a state dict, or a dict holding one
             under ``"state_dict"`` or ``"model"``). ZFNet has no public weights: its default is
             random initialisation, with an :class:`UntrainedWarning`.
 
@@ -102,14 +103,14 @@ def load_model(name: str, weights: WeightsArg = "default") -> nn.Module:
     default_prep = (Preprocessing.from_weights(spec.imagenet_weights)
                     if spec.imagenet_weights is not None else Preprocessing())
     if weights is None or (isinstance(weights, str) and weights.lower() == "none"):
-        model, label, trained = spec.build(weights=None), "random", False
+        model, label, trained = _random(spec), "random", False
     elif isinstance(weights, str) and weights == "default":
         if spec.imagenet_weights is None:
             warnings.warn(
                 f"{name} has no public ImageNet weights; using random (untrained) weights. "
                 f"Load a checkpoint with weights=PATH (CLI: --weights FILE).",
                 UntrainedWarning, stacklevel=2)
-            model, label, trained = spec.build(weights=None), "random", False
+            model, label, trained = _random(spec), "random", False
         else:
             model = _imagenet(name, spec.build, spec.imagenet_weights)
             label, trained = "imagenet", True
@@ -121,6 +122,12 @@ def load_model(name: str, weights: WeightsArg = "default") -> nn.Module:
     model.eval()
     _INFO[model] = ModelInfo(name=name, weights=label, trained=trained, preprocessing=default_prep)
     return model
+
+
+def _random(spec) -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return spec.build(weights=None)
 
 
 def _imagenet(name: str, build, weights_enum) -> nn.Module:

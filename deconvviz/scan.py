@@ -1,0 +1,401 @@
+"""Dataset scan: the strongest activations of every feature across an image collection.
+
+For each requested layer and each feature (channel), :func:`scan` keeps the ``top`` strongest
+activations over all images, at most one per image (that image's strongest location for the
+feature). Only the running top-k is kept, so memory stays flat in the number of images.
+
+- Batched through a ``DataLoader`` (``batch_size``, ``workers``); unreadable files are skipped
+  and listed in ``result.skipped``, never fatal.
+- Deterministic: hits are ordered by value, then by the image's position in the list, so the
+  result does not depend on batch size, worker count or the number of processes.
+- Resumable: the running state is checkpointed atomically every ``checkpoint_every`` images
+  (and on Ctrl-C); ``resume=True`` continues from it and ends with the same result.
+- Distributed: under ``torchrun`` (``torch.distributed``: gloo on CPU, NCCL on GPU) each rank
+  scans a disjoint shard and the per-feature top-k are merged.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.distributed as dist
+import torch.fx as fx
+import torchvision
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from .errors import ArgumentError, DeconvvizError
+from .graph import trace
+from .images import load_image, preprocessing_for
+from .layers import aliases_of, resolve_layer
+from .zoo import Preprocessing, model_info
+
+__all__ = ["scan", "load_scan", "ScanResult", "Hit", "list_images", "ScanInterrupted"]
+
+FORMAT = "deconvviz-scan/1"
+
+
+class ScanInterrupted(RuntimeError):
+    """The scan stopped early (Ctrl-C); its checkpoint lets ``resume=True`` continue."""
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One of a feature's strongest activations: its value, image and map position."""
+
+    value: float
+    image: str
+    y: int
+    x: int
+
+
+class ScanResult:
+    """The outcome of :func:`scan`, as saved on disk and returned by :func:`load_scan`.
+
+    Attributes:
+        model, weights: what was scanned with.
+        layers: the layers scanned, with ``path`` and ``shape`` each.
+        images: every image path, as given.
+        skipped: ``(path, reason)`` of each image that could not be read.
+        k: hits kept per feature.
+        preprocessing: how images were turned into inputs.
+        versions: deconvviz, torch and torchvision versions used.
+    """
+
+    def __init__(self, data: dict) -> None:
+        self.data = data
+        meta = data["meta"]
+        self.model: str = meta["model"]
+        self.weights: str = meta["weights"]
+        self.layers: List[dict] = meta["layers"]
+        self.images: List[str] = meta["images"]
+        self.k: int = meta["top"]
+        self.preprocessing = Preprocessing(**meta["preprocessing"])
+        self.versions: Dict[str, str] = meta["versions"]
+        self.skipped: List[Tuple[str, str]] = [(self.images[i], r) for i, r in data["skipped"]]
+
+    @property
+    def weights_argument(self) -> Optional[str]:
+        """What to pass to :func:`load_model` to get the scanned weights back (random weights
+        are reproducible: :func:`load_model` draws them with a fixed seed)."""
+        return {"imagenet": "default", "random": None}.get(self.weights, self.weights)
+
+    @property
+    def layer_names(self) -> List[str]:
+        return [l["name"] for l in self.layers]
+
+    def features(self, layer: str) -> int:
+        """Number of features (channels) of ``layer``."""
+        return int(self._tops(layer)["values"].shape[0])
+
+    def _tops(self, layer: str) -> Dict[str, Tensor]:
+        if layer not in self.data["tops"]:
+            raise ArgumentError(f"layer {layer!r} is not in this scan; it has "
+                                f"{', '.join(self.layer_names)}")
+        return self.data["tops"][layer]
+
+    def top(self, layer: str, feature: int) -> List[Hit]:
+        """The feature's hits, strongest first (fewer than ``k`` if fewer images were read)."""
+        tops = self._tops(layer)
+        channels = tops["values"].shape[0]
+        if not isinstance(feature, int) or not 0 <= feature < channels:
+            raise ArgumentError(f"feature {feature!r} is out of range for layer {layer!r}: "
+                                f"valid features are 0 to {channels - 1}")
+        return [Hit(float(v), self.images[int(i)], int(y), int(x))
+                for v, i, y, x in zip(tops["values"][feature], tops["images"][feature],
+                                      tops["ys"][feature], tops["xs"][feature]) if int(i) >= 0]
+
+    def save(self, path: Union[str, os.PathLike]) -> str:
+        """Write the result (atomically) where :func:`load_scan` can read it."""
+        from .figures import write_atomically
+
+        path = os.fspath(path)
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise ArgumentError(f"output folder does not exist: {folder}")
+        return write_atomically(path, lambda f: torch.save(self.data, f))
+
+    def __repr__(self) -> str:
+        return (f"ScanResult({self.model}, layers {', '.join(self.layer_names)}, "
+                f"{len(self.images)} images, {len(self.skipped)} skipped, top {self.k})")
+
+
+def load_scan(path: Union[str, os.PathLike]) -> ScanResult:
+    """Read a result written by :func:`scan` (or ``deconvviz scan``)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ArgumentError(f"scan result not found: {path}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        data = None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ArgumentError(f"{path} is not a deconvviz scan result")
+    return ScanResult(data)
+
+
+def list_images(source: Union[str, os.PathLike]) -> List[str]:
+    """The images of ``source``: every (non-hidden) file under a folder, recursively, in
+    sorted order; or the paths listed in a text file, one per line (``#`` comments)."""
+    source = os.fspath(source)
+    if os.path.isdir(source):
+        found = []
+        for root, dirs, files in os.walk(source):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            found += [os.path.join(root, f) for f in sorted(files) if not f.startswith(".")]
+        if not found:
+            raise ArgumentError(f"no files in {source}")
+        return found
+    if os.path.isfile(source):
+        with open(source, encoding="utf-8", errors="replace") as handle:
+            lines = [l.strip() for l in handle]
+        paths = [l for l in lines if l and not l.startswith("#")]
+        if not paths:
+            raise ArgumentError(f"{source} lists no image paths")
+        return paths
+    raise ArgumentError(f"image source not found: {source} (give a folder or a text file of "
+                        f"paths)")
+
+
+class _Images(Dataset):
+    def __init__(self, paths: Sequence[str], indices: Sequence[int], prep: Preprocessing):
+        self.paths, self.indices, self.prep = paths, list(indices), prep
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        index = self.indices[i]
+        try:
+            x, _ = load_image(self.paths[index], preprocessing=self.prep)
+            return index, x[0], ""
+        except DeconvvizError as exc:
+            return index, None, str(exc)
+
+
+def _collate(batch):
+    good = [(i, x) for i, x, _ in batch if x is not None]
+    failed = [(i, why) for i, x, why in batch if x is None]
+    if not good:
+        return [], None, failed
+    return [i for i, _ in good], torch.stack([x for _, x in good]), failed
+
+
+def _truncated(traced, nodes: Sequence[str]) -> fx.GraphModule:
+    """A GraphModule that stops at the deepest of ``nodes`` and returns (copies of) them."""
+    graph, env = fx.Graph(), {}
+    wanted = {traced.ops[n].node for n in nodes}
+    outputs = {}
+    for node in traced.graph_module.graph.nodes:
+        if not wanted - set(outputs):
+            break
+        env[node] = graph.node_copy(node, lambda n: env[n])
+        if node in wanted:
+            # A copy, so that a later in-place op cannot change the activation we keep.
+            outputs[node] = graph.call_method("clone", (env[node],))
+    graph.output(tuple(outputs[traced.ops[n].node] for n in nodes))
+    return fx.GraphModule(traced.graph_module, graph)
+
+
+def _empty_tops(channels: int, k: int, device) -> Dict[str, Tensor]:
+    return {"values": torch.full((channels, k), float("-inf"), device=device),
+            "images": torch.full((channels, k), -1, dtype=torch.long, device=device),
+            "ys": torch.zeros((channels, k), dtype=torch.long, device=device),
+            "xs": torch.zeros((channels, k), dtype=torch.long, device=device)}
+
+
+def _merge(tops: Dict[str, Tensor], values: Tensor, images: Tensor, ys: Tensor, xs: Tensor,
+           k: int) -> Dict[str, Tensor]:
+    """Merge candidates ``[C, M]`` into the running top-k ``[C, k]``: strongest first, ties
+    broken by the image's position in the list (so the order of arrival never matters)."""
+    v = torch.cat([tops["values"], values], dim=1)
+    i = torch.cat([tops["images"], images], dim=1)
+    y = torch.cat([tops["ys"], ys], dim=1)
+    x = torch.cat([tops["xs"], xs], dim=1)
+    by_image = torch.argsort(i, dim=1, stable=True)
+    v, i, y, x = (t.gather(1, by_image) for t in (v, i, y, x))
+    by_value = torch.argsort(v, dim=1, descending=True, stable=True)[:, :k]
+    return {"values": v.gather(1, by_value), "images": i.gather(1, by_value),
+            "ys": y.gather(1, by_value), "xs": x.gather(1, by_value)}
+
+
+def _candidates(act: Tensor, indices: Tensor):
+    """Each image's strongest location per feature: values, image ids, rows, cols ``[C, B]``."""
+    b, c = act.shape[:2]
+    values, pos = act.reshape(b, c, -1).max(dim=2)
+    width = act.shape[-1] if act.dim() == 4 else 1
+    images = indices.to(act.device).reshape(b, 1).expand(b, c)
+    return values.T, images.T, (pos // width).T, (pos % width).T
+
+
+def _versions() -> Dict[str, str]:
+    from . import __version__
+
+    return {"deconvviz": __version__, "torch": str(torch.__version__),
+            "torchvision": str(torchvision.__version__)}
+
+
+def _distributed() -> Tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layers: Sequence[str],
+         *, top: int = 9, batch_size: int = 32, workers: int = 0,
+         out: Optional[Union[str, os.PathLike]] = None, resume: bool = False,
+         checkpoint_every: int = 256, progress: bool = True,
+         preprocessing: Optional[Preprocessing] = None) -> ScanResult:
+    """Scan a collection of images for the strongest activations of every feature.
+
+    Args:
+        model: the network (zoo model or any traceable CNN), on the device to scan on.
+        source: a folder (recursive), a text file listing image paths, or a list of paths.
+        layers: layer names (aliases or module paths).
+        top: hits kept per feature.
+        batch_size, workers: for the ``DataLoader``.
+        out: where to save the result; checkpoints go beside it (``OUT.partial``).
+        resume: continue from ``OUT.partial`` if present.
+        checkpoint_every: images between checkpoints.
+        progress: a progress bar on stderr (images/s).
+        preprocessing: overrides the model's preprocessing.
+
+    Returns:
+        A :class:`ScanResult` (also saved to ``out`` when given).
+
+    Example:
+        >>> result = scan(load_model("zfnet", weights=None), "photos/", ["conv1", "conv5"])
+        >>> result.top("conv5", 12)[0]
+        Hit(value=..., image='photos/cat.jpg', y=6, x=4)
+    """
+    if not isinstance(top, int) or top < 1:
+        raise ArgumentError(f"top must be a positive number of hits, got {top!r}")
+    if batch_size < 1 or workers < 0 or checkpoint_every < 1:
+        raise ArgumentError("batch size and checkpoint interval must be >= 1, workers >= 0")
+    layers = list(layers)
+    if not layers:
+        raise ArgumentError("no layers to scan")
+    paths = list(source) if isinstance(source, (list, tuple)) else list_images(source)
+    traced = trace(model)
+    aliases = aliases_of(model)
+    resolved = [resolve_layer(traced, layer, aliases) for layer in layers]
+    nodes = [node for _, _, node in resolved]
+    prep = preprocessing or preprocessing_for(model)
+    info = model_info(model)
+    param = next(iter(model.parameters()), None)
+    device = param.device if param is not None else torch.device("cpu")
+    forward = _truncated(traced, nodes)
+    with torch.no_grad():
+        probe = forward(torch.zeros(2, 3, prep.crop_size, prep.crop_size, device=device))
+    meta = {
+        "model": info.name if info else type(model).__name__,
+        "weights": info.weights if info else "user",
+        "layers": [{"name": l, "path": p, "shape": list(a.shape[1:])}
+                   for l, (_, p, _), a in zip(layers, resolved, probe)],
+        "preprocessing": {"resize_size": prep.resize_size, "crop_size": prep.crop_size,
+                          "mean": list(prep.mean), "std": list(prep.std)},
+        "images": paths, "top": top, "versions": _versions(),
+    }
+    rank, world = _distributed()
+    shard = list(range(rank, len(paths), world))
+    state = {"done": 0, "skipped": [],
+             "tops": {l: _empty_tops(a.shape[1], top, device) for l, a in zip(layers, probe)}}
+    partial = _checkpoint_path(out, rank, world)
+    if resume and partial and os.path.exists(partial):
+        state = _load_checkpoint(partial, meta, device)
+    loader = DataLoader(_Images(paths, shard[state["done"]:], prep), batch_size=batch_size,
+                        num_workers=workers, collate_fn=_collate)
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(shard), initial=state["done"], unit="img", desc=f"scan {meta['model']}",
+               disable=not progress or rank != 0, dynamic_ncols=True)
+    since = 0
+    try:
+        for indices, x, failed in loader:
+            state["skipped"] += failed
+            if x is not None:
+                if x.shape[0] == 1:
+                    # One-image batches take another convolution path on CPU, with
+                    # last-bit differences; a duplicate keeps results batch-size independent.
+                    x = torch.cat([x, x])
+                with torch.no_grad():
+                    acts = forward(x.to(device))
+                ids = torch.tensor(indices)
+                for layer, act in zip(layers, acts):
+                    state["tops"][layer] = _merge(state["tops"][layer],
+                                                  *_candidates(act[:len(indices)], ids), k=top)
+            n = len(indices) + len(failed)
+            state["done"] += n
+            since += n
+            bar.update(n)
+            if partial and since >= checkpoint_every:
+                _save_checkpoint(partial, meta, state)
+                since = 0
+    except KeyboardInterrupt:
+        if partial:
+            _save_checkpoint(partial, meta, state)
+            raise ScanInterrupted(f"interrupted after {state['done']} of {len(shard)} images; "
+                                  f"run again with --resume to continue") from None
+        raise
+    finally:
+        bar.close()
+    tops, skipped = _gather(state, world)
+    result = ScanResult({"format": FORMAT, "meta": meta, "skipped": sorted(skipped),
+                         "tops": {l: {k: v.cpu() for k, v in t.items()} for l, t in tops.items()},
+                         "created": datetime.datetime.now().isoformat(timespec="seconds")})
+    if out is not None and rank == 0:
+        result.save(out)
+    if world > 1:
+        dist.barrier()
+    if partial and os.path.exists(partial):
+        os.unlink(partial)
+    return result
+
+
+def _gather(state, world: int):
+    if world == 1:
+        return state["tops"], state["skipped"]
+    tops = {}
+    for layer, t in state["tops"].items():
+        merged = None
+        gathered = {}
+        for key, value in t.items():
+            parts = [torch.empty_like(value) for _ in range(world)]
+            dist.all_gather(parts, value.contiguous())
+            gathered[key] = torch.cat(parts, dim=1)
+        channels, k = t["values"].shape
+        merged = _merge(_empty_tops(channels, k, t["values"].device), gathered["values"],
+                        gathered["images"], gathered["ys"], gathered["xs"], k)
+        tops[layer] = merged
+    skipped: List = [None] * world
+    dist.all_gather_object(skipped, state["skipped"])
+    return tops, [s for part in skipped for s in part]
+
+
+def _checkpoint_path(out, rank: int, world: int) -> Optional[str]:
+    if out is None:
+        return None
+    base = os.fspath(out) + ".partial"
+    return base if world == 1 else f"{base}.rank{rank}-of-{world}"
+
+
+def _save_checkpoint(path: str, meta: dict, state: dict) -> None:
+    from .figures import write_atomically
+
+    data = {"meta": meta, "done": state["done"], "skipped": state["skipped"],
+            "tops": {l: {k: v.cpu() for k, v in t.items()} for l, t in state["tops"].items()}}
+    write_atomically(path, lambda f: torch.save(data, f))
+
+
+def _load_checkpoint(path: str, meta: dict, device) -> dict:
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    same = {k: v for k, v in data["meta"].items() if k != "versions"} == \
+        {k: v for k, v in meta.items() if k != "versions"}
+    if not same:
+        raise ArgumentError(f"checkpoint {path} is from a different scan (model, weights, "
+                            f"layers, images or top differ); delete it or drop --resume")
+    return {"done": data["done"], "skipped": [tuple(s) for s in data["skipped"]],
+            "tops": {l: {k: v.to(device) for k, v in t.items()} for l, t in data["tops"].items()}}

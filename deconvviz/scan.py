@@ -315,7 +315,7 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
     since = 0
     try:
         for indices, x, failed in loader:
-            state["skipped"] += failed
+            tops = state["tops"]
             if x is not None:
                 if x.shape[0] == 1:
                     # One-image batches take another convolution path on CPU, with
@@ -324,11 +324,13 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
                 with torch.no_grad():
                     acts = forward(x.to(device))
                 ids = torch.tensor(indices)
-                for layer, act in zip(layers, acts):
-                    state["tops"][layer] = _merge(state["tops"][layer],
-                                                  *_candidates(act[:len(indices)], ids), k=top)
+                tops = {layer: _merge(tops[layer], *_candidates(act[:len(indices)], ids), k=top)
+                        for layer, act in zip(layers, acts)}
+            # The batch counts only once all of it is merged, so an interruption never
+            # leaves half a batch in the state.
             n = len(indices) + len(failed)
-            state["done"] += n
+            state = {"tops": tops, "done": state["done"] + n,
+                     "skipped": state["skipped"] + failed}
             since += n
             bar.update(n)
             if partial and since >= checkpoint_every:

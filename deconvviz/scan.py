@@ -194,10 +194,22 @@ def _truncated(traced, nodes: Sequence[str]) -> fx.GraphModule:
             break
         env[node] = graph.node_copy(node, lambda n: env[n])
         if node in wanted:
-            # A copy, so that a later in-place op cannot change the activation we keep.
-            outputs[node] = graph.call_method("clone", (env[node],))
+            # Copied only where a later in-place op would change the activation we keep.
+            outputs[node] = (graph.call_method("clone", (env[node],))
+                             if _modified_in_place(node, traced.graph_module) else env[node])
     graph.output(tuple(outputs[traced.ops[n].node] for n in nodes))
     return fx.GraphModule(traced.graph_module, graph)
+
+
+def _modified_in_place(node: fx.Node, gm: fx.GraphModule) -> bool:
+    for user in node.users:
+        if user.kwargs.get("inplace") or (user.op == "call_method" and user.target.endswith("_")):
+            return True
+        if user.op == "call_module" and getattr(gm.get_submodule(user.target), "inplace", False):
+            return True
+        if user.op == "call_function" and getattr(user.target, "__name__", "").endswith("_"):
+            return True
+    return False
 
 
 def _empty_tops(channels: int, k: int, device) -> Dict[str, Tensor]:

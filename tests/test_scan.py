@@ -225,3 +225,21 @@ def test_projected_hits_match_their_scan_values(photos, model):
         assert torch.allclose(fh.projections[0].abs().sum(), full.abs().sum(), rtol=1e-5)
     fig = figures.scan_figure([hits])
     assert len(fig.axes) >= 4
+
+
+def test_a_layer_rectified_in_place_afterwards_keeps_its_own_values(photos):
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 5, stride=4), nn.ReLU(inplace=True)).eval()
+    with torch.no_grad():
+        model[0].bias[0] = -100.0  # feature 0 is negative everywhere
+    result = scan(model, [str(photos / "chelsea.png"), str(photos / "coffee.png")], ["0"],
+                  top=2, progress=False)
+    x = torch.cat([dv.load_image(photos / n)[0] for n in ["chelsea.png", "coffee.png"]])
+    with torch.no_grad():
+        conv = model[0](x)
+    expected = conv.flatten(2).max(dim=2).values.T.sort(dim=1, descending=True).values
+    assert (expected < 0).any()  # some features are negative everywhere: ReLU would zero them
+    got = torch.tensor([[h.value for h in result.top("0", f)] for f in range(4)])
+    assert torch.allclose(got, expected, rtol=1e-6, atol=1e-7)

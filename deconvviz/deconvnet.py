@@ -30,34 +30,19 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Uni
 
 import torch
 import torch.fx as fx
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import ArgumentError, UnsupportedOpError
 from .graph import Op, TracedModel, trace
 from .layers import aliases_of, resolve_layer
 from .recording import Recording, check_images, record_nodes
+from .rules import REVERSE, RULES, Context
 
 __all__ = ["Deconvnet", "DeconvStep", "ReversePass", "MODES"]
 
 MODES = ("max", "map")
 Feature = Union[int, Sequence[int]]
 
-RULES: Dict[str, str] = {
-    "relu": "rectify: relu(signal)",
-    "maxpool": "unpool through the switches (overlaps add)",
-    "conv": "transposed convolution, same weights, no bias",
-    "linear": "transposed weight",
-    "batchnorm": "scale by weight / sqrt(running_var + eps)",
-    "identity": "identity",
-    "avgpool": "transpose of the average pool",
-    "adaptive_avgpool": "transpose of the adaptive average pool",
-    "transpose": "transpose of the linear op",
-    "reshape": "reshape back",
-    "cat": "split back to the inputs",
-    "add": "signal down every branch from the input",
-    "scale": "scale by the constant",
-}
 
 
 @dataclass(frozen=True)
@@ -215,12 +200,12 @@ class Deconvnet:
     def _reverse(self, steps: ReversePass, rec: Recording, node: str, seeds: Tensor) -> Tensor:
         n, k = seeds.shape[:2]
         signals: Dict[str, Tensor] = {node: seeds.reshape(n * k, *seeds.shape[2:])}
-        ctx = _Context(rec, n, k, self.traced)
+        ctx = Context(rec, n, k, self.traced)
         for step in steps.steps:
             signal = signals.pop(step.op.name, None)
             if signal is None:
                 continue
-            for source, contribution in _REVERSE[step.op.kind](step.op, signal, ctx):
+            for source, contribution in REVERSE[step.op.kind](step.op, signal, ctx):
                 if source.name in signals:
                     signals[source.name] = signals[source.name] + contribution
                 else:
@@ -314,146 +299,3 @@ def _node_args(op: Op):
     found: List = []
     fx.node.map_arg((op.node.args, op.node.kwargs), lambda n: found.append(n) or n)
     return found
-
-
-# -- the rules ------------------------------------------------------------------------------
-@dataclass
-class _Context:
-    rec: Recording
-    n: int  # images
-    k: int  # seeds per image
-    traced: TracedModel
-
-    def shape(self, node) -> Tuple[int, ...]:
-        """Recorded shape of ``node`` with the batch dimension widened to N*K signals."""
-        s = self.rec.shapes[node.name]
-        if s[0] != self.n:
-            raise UnsupportedOpError(f"node {node.name!r} changes the batch dimension; the "
-                                     f"deconvnet needs ops that keep images apart")
-        return (self.n * self.k, *s[1:])
-
-
-def _rectify(op, s, ctx):
-    return [(op.inputs[0], F.relu(s))]
-
-
-def _identity(op, s, ctx):
-    return [(op.inputs[0], s)]
-
-
-def _unpool(op, s, ctx):
-    source = op.inputs[0]
-    _, c, h, w = ctx.shape(source)
-    switches = ctx.rec.switches_of(op.name)  # [N, C, h', w'] flat offsets into h*w
-    n, k = ctx.n, ctx.k
-    hw = switches.shape[-2] * switches.shape[-1]
-    index = switches.reshape(n, 1, c, hw).expand(n, k, c, hw)
-    out = s.new_zeros(n, k, c, h * w)
-    out.scatter_add_(3, index, s.reshape(n, k, c, hw))  # add, not overwrite: windows overlap
-    return [(source, out.reshape(n * k, c, h, w))]
-
-
-def _transposed_conv(op, s, ctx):
-    m, p = op.module, op.params
-    source = op.inputs[0]
-    in_h, in_w = ctx.shape(source)[-2:]
-    padding = p["padding"]
-    if isinstance(padding, str):  # "valid" or "same" (stride 1): transpose unpadded, then crop
-        full = F.conv_transpose2d(s, m.weight, None, 1, 0, 0, p["groups"], p["dilation"])
-        top = [(d * (k - 1)) // 2 if padding == "same" else 0
-               for k, d in zip(p["kernel"], p["dilation"])]
-        return [(source, full[..., top[0]:top[0] + in_h, top[1]:top[1] + in_w])]
-    out_pad = []
-    for size, o, k, st, pd, d in zip((in_h, in_w), s.shape[-2:], p["kernel"], p["stride"],
-                                     padding, p["dilation"]):
-        out_pad.append(size - ((o - 1) * st - 2 * pd + d * (k - 1) + 1))
-    x = F.conv_transpose2d(s, m.weight, None, p["stride"], padding, tuple(out_pad),
-                           p["groups"], p["dilation"])
-    return [(source, x)]
-
-
-def _transposed_linear(op, s, ctx):
-    return [(op.inputs[0], s.matmul(op.module.weight))]
-
-
-def _batchnorm_scale(op, s, ctx):
-    m = op.module
-    scale = torch.rsqrt(m.running_var + m.eps)
-    if m.weight is not None:
-        scale = scale * m.weight
-    return [(op.inputs[0], s * scale.reshape(1, -1, *([1] * (s.dim() - 2))))]
-
-
-def _vjp(op, s, ctx):
-    """Any other linear op: its transpose is its vector-Jacobian product, computed exactly by
-    autograd on a dummy input (the op is linear, so the point does not matter)."""
-    dummies = {n: torch.zeros(ctx.shape(n), dtype=s.dtype, device=s.device, requires_grad=True)
-               for n in dict.fromkeys(op.inputs)}
-    args = fx.node.map_arg(op.node.args, lambda n: dummies[n])
-    kwargs = fx.node.map_arg(op.node.kwargs, lambda n: dummies[n])
-    with torch.enable_grad():
-        if op.node.op == "call_module":
-            out = op.module(*args, **kwargs)
-        elif op.node.op == "call_method":
-            out = getattr(args[0], op.node.target)(*args[1:], **kwargs)
-        else:
-            out = op.node.target(*args, **kwargs)
-        grads = torch.autograd.grad(out, list(dummies.values()), s, allow_unused=True)
-    return [(n, g) for n, g in zip(dummies, grads) if g is not None]
-
-
-def _reshape_back(op, s, ctx):
-    return [(op.inputs[0], s.reshape(ctx.shape(op.inputs[0])))]
-
-
-def _split(op, s, ctx):
-    parts = op.node.args[0]
-    dim = op.params["dim"]
-    dim = dim if dim >= 0 else dim + s.dim()
-    if dim == 0:
-        raise UnsupportedOpError(f"cat along the batch dimension at {op.where}")
-    out, offset = [], 0
-    for part in parts:
-        size = ctx.rec.shapes[part.name][dim]
-        if part in op.inputs:
-            out.append((part, s.narrow(dim, offset, size)))
-        offset += size
-    return out
-
-
-def _branches(op, s, ctx):
-    return [(node, _unbroadcast(s * sign, ctx.shape(node))) for node, sign in op.params["signs"]]
-
-
-def _scale(op, s, ctx):
-    factor = op.params["factor"]
-    if isinstance(factor, tuple):  # ("attr", target): a constant tensor of the model
-        factor = _get_attr(ctx.traced.graph_module, factor[1])
-        if op.params["divide"]:
-            factor = 1.0 / factor
-    source = op.inputs[0]
-    return [(source, _unbroadcast(s * factor, ctx.shape(source)))]
-
-
-def _get_attr(module: nn.Module, target: str) -> Tensor:
-    obj = module
-    for part in target.split("."):
-        obj = getattr(obj, part)
-    return obj.detach()
-
-
-def _unbroadcast(s: Tensor, shape: Tuple[int, ...]) -> Tensor:
-    if tuple(s.shape) == tuple(shape):
-        return s
-    while s.dim() > len(shape):
-        s = s.sum(0)
-    dims = [d for d in range(1, len(shape)) if shape[d] == 1 and s.shape[d] != 1]
-    return s.sum(dims, keepdim=True) if dims else s
-
-
-_REVERSE = {
-    "relu": _rectify, "identity": _identity, "maxpool": _unpool, "conv": _transposed_conv,
-    "linear": _transposed_linear, "batchnorm": _batchnorm_scale, "avgpool": _vjp,
-    "adaptive_avgpool": _vjp, "transpose": _vjp, "reshape": _reshape_back, "cat": _split,
-    "add": _branches, "scale": _scale,
-}

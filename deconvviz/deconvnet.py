@@ -32,6 +32,7 @@ import torch
 import torch.fx as fx
 from torch import Tensor, nn
 
+from .cone import bytes_per_seed, plan_cone
 from .errors import ArgumentError, UnsupportedOpError
 from .graph import Op, TracedModel, trace
 from .layers import aliases_of, resolve_layer
@@ -148,7 +149,7 @@ class Deconvnet:
     # -- projection -----------------------------------------------------------------------
     def project(self, x: Tensor, layer: str, feature: Optional[Feature] = None, *,
                 mode: str = "max", seed: Optional[Tensor] = None,
-                recording: Optional[Recording] = None) -> Tensor:
+                recording: Optional[Recording] = None, cone: Optional[bool] = None) -> Tensor:
         """Project activations of ``layer`` back to pixel space.
 
         Args:
@@ -160,6 +161,10 @@ class Deconvnet:
             seed: instead of ``feature``: any tensor shaped like the layer's activation
                 ``[N, C, h, w]`` (or ``[N, K, C, h, w]`` for K seeds per image).
             recording: a :class:`Recording` of ``x`` holding ``layer`` (skips the forward).
+            cone: for ``mode="max"``, compute each projection only inside its receptive-field
+                cone (the same result, much faster for shallow and middle layers). ``None``
+                (default): where the cone is smaller than the maps; ``True``: wherever the
+                layer allows it; ``False``: always the full-size pass.
 
         Returns:
             ``[N, 3, H, W]`` for one feature or a seed; ``[N, K, 3, H, W]`` for a list of K
@@ -181,10 +186,32 @@ class Deconvnet:
             count = seeds.shape[1]
         else:
             features, single = _check_features(feature, act.shape[1], layer)
+            if mode == "max" and cone is not False:
+                out = self._project_cone(steps, recording, node, act, features, cone is True)
+                if out is not None:
+                    return out[:, 0] if single else out
             make = lambda k0, k1: make_seeds(act, features[k0:k1], mode)  # noqa: E731
             count = len(features)
         out = self._reverse_in_chunks(steps, recording, node, make, count, act.shape[0])
         return out[:, 0] if single else out
+
+    def _project_cone(self, steps: ReversePass, rec: Recording, node: str, act: Tensor,
+                      features: List[int], forced: bool = False) -> Optional[Tensor]:
+        ops_down = [step.op for step in steps.steps]
+        plan = plan_cone(self.traced, ops_down, rec, node, require_cheaper=not forced)
+        if plan is None:
+            return None
+        n, k = act.shape[0], len(features)
+        values, ys, xs = (t.reshape(-1) for t in strongest(act, features))
+        images = torch.arange(n, device=act.device).repeat_interleave(k)
+        chosen = torch.as_tensor(features, device=act.device).repeat(n)
+        chunk = max(1, self.max_memory // bytes_per_seed(plan.windows, rec))
+        with torch.no_grad():
+            parts = [plan.project(images[i:i + chunk], chosen[i:i + chunk], ys[i:i + chunk],
+                                  xs[i:i + chunk], values[i:i + chunk])
+                     for i in range(0, n * k, chunk)]
+        out = torch.cat(parts)
+        return out.reshape(n, k, *out.shape[1:])
 
     def _reverse_in_chunks(self, steps: ReversePass, rec: Recording, node: str,
                            make: Callable[[int, int], Tensor], count: int, n: int) -> Tensor:

@@ -100,5 +100,5 @@ def rel_error(a, b):
     """max |a - b| / max |b| (0 when both are all-zero)."""
     scale = b.abs().max()
     if scale == 0:
-        return float(a.abs().max())
-    return float((a - b).abs().max() / scale)
+        return float(a.detach().abs().max())
+    return float((a - b).detach().abs().max() / scale)

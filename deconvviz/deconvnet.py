@@ -197,21 +197,66 @@ class Deconvnet:
 
     def _project_cone(self, steps: ReversePass, rec: Recording, node: str, act: Tensor,
                       features: List[int], forced: bool = False) -> Optional[Tensor]:
-        ops_down = [step.op for step in steps.steps]
-        plan = plan_cone(self.traced, ops_down, rec, node, require_cheaper=not forced)
-        if plan is None:
-            return None
         n, k = act.shape[0], len(features)
         values, ys, xs = (t.reshape(-1) for t in strongest(act, features))
         images = torch.arange(n, device=act.device).repeat_interleave(k)
         chosen = torch.as_tensor(features, device=act.device).repeat(n)
+        out = self._units_in_cone(steps, rec, node, images, chosen, ys, xs, values, forced)
+        return None if out is None else out.reshape(n, k, *out.shape[1:])
+
+    def _units_in_cone(self, steps, rec, node, images, features, ys, xs, values,
+                       forced: bool = False) -> Optional[Tensor]:
+        ops_down = [step.op for step in steps.steps]
+        plan = plan_cone(self.traced, ops_down, rec, node, require_cheaper=not forced)
+        if plan is None:
+            return None
         chunk = max(1, self.max_memory // bytes_per_seed(plan.windows, rec))
         with torch.no_grad():
-            parts = [plan.project(images[i:i + chunk], chosen[i:i + chunk], ys[i:i + chunk],
-                                  xs[i:i + chunk], values[i:i + chunk])
-                     for i in range(0, n * k, chunk)]
-        out = torch.cat(parts)
-        return out.reshape(n, k, *out.shape[1:])
+            return torch.cat([plan.project(images[i:i + chunk], features[i:i + chunk],
+                                           ys[i:i + chunk], xs[i:i + chunk], values[i:i + chunk])
+                              for i in range(0, len(images), chunk)])
+
+    def project_units(self, x: Tensor, layer: str, units: Sequence[Tuple[int, int, int, int]],
+                      *, recording: Optional[Recording] = None) -> Tensor:
+        """Project single activations chosen by position: each unit is ``(image, feature, y,
+        x)`` (y = x = 0 for fully-connected layers), seeded with its own value.
+
+        Returns:
+            ``[S, 3, H, W]``, one projection per unit, computed in the receptive-field cone
+            where that is cheaper than the full-size pass.
+        """
+        steps = self.reverse_pass(layer)
+        x = check_images(x, self._device())
+        if recording is None or layer not in recording.activations:
+            recording = self.record(x, layer)
+        act = recording.activations[layer]
+        node = self._node(layer)
+        if not units:
+            raise ArgumentError("no units to project")
+        images, features, ys, xs = (torch.tensor(c, device=act.device) for c in zip(*units))
+        n, c = act.shape[:2]
+        h, w = (act.shape[-2], act.shape[-1]) if act.dim() == 4 else (1, 1)
+        bad = ((images < 0) | (images >= n) | (features < 0) | (features >= c) | (ys < 0)
+               | (ys >= h) | (xs < 0) | (xs >= w))
+        if bool(bad.any()):
+            first = units[int(bad.nonzero()[0])]
+            raise ArgumentError(f"unit {first} is outside layer {layer!r} of shape "
+                                f"{list(act.shape)}")
+        values = act[images, features, ys, xs] if act.dim() == 4 else act[images, features]
+        out = self._units_in_cone(steps, recording, node, images, features, ys, xs, values)
+        if out is not None:
+            return out
+        seeds = act.new_zeros(len(units), *act.shape[1:])
+        index = (torch.arange(len(units)), features, ys, xs) if act.dim() == 4 else \
+            (torch.arange(len(units)), features)
+        seeds[index] = values
+        # Each unit's seed goes with its own image's recording: group them per image.
+        out = act.new_zeros(len(units), *recording.input_shape[1:])
+        for image in images.unique().tolist():
+            mine = (images == image).nonzero()[:, 0]
+            out[mine] = self.project(x[image:image + 1], layer, seed=seeds[mine][None],
+                                     recording=recording.image(image))[0]
+        return out
 
     def _reverse_in_chunks(self, steps: ReversePass, rec: Recording, node: str,
                            make: Callable[[int, int], Tensor], count: int, n: int) -> Tensor:

@@ -47,6 +47,15 @@ class Recording:
         """The switches recorded at graph node ``node_name``."""
         return self.switches[self.switch_keys[node_name]]
 
+    def image(self, index: int) -> "Recording":
+        """The recording of one image of the batch (a batch of one)."""
+        one = slice(index, index + 1)
+        return Recording(
+            activations={k: v[one] for k, v in self.activations.items()},
+            switches={k: v[one] for k, v in self.switches.items()},
+            shapes={k: torch.Size((1, *v[1:])) for k, v in self.shapes.items()},
+            input_shape=torch.Size((1, *self.input_shape[1:])), switch_keys=self.switch_keys)
+
     def __repr__(self) -> str:
         acts = ", ".join(f"{k}: {list(v.shape)}" for k, v in self.activations.items())
         pools = ", ".join(self.switches)

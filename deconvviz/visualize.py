@@ -265,13 +265,9 @@ def project_hits(result, layer: str, features: Sequence[int], *,
         x, rgb = load_image(image, preprocessing=result.preprocessing)
         x = x.to(device) if device is not None else x
         rec = net.record(x, layer)
-        act = rec.activations[layer]
         geom = geometry(net.traced, rec.shapes).get(net._node(layer))
-        seeds = act.new_zeros((1, len(items), *act.shape[1:]))
-        for k, (f, _, hit) in enumerate(items):
-            index = (0, k, f, hit.y, hit.x) if act.dim() == 4 else (0, k, f)
-            seeds[index] = act[(0, f, hit.y, hit.x) if act.dim() == 4 else (0, f)]
-        pixels = net.project(x, layer, seed=seeds, recording=rec)[0].cpu()
+        pixels = net.project_units(x, layer, [(0, f, hit.y, hit.x) for f, _, hit in items],
+                                   recording=rec).cpu()
         for k, (f, slot, hit) in enumerate(items):
             top, left, h, w = (geom.window(hit.y, hit.x) if geom is not None
                                else (0, 0) + tuple(rgb.shape[:2]))

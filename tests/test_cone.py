@@ -117,3 +117,20 @@ def test_small_memory_budget_gives_the_same_result():
     whole = dv.Deconvnet(model).project(x, "conv3", features)
     tiny = dv.Deconvnet(model, max_memory=1).project(x, "conv3", features)
     assert torch.equal(whole, tiny)
+
+
+@pytest.mark.parametrize("layer", ["conv2", "fc7"])  # through the cone, and the full pass
+def test_project_units_equals_single_seeds(layer):
+    net = dv.Deconvnet(zoo_model("zfnet"))
+    x = torch.randn(2, 3, 224, 224)
+    act = net.record(x, layer).activations[layer]
+    units = [(1, 5, 3, 20), (0, 7, 0, 0), (1, 200, 25, 25)] if act.dim() == 4 else \
+        [(1, 5, 0, 0), (0, 7, 0, 0)]
+    out = net.project_units(x, layer, units)
+    for i, (n, f, y, xx) in enumerate(units):
+        seed = torch.zeros_like(act)
+        index = (n, f, y, xx) if act.dim() == 4 else (n, f)
+        seed[index] = act[index]
+        assert rel_error(out[i], net.project(x, layer, seed=seed, cone=False)[n]) <= TOLERANCE
+    with pytest.raises(dv.ArgumentError, match="outside layer"):
+        net.project_units(x, layer, [(2, 0, 0, 0)])

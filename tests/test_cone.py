@@ -116,7 +116,8 @@ def test_small_memory_budget_gives_the_same_result():
     features = list(range(0, 384, 12))
     whole = dv.Deconvnet(model).project(x, "conv3", features)
     tiny = dv.Deconvnet(model, max_memory=1).project(x, "conv3", features)
-    assert torch.equal(whole, tiny)
+    # One seed per chunk: convolutions of another batch size may differ in the last bits.
+    assert rel_error(tiny, whole) <= 1e-6
 
 
 @pytest.mark.parametrize("layer", ["conv2", "fc7"])  # through the cone, and the full pass

@@ -194,9 +194,10 @@ def test_seed_argument_and_several_seeds_per_image():
 def test_chunking_does_not_change_the_result():
     model = zoo_model("vgg16")
     x = torch.randn(1, 3, 64, 64)
-    whole = dv.Deconvnet(model).project(x, "conv3_3", list(range(12)))
-    tiny = dv.Deconvnet(model, max_memory=1).project(x, "conv3_3", list(range(12)))
-    assert torch.equal(whole, tiny)
+    # map mode: the full-size pass (the cone has its own test)
+    whole = dv.Deconvnet(model).project(x, "conv3_3", list(range(12)), mode="map")
+    tiny = dv.Deconvnet(model, max_memory=1).project(x, "conv3_3", list(range(12)), mode="map")
+    assert rel_error(tiny, whole) <= 1e-6
 
 
 def test_max_mode_keeps_the_first_maximum_on_ties():

@@ -174,12 +174,7 @@ class Deconvnet:
             raise ArgumentError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if (feature is None) == (seed is None):
             raise ArgumentError("give exactly one of feature= (channel index or list) or seed=")
-        steps = self.reverse_pass(layer)
-        x = check_images(x, self._device())
-        if recording is None or layer not in recording.activations:
-            recording = self.record(x, layer)
-        act = recording.activations[layer]
-        node = self._node(layer)
+        steps, x, recording, act, node = self._prepare(x, layer, recording)
         if seed is not None:
             seeds, single = _check_seed(seed, act)
             make = lambda k0, k1: seeds[:, k0:k1]  # noqa: E731
@@ -194,6 +189,14 @@ class Deconvnet:
             count = len(features)
         out = self._reverse_in_chunks(steps, recording, node, make, count, act.shape[0])
         return out[:, 0] if single else out
+
+    def _prepare(self, x: Tensor, layer: str, recording: Optional[Recording]):
+        """Steps, checked images, a recording holding ``layer``, its activation and node."""
+        steps = self.reverse_pass(layer)
+        x = check_images(x, self._device())
+        if recording is None or layer not in recording.activations:
+            recording = self.record(x, layer)
+        return steps, x, recording, recording.activations[layer], self._node(layer)
 
     def _project_cone(self, steps: ReversePass, rec: Recording, node: str, act: Tensor,
                       features: List[int], forced: bool = False) -> Optional[Tensor]:
@@ -225,12 +228,7 @@ class Deconvnet:
             ``[S, 3, H, W]``, one projection per unit, computed in the receptive-field cone
             where that is cheaper than the full-size pass.
         """
-        steps = self.reverse_pass(layer)
-        x = check_images(x, self._device())
-        if recording is None or layer not in recording.activations:
-            recording = self.record(x, layer)
-        act = recording.activations[layer]
-        node = self._node(layer)
+        steps, x, recording, act, node = self._prepare(x, layer, recording)
         if not units:
             raise ArgumentError("no units to project")
         images, features, ys, xs = (torch.tensor(c, device=act.device) for c in zip(*units))

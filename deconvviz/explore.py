@@ -1,0 +1,232 @@
+"""An interactive explorer for Jupyter: pick a layer and a feature, see its projection.
+
+``ipywidgets`` is optional (``pip install "deconvviz[notebook]"``). Each image's forward pass
+is recorded once, for every layer, and reused; switching layer or feature only runs the
+deconvnet for the chosen feature.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from typing import List, Optional, Sequence, Union
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .deconvnet import MODES, Deconvnet, strongest
+from .display import SCALINGS, crop_window, to_uint8
+from .errors import ArgumentError
+from .images import load_image, preprocessing_for
+from .layers import geometry, list_layers
+from .zoo import load_model
+
+__all__ = ["explore", "png_bytes"]
+
+THUMBNAILS = 24  # activation maps shown per layer, strongest first
+
+
+def png_bytes(rgb: np.ndarray, size: Optional[int] = None) -> bytes:
+    """PNG bytes of a uint8 ``H x W x 3`` (or ``H x W``) image, optionally resized to
+    ``size`` pixels on its long side (nearest neighbour, so units stay crisp)."""
+    if size is not None:
+        h, w = rgb.shape[:2]
+        scale = size / max(h, w)
+        rgb = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))),
+                         interpolation=cv2.INTER_NEAREST if scale >= 1 else cv2.INTER_AREA)
+    image = rgb if rgb.ndim == 2 else cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    ok, data = cv2.imencode(".png", image)
+    if not ok:  # pragma: no cover - OpenCV encodes any uint8 image
+        raise RuntimeError("PNG encoding failed")
+    return data.tobytes()
+
+
+def _widgets():
+    try:
+        import ipywidgets
+    except ImportError:
+        raise ImportError('deconvviz.explore needs ipywidgets: pip install "deconvviz[notebook]"'
+                          ) from None
+    return ipywidgets
+
+
+def explore(model: Union[str, nn.Module], image: Union[str, os.PathLike, Tensor, Sequence],
+            *, weights: Optional[str] = "default", scan=None, mode: str = "max",
+            scaling: str = "signed"):
+    """An ipywidgets explorer of one model's features on one or several images.
+
+    Args:
+        model: a zoo name (loaded with ``weights``) or a model.
+        image: a path, a normalised tensor ``[1, 3, H, W]``, or a list of paths.
+        weights: for zoo names: ``"default"``, ``None`` or a checkpoint path.
+        scan: a :class:`~deconvviz.scan.ScanResult` of this model: the feature view then
+            also shows the feature's top-9 across that dataset.
+        mode: ``"max"`` or ``"map"`` to start with.
+        scaling: the display convention to start with.
+
+    Returns:
+        The explorer, an ``ipywidgets.VBox`` (displays itself in Jupyter). Its pickers are
+        attributes: ``layer_picker``, ``feature_picker``, ``mode_picker``,
+        ``scaling_picker``, ``image_picker``; the projection is ``projection_view``.
+
+    Raises:
+        ImportError: ipywidgets is not installed.
+
+    Example:
+        >>> explorer = explore("zfnet", "examples/images/chelsea.png", weights=None)
+        >>> explorer.layer_picker.value = "conv5"
+    """
+    widgets = _widgets()
+    if mode not in MODES:
+        raise ArgumentError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if scaling not in SCALINGS:
+        raise ArgumentError(f"unknown scaling {scaling!r}; choose one of {', '.join(SCALINGS)}")
+    if isinstance(model, str):
+        model = load_model(model, weights=weights)
+    return _explorer_class(widgets)(model, image, scan, mode, scaling)
+
+
+@functools.lru_cache(maxsize=None)
+def _explorer_class(widgets):
+    class Explorer(widgets.VBox):
+        """The explorer widget (see :func:`explore`)."""
+
+        def __init__(self, model, image, scan, mode, scaling):
+            super().__init__()
+            self.model, self.scan = model, scan
+            self.net = Deconvnet(model)
+            self.layers = [l.name for l in list_layers(model)
+                           if len(l.shape) == 3 or l.alias is not None]
+            self.images = self._images(image)
+            self._cache: dict = {}
+            names = [name for name, _, _ in self.images]
+            self.image_picker = widgets.Dropdown(options=[(n, i) for i, n in enumerate(names)], value=0,
+                                                 description="image",
+                                                 layout={"display": "" if len(names) > 1 else "none"})
+            self.layer_picker = widgets.Dropdown(options=self.layers, value=self.layers[0],
+                                                 description="layer")
+            self.feature_picker = widgets.BoundedIntText(value=0, min=0, max=0,
+                                                         description="feature")
+            self.mode_picker = widgets.ToggleButtons(options=list(MODES), value=mode,
+                                                     description="mode")
+            self.scaling_picker = widgets.Dropdown(options=list(SCALINGS), value=scaling,
+                                                   description="display")
+            self.photo_view = widgets.Image(format="png")
+            self.projection_view = widgets.Image(format="png")
+            self.patch_view = widgets.Image(format="png")
+            self.value_label = widgets.HTML()
+            self.thumbnails = widgets.GridBox(layout={
+                "grid_template_columns": "repeat(8, 64px)", "grid_gap": "2px"})
+            self.scan_view = widgets.Image(format="png", layout={
+                "display": "" if scan is not None else "none"})
+            for picker, handler in [(self.image_picker, self._on_image),
+                                    (self.layer_picker, self._on_layer),
+                                    (self.feature_picker, self._on_feature),
+                                    (self.mode_picker, self._on_feature),
+                                    (self.scaling_picker, self._on_feature)]:
+                picker.observe(handler, names="value")
+            labelled = lambda title, w: widgets.VBox([widgets.HTML(f"<b>{title}</b>"), w])  # noqa: E731
+            self.children = [
+                widgets.HBox([self.image_picker, self.layer_picker, self.feature_picker]),
+                widgets.HBox([self.mode_picker, self.scaling_picker]),
+                widgets.HBox([labelled("input crop", self.photo_view),
+                               labelled("strongest maps (click to pick)", self.thumbnails)]),
+                widgets.HBox([labelled("projection", self.projection_view),
+                              labelled("receptive field", self.patch_view),
+                              self.value_label]),
+                self.scan_view,
+            ]
+            self._on_image()
+
+        # -- data ---------------------------------------------------------------------------
+        def _images(self, image):
+            if isinstance(image, Tensor):
+                x = image if image.dim() == 4 else image[None]
+                prep = preprocessing_for(self.model)
+                mean = torch.tensor(prep.mean)[:, None, None]
+                std = torch.tensor(prep.std)[:, None, None]
+                rgb = ((x[0].cpu() * std + mean).clamp(0, 1) * 255).round().byte()
+                return [("tensor", x, rgb.permute(1, 2, 0).numpy())]
+            paths = [image] if isinstance(image, (str, os.PathLike)) else list(image)
+            if not paths:
+                raise ArgumentError("no images to explore")
+            out = []
+            for path in paths:
+                x, rgb = load_image(path, self.model)
+                out.append((os.path.basename(os.fspath(path)), x, rgb))
+            return out
+
+        @property
+        def _x(self) -> Tensor:
+            x = self.images[self.image_picker.value][1]
+            device = self.net._device()
+            return x.to(device) if device is not None else x
+
+        @property
+        def recording(self):
+            """The current image's recording (every layer, recorded once)."""
+            index = self.image_picker.value
+            if index not in self._cache:
+                self._cache[index] = self.net.record(self._x, self.layers)
+            return self._cache[index]
+
+        # -- events -------------------------------------------------------------------------
+        def _on_image(self, change=None):
+            self.photo_view.value = png_bytes(self.images[self.image_picker.value][2], 224)
+            self._on_layer()
+
+        def _on_layer(self, change=None):
+            act = self.recording.activations[self.layer_picker.value][0]
+            channels = act.shape[0]
+            peaks = act.reshape(channels, -1).max(dim=1).values
+            order = torch.argsort(peaks, descending=True, stable=True)[:THUMBNAILS].tolist()
+            self.feature_picker.max = channels - 1
+            boxes = []
+            for f in order:
+                amap = act[f].reshape(act.shape[1:] if act.dim() == 3 else (1, 1)).cpu().numpy()
+                top = float(amap.max())
+                grey = np.zeros(amap.shape, np.uint8) if top <= 0 else \
+                    np.clip(amap / top * 255, 0, 255).astype(np.uint8)
+                button = widgets.Button(description=f"#{f}", layout={"width": "64px"})
+                button.on_click(lambda _, f=f: setattr(self.feature_picker, "value", f))
+                boxes.append(widgets.VBox([widgets.Image(value=png_bytes(grey, 64),
+                                                         format="png"), button]))
+            self.thumbnails.children = boxes
+            if self.feature_picker.value != order[0]:
+                self.feature_picker.value = order[0]  # fires _on_feature
+            else:
+                self._on_feature()
+
+        def _on_feature(self, change=None):
+            layer, feature = self.layer_picker.value, int(self.feature_picker.value)
+            rec = self.recording
+            act = rec.activations[layer]
+            pixels = self.net.project(self._x, layer, feature, mode=self.mode_picker.value,
+                                      recording=rec)[0].cpu()
+            rgb = self.images[self.image_picker.value][2]
+            shown = to_uint8(pixels, self.scaling_picker.value,
+                             vmax=float(pixels.abs().max()), photo=rgb)
+            self.projection_view.value = png_bytes(shown, 224)
+            values, ys, xs = strongest(act, [feature])
+            value, y, x = float(values[0, 0]), int(ys[0, 0]), int(xs[0, 0])
+            geom = geometry(self.net.traced, rec.shapes).get(self.net._node(layer))
+            window = geom.window(y, x) if geom is not None else (0, 0) + rgb.shape[:2]
+            self.patch_view.value = png_bytes(crop_window(rgb, *window), 112)
+            self.value_label.value = (f"<b>{layer} #{feature}</b><br>strongest activation "
+                                      f"{value:.4g}<br>at ({y}, {x})")
+            if self.scan is not None and layer in self.scan.layer_names:
+                self._show_scan(layer, feature)
+
+        def _show_scan(self, layer: str, feature: int):
+            from .figures import mosaic
+            from .visualize import project_hits
+
+            [hits] = project_hits(self.scan, layer, [feature], model=self.model)
+            tiles: List[np.ndarray] = [to_uint8(p, self.scaling_picker.value, photo=patch)
+                                       for p, patch in zip(hits.projections, hits.patches)]
+            left, right = mosaic(tiles, size=72), mosaic(hits.patches, size=72)
+            gap = np.full((left.shape[0], 8, 3), 255, np.uint8)
+            self.scan_view.value = png_bytes(np.concatenate([left, gap, right], axis=1))
+
+    return Explorer

@@ -291,19 +291,14 @@ def figure_command(result_path: str, layer: Optional[str], features: str, seed: 
     """Redraw Zeiler & Fergus Fig. 2 from a scan RESULT: each feature's top-9 projections
     beside the image patches that caused them. --weights defaults to the scan's own."""
     from .scan import load_scan
-    from .visualize import choose_features, project_hits
 
     result = load_scan(result_path)
     figures.check_output_path(out)
-    layers = [s.strip() for s in layer.split(",")] if layer else result.layer_names
-    chosen = {l: choose_features(features, result.features(l), seed=seed) for l in layers}
     own = weights == "default"  # the CLI default: the weights the scan used
     model = load_model(result.model, weights=result.weights_argument if own else weights)
-    model = model.to(_device(device))
-    hits = [project_hits(result, l, chosen[l], model=model) for l in layers]
-    trained = "" if result.weights != "random" else " - untrained weights"
-    title = f"{result.model}: top {result.k} of {len(result.images)} images{trained}"
-    fig = figures.scan_figure(hits, scaling=scaling, ncols=ncols, title=title)
+    fig = figures.figure_from_scan(result, layer.split(",") if layer else None, features,
+                                   seed=seed, model=model.to(_device(device)),
+                                   scaling=scaling, ncols=ncols)
     click.echo(figures.save_figure(fig, out, dpi=dpi))
 
 

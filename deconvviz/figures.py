@@ -12,18 +12,32 @@ import os
 import tempfile
 from typing import Callable, Optional, Sequence
 
+import io
+
 import cv2
+import matplotlib.figure
 import numpy as np
-from matplotlib.figure import Figure, SubFigure
+from matplotlib.figure import SubFigure
 
 from .display import SCALINGS, shared_scale, to_uint8
 from .errors import ArgumentError
 from .visualize import FeatureHits, Projections
 
-__all__ = ["projection_grid", "patch_grid", "layer_overview", "scan_figure", "mosaic",
+__all__ = ["Figure", "projection_grid", "patch_grid", "layer_overview", "scan_figure", "figure_from_scan",
+           "mosaic",
            "combine", "save_figure", "write_atomically", "FORMATS"]
 
 FORMATS = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
+
+
+class Figure(matplotlib.figure.Figure):
+    """A matplotlib ``Figure`` that displays itself in Jupyter, with or without pyplot."""
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", dpi=100)
+        return buffer.getvalue()
+
 PAGE_WIDTH = 7.0  # inches: a two-column paper's text width
 TILE_FONT = 6.5
 
@@ -105,8 +119,9 @@ def patch_grid(p: Projections, *, scaling: str = "signed", ncols: Optional[int] 
 
 
 def layer_overview(results: Sequence[Projections], *, scaling: str = "signed",
-                   fig=None) -> Figure:
-    """One row per layer, shallow to deep: the strongest features of each layer of one photo."""
+                   labels: Optional[Sequence[str]] = None, fig=None) -> Figure:
+    """One row per result: by default one per layer, shallow to deep, labelled with the
+    layer; ``labels`` names the rows otherwise (e.g. one model per row)."""
     _check_scaling(scaling)
     if not results:
         raise ArgumentError("no layers to draw")
@@ -120,7 +135,7 @@ def layer_overview(results: Sequence[Projections], *, scaling: str = "signed",
     for r, p in enumerate(results):
         label_ax = axes[r, 0]
         label_ax.axis("off")
-        label_ax.text(1.0, 0.5, p.layer, ha="right", va="center", fontsize=TILE_FONT + 1.5,
+        label_ax.text(1.0, 0.5, labels[r] if labels else p.layer, ha="right", va="center", fontsize=TILE_FONT + 1.5,
                       transform=label_ax.transAxes)
         for c, (image, title) in enumerate(zip(p.images(scaling), p.tile_titles())):
             _show(axes[r, c + 1], image, title)
@@ -128,9 +143,10 @@ def layer_overview(results: Sequence[Projections], *, scaling: str = "signed",
             axes[r, c + 1].set_visible(False)
     first = results[0]
     name = os.path.basename(first.image) if first.image else "image"
-    title = f"{first.model}, strongest features per layer ({first.mode}) - {name}"
-    fig.suptitle(title + ("" if first.trained else " - untrained weights"),
-                 fontsize=TILE_FONT + 2)
+    what = f"{first.model}, strongest features per layer" if labels is None else \
+        "strongest features"
+    untrained = "" if all(p.trained for p in results) else " - untrained weights"
+    fig.suptitle(f"{what} ({first.mode}) - {name}{untrained}", fontsize=TILE_FONT + 2)
     return fig if not isinstance(fig, SubFigure) else fig.figure
 
 
@@ -190,6 +206,31 @@ def scan_figure(layers: Sequence[Sequence[FeatureHits]], *, scaling: str = "sign
     if title:
         fig.suptitle(title, fontsize=TILE_FONT + 2)
     return fig if not isinstance(fig, SubFigure) else fig.figure
+
+
+def figure_from_scan(result, layers=None, features: str = "0-15", *, seed: int = 0,
+                     model=None, scaling: str = "signed", ncols: int = 4) -> Figure:
+    """Zeiler & Fergus Fig. 2 from a scan result, as ``deconvviz figure`` draws it.
+
+    Args:
+        result: a :class:`~deconvviz.scan.ScanResult`.
+        layers: a layer name or several (default: every scanned layer).
+        features: ``"0-15"``, ``"3,7,40-47"`` or ``"random:16"`` (seeded by ``seed``).
+        model: the scanned model; by default rebuilt from the result's zoo name and weights.
+        scaling: display convention.
+        ncols: features per row.
+    """
+    from .visualize import choose_features, project_hits
+    from .zoo import load_model
+
+    layers = [layers] if isinstance(layers, str) else list(layers or result.layer_names)
+    chosen = {l: choose_features(features, result.features(l), seed=seed) for l in layers}
+    if model is None:
+        model = load_model(result.model, weights=result.weights_argument)
+    hits = [project_hits(result, l, chosen[l], model=model) for l in layers]
+    untrained = " - untrained weights" if result.weights == "random" else ""
+    title = f"{result.model}: top {result.k} of {len(result.images)} images{untrained}"
+    return scan_figure(hits, scaling=scaling, ncols=ncols, title=title)
 
 
 def combine(draw: Sequence[Callable[[object], object]], *, height: float) -> Figure:

@@ -6,7 +6,6 @@ arrays.
 """
 from __future__ import annotations
 
-import io
 import os
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple, Union
@@ -100,9 +99,7 @@ class Projections:
         return figures.projection_grid(self, scaling=scaling, ncols=ncols, fig=fig)
 
     def _repr_png_(self) -> bytes:
-        buffer = io.BytesIO()
-        self.figure().savefig(buffer, format="png", dpi=100)
-        return buffer.getvalue()
+        return self.figure()._repr_png_()
 
     def save(self, path: Union[str, os.PathLike], **figure_options) -> str:
         """Save as arrays (``.npz``/``.npy``) or as a figure (``.png .jpg .pdf .svg``)."""

@@ -98,3 +98,9 @@ def test_result_displays_and_saves_arrays(result, tmp_path):
     data = np.load(path)
     assert np.array_equal(data["pixels"], result.pixels.numpy())
     assert list(data["features"]) == result.features
+
+
+def test_figure_functions_display_themselves(result):
+    for fig in [figures.projection_grid(result), figures.layer_overview([result])]:
+        assert isinstance(fig, figures.Figure)
+        assert fig._repr_png_().startswith(b"\x89PNG")

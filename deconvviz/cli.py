@@ -215,7 +215,7 @@ def show_command(model: str, layer: str, top: Optional[int], features: Optional[
         click.echo(path)
 
 
-@cli.command("scan")
+@cli.command("scan", short_help="The top activations of every feature across a folder of images.")
 @_model_option
 @click.option("--layers", "-l", required=True, help="Comma list of layers, e.g. conv1,conv3,conv5.")
 @click.option("--top", default=9, show_default=True, help="Hits kept per feature.")
@@ -270,7 +270,7 @@ def _init_distributed(device: str):
     return torch.distributed.get_rank(), dev
 
 
-@cli.command("figure")
+@cli.command("figure", short_help="Redraw Zeiler & Fergus Fig. 2 from a scan result.")
 @click.argument("result_path", metavar="RESULT", type=click.Path())
 @click.option("--layer", "-l", default=None, help="Layer(s) of the scan, comma list "
                                                   "[default: all of them].")

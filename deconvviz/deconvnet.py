@@ -90,7 +90,7 @@ class Deconvnet:
         max_memory: bytes the reverse pass may use for its signals; seeds are processed in
             chunks that fit.
 
-    Example:
+    Examples:
         >>> net = Deconvnet(load_model("vgg16", weights=None))
         >>> p = net.project(x, layer="conv3_3", feature=12)          # [N, 3, H, W]
         >>> p = net.project(x, layer="features.15", feature=[3, 7])  # [N, 2, 3, H, W]

@@ -61,7 +61,7 @@ def to_uint8(projection: ArrayLike, scaling: str = "signed", *, vmax: Optional[f
         percentile: clipping percentile for ``paper``.
         alpha: heat-map opacity over the photo.
 
-    Example:
+    Examples:
         >>> img = to_uint8(p[0, 0])          # mid-grey is zero
     """
     if scaling not in SCALINGS:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, List, Optional, Sequence, Union
 
 import cv2
 import numpy as np
@@ -21,6 +21,11 @@ from .errors import ArgumentError
 from .images import load_image, preprocessing_for
 from .layers import geometry, list_layers
 from .zoo import load_model
+
+if TYPE_CHECKING:
+    import ipywidgets
+
+    from .scan import ScanResult
 
 __all__ = ["explore", "png_bytes"]
 
@@ -52,9 +57,14 @@ def _widgets():
 
 
 def explore(model: Union[str, nn.Module], image: Union[str, os.PathLike, Tensor, Sequence],
-            *, weights: Optional[str] = "default", scan=None, mode: str = "max",
-            scaling: str = "signed"):
+            *, weights: Optional[str] = "default", scan: Optional["ScanResult"] = None,
+            mode: str = "max",
+            scaling: str = "signed") -> "ipywidgets.VBox":
     """An ipywidgets explorer of one model's features on one or several images.
+
+    The explorer's pickers ``layer_picker``, ``feature_picker``, ``mode_picker``,
+    ``scaling_picker`` and ``image_picker`` can be set from code; ``projection_view`` shows
+    the projection.
 
     Args:
         model: a zoo name (loaded with ``weights``) or a model.
@@ -66,14 +76,12 @@ def explore(model: Union[str, nn.Module], image: Union[str, os.PathLike, Tensor,
         scaling: the display convention to start with.
 
     Returns:
-        The explorer, an ``ipywidgets.VBox`` (displays itself in Jupyter). Its pickers are
-        attributes: ``layer_picker``, ``feature_picker``, ``mode_picker``,
-        ``scaling_picker``, ``image_picker``; the projection is ``projection_view``.
+        The explorer widget, which displays itself in Jupyter.
 
     Raises:
         ImportError: ipywidgets is not installed.
 
-    Example:
+    Examples:
         >>> explorer = explore("zfnet", "examples/images/chelsea.png", weights=None)
         >>> explorer.layer_picker.value = "conv5"
     """

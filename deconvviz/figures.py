@@ -10,18 +10,23 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, Union
 
 import io
 
 import cv2
 import matplotlib.figure
 import numpy as np
-from matplotlib.figure import SubFigure
+from matplotlib.figure import FigureBase, SubFigure
+
+from torch import nn
 
 from .display import SCALINGS, shared_scale, to_uint8
 from .errors import ArgumentError
 from .visualize import FeatureHits, Projections
+
+if TYPE_CHECKING:
+    from .scan import ScanResult
 
 __all__ = ["Figure", "projection_grid", "patch_grid", "layer_overview", "scan_figure", "figure_from_scan",
            "mosaic",
@@ -69,7 +74,7 @@ def _photo_panel(fig, p: Projections) -> None:
 
 
 def projection_grid(p: Projections, *, scaling: str = "signed", ncols: Optional[int] = None,
-                    photo: bool = True, fig=None) -> Figure:
+                    photo: bool = True, fig: Optional[FigureBase] = None) -> Figure:
     """The photo the network saw beside a grid of projections, one tile per feature.
 
     Args:
@@ -99,7 +104,7 @@ def projection_grid(p: Projections, *, scaling: str = "signed", ncols: Optional[
 
 
 def patch_grid(p: Projections, *, scaling: str = "signed", ncols: Optional[int] = None,
-               fig=None) -> Figure:
+               fig: Optional[FigureBase] = None) -> Figure:
     """Zeiler & Fergus Fig. 2 layout for one image: each projection cropped to the receptive
     field of its strongest activation, beside the photo patch under that field."""
     _check_scaling(scaling)
@@ -119,7 +124,7 @@ def patch_grid(p: Projections, *, scaling: str = "signed", ncols: Optional[int] 
 
 
 def layer_overview(results: Sequence[Projections], *, scaling: str = "signed",
-                   labels: Optional[Sequence[str]] = None, fig=None) -> Figure:
+                   labels: Optional[Sequence[str]] = None, fig: Optional[FigureBase] = None) -> Figure:
     """One row per result: by default one per layer, shallow to deep, labelled with the
     layer; ``labels`` names the rows otherwise (e.g. one model per row)."""
     _check_scaling(scaling)
@@ -167,7 +172,7 @@ def mosaic(tiles: Sequence[np.ndarray], *, columns: int = 3, size: int = 64,
 
 
 def scan_figure(layers: Sequence[Sequence[FeatureHits]], *, scaling: str = "signed",
-                ncols: int = 4, title: str = "", fig=None) -> Figure:
+                ncols: int = 4, title: str = "", fig: Optional[FigureBase] = None) -> Figure:
     """Zeiler & Fergus Fig. 2 from a scan: for each layer, a grid of features; each feature
     is a 3x3 block of its top-9 projections (left panel) beside a 3x3 block of the image
     patches that caused them (right panel).
@@ -208,8 +213,9 @@ def scan_figure(layers: Sequence[Sequence[FeatureHits]], *, scaling: str = "sign
     return fig if not isinstance(fig, SubFigure) else fig.figure
 
 
-def figure_from_scan(result, layers=None, features: str = "0-15", *, seed: int = 0,
-                     model=None, scaling: str = "signed", ncols: int = 4) -> Figure:
+def figure_from_scan(result: "ScanResult", layers: Union[None, str, Sequence[str]] = None,
+                     features: str = "0-15", *, seed: int = 0, model: Optional[nn.Module] = None,
+                     scaling: str = "signed", ncols: int = 4) -> Figure:
     """Zeiler & Fergus Fig. 2 from a scan result, as ``deconvviz figure`` draws it.
 
     Args:

@@ -98,7 +98,7 @@ def load_image(path: PathLike, model: Union[None, str, nn.Module] = None, *,
     Raises:
         ImageError: the file is missing, empty, truncated or not an image.
 
-    Example:
+    Examples:
         >>> x, rgb = load_image("examples/images/chelsea.png", "zfnet")
         >>> x.shape, rgb.shape
         (torch.Size([1, 3, 224, 224]), (224, 224, 3))

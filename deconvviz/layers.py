@@ -199,7 +199,7 @@ def list_layers(model_or_name: ModelLike, input_size: int = 224, *,
         all_modules: list every module path, not only the aliases (always so for models
             that have no aliases).
 
-    Example:
+    Examples:
         >>> [l.rf_size for l in list_layers("zfnet") if l.alias == "conv3"]
         [75]
     """

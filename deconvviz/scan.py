@@ -268,7 +268,8 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
         source: a folder (recursive), a text file listing image paths, or a list of paths.
         layers: layer names (aliases or module paths).
         top: hits kept per feature.
-        batch_size, workers: for the ``DataLoader``.
+        batch_size: images per batch (the ``DataLoader``'s).
+        workers: ``DataLoader`` worker processes.
         out: where to save the result; checkpoints go beside it (``OUT.partial``).
         resume: continue from ``OUT.partial`` if present.
         checkpoint_every: images between checkpoints.
@@ -278,7 +279,7 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
     Returns:
         A :class:`ScanResult` (also saved to ``out`` when given).
 
-    Example:
+    Examples:
         >>> result = scan(load_model("zfnet", weights=None), "photos/", ["conv1", "conv5"])
         >>> result.top("conv5", 12)[0]
         Hit(value=..., image='photos/cat.jpg', y=6, x=4)

@@ -175,7 +175,7 @@ def project(model: Union[str, nn.Module], image: ImageArg, layer: str, *,
     Returns:
         A :class:`Projections` (displays itself in Jupyter).
 
-    Example:
+    Examples:
         >>> p = project("zfnet", "examples/images/chelsea.png", "conv3", top=8)
         >>> p.save("chelsea_conv3.pdf")
     """

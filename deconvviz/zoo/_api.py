@@ -96,7 +96,7 @@ def load_model(name: str, weights: WeightsArg = "default") -> nn.Module:
         UnknownModelError: ``name`` is not in the zoo.
         WeightsError: the weights cannot be downloaded, found or loaded.
 
-    Example:
+    Examples:
         >>> model = load_model("vgg16", weights=None)
     """
     spec = get_spec(name)

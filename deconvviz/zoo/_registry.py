@@ -49,8 +49,9 @@ def register_model(spec: ModelSpec) -> ModelSpec:
 def list_models(pattern: Optional[str] = None) -> List[str]:
     """The zoo's model names, in registration order, optionally filtered by an fnmatch pattern.
 
-    >>> list_models("resnet*")[:2]
-    ['resnet18', 'resnet34']
+    Examples:
+        >>> list_models("resnet*")[:2]
+        ['resnet18', 'resnet34']
     """
     names = list(_REGISTRY)
     return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]

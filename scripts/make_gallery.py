@@ -1,0 +1,41 @@
+"""Regenerate the figures of docs/gallery.md: python scripts/make_gallery.py"""
+import os
+
+import deconvviz as dv
+from deconvviz import figures
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PHOTOS = os.path.join(ROOT, "examples", "images")
+OUT = os.path.join(ROOT, "docs", "gallery")
+
+
+def photo(name: str) -> str:
+    return os.path.join(PHOTOS, name)
+
+
+def main() -> None:
+    os.makedirs(OUT, exist_ok=True)
+    dpi = 90
+    zfnet = dv.load_model("zfnet", weights=None)
+    dv.project(zfnet, photo("chelsea.png"), "conv3").save(os.path.join(OUT, "zfnet_conv3.png"),
+                                                          dpi=dpi)
+    resnet = dv.load_model("resnet50", weights=None)
+    dv.project(resnet, photo("coffee.png"), "layer2", top=8).save(
+        os.path.join(OUT, "resnet50_layer2_patches.png"), patches=True, dpi=dpi)
+    vgg = dv.load_model("vgg16", weights=None)
+    rows = dv.visualize.project_layers(vgg, photo("rocket.jpg"), ["conv1_2", "conv2_2", "conv3_3",
+                                                                  "conv4_3", "conv5_3"], top=6)
+    figures.save_figure(figures.layer_overview(rows), os.path.join(OUT, "vgg16_overview.png"),
+                        dpi=dpi)
+    googlenet = dv.load_model("googlenet", weights=None)
+    dv.project(googlenet, photo("grace_hopper.jpg"), "inception3b", top=8).save(
+        os.path.join(OUT, "googlenet_inception3b_heatmap.png"), scaling="heatmap", dpi=dpi)
+    result = dv.scan(zfnet, PHOTOS, ["conv5"], top=4, progress=False)
+    fig = figures.figure_from_scan(result, "conv5", "0-7", model=zfnet)
+    figures.save_figure(fig, os.path.join(OUT, "zfnet_scan_conv5.png"), dpi=dpi)
+    for name in sorted(os.listdir(OUT)):
+        print(os.path.join("docs", "gallery", name))
+
+
+if __name__ == "__main__":
+    main()

@@ -128,6 +128,10 @@ def _explorer_class(widgets):
                 "grid_template_columns": "repeat(8, 64px)", "grid_gap": "2px"})
             self.scan_view = widgets.Image(format="png", layout={
                 "display": "" if scan is not None else "none"})
+            # CSS classes, so that a browser (or a test driving one) can find the parts.
+            for part, name in [(self.layer_picker, "layer"), (self.feature_picker, "feature"),
+                               (self.projection_view, "projection"), (self.patch_view, "patch")]:
+                part.add_class(f"deconvviz-{name}")
             for picker, handler in [(self.image_picker, self._on_image),
                                     (self.layer_picker, self._on_layer),
                                     (self.feature_picker, self._on_feature),

@@ -1,3 +1,4 @@
+import importlib
 import os
 import shutil
 import subprocess
@@ -10,7 +11,6 @@ from click.testing import CliRunner
 from PIL import Image
 
 import deconvviz as dv
-import deconvviz.scan as scan_module
 from deconvviz import figures
 from deconvviz.cli import cli
 from deconvviz.scan import ScanInterrupted, load_scan, scan
@@ -18,6 +18,7 @@ from deconvviz.visualize import project_hits
 
 from conftest import EXAMPLES
 
+scan_module = importlib.import_module("deconvviz.scan")  # dv.scan is the function
 LAYERS = ["conv1", "conv3", "fc6"]
 
 

@@ -15,6 +15,7 @@ import click
 import torch
 
 from . import figures
+from .deconvnet import Deconvnet
 from .errors import ArgumentError
 from .layers import overview_layers
 from .visualize import parse_features, project, project_layers
@@ -189,8 +190,6 @@ def show_command(model: str, layer: str, top: Optional[int], features: Optional[
         figures.check_output_path(path)
     dev = _device(device)
     net_model = load_model(model, weights=weights).to(dev)
-    from .deconvnet import Deconvnet
-
     net = Deconvnet(net_model)
 
     def draw(image_path: str):

@@ -93,18 +93,16 @@ def test_explorer_in_a_real_browser(jupyter_lab):
                 " return i && i.naturalWidth > 0; }", timeout=60_000)
             before = projection.screenshot()
             page.select_option(".deconvviz-layer select", "conv5")
+            label = "() => document.querySelector('.jp-OutputArea-output').innerText"
+            # The kernel answers a layer change by picking its strongest feature; let that land.
+            page.wait_for_function(f"() => ({label})().includes('conv5 #')", timeout=60_000)
             feature = page.locator(".deconvviz-feature input")
             feature.fill("7")
             feature.press("Enter")
-            deadline = time.time() + 60
+            page.wait_for_function(f"() => ({label})().includes('conv5 #7')", timeout=60_000)
+            page.wait_for_timeout(500)  # the image arrives with the label's update
             after = projection.screenshot()
-            while after == before and time.time() < deadline:
-                time.sleep(0.5)
-                after = projection.screenshot()
-            page.wait_for_timeout(1000)  # let the last update land before the screenshot
             page.screenshot(path=os.path.join(ARTIFACTS, "explorer.png"), full_page=True)
             assert after != before, "the projection did not change"
-            label = page.inner_text(".jp-OutputArea-output")
-            assert "conv5 #7" in label
         finally:
             browser.close()

@@ -224,14 +224,15 @@ class FeatureHits:
     Attributes:
         layer, feature: which feature.
         hits: the scan's hits, strongest first.
-        projections: ``[K, 3, h, w]`` each hit's projection cropped to its receptive field.
+        projections: each hit's projection cropped to its receptive field (float
+            ``h x w x 3`` arrays, zero outside the image).
         patches: K uint8 photo patches under the same fields (black outside the image).
     """
 
     layer: str
     feature: int
     hits: list
-    projections: List[Tensor]
+    projections: List[np.ndarray]
     patches: List[np.ndarray]
 
 
@@ -268,20 +269,11 @@ def project_hits(result, layer: str, features: Sequence[int], *,
         for k, (f, slot, hit) in enumerate(items):
             top, left, h, w = (geom.window(hit.y, hit.x) if geom is not None
                                else (0, 0) + tuple(rgb.shape[:2]))
-            crop = _crop_tensor(pixels[k], top, left, h, w)
+            crop = crop_window(pixels[k].permute(1, 2, 0).numpy(), top, left, h, w)
             crops[(f, slot)] = (crop, crop_window(rgb, top, left, h, w))
     return [FeatureHits(layer, f, hits, [crops[(f, s)][0] for s in range(len(hits))],
                         [crops[(f, s)][1] for s in range(len(hits))])
             for f, hits in per_feature.items()]
-
-
-def _crop_tensor(p: Tensor, top: int, left: int, h: int, w: int) -> Tensor:
-    out = p.new_zeros((p.shape[0], h, w))
-    y0, x0 = max(top, 0), max(left, 0)
-    y1, x1 = min(top + h, p.shape[1]), min(left + w, p.shape[2])
-    if y1 > y0 and x1 > x0:
-        out[:, y0 - top:y1 - top, x0 - left:x1 - left] = p[:, y0:y1, x0:x1]
-    return out
 
 
 def choose_features(spec: str, channels: int, *, seed: int = 0) -> List[int]:

@@ -97,10 +97,11 @@ def test_unreadable_files_are_skipped_and_reported(photos, model):
     assert all(h.image not in skipped for f in range(96) for h in result.top("conv1", f))
 
 
-@pytest.mark.parametrize("batch_size", [1, 5])
-def test_results_do_not_depend_on_batch_size(photos, model, batch_size):
+@pytest.mark.parametrize("batch_size,workers", [(1, 0), (5, 0), (3, 2)])
+def test_results_do_not_depend_on_batch_size_or_workers(photos, model, batch_size, workers):
     reference = scan(model, str(photos), LAYERS, top=3, batch_size=4, progress=False)
-    other = scan(model, str(photos), LAYERS, top=3, batch_size=batch_size, progress=False)
+    other = scan(model, str(photos), LAYERS, top=3, batch_size=batch_size, workers=workers,
+                 progress=False)
     assert torch.equal(reference.data["tops"]["conv3"]["values"],
                        other.data["tops"]["conv3"]["values"])
     for layer in LAYERS:

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from .graph import Op, TracedModel
 from .recording import Recording
-from .rules import REVERSE, Context
+from .rules import REVERSE, Context, conv_weight, fold_batchnorms
 
 __all__ = ["Window", "ConePlan", "plan_cone", "cone_windows", "cone_is_cheaper",
            "bytes_per_seed"]
@@ -147,8 +147,9 @@ def bytes_per_seed(windows: Dict[str, Window], rec: Recording) -> int:
 class _WindowContext(Context):
     """A rule context whose shapes are the current op's natural input window."""
 
-    def __init__(self, rec: Recording, seeds: int, natural: Window, traced: TracedModel):
-        super().__init__(rec, rec.input_shape[0], 1, traced)
+    def __init__(self, rec: Recording, seeds: int, natural: Window, traced: TracedModel,
+                 folded: Dict[str, str]):
+        super().__init__(rec, rec.input_shape[0], 1, traced, folded)
         self.seeds, self.natural = seeds, natural
 
     def shape(self, node) -> Tuple[int, ...]:
@@ -179,6 +180,7 @@ class ConePlan:
                  windows: Dict[str, Window]):
         self.traced, self.ops, self.rec, self.layer_node = traced, ops_down, rec, layer_node
         self.windows = windows
+        self.folded = fold_batchnorms(ops_down)
         self.natural = {op.name: _natural(op, windows[op.name], rec)
                         for op in ops_down if op.name in windows}
         self.local = {op.name: self._local_switches(op) for op in ops_down
@@ -217,8 +219,8 @@ class ConePlan:
 
     def _conv(self, op: Op, s: Tensor, ys: Tensor, xs: Tensor) -> Tensor:
         p = op.params
-        out = F.conv_transpose2d(s, op.module.weight, None, p["stride"], 0, 0, p["groups"],
-                                 p["dilation"])
+        weight = conv_weight(op, self.folded, self.traced)
+        out = F.conv_transpose2d(s, weight, None, p["stride"], 0, 0, p["groups"], p["dilation"])
         # What lands on the padding is dropped, as the full-size transposed convolution does.
         natural = self.natural[op.name]
         keep = _inside(natural.starts(ys, xs), natural.size,
@@ -251,7 +253,7 @@ class ConePlan:
                 pairs = [(op.inputs[0], self._unpool(op, signal, images, starts))]
             else:
                 pairs = REVERSE[op.kind](op, signal, _WindowContext(rec, count, natural,
-                                                                    self.traced))
+                                                                    self.traced, self.folded))
             for node, contribution in pairs:
                 target = self.windows[node.name]
                 dy, dx = natural.lo[0] - target.lo[0], natural.lo[1] - target.lo[1]

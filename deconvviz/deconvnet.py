@@ -37,7 +37,7 @@ from .errors import ArgumentError, UnsupportedOpError
 from .graph import Op, TracedModel, trace
 from .layers import aliases_of, resolve_layer
 from .recording import Recording, check_images, record_nodes
-from .rules import REVERSE, RULES, Context
+from .rules import REVERSE, RULES, Context, fold_batchnorms
 
 __all__ = ["Deconvnet", "DeconvStep", "ReversePass", "MODES"]
 
@@ -270,7 +270,7 @@ class Deconvnet:
     def _reverse(self, steps: ReversePass, rec: Recording, node: str, seeds: Tensor) -> Tensor:
         n, k = seeds.shape[:2]
         signals: Dict[str, Tensor] = {node: seeds.reshape(n * k, *seeds.shape[2:])}
-        ctx = Context(rec, n, k, self.traced)
+        ctx = Context(rec, n, k, self.traced, fold_batchnorms([st.op for st in steps.steps]))
         for step in steps.steps:
             signal = signals.pop(step.op.name, None)
             if signal is None:

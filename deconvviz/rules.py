@@ -6,7 +6,7 @@ and returns ``(input node, signal)`` pairs for the op's inputs that come from th
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, Tuple
 
 import torch
@@ -18,7 +18,7 @@ from .errors import UnsupportedOpError
 from .graph import TracedModel
 from .recording import Recording
 
-__all__ = ["RULES", "REVERSE", "Context"]
+__all__ = ["RULES", "REVERSE", "Context", "batchnorm_scale", "conv_weight", "fold_batchnorms"]
 
 RULES: Dict[str, str] = {
     "relu": "rectify: relu(signal)",
@@ -43,6 +43,12 @@ class Context:
     n: int  # images
     k: int  # seeds per image
     traced: TracedModel
+    # BatchNorms whose scale is folded into the convolution below them (see fold_batchnorms):
+    # BatchNorm node name -> convolution node name.
+    folded: Dict[str, str] = field(default_factory=dict)
+
+    def weight(self, op) -> Tensor:
+        return conv_weight(op, self.folded, self.traced)
 
     def shape(self, node) -> Tuple[int, ...]:
         """Recorded shape of ``node`` with the batch dimension widened to N*K signals."""
@@ -74,12 +80,12 @@ def _unpool(op, s, ctx):
 
 
 def _transposed_conv(op, s, ctx):
-    m, p = op.module, op.params
+    p = op.params
     source = op.inputs[0]
     in_h, in_w = ctx.shape(source)[-2:]
     padding = p["padding"]
     if isinstance(padding, str):  # "valid" or "same" (stride 1): transpose unpadded, then crop
-        full = F.conv_transpose2d(s, m.weight, None, 1, 0, 0, p["groups"], p["dilation"])
+        full = F.conv_transpose2d(s, ctx.weight(op), None, 1, 0, 0, p["groups"], p["dilation"])
         top = [(d * (k - 1)) // 2 if padding == "same" else 0
                for k, d in zip(p["kernel"], p["dilation"])]
         return [(source, full[..., top[0]:top[0] + in_h, top[1]:top[1] + in_w])]
@@ -87,7 +93,7 @@ def _transposed_conv(op, s, ctx):
     for size, o, k, st, pd, d in zip((in_h, in_w), s.shape[-2:], p["kernel"], p["stride"],
                                      padding, p["dilation"]):
         out_pad.append(size - ((o - 1) * st - 2 * pd + d * (k - 1) + 1))
-    x = F.conv_transpose2d(s, m.weight, None, p["stride"], padding, tuple(out_pad),
+    x = F.conv_transpose2d(s, ctx.weight(op), None, p["stride"], padding, tuple(out_pad),
                            p["groups"], p["dilation"])
     return [(source, x)]
 
@@ -96,11 +102,40 @@ def _transposed_linear(op, s, ctx):
     return [(op.inputs[0], s.matmul(op.module.weight))]
 
 
-def _batchnorm_scale(op, s, ctx):
-    m = op.module
+def batchnorm_scale(m: nn.Module) -> Tensor:
+    """The per-channel scale of an eval-mode BatchNorm: weight / sqrt(running_var + eps)."""
     scale = torch.rsqrt(m.running_var + m.eps)
-    if m.weight is not None:
-        scale = scale * m.weight
+    return scale * m.weight if m.weight is not None else scale
+
+
+def fold_batchnorms(ops_down) -> Dict[str, str]:
+    """BatchNorms that directly follow a convolution whose only user they are, mapped to that
+    convolution: their scale can ride on its transposed weight, saving a pass over the
+    signal."""
+    by_name = {op.name: op for op in ops_down}
+    folded = {}
+    for op in ops_down:
+        below = by_name.get(op.inputs[0].name) if op.inputs else None
+        if op.kind == "batchnorm" and below is not None and below.kind == "conv" \
+                and len(below.node.users) == 1:
+            folded[op.name] = below.name
+    return folded
+
+
+def conv_weight(op, folded: Dict[str, str], traced: TracedModel) -> Tensor:
+    """The convolution's weight, times the scale of a BatchNorm folded into it."""
+    weight = op.module.weight
+    for bn_name, conv_name in folded.items():
+        if conv_name == op.name:
+            scale = batchnorm_scale(traced.ops[bn_name].module)
+            return weight * scale.reshape(-1, *([1] * (weight.dim() - 1)))
+    return weight
+
+
+def _batchnorm_scale(op, s, ctx):
+    if op.name in ctx.folded:
+        return [(op.inputs[0], s)]  # applied with the convolution's weight below
+    scale = batchnorm_scale(op.module)
     return [(op.inputs[0], s * scale.reshape(1, -1, *([1] * (s.dim() - 2))))]
 
 

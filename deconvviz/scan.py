@@ -375,16 +375,14 @@ def _gather(state, world: int):
         return state["tops"], state["skipped"]
     tops = {}
     for layer, t in state["tops"].items():
-        merged = None
         gathered = {}
         for key, value in t.items():
             parts = [torch.empty_like(value) for _ in range(world)]
             dist.all_gather(parts, value.contiguous())
             gathered[key] = torch.cat(parts, dim=1)
         channels, k = t["values"].shape
-        merged = _merge(_empty_tops(channels, k, t["values"].device), gathered["values"],
-                        gathered["images"], gathered["ys"], gathered["xs"], k)
-        tops[layer] = merged
+        tops[layer] = _merge(_empty_tops(channels, k, t["values"].device), gathered["values"],
+                             gathered["images"], gathered["ys"], gathered["xs"], k)
     skipped: List = [None] * world
     dist.all_gather_object(skipped, state["skipped"])
     return tops, [s for part in skipped for s in part]

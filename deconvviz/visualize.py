@@ -7,7 +7,7 @@ arrays.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -53,7 +53,6 @@ class Projections:
     geometry: Optional[Geometry] = None
     trained: bool = True
     image: Optional[str] = None
-    extras: dict = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.features)

@@ -235,7 +235,8 @@ def figure_from_scan(result: "ScanResult", layers: Union[None, str, Sequence[str
         model = load_model(result.model, weights=result.weights_argument)
     hits = [project_hits(result, l, chosen[l], model=model) for l in layers]
     untrained = " - untrained weights" if result.weights == "random" else ""
-    title = f"{result.model}: top {result.k} of {len(result.images)} images{untrained}"
+    read = len(result.images) - len(result.skipped)
+    title = f"{result.model}: top {result.k} of {read} images{untrained}"
     return scan_figure(hits, scaling=scaling, ncols=ncols, title=title)
 
 

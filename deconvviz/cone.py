@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +31,10 @@ from torch import Tensor
 
 from .graph import Op, TracedModel
 from .recording import Recording
-from .rules import REVERSE, Context, conv_weight, fold_batchnorms
+from .rules import REVERSE, Context, conv_weight
+
+if TYPE_CHECKING:
+    from .deconvnet import ReversePass
 
 __all__ = ["Window", "ConePlan", "plan_cone", "cone_windows", "cone_is_cheaper",
            "bytes_per_seed"]
@@ -177,10 +180,10 @@ class ConePlan:
     window is one gather and one scatter)."""
 
     def __init__(self, traced: TracedModel, ops_down: List[Op], rec: Recording, layer_node: str,
-                 windows: Dict[str, Window]):
+                 windows: Dict[str, Window], folded: Dict[str, str]):
         self.traced, self.ops, self.rec, self.layer_node = traced, ops_down, rec, layer_node
         self.windows = windows
-        self.folded = fold_batchnorms(ops_down)
+        self.folded = folded
         self.natural = {op.name: _natural(op, windows[op.name], rec)
                         for op in ops_down if op.name in windows}
         self.local = {op.name: self._local_switches(op) for op in ops_down
@@ -273,14 +276,15 @@ class ConePlan:
         return _place(pixels, self.windows[input_node].starts(ys, xs), shape[-2:])
 
 
-def plan_cone(traced: TracedModel, ops_down: List[Op], rec: Recording, layer_node: str,
+def plan_cone(traced: TracedModel, steps: "ReversePass", rec: Recording, layer_node: str,
               *, require_cheaper: bool = True) -> Optional[ConePlan]:
-    """A :class:`ConePlan` for ``layer_node``, or ``None`` where its cone is the whole image
-    (or, with ``require_cheaper``, not smaller than the full maps)."""
-    windows = cone_windows(ops_down, layer_node, traced.input_node.name, rec)
+    """A :class:`ConePlan` for the reverse pass ``steps`` from ``layer_node``, or ``None``
+    where its cone is the whole image (or, with ``require_cheaper``, not smaller than the
+    full maps)."""
+    windows = cone_windows(steps.ops, layer_node, traced.input_node.name, rec)
     if windows is None or (require_cheaper and not cone_is_cheaper(windows, rec)):
         return None
-    return ConePlan(traced, ops_down, rec, layer_node, windows)
+    return ConePlan(traced, steps.ops, rec, layer_node, windows, steps.folded)
 
 
 def _place(windows: Tensor, starts: Tuple[Tensor, Tensor], size: Pair) -> Tensor:

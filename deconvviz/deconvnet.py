@@ -25,7 +25,7 @@ and where it is: deconvviz never falls back to a plain gradient.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
@@ -70,6 +70,13 @@ class ReversePass:
     layer: str
     path: str
     steps: Tuple[DeconvStep, ...]
+    # BatchNorm node -> the convolution below it that carries its scale (see fold_batchnorms)
+    folded: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ops(self) -> List[Op]:
+        """The forward ops in reverse order, from the layer down to the input."""
+        return [step.op for step in self.steps]
 
     def __str__(self) -> str:
         head = f"Deconvnet from {self.layer!r}" + (
@@ -120,7 +127,7 @@ class Deconvnet:
                 continue
             _check_supported(op, layer)
             steps.append(DeconvStep(op))
-        return ReversePass(layer, path, tuple(steps))
+        return ReversePass(layer, path, tuple(steps), fold_batchnorms([s.op for s in steps]))
 
     # -- recording ------------------------------------------------------------------------
     def record(self, x: Tensor, layers: Union[str, Sequence[str]]) -> Recording:
@@ -209,8 +216,7 @@ class Deconvnet:
 
     def _units_in_cone(self, steps, rec, node, images, features, ys, xs, values,
                        forced: bool = False) -> Optional[Tensor]:
-        ops_down = [step.op for step in steps.steps]
-        plan = plan_cone(self.traced, ops_down, rec, node, require_cheaper=not forced)
+        plan = plan_cone(self.traced, steps, rec, node, require_cheaper=not forced)
         if plan is None:
             return None
         chunk = max(1, self.max_memory // bytes_per_seed(plan.windows, rec))
@@ -270,7 +276,7 @@ class Deconvnet:
     def _reverse(self, steps: ReversePass, rec: Recording, node: str, seeds: Tensor) -> Tensor:
         n, k = seeds.shape[:2]
         signals: Dict[str, Tensor] = {node: seeds.reshape(n * k, *seeds.shape[2:])}
-        ctx = Context(rec, n, k, self.traced, fold_batchnorms([st.op for st in steps.steps]))
+        ctx = Context(rec, n, k, self.traced, steps.folded)
         for step in steps.steps:
             signal = signals.pop(step.op.name, None)
             if signal is None:

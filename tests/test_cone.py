@@ -14,8 +14,8 @@ TOLERANCE = 1e-4  # relative max error between the cone and the full-size pass
 
 def _plan(net, x, layer, cheaper=True):
     rec = net.record(x, layer)
-    ops = [s.op for s in net.reverse_pass(layer).steps]
-    return plan_cone(net.traced, ops, rec, net._node(layer), require_cheaper=cheaper), rec
+    steps = net.reverse_pass(layer)
+    return plan_cone(net.traced, steps, rec, net._node(layer), require_cheaper=cheaper), rec
 
 
 def _cone_layers(net, x):

@@ -4,24 +4,59 @@
 >>> model = dv.load_model("zfnet", weights=None)
 >>> x, rgb = dv.load_image("examples/images/chelsea.png", model)
 >>> p = dv.Deconvnet(model).project(x, layer="conv3", feature=[0, 1, 2])
+
+The package is layered, imports running one way (see docs/architecture.md):
+``cli``/``explorer`` -> ``analyses`` -> ``engine`` | ``figures`` -> ``data`` -> ``errors``,
+``choices``, ``_io``. Importing it is instant: each public name below is imported, with torch,
+on first use.
 """
-from .deconvnet import Deconvnet, DeconvStep, ReversePass
-from .explore import explore
-from .errors import (ArgumentError, DeconvvizError, ImageError, UnknownLayerError,
-                     UnknownModelError, UnsupportedOpError, WeightsError)
-from .images import load_image
-from .scan import ScanResult, load_scan, scan
-from .visualize import Projections, project
-from .layers import Layer, list_layers
-from .recording import Recording
-from .zoo import ModelInfo, UntrainedWarning, list_models, load_model, model_info
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ArgumentError", "DeconvStep", "Deconvnet", "DeconvvizError", "ImageError", "Layer",
-    "ModelInfo", "Recording", "ReversePass", "UnknownLayerError", "UnknownModelError",
-    "UnsupportedOpError", "UntrainedWarning", "WeightsError", "explore", "list_layers",
-    "list_models", "load_image", "load_model", "load_scan", "model_info", "project",
-    "Projections", "scan", "ScanResult",
-]
+# public name -> the module that defines it
+_PUBLIC = {
+    "ArgumentError": "errors", "DeconvvizError": "errors", "ImageError": "errors",
+    "OutputError": "errors", "UnknownLayerError": "errors", "UnknownModelError": "errors",
+    "UnsupportedOpError": "errors", "WeightsError": "errors",
+    "ModelInfo": "data.zoo", "UntrainedWarning": "data.zoo", "list_models": "data.zoo",
+    "load_model": "data.zoo", "model_info": "data.zoo",
+    "load_image": "data.images",
+    "Deconvnet": "engine", "Projector": "engine", "DeconvStep": "engine",
+    "ReverseStep": "engine", "ReversePass": "engine", "Recording": "engine",
+    "Layer": "engine", "list_layers": "engine", "list_methods": "engine",
+    "Projections": "analyses", "ShowReport": "analyses", "project": "analyses",
+    "show": "analyses", "ScanResult": "analyses", "load_scan": "analyses",
+    "scan": "analyses",
+    "explore": "explorer",
+}
+
+__all__ = sorted(_PUBLIC) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from .analyses import (Projections, ScanResult, ShowReport, load_scan, project, scan,
+                           show)
+    from .data.images import load_image
+    from .data.zoo import ModelInfo, UntrainedWarning, list_models, load_model, model_info
+    from .engine import (DeconvStep, Deconvnet, Layer, Projector, Recording, ReversePass,
+                         ReverseStep, list_layers, list_methods)
+    from .errors import (ArgumentError, DeconvvizError, ImageError, OutputError,
+                         UnknownLayerError, UnknownModelError, UnsupportedOpError,
+                         WeightsError)
+    from .explorer import explore

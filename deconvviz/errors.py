@@ -17,6 +17,7 @@ __all__ = [
     "ImageError",
     "UnsupportedOpError",
     "ArgumentError",
+    "OutputError",
 ]
 
 
@@ -46,6 +47,10 @@ class UnsupportedOpError(DeconvvizError):
 
 class ArgumentError(DeconvvizError):
     """Any other bad argument: a feature out of range, a seed of the wrong shape, ..."""
+
+
+class OutputError(DeconvvizError):
+    """An output path that cannot be written: wrong extension, missing or read-only folder."""
 
 
 def closest(name: str, choices: Iterable[str], n: int = 3) -> str:

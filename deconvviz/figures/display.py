@@ -26,11 +26,11 @@ import cv2
 import numpy as np
 import torch
 
-from .errors import ArgumentError
+from ..choices import SCALINGS
+from ..errors import ArgumentError
 
 __all__ = ["SCALINGS", "to_uint8", "shared_scale", "crop_window"]
 
-SCALINGS = ("signed", "shared", "paper", "heatmap")
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
 

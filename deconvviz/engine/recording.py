@@ -10,14 +10,14 @@ The run stops as soon as the deepest requested layer is computed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Mapping, Optional
+from typing import Collection, Dict, Mapping, Optional
 
 import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import ArgumentError
+from ..errors import ArgumentError
 from .graph import TracedModel
 
 __all__ = ["Recording", "record_nodes", "check_images"]
@@ -35,6 +35,8 @@ class Recording:
             names.
         shapes: graph node name -> output shape, for every tensor computed.
         input_shape: shape of the image batch.
+        inputs: graph node name -> the op's (first) input, for ops whose reverse rule reads
+            it (a method that needs ``"input"``; empty for the deconvnet).
     """
 
     activations: Dict[str, Tensor] = field(default_factory=dict)
@@ -42,6 +44,7 @@ class Recording:
     shapes: Dict[str, torch.Size] = field(default_factory=dict)
     input_shape: Optional[torch.Size] = None
     switch_keys: Dict[str, str] = field(default_factory=dict, repr=False)
+    inputs: Dict[str, Tensor] = field(default_factory=dict, repr=False)
 
     def switches_of(self, node_name: str) -> Tensor:
         """The switches recorded at graph node ``node_name``."""
@@ -54,7 +57,8 @@ class Recording:
             activations={k: v[one] for k, v in self.activations.items()},
             switches={k: v[one] for k, v in self.switches.items()},
             shapes={k: torch.Size((1, *v[1:])) for k, v in self.shapes.items()},
-            input_shape=torch.Size((1, *self.input_shape[1:])), switch_keys=self.switch_keys)
+            input_shape=torch.Size((1, *self.input_shape[1:])), switch_keys=self.switch_keys,
+            inputs={k: v[one] for k, v in self.inputs.items()})
 
     def __repr__(self) -> str:
         acts = ", ".join(f"{k}: {list(v.shape)}" for k, v in self.activations.items())
@@ -68,8 +72,10 @@ class _Stop(Exception):
 
 
 class _Recorder(fx.Interpreter):
-    def __init__(self, traced: TracedModel, keep: Mapping[str, str]):
+    def __init__(self, traced: TracedModel, keep: Mapping[str, str], switches: bool,
+                 inputs: Collection[str]):
         super().__init__(traced.graph_module, garbage_collect_values=True)
+        self.switches, self.inputs = switches, set(inputs)
         self.ops = traced.ops
         self.keep = dict(keep)  # node name -> the name the caller asked for
         self.pending = set(keep)
@@ -92,7 +98,10 @@ class _Recorder(fx.Interpreter):
 
     def run_node(self, n: fx.Node):
         op = self.ops[n.name]
-        if op.kind == "maxpool":
+        if n.name in self.inputs:
+            # Cloned: an in-place op (ReLU(inplace=True)) would overwrite it.
+            self.recording.inputs[n.name] = self.env[op.inputs[0]].detach().clone()
+        if op.kind == "maxpool" and self.switches:
             args, _ = self.fetch_args_kwargs_from_env(n)
             p = op.params
             out, indices = F.max_pool2d(args[0], p["kernel"], p["stride"], p["padding"],
@@ -128,15 +137,18 @@ def check_images(x: object, device: Optional[torch.device] = None) -> Tensor:
     return x
 
 
-def record_nodes(traced: TracedModel, x: Tensor, keep: Mapping[str, str]) -> Recording:
+def record_nodes(traced: TracedModel, x: Tensor, keep: Mapping[str, str], *,
+                 switches: bool = True, inputs: Collection[str] = ()) -> Recording:
     """Run ``x`` through the traced model, stopping once every node in ``keep`` is computed.
 
     Args:
         traced: the traced model.
         x: images ``[N, 3, H, W]``.
         keep: graph node name -> the key its activation is stored under.
+        switches: keep every max-pool's switches.
+        inputs: graph node names whose op's input to keep (``Recording.inputs``).
     """
-    recorder = _Recorder(traced, keep)
+    recorder = _Recorder(traced, keep, switches, inputs)
     recorder.recording.input_shape = x.shape
     with torch.no_grad():
         try:

@@ -1,77 +1,69 @@
-"""The deconvnet of Zeiler & Fergus (2013): from one layer's activations back to pixels.
+"""Projecting activations back to pixels: the engine's front door.
 
-The reverse pass is built from the traced graph, one step per forward op on the path from the
-layer down to the input. The rules:
+A :class:`Projector` traces a model once, records forward passes, and runs a method's reverse
+pass (a :class:`~deconvviz.engine.rules.RuleSet`) from any layer down to the input, on full-size
+maps or inside each activation's receptive-field cone. :class:`Deconvnet` is the projector of
+Zeiler & Fergus's deconvnet; the rules of each op kind are listed in the documentation
+("How the deconvnet is computed"), generated from the registered rules.
 
-=====================  ==============================================================
-forward op             deconvnet step
-=====================  ==============================================================
-ReLU (any form)        rectify the signal coming down: ``relu(signal)``
-max-pool               unpool through the recorded switches; overlapping windows add up
-convolution            transposed convolution, same weights, no bias, exact input size
-linear                 the transposed weight
-BatchNorm (eval)       its linear part: scale by ``weight / sqrt(running_var + eps)``
-dropout, LRN           identity (LRN as in the paper)
-average pools          their transpose
-flatten / reshape      back to the input's shape
-residual addition      the signal goes down both branches
-concatenation          split back to the inputs
-scale/shift by consts  the scale applies, the shift vanishes
-=====================  ==============================================================
-
-Any other op on the path raises :class:`~deconvviz.errors.UnsupportedOpError` naming the op
-and where it is: deconvviz never falls back to a plain gradient.
+Any op on the path that the method has no rule for raises
+:class:`~deconvviz.errors.UnsupportedOpError` naming the op and where it is: deconvviz never
+falls back to a plain gradient.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.fx as fx
 from torch import Tensor, nn
 
+from ..choices import MODES, check_mode
+from ..data.zoo import model_info
+from ..errors import ArgumentError, UnknownLayerError, UnsupportedOpError
 from .cone import bytes_per_seed, plan_cone
-from .errors import ArgumentError, UnsupportedOpError
 from .graph import Op, TracedModel, trace
-from .layers import aliases_of, resolve_layer
+from .layers import Layer, aliases_of, measure_layers, resolve_layer
+from .methods import DECONVNET, get_method
+from .ops import fold_batchnorms
 from .recording import Recording, check_images, record_nodes
-from .rules import REVERSE, RULES, Context, fold_batchnorms
+from .reverse import FullSize, run
+from .rules import RuleSet
 
-__all__ = ["Deconvnet", "DeconvStep", "ReversePass", "MODES"]
+__all__ = ["Projector", "Deconvnet", "ReverseStep", "DeconvStep", "ReversePass", "MODES",
+           "make_seeds", "strongest"]
 
-MODES = ("max", "map")
 Feature = Union[int, Sequence[int]]
 
 
-
 @dataclass(frozen=True)
-class DeconvStep:
+class ReverseStep:
     """One step of the reverse pass: the forward op it undoes and the rule it applies."""
 
     op: Op
-
-    @property
-    def rule(self) -> str:
-        return RULES[self.op.kind]
+    rule: str  # the rule's one-line description
 
     def __str__(self) -> str:
         return f"{self.op.where:<44} {self.op.label:<36} {self.rule}"
 
 
+DeconvStep = ReverseStep  # the name of earlier releases
+
+
 @dataclass(frozen=True)
 class ReversePass:
-    """The deconvnet below one layer: its steps, from the layer down to the input.
+    """A method's reverse pass below one layer: its steps, from the layer down to the input.
 
     ``print(net.reverse_pass("conv3"))`` shows one line per step.
     """
 
     layer: str
     path: str
-    steps: Tuple[DeconvStep, ...]
+    steps: Tuple[ReverseStep, ...]
     # BatchNorm node -> the convolution below it that carries its scale (see fold_batchnorms)
     folded: Dict[str, str] = field(default_factory=dict)
+    method: RuleSet = DECONVNET
 
     @property
     def ops(self) -> List[Op]:
@@ -79,7 +71,7 @@ class ReversePass:
         return [step.op for step in self.steps]
 
     def __str__(self) -> str:
-        head = f"Deconvnet from {self.layer!r}" + (
+        head = f"{self.method.title.capitalize()} from {self.layer!r}" + (
             f" ({self.path})" if self.path != self.layer else "") + f": {len(self.steps)} steps"
         return "\n".join([head] + [f"  {s}" for s in self.steps] + ["  -> input pixels"])
 
@@ -87,36 +79,77 @@ class ReversePass:
         return len(self.steps)
 
 
-class Deconvnet:
-    """A Zeiler-Fergus deconvnet attached to any CNN.
+class Projector:
+    """A reverse-pass method attached to any CNN: projects activations back to pixels.
 
     Args:
         model: the network (a zoo model from :func:`load_model`, or any ``nn.Module`` that
             ``torch.fx`` can trace). It is never modified: no hooks, no module swaps.
+        method: the rule set (or its name, see :func:`list_methods`); by default the
+            class's own (:class:`Deconvnet`: the deconvnet).
         aliases: layer aliases (name -> module path); by default the zoo's, if any.
         max_memory: bytes the reverse pass may use for its signals; seeds are processed in
             chunks that fit.
-
-    Examples:
-        >>> net = Deconvnet(load_model("vgg16", weights=None))
-        >>> p = net.project(x, layer="conv3_3", feature=12)          # [N, 3, H, W]
-        >>> p = net.project(x, layer="features.15", feature=[3, 7])  # [N, 2, 3, H, W]
     """
 
-    def __init__(self, model: nn.Module, *, aliases: Optional[Mapping[str, str]] = None,
+    method: RuleSet = DECONVNET
+
+    def __init__(self, model: nn.Module, *, method: Union[None, str, RuleSet] = None,
+                 aliases: Optional[Mapping[str, str]] = None,
                  max_memory: int = 512 * 2**20) -> None:
+        if method is not None:
+            self.method = get_method(method) if isinstance(method, str) else method
         self.model = model
         self.traced: TracedModel = trace(model)
         self.aliases: Dict[str, str] = dict(aliases) if aliases is not None else aliases_of(model)
         self.max_memory = int(max_memory)
+        self._layers: Dict[Tuple[int, int, bool], List[Layer]] = {}
+
+    def __repr__(self) -> str:
+        name = getattr(model_info(self.model), "name", None) or type(self.model).__name__
+        return (f"{type(self).__name__}({name}, method={self.method.name!r}, "
+                f"{len(self.layers)} named layers, device={self.device})")
 
     # -- layers ---------------------------------------------------------------------------
+    @property
+    def device(self) -> Optional[torch.device]:
+        """The device of the model's parameters (``None`` for a model without any)."""
+        p = next(iter(self.model.parameters()), None)
+        return p.device if p is not None else None
+
+    @property
+    def layers(self) -> List[Layer]:
+        """The model's named layers at 224x224 (see :func:`list_layers`), measured once."""
+        return self.layers_at((224, 224))
+
+    def layers_at(self, size: Tuple[int, int], *, all_modules: bool = False) -> List[Layer]:
+        """The named layers for inputs of ``size`` (height, width), measured once per size."""
+        key = (int(size[0]), int(size[1]), bool(all_modules))
+        if key not in self._layers:
+            self._layers[key] = measure_layers(self.traced, self.aliases, key[:2],
+                                               all_modules=all_modules)
+        return self._layers[key]
+
+    def layer(self, name: str, size: Optional[Tuple[int, int]] = None) -> Layer:
+        """One layer (alias or module path), with its shape and receptive field for inputs of
+        ``size`` (default 224x224).
+
+        Raises:
+            UnknownLayerError: naming the closest matches.
+        """
+        alias, path, node = resolve_layer(self.traced, name, self.aliases)
+        size = size or (224, 224)
+        for layer in self.layers_at(size) + self.layers_at(size, all_modules=True):
+            if layer.node == node:
+                return replace(layer, alias=alias, path=path) if alias or path else layer
+        raise UnknownLayerError(f"layer {name!r} does not output a tensor")
+
     def _node(self, layer: str) -> str:
         return resolve_layer(self.traced, layer, self.aliases)[2]
 
     def reverse_pass(self, layer: str) -> ReversePass:
         """The steps from ``layer`` down to the input; raises :class:`UnsupportedOpError` if
-        any op on that path has no deconvnet rule, or is in a state it cannot undo."""
+        any op on that path has no rule in this method, or is in a state it cannot undo."""
         alias, path, node = resolve_layer(self.traced, layer, self.aliases)
         ops = self.traced.path_to_input(self.traced.ops[node].node)
         if self.traced.input_node not in {op.node for op in ops}:
@@ -125,33 +158,45 @@ class Deconvnet:
         for op in reversed(ops):
             if op.kind == "input":
                 continue
-            _check_supported(op, layer)
-            steps.append(DeconvStep(op))
-        return ReversePass(layer, path, tuple(steps), fold_batchnorms([s.op for s in steps]))
+            rule = self._check_supported(op, layer)
+            steps.append(ReverseStep(op, rule.description))
+        return ReversePass(layer, path, tuple(steps), fold_batchnorms([s.op for s in steps]),
+                           self.method)
+
+    def _check_supported(self, op: Op, layer: str):
+        rule = None if op.kind == "unsupported" else self.method.rule(op.kind)
+        if rule is None:
+            raise UnsupportedOpError(
+                f"no {self.method.title} rule for {op.label} at {op.where} (graph node "
+                f"{op.name!r}) on the path from {layer!r} down to the input; deconvviz will "
+                f"not fall back to a plain gradient. Project from a layer below it, or "
+                f"rewrite it with supported ops")
+        if rule.check is not None:
+            rule.check(op, layer)
+        return rule
 
     # -- recording ------------------------------------------------------------------------
     def record(self, x: Tensor, layers: Union[str, Sequence[str]]) -> Recording:
-        """Run ``x`` forward once and keep the activations of ``layers`` and every max-pool's
-        switches up to the deepest of them.
+        """Run ``x`` forward once and keep the activations of ``layers`` and the forward
+        state the method reads (every max-pool's switches) up to the deepest of them.
 
         Args:
             x: normalised images ``[N, 3, H, W]`` on the model's device.
             layers: one layer name or several.
 
         Returns:
-            A :class:`~deconvviz.recording.Recording`; ``rec.activations[layer]`` is
+            A :class:`~deconvviz.engine.recording.Recording`; ``rec.activations[layer]`` is
             ``[N, C, h, w]``, ``rec.switches`` maps each pool to its indices.
         """
         layers = [layers] if isinstance(layers, str) else list(layers)
         keep = {}
         for layer in layers:
             keep[self._node(layer)] = layer
-        x = check_images(x, self._device())
-        return record_nodes(self.traced, x, keep)
-
-    def _device(self) -> Optional[torch.device]:
-        p = next(iter(self.model.parameters()), None)
-        return p.device if p is not None else None
+        x = check_images(x, self.device)
+        needs = self.method.needs_for({op.kind for op in self.traced.ops.values()})
+        inputs = [op.name for op in self.traced.ops.values()
+                  if (rule := self.method.rule(op.kind)) is not None and "input" in rule.needs]
+        return record_nodes(self.traced, x, keep, switches="switches" in needs, inputs=inputs)
 
     # -- projection -----------------------------------------------------------------------
     def project(self, x: Tensor, layer: str, feature: Optional[Feature] = None, *,
@@ -177,8 +222,7 @@ class Deconvnet:
             ``[N, 3, H, W]`` for one feature or a seed; ``[N, K, 3, H, W]`` for a list of K
             features (or seeds ``[N, K, ...]``).
         """
-        if mode not in MODES:
-            raise ArgumentError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        check_mode(mode)
         if (feature is None) == (seed is None):
             raise ArgumentError("give exactly one of feature= (channel index or list) or seed=")
         steps, x, recording, act, node = self._prepare(x, layer, recording)
@@ -200,7 +244,7 @@ class Deconvnet:
     def _prepare(self, x: Tensor, layer: str, recording: Optional[Recording]):
         """Steps, checked images, a recording holding ``layer``, its activation and node."""
         steps = self.reverse_pass(layer)
-        x = check_images(x, self._device())
+        x = check_images(x, self.device)
         if recording is None or layer not in recording.activations:
             recording = self.record(x, layer)
         return steps, x, recording, recording.activations[layer], self._node(layer)
@@ -216,7 +260,8 @@ class Deconvnet:
 
     def _units_in_cone(self, steps, rec, node, images, features, ys, xs, values,
                        forced: bool = False) -> Optional[Tensor]:
-        plan = plan_cone(self.traced, steps, rec, node, require_cheaper=not forced)
+        plan = plan_cone(self.traced, steps.ops, steps.folded, self.method, rec, node,
+                         require_cheaper=not forced)
         if plan is None:
             return None
         chunk = max(1, self.max_memory // bytes_per_seed(plan.windows, rec))
@@ -275,22 +320,35 @@ class Deconvnet:
 
     def _reverse(self, steps: ReversePass, rec: Recording, node: str, seeds: Tensor) -> Tensor:
         n, k = seeds.shape[:2]
-        signals: Dict[str, Tensor] = {node: seeds.reshape(n * k, *seeds.shape[2:])}
-        ctx = Context(rec, n, k, self.traced, steps.folded)
-        for step in steps.steps:
-            signal = signals.pop(step.op.name, None)
-            if signal is None:
-                continue
-            for source, contribution in REVERSE[step.op.kind](step.op, signal, ctx):
-                if source.name in signals:
-                    signals[source.name] = signals[source.name] + contribution
-                else:
-                    signals[source.name] = contribution
+        start = {node: seeds.reshape(n * k, *seeds.shape[2:])}
+        signals = run(steps.ops, start, FullSize(self.method, rec, n, k, self.traced,
+                                                 steps.folded))
         shape = rec.input_shape
         pixels = signals.get(self.traced.input_node.name)
         if pixels is None:
             pixels = seeds.new_zeros((n * k, *shape[1:]))
         return pixels.reshape(n, k, *shape[1:])
+
+
+
+class Deconvnet(Projector):
+    """A Zeiler-Fergus deconvnet attached to any CNN.
+
+    Args:
+        model: the network (a zoo model from :func:`load_model`, or any ``nn.Module`` that
+            ``torch.fx`` can trace). It is never modified: no hooks, no module swaps.
+        aliases: layer aliases (name -> module path); by default the zoo's, if any.
+        max_memory: bytes the reverse pass may use for its signals; seeds are processed in
+            chunks that fit.
+
+    Examples:
+        >>> net = Deconvnet(load_model("vgg16", weights=None))
+        >>> p = net.project(x, layer="conv3_3", feature=12)          # [N, 3, H, W]
+        >>> p = net.project(x, layer="features.15", feature=[3, 7])  # [N, 2, 3, H, W]
+        >>> print(net.reverse_pass("conv3_3"))                       # one line per step
+    """
+
+    method = DECONVNET
 
 
 def make_seeds(act: Tensor, features: Sequence[int], mode: str) -> Tensor:
@@ -352,26 +410,3 @@ def _check_seed(seed: Tensor, act: Tensor) -> Tuple[Tensor, bool]:
         return seed.to(act), False
     raise ArgumentError(f"seed has shape {list(seed.shape)}; it must match the layer's "
                         f"activation {list(act.shape)} (or [N, K, {', '.join(map(str, act.shape[1:]))}])")
-
-
-def _check_supported(op: Op, layer: str) -> None:
-    if op.kind == "unsupported" or op.kind not in RULES:
-        raise UnsupportedOpError(
-            f"no deconvnet rule for {op.label} at {op.where} (graph node {op.name!r}) on the "
-            f"path from {layer!r} down to the input; deconvviz will not fall back to a plain "
-            f"gradient. Project from a layer below it, or rewrite it with supported ops")
-    if op.kind == "batchnorm" and (op.module.training or op.module.running_var is None):
-        raise UnsupportedOpError(
-            f"{op.label} at {op.where} uses batch statistics (training mode or no running "
-            f"stats); its deconvnet step needs eval mode: call model.eval()")
-    if op.kind == "transpose":
-        extra = [a for a in _node_args(op) if a not in op.inputs]
-        if extra:
-            raise UnsupportedOpError(f"{op.label} at {op.where} takes computed arguments "
-                                     f"({', '.join(a.name for a in extra)}); no rule for it")
-
-
-def _node_args(op: Op):
-    found: List = []
-    fx.node.map_arg((op.node.args, op.node.kwargs), lambda n: found.append(n) or n)
-    return found

@@ -15,7 +15,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor, nn
 
-from .errors import ImageError
+from ..errors import ImageError
 from .zoo import Preprocessing, get_spec, model_info
 
 __all__ = ["load_image", "decode_image", "preprocessing_for", "normalise"]
@@ -26,9 +26,8 @@ PathLike = Union[str, "os.PathLike[str]"]
 def preprocessing_for(model: Union[None, str, nn.Module]) -> Preprocessing:
     """The preprocessing of a zoo name or zoo model; ImageNet's defaults for anything else."""
     if isinstance(model, str):
-        spec = get_spec(model)
-        return (Preprocessing.from_weights(spec.imagenet_weights)
-                if spec.imagenet_weights is not None else Preprocessing())
+        weights = get_spec(model).weights_enum()
+        return Preprocessing.from_weights(weights) if weights is not None else Preprocessing()
     info = model_info(model) if model is not None else None
     return info.preprocessing if info is not None else Preprocessing()
 

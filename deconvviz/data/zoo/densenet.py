@@ -3,9 +3,7 @@ from __future__ import annotations
 
 from typing import Dict
 
-from torchvision import models
-
-from ._registry import ModelSpec, register_model
+from ._registry import ModelSpec, register_model, torchvision_builder
 
 
 def aliases() -> Dict[str, str]:
@@ -23,8 +21,8 @@ def aliases() -> Dict[str, str]:
 for _name in ["densenet121", "densenet169", "densenet201"]:
     register_model(ModelSpec(
         name=_name,
-        build=getattr(models, _name),
+        build=torchvision_builder(_name),
         aliases=aliases(),
-        imagenet_weights=models.get_model_weights(_name).DEFAULT,
+        imagenet_weights=f"DenseNet{_name[len('densenet'):]}_Weights.DEFAULT",
         paper="Huang, Liu, van der Maaten & Weinberger, Densely Connected CNNs, 2016",
     ))

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Union
 
-from torchvision import models
-
-from ._registry import ModelSpec, register_model
+from ._registry import ModelSpec, register_model, torchvision_builder
 
 # torchvision's configurations: conv widths, "M" for a max-pool.
 CONFIGS: Dict[str, List[Union[int, str]]] = {
@@ -31,11 +29,11 @@ def aliases(config: List[Union[int, str]]) -> Dict[str, str]:
     return table
 
 
-for _name, _weights in [("vgg16", models.VGG16_Weights), ("vgg19", models.VGG19_Weights)]:
+for _name, _weights in [("vgg16", "VGG16_Weights"), ("vgg19", "VGG19_Weights")]:
     register_model(ModelSpec(
         name=_name,
-        build=getattr(models, _name),
+        build=torchvision_builder(_name),
         aliases=aliases(CONFIGS[_name]),
-        imagenet_weights=_weights.DEFAULT,
+        imagenet_weights=f"{_weights}.DEFAULT",
         paper="Simonyan & Zisserman, Very Deep Convolutional Networks, 2014",
     ))

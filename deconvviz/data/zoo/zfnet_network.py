@@ -16,8 +16,6 @@ from typing import Optional
 
 from torch import Tensor, nn
 
-from ._registry import ModelSpec, register_model
-
 __all__ = ["ZFNet", "zfnet"]
 
 
@@ -77,17 +75,3 @@ def zfnet(weights: Optional[object] = None) -> ZFNet:
     if weights is not None:
         raise ValueError("ZFNet has no torchvision weights")
     return ZFNet()
-
-
-ALIASES = {
-    "conv1": "features.relu1", "pool1": "features.pool1", "norm1": "features.norm1",
-    "conv2": "features.relu2", "pool2": "features.pool2", "norm2": "features.norm2",
-    "conv3": "features.relu3", "conv4": "features.relu4", "conv5": "features.relu5",
-    "pool5": "features.pool5",
-    "fc6": "classifier.relu6", "fc7": "classifier.relu7", "fc8": "classifier.fc8",
-}
-
-register_model(ModelSpec(
-    name="zfnet", build=zfnet, aliases=ALIASES, imagenet_weights=None,
-    paper="Zeiler & Fergus, Visualizing and Understanding Convolutional Networks, 2013",
-))

@@ -15,17 +15,20 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .deconvnet import MODES, Deconvnet, strongest
-from .display import SCALINGS, crop_window, to_uint8
+from .analyses.top_hits import project_hits
+from .choices import MODES, SCALINGS, check_mode, check_scaling
+from .data.images import load_image, preprocessing_for
+from .data.zoo import load_model
+from .engine import Deconvnet
+from .engine.projector import strongest
 from .errors import ArgumentError
-from .images import load_image, preprocessing_for
-from .layers import geometry, list_layers
-from .zoo import load_model
+from .figures import mosaic
+from .figures.display import crop_window, to_uint8
 
 if TYPE_CHECKING:
     import ipywidgets
 
-    from .scan import ScanResult
+    from .analyses.dataset_scan import ScanResult
 
 __all__ = ["explore", "png_bytes"]
 
@@ -86,10 +89,8 @@ def explore(model: Union[str, nn.Module], image: Union[str, os.PathLike, Tensor,
         >>> explorer.layer_picker.value = "conv5"
     """
     widgets = _widgets()
-    if mode not in MODES:
-        raise ArgumentError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    if scaling not in SCALINGS:
-        raise ArgumentError(f"unknown scaling {scaling!r}; choose one of {', '.join(SCALINGS)}")
+    check_mode(mode)
+    check_scaling(scaling)
     if isinstance(model, str):
         model = load_model(model, weights=weights)
     return _explorer_class(widgets)(model, image, scan, mode, scaling)
@@ -104,7 +105,7 @@ def _explorer_class(widgets):
             super().__init__()
             self.model, self.scan = model, scan
             self.net = Deconvnet(model)
-            self.layers = [l.name for l in list_layers(model)
+            self.layers = [l.name for l in self.net.layers
                            if len(l.shape) == 3 or l.alias is not None]
             self.images = self._images(image)
             self._cache: dict = {}
@@ -172,7 +173,7 @@ def _explorer_class(widgets):
         @property
         def _x(self) -> Tensor:
             x = self.images[self.image_picker.value][1]
-            device = self.net._device()
+            device = self.net.device
             return x.to(device) if device is not None else x
 
         @property
@@ -222,7 +223,7 @@ def _explorer_class(widgets):
             self.projection_view.value = png_bytes(shown, 224)
             values, ys, xs = strongest(act, [feature])
             value, y, x = float(values[0, 0]), int(ys[0, 0]), int(xs[0, 0])
-            geom = geometry(self.net.traced, rec.shapes).get(self.net._node(layer))
+            geom = self.net.layer(layer, tuple(rec.input_shape[-2:])).geometry
             window = geom.window(y, x) if geom is not None else (0, 0) + rgb.shape[:2]
             self.patch_view.value = png_bytes(crop_window(rgb, *window), 112)
             self.value_label.value = (f"<b>{layer} #{feature}</b><br>strongest activation "
@@ -231,9 +232,6 @@ def _explorer_class(widgets):
                 self._show_scan(layer, feature)
 
         def _show_scan(self, layer: str, feature: int):
-            from .figures import mosaic
-            from .visualize import project_hits
-
             [hits] = project_hits(self.scan, layer, [feature], model=self.model)
             tiles: List[np.ndarray] = [to_uint8(p, self.scaling_picker.value, photo=patch)
                                        for p, patch in zip(hits.projections, hits.patches)]

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 from typing import Dict, Tuple
 
-from torchvision import models
-
-from ._registry import ModelSpec, register_model
+from ._registry import ModelSpec, register_model, torchvision_builder
 
 # Residual blocks per stage (torchvision's layer1..layer4).
 BLOCKS: Dict[str, Tuple[int, int, int, int]] = {
@@ -28,8 +26,8 @@ def aliases(blocks: Tuple[int, ...]) -> Dict[str, str]:
 for _name, _blocks in BLOCKS.items():
     register_model(ModelSpec(
         name=_name,
-        build=getattr(models, _name),
+        build=torchvision_builder(_name),
         aliases=aliases(_blocks),
-        imagenet_weights=models.get_model_weights(_name).DEFAULT,
+        imagenet_weights=f"ResNet{_name[len('resnet'):]}_Weights.DEFAULT",
         paper="He, Zhang, Ren & Sun, Deep Residual Learning for Image Recognition, 2015",
     ))

@@ -6,8 +6,17 @@ feature). Only the running top-k is kept, so memory stays flat in the number of 
 
 - Batched through a ``DataLoader`` (``batch_size``, ``workers``); unreadable files are skipped
   and listed in ``result.skipped``, never fatal.
-- Deterministic: hits are ordered by value, then by the image's position in the list, so the
-  result does not depend on batch size, worker count or the number of processes.
+- Reproducible: hits are ordered by value, then by the image's position in the list, so the
+  order in which images arrive never matters. What is guaranteed:
+
+  * the same batch size, thread count and device give bit-identical results (so does a
+    resumed scan: it continues with the same batches);
+  * across batch sizes, DataLoader workers, thread counts and ``torchrun`` process counts,
+    PyTorch does not promise bit-identical convolutions (it picks kernels by shape and
+    thread count), so hit values agree to a relative tolerance, :data:`VALUE_RTOL` of the
+    layer's strongest hit, and the hits themselves are the same except where two candidates
+    are tied within that tolerance, whose order may swap (at the end of a top-k list, a
+    near-tied hit may be replaced by its twin). :func:`same_hits` checks exactly this.
 - Resumable: the running state is checkpointed atomically every ``checkpoint_every`` images
   (and on Ctrl-C); ``resume=True`` continues from it and ends with the same result.
 - Distributed: under ``torchrun`` (``torch.distributed``: gloo on CPU, NCCL on GPU) each rank
@@ -23,19 +32,22 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.distributed as dist
 import torch.fx as fx
-import torchvision
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from .errors import ArgumentError, DeconvvizError
-from .graph import trace
-from .images import load_image, preprocessing_for
-from .layers import aliases_of, resolve_layer
-from .zoo import Preprocessing, model_info
+from .._io import check_output_path, write_atomically
+from ..data.images import load_image, preprocessing_for
+from ..data.zoo import Preprocessing, model_info
+from ..engine.graph import trace
+from ..engine.layers import aliases_of, resolve_layer
+from ..errors import ArgumentError, DeconvvizError
+from . import top_hits
 
-__all__ = ["scan", "load_scan", "ScanResult", "Hit", "list_images", "ScanInterrupted"]
+__all__ = ["scan", "load_scan", "ScanResult", "Hit", "list_images", "ScanInterrupted",
+           "same_hits", "VALUE_RTOL"]
 
 FORMAT = "deconvviz-scan/1"
+VALUE_RTOL = 1e-4  # hit values agree to this fraction of the layer's strongest hit
 
 
 class ScanInterrupted(RuntimeError):
@@ -110,17 +122,23 @@ class ScanResult:
 
     def save(self, path: Union[str, os.PathLike]) -> str:
         """Write the result (atomically) where :func:`load_scan` can read it."""
-        from .figures import write_atomically
-
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder):
-            raise ArgumentError(f"output folder does not exist: {folder}")
+        path = check_output_path(os.fspath(path), formats=None)
         return write_atomically(path, lambda f: torch.save(self.data, f))
+
+    @property
+    def images_read(self) -> int:
+        """Images whose activations were scanned (listed minus skipped)."""
+        return len(self.images) - len(self.skipped)
+
+    def figure(self, layers: Union[None, str, Sequence[str]] = None, features: str = "0-15",
+               **options):
+        """Zeiler & Fergus Fig. 2 of this scan (see :func:`~deconvviz.analyses.top_hits.
+        scan_figure`): the hits are projected again through the model."""
+        return top_hits.scan_figure(self, layers, features, **options)
 
     def __repr__(self) -> str:
         return (f"ScanResult({self.model}, layers {', '.join(self.layer_names)}, "
-                f"{len(self.images)} images, {len(self.skipped)} skipped, top {self.k})")
+                f"{self.images_read} images read, {len(self.skipped)} skipped, top {self.k})")
 
 
 def load_scan(path: Union[str, os.PathLike]) -> ScanResult:
@@ -244,10 +262,9 @@ def _candidates(act: Tensor, indices: Tensor):
 
 
 def _versions() -> Dict[str, str]:
-    from . import __version__
+    from importlib.metadata import version
 
-    return {"deconvviz": __version__, "torch": str(torch.__version__),
-            "torchvision": str(torchvision.__version__)}
+    return {name: version(name) for name in ("deconvviz", "torch", "torchvision")}
 
 
 def _distributed() -> Tuple[int, int]:
@@ -291,6 +308,8 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
     layers = list(layers)
     if not layers:
         raise ArgumentError("no layers to scan")
+    if out is not None:  # before any work: a scan must not end in an unwritable folder
+        check_output_path(os.fspath(out), formats=None)
     paths = list(source) if isinstance(source, (list, tuple)) else list_images(source)
     traced = trace(model)
     aliases = aliases_of(model)
@@ -396,8 +415,6 @@ def _checkpoint_path(out, rank: int, world: int) -> Optional[str]:
 
 
 def _save_checkpoint(path: str, meta: dict, state: dict) -> None:
-    from .figures import write_atomically
-
     data = {"meta": meta, "done": state["done"], "skipped": state["skipped"],
             "tops": {l: {k: v.cpu() for k, v in t.items()} for l, t in state["tops"].items()}}
     write_atomically(path, lambda f: torch.save(data, f))
@@ -412,3 +429,38 @@ def _load_checkpoint(path: str, meta: dict, device) -> dict:
                             f"layers, images or top differ); delete it or drop --resume")
     return {"done": data["done"], "skipped": [tuple(s) for s in data["skipped"]],
             "tops": {l: {k: v.to(device) for k, v in t.items()} for l, t in data["tops"].items()}}
+
+
+def same_hits(a: "ScanResult", b: "ScanResult", rtol: float = VALUE_RTOL) -> List[str]:
+    """The ways two scans of the same images differ beyond what is guaranteed across batch
+    sizes, workers, threads and processes (see the module docstring); ``[]`` when they agree.
+
+    Per layer and feature: hit values agree to ``rtol`` times the layer's strongest hit, and
+    each hit is the other's at the same rank unless its value is tied, within that tolerance,
+    with another candidate (a neighbour in either list, or the last kept hit).
+    """
+    problems = []
+    if a.layer_names != b.layer_names or a.images != b.images or a.skipped != b.skipped:
+        return ["different layers, images or skipped files"]
+    for layer in a.layer_names:
+        values = torch.cat([a._tops(layer)["values"].reshape(-1),
+                            b._tops(layer)["values"].reshape(-1)])
+        tol = rtol * float(values[values.isfinite()].abs().max().clamp_min(1e-30))
+        for f in range(a.features(layer)):
+            ha, hb = a.top(layer, f), b.top(layer, f)
+            if len(ha) != len(hb):
+                problems.append(f"{layer} #{f}: {len(ha)} != {len(hb)} hits")
+                continue
+            for i, (x, y) in enumerate(zip(ha, hb)):
+                if abs(x.value - y.value) > tol:
+                    problems.append(f"{layer} #{f} rank {i}: {x.value} != {y.value}")
+                elif x != y and not _tied(ha, i, tol) and not _tied(hb, i, tol):
+                    problems.append(f"{layer} #{f} rank {i}: {x} != {y}, not a near-tie")
+    return problems
+
+
+def _tied(hits: List[Hit], i: int, tol: float) -> bool:
+    """Whether hit ``i`` is within ``tol`` of a neighbour, or is the last kept (its twin
+    beyond the list is unseen)."""
+    near = [j for j in (i - 1, i + 1) if 0 <= j < len(hits)]
+    return i == len(hits) - 1 or any(abs(hits[i].value - hits[j].value) <= tol for j in near)

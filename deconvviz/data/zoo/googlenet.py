@@ -6,14 +6,13 @@ weights it stays off. deconvviz keeps that behaviour.
 """
 from __future__ import annotations
 
-from typing import Optional
-
-from torchvision import models
-
 from ._registry import ModelSpec, register_model
 
 
-def googlenet(weights: Optional[models.GoogLeNet_Weights] = None) -> models.GoogLeNet:
+def googlenet(weights=None):
+    """torchvision's GoogLeNet without auxiliary heads (``weights``: a weights enum or None)."""
+    from torchvision import models
+
     if weights is None:
         return models.googlenet(weights=None, aux_logits=False, init_weights=True)
     # torchvision loads ImageNet weights into a model with auxiliary heads; drop them after.
@@ -33,7 +32,7 @@ ALIASES = {
 
 register_model(ModelSpec(
     name="googlenet", build=googlenet, aliases=ALIASES,
-    imagenet_weights=models.GoogLeNet_Weights.DEFAULT,
+    imagenet_weights="GoogLeNet_Weights.DEFAULT",
     paper="Szegedy et al., Going Deeper with Convolutions, 2014",
     extra={"drop_prefixes": ("aux1.", "aux2.")},
 ))

@@ -5,11 +5,8 @@ papers (``conv3``, ``conv5_3``, ``inception4a``, ``layer3.1``); every dotted mod
 any model (``features.15``) works too. A module called several times in one forward pass is
 addressed as ``path@0``, ``path@1``, ...
 
-The receptive field of a unit is computed from the traced graph, never typed in: for every
-convolution or pooling with kernel k, stride s, padding p and dilation d, the field grows by
-``(k - 1) * d * jump``, its origin moves by ``-p * jump`` and the jump (the stride between
-neighbouring units, in input pixels) is multiplied by s. Where branches meet (residual
-additions, concatenations) the field is the union of the branches' fields.
+Shapes and receptive fields are measured from the traced graph, never typed in: each op's
+rule gives its receptive-field arithmetic (:mod:`deconvviz.engine.geometry`).
 """
 from __future__ import annotations
 
@@ -19,33 +16,15 @@ from typing import Dict, List, Mapping, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from .errors import UnknownLayerError, closest
+from ..data.zoo import get_spec, load_model, model_info
+from ..errors import UnknownLayerError, closest
+from .geometry import INPUT_GEOMETRY, Geometry, same_layout_field
 from .graph import Op, TracedModel, trace
 from .recording import record_nodes
-from .zoo import get_spec, load_model, model_info
+from .rules import get_rule
 
-__all__ = ["Layer", "Geometry", "list_layers", "aliases_of", "overview_layers", "resolve_layer",
-           "geometry"]
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """Receptive field of the units of one map, per spatial axis (rows, columns).
-
-    ``size`` is the field's extent in input pixels, ``stride`` the distance in input pixels
-    between neighbouring units, and ``start`` the input coordinate of the first pixel of unit
-    (0, 0)'s field (negative where the field reaches into the padding).
-    """
-
-    size: Tuple[int, int]
-    stride: Tuple[int, int]
-    start: Tuple[int, int]
-
-    def window(self, y: int, x: int) -> Tuple[int, int, int, int]:
-        """``(top, left, height, width)`` of unit (y, x)'s field in input pixels (may extend
-        past the image borders)."""
-        return (self.start[0] + y * self.stride[0], self.start[1] + x * self.stride[1],
-                self.size[0], self.size[1])
+__all__ = ["Layer", "Geometry", "list_layers", "measure_layers", "aliases_of",
+           "overview_layers", "resolve_layer", "geometry"]
 
 
 @dataclass(frozen=True)
@@ -142,47 +121,20 @@ def geometry(traced: TracedModel, shapes: Mapping[str, torch.Size]) -> Dict[str,
     geoms: Dict[str, Optional[Geometry]] = {}
     for op in traced.ops.values():
         if op.kind == "input":
-            geoms[op.name] = Geometry((1, 1), (1, 1), (0, 0))
+            geoms[op.name] = INPUT_GEOMETRY
         elif op.inputs and op.name in shapes:
-            geoms[op.name] = _propagate(op, [geoms.get(n.name) for n in op.inputs],
-                                        [shapes.get(n.name) for n in op.inputs], shapes[op.name])
+            geoms[op.name] = _field(op, [geoms.get(n.name) for n in op.inputs],
+                                    [shapes.get(n.name) for n in op.inputs], shapes[op.name])
     return geoms
 
 
-def _propagate(op: Op, ins: List[Optional[Geometry]], in_shapes, out_shape) -> Optional[Geometry]:
+def _field(op: Op, ins: List[Optional[Geometry]], in_shapes, out_shape) -> Optional[Geometry]:
     if any(g is None for g in ins) or len(out_shape) != 4:
         return None
-    if op.kind in ("conv", "maxpool", "avgpool"):
-        g, p = ins[0], op.params
-        pad = p["padding"]
-        if isinstance(pad, str):  # "valid" or "same"
-            pad = (0, 0) if pad == "valid" else tuple(d * (k - 1) // 2 for k, d in
-                                                      zip(p["kernel"], p["dilation"]))
-        return Geometry(
-            size=tuple(g.size[i] + (p["kernel"][i] - 1) * p["dilation"][i] * g.stride[i]
-                       for i in range(2)),
-            stride=tuple(g.stride[i] * p["stride"][i] for i in range(2)),
-            start=tuple(g.start[i] - pad[i] * g.stride[i] for i in range(2)))
-    if op.kind == "adaptive_avgpool":
-        h, w = in_shapes[0][-2:]
-        oh, ow = out_shape[-2:]
-        if (h, w) == (oh, ow):
-            return ins[0]
-        if h % oh or w % ow:
-            return None
-        k = (h // oh, w // ow)
-        g = ins[0]
-        return Geometry(tuple(g.size[i] + (k[i] - 1) * g.stride[i] for i in range(2)),
-                        tuple(g.stride[i] * k[i] for i in range(2)), g.start)
-    # Every other op keeps the spatial layout: the field is the union of its inputs' fields.
-    same = [g for g, s in zip(ins, in_shapes)
-            if s is not None and len(s) == 4 and s[-2:] == out_shape[-2:]]
-    if len(same) != len(ins):
-        return None
-    start = tuple(min(g.start[i] for g in same) for i in range(2))
-    end = tuple(max(g.start[i] + g.size[i] for g in same) for i in range(2))
-    return Geometry(tuple(end[i] - start[i] for i in range(2)),
-                    tuple(max(g.stride[i] for g in same) for i in range(2)), start)
+    rule = get_rule(op.kind)
+    if rule is None:  # no rule (yet): measured as an op that keeps the layout, like most
+        return same_layout_field(ins, in_shapes, out_shape)
+    return rule.field(op, ins, in_shapes, out_shape) if rule.field is not None else None
 
 
 ModelLike = Union[str, nn.Module]
@@ -205,8 +157,14 @@ def list_layers(model_or_name: ModelLike, input_size: int = 224, *,
     """
     model = load_model(model_or_name, weights=None) if isinstance(model_or_name, str) \
         else model_or_name
-    traced = trace(model)
-    aliases = aliases_of(model)
+    return measure_layers(trace(model), aliases_of(model), (input_size, input_size),
+                          all_modules=all_modules)
+
+
+def measure_layers(traced: TracedModel, aliases: Mapping[str, str], size: Tuple[int, int], *,
+                   all_modules: bool = False) -> List[Layer]:
+    """The layers of a traced model, measured with one forward pass of a zero image of
+    ``size`` (height, width)."""
     names = list(aliases)
     if all_modules or not aliases:
         known = set(aliases.values())
@@ -214,10 +172,9 @@ def list_layers(model_or_name: ModelLike, input_size: int = 224, *,
             if path and path not in known:
                 names += [path] if len(nodes) == 1 else [f"{path}@{i}" for i in range(len(nodes))]
     resolved = {name: resolve_layer(traced, name, aliases) for name in names}
-    param = next(iter(model.parameters()), None)
-    x = torch.zeros(1, 3, input_size, input_size,
-                    device=param.device if param is not None else None)
-    recording = record_nodes(traced, x, {})
+    param = next(iter(traced.model.parameters()), None)
+    x = torch.zeros(1, 3, *size, device=param.device if param is not None else None)
+    recording = record_nodes(traced, x, {}, switches=False)
     geoms = geometry(traced, recording.shapes)
     order = {name: i for i, name in enumerate(traced.ops)}
     layers = []
@@ -227,7 +184,7 @@ def list_layers(model_or_name: ModelLike, input_size: int = 224, *,
         g = geoms.get(node)
         layers.append(Layer(
             alias=alias, path=path, shape=tuple(recording.shapes[node][1:]),
-            rf_size=g.size[0] if g else input_size, rf_stride=g.stride[0] if g else None,
+            rf_size=g.size[0] if g else size[0], rf_stride=g.stride[0] if g else None,
             geometry=g, node=node))
     layers.sort(key=lambda l: (order[l.node], l.alias is None))
     return layers

@@ -11,7 +11,7 @@ from typing import Mapping, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from ..errors import WeightsError
+from ...errors import WeightsError
 from ._registry import get_spec
 
 __all__ = ["Preprocessing", "ModelInfo", "UntrainedWarning", "load_model", "model_info",
@@ -100,8 +100,9 @@ def load_model(name: str, weights: WeightsArg = "default") -> nn.Module:
         >>> model = load_model("vgg16", weights=None)
     """
     spec = get_spec(name)
-    default_prep = (Preprocessing.from_weights(spec.imagenet_weights)
-                    if spec.imagenet_weights is not None else Preprocessing())
+    weights_enum = spec.weights_enum()
+    default_prep = (Preprocessing.from_weights(weights_enum)
+                    if weights_enum is not None else Preprocessing())
     if weights is None or (isinstance(weights, str) and weights.lower() == "none"):
         model, label, trained = _random(spec), "random", False
     elif isinstance(weights, str) and weights == "default":
@@ -112,15 +113,15 @@ def load_model(name: str, weights: WeightsArg = "default") -> nn.Module:
                 UntrainedWarning, stacklevel=2)
             model, label, trained = _random(spec), "random", False
         else:
-            model = _imagenet(name, spec.build, spec.imagenet_weights)
+            model = _imagenet(spec.name, spec.build, weights_enum)
             label, trained = "imagenet", True
     else:
         model = spec.build(weights=None)
-        _load_checkpoint(model, os.fspath(weights), name,
+        _load_checkpoint(model, os.fspath(weights), spec.name,
                          drop_prefixes=spec.extra.get("drop_prefixes", ()))
         label, trained = os.fspath(weights), True
     model.eval()
-    _INFO[model] = ModelInfo(name=name, weights=label, trained=trained, preprocessing=default_prep)
+    _INFO[model] = ModelInfo(name=spec.name, weights=label, trained=trained, preprocessing=default_prep)
     return model
 
 
@@ -152,7 +153,8 @@ def _load_checkpoint(model: nn.Module, path: str, name: str, drop_prefixes=()) -
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise WeightsError(f"cannot read checkpoint {path}: {_first_line(exc)}") from None
+        raise WeightsError(f"cannot read checkpoint {path}: it is not a file written by "
+                           f"torch.save ({_why_unreadable(path, exc)})") from None
     state = _state_dict_of(checkpoint, path)
     state = {re.sub(r"^module\.", "", k): v for k, v in state.items()
              if not k.startswith(tuple(drop_prefixes))}
@@ -179,6 +181,19 @@ def _state_dict_of(checkpoint: object, path: str) -> Mapping[str, torch.Tensor]:
             return checkpoint
     raise WeightsError(f"{path} holds no state dict (expected a dict of tensors, or one under "
                        f"'state_dict' or 'model')")
+
+
+def _why_unreadable(path: str, exc: BaseException) -> str:
+    """A reason a person can act on, not the unpickler's opcode number."""
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    kinds = {b"\xff\xd8\xff": "a JPEG image", b"\x89PNG": "a PNG image", b"GIF8": "a GIF image",
+             b"%PDF": "a PDF document", b"BM": "a BMP image"}
+    for magic, kind in kinds.items():
+        if head.startswith(magic):
+            return f"it looks like {kind}"
+    text = _first_line(exc)
+    return text if len(text) > 8 and not text.isdigit() else "unrecognised format"
 
 
 def _some(keys, n: int = 4) -> str:

@@ -1,9 +1,7 @@
 """AlexNet from torchvision (the one-tower variant of Krizhevsky et al., 2012)."""
 from __future__ import annotations
 
-from torchvision import models
-
-from ._registry import ModelSpec, register_model
+from ._registry import ModelSpec, register_model, torchvision_builder
 
 # torchvision's AlexNet has no local response normalisation; a conv alias is its ReLU.
 ALIASES = {
@@ -16,8 +14,8 @@ ALIASES = {
 
 register_model(ModelSpec(
     name="alexnet",
-    build=lambda weights=None: models.alexnet(weights=weights),
+    build=torchvision_builder("alexnet"),
     aliases=ALIASES,
-    imagenet_weights=models.AlexNet_Weights.DEFAULT,
+    imagenet_weights="AlexNet_Weights.DEFAULT",
     paper="Krizhevsky, Sutskever & Hinton, ImageNet Classification with Deep CNNs, 2012",
 ))

@@ -1,0 +1,107 @@
+"""Writing files: output-path checks before any work, and atomic writes.
+
+Every file deconvviz writes goes through :func:`write_atomically` (a temporary file in the
+same folder, then a rename: never half a file), after :func:`check_output_path` has made sure,
+before any work starts, that the extension is one the caller can write and that a file can
+really be created in the folder (a probe file, not a permission guess: read-only file
+systems, ``/proc`` and full disks are caught too).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Callable, List, Optional, Sequence
+
+from .errors import OutputError
+
+__all__ = ["FIGURE_FORMATS", "check_output_path", "check_writable_folder", "figure_paths",
+           "write_atomically"]
+
+FIGURE_FORMATS = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
+
+
+def check_writable_folder(path: str) -> str:
+    """Raise :class:`OutputError` unless a file can be created beside ``path``; returns the
+    folder."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise OutputError(f"output folder does not exist: {folder}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".deconvviz-probe-", dir=folder)
+    except OSError as exc:
+        raise OutputError(f"cannot write to {folder}: {exc.strerror or exc}") from None
+    os.close(fd)
+    os.unlink(probe)
+    return folder
+
+
+def check_output_path(path: str, formats: Optional[Sequence[str]] = FIGURE_FORMATS) -> str:
+    """Raise :class:`OutputError` unless ``path`` has one of ``formats`` as extension (any, if
+    ``None``), is not a folder, and can be written."""
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower()
+    if formats is not None and ext not in formats:
+        raise OutputError(f"unsupported output format {ext or '(none)'!r} for {path}; use "
+                          f"{', '.join(formats)}")
+    if os.path.isdir(path):
+        raise OutputError(f"{path} is a folder; give a file name")
+    check_writable_folder(path)
+    return path
+
+
+def write_atomically(path: str, write: Callable[[object], None]) -> str:
+    """Write through a temporary file in the same folder, then rename: never half a file.
+
+    Raises:
+        OutputError: the file cannot be written (the message names the reason).
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    ext = os.path.splitext(path)[1]
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".deconvviz-", suffix=ext, dir=folder)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
+        os.replace(tmp, path)
+    except OSError as exc:
+        _remove(tmp)
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    except BaseException:
+        _remove(tmp)
+        raise
+    return path
+
+
+def _remove(path: str) -> None:
+    if os.path.exists(path):
+        os.unlink(path)
+
+
+def figure_paths(images: Sequence[str], model: str, layer: str, out: Optional[str] = None,
+                 combine: bool = False) -> List[str]:
+    """The figure files ``show`` writes: ``<image>_<model>_<layer>.png`` in the current folder,
+    or ``out`` (with ``_<image>`` added to its stem for each of several images). Images whose
+    names collide (``c.tiff``, ``c.bmp``) keep their extension in the name (``c_tiff``)."""
+    tag = "all" if layer == "all" else layer.replace(",", "+").replace("/", "_")
+    if combine:
+        return [out or f"combined_{model}_{tag}.png"]
+    if out is not None and len(images) == 1:
+        return [out]
+    stems = [os.path.splitext(os.path.basename(p))[0] for p in images]
+    clash = {s for s in stems if stems.count(s) > 1}
+    names = [os.path.basename(p).replace(".", "_") if s in clash else s
+             for p, s in zip(images, stems)]
+    seen: dict = {}
+    for i, name in enumerate(names):  # the same file name in two folders
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] > 1:
+            names[i] = f"{name}_{seen[name]}"
+    if out is None:
+        return [f"{name}_{model}_{tag}.png" for name in names]
+    stem, ext = os.path.splitext(out)
+    return [f"{stem}_{name}{ext}" for name in names]

@@ -1,0 +1,327 @@
+"""One image, one or more layers: choose features, project them, keep what a figure needs.
+
+:func:`project` is what notebooks call; it returns a :class:`Projections` result that
+displays itself in Jupyter, draws its figures and saves its arrays. :func:`show` is what
+``deconvviz show`` calls: several images, one figure file each (or one for all).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .. import figures
+from .._io import FIGURE_FORMATS, check_output_path, figure_paths, write_atomically
+from ..choices import MAX_TOP, check_mode, check_scaling
+from ..data.images import load_image
+from ..data.zoo import load_model, model_info
+from ..engine import Deconvnet, Projector, Recording
+from ..engine.geometry import Geometry
+from ..engine.layers import aliases_of, overview_layers
+from ..engine.projector import strongest
+from ..errors import ArgumentError, ImageError
+from ..figures.display import crop_window, shared_scale, to_uint8
+
+__all__ = ["Projections", "ShowReport", "project", "project_layers", "show"]
+
+
+@dataclass
+class Projections:
+    """Deconvnet projections of some features of one layer, for one image.
+
+    Attributes:
+        pixels: ``[K, 3, H, W]`` signed projections, one per feature.
+        features: the K channel indices.
+        values: ``[K]`` each feature's strongest activation on this image.
+        positions: ``[K, 2]`` (row, column) of that activation in the layer's map.
+        rgb: ``H x W x 3`` uint8 crop the network saw.
+        layer, model, mode: what was projected, and how.
+        geometry: the layer's receptive-field geometry (``None`` for global layers).
+        trained: ``False`` when the weights are random (figures then say "untrained").
+        image: the photo's path, when it came from a file.
+    """
+
+    pixels: Tensor
+    features: List[int]
+    values: np.ndarray
+    positions: np.ndarray
+    rgb: np.ndarray
+    layer: str
+    model: str
+    mode: str = "max"
+    geometry: Optional[Geometry] = None
+    trained: bool = True
+    image: Optional[str] = None
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def images(self, scaling: str = "signed") -> List[np.ndarray]:
+        """Each projection as a displayable uint8 image (see :func:`to_uint8`)."""
+        vmax = shared_scale(self.pixels) if scaling == "shared" else None
+        return [to_uint8(p, scaling, vmax=vmax, photo=self.rgb) for p in self.pixels]
+
+    def windows(self) -> List[Tuple[int, int, int, int]]:
+        """(top, left, height, width) of each feature's strongest unit's receptive field."""
+        h, w = self.rgb.shape[:2]
+        if self.geometry is None:
+            return [(0, 0, h, w)] * len(self)
+        return [self.geometry.window(int(y), int(x)) for y, x in self.positions]
+
+    def patches(self, scaling: str = "signed") -> List[Tuple[np.ndarray, np.ndarray]]:
+        """(projection crop, photo patch) under each feature's receptive field, padded at the
+        image borders (photo with black, projection with its own zero level)."""
+        out = []
+        for img, (top, left, hh, ww) in zip(self.images(scaling), self.windows()):
+            zero = 128 if scaling in ("signed", "shared") else 0
+            out.append((crop_window(img, top, left, hh, ww, fill=zero),
+                        crop_window(self.rgb, top, left, hh, ww, fill=0)))
+        return out
+
+    @property
+    def title(self) -> str:
+        name = os.path.basename(self.image) if self.image else "image"
+        text = f"{self.model} {self.layer} ({self.mode}) - {name}"
+        return text + (" - untrained weights" if not self.trained else "")
+
+    def tile_titles(self) -> List[str]:
+        return [f"#{f}  {v:.3g}" for f, v in zip(self.features, self.values)]
+
+    def crops_by_default(self) -> bool:
+        """Whether the paper's view (each projection cropped to its receptive field) suits
+        this layer better than the full frame: where the field is at most half the image."""
+        if self.geometry is None:
+            return False
+        return max(self.geometry.size) * 2 <= min(self.rgb.shape[:2])
+
+    def figure(self, scaling: str = "signed", *, patches: bool = False,
+               view: str = "auto", ncols: Optional[int] = None, fig=None):
+        """The projection grid beside the photo, or with ``patches``, projection/patch pairs.
+
+        ``view``: ``"crop"`` draws each projection cropped to its receptive field and
+        enlarged (the paper's view), ``"full"`` the whole frame, ``"auto"`` crops where the
+        field is at most half the image.
+        """
+        if view not in VIEWS:
+            raise ArgumentError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)}")
+        if patches:
+            return figures.patch_grid(self, scaling=scaling, ncols=ncols, fig=fig)
+        crop = view == "crop" or (view == "auto" and self.crops_by_default())
+        return figures.projection_grid(self, scaling=scaling, ncols=ncols, crop=crop, fig=fig)
+
+    def _repr_png_(self) -> bytes:
+        return self.figure()._repr_png_()
+
+    def save(self, path: Union[str, os.PathLike], **figure_options) -> str:
+        """Save as arrays (``.npz``/``.npy``) or as a figure (``.png .jpg .pdf .svg``)."""
+        path = check_output_path(os.fspath(path), FIGURE_FORMATS + (".npy", ".npz"))
+        ext = os.path.splitext(path)[1].lower()
+        if ext == ".npy":
+            return write_atomically(path, lambda f: np.save(f, self.pixels.cpu().numpy()))
+        if ext == ".npz":
+            return write_atomically(path, lambda f: np.savez_compressed(
+                f, pixels=self.pixels.cpu().numpy(), features=np.asarray(self.features),
+                values=self.values, positions=self.positions, rgb=self.rgb,
+                layer=self.layer, model=self.model, mode=self.mode))
+        dpi = figure_options.pop("dpi", None)
+        return figures.save_figure(self.figure(**figure_options), path, dpi=dpi)
+
+    def __repr__(self) -> str:
+        shape = "x".join(str(s) for s in self.pixels.shape[1:])
+        where = os.path.basename(self.image) if self.image else "an image"
+        feats = ", ".join(map(str, self.features[:8])) + (", ..." if len(self) > 8 else "")
+        untrained = ", untrained" if not self.trained else ""
+        return (f"Projections({self.model} {self.layer}, {len(self)} features [{feats}], "
+                f"mode={self.mode!r}, {shape} each, of {where}{untrained})")
+
+
+ImageArg = Union[str, os.PathLike, Tuple[Tensor, np.ndarray]]
+
+
+VIEWS = ("auto", "crop", "full")
+
+
+def _prepare(model: Union[str, nn.Module], image: ImageArg, net: Optional[Projector]):
+    if isinstance(model, str):
+        model = load_model(model, weights=None)
+    net = net or Deconvnet(model)
+    if isinstance(image, tuple):
+        x, rgb = image
+        path = None
+    else:
+        x, rgb = load_image(image, model)
+        path = os.fspath(image)
+    device = net.device
+    x = x.to(device) if device is not None else x
+    return model, net, x, rgb, path
+
+
+def project(model: Union[str, nn.Module], image: ImageArg, layer: str, *,
+            features: Optional[Sequence[int]] = None, top: int = 16, mode: str = "max",
+            net: Optional[Projector] = None, recording: Optional[Recording] = None) -> Projections:
+    """Project features of ``layer`` for one photo.
+
+    Args:
+        model: a zoo name (random weights) or a model.
+        image: a file path, or ``(x, rgb)`` from :func:`load_image`.
+        layer: alias or module path.
+        features: channel indices; by default the ``top`` channels with the strongest
+            activation on this image, strongest first.
+        top: how many features to pick when ``features`` is not given (at most 64, and at
+            most the layer's number of features).
+        mode: ``"max"`` or ``"map"`` (see :meth:`Deconvnet.project`).
+        net: a :class:`Deconvnet` (or other :class:`Projector`) of ``model`` to reuse.
+        recording: a recording of this image holding ``layer`` to reuse.
+
+    Returns:
+        A :class:`Projections` (displays itself in Jupyter).
+
+    Examples:
+        >>> p = project("zfnet", "examples/images/chelsea.png", "conv3", top=8)
+        >>> p.save("chelsea_conv3.pdf")
+    """
+    check_mode(mode)
+    if features is None:
+        _check_top(top)
+    elif len(features) > MAX_TOP:
+        raise ArgumentError(f"{len(features)} features asked for; one figure holds at most "
+                            f"{MAX_TOP}: split them over several figures")
+    model, net, x, rgb, path = _prepare(model, image, net)
+    if recording is None or layer not in recording.activations:
+        recording = net.record(x, layer)
+    act = recording.activations[layer]
+    channels = act.shape[1]
+    if features is None:
+        if top > channels:
+            raise ArgumentError(f"layer {layer!r} has {channels} features; ask for top "
+                                f"{channels} or fewer")
+        peaks = act[0].reshape(channels, -1).max(dim=1).values
+        features = torch.argsort(peaks, descending=True, stable=True)[:top].tolist()
+    pixels = net.project(x, layer, list(features), mode=mode, recording=recording)[0]
+    values, ys, xs = strongest(act, list(features))
+    layer_info = net.layer(layer, tuple(recording.input_shape[-2:]))
+    info = model_info(model)
+    return Projections(
+        pixels=pixels.cpu(), features=list(features), values=values[0].cpu().numpy(),
+        positions=torch.stack([ys[0], xs[0]], dim=1).cpu().numpy(), rgb=rgb, layer=layer,
+        model=info.name if info else type(model).__name__, mode=mode,
+        geometry=layer_info.geometry, trained=info.trained if info else True,
+        image=path)
+
+
+def project_layers(model: Union[str, nn.Module], image: ImageArg, layers: Sequence[str], *,
+                   top: int = 6, mode: str = "max",
+                   net: Optional[Projector] = None) -> List[Projections]:
+    """:func:`project` for several layers of one photo, from one recorded forward pass."""
+    model, net, x, rgb, path = _prepare(model, image, net)
+    recording = net.record(x, list(layers))
+    results = []
+    for layer in layers:
+        p = project(model, (x, rgb), layer, top=top, mode=mode, net=net, recording=recording)
+        p.image = path
+        results.append(p)
+    return results
+
+
+def _check_top(top) -> None:
+    if not isinstance(top, int) or isinstance(top, bool) or not 1 <= top <= MAX_TOP:
+        raise ArgumentError(f"top must be a number of features from 1 to {MAX_TOP} (one "
+                            f"figure's worth), got {top!r}")
+
+
+@dataclass
+class ShowReport:
+    """What :func:`show` did: the files written, and the images it could not read."""
+
+    written: List[str]
+    failed: List[Tuple[str, str]]  # (image, reason)
+
+
+def show(model: nn.Module, images: Sequence[Union[str, os.PathLike]], layer: str, *,
+         features: Optional[Sequence[int]] = None, top: Optional[int] = None,
+         mode: str = "max", scaling: str = "signed", patches: bool = False,
+         view: str = "auto", out: Optional[str] = None, combine: bool = False,
+         dpi: int = 200, net: Optional[Projector] = None,
+         on_image: Optional[Callable[[str], None]] = None) -> ShowReport:
+    """Project and draw ``layer`` for each image, and write the figures: what
+    ``deconvviz show`` does.
+
+    Args:
+        model: the network (on the device to use).
+        images: photo paths.
+        layer: an alias or module path; a comma list, or ``"all"`` (zoo models), for one row
+            per layer.
+        features, top, mode: as in :func:`project` (``top`` defaults to 16, or 6 per layer
+            with several layers).
+        scaling, patches, view: as in :meth:`Projections.figure`.
+        out: the output file (see :func:`deconvviz._io.figure_paths`); ``combine`` puts every image in it.
+        dpi: resolution of raster output.
+        net: a projector of ``model`` to reuse.
+        on_image: called with each image path once it is done (a progress bar's update).
+
+    Returns:
+        A :class:`ShowReport`. An unreadable image is reported there and the others are
+        still drawn; every other error (a bad layer, feature or output) raises before any
+        work.
+    """
+    images = [os.fspath(p) for p in images]
+    if not images:
+        raise ArgumentError("no images given")
+    check_mode(mode)
+    check_scaling(scaling)
+    if view not in VIEWS:
+        raise ArgumentError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)}")
+    if top is not None and features is not None:
+        raise ArgumentError("give top or features, not both")
+    aliases = aliases_of(model)
+    if layer == "all":
+        if not aliases:
+            raise ArgumentError("layer 'all' needs a zoo model; name the layers instead")
+        layers = overview_layers(aliases)
+    else:
+        layers = [s.strip() for s in layer.split(",") if s.strip()]
+    overview = len(layers) > 1
+    if overview and (features is not None or patches):
+        raise ArgumentError("features and patches need a single layer")
+    if top is not None:
+        _check_top(top)
+    info = model_info(model)
+    paths = figure_paths(images, info.name if info else type(model).__name__, layer, out,
+                         combine)
+    for path in paths:
+        check_output_path(path, FIGURE_FORMATS)
+    net = net or Deconvnet(model)
+    for name in layers:  # a bad layer name fails here, before any image is read
+        net.reverse_pass(name)
+
+    def draw(image_path: str):
+        if overview:
+            results = project_layers(model, image_path, layers, top=top or 6, mode=mode,
+                                     net=net)
+            return lambda fig=None: figures.layer_overview(results, scaling=scaling, fig=fig)
+        result = project(model, image_path, layers[0], features=features, top=top or 16,
+                         mode=mode, net=net)
+        return lambda fig=None: result.figure(scaling, patches=patches, view=view, fig=fig)
+
+    written, failed, drawings = [], [], []
+    for image_path, path in zip(images, paths * len(images) if combine else paths):
+        try:
+            drawing = draw(image_path)
+        except ImageError as exc:
+            failed.append((image_path, str(exc)))
+        else:
+            if combine:
+                drawings.append(drawing)
+            else:
+                written.append(figures.save_figure(drawing(), path, dpi=dpi))
+        if on_image is not None:
+            on_image(image_path)
+    if combine and drawings:
+        height = drawings[0]().get_size_inches()[1]
+        written.append(figures.save_figure(figures.combine(drawings, height=height), paths[0],
+                                           dpi=dpi))
+    return ShowReport(written, failed)

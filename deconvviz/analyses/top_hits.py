@@ -1,0 +1,101 @@
+"""A scan's top hits, projected: what Zeiler & Fergus Fig. 2 shows of each feature."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+from torch import nn
+
+from .. import figures
+from ..choices import choose_features
+from ..data.images import load_image
+from ..data.zoo import load_model
+from ..engine import Deconvnet
+from ..figures.display import crop_window
+
+__all__ = ["FeatureHits", "project_hits", "scan_figure"]
+
+
+@dataclass
+class FeatureHits:
+    """A feature's top hits across a scan, projected: Zeiler & Fergus Fig. 2 for one feature.
+
+    Attributes:
+        layer, feature: which feature.
+        hits: the scan's hits, strongest first.
+        projections: each hit's projection cropped to its receptive field (float
+            ``h x w x 3`` arrays, zero outside the image).
+        patches: K uint8 photo patches under the same fields (black outside the image).
+    """
+
+    layer: str
+    feature: int
+    hits: list
+    projections: List[np.ndarray]
+    patches: List[np.ndarray]
+
+
+def project_hits(result, layer: str, features: Sequence[int], *,
+                 model: Optional[nn.Module] = None) -> List[FeatureHits]:
+    """Re-run each hit's image through the deconvnet and crop to the receptive field.
+
+    Each image is recorded once and all the hits it holds (for any feature of ``layer``) are
+    projected together in one batched reverse pass.
+
+    Args:
+        result: a :class:`~deconvviz.scan.ScanResult`.
+        layer: one of its layers.
+        features: feature indices.
+        model: the scanned model; by default rebuilt from the result (zoo name and weights).
+    """
+    if model is None:
+        model = load_model(result.model, weights=result.weights_argument)
+    net = Deconvnet(model)
+    per_feature = {f: result.top(layer, f) for f in features}
+    by_image: dict = {}
+    for f, hits in per_feature.items():
+        for slot, hit in enumerate(hits):
+            by_image.setdefault(hit.image, []).append((f, slot, hit))
+    crops: dict = {}
+    device = net.device
+    for image, items in by_image.items():
+        x, rgb = load_image(image, preprocessing=result.preprocessing)
+        x = x.to(device) if device is not None else x
+        rec = net.record(x, layer)
+        geom = net.layer(layer, tuple(x.shape[-2:])).geometry
+        pixels = net.project_units(x, layer, [(0, f, hit.y, hit.x) for f, _, hit in items],
+                                   recording=rec).cpu()
+        for k, (f, slot, hit) in enumerate(items):
+            top, left, h, w = (geom.window(hit.y, hit.x) if geom is not None
+                               else (0, 0) + tuple(rgb.shape[:2]))
+            crop = crop_window(pixels[k].permute(1, 2, 0).numpy(), top, left, h, w)
+            crops[(f, slot)] = (crop, crop_window(rgb, top, left, h, w))
+    return [FeatureHits(layer, f, hits, [crops[(f, s)][0] for s in range(len(hits))],
+                        [crops[(f, s)][1] for s in range(len(hits))])
+            for f, hits in per_feature.items()]
+
+
+
+
+def scan_figure(result, layers: Union[None, str, Sequence[str]] = None,
+                features: str = "0-15", *, seed: int = 0, model: Optional[nn.Module] = None,
+                scaling: str = "signed", ncols: int = 4) -> "figures.Figure":
+    """Zeiler & Fergus Fig. 2 from a scan result, as ``deconvviz figure`` draws it.
+
+    Args:
+        result: a :class:`~deconvviz.analyses.dataset_scan.ScanResult`.
+        layers: a layer name or several (default: every scanned layer).
+        features: ``"0-15"``, ``"3,7,40-47"`` or ``"random:16"`` (seeded by ``seed``).
+        model: the scanned model; by default rebuilt from the result's zoo name and weights.
+        scaling: display convention.
+        ncols: features per row.
+    """
+    layers = [layers] if isinstance(layers, str) else list(layers or result.layer_names)
+    chosen = {l: choose_features(features, result.features(l), seed=seed) for l in layers}
+    if model is None:
+        model = load_model(result.model, weights=result.weights_argument)
+    hits = [project_hits(result, l, chosen[l], model=model) for l in layers]
+    untrained = " - untrained weights" if result.weights == "random" else ""
+    title = f"{result.model}: top {result.k} of {result.images_read} images{untrained}"
+    return figures.scan_figure(hits, scaling=scaling, ncols=ncols, title=title)

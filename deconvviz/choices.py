@@ -1,0 +1,69 @@
+"""The vocabularies users choose from, checked before any model is loaded.
+
+Modes, display scalings and feature lists are parsed here, without importing torch, so that
+the command line rejects a bad choice at once.
+"""
+from __future__ import annotations
+
+from typing import List
+
+from .errors import ArgumentError
+
+__all__ = ["MODES", "SCALINGS", "MAX_TOP", "parse_features", "choose_features", "check_mode",
+           "check_scaling"]
+
+MODES = ("max", "map")
+SCALINGS = ("signed", "shared", "paper", "heatmap")
+MAX_TOP = 64  # features in one grid; more is unreadable (use --features for a chosen set)
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ArgumentError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    return mode
+
+
+def check_scaling(scaling: str) -> str:
+    if scaling not in SCALINGS:
+        raise ArgumentError(f"unknown scaling {scaling!r}; choose one of {', '.join(SCALINGS)}")
+    return scaling
+
+
+def parse_features(spec: str) -> List[int]:
+    """``"3,17,40-47"`` -> ``[3, 17, 40, ..., 47]``."""
+    out: List[int] = []
+    for part in str(spec).split(","):
+        part = part.strip()
+        try:
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1)
+                lo_i, hi_i = int(lo), int(hi)
+                if hi_i < lo_i:
+                    raise ValueError
+                out.extend(range(lo_i, hi_i + 1))
+            else:
+                out.append(int(part))
+        except ValueError:
+            raise ArgumentError(f"bad feature list {spec!r}: use indices and ranges like "
+                                f"3,17,40-47") from None
+    return out
+
+
+def choose_features(spec: str, channels: int, *, seed: int = 0) -> List[int]:
+    """``"0-15"``, ``"3,7"`` or ``"random:16"`` (a seeded random subset, sorted)."""
+    if str(spec).startswith("random:"):
+        try:
+            count = int(spec.split(":", 1)[1])
+        except ValueError:
+            raise ArgumentError(f"bad feature choice {spec!r}: use random:N") from None
+        import torch  # the subset is torch's seeded permutation, as in earlier releases
+
+        generator = torch.Generator().manual_seed(seed)
+        count = min(count, channels)
+        return sorted(torch.randperm(channels, generator=generator)[:count].tolist())
+    features = parse_features(spec)
+    bad = [f for f in features if not 0 <= f < channels]
+    if bad:
+        raise ArgumentError(f"feature {bad[0]} is out of range: valid features are 0 to "
+                            f"{channels - 1}")
+    return features

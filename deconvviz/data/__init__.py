@@ -1,0 +1,1 @@
+"""Data: the model zoo (models, weights, layer aliases) and loading photos."""

@@ -1,0 +1,24 @@
+"""The model zoo: ZFNet, and AlexNet, VGG, GoogLeNet, ResNet and DenseNet from torchvision.
+
+Importing the zoo registers every model without importing torch; building or loading one
+(:func:`load_model`) imports it.
+"""
+# Imported for registration, in the order list_models() reports them.
+from . import zfnet, alexnet, vgg, googlenet, resnet, densenet  # noqa: F401,I001
+from ._registry import ModelSpec, get_spec, list_models, register_model
+
+__all__ = ["ModelInfo", "ModelSpec", "Preprocessing", "UntrainedWarning", "ZFNet",
+           "count_parameters", "get_spec", "list_models", "load_model", "model_info",
+           "register_model"]
+
+_LAZY = {"ModelInfo": "._api", "Preprocessing": "._api", "UntrainedWarning": "._api",
+         "count_parameters": "._api", "load_model": "._api", "model_info": "._api",
+         "ZFNet": ".zfnet_network"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:  # torch is imported on first use, not with the zoo's names
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

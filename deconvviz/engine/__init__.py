@@ -1,0 +1,26 @@
+"""The engine: tracing, recording, op rules and methods, one reverse loop, the cone, geometry.
+
+==================  ===========================================================================
+module              job
+==================  ===========================================================================
+``graph``           trace a model with torch.fx; classify every node by the rule that claims it
+``rules``           the :class:`Rule` and :class:`RuleSet` types and the rule registry
+``ops``             the built-in rule of every op kind (one registration each)
+``methods``         methods as rule sets (the deconvnet)
+``geometry``        receptive-field and window arithmetic, padding resolved once
+``recording``       one forward pass: activations, switches, inputs a method reads
+``reverse``         the one reverse loop, and its full-size context
+``cone``            the receptive-field cone: windows, and its context for the reverse loop
+``layers``          layer names, aliases, shapes and receptive fields
+``projector``       :class:`Projector` / :class:`Deconvnet`: the engine's front door
+==================  ===========================================================================
+"""
+from .layers import Layer, list_layers
+from .methods import DECONVNET, get_method, list_methods
+from .projector import MODES, DeconvStep, Deconvnet, Projector, ReversePass, ReverseStep
+from .recording import Recording
+from .rules import Rule, RuleSet, register_rule, registered_rules, rule_table
+
+__all__ = ["DECONVNET", "DeconvStep", "Deconvnet", "Layer", "MODES", "Projector", "Recording",
+           "ReversePass", "ReverseStep", "Rule", "RuleSet", "get_method", "list_layers",
+           "list_methods", "register_rule", "registered_rules", "rule_table"]

@@ -1,0 +1,195 @@
+"""The receptive-field cone: projecting single activations on small windows.
+
+One activation (``mode="max"``) only reaches the input pixels of its receptive field, and at
+every layer below it only a window of the map can carry its signal. For a unit at (y, x) of
+the projected layer, that window covers rows ``F*y + lo`` to ``F*y + hi`` of each map, where
+F is the product of the strides in between and lo/hi follow from the kernels and paddings
+(each rule's ``window``); where branches meet (residual additions, concatenations) the window
+is the union of the branches' windows. All seeds of a layer share the windows' sizes, only
+their offsets differ, so the reverse pass runs on stacked windows, through the same reverse
+loop as the full-size pass (:mod:`deconvviz.engine.reverse`), with this module's context:
+
+- each op's rule runs in its window version (``cone_reverse``) where it has one: transposed
+  convolutions run without padding on the window and zero what lands outside the map, exactly
+  as the full-size transposed convolution drops it; unpooling gathers each window's switches
+  and scatters them into the window below by index arithmetic;
+- every other rule works on windows unchanged (it keeps the spatial layout);
+- each contribution is padded into its target's window (the union of its users' windows).
+
+The result is identical to the full-size pass (the tests compare both on every zoo model).
+Layers whose path holds an op that mixes all positions (a fully-connected layer, a global
+pool) have the whole image as their cone, and use the full-size pass.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .geometry import SEED_WINDOW, Pair, Window
+from .graph import Op, TracedModel
+from .recording import Recording
+from .reverse import FullSize, run
+from .rules import RuleSet, get_rule
+
+__all__ = ["ConePlan", "plan_cone", "cone_windows", "cone_is_cheaper", "bytes_per_seed"]
+
+
+def _window_of(op: Op, out: Window, shapes) -> Optional[Window]:
+    """The window of ``op``'s inputs that its output window reaches, or ``None`` if the op
+    mixes positions beyond a local window."""
+    shape = shapes.get(op.name)
+    rule = get_rule(op.kind)
+    if shape is None or len(shape) < 3 or rule is None or rule.window is None:
+        return None
+    return rule.window(op, out, shapes)
+
+
+def cone_windows(ops_down: List[Op], layer_node: str, input_node: str,
+                 rec: Recording) -> Optional[Dict[str, Window]]:
+    """Each node's window below ``layer_node`` (ops in reverse topological order), or
+    ``None`` when the layer's cone is the whole image."""
+    shape = rec.shapes.get(layer_node)
+    if shape is None or len(shape) != 4:
+        return None
+    windows = {layer_node: SEED_WINDOW}
+    for op in ops_down:
+        out = windows.get(op.name)
+        if out is None:
+            continue
+        natural = _window_of(op, out, rec.shapes)
+        if natural is None:
+            return None
+        for node in op.inputs:
+            known = windows.get(node.name)
+            merged = natural if known is None else known.union(natural)
+            if merged is None:
+                return None
+            windows[node.name] = merged
+    return windows if input_node in windows else None
+
+
+def cone_is_cheaper(windows: Dict[str, Window], rec: Recording, margin: float = 1.0) -> bool:
+    """Whether the windows hold fewer than ``margin`` times the values of the full maps (deep
+    layers' cones can be larger than the maps themselves)."""
+    cone = full = 0
+    for name, window in windows.items():
+        shape = rec.shapes[name]
+        cone += math.prod(shape[1:-2]) * window.size[0] * window.size[1]
+        full += math.prod(shape[1:])
+    return cone < margin * full
+
+
+def bytes_per_seed(windows: Dict[str, Window], rec: Recording) -> int:
+    """Memory one seed needs: its largest windows (signal, contributions, scratch) and its
+    full-size projection."""
+    sizes = sorted((math.prod(rec.shapes[n][1:-2]) * w.size[0] * w.size[1]
+                    for n, w in windows.items()), reverse=True)
+    return 4 * (3 * sum(sizes[:2]) + math.prod(rec.input_shape[1:]))
+
+
+class _Windows(FullSize):
+    """The cone's context: S stacked windows, one per seed; each op's rule runs in its window
+    version, and contributions are padded into their target's window."""
+
+    def __init__(self, plan: "ConePlan", images: Tensor, ys: Tensor, xs: Tensor):
+        super().__init__(plan.rules, plan.rec, plan.rec.input_shape[0], 1, plan.traced,
+                         plan.folded)
+        self.plan, self.windows = plan, plan.windows
+        self.images, self.ys, self.xs = images, ys, xs
+        self.seeds = images.shape[0]
+        self.natural: Optional[Window] = None
+
+    def enter(self, op: Op) -> None:
+        self.natural = self.plan.natural[op.name]
+
+    def shape(self, node) -> Tuple[int, ...]:
+        s = self.rec.shapes[node.name]
+        return (self.seeds, *s[1:-2], *self.natural.size)
+
+    def reverse(self, op: Op, signal: Tensor):
+        rule = self.rules.rule(op.kind)
+        return (rule.cone_reverse or rule.reverse)(op, signal, self)
+
+    def place(self, op: Op, node, contribution: Tensor) -> Tensor:
+        target, natural = self.windows[node.name], self.natural
+        dy, dx = natural.lo[0] - target.lo[0], natural.lo[1] - target.lo[1]
+        th, tw = target.size
+        nh, nw = contribution.shape[-2:]
+        if (dy, dx, nh, nw) != (0, 0, th, tw):
+            contribution = F.pad(contribution, (dx, tw - nw - dx, dy, th - nh - dy))
+        return contribution
+
+    def cached(self, key: str, make: Callable[[], Any]) -> Any:
+        """Per-plan precomputation a window rule reuses across chunks of seeds."""
+        return self.plan.cached(key, make)
+
+
+class ConePlan:
+    """Everything about one layer's cone that does not depend on the seeds: the windows of
+    every map, and what window rules precompute (a max-pool's switches as offsets into the
+    window below)."""
+
+    def __init__(self, traced: TracedModel, ops_down: List[Op], rec: Recording, layer_node: str,
+                 windows: Dict[str, Window], folded: Dict[str, str], rules: RuleSet):
+        self.traced, self.ops, self.rec, self.layer_node = traced, ops_down, rec, layer_node
+        self.windows, self.folded, self.rules = windows, folded, rules
+        self.natural = {op.name: _window_of(op, windows[op.name], rec.shapes)
+                        for op in ops_down if op.name in windows}
+        self._cache: Dict[str, Any] = {}
+
+    def cached(self, key: str, make: Callable[[], Any]) -> Any:
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def project(self, images: Tensor, features: Tensor, ys: Tensor, xs: Tensor,
+                values: Tensor) -> Tensor:
+        """Project S single activations (image, feature, y, x, value; each ``[S]``).
+
+        Returns:
+            ``[S, C, H, W]`` full-size projections, identical to the full-size pass.
+        """
+        count = images.shape[0]
+        rec = self.rec
+        seed = values.new_zeros(count, rec.shapes[self.layer_node][1], 1, 1)
+        seed[torch.arange(count, device=seed.device), features, 0, 0] = values
+        # Channels last throughout: the transposed convolutions of wide windows run faster.
+        start = {self.layer_node: seed.contiguous(memory_format=torch.channels_last)}
+        signals = run(self.ops, start, _Windows(self, images, ys, xs))
+        input_node = self.traced.input_node.name
+        shape = rec.input_shape
+        pixels = signals.get(input_node)
+        if pixels is None:
+            return values.new_zeros(count, *shape[1:])
+        return _place(pixels, self.windows[input_node].starts(ys, xs), shape[-2:])
+
+
+def plan_cone(traced: TracedModel, ops_down: List[Op], folded: Dict[str, str], rules: RuleSet,
+              rec: Recording, layer_node: str, *,
+              require_cheaper: bool = True) -> Optional[ConePlan]:
+    """A :class:`ConePlan` for the reverse pass through ``ops_down`` from ``layer_node``, or
+    ``None`` where its cone is the whole image (or, with ``require_cheaper``, not smaller than
+    the full maps)."""
+    windows = cone_windows(ops_down, layer_node, traced.input_node.name, rec)
+    if windows is None or (require_cheaper and not cone_is_cheaper(windows, rec)):
+        return None
+    return ConePlan(traced, ops_down, rec, layer_node, windows, folded, rules)
+
+
+def _place(windows: Tensor, starts: Tuple[Tensor, Tensor], size: Pair) -> Tensor:
+    """Put each seed's window into a full-size zero image (parts outside the image dropped)."""
+    count, channels, h, w = windows.shape
+    rows = starts[0][:, None] + torch.arange(h, device=windows.device)
+    cols = starts[1][:, None] + torch.arange(w, device=windows.device)
+    inside = ((rows >= 0) & (rows < size[0]))[:, :, None] \
+        & ((cols >= 0) & (cols < size[1]))[:, None, :]
+    spill = size[0] * size[1]  # one extra slot takes everything outside the image
+    flat = torch.where(inside, rows[:, :, None] * size[1] + cols[:, None, :], spill)
+    out = windows.new_zeros(count, channels, spill + 1)
+    out.scatter_(2, flat.reshape(count, 1, -1).expand(count, channels, h * w),
+                 windows.reshape(count, channels, -1))
+    return out[:, :, :spill].reshape(count, channels, *size)

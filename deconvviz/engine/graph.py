@@ -1,0 +1,224 @@
+"""Turn a model into a traced graph of classified ops.
+
+deconvviz traces the model once with ``torch.fx`` (modules that some rule claims stay leaves),
+keeps which graph node is the output of every module path, and classifies every node into an
+:class:`Op` (a kind plus its parameters) by asking the registered rules
+(:mod:`deconvviz.engine.ops`) which of them claims it. Recording, the reverse pass and the
+receptive-field geometry all read these ops, so every part of deconvviz agrees on what each
+op is.
+
+The user's model is never changed: the traced ``GraphModule`` shares the model's submodules.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import torch.fx as fx
+from torch import nn
+
+from ..errors import UnsupportedOpError
+from . import ops  # noqa: F401  (registers the built-in rules)
+from .rules import Unsupported, lookup_tables
+
+__all__ = ["Op", "TracedModel", "trace"]
+
+
+@dataclass
+class Op:
+    """One forward op of the traced graph, as deconvviz understands it.
+
+    Attributes:
+        node: the ``torch.fx`` node.
+        kind: a registered rule's kind (``relu``, ``maxpool``, ``conv``, ...), ``input``,
+            ``constant`` (no tensor from the input flows through it) or ``unsupported``.
+        where: the module path it belongs to (``features.3``), or the node name.
+        label: a short human description (``Conv2d(3, 64, k=3, s=1, p=1)``).
+        module: the leaf module, for module calls.
+        params: kind-specific parameters (kernel, stride, padding, ... , factor, dim).
+        inputs: the graph nodes whose tensors flow into this op (path inputs only).
+    """
+
+    node: fx.Node
+    kind: str
+    where: str
+    label: str
+    module: Optional[nn.Module] = None
+    params: Dict[str, Any] = field(default_factory=dict)
+    inputs: List[fx.Node] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+
+@dataclass
+class Call:
+    """What a rule's ``parse`` sees of one call: its node, kind of call and arguments."""
+
+    node: fx.Node
+    kind: str  # "module", "function" or "method"
+    inputs: List[fx.Node]
+    module: Optional[nn.Module] = None
+
+    @property
+    def target(self):
+        return self.node.target
+
+    @property
+    def name(self) -> str:
+        if self.kind == "module":
+            return type(self.module).__name__
+        return self.node.target if self.kind == "method" else \
+            getattr(self.node.target, "__name__", str(self.node.target))
+
+    @property
+    def default_label(self) -> str:
+        return {"module": self.name, "function": self.name, "method": f".{self.name}()"}[
+            self.kind]
+
+    def arg(self, index: int, name: str, default=None):
+        """The call's argument by position or keyword."""
+        if len(self.node.args) > index:
+            return self.node.args[index]
+        return self.node.kwargs.get(name, default)
+
+
+class _PathTracer(fx.Tracer):
+    """A tracer that remembers which node each module call (leaf or not) returned."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.module_outputs: Dict[str, List[fx.Node]] = defaultdict(list)
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        if type(m) in lookup_tables()[0]:  # modules some rule claims are single ops
+            return True
+        return super().is_leaf_module(m, qualname)
+
+    def call_module(self, m, forward, args, kwargs):
+        out = super().call_module(m, forward, args, kwargs)
+        if isinstance(out, fx.Proxy):
+            self.module_outputs[self.path_of_module(m)].append(out.node)
+        return out
+
+
+@dataclass
+class TracedModel:
+    """A model's traced graph, with every node classified.
+
+    Attributes:
+        model: the user's module (unchanged).
+        graph_module: the ``torch.fx.GraphModule`` sharing the model's submodules.
+        ops: one :class:`Op` per graph node, keyed by node name, in graph order.
+        module_outputs: module path -> the node(s) its calls returned (several when a module
+            is called more than once).
+        input_node: the placeholder of the image batch.
+        output_node: the node the model returns.
+    """
+
+    model: nn.Module
+    graph_module: fx.GraphModule
+    ops: Dict[str, Op]
+    module_outputs: Dict[str, List[fx.Node]]
+    input_node: fx.Node
+    output_node: fx.Node
+
+    def path_to_input(self, target: fx.Node) -> List[Op]:
+        """The ops between the input and ``target`` (inclusive), in forward order: the ones
+        a reverse pass runs through on its way down from ``target``."""
+        ancestors = set()
+        stack = [target]
+        while stack:
+            node = stack.pop()
+            if node in ancestors:
+                continue
+            ancestors.add(node)
+            stack.extend(self.ops[node.name].inputs)
+        return [op for op in self.ops.values() if op.node in ancestors]
+
+
+def trace(model: nn.Module) -> TracedModel:
+    """Trace ``model`` with ``torch.fx`` and classify each op.
+
+    Raises:
+        UnsupportedOpError: when the model cannot be traced symbolically (for example when its
+            forward branches on tensor values).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    tracer = _PathTracer()
+    try:
+        graph = tracer.trace(model)
+    except Exception as exc:  # fx raises many kinds of errors; all mean "not traceable"
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UnsupportedOpError(
+            f"deconvviz cannot trace {type(model).__name__} with torch.fx ({first}); the "
+            f"forward must not branch on tensor values") from None
+    graph_module = fx.GraphModule(model, graph)
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    if not placeholders:
+        raise UnsupportedOpError(f"{type(model).__name__}.forward takes no input")
+    input_node = placeholders[0]
+    output_node = next(n for n in graph.nodes if n.op == "output")
+    ops: Dict[str, Op] = {}
+    from_input = {input_node}
+    for node in graph.nodes:
+        op = _classify(node, graph_module, from_input, type(model).__name__)
+        if op.inputs or node is input_node:
+            from_input.add(node)
+        ops[node.name] = op
+    returned = output_node.args[0]
+    tracer.module_outputs[""] = [returned] if isinstance(returned, fx.Node) else []
+    return TracedModel(model, graph_module, ops, dict(tracer.module_outputs), input_node,
+                       output_node)
+
+
+def _where(node: fx.Node, root: str) -> str:
+    if node.op == "call_module":
+        return str(node.target)
+    stack = node.meta.get("nn_module_stack") or {}
+    if stack:
+        path, cls = list(stack.values())[-1]
+        cls_name = getattr(cls, "__name__", str(cls))
+        return f"{path} ({cls_name}.forward)" if path else f"{cls_name}.forward"
+    return f"{root}.forward"
+
+
+def _flat_nodes(args) -> List[fx.Node]:
+    found: List[fx.Node] = []
+    fx.node.map_arg(args, lambda n: found.append(n) or n)
+    return found
+
+
+def _classify(node: fx.Node, gm: fx.GraphModule, from_input: set, root: str) -> Op:
+    inputs = [n for n in _flat_nodes((node.args, node.kwargs)) if n in from_input]
+    where = _where(node, root)
+    if node.op == "placeholder":
+        return Op(node, "input", "input", "input image")
+    if node.op == "output":
+        return Op(node, "constant", "output", "output", inputs=inputs)
+    if not inputs:
+        return Op(node, "constant", where, str(node.target))
+    modules, functions, methods = lookup_tables()
+    module = gm.get_submodule(str(node.target)) if node.op == "call_module" else None
+    if node.op == "call_module":
+        rule, call = modules.get(type(module)), Call(node, "module", inputs, module)
+    elif node.op == "call_function":
+        rule, call = functions.get(node.target), Call(node, "function", inputs)
+    elif node.op == "call_method":
+        rule, call = methods.get(node.target), Call(node, "method", inputs)
+    else:
+        return Op(node, "unsupported", where, f"{node.op} {node.target}", inputs=inputs)
+    if rule is None:
+        label = {"module": call.name if module is not None else "",
+                 "function": f"{getattr(node.target, '__module__', '') or ''}."
+                             f"{call.name}".lstrip("."),
+                 "method": f"Tensor.{node.target}"}[call.kind]
+        return Op(node, "unsupported", where, label, module=module, inputs=inputs)
+    try:
+        label, params = rule.parse(call)
+    except Unsupported as exc:
+        return Op(node, "unsupported", where, str(exc), module=module, inputs=inputs)
+    return Op(node, rule.kind, where, label, module=module, params=params, inputs=inputs)

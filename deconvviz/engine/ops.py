@@ -1,0 +1,539 @@
+"""The built-in op rules: one :func:`~deconvviz.engine.rules.register_rule` per op kind.
+
+Adding an op means adding one rule here: what it matches, how it reads its parameters, its
+reverse step (full size and, where different, on the cone's windows), its window and its
+receptive-field arithmetic. The documentation's rule tables are generated from these
+registrations (``deconvviz.engine.rule_table``).
+
+Reverse functions take ``(op, signal, ctx)``: the forward :class:`~deconvviz.engine.graph.Op`,
+the signal coming down onto its output (``[N*K, ...]``: K seeds for each of N images, or S
+stacked windows in the cone) and the pass's context (:mod:`deconvviz.engine.reverse`), and
+return ``(input node, signal)`` for each of the op's inputs that come from the image.
+"""
+from __future__ import annotations
+
+import operator
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import UnsupportedOpError
+from .geometry import (Geometry, Window, leading_padding, same_layout_field, sliding_field,
+                       sliding_window, symmetric_padding)
+from .rules import Rule, Unsupported, register_rule
+
+__all__ = ["batchnorm_scale", "fold_batchnorms", "conv_weight"]
+
+
+# -- shared helpers --------------------------------------------------------------------------
+def _pair(v) -> Tuple[int, int]:
+    return (v, v) if isinstance(v, int) else tuple(v)  # type: ignore[return-value]
+
+
+def _short(v):
+    return v[0] if isinstance(v, tuple) and len(set(v)) == 1 else v
+
+
+def _describe(name: str, p: Dict[str, Any]) -> str:
+    parts = [f"k={_short(p['kernel'])}", f"s={_short(p['stride'])}"]
+    pad = p.get("padding")
+    if pad not in ((0, 0), 0, None):
+        parts.append(f"p={_short(pad)}")
+    if p.get("dilation", (1, 1)) != (1, 1):
+        parts.append(f"d={_short(p['dilation'])}")
+    if p.get("ceil_mode"):
+        parts.append("ceil")
+    return f"{name}({', '.join(parts)})"
+
+
+def _pool_params(kernel, stride, padding, dilation, ceil_mode) -> Dict[str, Any]:
+    kernel = _pair(kernel)
+    stride = _pair(stride) if stride not in (None, [], ()) else kernel
+    return dict(kernel=kernel, stride=stride, padding=_pair(padding), dilation=_pair(dilation),
+                ceil_mode=bool(ceil_mode))
+
+
+def _first(op, s, ctx):
+    return [(op.inputs[0], s)]
+
+
+def _same_field(op, fields, in_shapes, out_shape) -> Optional[Geometry]:
+    """Ops that keep the spatial layout: the union of the inputs' fields."""
+    return same_layout_field(fields, in_shapes, out_shape)
+
+
+def _same_window(op, out: Window, shapes) -> Optional[Window]:
+    """Ops that keep the spatial layout: the window passes through unchanged."""
+    shape = shapes[op.name]
+    for node in op.inputs:
+        inner = shapes.get(node.name)
+        if inner is None or len(inner) < 3 or inner[-2:] != shape[-2:]:
+            return None
+    return out
+
+
+def _sliding_field(op, fields, in_shapes, out_shape) -> Geometry:
+    return sliding_field(fields[0], op.params)
+
+
+def _vjp(op, s, ctx):
+    """A linear op's transpose is its vector-Jacobian product, computed exactly by autograd on
+    a dummy input (the op is linear, so the point does not matter)."""
+    dummies = {n: torch.zeros(ctx.shape(n), dtype=s.dtype, device=s.device, requires_grad=True)
+               for n in dict.fromkeys(op.inputs)}
+    args = fx.node.map_arg(op.node.args, lambda n: dummies[n])
+    kwargs = fx.node.map_arg(op.node.kwargs, lambda n: dummies[n])
+    with torch.enable_grad():
+        if op.node.op == "call_module":
+            out = op.module(*args, **kwargs)
+        elif op.node.op == "call_method":
+            out = getattr(args[0], op.node.target)(*args[1:], **kwargs)
+        else:
+            out = op.node.target(*args, **kwargs)
+        grads = torch.autograd.grad(out, list(dummies.values()), s, allow_unused=True)
+    return [(n, g) for n, g in zip(dummies, grads) if g is not None]
+
+
+def _unbroadcast(s: Tensor, shape: Tuple[int, ...]) -> Tensor:
+    if tuple(s.shape) == tuple(shape):
+        return s
+    while s.dim() > len(shape):
+        s = s.sum(0)
+    dims = [d for d in range(1, len(shape)) if shape[d] == 1 and s.shape[d] != 1]
+    return s.sum(dims, keepdim=True) if dims else s
+
+
+def _inside(starts, size, bounds) -> Optional[Tensor]:
+    """``[S, 1, h, w]`` float mask of the window positions inside the map, or ``None`` when
+    every window lies inside."""
+    (y0, x0), (h, w) = starts, size
+    if bool((y0 >= 0).all() and (y0 + h <= bounds[0]).all() and (x0 >= 0).all()
+            and (x0 + w <= bounds[1]).all()):
+        return None
+    rows = y0[:, None] + torch.arange(h, device=y0.device)
+    cols = x0[:, None] + torch.arange(w, device=x0.device)
+    keep = ((rows >= 0) & (rows < bounds[0]))[:, :, None] \
+        & ((cols >= 0) & (cols < bounds[1]))[:, None, :]
+    return keep[:, None].float()
+
+
+# -- ReLU: each method supplies its own reverse ----------------------------------------------
+def _parse_relu(call):
+    if call.kind == "module":
+        return "ReLU", {}
+    if call.kind == "function":
+        return f"{call.name} (functional)", {}
+    return f".{call.name}()", {}
+
+
+register_rule(Rule(
+    kind="relu", description="the method's own rule", reverse=None,
+    modules=(nn.ReLU,),
+    functions=tuple(dict.fromkeys((F.relu, torch.relu, torch.relu_, getattr(F, "relu_", F.relu)))),
+    methods=("relu", "relu_"), parse=_parse_relu, window=_same_window, field=_same_field,
+    needs=frozenset()))
+
+
+# -- max-pool: unpool through the switches ---------------------------------------------------
+def _parse_maxpool(call):
+    if call.kind == "module":
+        m = call.module
+        if m.return_indices:
+            raise Unsupported("MaxPool2d(return_indices=True)")
+        p = _pool_params(m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode)
+        return _describe("MaxPool2d", p), p
+    if call.arg(6, "return_indices", False):
+        raise Unsupported("max_pool2d(return_indices=True)")
+    p = _pool_params(call.arg(1, "kernel_size"), call.arg(2, "stride"),
+                     call.arg(3, "padding", 0), call.arg(4, "dilation", 1),
+                     call.arg(5, "ceil_mode", False))
+    return _describe("max_pool2d", p), p
+
+
+def _unpool(op, s, ctx):
+    source = op.inputs[0]
+    _, c, h, w = ctx.shape(source)
+    switches = ctx.rec.switches_of(op.name)  # [N, C, h', w'] flat offsets into h*w
+    n, k = ctx.n, ctx.k
+    hw = switches.shape[-2] * switches.shape[-1]
+    index = switches.reshape(n, 1, c, hw).expand(n, k, c, hw)
+    out = s.new_zeros(n, k, c, h * w)
+    out.scatter_add_(3, index, s.reshape(n, k, c, hw))  # add, not overwrite: windows overlap
+    return [(source, out.reshape(n * k, c, h, w))]
+
+
+def _local_switches(op, ctx):
+    """Switches as flat offsets into the natural window below a window starting at each
+    output position, channels last, padded with -1 so that windows may hang over the map's
+    edges."""
+    switches = ctx.rec.switches_of(op.name).permute(0, 2, 3, 1)  # [N, ho, wo, C]
+    ho, wo = switches.shape[1:3]
+    width = ctx.rec.shapes[op.inputs[0].name][-1]
+    s, pad = op.params["stride"], symmetric_padding(op.params)
+    device = switches.device
+    rows = switches // width - (torch.arange(ho, device=device) * s[0] - pad[0])[:, None, None]
+    cols = switches % width - (torch.arange(wo, device=device) * s[1] - pad[1])[:, None]
+    nh, nw = ctx.windows[op.name].size
+    uh, uw = ctx.natural.size
+    local = F.pad(rows * uw + cols, (0, 0, nw, nw, nh, nh), value=-1)
+    pattern = (torch.arange(nh, device=device)[:, None] * s[0] * uw
+               + torch.arange(nw, device=device) * s[1])
+    # [N, ho + nh + 1, wo + nw + 1, C, nh, nw]: every window, as a view
+    return local.unfold(1, nh, 1).unfold(2, nw, 1), pattern, (nh, nw)
+
+
+def _unpool_windows(op, s, ctx):
+    windows, pattern, (nh, nw) = ctx.cached(op.name, lambda: _local_switches(op, ctx))
+    starts = ctx.windows[op.name].starts(ctx.ys, ctx.xs)
+    seeds, channels = s.shape[:2]
+    picked = windows[ctx.images, starts[0] + nh, starts[1] + nw]  # [S, C, nh, nw]
+    # Outside the map the signal is zero, so any offset in the window will do there.
+    index = (picked.clamp_min(0) + pattern).permute(0, 2, 3, 1).reshape(seeds, nh * nw,
+                                                                         channels)
+    uh, uw = ctx.natural.size
+    out = s.new_zeros(seeds, uh * uw, channels)
+    out.scatter_add_(1, index, s.permute(0, 2, 3, 1).reshape(seeds, nh * nw, channels))
+    return [(op.inputs[0], out.reshape(seeds, uh, uw, channels).permute(0, 3, 1, 2))]
+
+
+def _sliding_window(op, out, shapes) -> Optional[Window]:
+    pad = symmetric_padding(op.params)
+    if pad is None:
+        return None
+    return sliding_window(out, op.params, pad)
+
+
+register_rule(Rule(
+    kind="maxpool", description="unpool through the switches (overlaps add)", reverse=_unpool,
+    modules=(nn.MaxPool2d,), functions=(F.max_pool2d, torch.max_pool2d),
+    parse=_parse_maxpool, window=_sliding_window, field=_sliding_field,
+    cone_reverse=_unpool_windows, needs=frozenset({"switches"})))
+
+
+# -- convolution: transposed convolution -----------------------------------------------------
+def _parse_conv(call):
+    m = call.module
+    p = dict(kernel=_pair(m.kernel_size), stride=_pair(m.stride), dilation=_pair(m.dilation),
+             padding=m.padding if isinstance(m.padding, str) else _pair(m.padding),
+             groups=m.groups)
+    if m.padding_mode != "zeros":
+        raise Unsupported(f"Conv2d(padding_mode={m.padding_mode!r})")
+    groups = f", groups={m.groups}" if m.groups > 1 else ""
+    shape = _describe("", p)[1:-1]
+    return f"Conv2d({m.in_channels}, {m.out_channels}, {shape}{groups})", p
+
+
+def batchnorm_scale(m: nn.Module) -> Tensor:
+    """The per-channel scale of an eval-mode BatchNorm: weight / sqrt(running_var + eps)."""
+    scale = torch.rsqrt(m.running_var + m.eps)
+    return scale * m.weight if m.weight is not None else scale
+
+
+def fold_batchnorms(ops_down) -> Dict[str, str]:
+    """BatchNorms that directly follow a convolution whose only user they are, mapped to that
+    convolution: their scale can ride on its transposed weight, saving a pass over the
+    signal."""
+    by_name = {op.name: op for op in ops_down}
+    folded = {}
+    for op in ops_down:
+        below = by_name.get(op.inputs[0].name) if op.inputs else None
+        if op.kind == "batchnorm" and below is not None and below.kind == "conv" \
+                and len(below.node.users) == 1:
+            folded[op.name] = below.name
+    return folded
+
+
+def conv_weight(op, folded: Dict[str, str], traced) -> Tensor:
+    """The convolution's weight, times the scale of a BatchNorm folded into it."""
+    weight = op.module.weight
+    for bn_name, conv_name in folded.items():
+        if conv_name == op.name:
+            scale = batchnorm_scale(traced.ops[bn_name].module)
+            return weight * scale.reshape(-1, *([1] * (weight.dim() - 1)))
+    return weight
+
+
+def _transposed_conv(op, s, ctx):
+    p = op.params
+    source = op.inputs[0]
+    in_h, in_w = ctx.shape(source)[-2:]
+    padding = p["padding"]
+    if isinstance(padding, str):  # "valid" or "same" (stride 1): transpose unpadded, then crop
+        full = F.conv_transpose2d(s, ctx.weight(op), None, 1, 0, 0, p["groups"], p["dilation"])
+        top = leading_padding(p)
+        return [(source, full[..., top[0]:top[0] + in_h, top[1]:top[1] + in_w])]
+    out_pad = []
+    for size, o, k, st, pd, d in zip((in_h, in_w), s.shape[-2:], p["kernel"], p["stride"],
+                                     padding, p["dilation"]):
+        out_pad.append(size - ((o - 1) * st - 2 * pd + d * (k - 1) + 1))
+    x = F.conv_transpose2d(s, ctx.weight(op), None, p["stride"], padding, tuple(out_pad),
+                           p["groups"], p["dilation"])
+    return [(source, x)]
+
+
+def _transposed_conv_windows(op, s, ctx):
+    p = op.params
+    out = F.conv_transpose2d(s, ctx.weight(op), None, p["stride"], 0, 0, p["groups"],
+                             p["dilation"])
+    # What lands on the padding is dropped, as the full-size transposed convolution does.
+    natural = ctx.natural
+    keep = _inside(natural.starts(ctx.ys, ctx.xs), natural.size,
+                   ctx.rec.shapes[op.inputs[0].name][-2:])
+    return [(op.inputs[0], out if keep is None else out.mul_(keep))]
+
+
+register_rule(Rule(
+    kind="conv", description="transposed convolution, same weights, no bias",
+    reverse=_transposed_conv, modules=(nn.Conv2d,), parse=_parse_conv,
+    window=_sliding_window, field=_sliding_field, cone_reverse=_transposed_conv_windows))
+
+
+# -- linear: transposed weight ---------------------------------------------------------------
+register_rule(Rule(
+    kind="linear", description="transposed weight",
+    reverse=lambda op, s, ctx: [(op.inputs[0], s.matmul(op.module.weight))],
+    modules=(nn.Linear,),
+    parse=lambda call: (f"Linear({call.module.in_features}, {call.module.out_features})", {})))
+
+
+# -- BatchNorm (eval): its per-channel scale -------------------------------------------------
+def _batchnorm(op, s, ctx):
+    if op.name in ctx.folded:
+        return [(op.inputs[0], s)]  # applied with the convolution's weight below
+    scale = batchnorm_scale(op.module)
+    return [(op.inputs[0], s * scale.reshape(1, -1, *([1] * (s.dim() - 2))))]
+
+
+def _check_batchnorm(op, layer: str) -> None:
+    if op.module.training or op.module.running_var is None:
+        raise UnsupportedOpError(
+            f"{op.label} at {op.where} uses batch statistics (training mode or no running "
+            f"stats); its reverse step needs eval mode: call model.eval()")
+
+
+register_rule(Rule(
+    kind="batchnorm", description="scale by weight / sqrt(running_var + eps)",
+    reverse=_batchnorm, modules=(nn.BatchNorm2d, nn.BatchNorm1d),
+    parse=lambda call: (f"{type(call.module).__name__}({call.module.num_features})", {}),
+    window=_same_window, field=_same_field, check=_check_batchnorm))
+
+
+# -- identities ------------------------------------------------------------------------------
+_IDENTITY_LABELS = {nn.Dropout: "dropout", nn.Dropout2d: "dropout", nn.AlphaDropout: "dropout",
+                    nn.Identity: "identity"}
+
+
+def _parse_identity(call):
+    if call.kind == "module":
+        t = type(call.module)
+        return f"{t.__name__}: {_IDENTITY_LABELS[t]}", {}
+    if call.kind == "function":
+        return f"{call.name}: dropout", {}
+    return f".{call.name}()", {}
+
+
+register_rule(Rule(
+    kind="identity", description="identity", reverse=_first,
+    modules=tuple(_IDENTITY_LABELS), functions=(F.dropout, F.dropout2d),
+    methods=("contiguous", "clone", "float"), parse=_parse_identity,
+    window=_same_window, field=_same_field))
+
+
+# -- local response normalisation: each method supplies its own reverse ----------------------
+register_rule(Rule(
+    kind="lrn", description="the method's own rule", reverse=None,
+    modules=(nn.LocalResponseNorm,), functions=(F.local_response_norm,),
+    parse=lambda call: ("LocalResponseNorm" if call.kind == "module"
+                        else "local_response_norm", {}),
+    window=_same_window, field=_same_field))
+
+
+# -- average pools ---------------------------------------------------------------------------
+def _parse_avgpool(call):
+    if call.kind == "module":
+        m = call.module
+        p = _pool_params(m.kernel_size, m.stride, m.padding, 1, m.ceil_mode)
+        return _describe("AvgPool2d", p), p
+    p = _pool_params(call.arg(1, "kernel_size"), call.arg(2, "stride"),
+                     call.arg(3, "padding", 0), 1, call.arg(4, "ceil_mode", False))
+    return _describe("avg_pool2d", p), p
+
+
+def _avgpool_window(op, out, shapes) -> Optional[Window]:
+    if op.params["padding"] != (0, 0) or op.params["ceil_mode"]:
+        return None
+    return sliding_window(out, op.params, (0, 0))
+
+
+register_rule(Rule(
+    kind="avgpool", description="transpose of the average pool", reverse=_vjp,
+    modules=(nn.AvgPool2d,), functions=(F.avg_pool2d,), parse=_parse_avgpool,
+    window=_avgpool_window, field=_sliding_field))
+
+
+def _adaptive_field(op, fields, in_shapes, out_shape) -> Optional[Geometry]:
+    h, w = in_shapes[0][-2:]
+    oh, ow = out_shape[-2:]
+    if (h, w) == (oh, ow):
+        return fields[0]
+    if h % oh or w % ow:
+        return None
+    k = (h // oh, w // ow)
+    g = fields[0]
+    return Geometry(tuple(g.size[i] + (k[i] - 1) * g.stride[i] for i in range(2)),
+                    tuple(g.stride[i] * k[i] for i in range(2)), g.start)
+
+
+register_rule(Rule(
+    kind="adaptive_avgpool", description="transpose of the adaptive average pool",
+    reverse=_vjp, modules=(nn.AdaptiveAvgPool2d,), functions=(F.adaptive_avg_pool2d,),
+    parse=lambda call: (f"AdaptiveAvgPool2d({call.module.output_size})" if call.kind == "module"
+                        else f"adaptive_avg_pool2d({call.arg(1, 'output_size')})", {}),
+    field=_adaptive_field))
+
+
+# -- other linear ops: their transpose, by autograd ------------------------------------------
+def _parse_transpose(call):
+    if call.kind == "function" and call.target is F.pad \
+            and call.arg(2, "mode", "constant") != "constant":
+        raise Unsupported(f"pad(mode={call.arg(2, 'mode')!r})")
+    return (call.name if call.kind == "function" else f".{call.name}()"), {}
+
+
+def _check_transpose(op, layer: str) -> None:
+    found: List = []
+    fx.node.map_arg((op.node.args, op.node.kwargs), lambda n: found.append(n) or n)
+    extra = [a for a in found if a not in op.inputs]
+    if extra:
+        raise UnsupportedOpError(f"{op.label} at {op.where} takes computed arguments "
+                                 f"({', '.join(a.name for a in extra)}); no rule for it")
+
+
+register_rule(Rule(
+    kind="transpose", description="transpose of the linear op", reverse=_vjp,
+    functions=(operator.getitem, F.pad, torch.mean), methods=("mean",),
+    parse=_parse_transpose, window=_same_window, field=_same_field, check=_check_transpose))
+
+
+# -- reshapes --------------------------------------------------------------------------------
+def _parse_reshape(call):
+    if call.kind == "module":
+        return "Flatten", {}
+    return (call.name if call.kind == "function" else f".{call.name}()"), {}
+
+
+register_rule(Rule(
+    kind="reshape", description="reshape back",
+    reverse=lambda op, s, ctx: [(op.inputs[0], s.reshape(ctx.shape(op.inputs[0])))],
+    modules=(nn.Flatten,),
+    functions=(torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze, torch.unflatten),
+    methods=("view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze"),
+    parse=_parse_reshape, window=_same_window, field=_same_field))
+
+
+# -- concatenation: split back ---------------------------------------------------------------
+def _split(op, s, ctx):
+    parts = op.node.args[0]
+    dim = op.params["dim"]
+    dim = dim if dim >= 0 else dim + s.dim()
+    if dim == 0:
+        raise UnsupportedOpError(f"cat along the batch dimension at {op.where}")
+    out, offset = [], 0
+    for part in parts:
+        size = ctx.rec.shapes[part.name][dim]
+        if part in op.inputs:
+            out.append((part, s.narrow(dim, offset, size)))
+        offset += size
+    return out
+
+
+def _cat_window(op, out, shapes) -> Optional[Window]:
+    if op.params["dim"] not in (1, 1 - len(shapes[op.name])):
+        return None
+    return _same_window(op, out, shapes)
+
+
+register_rule(Rule(
+    kind="cat", description="split back to the inputs", reverse=_split,
+    functions=tuple(dict.fromkeys((torch.cat, torch.concat))),
+    parse=lambda call: ("cat", {"dim": call.arg(1, "dim", 0)}),
+    window=_cat_window, field=_same_field))
+
+
+# -- addition: down every branch -------------------------------------------------------------
+def _constant_factor(value) -> Optional[float]:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _parse_add(call):
+    subtract = call.target in (operator.sub, torch.sub) or str(call.name).startswith("sub")
+    alpha = _constant_factor(call.node.kwargs.get("alpha", 1)) or 1.0
+    signs = []
+    for i, a in enumerate(call.node.args[:2]):
+        if a in call.inputs:  # anything else is a constant shift, which vanishes on the way down
+            signs.append((a, 1.0 if i == 0 else (-alpha if subtract else alpha)))
+    label = ("sub" if subtract else "add") + (
+        " (both branches)" if len(signs) > 1 else " of a constant (the shift vanishes)")
+    return label, {"signs": signs}
+
+
+def _branches(op, s, ctx):
+    return [(node, _unbroadcast(s * sign, ctx.shape(node))) for node, sign in op.params["signs"]]
+
+
+register_rule(Rule(
+    kind="add", description="signal down every branch from the input", reverse=_branches,
+    functions=(operator.add, torch.add, operator.sub, torch.sub),
+    methods=("add", "add_", "sub", "sub_"), parse=_parse_add,
+    window=_same_window, field=_same_field))
+
+
+# -- scaling by a constant -------------------------------------------------------------------
+def _parse_scale(call):
+    if call.target is operator.neg:
+        return "neg", {"factor": -1.0}
+    divide = call.target in (operator.truediv, torch.div) or str(call.name).startswith("div")
+    name = "div" if divide else "mul"
+    a, b = (call.node.args + (None, None))[:2]
+    if len(call.inputs) != 1 or (divide and b in call.inputs):
+        raise Unsupported(f"{name} of two tensors from the input")
+    other = b if a in call.inputs else a
+    factor: Any
+    if isinstance(other, fx.Node):
+        if other.op != "get_attr":
+            raise Unsupported("mul by a computed tensor")
+        factor = ("attr", other.target)
+    else:
+        factor = _constant_factor(other)
+        if factor is None:
+            raise Unsupported(f"mul by {other!r}")
+        if divide:
+            factor = 1.0 / factor
+    return f"{name} by a constant", {"factor": factor, "divide": divide}
+
+
+def _scale(op, s, ctx):
+    factor = op.params["factor"]
+    if isinstance(factor, tuple):  # ("attr", target): a constant tensor of the model
+        factor = _get_attr(ctx.traced.graph_module, factor[1])
+        if op.params["divide"]:
+            factor = 1.0 / factor
+    source = op.inputs[0]
+    return [(source, _unbroadcast(s * factor, ctx.shape(source)))]
+
+
+def _get_attr(module: nn.Module, target: str) -> Tensor:
+    obj = module
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj.detach()
+
+
+register_rule(Rule(
+    kind="scale", description="scale by the constant", reverse=_scale,
+    functions=(operator.mul, torch.mul, operator.truediv, torch.div, operator.neg),
+    methods=("mul", "mul_", "div", "div_"), parse=_parse_scale,
+    window=_same_window, field=_same_field))

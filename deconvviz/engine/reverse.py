@@ -1,0 +1,84 @@
+"""The reverse loop: one pass down the graph, shared by the full-size pass and the cone.
+
+:func:`run` walks the ops from the projected layer down to the input, hands the signal on
+each op's output to that op's rule (:mod:`deconvviz.engine.rules`), and adds up what arrives
+at each input (a tensor used by several ops receives the sum of their signals). *Where* the
+signals live is the context's business: :class:`FullSize` holds whole maps; the cone's
+context (:mod:`deconvviz.engine.cone`) holds each seed's window of every map and swaps in the
+rules' window versions. The method (a :class:`~deconvviz.engine.rules.RuleSet`) decides which
+rule each op gets.
+"""
+from __future__ import annotations
+
+from typing import Dict, Sequence, Tuple
+
+from torch import Tensor
+
+from ..errors import UnsupportedOpError
+from .graph import Op, TracedModel
+from .ops import conv_weight
+from .recording import Recording
+from .rules import RuleSet
+
+__all__ = ["FullSize", "run"]
+
+
+class FullSize:
+    """The context of a full-size reverse pass: K seeds for each of N images, whole maps.
+
+    Reverse rules read the recording, shapes and weights through it.
+    """
+
+    def __init__(self, rules: RuleSet, rec: Recording, n: int, k: int, traced: TracedModel,
+                 folded: Dict[str, str]):
+        self.rules, self.rec, self.n, self.k, self.traced = rules, rec, n, k, traced
+        # BatchNorm node name -> the convolution below it that carries its scale
+        self.folded = folded
+
+    def weight(self, op: Op) -> Tensor:
+        """The convolution's weight (times a BatchNorm scale folded into it)."""
+        return conv_weight(op, self.folded, self.traced)
+
+    def shape(self, node) -> Tuple[int, ...]:
+        """Recorded shape of ``node`` with the batch dimension widened to N*K signals."""
+        s = self.rec.shapes[node.name]
+        if s[0] != self.n:
+            raise UnsupportedOpError(f"node {node.name!r} changes the batch dimension; a "
+                                     f"reverse pass needs ops that keep images apart")
+        return (self.n * self.k, *s[1:])
+
+    def enter(self, op: Op) -> None:
+        """Called before ``op``'s rule runs (the cone sets the op's windows here)."""
+
+    def reverse(self, op: Op, signal: Tensor):
+        return self.rules.rule(op.kind).reverse(op, signal, self)
+
+    def place(self, op: Op, node, contribution: Tensor) -> Tensor:
+        """Bring a contribution to ``node`` into the layout ``node``'s signal is kept in."""
+        return contribution
+
+
+def run(ops_down: Sequence[Op], start: Dict[str, Tensor], ctx: FullSize) -> Dict[str, Tensor]:
+    """Run the reverse pass.
+
+    Args:
+        ops_down: the ops in reverse topological order (from the layer down to the input).
+        start: node name -> the signal seeded there.
+        ctx: where the signals live and which rules apply.
+
+    Returns:
+        node name -> the signal that reached it and was not consumed (the input's, mainly).
+    """
+    signals = dict(start)
+    for op in ops_down:
+        signal = signals.pop(op.name, None)
+        if signal is None:
+            continue
+        ctx.enter(op)
+        for node, contribution in ctx.reverse(op, signal):
+            contribution = ctx.place(op, node, contribution)
+            if node.name in signals:
+                signals[node.name] = signals[node.name] + contribution
+            else:
+                signals[node.name] = contribution
+    return signals

@@ -1,0 +1,193 @@
+"""Rules: everything deconvviz knows about one kind of op, and rule sets (methods).
+
+A :class:`Rule` is registered once per op kind (``conv``, ``relu``, ``maxpool``, ...) in
+:mod:`deconvviz.engine.ops`. It holds
+
+- which modules, functions and tensor methods are that kind, and how to read their
+  parameters (``parse``);
+- how the op runs in reverse on full-size signals (``reverse``), and on the stacked windows of
+  the receptive-field cone where that differs (``cone_reverse``);
+- how it maps a window of its output to a window of its input (``window``) and its
+  receptive-field arithmetic (``field``);
+- a one-line ``description`` of its reverse step, from which the documentation tables and
+  ``print(net.reverse_pass(layer))`` are generated;
+- the forward state it reads (``needs``: max-pool switches, a ReLU's input).
+
+Linear ops have one reverse, their transpose, whatever the method. The ops in which methods
+differ (ReLU, local response normalisation) register no reverse of their own: a
+:class:`RuleSet` (a method, such as the deconvnet) supplies it. zennit's composites are the
+model: a method is a mapping from op kinds to rules.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import (Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, Optional,
+                    Sequence, Tuple)
+
+__all__ = ["Rule", "RuleSet", "Unsupported", "register_rule", "registered_rules", "get_rule",
+           "lookup_tables", "rule_table"]
+
+ReverseFn = Callable[..., List[Tuple[Any, Any]]]
+
+
+class Unsupported(Exception):
+    """Raised by a rule's ``parse`` for a call of its kind that it cannot undo (the message is
+    the op's label in the error the user sees)."""
+
+
+def _no_params(call) -> Tuple[str, Dict[str, Any]]:
+    return call.default_label, {}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Everything about one op kind. See the module docstring.
+
+    Attributes:
+        kind: the op kind (``"conv"``).
+        description: the reverse step in one line (``"transposed convolution, same weights,
+            no bias"``).
+        reverse: ``reverse(op, signal, ctx) -> [(input node, signal), ...]`` on full-size
+            signals; ``None`` where each method supplies its own.
+        modules, functions, methods: what is this kind: ``nn.Module`` types (exact type),
+            functions (``F.relu``) and tensor method names (``"relu"``).
+        parse: ``parse(call) -> (label, params)``; raises :class:`Unsupported` for a call it
+            cannot undo.
+        window: ``window(op, out_window, shapes) -> in_window`` for the cone, ``None`` where
+            the op mixes all positions (the cone is then the whole image).
+        field: ``field(op, in_fields, in_shapes, out_shape) -> Geometry or None``.
+        cone_reverse: the reverse on stacked windows, where it differs from ``reverse``.
+        check: ``check(op, layer)`` raises ``UnsupportedOpError`` when the op is in a state
+            its reverse cannot undo (BatchNorm in training mode).
+        needs: forward state the reverse reads: ``"switches"``, ``"input"``.
+    """
+
+    kind: str
+    description: str
+    reverse: Optional[ReverseFn]
+    modules: Tuple[type, ...] = ()
+    functions: Tuple[Callable, ...] = ()
+    methods: Tuple[str, ...] = ()
+    parse: Callable = _no_params
+    window: Optional[Callable] = None
+    field: Optional[Callable] = None
+    cone_reverse: Optional[ReverseFn] = None
+    check: Optional[Callable] = None
+    needs: FrozenSet[str] = frozenset()
+
+
+_RULES: Dict[str, Rule] = {}
+_MODULES: Dict[type, Rule] = {}
+_FUNCTIONS: Dict[Callable, Rule] = {}
+_METHODS: Dict[str, Rule] = {}
+
+
+def register_rule(rule: Rule) -> Rule:
+    """Add the rule of a new op kind; a kind, module type, function or method can be claimed
+    by one rule only."""
+    if rule.kind in _RULES:
+        raise ValueError(f"a rule for op kind {rule.kind!r} is already registered")
+    for claimed, table in ((rule.modules, _MODULES), (rule.functions, _FUNCTIONS),
+                           (rule.methods, _METHODS)):
+        for item in claimed:
+            if item in table:
+                raise ValueError(f"{getattr(item, '__name__', item)!r} already belongs to "
+                                 f"the {table[item].kind!r} rule")
+    _RULES[rule.kind] = rule
+    _MODULES.update((m, rule) for m in rule.modules)
+    _FUNCTIONS.update((f, rule) for f in rule.functions)
+    _METHODS.update((m, rule) for m in rule.methods)
+    return rule
+
+
+def registered_rules() -> List[Rule]:
+    """Every registered rule, in registration order."""
+    return list(_RULES.values())
+
+
+def get_rule(kind: str) -> Optional[Rule]:
+    """The registered rule of ``kind``, ``None`` if there is none."""
+    return _RULES.get(kind)
+
+
+def lookup_tables() -> Tuple[Mapping[type, Rule], Mapping[Callable, Rule], Mapping[str, Rule]]:
+    """(module type -> rule, function -> rule, tensor method name -> rule)."""
+    return _MODULES, _FUNCTIONS, _METHODS
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """A method: a name, and the reverse rule of every op kind.
+
+    Every registered rule is used as it is, except where ``overrides`` gives the kind a rule
+    of the method's own (as ``(reverse, description)``, or a full :class:`Rule`). A kind whose
+    registered rule has no reverse and that the method does not override has no rule in this
+    method: an op of that kind on the path raises ``UnsupportedOpError``.
+
+    Attributes:
+        name: the method's name (``"deconvnet"``).
+        title: how figures and errors name it (``"deconvnet"``, ``"guided backprop"``).
+        overrides: op kind -> ``(reverse, description)`` or :class:`Rule`.
+        cone_overrides: op kind -> reverse on the cone's windows, where it differs.
+        needs: forward state the method's own rules read.
+    """
+
+    name: str
+    title: str
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    cone_overrides: Mapping[str, ReverseFn] = field(default_factory=dict)
+    needs: FrozenSet[str] = frozenset()
+
+    def rule(self, kind: str) -> Optional[Rule]:
+        """The rule this method applies to ``kind`` (``None``: no rule)."""
+        base = get_rule(kind)
+        if kind in self.overrides:
+            own = self.overrides[kind]
+            if isinstance(own, Rule):
+                return own
+            if base is None:
+                return None
+            reverse, description = own
+            return replace(base, reverse=reverse, description=description,
+                           cone_reverse=self.cone_overrides.get(kind, base.cone_reverse))
+        return base if base is not None and base.reverse is not None else None
+
+    def rules(self) -> List[Rule]:
+        """The rules of every kind this method can undo, in registration order."""
+        return [r for r in (self.rule(b.kind) for b in registered_rules()) if r is not None]
+
+    def needs_for(self, kinds: Iterable[str]) -> FrozenSet[str]:
+        """The forward state a reverse pass through ops of ``kinds`` reads."""
+        out = set(self.needs)
+        for kind in kinds:
+            rule = self.rule(kind)
+            if rule is not None:
+                out |= rule.needs
+        return frozenset(out)
+
+
+def rule_table(rulesets: Sequence[RuleSet]) -> str:
+    """A Markdown table: one row per op kind, what it matches, and each method's reverse step
+    (``no rule`` where a method has none). The documentation's tables are this output."""
+    head = ["op kind", "forward ops"] + [r.title for r in rulesets]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for base in registered_rules():
+        matches = ([m.__name__ for m in base.modules]
+                   + [f"{_function_name(f)}" for f in base.functions]
+                   + [f".{m}()" for m in base.methods])
+        cells = [f"`{base.kind}`", ", ".join(dict.fromkeys(matches))]
+        for ruleset in rulesets:
+            rule = ruleset.rule(base.kind)
+            cells.append(rule.description if rule is not None else "no rule")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _function_name(f: Callable) -> str:
+    module = getattr(f, "__module__", "") or ""
+    name = getattr(f, "__name__", str(f))
+    if module in ("_operator", "operator"):
+        return f"operator.{name}"
+    if module.startswith("torch.nn.functional"):
+        return f"F.{name}"
+    return f"torch.{name}" if module.startswith("torch") else name

@@ -108,8 +108,8 @@ def main() -> None:
         return child(args)
     print(f"one 224x224 image, every feature of the layer, {args.threads} threads; Captum "
           f"timed on {args.captum_sample or 'all'} features per layer and scaled")
-    print(f"| model | layer | mode | features | deconvviz s | Captum loop s | ratio | "
-          f"deconvviz peak MB | Captum peak MB | max rel. error |")
+    print("| model | layer | mode | features | deconvviz s | Captum loop s | ratio | "
+          "deconvviz peak MB | Captum peak MB | max rel. error |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
     out = os.path.join(os.path.dirname(os.path.abspath(__file__)), ".bench_projection.pt")
     env = dict(os.environ, DECONVVIZ_BENCH_OUT=out)

@@ -21,8 +21,8 @@ from torch.utils.data import DataLoader
 from torchvision.models.feature_extraction import create_feature_extractor
 
 import deconvviz as dv
-from deconvviz.scan import _collate, _Images, scan
-from deconvviz.images import preprocessing_for
+from deconvviz.analyses.dataset_scan import _collate, _Images, scan
+from deconvviz.data.images import preprocessing_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PHOTOS = os.path.join(os.path.dirname(HERE), "examples", "images")
@@ -54,7 +54,7 @@ def main() -> None:
         deepest = net.aliases[layers[-1]]
         bare = create_feature_extractor(model, {deepest: "out"}).eval()
         prep = preprocessing_for(model)
-        loader = lambda: DataLoader(_Images(paths, range(len(paths)), prep),  # noqa: E731
+        loader = lambda: DataLoader(_Images(paths, range(len(paths)), prep),  # noqa: E731,B023
                                     batch_size=args.batch_size, collate_fn=_collate)
         batches = [x for _, x, _ in loader()]
         scan(model, listing.name, layers, progress=False)  # warm-up

@@ -50,13 +50,28 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
-    from .analyses import (Projections, ScanResult, ShowReport, load_scan, project, scan,
-                           show)
+    from .analyses import Projections, ScanResult, ShowReport, load_scan, project, scan, show
     from .data.images import load_image
     from .data.zoo import ModelInfo, UntrainedWarning, list_models, load_model, model_info
-    from .engine import (DeconvStep, Deconvnet, Layer, Projector, Recording, ReversePass,
-                         ReverseStep, list_layers, list_methods)
-    from .errors import (ArgumentError, DeconvvizError, ImageError, OutputError,
-                         UnknownLayerError, UnknownModelError, UnsupportedOpError,
-                         WeightsError)
+    from .engine import (
+        Deconvnet,
+        DeconvStep,
+        Layer,
+        Projector,
+        Recording,
+        ReversePass,
+        ReverseStep,
+        list_layers,
+        list_methods,
+    )
+    from .errors import (
+        ArgumentError,
+        DeconvvizError,
+        ImageError,
+        OutputError,
+        UnknownLayerError,
+        UnknownModelError,
+        UnsupportedOpError,
+        WeightsError,
+    )
     from .explorer import explore

@@ -10,7 +10,6 @@ arguments have been checked.
 from __future__ import annotations
 
 import functools
-import os
 import sys
 import warnings
 from typing import List, Optional
@@ -64,7 +63,8 @@ def _friendly(command):
                 if debug:
                     raise
                 raise click.ClickException(f"{exc.strerror or exc}"
-                                           + (f": {exc.filename}" if exc.filename else ""))
+                                           + (f": {exc.filename}" if exc.filename else "")
+                                           ) from None
             except Exception as exc:
                 if debug:
                     raise
@@ -200,7 +200,7 @@ def show_command(model: str, layer: str, top: Optional[int], features: Optional[
                       dpi=dpi, on_image=lambda _: bar.update())
     for path in report.written:
         click.echo(path)
-    for image, reason in report.failed:
+    for _image, reason in report.failed:
         click.echo(f"error: {reason}", err=True)
     if report.failed:
         sys.exit(2)

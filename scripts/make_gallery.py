@@ -31,7 +31,7 @@ def main() -> None:
     dv.project(googlenet, photo("grace_hopper.jpg"), "inception3b", top=8).save(
         os.path.join(OUT, "googlenet_inception3b_heatmap.png"), scaling="heatmap", dpi=dpi)
     result = dv.scan(zfnet, PHOTOS, ["conv5"], top=4, progress=False)
-    fig = figures.figure_from_scan(result, "conv5", "0-7", model=zfnet)
+    fig = result.figure("conv5", "0-7", model=zfnet)
     figures.save_figure(fig, os.path.join(OUT, "zfnet_scan_conv5.png"), dpi=dpi)
     for name in sorted(os.listdir(OUT)):
         print(os.path.join("docs", "gallery", name))

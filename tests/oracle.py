@@ -51,7 +51,7 @@ def oracle_project(model, x, module_path, features, mode="max", call=0):
     for f in features:
         captured = []
 
-        def hook(mod, inputs, output):
+        def hook(mod, inputs, output, captured=captured):
             captured.append(output)
             if len(captured) > call:
                 raise _Stop

@@ -3,7 +3,6 @@ headless Chromium, driven by Playwright, picks another layer and feature and see
 projection change. The screenshot is kept in test-artifacts/explorer.png."""
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -12,7 +11,6 @@ import time
 import urllib.request
 
 import pytest
-
 from conftest import EXAMPLES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

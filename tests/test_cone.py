@@ -1,13 +1,13 @@
 import pytest
 import torch
-from torch import nn
 import torch.nn.functional as F
-
-import deconvviz as dv
-from deconvviz.cone import plan_cone
 from conftest import zoo_model
 from oracle import oracle_project, rel_error
 from test_zoo import ZOO
+from torch import nn
+
+import deconvviz as dv
+from deconvviz.engine.cone import plan_cone
 
 TOLERANCE = 1e-4  # relative max error between the cone and the full-size pass
 
@@ -15,7 +15,8 @@ TOLERANCE = 1e-4  # relative max error between the cone and the full-size pass
 def _plan(net, x, layer, cheaper=True):
     rec = net.record(x, layer)
     steps = net.reverse_pass(layer)
-    return plan_cone(net.traced, steps, rec, net._node(layer), require_cheaper=cheaper), rec
+    return plan_cone(net.traced, steps.ops, steps.folded, net.method, rec, net.layer(layer).node,
+                     require_cheaper=cheaper), rec
 
 
 def _cone_layers(net, x):

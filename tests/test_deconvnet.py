@@ -1,13 +1,13 @@
 import pytest
 import torch
-from captum.attr import NeuronDeconvolution
-from torch import nn
 import torch.nn.functional as F
-
-import deconvviz as dv
+from captum.attr import NeuronDeconvolution
 from conftest import assert_untouched, snapshot, zoo_model
 from oracle import oracle_project, plain_gradient, rel_error
 from test_zoo import ZOO
+from torch import nn
+
+import deconvviz as dv
 
 TOLERANCE = 1e-4  # relative max error against the oracle
 

@@ -5,8 +5,9 @@ import torch
 
 import deconvviz as dv
 from deconvviz import figures
-from deconvviz.display import crop_window, shared_scale, to_uint8
-from deconvviz.visualize import parse_features, project
+from deconvviz.analyses.projection import project
+from deconvviz.choices import parse_features
+from deconvviz.figures.display import crop_window, shared_scale, to_uint8
 
 
 def test_signed_scaling_puts_zero_at_mid_grey():
@@ -73,6 +74,7 @@ def test_parse_features():
 @pytest.fixture(scope="module")
 def result():
     import os
+
     from conftest import EXAMPLES, zoo_model
     return project(zoo_model("zfnet"), os.path.join(EXAMPLES, "chelsea.png"), "conv2", top=6)
 

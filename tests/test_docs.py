@@ -24,6 +24,12 @@ def test_cli_reference_is_up_to_date():
     assert proc.returncode == 0, proc.stderr
 
 
+def test_rule_table_is_generated_from_the_registry():
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "rule_table.py"),
+                           "--check"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_mkdocs_strict_build(tmp_path):
     mkdocs = shutil.which("mkdocs", path=os.path.dirname(sys.executable))
     if mkdocs is None:

@@ -2,14 +2,12 @@ import os
 import sys
 
 import pytest
-import torch
+from conftest import EXAMPLES, zoo_model
 
 import deconvviz as dv
-from deconvviz.display import to_uint8
-from deconvviz.explore import explore, png_bytes
-from deconvviz.scan import scan
-
-from conftest import EXAMPLES, zoo_model
+from deconvviz.analyses.dataset_scan import scan
+from deconvviz.explorer import explore, png_bytes
+from deconvviz.figures.display import to_uint8
 
 pytest.importorskip("ipywidgets")
 

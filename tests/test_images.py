@@ -6,8 +6,8 @@ import torch
 from PIL import Image
 
 import deconvviz as dv
-from deconvviz.images import decode_image
-from deconvviz.zoo import Preprocessing
+from deconvviz.data.images import decode_image
+from deconvviz.data.zoo import Preprocessing
 
 
 def _gradient(w=40, h=30):

@@ -1,11 +1,11 @@
 import pytest
 import torch
+from conftest import zoo_model
+from test_zoo import ZOO
 from torch import nn
 
 import deconvviz as dv
-from deconvviz.zoo import get_spec
-from conftest import zoo_model
-from test_zoo import ZOO
+from deconvviz.data.zoo import get_spec
 
 
 @pytest.mark.parametrize("name", ZOO)

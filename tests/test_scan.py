@@ -1,4 +1,3 @@
-import importlib
 import os
 import shutil
 import subprocess
@@ -8,17 +7,16 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import EXAMPLES
 from PIL import Image
 
 import deconvviz as dv
 from deconvviz import figures
+from deconvviz.analyses import dataset_scan as scan_module
+from deconvviz.analyses.dataset_scan import ScanInterrupted, load_scan, scan
+from deconvviz.analyses.top_hits import project_hits
 from deconvviz.cli import cli
-from deconvviz.scan import ScanInterrupted, load_scan, scan
-from deconvviz.visualize import project_hits
 
-from conftest import EXAMPLES
-
-scan_module = importlib.import_module("deconvviz.scan")  # dv.scan is the function
 LAYERS = ["conv1", "conv3", "fc6"]
 
 

@@ -255,9 +255,13 @@ def show(model: nn.Module, images: Sequence[Union[str, os.PathLike]], layer: str
         images: photo paths.
         layer: an alias or module path; a comma list, or ``"all"`` (zoo models), for one row
             per layer.
-        features, top, mode: as in :func:`project` (``top`` defaults to 16, or 6 per layer
-            with several layers).
-        scaling, patches, view: as in :meth:`Projections.figure`.
+        features: channel indices, as in :func:`project`.
+        top: the number of strongest features, as in :func:`project` (default 16, or 6 per
+            layer with several layers).
+        mode: ``"max"`` or ``"map"``, as in :func:`project`.
+        scaling: the display convention, as in :meth:`Projections.figure`.
+        patches: pair each projection with its receptive-field patch.
+        view: ``"auto"``, ``"crop"`` or ``"full"``, as in :meth:`Projections.figure`.
         out: the output file (see :func:`deconvviz._io.figure_paths`); ``combine`` puts every image in it.
         dpi: resolution of raster output.
         net: a projector of ``model`` to reuse.

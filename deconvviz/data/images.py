@@ -10,7 +10,6 @@ import os
 from typing import Optional, Tuple, Union
 
 import numpy as np
-
 import torchvision.transforms.functional as TF
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor, nn

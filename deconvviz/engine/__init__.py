@@ -17,7 +17,7 @@ module              job
 """
 from .layers import Layer, list_layers
 from .methods import DECONVNET, get_method, list_methods
-from .projector import MODES, DeconvStep, Deconvnet, Projector, ReversePass, ReverseStep
+from .projector import MODES, Deconvnet, DeconvStep, Projector, ReversePass, ReverseStep
 from .recording import Recording
 from .rules import Rule, RuleSet, register_rule, registered_rules, rule_table
 

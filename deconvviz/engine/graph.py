@@ -19,7 +19,7 @@ import torch.fx as fx
 from torch import nn
 
 from ..errors import UnsupportedOpError
-from . import ops  # noqa: F401  (registers the built-in rules)
+from . import ops as _builtin_rules  # noqa: F401  (registers the built-in rules)
 from .rules import Unsupported, lookup_tables
 
 __all__ = ["Op", "TracedModel", "trace"]

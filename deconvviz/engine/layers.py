@@ -23,7 +23,8 @@ from .graph import Op, TracedModel, trace
 from .recording import record_nodes
 from .rules import get_rule
 
-__all__ = ["Layer", "Geometry", "list_layers", "measure_layers", "aliases_of",
+__all__ = ["Layer", "Geometry", "Measured", "list_layers", "measure", "layer_of", "layers_of",
+           "aliases_of",
            "overview_layers", "resolve_layer", "geometry"]
 
 
@@ -157,34 +158,57 @@ def list_layers(model_or_name: ModelLike, input_size: int = 224, *,
     """
     model = load_model(model_or_name, weights=None) if isinstance(model_or_name, str) \
         else model_or_name
-    return measure_layers(trace(model), aliases_of(model), (input_size, input_size),
-                          all_modules=all_modules)
+    traced = trace(model)
+    return layers_of(traced, aliases_of(model), measure(traced, (input_size, input_size)),
+                     all_modules=all_modules)
 
 
-def measure_layers(traced: TracedModel, aliases: Mapping[str, str], size: Tuple[int, int], *,
-                   all_modules: bool = False) -> List[Layer]:
-    """The layers of a traced model, measured with one forward pass of a zero image of
+@dataclass(frozen=True)
+class Measured:
+    """Every node's output shape and receptive field for one input size."""
+
+    size: Tuple[int, int]
+    shapes: Mapping[str, torch.Size]
+    geometry: Mapping[str, Optional[Geometry]]
+
+
+def measure(traced: TracedModel, size: Tuple[int, int]) -> Measured:
+    """Shapes and receptive fields of every node, from one forward pass of a zero image of
     ``size`` (height, width)."""
+    param = next(iter(traced.model.parameters()), None)
+    x = torch.zeros(1, 3, *size, device=param.device if param is not None else None)
+    recording = record_nodes(traced, x, {}, switches=False)
+    return Measured(tuple(size), recording.shapes, geometry(traced, recording.shapes))
+
+
+def layer_of(traced: TracedModel, aliases: Mapping[str, str], name: str,
+             measured: Measured) -> Layer:
+    """The :class:`Layer` named ``name`` (alias, module path or ``path@k``)."""
+    alias, path, node = resolve_layer(traced, name, aliases)
+    if node not in measured.shapes:
+        raise UnknownLayerError(f"layer {name!r} does not output a tensor (its module returns "
+                                f"a tuple or a list); pick a module inside it")
+    g = measured.geometry.get(node)
+    return Layer(alias=alias, path=path, shape=tuple(measured.shapes[node][1:]),
+                 rf_size=g.size[0] if g else measured.size[0],
+                 rf_stride=g.stride[0] if g else None, geometry=g, node=node)
+
+
+def layers_of(traced: TracedModel, aliases: Mapping[str, str], measured: Measured, *,
+              all_modules: bool = False) -> List[Layer]:
+    """Every named layer that outputs a tensor, in network order: the aliases, and with
+    ``all_modules`` (or for models without aliases) every module path."""
     names = list(aliases)
     if all_modules or not aliases:
         known = set(aliases.values())
         for path, nodes in traced.module_outputs.items():
             if path and path not in known:
                 names += [path] if len(nodes) == 1 else [f"{path}@{i}" for i in range(len(nodes))]
-    resolved = {name: resolve_layer(traced, name, aliases) for name in names}
-    param = next(iter(traced.model.parameters()), None)
-    x = torch.zeros(1, 3, *size, device=param.device if param is not None else None)
-    recording = record_nodes(traced, x, {}, switches=False)
-    geoms = geometry(traced, recording.shapes)
     order = {name: i for i, name in enumerate(traced.ops)}
     layers = []
-    for name, (alias, path, node) in resolved.items():
-        if node not in recording.shapes:
-            continue  # not a tensor (a module returning a tuple)
-        g = geoms.get(node)
-        layers.append(Layer(
-            alias=alias, path=path, shape=tuple(recording.shapes[node][1:]),
-            rf_size=g.size[0] if g else size[0], rf_stride=g.stride[0] if g else None,
-            geometry=g, node=node))
+    for name in names:
+        node = resolve_layer(traced, name, aliases)[2]
+        if node in measured.shapes:  # not a module returning a tuple
+            layers.append(layer_of(traced, aliases, name, measured))
     layers.sort(key=lambda l: (order[l.node], l.alias is None))
     return layers

@@ -21,8 +21,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import UnsupportedOpError
-from .geometry import (Geometry, Window, leading_padding, same_layout_field, sliding_field,
-                       sliding_window, symmetric_padding)
+from .geometry import (
+    Geometry,
+    Window,
+    leading_padding,
+    same_layout_field,
+    sliding_field,
+    sliding_window,
+    symmetric_padding,
+)
 from .rules import Rule, Unsupported, register_rule
 
 __all__ = ["batchnorm_scale", "fold_batchnorms", "conv_weight"]
@@ -346,7 +353,7 @@ register_rule(Rule(
 register_rule(Rule(
     kind="lrn", description="the method's own rule", reverse=None,
     modules=(nn.LocalResponseNorm,), functions=(F.local_response_norm,),
-    parse=lambda call: ("LocalResponseNorm" if call.kind == "module"
+    parse=lambda call: ("LocalResponseNorm: local response norm" if call.kind == "module"
                         else "local_response_norm", {}),
     window=_same_window, field=_same_field))
 

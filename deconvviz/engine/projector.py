@@ -13,7 +13,7 @@ falls back to a plain gradient.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
@@ -21,10 +21,10 @@ from torch import Tensor, nn
 
 from ..choices import MODES, check_mode
 from ..data.zoo import model_info
-from ..errors import ArgumentError, UnknownLayerError, UnsupportedOpError
+from ..errors import ArgumentError, UnsupportedOpError
 from .cone import bytes_per_seed, plan_cone
 from .graph import Op, TracedModel, trace
-from .layers import Layer, aliases_of, measure_layers, resolve_layer
+from .layers import Layer, Measured, aliases_of, layer_of, layers_of, measure, resolve_layer
 from .methods import DECONVNET, get_method
 from .ops import fold_batchnorms
 from .recording import Recording, check_images, record_nodes
@@ -103,7 +103,7 @@ class Projector:
         self.traced: TracedModel = trace(model)
         self.aliases: Dict[str, str] = dict(aliases) if aliases is not None else aliases_of(model)
         self.max_memory = int(max_memory)
-        self._layers: Dict[Tuple[int, int, bool], List[Layer]] = {}
+        self._layers: Dict[Tuple[int, int], Measured] = {}
 
     def __repr__(self) -> str:
         name = getattr(model_info(self.model), "name", None) or type(self.model).__name__
@@ -124,25 +124,23 @@ class Projector:
 
     def layers_at(self, size: Tuple[int, int], *, all_modules: bool = False) -> List[Layer]:
         """The named layers for inputs of ``size`` (height, width), measured once per size."""
-        key = (int(size[0]), int(size[1]), bool(all_modules))
-        if key not in self._layers:
-            self._layers[key] = measure_layers(self.traced, self.aliases, key[:2],
-                                               all_modules=all_modules)
-        return self._layers[key]
+        measured = self._measured(size)
+        return layers_of(self.traced, self.aliases, measured, all_modules=all_modules)
 
     def layer(self, name: str, size: Optional[Tuple[int, int]] = None) -> Layer:
-        """One layer (alias or module path), with its shape and receptive field for inputs of
-        ``size`` (default 224x224).
+        """One layer (alias, module path or ``path@k``), with its shape and receptive field
+        for inputs of ``size`` (height, width; default 224x224), measured once per size.
 
         Raises:
             UnknownLayerError: naming the closest matches.
         """
-        alias, path, node = resolve_layer(self.traced, name, self.aliases)
-        size = size or (224, 224)
-        for layer in self.layers_at(size) + self.layers_at(size, all_modules=True):
-            if layer.node == node:
-                return replace(layer, alias=alias, path=path) if alias or path else layer
-        raise UnknownLayerError(f"layer {name!r} does not output a tensor")
+        return layer_of(self.traced, self.aliases, name, self._measured(size or (224, 224)))
+
+    def _measured(self, size: Tuple[int, int]):
+        key = (int(size[0]), int(size[1]))
+        if key not in self._layers:
+            self._layers[key] = measure(self.traced, key)
+        return self._layers[key]
 
     def _node(self, layer: str) -> str:
         return resolve_layer(self.traced, layer, self.aliases)[2]

@@ -21,8 +21,18 @@ model: a method is a mapping from op kinds to rules.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import (Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, Optional,
-                    Sequence, Tuple)
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    FrozenSet,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+)
 
 __all__ = ["Rule", "RuleSet", "Unsupported", "register_rule", "registered_rules", "get_rule",
            "lookup_tables", "rule_table"]
@@ -184,10 +194,12 @@ def rule_table(rulesets: Sequence[RuleSet]) -> str:
 
 
 def _function_name(f: Callable) -> str:
+    import torch.nn.functional as F
+
     module = getattr(f, "__module__", "") or ""
     name = getattr(f, "__name__", str(f))
     if module in ("_operator", "operator"):
         return f"operator.{name}"
-    if module.startswith("torch.nn.functional"):
+    if getattr(F, name, None) is f:
         return f"F.{name}"
     return f"torch.{name}" if module.startswith("torch") else name

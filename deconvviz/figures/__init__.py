@@ -3,12 +3,11 @@
 A figure never runs a model: this package imports neither the engine nor the zoo (checked by
 import-linter). Results draw themselves (``result.figure()``) by calling down into it.
 """
+from ..choices import SCALINGS  # noqa: E402  (re-exported: the display conventions)
 from .base import FIGURE_FORMATS, PAGE_WIDTH, Figure, combine, mosaic, save_figure
 from .display import crop_window, shared_scale, to_uint8
 from .projections import layer_overview, patch_grid, projection_grid
 from .scan_grid import scan_figure
-
-from ..choices import SCALINGS  # noqa: E402  (re-exported: the display conventions)
 
 __all__ = ["FIGURE_FORMATS", "Figure", "PAGE_WIDTH", "SCALINGS", "combine", "crop_window",
            "layer_overview", "mosaic", "patch_grid", "projection_grid", "save_figure",

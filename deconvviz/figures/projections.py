@@ -30,7 +30,7 @@ def projection_grid(p, *, scaling: str = "signed", ncols: Optional[int] = None,
     """The photo the network saw beside a grid of projections, one tile per feature.
 
     Args:
-        p: a :class:`Projections` result.
+        p (Projections): the projections of one image.
         scaling: display convention (see :mod:`deconvviz.display`).
         ncols: tiles per row (default: a square-ish grid).
         photo: draw the input crop on the left.

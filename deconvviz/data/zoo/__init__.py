@@ -4,6 +4,8 @@ Importing the zoo registers every model without importing torch; building or loa
 (:func:`load_model`) imports it.
 """
 # Imported for registration, in the order list_models() reports them.
+from typing import TYPE_CHECKING
+
 from . import zfnet, alexnet, vgg, googlenet, resnet, densenet  # noqa: F401,I001
 from ._registry import ModelSpec, get_spec, list_models, register_model
 
@@ -22,3 +24,9 @@ def __getattr__(name: str):
 
         return getattr(importlib.import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if TYPE_CHECKING:  # for type checkers and the API docs: the same names, imported eagerly
+    from ._api import (ModelInfo, Preprocessing, UntrainedWarning, count_parameters,
+                       load_model, model_info)
+    from .zfnet_network import ZFNet

@@ -1,21 +1,34 @@
 # `make demo` and `make test` set everything up on first use (a .venv beside this file).
+# `make demo` installs only what running deconvviz needs; `make test` adds the test tools.
+# On a machine without a GPU, `make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu`
+# takes PyTorch's CPU-only wheels (about 700 MB instead of several GB of CUDA libraries).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+TORCH_INDEX ?=
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test lint clean
 
-$(BIN)/deconvviz: pyproject.toml
+$(VENV)/.runtime: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(if $(TORCH_INDEX),$(BIN)/pip install -q --index-url $(TORCH_INDEX) torch torchvision)
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.test: $(VENV)/.runtime
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 
-setup: $(BIN)/deconvviz
+setup: $(VENV)/.runtime
 
 demo: setup
 	$(BIN)/deconvviz show --model zfnet --layer conv3 examples/images/chelsea.png
 
-test: setup
+lint: $(VENV)/.test
+	$(BIN)/ruff check deconvviz tests benchmarks scripts
+	$(BIN)/lint-imports
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -34,7 +34,7 @@ _PUBLIC = {
     "explore": "explorer",
 }
 
-__all__ = sorted(_PUBLIC) + ["__version__"]
+__all__ = sorted(_PUBLIC)
 
 
 def __getattr__(name: str):

@@ -106,3 +106,46 @@ def test_figure_functions_display_themselves(result):
     for fig in [figures.projection_grid(result), figures.layer_overview([result])]:
         assert isinstance(fig, figures.Figure)
         assert fig._repr_png_().startswith(b"\x89PNG")
+
+
+def test_short_reprs(result):
+    text = repr(result)
+    assert text.startswith("Projections(zfnet conv2, 6 features [") and "224x224" in text
+    assert "chelsea.png" in text and "untrained" in text and len(text.splitlines()) == 1
+    net = dv.Deconvnet(result_model())
+    assert repr(net) == "Deconvnet(zfnet, method='deconvnet', 13 named layers, device=cpu)"
+
+
+def result_model():
+    from conftest import zoo_model
+
+    return zoo_model("zfnet")
+
+
+def test_small_fields_are_cropped_to_the_receptive_field_by_default(result):
+    # conv2's field is 27 px of a 224-px image: the paper's view, each tile the field only.
+    assert result.geometry.size == (27, 27) and result.crops_by_default()
+    cropped = result.figure()
+    full = result.figure(view="full")
+    tile = [ax for ax in cropped.axes if ax.get_title().startswith("#")][0]
+    assert tile.get_images()[0].get_array().shape[:2] == (27, 27)
+    tile = [ax for ax in full.axes if ax.get_title().startswith("#")][0]
+    assert tile.get_images()[0].get_array().shape[:2] == (224, 224)
+    assert "cropped to the 27-px receptive field" in cropped.texts[0].get_text()
+    # The cropped tile is the full projection under the field, as displayed.
+    top, left, h, w = result.windows()[0]
+    full_image = result.images()[0]
+    expected = full_image[max(top, 0):top + h, max(left, 0):left + w]
+    got = result.patches()[0][0]
+    assert np.array_equal(got[max(-top, 0):max(-top, 0) + expected.shape[0],
+                              max(-left, 0):max(-left, 0) + expected.shape[1]], expected)
+    with pytest.raises(dv.ArgumentError, match="auto, crop, full"):
+        result.figure(view="zoom")
+
+
+def test_layer_overview_shows_the_input_photo(result):
+    fig = figures.layer_overview([result, result])
+    titles = [ax.get_title() for ax in fig.axes]
+    assert "input crop" in titles
+    photo = next(ax for ax in fig.axes if ax.get_title() == "input crop")
+    assert np.array_equal(photo.get_images()[0].get_array(), result.rgb)

@@ -1,0 +1,162 @@
+"""Inputs a newcomer tries that once ended badly: each gets a clear one-line error and exit
+code 2, or the right behaviour; none exits 1 or shows an exception's class name."""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import pytest
+import torch
+from conftest import EXAMPLES
+from PIL import Image
+from test_cli import run
+
+CHELSEA = os.path.join(EXAMPLES, "chelsea.png")
+COFFEE = os.path.join(EXAMPLES, "coffee.png")
+ZF = ["--model", "zfnet", "--weights", "none"]
+EXCEPTION_NAMES = ("Error:", "Exception", "Traceback", "errno", "Errno")
+
+
+def cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "deconvviz", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)
+
+
+def one_error_line(proc, message):
+    assert proc.returncode == 2, proc.stderr
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], proc.stderr
+    assert not any(name in errors[0] for name in EXCEPTION_NAMES), errors[0]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_output_into_proc(tmp_path):
+    proc = cli("show", *ZF, "--layer", "conv1", "--out", "/proc/x.png", CHELSEA, cwd=tmp_path)
+    one_error_line(proc, "cannot write to /proc")
+
+
+def test_scan_into_a_read_only_folder_fails_before_any_work(tmp_path, monkeypatch):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    real_mkstemp = tempfile.mkstemp
+
+    def refuse(*args, dir=None, **kwargs):  # root may write anywhere: refuse as a RO mount does
+        if str(dir) == str(folder):
+            raise OSError(30, "Read-only file system")
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    import deconvviz.analyses.dataset_scan as scan_module
+
+    monkeypatch.setattr(scan_module, "load_image", lambda *a, **k: pytest.fail("read an image"))
+    result = run("scan", *ZF, "--layers", "conv1", "--out", str(folder / "r.pt"), EXAMPLES)
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == \
+        f"error: cannot write to {folder}: Read-only file system"
+
+
+def test_scan_into_a_missing_folder_fails_before_any_work(tmp_path):
+    proc = cli("scan", *ZF, "--layers", "conv1", "--out", str(tmp_path / "no" / "r.pt"),
+               EXAMPLES, cwd=tmp_path)
+    one_error_line(proc, "output folder does not exist")
+    assert "scan zfnet" not in proc.stderr  # no progress bar: nothing was scanned
+
+
+def test_weights_that_are_a_photo(tmp_path):
+    photo = tmp_path / "text.jpg"
+    Image.new("RGB", (8, 8)).save(photo)
+    proc = cli("show", "--model", "zfnet", "--weights", str(photo), "--layer", "conv1",
+               CHELSEA, cwd=tmp_path)
+    one_error_line(proc, "it is not a file written by torch.save (it looks like a JPEG image)")
+
+
+def test_images_with_the_same_stem_get_their_own_files(tmp_path):
+    for ext in ("tiff", "bmp"):
+        Image.open(CHELSEA).convert("RGB").save(tmp_path / f"c.{ext}")
+    proc = cli("show", *ZF, "--layer", "conv1", "--top", "2", "c.tiff", "c.bmp", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["c_tiff_zfnet_conv1.png", "c_bmp_zfnet_conv1.png"]
+    assert (tmp_path / "c_tiff_zfnet_conv1.png").exists()
+    assert (tmp_path / "c_bmp_zfnet_conv1.png").exists()
+
+
+def test_a_bad_image_among_good_ones(tmp_path):
+    shutil.copy(CHELSEA, tmp_path / "good.png")
+    shutil.copy(COFFEE, tmp_path / "good2.png")
+    (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
+    proc = cli("show", *ZF, "--layer", "conv1", "--top", "2", "good.png", "bad.jpg",
+               "good2.png", cwd=tmp_path)
+    one_error_line(proc, "bad.jpg")
+    assert proc.stdout.split() == ["good_zfnet_conv1.png", "good2_zfnet_conv1.png"]
+    assert (tmp_path / "good2_zfnet_conv1.png").exists()
+    error = next(l for l in proc.stderr.splitlines() if "bad.jpg" in l)
+    assert error.startswith("error:")  # on its own line, not glued to the progress bar
+
+
+def test_top_beyond_one_figure(tmp_path):
+    proc = cli("show", *ZF, "--layer", "conv3", "--top", "5000", CHELSEA, cwd=tmp_path)
+    one_error_line(proc, "5000 is not in the range 1<=x<=64")
+    assert os.listdir(tmp_path) == []
+
+
+def test_more_features_than_one_figure_holds(tmp_path):
+    proc = cli("show", "--model", "alexnet", "--weights", "none", "--layer", "fc8",
+               "--features", "0-64", CHELSEA, cwd=tmp_path)
+    one_error_line(proc, "65 features asked for; one figure holds at most 64")
+    assert os.listdir(tmp_path) == []
+
+
+def test_top_beyond_the_layers_features():
+    import deconvviz as dv
+    from torch import nn
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).eval()
+    with pytest.raises(dv.ArgumentError, match="layer '1' has 4 features; ask for top 4"):
+        dv.project(model, CHELSEA, "1", top=8)
+    assert len(dv.project(model, CHELSEA, "1", top=4)) == 4
+
+
+def test_bare_command_prints_the_help(tmp_path):
+    proc = cli(cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.startswith("Usage: ")
+    assert "Commands:" in proc.stdout and proc.stderr == ""
+
+
+def test_model_names_are_case_insensitive(tmp_path):
+    proc = cli("layers", "--model", "VGG16", cwd=tmp_path)
+    assert proc.returncode == 0 and "conv3_3" in proc.stdout
+    proc = cli("layers", "--model", "VGG17", cwd=tmp_path)
+    one_error_line(proc, "Did you mean 'vgg19', 'vgg16'?")
+
+
+def test_no_input_error_exits_1_or_names_an_exception(tmp_path):
+    """Every error message above, and the usual slips, read as sentences."""
+    slips = [
+        ["show", *ZF, "--layer", "conv3", "--features", "3,x", CHELSEA],
+        ["show", *ZF, "--layer", "conv3", "--out", "fig.gif", CHELSEA],
+        ["show", *ZF, "--layer", "conv3", "--out", str(tmp_path), CHELSEA],
+        ["show", *ZF, "--layer", "conv3", "--top", "0", CHELSEA],
+        ["scan", *ZF, "--layers", "conv1", "--out", "r.pt", str(tmp_path / "nothing")],
+        ["figure", str(tmp_path / "missing.pt"), "--out", "f.png"],
+        ["show", *ZF, "--layer", "conv3", "--device", "tpu", CHELSEA],
+    ]
+    for args in slips:
+        proc = cli(*args, cwd=tmp_path)
+        assert proc.returncode == 2, (args, proc.stderr)
+        errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+        assert len(errors) == 1, (args, proc.stderr)
+        assert not any(name in errors[0] for name in EXCEPTION_NAMES), errors[0]
+
+
+def test_the_python_api_reports_bad_images_and_keeps_going(tmp_path):
+    import deconvviz as dv
+
+    (tmp_path / "bad.png").write_bytes(b"")
+    model = dv.load_model("zfnet", weights=None)
+    report = dv.show(model, [CHELSEA, tmp_path / "bad.png"], "conv1", top=2,
+                     out=str(tmp_path / "f.png"))
+    assert report.written == [str(tmp_path / "f_chelsea.png")]
+    assert [p for p, _ in report.failed] == [str(tmp_path / "bad.png")]
+    assert "empty" in report.failed[0][1]
+    assert torch.is_tensor(dv.project(model, CHELSEA, "conv1", top=1).pixels)

@@ -7,8 +7,8 @@ themselves.
 """
 from .dataset_scan import Hit, ScanResult, load_scan, same_hits, scan
 from .projection import Projections, ShowReport, project, project_layers, show
-from .top_hits import FeatureHits, project_hits, scan_figure
+from .top_hits import FeatureHits, project_hits, top_hits_figure
 
 __all__ = ["FeatureHits", "Hit", "Projections", "ScanResult", "ShowReport", "load_scan",
-           "project", "project_hits", "project_layers", "same_hits", "scan", "scan_figure",
+           "project", "project_hits", "project_layers", "same_hits", "scan", "top_hits_figure",
            "show"]

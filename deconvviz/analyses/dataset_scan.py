@@ -132,9 +132,9 @@ class ScanResult:
 
     def figure(self, layers: Union[None, str, Sequence[str]] = None, features: str = "0-15",
                **options):
-        """Zeiler & Fergus Fig. 2 of this scan (see :func:`~deconvviz.analyses.top_hits.
-        scan_figure`): the hits are projected again through the model."""
-        return top_hits.scan_figure(self, layers, features, **options)
+        """Zeiler & Fergus Fig. 2 of this scan: the hits are projected again through the
+        model. Options as in :func:`deconvviz.analyses.top_hits.top_hits_figure`."""
+        return top_hits.top_hits_figure(self, layers, features, **options)
 
     def __repr__(self) -> str:
         return (f"ScanResult({self.model}, layers {', '.join(self.layer_names)}, "

@@ -14,7 +14,7 @@ from ..data.zoo import load_model
 from ..engine import Deconvnet
 from ..figures.display import crop_window
 
-__all__ = ["FeatureHits", "project_hits", "scan_figure"]
+__all__ = ["FeatureHits", "project_hits", "top_hits_figure"]
 
 
 @dataclass
@@ -78,9 +78,10 @@ def project_hits(result, layer: str, features: Sequence[int], *,
 
 
 
-def scan_figure(result, layers: Union[None, str, Sequence[str]] = None,
-                features: str = "0-15", *, seed: int = 0, model: Optional[nn.Module] = None,
-                scaling: str = "signed", ncols: int = 4) -> "figures.Figure":
+def top_hits_figure(result, layers: Union[None, str, Sequence[str]] = None,
+                    features: str = "0-15", *, seed: int = 0,
+                    model: Optional[nn.Module] = None, scaling: str = "signed",
+                    ncols: int = 4) -> "figures.Figure":
     """Zeiler & Fergus Fig. 2 from a scan result, as ``deconvviz figure`` draws it.
 
     Args:

@@ -26,14 +26,33 @@ class _DeconvReLU(torch.autograd.Function):
         return grad.clamp(min=0)
 
 
+class _GuidedReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad.clamp(min=0) * (x > 0)
+
+
 class DeconvRules(TorchFunctionMode):
-    """Inside this mode, ReLU's backward rectifies the signal and LRN's backward is identity."""
+    """Inside this mode, ReLU's backward rectifies the signal and LRN's backward is identity
+    (the deconvnet); with ``method="guided"``, ReLU's backward is guided backprop's and LRN
+    keeps its true gradient; with ``method="gradient"``, nothing changes."""
+
+    def __init__(self, method="deconvnet"):
+        super().__init__()
+        self.method = method
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func in _RELUS:
-            return _DeconvReLU.apply(args[0])
-        if func is F.local_response_norm:
+        if func in _RELUS and self.method != "gradient":
+            relu = _DeconvReLU if self.method == "deconvnet" else _GuidedReLU
+            return relu.apply(args[0])
+        if func is F.local_response_norm and self.method == "deconvnet":
             x = args[0]
             y = F.local_response_norm(*args, **kwargs)
             return x + (y - x).detach()
@@ -44,8 +63,9 @@ class _Stop(Exception):
     pass
 
 
-def oracle_project(model, x, module_path, features, mode="max", call=0):
-    """Projections [N, K, 3, H, W] of ``features`` of the output of ``module_path``."""
+def oracle_project(model, x, module_path, features, mode="max", call=0, method="deconvnet"):
+    """Projections [N, K, 3, H, W] of ``features`` of the output of ``module_path``, by
+    ``method`` (deconvnet, guided or gradient)."""
     module = model.get_submodule(module_path) if module_path else model
     results = []
     for f in features:
@@ -59,7 +79,7 @@ def oracle_project(model, x, module_path, features, mode="max", call=0):
         xx = x.detach().clone().requires_grad_(True)
         handle = module.register_forward_hook(hook)
         try:
-            with DeconvRules(), torch.enable_grad():
+            with DeconvRules(method), torch.enable_grad():
                 try:
                     model(xx)
                 except _Stop:

@@ -108,8 +108,9 @@ def test_more_features_than_one_figure_holds(tmp_path):
 
 
 def test_top_beyond_the_layers_features():
-    import deconvviz as dv
     from torch import nn
+
+    import deconvviz as dv
 
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).eval()
     with pytest.raises(dv.ArgumentError, match="layer '1' has 4 features; ask for top 4"):

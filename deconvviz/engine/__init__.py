@@ -6,7 +6,7 @@ module              job
 ``graph``           trace a model with torch.fx; classify every node by the rule that claims it
 ``rules``           the :class:`Rule` and :class:`RuleSet` types and the rule registry
 ``ops``             the built-in rule of every op kind (one registration each)
-``methods``         methods as rule sets (the deconvnet)
+``methods``         methods as rule sets (deconvnet, guided backprop, gradient)
 ``geometry``        receptive-field and window arithmetic, padding resolved once
 ``recording``       one forward pass: activations, switches, inputs a method reads
 ``reverse``         the one reverse loop, and its full-size context
@@ -16,11 +16,21 @@ module              job
 ==================  ===========================================================================
 """
 from .layers import Layer, list_layers
-from .methods import DECONVNET, get_method, list_methods
-from .projector import MODES, Deconvnet, DeconvStep, Projector, ReversePass, ReverseStep
+from .methods import DECONVNET, GRADIENT, GUIDED, get_method, list_methods
+from .projector import (
+                        MODES,
+                        Deconvnet,
+                        DeconvStep,
+                        Gradient,
+                        GuidedBackprop,
+                        Projector,
+                        ReversePass,
+                        ReverseStep,
+)
 from .recording import Recording
 from .rules import Rule, RuleSet, register_rule, registered_rules, rule_table
 
-__all__ = ["DECONVNET", "DeconvStep", "Deconvnet", "Layer", "MODES", "Projector", "Recording",
+__all__ = ["DECONVNET", "GRADIENT", "GUIDED", "DeconvStep", "Deconvnet", "Gradient",
+           "GuidedBackprop", "Layer", "MODES", "Projector", "Recording",
            "ReversePass", "ReverseStep", "Rule", "RuleSet", "get_method", "list_layers",
            "list_methods", "register_rule", "registered_rules", "rule_table"]

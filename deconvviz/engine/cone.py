@@ -127,6 +127,18 @@ class _Windows(FullSize):
         """Per-plan precomputation a window rule reuses across chunks of seeds."""
         return self.plan.cached(key, make)
 
+    def input_of(self, op: Op) -> Tensor:
+        """The op's recorded input over each seed's window (zero outside the map)."""
+        x = self.rec.inputs[op.name]
+        (h, w), natural = self.natural.size, self.natural
+        y0, x0 = natural.starts(self.ys, self.xs)
+        padded = self.plan.cached(f"padded input {op.name}",
+                                  lambda: F.pad(x, (w, w, h, h)))  # windows may hang over
+        rows = (y0 + h)[:, None] + torch.arange(h, device=x.device)
+        cols = (x0 + w)[:, None] + torch.arange(w, device=x.device)
+        picked = padded[self.images[:, None, None], :, rows[:, :, None], cols[:, None, :]]
+        return picked.permute(0, 3, 1, 2)  # [S, h, w, C] -> [S, C, h, w]
+
 
 class ConePlan:
     """Everything about one layer's cone that does not depend on the seeds: the windows of

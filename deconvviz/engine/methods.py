@@ -1,20 +1,31 @@
 """Methods as rule sets: what differs between reverse-pass methods, and nothing else.
 
 Every op kind's registered rule (:mod:`deconvviz.engine.ops`) is the op's exact transpose where
-the op is linear, and unpooling through the switches for max-pools. A method names the rules
-of the ops where methods differ (ReLU, local response normalisation). To add a method, add a
-:class:`~deconvviz.engine.rules.RuleSet` here and register it in :data:`METHODS`.
+the op is linear, and unpooling through the switches for max-pools (which is also the
+max-pool's gradient). A method names the rules of the ops where methods differ (ReLU, local
+response normalisation). To add a method, add a :class:`~deconvviz.engine.rules.RuleSet`
+here and register it in :data:`METHODS`.
+
+========================  ==================================  ===============================
+method                    ReLU                                local response normalisation
+========================  ==================================  ===============================
+``deconvnet``             ``relu(signal)``                    passed through (the paper)
+``guided``                ``relu(signal) * (input > 0)``      its derivative
+``gradient``              ``signal * (input > 0)``            its derivative
+========================  ==================================  ===============================
 """
 from __future__ import annotations
 
 from typing import Dict, List
 
+import torch
+import torch.fx as fx
 import torch.nn.functional as F
 
 from ..errors import ArgumentError, closest
 from .rules import RuleSet
 
-__all__ = ["DECONVNET", "METHODS", "get_method", "list_methods"]
+__all__ = ["DECONVNET", "GUIDED", "GRADIENT", "METHODS", "get_method", "list_methods"]
 
 
 def _rectify(op, s, ctx):
@@ -38,11 +49,60 @@ DECONVNET = RuleSet(
 used), max-pools unpool through the switches, every linear op applies its transpose, and
 local response normalisation is passed through."""
 
-METHODS: Dict[str, RuleSet] = {DECONVNET.name: DECONVNET}
+
+
+def _guided_relu(op, s, ctx):
+    return [(op.inputs[0], F.relu(s) * (ctx.input_of(op) > 0))]
+
+
+def _relu_gradient(op, s, ctx):
+    return [(op.inputs[0], s * (ctx.input_of(op) > 0))]
+
+
+def _lrn_derivative(op, s, ctx):
+    """Local response normalisation's vector-Jacobian product at the recorded input."""
+    x = ctx.input_of(op).detach().requires_grad_(True)
+    with torch.enable_grad():
+        if op.node.op == "call_module":
+            y = op.module(x)
+        else:
+            args = fx.node.map_arg(op.node.args, lambda n: x)
+            kwargs = fx.node.map_arg(op.node.kwargs, lambda n: x)
+            y = op.node.target(*args, **kwargs)
+        (grad,) = torch.autograd.grad(y, x, s)
+    return [(op.inputs[0], grad)]
+
+
+_LRN_DERIVATIVE = (_lrn_derivative, "its derivative at the recorded input", {"input"})
+
+GUIDED = RuleSet(
+    name="guided",
+    title="guided backprop",
+    overrides={
+        "relu": (_guided_relu, "rectify the signal and mask by the forward input: "
+                               "relu(signal) * (input > 0)", {"input"}),
+        "lrn": _LRN_DERIVATIVE,
+    },
+)
+"""Guided backpropagation (Springenberg et al., 2015): at every ReLU the signal coming down
+is rectified and masked by where the ReLU's forward input was positive; every other op
+(local response normalisation included) uses its true gradient."""
+
+GRADIENT = RuleSet(
+    name="gradient",
+    title="gradient",
+    overrides={
+        "relu": (_relu_gradient, "mask by the forward input: signal * (input > 0)", {"input"}),
+        "lrn": _LRN_DERIVATIVE,
+    },
+)
+"""The plain gradient: every op, the ReLU included, uses its true gradient."""
+
+METHODS: Dict[str, RuleSet] = {m.name: m for m in (DECONVNET, GUIDED, GRADIENT)}
 
 
 def list_methods() -> List[str]:
-    """The names of the reverse-pass methods."""
+    """The names of the reverse-pass methods (rule sets)."""
     return list(METHODS)
 
 

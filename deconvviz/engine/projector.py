@@ -25,13 +25,13 @@ from ..errors import ArgumentError, UnsupportedOpError
 from .cone import bytes_per_seed, plan_cone
 from .graph import Op, TracedModel, trace
 from .layers import Layer, Measured, aliases_of, layer_of, layers_of, measure, resolve_layer
-from .methods import DECONVNET, get_method
+from .methods import DECONVNET, GRADIENT, GUIDED, get_method
 from .ops import fold_batchnorms
 from .recording import Recording, check_images, record_nodes
 from .reverse import FullSize, run
 from .rules import RuleSet
 
-__all__ = ["Projector", "Deconvnet", "ReverseStep", "DeconvStep", "ReversePass", "MODES",
+__all__ = ["Projector", "Deconvnet", "GuidedBackprop", "Gradient", "ReverseStep", "DeconvStep", "ReversePass", "MODES",
            "make_seeds", "strongest"]
 
 Feature = Union[int, Sequence[int]]
@@ -347,6 +347,29 @@ class Deconvnet(Projector):
     """
 
     method = DECONVNET
+
+
+class GuidedBackprop(Projector):
+    """Guided backpropagation (Springenberg et al., 2015) attached to any CNN: the same
+    interface, cone and errors as :class:`Deconvnet`; at every ReLU the signal is rectified
+    and masked by the forward input's sign, every other op takes its true gradient.
+
+    Examples:
+        >>> p = GuidedBackprop(model).project(x, layer="conv4_3", feature=[0, 1])
+    """
+
+    method = GUIDED
+
+
+class Gradient(Projector):
+    """The plain gradient of a unit (seeded with its value, as the deconvnet is) with
+    respect to the input, computed by the same engine: every op takes its true gradient.
+
+    Examples:
+        >>> p = Gradient(model).project(x, layer="conv4_3", feature=3)
+    """
+
+    method = GRADIENT
 
 
 def make_seeds(act: Tensor, features: Sequence[int], mode: str) -> Tensor:

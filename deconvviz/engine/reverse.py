@@ -47,6 +47,11 @@ class FullSize:
                                      f"reverse pass needs ops that keep images apart")
         return (self.n * self.k, *s[1:])
 
+    def input_of(self, op: Op) -> Tensor:
+        """The op's recorded forward input, laid out like the signals (each image's input
+        repeated for its K seeds). Only for rules that declare ``needs={"input"}``."""
+        return self.rec.inputs[op.name].repeat_interleave(self.k, dim=0)
+
     def enter(self, op: Op) -> None:
         """Called before ``op``'s rule runs (the cone sets the op's windows here)."""
 

@@ -137,7 +137,8 @@ class RuleSet:
     Attributes:
         name: the method's name (``"deconvnet"``).
         title: how figures and errors name it (``"deconvnet"``, ``"guided backprop"``).
-        overrides: op kind -> ``(reverse, description)`` or :class:`Rule`.
+        overrides: op kind -> ``(reverse, description)``, ``(reverse, description,
+            needs)`` or a :class:`Rule`.
         cone_overrides: op kind -> reverse on the cone's windows, where it differs.
         needs: forward state the method's own rules read.
     """
@@ -157,9 +158,10 @@ class RuleSet:
                 return own
             if base is None:
                 return None
-            reverse, description = own
+            reverse, description, *needs = own
             return replace(base, reverse=reverse, description=description,
-                           cone_reverse=self.cone_overrides.get(kind, base.cone_reverse))
+                           cone_reverse=self.cone_overrides.get(kind, base.cone_reverse),
+                           needs=base.needs | frozenset(*needs))
         return base if base is not None and base.reverse is not None else None
 
     def rules(self) -> List[Rule]:

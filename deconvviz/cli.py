@@ -17,7 +17,7 @@ from typing import List, Optional
 import click
 
 from ._io import FIGURE_FORMATS, check_output_path, figure_paths
-from .choices import MAX_TOP, MODES, SCALINGS, parse_features
+from .choices import MAX_TOP, METHODS, MODES, REVERSE_METHODS, SCALINGS, parse_features
 from .data.zoo import get_spec, list_models
 from .errors import ArgumentError
 
@@ -93,6 +93,13 @@ def _device_option(f):
                         help="'cpu', 'cuda', 'cuda:1', ... or 'auto' (cuda when available).")(f)
 
 
+def _method_option(f):
+    return click.option("--method", type=click.Choice(REVERSE_METHODS), default="deconvnet",
+                        show_default=True,
+                        help="The reverse pass: the deconvnet, guided backprop or the "
+                             "plain gradient.")(f)
+
+
 def _model_option(f):
     return click.option("--model", "-m", required=True, metavar="NAME",
                         help=f"A zoo model: {', '.join(list_models())}.")(f)
@@ -162,6 +169,7 @@ def layers_command(model: str, input_size: int, all_modules: bool) -> None:
               help="crop: each projection cropped to its receptive field and enlarged (the "
                    "paper's view); full: the whole frame; auto: crop where the field is at "
                    "most half the image.")
+@_method_option
 @click.option("--patches", is_flag=True, help="Pair each projection with its receptive-field patch.")
 @click.option("--out", "-o", default=None, metavar="PATH",
               help="Output .png/.jpg/.pdf/.svg. With several images: PATH's stem gets "
@@ -173,9 +181,11 @@ def layers_command(model: str, input_size: int, all_modules: bool) -> None:
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @_friendly
 def show_command(model: str, layer: str, top: Optional[int], features: Optional[str], mode: str,
-                 scaling: str, view: str, patches: bool, out: Optional[str], combine: bool,
-                 dpi: int, weights: str, device: str, images: List[str]) -> None:
-    """Draw deconvnet projections of a layer's features for each IMAGE.
+                 scaling: str, view: str, method: str, patches: bool, out: Optional[str],
+                 combine: bool, dpi: int, weights: str, device: str,
+                 images: List[str]) -> None:
+    """Draw projections (deconvnet, guided backprop or gradient) of a layer's features for
+    each IMAGE.
 
     An unreadable IMAGE is reported and skipped; the others are drawn, and the exit code is
     2 at the end.
@@ -197,7 +207,7 @@ def show_command(model: str, layer: str, top: Optional[int], features: Optional[
               disable=len(images) < 2) as bar:
         report = show(net_model, images, layer, features=chosen, top=top, mode=mode,
                       scaling=scaling, patches=patches, view=view, out=out, combine=combine,
-                      dpi=dpi, on_image=lambda _: bar.update())
+                      dpi=dpi, method=method, on_image=lambda _: bar.update())
     for path in report.written:
         click.echo(path)
     for _image, reason in report.failed:
@@ -261,11 +271,12 @@ def scan_command(model: str, layers: str, top: int, out: str, batch_size: int, w
               help="Features per row.")
 @click.option("--out", "-o", required=True, metavar="PATH", help="Output .png/.jpg/.pdf/.svg.")
 @click.option("--dpi", default=200, show_default=True, help="Resolution of raster output.")
+@_method_option
 @_weights_option
 @_device_option
 @_friendly
 def figure_command(result_path: str, layer: Optional[str], features: str, seed: int,
-                   scaling: str, ncols: int, out: str, dpi: int, weights: str,
+                   scaling: str, ncols: int, out: str, dpi: int, method: str, weights: str,
                    device: str) -> None:
     """Redraw Zeiler & Fergus Fig. 2 from a scan RESULT: each feature's top-9 projections
     beside the image patches that caused them. --weights defaults to the scan's own."""
@@ -281,8 +292,113 @@ def figure_command(result_path: str, layer: Optional[str], features: str, seed: 
     own = weights == "default"  # the CLI default: the weights the scan used
     model = load_model(result.model, weights=result.weights_argument if own else weights)
     fig = result.figure(layer.split(",") if layer else None, features, seed=seed,
-                        model=model.to(resolve_device(device)), scaling=scaling, ncols=ncols)
+                        model=model.to(resolve_device(device)), scaling=scaling, ncols=ncols,
+                        method=method)
     click.echo(save_figure(fig, out, dpi=dpi))
+
+
+def _target_options(f):
+    for option in reversed([
+        click.option("--target", default=None, metavar="CLASS",
+                     help="A class index or ImageNet class name [default: each image's "
+                          "top-1 class]."),
+        click.option("--layer", "-l", default=None,
+                     help="Explain a unit of this layer instead of a class."),
+        click.option("--feature", default=None, type=click.IntRange(0),
+                     help="The unit's feature (with --layer)."),
+        click.option("--mode", type=click.Choice(MODES), default="max", show_default=True,
+                     help="The unit's strongest activation, or its whole map."),
+    ]):
+        f = option(f)
+    return f
+
+
+def _methods(spec: Optional[str], default) -> List[str]:
+    names = [s.strip() for s in spec.split(",") if s.strip()] if spec else list(default)
+    bad = [n for n in names if n not in METHODS]
+    if bad:
+        raise ArgumentError(f"unknown method {bad[0]!r}; choose from {', '.join(METHODS)}")
+    return names
+
+
+@cli.command("compare", short_help="Every method's attribution side by side.")
+@_model_option
+@_target_options
+@click.option("--methods", default=None, metavar="LIST",
+              help=f"Comma list of {', '.join(METHODS)} [default: deconvnet, guided, "
+                   f"gradient, gradcam, guided_gradcam].")
+@click.option("--cam-layer", default=None, help="Grad-CAM's layer [default: the last "
+                                                "convolutional block].")
+@click.option("--out", "-o", required=True, metavar="PATH",
+              help="Output .png/.jpg/.pdf/.svg, or .npz for the maps.")
+@click.option("--dpi", default=200, show_default=True, help="Resolution of raster output.")
+@_weights_option
+@_device_option
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@_friendly
+def compare_command(model: str, target: Optional[str], layer: Optional[str],
+                    feature: Optional[int], mode: str, methods: Optional[str],
+                    cam_layer: Optional[str], out: str, dpi: int, weights: str, device: str,
+                    images: List[str]) -> None:
+    """One row per IMAGE, one column per method, explaining the same class (or unit): the
+    layout of Grad-CAM's Fig. 1 and Springenberg's Fig. 2."""
+    get_spec(model)
+    names = _methods(methods, ("deconvnet", "guided", "gradient", "gradcam", "guided_gradcam"))
+    check_output_path(out, FIGURE_FORMATS + (".npz",))
+    if (layer is None) != (feature is None):
+        raise ArgumentError("a unit target needs both --layer and --feature")
+    from .analyses import compare
+    from .data.devices import resolve_device
+    from .data.zoo import load_model
+
+    net_model = load_model(model, weights=weights).to(resolve_device(device))
+    result = compare(net_model, images, names, target=target, layer=layer, feature=feature,
+                     mode=mode, cam_layer=cam_layer)
+    click.echo(result.save(out, dpi=dpi))
+
+
+@cli.command("sanity", short_help="Adebayo's sanity check: randomise the layers, top down.")
+@_model_option
+@click.option("--methods", default=None, metavar="LIST",
+              help=f"Comma list of {', '.join(METHODS)} [default: deconvnet, guided, "
+                   f"gradient, gradcam].")
+@click.option("--target", default=None, metavar="CLASS",
+              help="A class index or name [default: the image's top-1 class].")
+@click.option("--seed", default=0, show_default=True, help="Seed of the re-initialisations.")
+@click.option("--out", "-o", required=True, metavar="PATH", help="Output .png/.jpg/.pdf/.svg.")
+@click.option("--csv", "csv_path", default=None, metavar="PATH", help="Also write the scores.")
+@click.option("--dpi", default=200, show_default=True, help="Resolution of raster output.")
+@_weights_option
+@_device_option
+@click.argument("image", type=click.Path())
+@_friendly
+def sanity_command(model: str, methods: Optional[str], target: Optional[str], seed: int,
+                   out: str, csv_path: Optional[str], dpi: int, weights: str, device: str,
+                   image: str) -> None:
+    """Cascading model-parameter randomisation (Adebayo et al., 2018) on IMAGE: re-initialise
+    the layers one by one from the logits down, and measure how much each method's map
+    changes (Spearman rank correlation and SSIM against the original map)."""
+    get_spec(model)
+    names = _methods(methods, ("deconvnet", "guided", "gradient", "gradcam"))
+    check_output_path(out, FIGURE_FORMATS)
+    if csv_path is not None:
+        check_output_path(csv_path, (".csv",))
+    from tqdm import tqdm
+
+    from .analyses import sanity_check
+    from .data.devices import resolve_device
+    from .data.images import load_image
+    from .data.zoo import load_model
+
+    dev = resolve_device(device)
+    net_model = load_model(model, weights=weights).to(dev)
+    x, _ = load_image(image, net_model)
+    with tqdm(desc="layers", unit="layer", file=sys.stderr) as bar:
+        result = sanity_check(net_model, x.to(dev), names, target=target, seed=seed,
+                              progress=lambda _: bar.update())
+    click.echo(result.save(out, dpi=dpi))
+    if csv_path is not None:
+        click.echo(result.save(csv_path))
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -19,7 +19,7 @@ from .analyses.top_hits import project_hits
 from .choices import MODES, SCALINGS, check_mode, check_scaling
 from .data.images import load_image, preprocessing_for
 from .data.zoo import load_model
-from .engine import Deconvnet
+from .engine import Deconvnet, Gradient, GuidedBackprop
 from .engine.projector import strongest
 from .errors import ArgumentError
 from .figures import mosaic
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = ["explore", "png_bytes"]
 
+REVERSE_METHODS = {"deconvnet": Deconvnet, "guided": GuidedBackprop, "gradient": Gradient}
 THUMBNAILS = 24  # activation maps shown per layer, strongest first
 
 
@@ -61,12 +62,12 @@ def _widgets():
 
 def explore(model: Union[str, nn.Module], image: Union[str, os.PathLike, Tensor, Sequence],
             *, weights: Optional[str] = "default", scan: Optional["ScanResult"] = None,
-            mode: str = "max",
+            mode: str = "max", method: str = "deconvnet",
             scaling: str = "signed") -> "ipywidgets.VBox":
     """An ipywidgets explorer of one model's features on one or several images.
 
     The explorer's pickers ``layer_picker``, ``feature_picker``, ``mode_picker``,
-    ``scaling_picker`` and ``image_picker`` can be set from code; ``projection_view`` shows
+    ``method_picker``, ``scaling_picker`` and ``image_picker`` can be set from code; ``projection_view`` shows
     the projection.
 
     Args:
@@ -76,6 +77,8 @@ def explore(model: Union[str, nn.Module], image: Union[str, os.PathLike, Tensor,
         scan: a :class:`~deconvviz.scan.ScanResult` of this model: the feature view then
             also shows the feature's top-9 across that dataset.
         mode: ``"max"`` or ``"map"`` to start with.
+        method: the reverse-pass method to start with: ``"deconvnet"``, ``"guided"`` or
+            ``"gradient"``.
         scaling: the display convention to start with.
 
     Returns:
@@ -93,7 +96,10 @@ def explore(model: Union[str, nn.Module], image: Union[str, os.PathLike, Tensor,
     check_scaling(scaling)
     if isinstance(model, str):
         model = load_model(model, weights=weights)
-    return _explorer_class(widgets)(model, image, scan, mode, scaling)
+    if method not in REVERSE_METHODS:
+        raise ArgumentError(f"unknown method {method!r}; the explorer shows "
+                            f"{', '.join(REVERSE_METHODS)}")
+    return _explorer_class(widgets)(model, image, scan, mode, scaling, method)
 
 
 @functools.lru_cache(maxsize=None)
@@ -101,11 +107,11 @@ def _explorer_class(widgets):
     class Explorer(widgets.VBox):
         """The explorer widget (see :func:`explore`)."""
 
-        def __init__(self, model, image, scan, mode, scaling):
+        def __init__(self, model, image, scan, mode, scaling, method="deconvnet"):
             super().__init__()
             self.model, self.scan = model, scan
-            self.net = Deconvnet(model)
-            self.layers = [l.name for l in self.net.layers
+            self.nets = {name: cls(model) for name, cls in REVERSE_METHODS.items()}
+            self.layers = [l.name for l in self.nets["deconvnet"].layers
                            if len(l.shape) == 3 or l.alias is not None]
             self.images = self._images(image)
             self._cache: dict = {}
@@ -117,6 +123,8 @@ def _explorer_class(widgets):
                                                  description="layer")
             self.feature_picker = widgets.BoundedIntText(value=0, min=0, max=0,
                                                          description="feature")
+            self.method_picker = widgets.ToggleButtons(options=list(REVERSE_METHODS),
+                                                       value=method, description="method")
             self.mode_picker = widgets.ToggleButtons(options=list(MODES), value=mode,
                                                      description="mode")
             self.scaling_picker = widgets.Dropdown(options=list(SCALINGS), value=scaling,
@@ -137,12 +145,13 @@ def _explorer_class(widgets):
                                     (self.layer_picker, self._on_layer),
                                     (self.feature_picker, self._on_feature),
                                     (self.mode_picker, self._on_feature),
+                                    (self.method_picker, self._on_feature),
                                     (self.scaling_picker, self._on_feature)]:
                 picker.observe(handler, names="value")
             labelled = lambda title, w: widgets.VBox([widgets.HTML(f"<b>{title}</b>"), w])  # noqa: E731
             self.children = [
                 widgets.HBox([self.image_picker, self.layer_picker, self.feature_picker]),
-                widgets.HBox([self.mode_picker, self.scaling_picker]),
+                widgets.HBox([self.mode_picker, self.method_picker, self.scaling_picker]),
                 widgets.HBox([labelled("input crop", self.photo_view),
                                labelled("strongest maps (click to pick)", self.thumbnails)]),
                 widgets.HBox([labelled("projection", self.projection_view),
@@ -177,12 +186,19 @@ def _explorer_class(widgets):
             return x.to(device) if device is not None else x
 
         @property
+        def net(self):
+            """The projector of the method picked."""
+            return self.nets[self.method_picker.value]
+
+        @property
         def recording(self):
-            """The current image's recording (every layer, recorded once)."""
-            index = self.image_picker.value
-            if index not in self._cache:
-                self._cache[index] = self.net.record(self._x, self.layers)
-            return self._cache[index]
+            """The current image's recording for the method picked (every layer, recorded
+            once per image and method: guided backprop and the gradient also keep each
+            ReLU's input)."""
+            key = (self.image_picker.value, self.method_picker.value)
+            if key not in self._cache:
+                self._cache[key] = self.net.record(self._x, self.layers)
+            return self._cache[key]
 
         # -- events -------------------------------------------------------------------------
         def _on_image(self, change=None):
@@ -232,7 +248,8 @@ def _explorer_class(widgets):
                 self._show_scan(layer, feature)
 
         def _show_scan(self, layer: str, feature: int):
-            [hits] = project_hits(self.scan, layer, [feature], model=self.model)
+            [hits] = project_hits(self.scan, layer, [feature], model=self.model,
+                                  method=self.method_picker.value)
             tiles: List[np.ndarray] = [to_uint8(p, self.scaling_picker.value, photo=patch)
                                        for p, patch in zip(hits.projections, hits.patches)]
             left, right = mosaic(tiles, size=72), mosaic(hits.patches, size=72)

@@ -4,11 +4,18 @@ themselves.
 - :mod:`.projection`: one image's projections (:func:`project`, :func:`show`).
 - :mod:`.dataset_scan`: the strongest activations of every feature over a dataset.
 - :mod:`.top_hits`: a scan's top hits projected, for Zeiler & Fergus Fig. 2.
+- :mod:`.attribution`: every method's attribution of a class or a unit (:func:`attribute`).
+- :mod:`.comparison`: methods side by side (:func:`compare`).
+- :mod:`.sanity`: Adebayo's cascading randomisation (:func:`sanity_check`).
 """
+from .attribution import attribute, list_methods
+from .comparison import Comparison, compare
 from .dataset_scan import Hit, ScanResult, load_scan, same_hits, scan
 from .projection import Projections, ShowReport, project, project_layers, show
+from .sanity import SanityResult, sanity_check
 from .top_hits import FeatureHits, project_hits, top_hits_figure
 
-__all__ = ["FeatureHits", "Hit", "Projections", "ScanResult", "ShowReport", "load_scan",
+__all__ = ["Comparison", "SanityResult", "attribute", "compare", "list_methods",
+           "sanity_check", "FeatureHits", "Hit", "Projections", "ScanResult", "ShowReport", "load_scan",
            "project", "project_hits", "project_layers", "same_hits", "scan", "top_hits_figure",
            "show"]

@@ -31,7 +31,6 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.distributed as dist
-import torch.fx as fx
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -40,6 +39,7 @@ from ..data.images import load_image, preprocessing_for
 from ..data.zoo import Preprocessing, model_info
 from ..engine.graph import trace
 from ..engine.layers import aliases_of, resolve_layer
+from ..engine.recording import forward_to
 from ..errors import ArgumentError, DeconvvizError
 from . import top_hits
 
@@ -202,34 +202,6 @@ def _collate(batch):
     return [i for i, _ in good], torch.stack([x for _, x in good]), failed
 
 
-def _truncated(traced, nodes: Sequence[str]) -> fx.GraphModule:
-    """A GraphModule that stops at the deepest of ``nodes`` and returns (copies of) them."""
-    graph, env = fx.Graph(), {}
-    wanted = {traced.ops[n].node for n in nodes}
-    outputs = {}
-    for node in traced.graph_module.graph.nodes:
-        if not wanted - set(outputs):
-            break
-        env[node] = graph.node_copy(node, lambda n: env[n])
-        if node in wanted:
-            # Copied only where a later in-place op would change the activation we keep.
-            outputs[node] = (graph.call_method("clone", (env[node],))
-                             if _modified_in_place(node, traced.graph_module) else env[node])
-    graph.output(tuple(outputs[traced.ops[n].node] for n in nodes))
-    return fx.GraphModule(traced.graph_module, graph)
-
-
-def _modified_in_place(node: fx.Node, gm: fx.GraphModule) -> bool:
-    for user in node.users:
-        if user.kwargs.get("inplace") or (user.op == "call_method" and user.target.endswith("_")):
-            return True
-        if user.op == "call_module" and getattr(gm.get_submodule(user.target), "inplace", False):
-            return True
-        if user.op == "call_function" and getattr(user.target, "__name__", "").endswith("_"):
-            return True
-    return False
-
-
 def _empty_tops(channels: int, k: int, device) -> Dict[str, Tensor]:
     return {"values": torch.full((channels, k), float("-inf"), device=device),
             "images": torch.full((channels, k), -1, dtype=torch.long, device=device),
@@ -319,7 +291,7 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
     info = model_info(model)
     param = next(iter(model.parameters()), None)
     device = param.device if param is not None else torch.device("cpu")
-    forward = _truncated(traced, nodes)
+    forward = forward_to(traced, nodes)
     with torch.no_grad():
         probe = forward(torch.zeros(2, 3, prep.crop_size, prep.crop_size, device=device))
     meta = {

@@ -19,7 +19,7 @@ from .._io import FIGURE_FORMATS, check_output_path, figure_paths, write_atomica
 from ..choices import MAX_TOP, check_mode, check_scaling
 from ..data.images import load_image
 from ..data.zoo import load_model, model_info
-from ..engine import Deconvnet, Projector, Recording
+from ..engine import Projector, Recording
 from ..engine.geometry import Geometry
 from ..engine.layers import aliases_of, overview_layers
 from ..engine.projector import strongest
@@ -40,6 +40,7 @@ class Projections:
         positions: ``[K, 2]`` (row, column) of that activation in the layer's map.
         rgb: ``H x W x 3`` uint8 crop the network saw.
         layer, model, mode: what was projected, and how.
+        method: the reverse-pass method (``deconvnet``, ``guided`` or ``gradient``).
         geometry: the layer's receptive-field geometry (``None`` for global layers).
         trained: ``False`` when the weights are random (figures then say "untrained").
         image: the photo's path, when it came from a file.
@@ -56,6 +57,7 @@ class Projections:
     geometry: Optional[Geometry] = None
     trained: bool = True
     image: Optional[str] = None
+    method: str = "deconvnet"
 
     def __len__(self) -> int:
         return len(self.features)
@@ -85,7 +87,8 @@ class Projections:
     @property
     def title(self) -> str:
         name = os.path.basename(self.image) if self.image else "image"
-        text = f"{self.model} {self.layer} ({self.mode}) - {name}"
+        how = self.mode if self.method == "deconvnet" else f"{self.method}, {self.mode}"
+        text = f"{self.model} {self.layer} ({how}) - {name}"
         return text + (" - untrained weights" if not self.trained else "")
 
     def tile_titles(self) -> List[str]:
@@ -145,10 +148,11 @@ ImageArg = Union[str, os.PathLike, Tuple[Tensor, np.ndarray]]
 VIEWS = ("auto", "crop", "full")
 
 
-def _prepare(model: Union[str, nn.Module], image: ImageArg, net: Optional[Projector]):
+def _prepare(model: Union[str, nn.Module], image: ImageArg, net: Optional[Projector],
+             method: str = "deconvnet"):
     if isinstance(model, str):
         model = load_model(model, weights=None)
-    net = net or Deconvnet(model)
+    net = net or Projector(model, method=method)
     if isinstance(image, tuple):
         x, rgb = image
         path = None
@@ -162,7 +166,8 @@ def _prepare(model: Union[str, nn.Module], image: ImageArg, net: Optional[Projec
 
 def project(model: Union[str, nn.Module], image: ImageArg, layer: str, *,
             features: Optional[Sequence[int]] = None, top: int = 16, mode: str = "max",
-            net: Optional[Projector] = None, recording: Optional[Recording] = None) -> Projections:
+            method: str = "deconvnet", net: Optional[Projector] = None,
+            recording: Optional[Recording] = None) -> Projections:
     """Project features of ``layer`` for one photo.
 
     Args:
@@ -174,6 +179,8 @@ def project(model: Union[str, nn.Module], image: ImageArg, layer: str, *,
         top: how many features to pick when ``features`` is not given (at most 64, and at
             most the layer's number of features).
         mode: ``"max"`` or ``"map"`` (see :meth:`Deconvnet.project`).
+        method: ``"deconvnet"``, ``"guided"`` or ``"gradient"`` (ignored when ``net`` is
+            given: the net's own method is used).
         net: a :class:`Deconvnet` (or other :class:`Projector`) of ``model`` to reuse.
         recording: a recording of this image holding ``layer`` to reuse.
 
@@ -190,7 +197,7 @@ def project(model: Union[str, nn.Module], image: ImageArg, layer: str, *,
     elif len(features) > MAX_TOP:
         raise ArgumentError(f"{len(features)} features asked for; one figure holds at most "
                             f"{MAX_TOP}: split them over several figures")
-    model, net, x, rgb, path = _prepare(model, image, net)
+    model, net, x, rgb, path = _prepare(model, image, net, method)
     if recording is None or layer not in recording.activations:
         recording = net.record(x, layer)
     act = recording.activations[layer]
@@ -210,14 +217,14 @@ def project(model: Union[str, nn.Module], image: ImageArg, layer: str, *,
         positions=torch.stack([ys[0], xs[0]], dim=1).cpu().numpy(), rgb=rgb, layer=layer,
         model=info.name if info else type(model).__name__, mode=mode,
         geometry=layer_info.geometry, trained=info.trained if info else True,
-        image=path)
+        image=path, method=net.method.name)
 
 
 def project_layers(model: Union[str, nn.Module], image: ImageArg, layers: Sequence[str], *,
-                   top: int = 6, mode: str = "max",
+                   top: int = 6, mode: str = "max", method: str = "deconvnet",
                    net: Optional[Projector] = None) -> List[Projections]:
     """:func:`project` for several layers of one photo, from one recorded forward pass."""
-    model, net, x, rgb, path = _prepare(model, image, net)
+    model, net, x, rgb, path = _prepare(model, image, net, method)
     recording = net.record(x, list(layers))
     results = []
     for layer in layers:
@@ -245,7 +252,7 @@ def show(model: nn.Module, images: Sequence[Union[str, os.PathLike]], layer: str
          features: Optional[Sequence[int]] = None, top: Optional[int] = None,
          mode: str = "max", scaling: str = "signed", patches: bool = False,
          view: str = "auto", out: Optional[str] = None, combine: bool = False,
-         dpi: int = 200, net: Optional[Projector] = None,
+         dpi: int = 200, method: str = "deconvnet", net: Optional[Projector] = None,
          on_image: Optional[Callable[[str], None]] = None) -> ShowReport:
     """Project and draw ``layer`` for each image, and write the figures: what
     ``deconvviz show`` does.
@@ -264,7 +271,8 @@ def show(model: nn.Module, images: Sequence[Union[str, os.PathLike]], layer: str
         view: ``"auto"``, ``"crop"`` or ``"full"``, as in :meth:`Projections.figure`.
         out: the output file (see :func:`deconvviz._io.figure_paths`); ``combine`` puts every image in it.
         dpi: resolution of raster output.
-        net: a projector of ``model`` to reuse.
+        method: ``"deconvnet"``, ``"guided"`` or ``"gradient"``.
+        net: a projector of ``model`` to reuse (its method is used).
         on_image: called with each image path once it is done (a progress bar's update).
 
     Returns:
@@ -298,7 +306,7 @@ def show(model: nn.Module, images: Sequence[Union[str, os.PathLike]], layer: str
                          combine)
     for path in paths:
         check_output_path(path, FIGURE_FORMATS)
-    net = net or Deconvnet(model)
+    net = net or Projector(model, method=method)
     for name in layers:  # a bad layer name fails here, before any image is read
         net.reverse_pass(name)
 

@@ -11,7 +11,7 @@ from .. import figures
 from ..choices import choose_features
 from ..data.images import load_image
 from ..data.zoo import load_model
-from ..engine import Deconvnet
+from ..engine import Projector
 from ..figures.display import crop_window
 
 __all__ = ["FeatureHits", "project_hits", "top_hits_figure"]
@@ -37,8 +37,9 @@ class FeatureHits:
 
 
 def project_hits(result, layer: str, features: Sequence[int], *,
-                 model: Optional[nn.Module] = None) -> List[FeatureHits]:
-    """Re-run each hit's image through the deconvnet and crop to the receptive field.
+                 model: Optional[nn.Module] = None,
+                 method: str = "deconvnet") -> List[FeatureHits]:
+    """Re-run each hit's image through the reverse pass and crop to the receptive field.
 
     Each image is recorded once and all the hits it holds (for any feature of ``layer``) are
     projected together in one batched reverse pass.
@@ -48,10 +49,11 @@ def project_hits(result, layer: str, features: Sequence[int], *,
         layer: one of its layers.
         features: feature indices.
         model: the scanned model; by default rebuilt from the result (zoo name and weights).
+        method: ``"deconvnet"``, ``"guided"`` or ``"gradient"``.
     """
     if model is None:
         model = load_model(result.model, weights=result.weights_argument)
-    net = Deconvnet(model)
+    net = Projector(model, method=method)
     per_feature = {f: result.top(layer, f) for f in features}
     by_image: dict = {}
     for f, hits in per_feature.items():
@@ -81,7 +83,7 @@ def project_hits(result, layer: str, features: Sequence[int], *,
 def top_hits_figure(result, layers: Union[None, str, Sequence[str]] = None,
                     features: str = "0-15", *, seed: int = 0,
                     model: Optional[nn.Module] = None, scaling: str = "signed",
-                    ncols: int = 4) -> "figures.Figure":
+                    ncols: int = 4, method: str = "deconvnet") -> "figures.Figure":
     """Zeiler & Fergus Fig. 2 from a scan result, as ``deconvviz figure`` draws it.
 
     Args:
@@ -91,12 +93,15 @@ def top_hits_figure(result, layers: Union[None, str, Sequence[str]] = None,
         model: the scanned model; by default rebuilt from the result's zoo name and weights.
         scaling: display convention.
         ncols: features per row.
+        method: ``"deconvnet"``, ``"guided"`` or ``"gradient"``.
     """
     layers = [layers] if isinstance(layers, str) else list(layers or result.layer_names)
     chosen = {l: choose_features(features, result.features(l), seed=seed) for l in layers}
     if model is None:
         model = load_model(result.model, weights=result.weights_argument)
-    hits = [project_hits(result, l, chosen[l], model=model) for l in layers]
+    hits = [project_hits(result, l, chosen[l], model=model, method=method) for l in layers]
     untrained = " - untrained weights" if result.weights == "random" else ""
-    title = f"{result.model}: top {result.k} of {result.images_read} images{untrained}"
+    how = "" if method == "deconvnet" else f" ({method})"
+    title = (f"{result.model}{how}: top {result.k} of {result.images_read} images"
+             f"{untrained}")
     return figures.scan_figure(hits, scaling=scaling, ncols=ncols, title=title)

@@ -10,7 +10,7 @@ The run stops as soon as the deepest requested layer is computed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Collection, Dict, Mapping, Optional
+from typing import Collection, Dict, Mapping, Optional, Sequence
 
 import torch
 import torch.fx as fx
@@ -20,7 +20,7 @@ from torch import Tensor
 from ..errors import ArgumentError
 from .graph import TracedModel
 
-__all__ = ["Recording", "record_nodes", "check_images"]
+__all__ = ["Recording", "record_nodes", "check_images", "forward_to"]
 
 
 @dataclass
@@ -158,3 +158,31 @@ def record_nodes(traced: TracedModel, x: Tensor, keep: Mapping[str, str], *,
     return recorder.recording
 
 
+def forward_to(traced: TracedModel, nodes: Sequence[str]) -> fx.GraphModule:
+    """A ``GraphModule`` that runs the model up to the deepest of ``nodes`` (graph node names)
+    and returns their outputs as a tuple: a plain forward, with autograd, for scans and for
+    methods that differentiate a unit. It shares the model's modules (hooks on them fire)."""
+    graph, env = fx.Graph(), {}
+    wanted = {traced.ops[n].node for n in nodes}
+    outputs = {}
+    for node in traced.graph_module.graph.nodes:
+        if not wanted - set(outputs):
+            break
+        env[node] = graph.node_copy(node, lambda n: env[n])
+        if node in wanted:
+            # Copied only where a later in-place op would change the activation we keep.
+            outputs[node] = (graph.call_method("clone", (env[node],))
+                             if _modified_in_place(node, traced.graph_module) else env[node])
+    graph.output(tuple(outputs[traced.ops[n].node] for n in nodes))
+    return fx.GraphModule(traced.graph_module, graph)
+
+
+def _modified_in_place(node: fx.Node, gm: fx.GraphModule) -> bool:
+    for user in node.users:
+        if user.kwargs.get("inplace") or (user.op == "call_method" and user.target.endswith("_")):
+            return True
+        if user.op == "call_module" and getattr(gm.get_submodule(user.target), "inplace", False):
+            return True
+        if user.op == "call_function" and getattr(user.target, "__name__", "").endswith("_"):
+            return True
+    return False

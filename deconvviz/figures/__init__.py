@@ -6,9 +6,11 @@ import-linter). Results draw themselves (``result.figure()``) by calling down in
 from ..choices import SCALINGS  # noqa: E402  (re-exported: the display conventions)
 from .base import FIGURE_FORMATS, PAGE_WIDTH, Figure, combine, mosaic, save_figure
 from .display import crop_window, shared_scale, to_uint8
+from .methods import comparison_grid, sanity_figure
 from .projections import layer_overview, patch_grid, projection_grid
 from .scan_grid import scan_figure
 
-__all__ = ["FIGURE_FORMATS", "Figure", "PAGE_WIDTH", "SCALINGS", "combine", "crop_window",
+__all__ = ["FIGURE_FORMATS", "Figure", "PAGE_WIDTH", "SCALINGS", "combine", "comparison_grid",
+           "crop_window", "sanity_figure",
            "layer_overview", "mosaic", "patch_grid", "projection_grid", "save_figure",
            "scan_figure", "shared_scale", "to_uint8"]

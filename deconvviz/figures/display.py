@@ -39,6 +39,8 @@ def _as_hwc(projection: ArrayLike) -> np.ndarray:
         else np.asarray(projection, dtype=np.float32)
     if arr.ndim != 3:
         raise ArgumentError(f"a projection is [3, H, W] (or H x W x 3), got shape {arr.shape}")
+    if arr.shape[0] == 1 and arr.shape[-1] != 1:  # a one-channel map (a CAM): [1, H, W]
+        return np.moveaxis(arr, 0, -1)
     return np.moveaxis(arr, 0, -1) if arr.shape[0] == 3 and arr.shape[-1] != 3 else arr
 
 
@@ -53,7 +55,8 @@ def to_uint8(projection: ArrayLike, scaling: str = "signed", *, vmax: Optional[f
     """A displayable ``H x W x 3`` uint8 image of one projection.
 
     Args:
-        projection: ``[3, H, W]`` tensor or array (``H x W x 3`` also accepted).
+        projection: ``[3, H, W]`` tensor or array (``H x W x 3`` also accepted; a one-channel
+            ``[1, H, W]`` map, such as a CAM, is shown in grey or as a heat map).
         scaling: one of ``signed``, ``shared``, ``paper``, ``heatmap`` (see the module doc).
         vmax: the scale for ``shared`` (from :func:`shared_scale`); for ``signed`` it
             overrides the projection's own max.
@@ -67,6 +70,8 @@ def to_uint8(projection: ArrayLike, scaling: str = "signed", *, vmax: Optional[f
     if scaling not in SCALINGS:
         raise ArgumentError(f"unknown scaling {scaling!r}; choose one of {', '.join(SCALINGS)}")
     arr = _as_hwc(projection)
+    if arr.shape[2] == 1 and scaling != "heatmap":  # a one-channel map, shown in grey
+        arr = np.repeat(arr, 3, axis=2)
     if scaling in ("signed", "shared"):
         scale = vmax if vmax is not None else float(np.abs(arr).max())
         if scaling == "shared" and vmax is None:

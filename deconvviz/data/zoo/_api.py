@@ -6,7 +6,7 @@ import re
 import warnings
 import weakref
 from dataclasses import dataclass
-from typing import Mapping, Optional, Tuple, Union
+from typing import List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -15,7 +15,7 @@ from ...errors import WeightsError
 from ._registry import get_spec
 
 __all__ = ["Preprocessing", "ModelInfo", "UntrainedWarning", "load_model", "model_info",
-           "count_parameters"]
+           "count_parameters", "class_names"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -65,6 +65,15 @@ _INFO: "weakref.WeakKeyDictionary[nn.Module, ModelInfo]" = weakref.WeakKeyDictio
 def model_info(model: nn.Module) -> Optional[ModelInfo]:
     """The :class:`ModelInfo` of a model from :func:`load_model`, ``None`` for other modules."""
     return _INFO.get(model)
+
+
+def class_names(model: nn.Module) -> Optional[List[str]]:
+    """The class names of a zoo model's output (torchvision's ImageNet category list, which
+    ships with torchvision: no download), or ``None`` where the model has none (ZFNet, user
+    models): classes are then named by index."""
+    info = model_info(model)
+    weights = get_spec(info.name).weights_enum() if info is not None else None
+    return list(weights.meta["categories"]) if weights is not None else None
 
 
 def count_parameters(name: str) -> int:

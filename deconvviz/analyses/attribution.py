@@ -1,0 +1,314 @@
+"""Attributions by every method, for a class or a unit: the exact reverse passes and Captum's.
+
+:func:`attribute` is the one entry point. The reverse-pass methods (``deconvnet``, ``guided``,
+``gradient``) run on deconvviz's engine, exact on every zoo model; the others are Captum's,
+used rather than rewritten:
+
+================================  =========================================================
+``gradcam``                       Captum's ``LayerGradCam`` at the last convolutional block
+                                  (or ``cam_layer``), upsampled bilinearly; ``[N, 1, H, W]``
+``guided_gradcam``                deconvviz's exact guided backprop times the upsampled
+                                  Grad-CAM (Selvaraju et al.), not Captum's ``GuidedGradCam``,
+                                  which misses functional ReLUs
+``integrated_gradients``          Captum's ``IntegratedGradients`` from the mean-colour image
+``smoothgrad``                    Captum's ``NoiseTunnel`` over the plain gradient
+``occlusion``                     Captum's ``Occlusion``: a mean-colour square slid over the
+                                  image; attribution = output drop
+================================  =========================================================
+
+Targets: a class (``target=`` index or ImageNet class name; default each image's top-1
+class), seeded 1 at its logit (pre-softmax) as Captum does; or a unit (``layer=``,
+``feature=``, ``mode=``), seeded with its activation (``max``: the strongest unit of the
+feature's map; ``map``: the whole map), as :meth:`~deconvviz.engine.Projector.project` does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..choices import check_mode
+from ..data.zoo import class_names
+from ..engine import Deconvnet, Gradient, GuidedBackprop, Projector
+from ..engine.projector import make_seeds
+from ..engine.recording import check_images, forward_to
+from ..errors import ArgumentError, closest
+
+__all__ = ["attribute", "list_methods", "Target", "resolve_target", "default_cam_layer",
+           "METHOD_TITLES", "REVERSE_METHODS", "CAM_METHODS"]
+
+REVERSE_METHODS = {"deconvnet": Deconvnet, "guided": GuidedBackprop, "gradient": Gradient}
+METHOD_TITLES = {
+    "deconvnet": "deconvnet", "guided": "guided backprop", "gradient": "gradient",
+    "gradcam": "Grad-CAM", "guided_gradcam": "guided Grad-CAM",
+    "integrated_gradients": "integrated gradients", "smoothgrad": "SmoothGrad",
+    "occlusion": "occlusion",
+}
+CAM_METHODS = ("gradcam",)  # [N, 1, H, W]; every other method gives [N, 3, H, W]
+
+
+def list_methods() -> List[str]:
+    """Every method :func:`attribute` knows: the reverse passes, then Captum's."""
+    return list(METHOD_TITLES)
+
+
+def check_method(method: str) -> str:
+    if method not in METHOD_TITLES:
+        raise ArgumentError(f"unknown method {method!r}.{closest(method, METHOD_TITLES)} "
+                            f"Valid methods: {', '.join(METHOD_TITLES)}.")
+    return method
+
+
+@dataclass(frozen=True)
+class Target:
+    """What is explained: a class per image, or one feature of a layer.
+
+    Attributes:
+        classes: the class index of each image (class targets), else ``None``.
+        layer, feature, mode: the unit (unit targets), else ``None``.
+        names: the class names of the model's output, where it has them.
+    """
+
+    classes: Optional[List[int]] = None
+    layer: Optional[str] = None
+    feature: Optional[int] = None
+    mode: str = "max"
+    names: Optional[List[str]] = None
+
+    @property
+    def is_class(self) -> bool:
+        return self.classes is not None
+
+    def label(self, image: int = 0) -> str:
+        """``"tabby (281)"``, ``"class 281"`` or ``"conv5_3 #12 (max)"``."""
+        if self.is_class:
+            c = self.classes[image]
+            return f"{self.names[c]} ({c})" if self.names else f"class {c}"
+        return f"{self.layer} #{self.feature} ({self.mode})"
+
+
+def _class_index(target: Union[int, str], names: Optional[List[str]], classes: int) -> int:
+    if isinstance(target, str) and not target.strip().lstrip("-").isdigit():
+        if not names:
+            raise ArgumentError(f"class {target!r}: this model has no class names; give the "
+                                f"class index (0 to {classes - 1})")
+        lowered = [n.lower() for n in names]
+        if target.lower() in lowered:
+            return lowered.index(target.lower())
+        raise ArgumentError(f"unknown class {target!r}.{closest(target.lower(), lowered)} "
+                            f"Classes are ImageNet's category names, or indices 0 to "
+                            f"{classes - 1}")
+    index = int(target)
+    if not 0 <= index < classes:
+        raise ArgumentError(f"class {index} is out of range: valid classes are 0 to "
+                            f"{classes - 1}")
+    return index
+
+
+def resolve_target(model: nn.Module, x: Tensor, target: Union[None, int, str] = None,
+                   layer: Optional[str] = None, feature: Optional[int] = None,
+                   mode: str = "max", *, logits: Optional[Tensor] = None) -> Target:
+    """The :class:`Target` of an attribution: a unit when ``layer`` is given, else a class
+    (``target``, or each image's top-1 class)."""
+    check_mode(mode)
+    names = class_names(model)
+    if layer is not None:
+        if target is not None:
+            raise ArgumentError("give a class target or a layer and feature, not both")
+        if feature is None:
+            raise ArgumentError(f"a unit target needs a feature of layer {layer!r}")
+        return Target(layer=layer, feature=int(feature), mode=mode, names=names)
+    if feature is not None:
+        raise ArgumentError("feature= needs layer=")
+    if logits is None:
+        with torch.no_grad():
+            logits = model(x)
+    if logits.dim() != 2:
+        raise ArgumentError(f"a class target needs a model that returns logits [N, classes]; "
+                            f"this one returns {list(logits.shape)}: explain a unit "
+                            f"(layer=, feature=) instead")
+    if target is None:
+        classes = logits.argmax(dim=1).tolist()
+    else:
+        classes = [_class_index(target, names, logits.shape[1])] * x.shape[0]
+    return Target(classes=classes, names=names)
+
+
+def default_cam_layer(net: Projector) -> str:
+    """Grad-CAM's layer: the block that holds the model's last convolution, followed forward
+    while the maps keep their spatial size (VGG16: ``conv5_3``, ResNet: ``layer4``,
+    DenseNet: ``norm5``, GoogLeNet: ``inception5b``)."""
+    traced = net.traced
+    measured = net._measured((224, 224))
+    shapes = measured.shapes
+    convs = [op for op in traced.ops.values() if op.kind == "conv"]
+    if not convs:
+        raise ArgumentError("Grad-CAM needs a convolutional layer; this model has none")
+    node = convs[-1].node
+    outputs: Dict[str, List[str]] = {}
+    for path, nodes in traced.module_outputs.items():
+        if path and len(nodes) == 1:
+            outputs.setdefault(nodes[0].name, []).append(path)
+    best = None
+    while True:
+        if node.name in outputs:
+            best = node.name
+        following = [u for u in node.users if u.name in shapes and len(shapes[u.name]) == 4
+                     and shapes[u.name][-2:] == shapes[node.name][-2:]
+                     and traced.ops[u.name].kind not in ("maxpool", "avgpool",
+                                                         "adaptive_avgpool")]
+        if not following:
+            break
+        node = following[0]
+    if best is None:
+        raise ArgumentError("no module outputs the last convolutional block; name one with "
+                            "cam_layer=")
+    paths = sorted(outputs[best], key=lambda p: (p.count("."), len(p)))
+    by_path = {p: a for a, p in net.aliases.items()}
+    for path in paths:
+        if path in by_path:
+            return by_path[path]
+    return paths[0]
+
+
+class _UnitObjective(nn.Module):
+    """A unit target as one number per image: the seed (fixed: the activation values on the
+    unperturbed image) dotted with the layer's activation. Captum passes the seed along with
+    every batch it builds (``additional_forward_args``)."""
+
+    def __init__(self, net: Projector, node: str):
+        super().__init__()
+        self.forward_to = forward_to(net.traced, [node])
+
+    def forward(self, x: Tensor, seed: Tensor) -> Tensor:
+        act = self.forward_to(x)[0]
+        return (act * seed).flatten(1).sum(dim=1)
+
+
+def _unit_seed(net: Projector, x: Tensor, target: Target) -> Tensor:
+    act = net.record(x, target.layer).activations[target.layer]
+    if not 0 <= target.feature < act.shape[1]:
+        raise ArgumentError(f"feature {target.feature} is out of range for layer "
+                            f"{target.layer!r}: valid features are 0 to {act.shape[1] - 1}")
+    return make_seeds(act, [target.feature], target.mode)[:, 0]
+
+
+def attribute(model: nn.Module, x: Tensor, method: str, target: Union[None, int, str] = None,
+              layer: Optional[str] = None, feature: Optional[int] = None, mode: str = "max",
+              *, cam_layer: Optional[str] = None, nets: Optional[Dict[str, Projector]] = None,
+              resolved: Optional[Target] = None, **options) -> Tensor:
+    """Explain a class or a unit with one method, at the input's resolution.
+
+    Args:
+        model: the network (eval mode; it is never changed: Captum's hooks are removed on
+            every path, errors included).
+        x: normalised images ``[N, 3, H, W]`` on the model's device.
+        method: one of :func:`list_methods`.
+        target: a class index or ImageNet class name (default: each image's top-1 class).
+        layer, feature, mode: explain a unit instead (as in ``Projector.project``).
+        cam_layer: Grad-CAM's layer (default :func:`default_cam_layer`).
+        nets: reverse-pass projectors of ``model`` to reuse, by method name.
+        resolved: a :class:`Target` already resolved (skips a forward pass).
+        **options: passed to the Captum method: ``n_steps`` (integrated gradients, default
+            32), ``nt_samples`` and ``stdev`` (SmoothGrad: 16 samples, noise 0.15 of the
+            input's range), ``window`` and ``stride`` (occlusion: 32 and 16 pixels).
+
+    Returns:
+        ``[N, 3, H, W]``; ``[N, 1, H, W]`` for Grad-CAM.
+
+    Raises:
+        ArgumentError: an unknown method or class, or a target the method cannot explain
+            (Grad-CAM of a unit below its layer).
+
+    Examples:
+        >>> a = attribute(model, x, "guided", target="tabby")
+        >>> cam = attribute(model, x, "gradcam")          # the top-1 class, [N, 1, H, W]
+    """
+    check_method(method)
+    x = check_images(x, next((p.device for p in model.parameters()), None))
+    target = resolved or resolve_target(model, x, target, layer, feature, mode)
+    nets = nets if nets is not None else {}
+
+    def net_for(name: str) -> Projector:
+        if name not in nets:
+            nets[name] = REVERSE_METHODS[name](model)
+        return nets[name]
+
+    if method in REVERSE_METHODS:
+        return _reverse(net_for(method), x, target)
+    if method == "guided_gradcam":
+        cam = attribute(model, x, "gradcam", cam_layer=cam_layer, nets=nets, resolved=target)
+        return _reverse(net_for("guided"), x, target) * cam
+    return _captum(method, model, x, target, net_for("gradient"), cam_layer, options)
+
+
+def _reverse(net: Projector, x: Tensor, target: Target) -> Tensor:
+    if not target.is_class:
+        return net.project(x, target.layer, target.feature, mode=target.mode)
+    rec = net.record(x, "")
+    seed = torch.zeros_like(rec.activations[""])
+    seed[torch.arange(x.shape[0]), target.classes] = 1.0  # 1 at the logit, as Captum seeds
+    return net.project(x, "", seed=seed, recording=rec)
+
+
+def _captum(method: str, model: nn.Module, x: Tensor, target: Target, net: Projector,
+            cam_layer: Optional[str], options: dict) -> Tensor:
+    from captum.attr import (
+        IntegratedGradients,
+        LayerAttribution,
+        LayerGradCam,
+        NoiseTunnel,
+        Occlusion,
+        Saliency,
+    )
+
+    if target.is_class:
+        forward, captum_target, extra = model, target.classes, None
+    else:
+        node = net.layer(target.layer, tuple(x.shape[-2:])).node
+        forward, captum_target = _UnitObjective(net, node), None
+        extra = (_unit_seed(net, x, target),)
+    if method == "gradcam":
+        name = cam_layer or default_cam_layer(net)
+        cam = net.layer(name, tuple(x.shape[-2:]))
+        if not target.is_class:
+            unit = net.layer(target.layer, tuple(x.shape[-2:])).node
+            below = {op.name for op in net.traced.path_to_input(net.traced.ops[unit].node)}
+            if cam.node not in below:
+                raise ArgumentError(f"Grad-CAM at {name!r} cannot explain a unit of "
+                                    f"{target.layer!r}, which is not above it: n/a")
+        module = model.get_submodule(cam.path.partition("@")[0]) if cam.path else model
+        grad_cam = LayerGradCam(forward, module)
+        maps = grad_cam.attribute(x, target=captum_target, additional_forward_args=extra,
+                                  relu_attributions=True)
+        return LayerAttribution.interpolate(maps, tuple(x.shape[-2:]), "bilinear")
+    if method == "integrated_gradients":
+        ig = IntegratedGradients(forward)
+        return ig.attribute(x, baselines=torch.zeros_like(x), target=captum_target,
+                            additional_forward_args=extra, n_steps=options.get("n_steps", 32),
+                            internal_batch_size=options.get("batch_size", 16))
+    if method == "smoothgrad":
+        stdev = options.get("stdev", 0.15) * float(x.max() - x.min())
+        tunnel = NoiseTunnel(Saliency(forward))
+        return tunnel.attribute(x, nt_type="smoothgrad", nt_samples=options.get(
+            "nt_samples", 16), nt_samples_batch_size=options.get("batch_size", 8),
+            stdevs=stdev, target=captum_target, additional_forward_args=extra, abs=False)
+    window, stride = options.get("window", 32), options.get("stride", 16)
+    if window > min(x.shape[-2:]):
+        raise ArgumentError(f"the occlusion window ({window} px) is larger than the image "
+                            f"({x.shape[-2]}x{x.shape[-1]})")
+    occlusion = Occlusion(forward)
+    return occlusion.attribute(x, sliding_window_shapes=(x.shape[1], window, window),
+                               strides=(x.shape[1], stride, stride), baselines=0.0,
+                               target=captum_target, additional_forward_args=extra,
+                               perturbations_per_eval=options.get("batch_size", 16))
+
+
+def probabilities(model: nn.Module, x: Tensor, classes: Sequence[int]) -> List[float]:
+    """Softmax probability of each image's class."""
+    with torch.no_grad():
+        p = F.softmax(model(x), dim=1)
+    return [float(p[i, c]) for i, c in enumerate(classes)]

@@ -1,0 +1,141 @@
+"""Methods side by side: every method's attribution of the same target, for several images.
+
+:func:`compare` returns a :class:`Comparison`: one row per image, one column per method, in the
+layout of Grad-CAM's Fig. 1 and Springenberg's Fig. 2; each method is drawn in its own display
+convention (signed mid-grey for gradients and reverse passes, a heat map over the photo for
+Grad-CAM and occlusion).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .. import figures
+from .._io import FIGURE_FORMATS, check_output_path, write_atomically
+from ..data.images import load_image
+from ..data.zoo import model_info
+from ..errors import ArgumentError
+from .attribution import (
+    METHOD_TITLES,
+    Target,
+    attribute,
+    check_method,
+    probabilities,
+    resolve_target,
+)
+
+__all__ = ["Comparison", "compare", "DEFAULT_METHODS", "DISPLAY"]
+
+DEFAULT_METHODS = ("deconvnet", "guided", "gradient", "gradcam", "guided_gradcam")
+DISPLAY = {"gradcam": "heatmap", "occlusion": "heatmap"}  # every other method: "signed"
+
+
+@dataclass
+class Comparison:
+    """Every method's attribution of one target per image.
+
+    Attributes:
+        methods: the method names, in column order.
+        maps: method -> ``[N, C, H, W]`` attributions (``C`` is 1 for Grad-CAM); a method
+            that cannot explain the target is missing here and listed in ``not_applicable``.
+        not_applicable: method -> why it cannot explain the target.
+        target: what is explained.
+        probabilities: each image's probability of its class (class targets), else ``None``.
+        rgb: the crops the network saw, ``N x H x W x 3`` uint8.
+        images: the photos' paths.
+        model: the model's name; ``trained`` is ``False`` for random weights.
+    """
+
+    methods: List[str]
+    maps: Dict[str, Tensor]
+    not_applicable: Dict[str, str]
+    target: Target
+    probabilities: Optional[List[float]]
+    rgb: List[np.ndarray]
+    images: List[str]
+    model: str
+    trained: bool = True
+    display: Dict[str, str] = field(default_factory=lambda: dict(DISPLAY))
+    titles: Dict[str, str] = field(default_factory=lambda: dict(METHOD_TITLES))
+
+    def row_label(self, image: int) -> str:
+        label = self.target.label(image)
+        if self.probabilities is not None:
+            label += f", p = {self.probabilities[image]:.3f}"
+        return label
+
+    def figure(self, *, fig=None):
+        """The comparison grid: the photo, then one column per method."""
+        return figures.comparison_grid(self, fig=fig)
+
+    def _repr_png_(self) -> bytes:
+        return self.figure()._repr_png_()
+
+    def save(self, path: Union[str, os.PathLike], *, dpi: Optional[int] = None) -> str:
+        """A figure (``.png .jpg .pdf .svg``) or the arrays (``.npz``)."""
+        path = check_output_path(os.fspath(path), FIGURE_FORMATS + (".npz",))
+        if path.lower().endswith(".npz"):
+            arrays = {f"map_{m}": t.cpu().numpy() for m, t in self.maps.items()}
+            return write_atomically(path, lambda f: np.savez_compressed(
+                f, rgb=np.stack(self.rgb), methods=np.asarray(self.methods),
+                images=np.asarray(self.images), **arrays))
+        return figures.save_figure(self.figure(), path, dpi=dpi)
+
+    def __repr__(self) -> str:
+        return (f"Comparison({self.model}, {len(self.images)} image(s), target "
+                f"{self.target.label(0)}, methods {', '.join(self.methods)})")
+
+
+def compare(model: nn.Module, images: Sequence[Union[str, os.PathLike]],
+            methods: Optional[Sequence[str]] = None, *, target: Union[None, int, str] = None,
+            layer: Optional[str] = None, feature: Optional[int] = None, mode: str = "max",
+            cam_layer: Optional[str] = None, **options) -> Comparison:
+    """Every method's attribution of one target, for each photo.
+
+    Args:
+        model: the network, on the device to use.
+        images: photo paths.
+        methods: method names (default: deconvnet, guided, gradient, gradcam,
+            guided_gradcam; see :func:`list_methods`).
+        target: a class index or name (default: each image's top-1 class).
+        layer, feature, mode: explain a unit instead.
+        cam_layer: Grad-CAM's layer.
+        **options: passed to the Captum methods (see :func:`attribute`).
+
+    Returns:
+        A :class:`Comparison`; a method that cannot explain the target (Grad-CAM for a unit
+        below its layer) is drawn as "n/a".
+    """
+    methods = list(methods or DEFAULT_METHODS)
+    for method in methods:
+        check_method(method)
+    if not images:
+        raise ArgumentError("no images to compare")
+    paths = [os.fspath(p) for p in images]
+    loaded = [load_image(p, model) for p in paths]
+    device = next((p.device for p in model.parameters()), None)
+    x = torch.cat([xi for xi, _ in loaded]).to(device)
+    with torch.no_grad():
+        logits = model(x)
+    resolved = resolve_target(model, x, target, layer, feature, mode, logits=logits)
+    maps, not_applicable, nets = {}, {}, {}
+    for method in methods:
+        try:
+            maps[method] = attribute(model, x, method, resolved=resolved, cam_layer=cam_layer,
+                                     nets=nets, **options).detach().cpu()
+        except ArgumentError as exc:
+            if "n/a" not in str(exc):
+                raise
+            not_applicable[method] = str(exc)
+    probs = probabilities(model, x, resolved.classes) if resolved.is_class else None
+    info = model_info(model)
+    return Comparison(methods, maps, not_applicable, resolved, probs,
+                      [rgb for _, rgb in loaded], paths,
+                      info.name if info else type(model).__name__,
+                      info.trained if info else True)
+

@@ -8,6 +8,7 @@ from oracle import oracle_project, rel_error
 from test_zoo import ZOO
 
 import deconvviz as dv
+from deconvviz.engine.cone import plan_cone
 from deconvviz.engine.projector import make_seeds
 
 TOLERANCE = 1e-4  # relative max error against the oracle
@@ -38,10 +39,15 @@ def test_agrees_with_the_oracle_on_every_zoo_model(name, method):
             full = net.project(x, layer, features, mode=mode, cone=False, recording=rec)
             assert rel_error(full, expected) <= TOLERANCE, (name, layer, mode)
             nonzero += int(expected.abs().max() > 0)
-            if mode == "max":
-                cone = net.project(x, layer, features, cone=True, recording=rec)
+            if mode == "max":  # the default: the cone wherever it is cheaper
+                cone = net.project(x, layer, features, recording=rec)
                 assert rel_error(cone, expected) <= TOLERANCE, (name, layer, "cone")
     assert nonzero >= 2  # the comparisons are not all between zero maps
+    first = _two_layers(net)[0]
+    steps = net.reverse_pass(first)
+    plan = plan_cone(net.traced, steps.ops, steps.folded, net.method, net.record(x, first),
+                     net.layer(first, (64, 64)).node)
+    assert plan is not None  # the shallow layer went through the cone
     assert_untouched(model, before)
 
 

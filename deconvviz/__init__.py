@@ -52,29 +52,15 @@ def __dir__():
     return sorted(set(globals()) | set(_PUBLIC))
 
 
-if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
-    from .analyses import Projections, ScanResult, ShowReport, load_scan, project, scan, show
+if TYPE_CHECKING:  # for type checkers, IDEs and the API docs: the same names, eagerly
+    from .analyses import (Comparison, Projections, SanityResult, ScanResult, ShowReport,
+                           attribute, compare, list_methods, load_scan, project,
+                           sanity_check, scan, show)
     from .data.images import load_image
     from .data.zoo import ModelInfo, UntrainedWarning, list_models, load_model, model_info
-    from .engine import (
-        Deconvnet,
-        DeconvStep,
-        Layer,
-        Projector,
-        Recording,
-        ReversePass,
-        ReverseStep,
-        list_layers,
-        list_methods,
-    )
-    from .errors import (
-        ArgumentError,
-        DeconvvizError,
-        ImageError,
-        OutputError,
-        UnknownLayerError,
-        UnknownModelError,
-        UnsupportedOpError,
-        WeightsError,
-    )
+    from .engine import (Deconvnet, DeconvStep, Gradient, GuidedBackprop, Layer, Projector,
+                         Recording, ReversePass, ReverseStep, list_layers)
+    from .errors import (ArgumentError, DeconvvizError, ImageError, OutputError,
+                         UnknownLayerError, UnknownModelError, UnsupportedOpError,
+                         WeightsError)
     from .explorer import explore

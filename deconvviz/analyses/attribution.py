@@ -208,11 +208,13 @@ def attribute(model: nn.Module, x: Tensor, method: str, target: Union[None, int,
         x: normalised images ``[N, 3, H, W]`` on the model's device.
         method: one of :func:`list_methods`.
         target: a class index or ImageNet class name (default: each image's top-1 class).
-        layer, feature, mode: explain a unit instead (as in ``Projector.project``).
+        layer: explain a unit of this layer instead (alias or module path).
+        feature: the unit's feature.
+        mode: ``"max"`` (the feature's strongest activation) or ``"map"`` (its whole map).
         cam_layer: Grad-CAM's layer (default :func:`default_cam_layer`).
         nets: reverse-pass projectors of ``model`` to reuse, by method name.
         resolved: a :class:`Target` already resolved (skips a forward pass).
-        **options: passed to the Captum method: ``n_steps`` (integrated gradients, default
+        **options (Any): passed to the Captum method: ``n_steps`` (integrated gradients, default
             32), ``nt_samples`` and ``stdev`` (SmoothGrad: 16 samples, noise 0.15 of the
             input's range), ``window`` and ``stride`` (occlusion: 32 and 16 pixels).
 

@@ -94,7 +94,7 @@ class Comparison:
 def compare(model: nn.Module, images: Sequence[Union[str, os.PathLike]],
             methods: Optional[Sequence[str]] = None, *, target: Union[None, int, str] = None,
             layer: Optional[str] = None, feature: Optional[int] = None, mode: str = "max",
-            cam_layer: Optional[str] = None, **options) -> Comparison:
+            cam_layer: Optional[str] = None, **options: object) -> Comparison:
     """Every method's attribution of one target, for each photo.
 
     Args:
@@ -103,9 +103,11 @@ def compare(model: nn.Module, images: Sequence[Union[str, os.PathLike]],
         methods: method names (default: deconvnet, guided, gradient, gradcam,
             guided_gradcam; see :func:`list_methods`).
         target: a class index or name (default: each image's top-1 class).
-        layer, feature, mode: explain a unit instead.
+        layer: explain a unit of this layer instead (alias or module path).
+        feature: the unit's feature.
+        mode: ``"max"`` (the feature's strongest activation) or ``"map"`` (its whole map).
         cam_layer: Grad-CAM's layer.
-        **options: passed to the Captum methods (see :func:`attribute`).
+        **options (Any): passed to the Captum methods (see :func:`attribute`).
 
     Returns:
         A :class:`Comparison`; a method that cannot explain the target (Grad-CAM for a unit

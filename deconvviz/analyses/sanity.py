@@ -21,7 +21,7 @@ import csv
 import io
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -136,7 +136,8 @@ def _scores(reference: Tensor, other: Tensor) -> Dict[str, float]:
 
 def sanity_check(model: nn.Module, x: Tensor, methods: Optional[Sequence[str]] = None, *,
                  target: Union[None, int, str] = None, seed: int = 0,
-                 layers: Optional[Sequence[str]] = None, progress=None,
+                 layers: Optional[Sequence[str]] = None,
+                 progress: Optional[Callable[[str], None]] = None,
                  **options) -> SanityResult:
     """Adebayo's cascading randomisation of ``model``'s layers, top down, and how much each
     method's map changes (see the module docstring).
@@ -150,7 +151,7 @@ def sanity_check(model: nn.Module, x: Tensor, methods: Optional[Sequence[str]] =
         layers: the parametrised layers to randomise, bottom to top (default: all of them,
             :func:`parametrised_layers`).
         progress: called with each step's layer name as it starts.
-        **options: passed to the Captum methods (see :func:`attribute`).
+        **options (Any): passed to the Captum methods (see :func:`attribute`).
 
     Returns:
         A :class:`SanityResult`; its step 0 is the model as given (every score 1).

@@ -1,6 +1,6 @@
 """Guided backprop at speed, Captum's errors on the zoo, and the cost of a sanity check.
 
-    .venv/bin/python benchmarks/methods.py [--captum-sample 24] [--threads 2] [--skip-sanity]
+    .venv/bin/python benchmarks/methods.py [--captum-sample 24] [--threads 2] [--parts ...]
 
 1. Every feature of VGG16 conv4_3 (512) with guided backprop, mode max: deconvviz (one
    recorded forward pass, batched reverse passes in the receptive-field cone) against a loop
@@ -75,8 +75,9 @@ def captum_errors() -> None:
         cam_layer = dv.Gradient(model).layer(default_cam_layer(dv.Gradient(model))).path
         errors = [rel(GuidedBackprop(model).attribute(x, target=top), guided),
                   rel(Deconvolution(model).attribute(x, target=top), deconv),
+                  # bilinear, as Selvaraju et al. upsample (Captum's default is nearest)
                   rel(GuidedGradCam(model, model.get_submodule(cam_layer)).attribute(
-                      x, target=top), ggc)]
+                      x, target=top, interpolate_mode="bilinear"), ggc)]
         print(f"| {name} | " + " | ".join(f"{e:.2g}" for e in errors) + " |", flush=True)
 
 
@@ -94,13 +95,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--captum-sample", type=int, default=24)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--skip-sanity", action="store_true")
+    parser.add_argument("--parts", default="speed,errors,sanity",
+                        help="Comma list of speed, errors, sanity.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
-    guided_speed(args.captum_sample)
-    captum_errors()
-    if not args.skip_sanity:
+    parts = args.parts.split(",")
+    if "speed" in parts:
+        guided_speed(args.captum_sample)
+    if "errors" in parts:
+        captum_errors()
+    if "sanity" in parts:
         sanity_time()
 
 

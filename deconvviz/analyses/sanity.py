@@ -10,8 +10,9 @@ is compared with its step-0 map:
   ``[C, H, W]`` map summed over colour channels);
 - SSIM of the absolute 2-D maps, each scaled to [0, 1] by its maximum.
 
-Both metrics come from torchmetrics. Values are averaged over the images. A map that is zero
-everywhere has no rank order: its correlations are NaN. The user's model is never changed:
+Both metrics come from torchmetrics. Values are averaged over the images. A map that is
+constant (a Grad-CAM rectified to zero everywhere) shares no rank order with the original:
+torchmetrics reports its correlations as 0. The user's model is never changed:
 the randomisation happens on a deep copy.
 """
 from __future__ import annotations

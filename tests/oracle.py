@@ -38,6 +38,38 @@ class _GuidedReLU(torch.autograd.Function):
         return grad.clamp(min=0) * (x > 0)
 
 
+class _DeconvReLU6(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clamp(0, 6)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.clamp(min=0)
+
+
+class _GuidedReLU6(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp(0, 6)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad.clamp(min=0) * ((x > 0) & (x < 6))
+
+
+def _is_relu6(func, args, kwargs):
+    if func is F.relu6:
+        return True
+    if func is F.hardtanh:
+        low = args[1] if len(args) > 1 else kwargs.get("min_val", -1.0)
+        high = args[2] if len(args) > 2 else kwargs.get("max_val", 1.0)
+        return (float(low), float(high)) == (0.0, 6.0)
+    return False
+
+
 class DeconvRules(TorchFunctionMode):
     """Inside this mode, ReLU's backward rectifies the signal and LRN's backward is identity
     (the deconvnet); with ``method="guided"``, ReLU's backward is guided backprop's and LRN
@@ -52,6 +84,9 @@ class DeconvRules(TorchFunctionMode):
         if func in _RELUS and self.method != "gradient":
             relu = _DeconvReLU if self.method == "deconvnet" else _GuidedReLU
             return relu.apply(args[0])
+        if _is_relu6(func, args, kwargs) and self.method != "gradient":
+            relu6 = _DeconvReLU6 if self.method == "deconvnet" else _GuidedReLU6
+            return relu6.apply(args[0])
         if func is F.local_response_norm and self.method == "deconvnet":
             x = args[0]
             y = F.local_response_norm(*args, **kwargs)

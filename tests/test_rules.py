@@ -58,6 +58,8 @@ CASES = {
     "relu": [(nn.Sequential(nn.ReLU()), _deconvnet_relu),
              (Fn(lambda m, x: F.relu(x)), _deconvnet_relu),
              (Fn(lambda m, x: x.relu()), _deconvnet_relu)],
+    "relu6": [(nn.Sequential(nn.ReLU6()), _deconvnet_relu),
+              (Fn(lambda m, x: F.hardtanh(x * 4, 0.0, 6.0)), lambda x, s: 4 * F.relu(s))],
     "maxpool": [(nn.Sequential(nn.MaxPool2d(3, stride=2, padding=1)), None),
                 (Fn(lambda m, x: F.max_pool2d(x, 2, 1, ceil_mode=True)), None)],
     "conv": [(nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1)), None),

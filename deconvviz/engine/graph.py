@@ -91,6 +91,7 @@ class _PathTracer(fx.Tracer):
     def __init__(self) -> None:
         super().__init__()
         self.module_outputs: Dict[str, List[fx.Node]] = defaultdict(list)
+        self.tuple_outputs: Dict[str, int] = {}
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         if type(m) in lookup_tables()[0]:  # modules some rule claims are single ops
@@ -99,8 +100,15 @@ class _PathTracer(fx.Tracer):
 
     def call_module(self, m, forward, args, kwargs):
         out = super().call_module(m, forward, args, kwargs)
+        path = self.path_of_module(m)
         if isinstance(out, fx.Proxy):
-            self.module_outputs[self.path_of_module(m)].append(out.node)
+            self.module_outputs[path].append(out.node)
+        elif isinstance(out, (tuple, list)) and any(isinstance(o, fx.Proxy) for o in out):
+            # A module returning several tensors: each is a layer of its own, path[i].
+            self.tuple_outputs[path] = len(out)
+            for i, o in enumerate(out):
+                if isinstance(o, fx.Proxy):
+                    self.module_outputs[f"{path}[{i}]"].append(o.node)
         return out
 
 
@@ -116,6 +124,8 @@ class TracedModel:
             is called more than once).
         input_node: the placeholder of the image batch.
         output_node: the node the model returns.
+        tuple_outputs: module path -> how many values it returns, for modules returning a
+            tuple or list (each value is the layer ``path[i]``).
     """
 
     model: nn.Module
@@ -124,6 +134,7 @@ class TracedModel:
     module_outputs: Dict[str, List[fx.Node]]
     input_node: fx.Node
     output_node: fx.Node
+    tuple_outputs: Dict[str, int] = field(default_factory=dict)
 
     def path_to_input(self, target: fx.Node) -> List[Op]:
         """The ops between the input and ``target`` (inclusive), in forward order: the ones
@@ -172,7 +183,7 @@ def trace(model: nn.Module) -> TracedModel:
     returned = output_node.args[0]
     tracer.module_outputs[""] = [returned] if isinstance(returned, fx.Node) else []
     return TracedModel(model, graph_module, ops, dict(tracer.module_outputs), input_node,
-                       output_node)
+                       output_node, dict(tracer.tuple_outputs))
 
 
 def _where(node: fx.Node, root: str) -> str:
@@ -192,6 +203,19 @@ def _flat_nodes(args) -> List[fx.Node]:
     return found
 
 
+# Reading a tensor's shape gives numbers, not a signal: x.size(0), x.shape, len(x), x.dim().
+_SHAPE_METHODS = {"size", "dim", "numel", "nelement", "ndimension"}
+_SHAPE_ATTRIBUTES = {"shape", "ndim", "dtype", "device"}
+
+
+def _reads_shape(node: fx.Node) -> bool:
+    if node.op == "call_method":
+        return node.target in _SHAPE_METHODS
+    if node.op == "call_function" and node.target is getattr:
+        return len(node.args) > 1 and node.args[1] in _SHAPE_ATTRIBUTES
+    return node.op == "call_function" and node.target is len
+
+
 def _classify(node: fx.Node, gm: fx.GraphModule, from_input: set, root: str) -> Op:
     inputs = [n for n in _flat_nodes((node.args, node.kwargs)) if n in from_input]
     where = _where(node, root)
@@ -199,7 +223,7 @@ def _classify(node: fx.Node, gm: fx.GraphModule, from_input: set, root: str) -> 
         return Op(node, "input", "input", "input image")
     if node.op == "output":
         return Op(node, "constant", "output", "output", inputs=inputs)
-    if not inputs:
+    if not inputs or _reads_shape(node):  # constants for the reverse pass: no signal flows
         return Op(node, "constant", where, str(node.target))
     modules, functions, methods = lookup_tables()
     module = gm.get_submodule(str(node.target)) if node.op == "call_module" else None

@@ -85,6 +85,11 @@ def resolve_layer(traced: TracedModel, layer: str,
     path = aliases.get(layer, layer)
     base, _, call = path.partition("@")
     nodes = traced.module_outputs.get(base)
+    if nodes is None and base in traced.tuple_outputs:
+        count = traced.tuple_outputs[base]
+        raise UnknownLayerError(
+            f"module {base!r} returns {count} values (a tuple or list), not one tensor; pick "
+            f"one: {', '.join(f'{base}[{i}]' for i in range(count))}")
     if nodes is None:
         choices = list(aliases) + [p for p in traced.module_outputs if p]
         in_model = _is_module(traced.model, base)

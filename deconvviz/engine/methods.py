@@ -41,6 +41,8 @@ DECONVNET = RuleSet(
     title="deconvnet",
     overrides={
         "relu": (_rectify, "rectify the signal coming down: relu(signal)"),
+        # The clip at 6, like the ReLU's mask, is forward state the deconvnet does not use.
+        "relu6": (_rectify, "rectify the signal coming down: relu(signal)"),
         "lrn": (_pass_through, "identity (the paper's deconvnet passes contrast "
                                "normalisation)"),
     },
@@ -57,6 +59,19 @@ def _guided_relu(op, s, ctx):
 
 def _relu_gradient(op, s, ctx):
     return [(op.inputs[0], s * (ctx.input_of(op) > 0))]
+
+
+def _linear_part(x):
+    """Where ReLU6 passes its input through: 0 < x < 6."""
+    return (x > 0) & (x < 6)
+
+
+def _guided_relu6(op, s, ctx):
+    return [(op.inputs[0], F.relu(s) * _linear_part(ctx.input_of(op)))]
+
+
+def _relu6_gradient(op, s, ctx):
+    return [(op.inputs[0], s * _linear_part(ctx.input_of(op)))]
 
 
 def _lrn_derivative(op, s, ctx):
@@ -81,6 +96,8 @@ GUIDED = RuleSet(
     overrides={
         "relu": (_guided_relu, "rectify the signal and mask by the forward input: "
                                "relu(signal) * (input > 0)", {"input"}),
+        "relu6": (_guided_relu6, "rectify the signal and mask by the linear part: "
+                                 "relu(signal) * (0 < input < 6)", {"input"}),
         "lrn": _LRN_DERIVATIVE,
     },
 )
@@ -93,6 +110,8 @@ GRADIENT = RuleSet(
     title="gradient",
     overrides={
         "relu": (_relu_gradient, "mask by the forward input: signal * (input > 0)", {"input"}),
+        "relu6": (_relu6_gradient, "mask by the linear part: signal * (0 < input < 6)",
+                  {"input"}),
         "lrn": _LRN_DERIVATIVE,
     },
 )

@@ -19,6 +19,7 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision.ops import stochastic_depth
 
 from ..errors import UnsupportedOpError
 from .geometry import (
@@ -337,15 +338,48 @@ def _parse_identity(call):
     if call.kind == "module":
         t = type(call.module)
         return f"{t.__name__}: {_IDENTITY_LABELS[t]}", {}
-    if call.kind == "function":
-        return f"{call.name}: dropout", {}
+    if call.target is stochastic_depth:  # (input, p, mode, training=True)
+        return "stochastic_depth: identity in eval", {"training": call.arg(3, "training", True)}
+    if call.kind == "function":  # F.dropout(input, p=0.5, training=True, inplace=False)
+        return f"{call.name}: dropout", {"training": call.arg(2, "training", True)}
     return f".{call.name}()", {}
+
+
+def _check_identity(op, layer: str) -> None:
+    """Dropout and stochastic depth are identities only in eval mode; in training mode they
+    drop units at random, and a picture recorded under random masks explains nothing."""
+    active = op.module.training if op.module is not None and \
+        type(op.module) is not nn.Identity else op.params.get("training", False)
+    if active:
+        raise UnsupportedOpError(
+            f"{op.label} at {op.where} is in training mode: it drops units at random, so a "
+            f"reverse pass through it would differ from run to run; call model.eval()")
 
 
 register_rule(Rule(
     kind="identity", description="identity", reverse=_first,
-    modules=tuple(_IDENTITY_LABELS), functions=(F.dropout, F.dropout2d),
+    modules=tuple(_IDENTITY_LABELS), functions=(F.dropout, F.dropout2d, stochastic_depth),
     methods=("contiguous", "clone", "float"), parse=_parse_identity,
+    window=_same_window, field=_same_field, check=_check_identity))
+
+
+# -- ReLU6 (and Hardtanh(0, 6)): each method supplies its own reverse -------------------------
+def _parse_relu6(call):
+    if call.kind == "module":
+        m = call.module
+        if type(m) is nn.Hardtanh and (m.min_val, m.max_val) != (0.0, 6.0):
+            raise Unsupported(f"Hardtanh({m.min_val}, {m.max_val})")
+        return type(m).__name__, {}
+    if call.target is F.hardtanh:
+        bounds = (call.arg(1, "min_val", -1.0), call.arg(2, "max_val", 1.0))
+        if tuple(map(float, bounds)) != (0.0, 6.0):
+            raise Unsupported(f"hardtanh{bounds}")
+    return f"{call.name} (functional)", {}
+
+
+register_rule(Rule(
+    kind="relu6", description="the method's own rule", reverse=None,
+    modules=(nn.ReLU6, nn.Hardtanh), functions=(F.relu6, F.hardtanh), parse=_parse_relu6,
     window=_same_window, field=_same_field))
 
 

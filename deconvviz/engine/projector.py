@@ -153,6 +153,10 @@ class Projector:
         if self.traced.input_node not in {op.node for op in ops}:
             raise ArgumentError(f"layer {layer!r} does not depend on the input image")
         steps = []
+        missing = [op for op in reversed(ops) if op.kind != "input"
+                   and (op.kind == "unsupported" or self.method.rule(op.kind) is None)]
+        if missing:
+            self._refuse(missing, layer)
         for op in reversed(ops):
             if op.kind == "input":
                 continue
@@ -160,6 +164,22 @@ class Projector:
             steps.append(ReverseStep(op, rule.description))
         return ReversePass(layer, path, tuple(steps), fold_batchnorms([s.op for s in steps]),
                            self.method)
+
+    def _refuse(self, missing: List[Op], layer: str) -> None:
+        """One error naming the first op on the way down without a rule, and every other
+        kind of op on the path that has none, so that a model's real blockers show at once."""
+        first = missing[0]
+        counts: Dict[str, int] = {}
+        for op in missing[1:]:
+            counts[op.label] = counts.get(op.label, 0) + 1
+        also = "; ".join(f"{label} ({n}x)" if n > 1 else label
+                         for label, n in counts.items() if label != first.label)
+        raise UnsupportedOpError(
+            f"no {self.method.title} rule for {first.label} at {first.where} (graph node "
+            f"{first.name!r}) on the path from {layer!r} down to the input"
+            + (f"; further down, no rule for: {also}" if also else "")
+            + "; deconvviz will not fall back to a plain gradient. Project from a layer "
+              "below it, or rewrite it with supported ops")
 
     def _check_supported(self, op: Op, layer: str):
         rule = None if op.kind == "unsupported" else self.method.rule(op.kind)

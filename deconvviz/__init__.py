@@ -31,6 +31,9 @@ _PUBLIC = {
     "Layer": "engine", "list_layers": "engine", "list_methods": "analyses",
     "attribute": "analyses", "compare": "analyses", "Comparison": "analyses",
     "sanity_check": "analyses", "SanityResult": "analyses",
+    "occlusion": "analyses", "OcclusionResult": "analyses", "invariance": "analyses",
+    "InvarianceResult": "analyses", "correspondence": "analyses",
+    "CorrespondenceResult": "analyses",
     "Projections": "analyses", "ShowReport": "analyses", "project": "analyses",
     "show": "analyses", "ScanResult": "analyses", "load_scan": "analyses",
     "scan": "analyses",
@@ -53,9 +56,10 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # for type checkers, IDEs and the API docs: the same names, eagerly
-    from .analyses import (Comparison, Projections, SanityResult, ScanResult, ShowReport,
-                           attribute, compare, list_methods, load_scan, project,
-                           sanity_check, scan, show)
+    from .analyses import (Comparison, CorrespondenceResult, InvarianceResult,
+                           OcclusionResult, Projections, SanityResult, ScanResult, ShowReport,
+                           attribute, compare, correspondence, invariance, list_methods,
+                           load_scan, occlusion, project, sanity_check, scan, show)
     from .data.images import load_image
     from .data.zoo import ModelInfo, UntrainedWarning, list_models, load_model, model_info
     from .engine import (Deconvnet, DeconvStep, Gradient, GuidedBackprop, Layer, Projector,

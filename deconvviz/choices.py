@@ -9,7 +9,7 @@ from typing import List
 
 from .errors import ArgumentError
 
-__all__ = ["MODES", "METHODS", "REVERSE_METHODS", "SCALINGS", "MAX_TOP", "parse_features", "choose_features", "check_mode",
+__all__ = ["MODES", "METHODS", "REVERSE_METHODS", "SCALINGS", "TRANSFORMS", "MAX_TOP", "parse_features", "choose_features", "check_mode",
            "check_scaling"]
 
 MODES = ("max", "map")
@@ -17,6 +17,7 @@ REVERSE_METHODS = ("deconvnet", "guided", "gradient")  # the engine's rule sets
 METHODS = REVERSE_METHODS + ("gradcam", "guided_gradcam", "integrated_gradients", "smoothgrad",
                              "occlusion")  # dv.attribute's, Captum's after the reverse passes
 SCALINGS = ("signed", "shared", "paper", "heatmap")
+TRANSFORMS = ("translate", "scale", "rotate")  # dv.invariance's
 MAX_TOP = 64  # features in one grid; more is unreadable (use --features for a chosen set)
 
 

@@ -17,7 +17,7 @@ from typing import List, Optional
 import click
 
 from ._io import FIGURE_FORMATS, check_output_path, figure_paths
-from .choices import MAX_TOP, METHODS, MODES, REVERSE_METHODS, SCALINGS, parse_features
+from .choices import MAX_TOP, METHODS, MODES, REVERSE_METHODS, SCALINGS, TRANSFORMS, parse_features
 from .data.zoo import get_spec, list_models
 from .errors import ArgumentError
 
@@ -399,6 +399,157 @@ def sanity_command(model: str, methods: Optional[str], target: Optional[str], se
     click.echo(result.save(out, dpi=dpi))
     if csv_path is not None:
         click.echo(result.save(csv_path))
+
+
+def _load(model: str, weights: str, device: str, images: List[str]):
+    """The model on its device and the images as one batch (after the arguments are checked:
+    this is where torch is imported)."""
+    import torch
+
+    from .data.devices import resolve_device
+    from .data.images import load_image
+    from .data.zoo import load_model
+
+    dev = resolve_device(device)
+    net_model = load_model(model, weights=weights).to(dev)
+    return net_model, torch.cat([load_image(p, net_model)[0] for p in images]).to(dev)
+
+
+@cli.command("occlude", short_help="Occlusion sensitivity (Zeiler & Fergus Fig. 7).")
+@_model_option
+@click.option("--layer", "-l", default=None,
+              help="The layer whose feature map is summed [default: the top convolutional "
+                   "layer].")
+@click.option("--feature", default=None, type=click.IntRange(0),
+              help="The feature map [default: the strongest in the unoccluded image].")
+@click.option("--target", default=None, metavar="CLASS",
+              help="A class index or ImageNet class name [default: the top-1 class].")
+@click.option("--size", default=48, show_default=True, type=click.IntRange(1),
+              help="The grey square's side in pixels.")
+@click.option("--stride", default=8, show_default=True, type=click.IntRange(1),
+              help="Its step in pixels.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
+@click.option("--out", "-o", required=True, metavar="PATH",
+              help="Output .png/.jpg/.pdf/.svg, or .npz for the maps.")
+@click.option("--dpi", default=200, show_default=True, help="Resolution of raster output.")
+@_weights_option
+@_device_option
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@_friendly
+def occlude_command(model: str, layer: Optional[str], feature: Optional[int],
+                    target: Optional[str], size: int, stride: int, batch_size: int, out: str,
+                    dpi: int, weights: str, device: str, images: List[str]) -> None:
+    """Slide a grey square over each IMAGE: a feature's activity, the class probability and
+    the predicted class at each position, in the paper's five panels. One forward pass per
+    position."""
+    get_spec(model)
+    check_output_path(out, FIGURE_FORMATS + (".npz",))
+    from tqdm import tqdm
+
+    from .analyses import occlusion
+
+    net_model, x = _load(model, weights, device, images)
+    if size > min(x.shape[-2:]):
+        raise ArgumentError(f"the occluder ({size} px) is larger than the image "
+                            f"({x.shape[-2]}x{x.shape[-1]})")
+    positions = ((x.shape[-2] - size) // stride + 1) * ((x.shape[-1] - size) // stride + 1)
+    with tqdm(total=max(positions, 0) * x.shape[0], desc="positions", unit="pos",
+              file=sys.stderr) as bar:
+        result = occlusion(net_model, x, layer, feature, target, size=size, stride=stride,
+                           batch_size=batch_size, progress=bar.update)
+    click.echo(result.save(out, dpi=dpi))
+
+
+@cli.command("invariance", short_help="Translation, scale and rotation (Zeiler & Fergus Fig. 5).")
+@_model_option
+@click.option("--transform", default=",".join(TRANSFORMS), show_default=True, metavar="LIST",
+              help=f"Comma list of {', '.join(TRANSFORMS)}.")
+@click.option("--layers", "-l", default=None,
+              help="Comma list [default: the first convolutional and last hidden fully-"
+                   "connected layer].")
+@click.option("--target", default=None, metavar="CLASS",
+              help="A class index or name [default: each image's top-1 class].")
+@click.option("--out", "-o", required=True, metavar="PATH", help="Output .png/.jpg/.pdf/.svg.")
+@click.option("--csv", "csv_path", default=None, metavar="PATH", help="Also write the numbers.")
+@click.option("--dpi", default=200, show_default=True, help="Resolution of raster output.")
+@_weights_option
+@_device_option
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@_friendly
+def invariance_command(model: str, transform: str, layers: Optional[str],
+                       target: Optional[str], out: str, csv_path: Optional[str], dpi: int,
+                       weights: str, device: str, images: List[str]) -> None:
+    """How far each layer's activations move, and the class probability, as each IMAGE is
+    translated vertically, scaled or rotated: one row of Fig. 5 per transform."""
+    get_spec(model)
+    transforms = [t.strip() for t in transform.split(",") if t.strip()]
+    bad = [t for t in transforms if t not in TRANSFORMS]
+    if bad or not transforms:
+        raise ArgumentError(f"unknown transform {(bad or [transform])[0]!r}; choose from "
+                            f"{', '.join(TRANSFORMS)}")
+    check_output_path(out, FIGURE_FORMATS)
+    if csv_path is not None:
+        check_output_path(csv_path, (".csv",))
+    from .analyses import invariance
+    from .figures import invariance_figure, save_figure
+
+    net_model, x = _load(model, weights, device, images)
+    names = [s.strip() for s in layers.split(",")] if layers else None
+    results = [invariance(net_model, x, t, layers=names, target=target) for t in transforms]
+    click.echo(save_figure(invariance_figure(results), out, dpi=dpi))
+    if csv_path is not None:
+        from ._io import write_atomically
+
+        header, *rows = results[0].table().splitlines()
+        for result in results[1:]:
+            rows += result.table().splitlines()[1:]
+        text = "\n".join([header, *rows]).encode() + b"\n"
+        click.echo(write_atomically(csv_path, lambda f: f.write(text)))
+
+
+@cli.command("correspondence", short_help="Part correspondence (Zeiler & Fergus Table 1).")
+@_model_option
+@click.option("--parts", required=True, type=click.Path(),
+              help='A JSON file {"part": [[x, y, w, h], ...], ...}: one box per IMAGE, in '
+                   'the pixels of the crop the model sees.')
+@click.option("--layers", "-l", default=None,
+              help="Comma list [default: the first convolutional and last hidden fully-"
+                   "connected layer].")
+@click.option("--random", "draws", default=10, show_default=True, type=click.IntRange(1),
+              help="Draws of the random baseline.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the random baseline.")
+@click.option("--out", "-o", required=True, metavar="PATH",
+              help="The table as .md, .csv or .tex, or the boxes' figure as .png/.pdf/.svg.")
+@click.option("--dpi", default=200, show_default=True, help="Resolution of raster output.")
+@_weights_option
+@_device_option
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@_friendly
+def correspondence_command(model: str, parts: str, layers: Optional[str], draws: int,
+                           seed: int, out: str, dpi: int, weights: str, device: str,
+                           images: List[str]) -> None:
+    """Mask the same part in several IMAGES of one kind of object and measure how
+    consistently it changes each layer's representation (lower is more consistent), against
+    masking random boxes."""
+    import json
+
+    get_spec(model)
+    check_output_path(out, (".md", ".csv", ".tex") + FIGURE_FORMATS)
+    try:
+        with open(parts, encoding="utf-8") as handle:
+            boxes = json.load(handle)
+    except OSError as exc:
+        raise ArgumentError(f"cannot read the parts file {parts}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise ArgumentError(f"{parts} is not JSON: {exc.msg} at line {exc.lineno}") from None
+    if len(images) < 2:
+        raise ArgumentError("correspondence needs at least two images of one kind of object")
+    from .analyses import correspondence
+
+    net_model, x = _load(model, weights, device, images)
+    names = [s.strip() for s in layers.split(",")] if layers else None
+    result = correspondence(net_model, x, boxes, names, random=draws, seed=seed)
+    click.echo(result.save(out, dpi=dpi))
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -7,15 +7,21 @@ themselves.
 - :mod:`.attribution`: every method's attribution of a class or a unit (:func:`attribute`).
 - :mod:`.comparison`: methods side by side (:func:`compare`).
 - :mod:`.sanity`: Adebayo's cascading randomisation (:func:`sanity_check`).
+- :mod:`.occlusion`, :mod:`.invariance`, :mod:`.correspondence`: the paper's Fig. 7, Fig. 5
+  and Table 1.
 """
 from .attribution import attribute, list_methods
 from .comparison import Comparison, compare
+from .correspondence import CorrespondenceResult, correspondence
 from .dataset_scan import Hit, ScanResult, load_scan, same_hits, scan
+from .invariance import InvarianceResult, invariance
+from .occlusion import OcclusionResult, occlusion
 from .projection import Projections, ShowReport, project, project_layers, show
 from .sanity import SanityResult, sanity_check
 from .top_hits import FeatureHits, project_hits, top_hits_figure
 
-__all__ = ["Comparison", "SanityResult", "attribute", "compare", "list_methods",
+__all__ = ["Comparison", "CorrespondenceResult", "InvarianceResult", "OcclusionResult",
+           "correspondence", "invariance", "occlusion", "SanityResult", "attribute", "compare", "list_methods",
            "sanity_check", "FeatureHits", "Hit", "Projections", "ScanResult", "ShowReport", "load_scan",
            "project", "project_hits", "project_layers", "same_hits", "scan", "top_hits_figure",
            "show"]

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from .. import figures
 from .._io import FIGURE_FORMATS, check_output_path, write_atomically
+from ..data.images import to_rgb
 from ..data.zoo import model_info
 from ..engine.graph import trace
 from ..engine.recording import check_images
@@ -192,15 +193,5 @@ def sanity_check(model: nn.Module, x: Tensor, methods: Optional[Sequence[str]] =
             for metric, value in _scores(maps[method][0], maps[method][k]).items():
                 scores[method][metric].append(value)
     info = model_info(model)
-    return SanityResult(names, methods, scores, maps, resolved, _rgb(x, model),
+    return SanityResult(names, methods, scores, maps, resolved, to_rgb(x, model),
                         info.name if info else type(model).__name__)
-
-
-def _rgb(x: Tensor, model: nn.Module) -> List[np.ndarray]:
-    """The crops as uint8 photos, undoing the model's normalisation."""
-    info = model_info(model)
-    mean = torch.tensor(info.preprocessing.mean if info else (0.485, 0.456, 0.406))
-    std = torch.tensor(info.preprocessing.std if info else (0.229, 0.224, 0.225))
-    photos = (x.detach().cpu() * std[:, None, None] + mean[:, None, None]).clamp(0, 1)
-    return [(p.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for p in photos]
-

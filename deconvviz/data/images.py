@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from ..errors import ImageError
 from .zoo import Preprocessing, get_spec, model_info
 
-__all__ = ["load_image", "decode_image", "preprocessing_for", "normalise"]
+__all__ = ["load_image", "decode_image", "preprocessing_for", "normalise", "to_rgb"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -109,3 +109,13 @@ def load_image(path: PathLike, model: Union[None, str, nn.Module] = None, *,
     return normalise(crop, prep), rgb
 
 
+def to_rgb(x: Tensor, model: Union[None, str, nn.Module] = None) -> list:
+    """Normalised images ``[N, 3, H, W]`` back to ``H x W x 3`` uint8 photos, undoing the
+    model's normalisation (ImageNet's for models outside the zoo)."""
+    import torch
+
+    prep = preprocessing_for(model)
+    mean = torch.tensor(prep.mean)[:, None, None]
+    std = torch.tensor(prep.std)[:, None, None]
+    photos = (x.detach().float().cpu() * std + mean).clamp(0, 1)
+    return [(p.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for p in photos]

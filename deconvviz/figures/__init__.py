@@ -7,10 +7,12 @@ from ..choices import SCALINGS  # noqa: E402  (re-exported: the display conventi
 from .base import FIGURE_FORMATS, PAGE_WIDTH, Figure, combine, mosaic, save_figure
 from .display import crop_window, shared_scale, to_uint8
 from .methods import comparison_grid, sanity_figure
+from .paper import correspondence_figure, invariance_figure, occlusion_figure
 from .projections import layer_overview, patch_grid, projection_grid
 from .scan_grid import scan_figure
 
 __all__ = ["FIGURE_FORMATS", "Figure", "PAGE_WIDTH", "SCALINGS", "combine", "comparison_grid",
-           "crop_window", "sanity_figure",
+           "correspondence_figure", "crop_window", "invariance_figure", "occlusion_figure",
+           "sanity_figure",
            "layer_overview", "mosaic", "patch_grid", "projection_grid", "save_figure",
            "scan_figure", "shared_scale", "to_uint8"]

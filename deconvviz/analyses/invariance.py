@@ -1,0 +1,188 @@
+"""Invariance, Zeiler & Fergus Fig. 5: how representations and the prediction change as the
+image is translated, scaled or rotated.
+
+Each transform is applied to the normalised input tensor with torchvision's
+``transforms.v2.functional.affine`` (bilinear, fill 0: the preprocessing's mean colour). For
+each image and value: the Euclidean distance between a layer's flattened activations for the
+transformed and the original image, and the probability (softmax of the logits) of the
+target class (default: each image's top-1 class before transforming).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import figures
+from .._io import FIGURE_FORMATS, check_output_path, write_atomically
+from ..choices import TRANSFORMS
+from ..data.images import to_rgb
+from ..data.zoo import class_names, model_info
+from ..engine import Deconvnet, Projector
+from ..engine.recording import check_images, forward_to
+from ..errors import ArgumentError, closest
+from .attribution import resolve_target
+
+__all__ = ["InvarianceResult", "invariance", "default_values", "apply_transform",
+           "default_probe_layers"]
+
+
+def default_values(transform: str) -> List[float]:
+    """Vertical shift -60..60 px (step 10), scale 1..1.8 (step 0.1), rotation 0..350 degrees
+    (step 10)."""
+    if transform == "translate":
+        return [float(v) for v in range(-60, 61, 10)]
+    if transform == "scale":
+        return [round(1 + 0.1 * k, 1) for k in range(9)]
+    return [float(v) for v in range(0, 360, 10)]
+
+
+def check_transform(transform: str) -> str:
+    if transform not in TRANSFORMS:
+        raise ArgumentError(f"unknown transform {transform!r}.{closest(transform, TRANSFORMS)} "
+                            f"Choose one of {', '.join(TRANSFORMS)}.")
+    return transform
+
+
+def apply_transform(x: Tensor, transform: str, value: float) -> Tensor:
+    """``x`` translated vertically by ``value`` pixels, scaled by ``value`` or rotated by
+    ``value`` degrees, about the image centre (bilinear, fill 0)."""
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
+    angle, shift, scale = 0.0, [0, 0], 1.0
+    if transform == "translate":
+        shift = [0, int(round(value))]
+    elif transform == "scale":
+        scale = float(value)
+    else:
+        angle = float(value)
+    if shift == [0, 0] and scale == 1.0 and angle % 360 == 0:
+        return x  # the identity (resampling it would add float noise)
+    return TF.affine(x, angle=angle, translate=shift, scale=scale, shear=[0.0, 0.0],
+                     interpolation=InterpolationMode.BILINEAR, fill=0.0)
+
+
+def default_probe_layers(net: Projector) -> List[str]:
+    """The first convolutional layer and the last hidden fully-connected layer (conv1 and
+    fc7 on ZFNet, AlexNet and VGG: the paper's layers 1 and 7); where a model has no hidden
+    fully-connected layer, the last layer before its classifier."""
+    layers = net.layers
+    maps = [layer for layer in layers if len(layer.shape) == 3]
+    if not maps:
+        raise ArgumentError("the model has no convolutional layer to probe; name layers=")
+    vectors = [layer for layer in layers if len(layer.shape) == 1]
+    hidden = vectors[:-1] if len(vectors) > 1 else []
+    last = hidden[-1] if hidden else [layer for layer in layers
+                                      if layer.node != net.layer("").node][-1]
+    return [maps[0].name, last.name]
+
+
+@dataclass
+class InvarianceResult:
+    """The outcome of :func:`invariance` for one transform.
+
+    Attributes:
+        transform: ``translate``, ``scale`` or ``rotate``; values: its values.
+        distance: layer -> ``[N, V]`` Euclidean distances to the untransformed activations.
+        probability: ``[N, V]`` the target class's probability.
+        targets: each image's class; rgb: the crops; examples: ``[V]`` transformed crops of
+            the first image, for the figure.
+    """
+
+    transform: str
+    values: List[float]
+    distance: Dict[str, np.ndarray]
+    probability: np.ndarray
+    targets: List[int]
+    rgb: List[np.ndarray]
+    examples: List[np.ndarray]
+    names: Optional[List[str]]
+    model: str
+
+    def figure(self, *, fig=None):
+        """One row of Fig. 5: example transformed images, the distance plots, the
+        probability plot, one curve per image."""
+        return figures.invariance_figure([self], fig=fig)
+
+    def _repr_png_(self) -> bytes:
+        return self.figure()._repr_png_()
+
+    def table(self) -> str:
+        """CSV: one row per image and value."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        layers = list(self.distance)
+        writer.writerow(["transform", "value", "image", *[f"distance_{l}" for l in layers],
+                         "probability"])
+        for n in range(self.probability.shape[0]):
+            for v, value in enumerate(self.values):
+                writer.writerow([self.transform, value, n]
+                                + [f"{self.distance[l][n, v]:.6g}" for l in layers]
+                                + [f"{self.probability[n, v]:.6g}"])
+        return buffer.getvalue()
+
+    def save(self, path: Union[str, os.PathLike], *, dpi: Optional[int] = None) -> str:
+        """``.csv`` for the numbers, or a figure."""
+        path = check_output_path(os.fspath(path), FIGURE_FORMATS + (".csv",))
+        if path.lower().endswith(".csv"):
+            text = self.table().encode()
+            return write_atomically(path, lambda f: f.write(text))
+        return figures.save_figure(self.figure(), path, dpi=dpi)
+
+    def __repr__(self) -> str:
+        return (f"InvarianceResult({self.model}, {self.transform}, {len(self.values)} values, "
+                f"layers {', '.join(self.distance)})")
+
+
+def invariance(model: nn.Module, x: Tensor, transform: str,
+               values: Optional[Sequence[float]] = None,
+               layers: Optional[Sequence[str]] = None,
+               target: Union[None, int, str] = None) -> InvarianceResult:
+    """Zeiler & Fergus Fig. 5 for one transform (see the module docstring).
+
+    Args:
+        model: a classifier.
+        x: normalised images ``[N, 3, H, W]``.
+        transform: ``"translate"`` (vertical shift, pixels), ``"scale"`` or ``"rotate"``
+            (degrees).
+        values: the transform's values (default :func:`default_values`).
+        layers: the layers whose activations are compared (default
+            :func:`default_probe_layers`).
+        target: the class (default: each image's top-1 class before transforming).
+    """
+    check_transform(transform)
+    x = check_images(x, next((p.device for p in model.parameters()), None))
+    values = list(values) if values is not None else default_values(transform)
+    if not values:
+        raise ArgumentError("no transform values")
+    net = Deconvnet(model)
+    layers = list(layers) if layers is not None else default_probe_layers(net)
+    size = tuple(x.shape[-2:])
+    nodes = [net.layer(layer, size).node for layer in layers]
+    run = forward_to(net.traced, nodes + [net.layer("", size).node])
+    with torch.no_grad():
+        *reference, logits = run(x)
+        resolved = resolve_target(model, x, target, logits=logits)
+        distance = {layer: np.zeros((x.shape[0], len(values))) for layer in layers}
+        probability = np.zeros((x.shape[0], len(values)))
+        examples = []
+        for v, value in enumerate(values):
+            moved = apply_transform(x, transform, value)
+            *acts, out = run(moved)
+            for layer, a, a0 in zip(layers, acts, reference):
+                distance[layer][:, v] = (a - a0).flatten(1).norm(dim=1).cpu().numpy()
+            p = F.softmax(out, dim=1)
+            probability[:, v] = p[torch.arange(x.shape[0]), resolved.classes].cpu().numpy()
+            examples.append(to_rgb(moved[:1], model)[0])
+    info = model_info(model)
+    return InvarianceResult(transform, values, distance, probability, resolved.classes,
+                            to_rgb(x, model), examples, class_names(model),
+                            info.name if info else type(model).__name__)

@@ -1,0 +1,183 @@
+"""Occlusion sensitivity, Zeiler & Fergus Fig. 7: what happens when part of the image is hidden.
+
+A grey square (the preprocessing's mean colour: 0 in the normalised input) of ``size`` x
+``size`` pixels is slid over the crop the model sees; position (i, j) puts its top-left corner
+at (i * stride, j * stride), for every position where it lies fully inside the image. For each
+position, one batched forward pass gives the summed activation of one feature map of a layer
+(panel b), the probability of the target class (d) and the most probable class (e).
+Probabilities are the softmax of the logits.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import figures
+from .._io import FIGURE_FORMATS, check_output_path, write_atomically
+from ..data.images import to_rgb
+from ..data.zoo import class_names, model_info
+from ..engine import Deconvnet
+from ..engine.projector import strongest
+from ..engine.recording import check_images, forward_to
+from ..errors import ArgumentError
+from .attribution import default_cam_layer, resolve_target
+
+__all__ = ["OcclusionResult", "occlusion"]
+
+
+@dataclass
+class OcclusionResult:
+    """The outcome of :func:`occlusion`, per image ``n`` and occluder position ``(i, j)``.
+
+    Attributes:
+        activity: ``[N, I, J]`` summed activation of the chosen feature map.
+        probability: ``[N, I, J]`` probability of the target class.
+        label: ``[N, I, J]`` the most probable class.
+        unoccluded_activity, unoccluded_probability, unoccluded_label: ``[N]`` the same
+            without an occluder.
+        layer: the layer; ``features``: the feature map per image; ``targets``: the class
+            per image.
+        projection: ``[N, 3, H, W]`` the deconvnet projection of each feature's strongest
+            activation in the unoccluded image; ``boxes``: its receptive field per image,
+            ``(top, left, height, width)`` in pixels.
+        size, stride: the occluder's side and step in pixels.
+        rgb: the crops the model saw; ``names``: the class names, where the model has them.
+    """
+
+    activity: np.ndarray
+    probability: np.ndarray
+    label: np.ndarray
+    unoccluded_activity: np.ndarray
+    unoccluded_probability: np.ndarray
+    unoccluded_label: np.ndarray
+    layer: str
+    features: List[int]
+    targets: List[int]
+    projection: Tensor
+    boxes: List[Tuple[int, int, int, int]]
+    size: int
+    stride: int
+    rgb: List[np.ndarray]
+    names: Optional[List[str]]
+    model: str
+
+    def class_name(self, index: int) -> str:
+        return self.names[index] if self.names else f"class {index}"
+
+    def figure(self, *, fig=None):
+        """The paper's five panels per image: (a) the image with an example occluder, (b) the
+        activity map, (c) the projection with its receptive field, (d) the probability
+        map, (e) the label map."""
+        return figures.occlusion_figure(self, fig=fig)
+
+    def _repr_png_(self) -> bytes:
+        return self.figure()._repr_png_()
+
+    def save(self, path: Union[str, os.PathLike], *, dpi: Optional[int] = None) -> str:
+        """A figure (``.png .jpg .pdf .svg``) or the arrays (``.npz``)."""
+        path = check_output_path(os.fspath(path), FIGURE_FORMATS + (".npz",))
+        if path.lower().endswith(".npz"):
+            return write_atomically(path, lambda f: np.savez_compressed(
+                f, activity=self.activity, probability=self.probability, label=self.label,
+                features=np.asarray(self.features), targets=np.asarray(self.targets),
+                size=self.size, stride=self.stride, layer=self.layer))
+        return figures.save_figure(self.figure(), path, dpi=dpi)
+
+    def __repr__(self) -> str:
+        n, i, j = self.probability.shape
+        return (f"OcclusionResult({self.model} {self.layer}, {n} image(s), {i}x{j} positions "
+                f"of a {self.size}-px square every {self.stride} px)")
+
+
+def occlusion(model: nn.Module, x: Tensor, layer: Optional[str] = None,
+              feature: Optional[int] = None, target: Union[None, int, str] = None,
+              size: int = 48, stride: int = 8, batch_size: int = 64,
+              progress: Optional[Callable[[int], None]] = None) -> OcclusionResult:
+    """Slide a grey square over each image and record a feature's activity, the target's
+    probability and the predicted class (Zeiler & Fergus Fig. 7).
+
+    Args:
+        model: a classifier (logits ``[N, classes]``).
+        x: normalised images ``[N, 3, H, W]``.
+        layer: the layer whose feature map is summed (default: the top convolutional
+            layer).
+        feature: the feature map (default, per image: the one with the strongest single
+            activation in the unoccluded image).
+        target: the class (default: each image's top-1 class).
+        size: the square's side in pixels; stride: its step.
+        batch_size: occluded images per forward pass.
+        progress: called with the number of positions done after each batch.
+
+    Returns:
+        An :class:`OcclusionResult`.
+    """
+    x = check_images(x, next((p.device for p in model.parameters()), None))
+    n, _, height, width = x.shape
+    if not (isinstance(size, int) and isinstance(stride, int) and size > 0 and stride > 0):
+        raise ArgumentError(f"size and stride are positive pixel counts, got {size}, {stride}")
+    if size > min(height, width):
+        raise ArgumentError(f"the occluder ({size} px) is larger than the image "
+                            f"({height}x{width})")
+    net = Deconvnet(model)
+    layer = layer or default_cam_layer(net)
+    node = net.layer(layer, (height, width)).node
+    output = net.layer("", (height, width)).node
+    run = forward_to(net.traced, [node, output])
+    with torch.no_grad():
+        act, logits = run(x)
+    resolved = resolve_target(model, x, target, logits=logits)
+    channels = act.shape[1]
+    if feature is None:
+        features = act.reshape(n, channels, -1).amax(dim=2).argmax(dim=1).tolist()
+    elif not 0 <= int(feature) < channels:
+        raise ArgumentError(f"feature {feature} is out of range for layer {layer!r}: valid "
+                            f"features are 0 to {channels - 1}")
+    else:
+        features = [int(feature)] * n
+    rows = (height - size) // stride + 1
+    cols = (width - size) // stride + 1
+    activity = np.zeros((n, rows, cols))
+    probability = np.zeros((n, rows, cols))
+    label = np.zeros((n, rows, cols), dtype=np.int64)
+    positions = [(i, j) for i in range(rows) for j in range(cols)]
+    for image in range(n):
+        f, c = features[image], resolved.classes[image]
+        for start in range(0, len(positions), batch_size):
+            chunk = positions[start:start + batch_size]
+            batch = x[image:image + 1].repeat(len(chunk), 1, 1, 1)
+            for k, (i, j) in enumerate(chunk):
+                batch[k, :, i * stride:i * stride + size, j * stride:j * stride + size] = 0
+            with torch.no_grad():
+                a, out = run(batch)
+            p = F.softmax(out, dim=1)
+            summed = a[:, f].reshape(len(chunk), -1).sum(dim=1)
+            for k, (i, j) in enumerate(chunk):
+                activity[image, i, j] = float(summed[k])
+                probability[image, i, j] = float(p[k, c])
+                label[image, i, j] = int(p[k].argmax())
+            if progress is not None:
+                progress(len(chunk))
+    p0 = F.softmax(logits, dim=1)
+    unoccluded = act.reshape(n, channels, -1)
+    projection = torch.stack([net.project(x[i:i + 1], layer, features[i])[0]
+                              for i in range(n)]).detach().cpu()
+    geometry = net.layer(layer, (height, width)).geometry
+    boxes = []
+    for i in range(n):
+        _, ys, xs = strongest(act[i:i + 1], [features[i]])
+        boxes.append(geometry.window(int(ys[0, 0]), int(xs[0, 0])) if geometry is not None
+                     else (0, 0, height, width))
+    info = model_info(model)
+    return OcclusionResult(
+        activity, probability, label,
+        np.array([float(unoccluded[i, features[i]].sum()) for i in range(n)]),
+        np.array([float(p0[i, resolved.classes[i]]) for i in range(n)]),
+        p0.argmax(dim=1).cpu().numpy(), layer, features, resolved.classes, projection, boxes,
+        size, stride, to_rgb(x, model), class_names(model),
+        info.name if info else type(model).__name__)

@@ -1,0 +1,182 @@
+"""Occlusion (Fig. 7), invariance (Fig. 5) and correspondence (Table 1), each checked against
+a brute-force computation written here (occlude, transform or mask one case by hand and run
+the model), to 1e-4 relative."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from captum.attr import Occlusion
+from conftest import EXAMPLES, assert_untouched, snapshot, zoo_model
+from test_zoo import ZOO
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
+
+import deconvviz as dv
+from deconvviz.analyses.correspondence import hamming_delta
+
+CHELSEA = os.path.join(EXAMPLES, "chelsea.png")
+COFFEE = os.path.join(EXAMPLES, "coffee.png")
+
+
+def close(a, b, rtol=1e-4):
+    return abs(a - b) <= rtol * max(abs(a), abs(b), 1e-12)
+
+
+def run_with_hook(model, module, x):
+    captured = []
+    handle = module.register_forward_hook(lambda m, i, o: captured.append(o.detach()))
+    try:
+        with torch.no_grad():
+            out = model(x)
+    finally:
+        handle.remove()
+    return captured[0], out
+
+
+def test_occlusion_against_occluding_by_hand():
+    model = zoo_model("alexnet")
+    before = snapshot(model)
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 96, 96) * 2
+    result = dv.occlusion(model, x, size=32, stride=16)
+    assert result.layer == "conv5" and result.probability.shape == (1, 5, 5)
+    module = model.get_submodule(dv.Deconvnet(model).aliases["conv5"])
+    f, c = result.features[0], result.targets[0]
+    act, out = run_with_hook(model, module, x)
+    assert f == int(act[0].reshape(act.shape[1], -1).amax(dim=1).argmax())
+    assert c == int(out.argmax())
+    for i, j in [(0, 0), (2, 3), (4, 4), (1, 0)]:
+        occluded = x.clone()
+        occluded[..., i * 16:i * 16 + 32, j * 16:j * 16 + 32] = 0
+        act, out = run_with_hook(model, module, occluded)
+        p = F.softmax(out, dim=1)[0]
+        assert close(result.activity[0, i, j], float(act[0, f].sum()))
+        assert close(result.probability[0, i, j], float(p[c]))
+        assert result.label[0, i, j] == int(p.argmax())
+    assert_untouched(model, before)
+
+
+def test_occlusion_agrees_with_captum_when_the_squares_tile():
+    model = zoo_model("vgg16")
+    torch.manual_seed(1)
+    x = torch.randn(1, 3, 96, 96) * 2
+    result = dv.occlusion(model, x, size=32, stride=32, target=7)
+    captum = Occlusion(lambda inp: F.softmax(model(inp), dim=1)[:, 7]).attribute(
+        x, sliding_window_shapes=(3, 32, 32), strides=(3, 32, 32), baselines=0.0)
+    drop = result.unoccluded_probability[0] - result.probability[0]  # [3, 3]
+    assert np.abs(drop).max() > 0
+    for i in range(3):
+        for j in range(3):
+            square = captum[0, :, i * 32:(i + 1) * 32, j * 32:(j + 1) * 32]
+            assert torch.allclose(square, torch.full_like(square, float(drop[i, j])),
+                                  rtol=1e-4, atol=1e-9)
+
+
+def test_invariance_against_transforming_by_hand():
+    model = zoo_model("zfnet")
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 224, 224)
+    result = dv.invariance(model, x, "rotate", values=[0, 30])
+    assert list(result.distance) == ["conv1", "fc7"]
+    assert (result.distance["conv1"][:, 0] == 0).all() and (result.distance["fc7"][:, 0] == 0).all()
+    net = dv.Deconvnet(model)
+    module = model.get_submodule(net.aliases["fc7"])
+    a0, out0 = run_with_hook(model, module, x)
+    assert np.allclose(result.probability[:, 0], F.softmax(out0, 1)[[0, 1], result.targets])
+    rotated = TF.affine(x, angle=30.0, translate=[0, 0], scale=1.0, shear=[0.0, 0.0],
+                        interpolation=InterpolationMode.BILINEAR, fill=0.0)
+    a1, out1 = run_with_hook(model, module, rotated)
+    for n in range(2):
+        assert close(result.distance["fc7"][n, 1], float((a1[n] - a0[n]).norm()))
+        assert close(result.probability[n, 1],
+                     float(F.softmax(out1, 1)[n, result.targets[n]]))
+
+
+def test_correspondence_against_masking_by_hand():
+    model = zoo_model("alexnet")
+    torch.manual_seed(0)
+    x = torch.randn(3, 3, 224, 224)
+    parts = {"eye": [[10, 20, 40, 30], [30, 40, 40, 30], [100, 50, 40, 30]]}
+    result = dv.correspondence(model, x, parts, layers=["conv2", "fc7"], random=2)
+    module = model.get_submodule(dv.Deconvnet(model).aliases["conv2"])
+    a0, _ = run_with_hook(model, module, x)
+    masked = x.clone()
+    for i, (bx, by, w, h) in enumerate(parts["eye"]):
+        masked[i, :, by:by + h, bx:bx + w] = 0
+    a1, _ = run_with_hook(model, module, masked)
+    signs = [torch.sign(a0[i] - a1[i]).flatten() for i in range(3)]
+    pairs = [(i, j) for i in range(3) for j in range(3) if i != j]
+    by_hand = sum(float((signs[i] != signs[j]).float().mean()) for i, j in pairs) / len(pairs)
+    assert close(result.delta["eye"]["conv2"], by_hand)
+    assert hamming_delta(torch.tensor([[1.0, -1.0], [1.0, 1.0]])) == 0.5
+    mean, std = result.random["eye"]["conv2"]
+    assert 0 <= mean <= 1 and std >= 0
+    table = result.table()
+    assert table.splitlines()[0].startswith("| part | Δ conv2 | Δ fc7 |")
+    assert "±" in table and result.table("latex").startswith("\\begin{tabular}")
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_figures_for_every_zoo_classifier(name, tmp_path):
+    model = zoo_model(name)
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 64, 64)
+    occluded = dv.occlusion(model, x[:1], size=32, stride=32)
+    moved = dv.invariance(model, x, "scale", values=[1.0, 1.4])
+    parts = dv.correspondence(model, x, {"box": [[0, 0, 16, 16], [8, 8, 16, 16]]}, random=1)
+    for result, stem in [(occluded, "o"), (moved, "i"), (parts, "c")]:
+        for ext in (".png", ".pdf"):
+            path = result.save(tmp_path / f"{stem}{ext}", dpi=40)
+            assert os.path.getsize(path) > 1000
+
+
+def cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "deconvviz", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)
+
+
+@pytest.mark.parametrize("parts,message", [
+    ({"eye": [[200, 10, 40, 40], [10, 10, 40, 40]]}, "is not inside the 224x224 crop"),
+    ({"eye": [[10, 10, 40, 40]]}, "part 'eye' has 1 box(es) for 2 images"),
+])
+def test_bad_parts(tmp_path, parts, message):
+    (tmp_path / "parts.json").write_text(json.dumps(parts))
+    proc = cli("correspondence", "--model", "alexnet", "--weights", "none", "--parts",
+               "parts.json", "--out", "t.md", CHELSEA, COFFEE, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.count("error:") == 1, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "t.md").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["invariance", "--transform", "spin"], "unknown transform 'spin'"),
+    (["occlude", "--size", "300"], "the occluder (300 px) is larger than the image"),
+])
+def test_bad_analysis_arguments(tmp_path, args, message):
+    command, *options = args
+    proc = cli(command, "--model", "alexnet", "--weights", "none", *options, "--out", "f.png",
+               CHELSEA, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], proc.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_the_three_commands(tmp_path):
+    (tmp_path / "parts.json").write_text(json.dumps({"eye": [[60, 60, 40, 40]] * 2}))
+    for args in [["occlude", "--size", "112", "--stride", "56", "--out", "f7.pdf", CHELSEA],
+                 ["invariance", "--transform", "translate", "--out", "f5.png", "--csv",
+                  "f5.csv", CHELSEA],
+                 ["correspondence", "--parts", "parts.json", "--random", "2", "--out",
+                  "t1.csv", CHELSEA, COFFEE]]:
+        proc = cli(args[0], "--model", "alexnet", "--weights", "none", *args[1:],
+                   cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    assert sorted(os.listdir(tmp_path)) == ["f5.csv", "f5.png", "f7.pdf", "parts.json",
+                                            "t1.csv"]
+    assert open(tmp_path / "f5.csv").read().count("\n") == 1 + 13  # header, 13 shifts

@@ -290,7 +290,11 @@ def test_model_untouched_after_success_even_under_no_grad_and_in_train_mode(name
 
 
 def test_user_model_in_training_mode_keeps_its_flag():
+    # Dropout in training mode is refused (its random masks would make the picture a draw);
+    # deconvviz does not switch the model to eval mode behind the user's back.
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Dropout(0.5), nn.Conv2d(4, 2, 3)).train()
     before = snapshot(model)
-    dv.Deconvnet(model).project(torch.randn(1, 3, 12, 12), "3", 1)
+    with pytest.raises(dv.UnsupportedOpError, match="model.eval()"):
+        dv.Deconvnet(model).project(torch.randn(1, 3, 12, 12), "3", 1)
     assert_untouched(model, before)
+    assert dv.Deconvnet(model).project(torch.randn(1, 3, 12, 12), "1", 1).shape == (1, 3, 12, 12)

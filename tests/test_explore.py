@@ -15,9 +15,10 @@ CHELSEA = os.path.join(EXAMPLES, "chelsea.png")
 COFFEE = os.path.join(EXAMPLES, "coffee.png")
 
 
-def expected_png(model, path, layer, feature, mode="max", scaling="signed"):
+def expected_png(model, path, layer, feature, mode="max", scaling="signed",
+                 method="deconvnet"):
     x, rgb = dv.load_image(path, model)
-    p = dv.Deconvnet(model).project(x, layer, feature, mode=mode)[0]
+    p = dv.Projector(model, method=method).project(x, layer, feature, mode=mode)[0]
     return png_bytes(to_uint8(p, scaling, vmax=float(p.abs().max()), photo=rgb), 224)
 
 
@@ -37,6 +38,22 @@ def test_pickers_drive_the_projection():
     explorer.image_picker.value = 1
     explorer.feature_picker.value = 5
     assert explorer.projection_view.value == expected_png(model, COFFEE, "conv3", 5, "map")
+
+
+def test_the_method_picker_switches_the_reverse_pass():
+    model = zoo_model("zfnet")
+    explorer = explore(model, CHELSEA, method="guided")
+    explorer.layer_picker.value = "conv2"
+    explorer.feature_picker.value = 11
+    assert explorer.projection_view.value == expected_png(model, CHELSEA, "conv2", 11,
+                                                          method="guided")
+    explorer.method_picker.value = "gradient"
+    assert explorer.projection_view.value == expected_png(model, CHELSEA, "conv2", 11,
+                                                          method="gradient")
+    explorer.method_picker.value = "deconvnet"
+    assert explorer.projection_view.value == expected_png(model, CHELSEA, "conv2", 11)
+    with pytest.raises(dv.ArgumentError, match="deconvnet, guided, gradient"):
+        explore(model, CHELSEA, method="gradcam")
 
 
 def test_thumbnails_are_strongest_first_and_clickable():

@@ -52,3 +52,29 @@ def assert_untouched(model, before):
     for k, v in before["params"].items():
         assert torch.equal(after[k], v), k
     assert all(p.grad is None for p in model.parameters())
+
+
+class Completed:
+    """What a command did, shaped like subprocess.CompletedProcess."""
+
+    def __init__(self, result):
+        self.returncode = result.exit_code
+        self.stdout = result.stdout
+        self.stderr = result.stderr
+
+
+def invoke(*args, cwd=None):
+    """Run ``deconvviz ARGS`` in this process (torch is imported once for the whole suite),
+    in ``cwd``; exit codes, stdout and stderr are the command's own."""
+    from click.testing import CliRunner
+
+    from deconvviz.cli import cli
+
+    old = os.getcwd()
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        result = CliRunner().invoke(cli, [str(a) for a in args], prog_name="deconvviz")
+    finally:
+        os.chdir(old)
+    return Completed(result)

@@ -1,13 +1,11 @@
 """dv.attribute, dv.compare and dv.sanity_check: every method on every zoo model, targets
 by class name, Captum's hooks removed, the user's model unchanged."""
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
 from captum.attr import Saliency
-from conftest import EXAMPLES, assert_untouched, snapshot, zoo_model
+from conftest import EXAMPLES, assert_untouched, invoke, snapshot, zoo_model
 from oracle import oracle_project, rel_error
 from PIL import Image
 from test_zoo import ZOO
@@ -159,9 +157,7 @@ def test_sanity_check_cascade(tmp_path):
     assert result.figure().axes
 
 
-def cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "deconvviz", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=300)
+cli = invoke  # in this process: the model loads, torch is imported once
 
 
 def test_compare_and_sanity_commands(tmp_path):

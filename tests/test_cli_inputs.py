@@ -2,13 +2,11 @@
 code 2, or the right behaviour; none exits 1 or shows an exception's class name."""
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 
 import pytest
 import torch
-from conftest import EXAMPLES
+from conftest import EXAMPLES, invoke
 from PIL import Image
 from test_cli import run
 
@@ -18,9 +16,7 @@ ZF = ["--model", "zfnet", "--weights", "none"]
 EXCEPTION_NAMES = ("Error:", "Exception", "Traceback", "errno", "Errno")
 
 
-def cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "deconvviz", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=300)
+cli = invoke  # in this process: the model loads, torch is imported once
 
 
 def one_error_line(proc, message):

@@ -3,15 +3,13 @@ a brute-force computation written here (occlude, transform or mask one case by h
 the model), to 1e-4 relative."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from captum.attr import Occlusion
-from conftest import EXAMPLES, assert_untouched, snapshot, zoo_model
+from conftest import EXAMPLES, assert_untouched, invoke, snapshot, zoo_model
 from test_zoo import ZOO
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
@@ -135,9 +133,7 @@ def test_figures_for_every_zoo_classifier(name, tmp_path):
             assert os.path.getsize(path) > 1000
 
 
-def cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "deconvviz", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=300)
+cli = invoke  # in this process: the model loads, torch is imported once
 
 
 @pytest.mark.parametrize("parts,message", [

@@ -37,6 +37,9 @@ _PUBLIC = {
     "Projections": "analyses", "ShowReport": "analyses", "project": "analyses",
     "show": "analyses", "ScanResult": "analyses", "load_scan": "analyses",
     "scan": "analyses",
+    "train": "analyses", "TrainResult": "analyses", "evolution": "analyses",
+    "EvolutionResult": "analyses", "filters": "analyses", "filter_figure": "analyses",
+    "FilterResult": "analyses", "read_metrics": "analyses",
     "explore": "explorer",
 }
 
@@ -56,10 +59,12 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # for type checkers, IDEs and the API docs: the same names, eagerly
-    from .analyses import (Comparison, CorrespondenceResult, InvarianceResult,
-                           OcclusionResult, Projections, SanityResult, ScanResult, ShowReport,
-                           attribute, compare, correspondence, invariance, list_methods,
-                           load_scan, occlusion, project, sanity_check, scan, show)
+    from .analyses import (Comparison, CorrespondenceResult, EvolutionResult, FilterResult,
+                           InvarianceResult, OcclusionResult, Projections, SanityResult,
+                           ScanResult, ShowReport, TrainResult, attribute, compare,
+                           correspondence, evolution, filter_figure, filters, invariance,
+                           list_methods, load_scan, occlusion, project, read_metrics,
+                           sanity_check, scan, show, train)
     from .data.images import load_image
     from .data.zoo import ModelInfo, UntrainedWarning, list_models, load_model, model_info
     from .engine import (Deconvnet, DeconvStep, Gradient, GuidedBackprop, Layer, Projector,

@@ -9,7 +9,7 @@ from typing import List
 
 from .errors import ArgumentError
 
-__all__ = ["MODES", "METHODS", "REVERSE_METHODS", "SCALINGS", "TRANSFORMS", "MAX_TOP", "parse_features", "choose_features", "check_mode",
+__all__ = ["MODES", "METHODS", "REVERSE_METHODS", "SCALINGS", "TRANSFORMS", "INITS", "PAPER_SAVE_AT", "MAX_TOP", "parse_features", "choose_features", "check_mode",
            "check_scaling"]
 
 MODES = ("max", "map")
@@ -18,6 +18,8 @@ METHODS = REVERSE_METHODS + ("gradcam", "guided_gradcam", "integrated_gradients"
                              "occlusion")  # dv.attribute's, Captum's after the reverse passes
 SCALINGS = ("signed", "shared", "paper", "heatmap")
 TRANSFORMS = ("translate", "scale", "rotate")  # dv.invariance's
+INITS = ("auto", "normal", "kaiming")  # dv.train's weight initialisations
+PAPER_SAVE_AT = (1, 2, 5, 10, 20, 30, 40, 64)  # Zeiler & Fergus Fig. 4's epochs
 MAX_TOP = 64  # features in one grid; more is unreadable (use --features for a chosen set)
 
 

@@ -18,6 +18,7 @@ __all__ = [
     "UnsupportedOpError",
     "ArgumentError",
     "OutputError",
+    "Interrupted",
 ]
 
 
@@ -51,6 +52,11 @@ class ArgumentError(DeconvvizError):
 
 class OutputError(DeconvvizError):
     """An output path that cannot be written: wrong extension, missing or read-only folder."""
+
+
+class Interrupted(RuntimeError):
+    """A long run (a scan, a training run) stopped by Ctrl-C after saving where it was; the
+    message says how to continue (``--resume``)."""
 
 
 def closest(name: str, choices: Iterable[str], n: int = 3) -> str:

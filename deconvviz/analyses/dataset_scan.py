@@ -40,7 +40,7 @@ from ..data.zoo import Preprocessing, model_info
 from ..engine.graph import trace
 from ..engine.layers import aliases_of, resolve_layer
 from ..engine.recording import forward_to
-from ..errors import ArgumentError, DeconvvizError
+from ..errors import ArgumentError, DeconvvizError, Interrupted
 from . import top_hits
 
 __all__ = ["scan", "load_scan", "ScanResult", "Hit", "list_images", "ScanInterrupted",
@@ -50,7 +50,7 @@ FORMAT = "deconvviz-scan/1"
 VALUE_RTOL = 1e-4  # hit values agree to this fraction of the layer's strongest hit
 
 
-class ScanInterrupted(RuntimeError):
+class ScanInterrupted(Interrupted):
     """The scan stopped early (Ctrl-C); its checkpoint lets ``resume=True`` continue."""
 
 

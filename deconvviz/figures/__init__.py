@@ -10,9 +10,11 @@ from .methods import comparison_grid, sanity_figure
 from .paper import correspondence_figure, invariance_figure, occlusion_figure
 from .projections import layer_overview, patch_grid, projection_grid
 from .scan_grid import scan_figure
+from .training import evolution_figure, filters_figure, training_curves
 
 __all__ = ["FIGURE_FORMATS", "Figure", "PAGE_WIDTH", "SCALINGS", "combine", "comparison_grid",
-           "correspondence_figure", "crop_window", "invariance_figure", "occlusion_figure",
+           "correspondence_figure", "crop_window", "evolution_figure", "filters_figure",
+           "training_curves", "invariance_figure", "occlusion_figure",
            "sanity_figure",
            "layer_overview", "mosaic", "patch_grid", "projection_grid", "save_figure",
            "scan_figure", "shared_scale", "to_uint8"]

@@ -15,7 +15,11 @@ from ...errors import WeightsError
 from ._registry import get_spec
 
 __all__ = ["Preprocessing", "ModelInfo", "UntrainedWarning", "load_model", "model_info",
-           "count_parameters", "class_names"]
+           "count_parameters", "class_names", "checkpoint_payload", "checkpoint_model", "load_weights_into",
+           "CHECKPOINT_FORMAT"]
+
+# What deconvviz writes beside a state dict, so that a checkpoint says what it is.
+CHECKPOINT_FORMAT = "deconvviz-checkpoint/1"
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -47,12 +51,15 @@ class ModelInfo:
         weights: ``"imagenet"``, ``"random"`` or the checkpoint path.
         trained: ``False`` for random initialisation (figures then say "untrained").
         preprocessing: how photos are turned into this model's input.
+        classes: the output classes' names where a deconvviz checkpoint records them (a
+            model trained on an image folder); ``None`` otherwise.
     """
 
     name: str
     weights: str
     trained: bool
     preprocessing: Preprocessing
+    classes: Optional[Tuple[str, ...]] = None
 
 
 class UntrainedWarning(UserWarning):
@@ -72,6 +79,8 @@ def class_names(model: nn.Module) -> Optional[List[str]]:
     ships with torchvision: no download), or ``None`` where the model has none (ZFNet, user
     models): classes are then named by index."""
     info = model_info(model)
+    if info is not None and info.classes is not None:
+        return list(info.classes)
     weights = get_spec(info.name).weights_enum() if info is not None else None
     return list(weights.meta["categories"]) if weights is not None else None
 
@@ -94,9 +103,12 @@ def load_model(name: str, weights: WeightsArg = "default") -> nn.Module:
         weights: ``"default"`` for torchvision's ImageNet weights (downloaded once into the
             torch hub cache, with a progress bar), ``None`` or ``"none"`` for random
             initialisation (reproducible: always drawn with seed 0, without touching the
-            global random state, so a scan and its figure see the same weights), or the path of a checkpoint (a state dict, or a dict holding one
-            under ``"state_dict"`` or ``"model"``). ZFNet has no public weights: its default is
-            random initialisation, with an :class:`UntrainedWarning`.
+            global random state, so a scan and its figure see the same weights), or the path
+            of a checkpoint (a state dict, or a dict holding one under ``"state_dict"`` or
+            ``"model"``). A checkpoint written by :func:`deconvviz.train` also gives the
+            number of classes, their names and the preprocessing it was trained with. ZFNet
+            has no public weights: its default is random initialisation, with an
+            :class:`UntrainedWarning`.
 
     Returns:
         The ``nn.Module``, in eval mode, on the CPU.
@@ -125,13 +137,78 @@ def load_model(name: str, weights: WeightsArg = "default") -> nn.Module:
             model = _imagenet(spec.name, spec.build, weights_enum)
             label, trained = "imagenet", True
     else:
-        model = spec.build(weights=None)
-        _load_checkpoint(model, os.fspath(weights), spec.name,
-                         drop_prefixes=spec.extra.get("drop_prefixes", ()))
-        label, trained = os.fspath(weights), True
+        path = os.fspath(weights)
+        checkpoint = _read_checkpoint(path)
+        meta = _deconvviz_meta(checkpoint, path, spec.name)
+        classes = tuple(meta["classes"]) if meta.get("classes") else None
+        if meta.get("preprocessing"):
+            default_prep = Preprocessing(**{k: tuple(v) if isinstance(v, list) else v
+                                            for k, v in meta["preprocessing"].items()})
+        model = spec.build(weights=None, num_classes=int(meta.get("num_classes", 1000)))
+        _load_state(model, _state_dict_of(checkpoint, path), path, spec.name,
+                    drop_prefixes=spec.extra.get("drop_prefixes", ()))
+        label, trained = path, True
+        model.eval()
+        _INFO[model] = ModelInfo(name=spec.name, weights=label, trained=trained,
+                                 preprocessing=default_prep, classes=classes)
+        return model
     model.eval()
-    _INFO[model] = ModelInfo(name=spec.name, weights=label, trained=trained, preprocessing=default_prep)
+    _INFO[model] = ModelInfo(name=spec.name, weights=label, trained=trained,
+                             preprocessing=default_prep)
     return model
+
+
+def checkpoint_payload(model: nn.Module, name: str, *, classes: Optional[List[str]] = None,
+                       preprocessing: Optional[Preprocessing] = None, **extra) -> dict:
+    """What :func:`load_model` reads back from a deconvviz checkpoint: the state dict (on the
+    CPU) with the zoo name, the number and names of the classes and the preprocessing.
+    ``extra`` (e.g. ``epoch``) is stored beside them."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    out_features = [m.out_features for m in model.modules() if isinstance(m, nn.Linear)]
+    meta = {"model": name, "num_classes": len(classes) if classes else
+            (out_features[-1] if out_features else 1000),
+            "classes": list(classes) if classes else None}
+    if preprocessing is not None:
+        meta["preprocessing"] = {"resize_size": preprocessing.resize_size,
+                                 "crop_size": preprocessing.crop_size,
+                                 "mean": list(preprocessing.mean),
+                                 "std": list(preprocessing.std)}
+    return {"format": CHECKPOINT_FORMAT, "deconvviz": meta, "state_dict": state, **extra}
+
+
+def load_weights_into(model: nn.Module, path: Union[str, "os.PathLike[str]"]) -> nn.Module:
+    """Load a checkpoint file (any state dict :func:`load_model` reads) into ``model``, in
+    place, with the same checks and messages; returns ``model``. A deconvviz checkpoint of
+    another zoo model is refused."""
+    path = os.fspath(path)
+    checkpoint = _read_checkpoint(path)
+    info = model_info(model)
+    if info is not None:
+        _deconvviz_meta(checkpoint, path, info.name)
+    _load_state(model, _state_dict_of(checkpoint, path), path,
+                info.name if info is not None else type(model).__name__)
+    return model
+
+
+def checkpoint_model(path: Union[str, "os.PathLike[str]"]) -> Optional[str]:
+    """The zoo name a deconvviz checkpoint records (``None`` for other state dicts)."""
+    path = os.fspath(path)
+    checkpoint = _read_checkpoint(path)
+    if isinstance(checkpoint, Mapping) and checkpoint.get("format") == CHECKPOINT_FORMAT:
+        return (checkpoint.get("deconvviz") or {}).get("model")
+    return None
+
+
+def _deconvviz_meta(checkpoint: object, path: str, name: str) -> dict:
+    """The metadata of a deconvviz checkpoint (``{}`` for any other state dict); a checkpoint
+    of another zoo model is refused by name."""
+    if not (isinstance(checkpoint, Mapping) and checkpoint.get("format") == CHECKPOINT_FORMAT):
+        return {}
+    meta = checkpoint.get("deconvviz") or {}
+    if meta.get("model") and meta["model"] != name:
+        raise WeightsError(f"checkpoint {path} is of model {meta['model']}, not {name}; use "
+                           f"--model {meta['model']} (load_model({meta['model']!r}, ...))")
+    return dict(meta)
 
 
 def _random(spec) -> nn.Module:
@@ -155,16 +232,19 @@ def _imagenet(name: str, build, weights_enum) -> nn.Module:
             f"or --weights FILE (weights=PATH) for a checkpoint") from None
 
 
-def _load_checkpoint(model: nn.Module, path: str, name: str, drop_prefixes=()) -> None:
+def _read_checkpoint(path: str) -> object:
     if not os.path.isfile(path):
         raise WeightsError(f"weights file not found: {path} "
                            f"(use 'default', 'none' or the path of a checkpoint)")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise WeightsError(f"cannot read checkpoint {path}: it is not a file written by "
                            f"torch.save ({_why_unreadable(path, exc)})") from None
-    state = _state_dict_of(checkpoint, path)
+
+
+def _load_state(model: nn.Module, state: Mapping[str, torch.Tensor], path: str, name: str,
+                drop_prefixes=()) -> None:
     state = {re.sub(r"^module\.", "", k): v for k, v in state.items()
              if not k.startswith(tuple(drop_prefixes))}
     expected = model.state_dict()

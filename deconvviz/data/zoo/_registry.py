@@ -16,9 +16,11 @@ class ModelSpec:
 
     Attributes:
         name: the zoo name (``"vgg16"``).
-        build: ``build(weights) -> nn.Module``; ``weights`` is a torchvision ``WeightsEnum``
-            member or ``None`` for random initialisation. Builders import torch when called,
-            so that listing the zoo (``deconvviz --help``) stays instant.
+        build: ``build(weights, num_classes=1000) -> nn.Module``; ``weights`` is a
+            torchvision ``WeightsEnum`` member or ``None`` for random initialisation, and
+            ``num_classes`` the classifier's width (another than 1000 only with random
+            weights, e.g. for training on another dataset). Builders import torch when
+            called, so that listing the zoo (``deconvviz --help``) stays instant.
         aliases: short layer names in the vocabulary of the model's paper, mapped to dotted
             module paths, in network order.
         imagenet_weights: the name of the torchvision weights behind ``weights="default"``
@@ -47,10 +49,11 @@ class ModelSpec:
 def torchvision_builder(name: str) -> Callable[..., object]:
     """A builder for torchvision's model ``name`` that imports torchvision only when called."""
 
-    def build(weights=None):
+    def build(weights=None, num_classes: int = 1000):
         from torchvision import models
 
-        return getattr(models, name)(weights=weights)
+        extra = {} if num_classes == 1000 else {"num_classes": num_classes}
+        return getattr(models, name)(weights=weights, **extra)
 
     build.__name__ = name
     return build

@@ -9,12 +9,13 @@ from __future__ import annotations
 from ._registry import ModelSpec, register_model
 
 
-def googlenet(weights=None):
+def googlenet(weights=None, num_classes: int = 1000):
     """torchvision's GoogLeNet without auxiliary heads (``weights``: a weights enum or None)."""
     from torchvision import models
 
     if weights is None:
-        return models.googlenet(weights=None, aux_logits=False, init_weights=True)
+        return models.googlenet(weights=None, aux_logits=False, init_weights=True,
+                                num_classes=num_classes)
     # torchvision loads ImageNet weights into a model with auxiliary heads; drop them after.
     model = models.googlenet(weights=weights)
     model.aux_logits, model.aux1, model.aux2 = False, None, None

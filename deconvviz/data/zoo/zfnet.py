@@ -15,11 +15,11 @@ from __future__ import annotations
 from ._registry import ModelSpec, register_model
 
 
-def zfnet(weights=None):
+def zfnet(weights=None, num_classes: int = 1000):
     """Build ZFNet (random initialisation; it has no torchvision weights)."""
     from .zfnet_network import zfnet as build
 
-    return build(weights)
+    return build(weights, num_classes=num_classes)
 
 
 ALIASES = {

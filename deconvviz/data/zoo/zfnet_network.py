@@ -71,7 +71,7 @@ class ZFNet(nn.Module):
         return self.classifier(x)
 
 
-def zfnet(weights: Optional[object] = None) -> ZFNet:
+def zfnet(weights: Optional[object] = None, num_classes: int = 1000) -> ZFNet:
     if weights is not None:
         raise ValueError("ZFNet has no torchvision weights")
-    return ZFNet()
+    return ZFNet(num_classes=num_classes)

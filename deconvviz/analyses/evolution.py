@@ -1,0 +1,192 @@
+"""Feature evolution during training: Zeiler & Fergus Fig. 4.
+
+For each checkpoint, each chosen feature's strongest activation across a set of images (a
+dataset scan with ``top=1``) is projected to pixels and cropped to its receptive field. The
+figure has a block per layer, a row per feature and a column per checkpoint.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import re
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+from torch import nn
+
+from .. import figures
+from .._io import check_output_path, write_atomically
+from ..choices import choose_features
+from ..data.zoo import checkpoint_model, get_spec, load_model, load_weights_into, model_info
+from ..errors import ArgumentError
+from .dataset_scan import Hit, list_images, scan
+from .top_hits import project_hits
+from .training import run_checkpoints
+
+__all__ = ["evolution", "EvolutionResult"]
+
+
+@dataclass
+class EvolutionResult:
+    """The outcome of :func:`evolution`.
+
+    Attributes:
+        model: the zoo name (or the user model's class name).
+        layers: the layers, in the order given.
+        features: per layer, the feature indices (rows).
+        checkpoints: the checkpoint files (columns), in order.
+        labels: a short label per checkpoint (``"epoch 5"``).
+        projections: per layer, ``[features, checkpoints, 3, H, W]`` float arrays: each
+            strongest activation's projection cropped to its receptive field.
+        patches: per layer, ``[features, checkpoints, H, W, 3]`` uint8 image patches under
+            the same fields.
+        hits: per layer, ``hits[layer][f][c]``: feature ``f``'s strongest activation under
+            checkpoint ``c`` (a :class:`~deconvviz.analyses.dataset_scan.Hit`).
+        method: the reverse pass used.
+    """
+
+    model: str
+    layers: List[str]
+    features: Dict[str, List[int]]
+    checkpoints: List[str]
+    labels: List[str]
+    projections: Dict[str, np.ndarray]
+    patches: Dict[str, np.ndarray]
+    hits: Dict[str, List[List[Hit]]]
+    method: str = "deconvnet"
+
+    def figure(self, *, scaling: str = "signed", patches: bool = False):
+        """Zeiler & Fergus Fig. 4: a block per layer, a row per feature, a column per
+        checkpoint (with ``patches=True``, each projection beside its image patch)."""
+        how = "" if self.method == "deconvnet" else f" ({self.method})"
+        return figures.evolution_figure(
+            {l: self.projections[l] for l in self.layers}, self.features, self.labels,
+            patches={l: self.patches[l] for l in self.layers} if patches else None,
+            scaling=scaling, title=f"{self.model}{how}: feature evolution during training")
+
+    def save(self, path: Union[str, "os.PathLike[str]"], *, dpi: Optional[float] = None,
+             **options) -> str:
+        """``.npz`` for the arrays; ``.png/.jpg/.pdf/.svg`` for the figure."""
+        path = os.fspath(path)
+        if path.lower().endswith(".npz"):
+            check_output_path(path, (".npz",))
+            arrays = {f"{l}_projections": self.projections[l] for l in self.layers}
+            arrays.update({f"{l}_features": np.array(self.features[l]) for l in self.layers})
+            arrays["labels"] = np.array(self.labels)
+            return write_atomically(path, lambda f: np.savez_compressed(f, **arrays))
+        return figures.save_figure(self.figure(**options), path, dpi=dpi)
+
+    def __repr__(self) -> str:
+        return (f"EvolutionResult({self.model}, layers {', '.join(self.layers)}, "
+                f"{len(self.checkpoints)} checkpoints: {', '.join(self.labels)})")
+
+
+def _label(path: str) -> str:
+    match = re.fullmatch(r"epoch_(\d+)", os.path.splitext(os.path.basename(path))[0])
+    return f"epoch {int(match.group(1))}" if match else os.path.splitext(
+        os.path.basename(path))[0]
+
+
+def evolution(model: Union[None, str, nn.Module], checkpoints: Union[str, "os.PathLike[str]",
+                                                                Sequence[str]],
+              data: Union[str, "os.PathLike[str]", Sequence[str]], layers: Sequence[str],
+              features: Union[str, Sequence[int]] = "random:6", *, seed: int = 0,
+              method: str = "deconvnet", batch_size: int = 32, workers: int = 0,
+              device: Optional[str] = None, progress: bool = True,
+              on_checkpoint: Optional[Callable[[str], None]] = None) -> EvolutionResult:
+    """How features evolve over a series of checkpoints (Zeiler & Fergus Fig. 4).
+
+    Args:
+        model: a zoo name, whose checkpoints :func:`load_model` reads, or a model whose
+            ``state_dict`` each checkpoint holds (it is copied, never changed); ``None``
+            reads the zoo name from the first checkpoint (one written by :func:`train`).
+        checkpoints: a run folder (its ``epoch_K.pt`` files, in epoch order) or a list of
+            checkpoint files, in the order to draw them.
+        data: images to scan: a folder (recursive), a text file of paths, or a list.
+        layers: layer names (aliases or module paths).
+        features: per layer, ``"random:6"`` (seeded by ``seed``), ``"0-5"`` or a list.
+        method: the reverse pass, ``"deconvnet"``, ``"guided"`` or ``"gradient"``.
+        batch_size, workers: the scans' ``DataLoader``.
+        device: where to run (default: the CPU, or the given model's device).
+        progress: a progress bar per scan.
+        on_checkpoint: called with each checkpoint path once it is done.
+
+    Returns:
+        An :class:`EvolutionResult`.
+    """
+    files = (run_checkpoints(checkpoints) if isinstance(checkpoints, (str, os.PathLike))
+             else [os.fspath(c) for c in checkpoints])
+    if not files:
+        raise ArgumentError("no checkpoints given")
+    missing = [f for f in files if not os.path.isfile(f)]
+    if missing:
+        raise ArgumentError(f"checkpoint not found: {missing[0]}")
+    layers = list(layers)
+    if not layers:
+        raise ArgumentError("no layers given")
+    if model is None:
+        model = checkpoint_model(files[0])
+        if model is None:
+            raise ArgumentError(f"{files[0]} does not say which model it is (it was not "
+                                f"written by deconvviz train); give the model (--model)")
+    if isinstance(model, str):
+        name = get_spec(model).name
+    else:
+        info = model_info(model)
+        name = info.name if info is not None else type(model).__name__
+    paths = list(data) if isinstance(data, (list, tuple)) else list_images(data)
+    chosen: Dict[str, List[int]] = {}
+    projections: Dict[str, list] = {l: [] for l in layers}
+    patches: Dict[str, list] = {l: [] for l in layers}
+    hits: Dict[str, list] = {l: [] for l in layers}
+    for path in files:
+        net = _with_weights(model, path, device)
+        result = scan(net, paths, layers, top=1, batch_size=batch_size, workers=workers,
+                      progress=progress)
+        for layer in layers:
+            if layer not in chosen:
+                count = result.features(layer)
+                chosen[layer] = (choose_features(features, count, seed=seed)
+                                 if isinstance(features, str)
+                                 else choose_features(",".join(map(str, features)), count))
+            found = project_hits(result, layer, chosen[layer], model=net, method=method)
+            projections[layer].append([h.projections[0] if h.projections else None
+                                       for h in found])
+            patches[layer].append([h.patches[0] if h.patches else None for h in found])
+            hits[layer].append([h.hits[0] if h.hits else None for h in found])
+        if on_checkpoint is not None:
+            on_checkpoint(path)
+    return EvolutionResult(
+        model=name, layers=layers, features=chosen, checkpoints=files,
+        labels=[_label(f) for f in files],
+        projections={l: _stack(projections[l], chw=True) for l in layers},
+        patches={l: _stack(patches[l], chw=False) for l in layers},
+        hits={l: [list(col) for col in zip(*hits[l])] for l in layers}, method=method)
+
+
+def _with_weights(model: Union[str, nn.Module], path: str, device: Optional[str]) -> nn.Module:
+    if isinstance(model, str):
+        net = load_model(model, weights=path)
+    else:
+        net = copy.deepcopy(model)
+        load_weights_into(net, path)
+    if device is not None:
+        net = net.to(device)
+    return net
+
+
+def _stack(per_checkpoint: List[list], chw: bool) -> np.ndarray:
+    """``[checkpoints][features]`` crops -> ``[features, checkpoints, ...]``; a feature with no
+    hit (no image read) is zeros."""
+    shape = next((a.shape for col in per_checkpoint for a in col if a is not None), (1, 1, 3))
+    rows = []
+    for f in range(len(per_checkpoint[0])):
+        row = []
+        for col in per_checkpoint:
+            a = col[f] if col[f] is not None and col[f].shape == shape else np.zeros(
+                shape, np.float32 if chw else np.uint8)
+            row.append(np.transpose(a, (2, 0, 1)).astype(np.float32) if chw else a)
+        rows.append(np.stack(row))
+    return np.stack(rows)
+

@@ -100,11 +100,19 @@ class FilterResult:
         return "\n".join(rows) + "\n"
 
     def summary(self) -> List[str]:
-        """One line per model: filters, dead, median RMS, mean high-frequency share."""
-        return [f"{label}: {len(s['rms'])} filters, {int(s['dead'].sum())} dead, median RMS "
-                f"{float(s['rms'].median()):.3g}, high-frequency share "
-                f"{float(s['high_freq'].mean()):.2f}"
-                for label, s in zip(self.labels, self.stats)]
+        """One line per model: filters, dead, median RMS, mean high-frequency share (or how
+        many filters hold non-finite weights)."""
+        lines = []
+        for label, s in zip(self.labels, self.stats):
+            broken = int((~torch.isfinite(s["rms"])).sum())
+            if broken:  # a diverged run: its statistics mean nothing
+                lines.append(f"{label}: {len(s['rms'])} filters, {broken} with non-finite "
+                             f"weights (the run diverged)")
+                continue
+            lines.append(f"{label}: {len(s['rms'])} filters, {int(s['dead'].sum())} dead, "
+                         f"median RMS {float(s['rms'].median()):.3g}, high-frequency share "
+                         f"{float(s['high_freq'].mean()):.2f}")
+        return lines
 
     def figure(self, *, scaling: str = "layer", ncols: Optional[int] = None):
         """Zeiler & Fergus Fig. 6 (a-c): each model's filters as RGB tiles, side by side.

@@ -39,7 +39,7 @@ def evolution_figure(projections: Mapping[str, np.ndarray], features: Mapping[st
     rows = [projections[l].shape[0] for l in layers]
     if fig is None:
         cell = min(0.75, PAGE_WIDTH / (columns * per + 0.8))
-        fig = Figure(figsize=(cell * columns * per + 0.8, cell * sum(rows) * 1.05
+        fig = Figure(figsize=(max(cell * columns * per + 0.8, 4.5), cell * sum(rows) * 1.05
                               + 0.35 * len(layers) + 0.4), layout="constrained")
     subs = fig.subfigures(len(layers), 1, squeeze=False, height_ratios=rows)[:, 0]
     for sub, layer in zip(subs, layers):
@@ -111,7 +111,8 @@ def filters_figure(weights: Sequence, labels: Sequence[str], notes: Sequence[str
         ax.set_xticks([])
         ax.set_yticks([])
         note = notes[i] if i < len(notes) else ""
-        note = note.split(": ", 1)[-1] if note else ""
+        note = note.split(": ", 1)[-1].replace(", median", "\nmedian").replace(
+            "high-frequency share", "HF share") if note else ""
         ax.set_title(f"({chr(ord('a') + i)}) {labels[i]}" + (f"\n{note}" if note else ""),
                      fontsize=TILE_FONT)
     return finish(fig)

@@ -159,6 +159,10 @@ def test_filters_figure_and_csv(run, tmp_path):
     assert len(rows) == 2 * 96
     w = models[0].features.conv1.weight.detach()
     assert float(rows[5]["rms"]) == pytest.approx(float(w[5].pow(2).mean().sqrt()), rel=1e-5)
+    diverged = torch.nn.Conv2d(3, 4, 3)
+    with torch.no_grad():
+        diverged.weight[1] = float("nan")
+    assert "1 with non-finite weights" in dv.filters(diverged).summary()[0]
     assert Image.open(tmp_path / "f.png").width > 500
     result.save(tmp_path / "f.pdf")
     assert (tmp_path / "f.pdf").read_bytes()[:4] == b"%PDF"
@@ -188,7 +192,8 @@ def test_evolution_shapes_and_figure(run, shapes, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["empty", "one class", "other model", "existing run",
-                                  "different resume", "small crop"])
+                                  "different resume", "small crop", "out is a file",
+                                  "nothing to resume"])
 def test_bad_training_inputs_get_one_line_errors(case, run, shapes, tmp_path):
     data = shapes / "train"
     args = ["train", "--model", "zfnet", "--out", tmp_path / "r", "--epochs", "1",
@@ -210,9 +215,14 @@ def test_bad_training_inputs_get_one_line_errors(case, run, shapes, tmp_path):
     elif case == "different resume":
         done = invoke(*args[:3], "--out", run.run, *args[5:], "--lr", "0.5", "--resume", data)
         expected = "is from a different run ("
-    else:
+    elif case == "small crop":
         done = invoke(*args[:-6], "--resize", "64", "--crop", "32", "--workers", "0", data)
         expected = "cannot take 32x32 crops"
+    elif case == "out is a file":
+        (tmp_path / "r").write_text("x")
+        done, expected = invoke(*args, data), "is a file"
+    else:
+        done, expected = invoke(*args, "--resume", data), "nothing to resume"
     assert done.returncode == 2, (done.stdout, done.stderr)
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], lines

@@ -52,7 +52,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from .. import figures
-from .._io import write_atomically
+from .._io import check_writable_folder, write_atomically
 from ..choices import INITS, PAPER_SAVE_AT
 from ..data.devices import distributed, resolve_device
 from ..data.images import decode_image, preprocessing_for
@@ -397,6 +397,8 @@ def train(model: str, data: Union[str, "os.PathLike[str]"], out: Union[str, "os.
     state_path = os.path.join(out, "last.pt")
     if not os.path.isdir(os.path.dirname(out)):
         raise ArgumentError(f"the run folder's parent does not exist: {os.path.dirname(out)}")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ArgumentError(f"{out} is a file; the run folder must be a folder")
     if resume and not os.path.isfile(state_path):
         raise ArgumentError(f"nothing to resume: {state_path} does not exist")
     if not resume and os.path.exists(state_path):
@@ -443,6 +445,7 @@ def train(model: str, data: Union[str, "os.PathLike[str]"], out: Union[str, "os.
             rank, dev = (dist.get_rank() if already else 0), resolve_device(device)
         if rank == 0:
             os.makedirs(out, exist_ok=True)
+            check_writable_folder(state_path)  # before any work, not at the first save
         # the data order, augmentation and dropout are seeded here; the caller's random
         # state is left as it was
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):

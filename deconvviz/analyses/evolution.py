@@ -107,7 +107,8 @@ def evolution(model: Union[None, str, nn.Module], checkpoints: Union[str, "os.Pa
         layers: layer names (aliases or module paths).
         features: per layer, ``"random:6"`` (seeded by ``seed``), ``"0-5"`` or a list.
         method: the reverse pass, ``"deconvnet"``, ``"guided"`` or ``"gradient"``.
-        batch_size, workers: the scans' ``DataLoader``.
+        batch_size: the scans' batch size.
+        workers: the scans' ``DataLoader`` workers.
         device: where to run (default: the CPU, or the given model's device).
         progress: a progress bar per scan.
         on_checkpoint: called with each checkpoint path once it is done.

@@ -349,14 +349,17 @@ def train(model: str, data: Union[str, "os.PathLike[str]"], out: Union[str, "os.
         val: a validation tree with the same classes (or some of them).
         epochs: epochs in all (the paper: 70).
         batch_size: the global mini-batch (split across ``torchrun`` processes).
-        lr, momentum, weight_decay: SGD's.
+        lr: SGD's learning rate.
+        momentum: SGD's momentum.
+        weight_decay: SGD's weight decay (L2).
         dropout: the dropout probability of every ``nn.Dropout`` (``None``: the model's
             own, 0.5 in fc6/fc7 for ZFNet and AlexNet; 0 turns dropout off).
         clip_rms: the filter renormalisation radius (0: off).
         init: ``"auto"`` (ZFNet's N(0, 1e-2); other models their own) or ``"normal"`` (N(0,
             1e-2) weights, zero biases everywhere).
-        resize_size, crop_size: short side before cropping, and the crop (default 256/224,
-            or the model's preprocessing).
+        resize_size: the short side before cropping (default 256, or the model's
+            preprocessing).
+        crop_size: the side of the random crop (default 224, or the model's).
         workers: ``DataLoader`` worker processes per process.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``.
         seed: seeds the initial weights, the data order, augmentation and dropout.

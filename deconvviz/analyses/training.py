@@ -446,6 +446,8 @@ def train(model: str, data: Union[str, "os.PathLike[str]"], out: Union[str, "os.
             rank, dev = joined
         else:
             rank, dev = (dist.get_rank() if already else 0), resolve_device(device)
+            if already and dev.type == "cuda" and dev.index is None:  # the caller's group
+                dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         if rank == 0:
             os.makedirs(out, exist_ok=True)
             check_writable_folder(state_path)  # before any work, not at the first save

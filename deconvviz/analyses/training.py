@@ -287,7 +287,12 @@ def _build(config: _Config) -> nn.Module:
     spec = get_spec(config.model)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        model = spec.build(weights=None, num_classes=len(config.classes))
+        try:
+            model = spec.build(weights=None, num_classes=len(config.classes))
+        except TypeError:
+            raise ArgumentError(f"{config.model}'s builder takes no num_classes argument; "
+                                f"register it with build(weights=None, num_classes=1000) to "
+                                f"train it") from None
         for m in model.modules():
             if config.init == "normal" and isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.normal_(m.weight, std=1e-2)  # the paper's N(0, 1e-2) everywhere

@@ -144,7 +144,10 @@ def load_model(name: str, weights: WeightsArg = "default") -> nn.Module:
         if meta.get("preprocessing"):
             default_prep = Preprocessing(**{k: tuple(v) if isinstance(v, list) else v
                                             for k, v in meta["preprocessing"].items()})
-        model = spec.build(weights=None, num_classes=int(meta.get("num_classes", 1000)))
+        classes_out = int(meta.get("num_classes") or 1000)
+        # builders registered before ``num_classes`` existed take ``weights`` only
+        model = (spec.build(weights=None) if classes_out == 1000
+                 else spec.build(weights=None, num_classes=classes_out))
         _load_state(model, _state_dict_of(checkpoint, path), path, spec.name,
                     drop_prefixes=spec.extra.get("drop_prefixes", ()))
         label, trained = path, True

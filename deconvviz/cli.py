@@ -672,12 +672,12 @@ def evolution_command(checkpoints: List[str], data: str, layers: str, features: 
     names = [s.strip() for s in layers.split(",") if s.strip()]
     from tqdm import tqdm
 
-    from .analyses import evolution
+    from .analyses import evolution, run_checkpoints
     from .data.devices import resolve_device
 
-    source = checkpoints[0] if len(checkpoints) == 1 and os.path.isdir(checkpoints[0]) \
-        else list(checkpoints)
-    with tqdm(desc="checkpoints", unit="ckpt", file=sys.stderr) as bar:
+    source = run_checkpoints(checkpoints[0]) if len(checkpoints) == 1 and \
+        os.path.isdir(checkpoints[0]) else list(checkpoints)
+    with tqdm(total=len(source), desc="checkpoints", unit="ckpt", file=sys.stderr) as bar:
         result = evolution(model, source, data, names, features, seed=seed, method=method,
                            batch_size=batch_size, device=str(resolve_device(device)),
                            progress=False, on_checkpoint=lambda _: bar.update())

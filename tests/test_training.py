@@ -50,6 +50,9 @@ def test_loss_falls_and_the_requested_checkpoints_load(run, shapes):
     assert len(rows) == 6 and float(rows[0]["train_loss"]) == pytest.approx(losses[0], 1e-5)
     assert {"val_top1_error", "val_top5_error", "images_per_s"} <= set(rows[0])
     assert dv.read_metrics(run.run)[-1]["epoch"] == 6
+    curves = run.figure()  # loss and top-1 error, train and validation
+    assert [len(ax.lines) for ax in curves.axes] == [2, 2]
+    assert list(curves.axes[0].lines[0].get_ydata()) == pytest.approx(losses)
     for path in run.checkpoints:
         model = dv.load_model("zfnet", weights=path)
         info = dv.model_info(model)
@@ -189,6 +192,9 @@ def test_evolution_shapes_and_figure(run, shapes, tmp_path):
                       "conv1,conv3", "--features", "random:2", "--out", tmp_path / f"f4.{ext}")
         assert done.returncode == 0, done.stderr
     assert Image.open(tmp_path / "f4.png").height > 100
+    saved = np.load(result.save(tmp_path / "f4.npz"))
+    assert np.array_equal(saved["conv5_projections"], result.projections["conv5"])
+    assert list(saved["conv1_features"]) == result.features["conv1"]
 
 
 @pytest.mark.parametrize("case", ["empty", "one class", "other model", "existing run",

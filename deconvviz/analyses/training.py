@@ -360,8 +360,9 @@ def train(model: str, data: Union[str, "os.PathLike[str]"], out: Union[str, "os.
         dropout: the dropout probability of every ``nn.Dropout`` (``None``: the model's
             own, 0.5 in fc6/fc7 for ZFNet and AlexNet; 0 turns dropout off).
         clip_rms: the filter renormalisation radius (0: off).
-        init: ``"auto"`` (ZFNet's N(0, 1e-2); other models their own) or ``"normal"`` (N(0,
-            1e-2) weights, zero biases everywhere).
+        init: ``"auto"`` (ZFNet's N(0, 1e-2); other models their own), ``"normal"`` (N(0,
+            1e-2) weights, zero biases everywhere) or ``"kaiming"`` (He et al.'s normal
+            initialisation, zero biases: trains much sooner than the paper's).
         resize_size: the short side before cropping (default 256, or the model's
             preprocessing).
         crop_size: the side of the random crop (default 224, or the model's).

@@ -94,6 +94,9 @@ def _friendly(command):
 
 def _one_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
+    if len(lines) > 1 and lines[0].startswith("Caught ") and "DataLoader worker" in lines[0]:
+        # re-raised from a DataLoader worker: the original message is the last line
+        return lines[-1].split(": ", 1)[-1]
     return lines[0] if lines else type(exc).__name__
 
 

@@ -235,6 +235,19 @@ def test_bad_training_inputs_get_one_line_errors(case, run, shapes, tmp_path):
     assert "Error:" not in lines[0].split("error: ", 1)[1][:30]
 
 
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_an_unreadable_image_stops_training_with_its_name(shapes, tmp_path, workers):
+    data = tmp_path / "data"
+    make_shapes(data, per_class=8, size=64, seed=0)
+    (data / "circle" / "003.png").write_bytes(b"not a png")
+    done = invoke("train", "--model", "zfnet", "--out", tmp_path / "r", "--epochs", "1",
+                  "--batch-size", "8", "--resize", "64", "--crop", "56", "--workers",
+                  workers, data)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and "003.png" in lines[-1], lines
+
+
 def test_evolution_refuses_a_checkpoint_of_another_model(run, shapes):
     with pytest.raises(dv.WeightsError, match="of model zfnet, not alexnet"):
         dv.evolution("alexnet", [run.checkpoints[0]], shapes / "val", ["conv1"])

@@ -90,6 +90,7 @@ class _Config:
     data: str
     val: Optional[str]
     classes: Tuple[str, ...]
+    images: str  # how many training images, and a digest of their paths and labels
     batch_size: int
     lr: float
     momentum: float
@@ -196,6 +197,17 @@ def _image_folder(root: str, what: str):
         raise ArgumentError(f"{what} folder {root} holds no images in class sub-folders "
                             f"(expected {root}/<class>/<image>): {_first(exc)}") from None
     return folder
+
+
+def _fingerprint(folder) -> str:
+    """``"N images, <digest>"`` of an image folder's samples: a resumed run must see the same
+    files in the same order (an image added or removed shifts every index)."""
+    import hashlib
+
+    digest = hashlib.sha1()
+    for path, target in folder.samples:
+        digest.update(f"{os.path.relpath(path, folder.root)}\t{target}\n".encode())
+    return f"{len(folder.samples)} images, {digest.hexdigest()[:12]}"
 
 
 def _first(exc: BaseException) -> str:
@@ -441,7 +453,8 @@ def train(model: str, data: Union[str, "os.PathLike[str]"], out: Union[str, "os.
                             f"{batch_size}; use a smaller --batch-size")
     config = _Config(model=spec.name, data=os.path.abspath(os.fspath(data)),
                      val=os.path.abspath(os.fspath(val)) if val is not None else None,
-                     classes=tuple(folder.classes), batch_size=batch_size, lr=lr,
+                     classes=tuple(folder.classes), images=_fingerprint(folder),
+                     batch_size=batch_size, lr=lr,
                      momentum=momentum, weight_decay=weight_decay, dropout=dropout,
                      clip_rms=clip_rms, init=init, resize_size=prep.resize_size,
                      crop_size=prep.crop_size, seed=seed, patience=patience, world=world)

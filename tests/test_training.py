@@ -276,3 +276,17 @@ def test_two_process_torchrun_matches_one_process(shapes, tmp_path):
     assert dv.load_model("zfnet", weights=tmp_path / "two" / "epoch_1.pt") is not None
     assert not torch.equal(a["features.conv1.weight"],
                            dv.load_model("zfnet", weights=None).features.conv1.weight)
+
+
+def test_an_interrupted_command_says_how_to_resume(shapes, tmp_path, monkeypatch):
+    import deconvviz.analyses
+
+    def interrupted(*args, **kwargs):
+        raise TrainingInterrupted("interrupted in epoch 2 after step 3 of 6; run again with "
+                                  "--resume to continue")
+
+    monkeypatch.setattr(deconvviz.analyses, "train", interrupted)
+    done = invoke("train", "--model", "zfnet", "--out", tmp_path / "r", shapes / "train")
+    assert done.returncode == 130  # the shell's code for Ctrl-C
+    assert done.stderr.strip().splitlines() == [
+        "error: interrupted in epoch 2 after step 3 of 6; run again with --resume to continue"]

@@ -30,7 +30,7 @@ from .choices import (
     parse_features,
 )
 from .data.zoo import get_spec, list_models
-from .errors import ArgumentError, Interrupted
+from .errors import ArgumentError, Interrupted, first_line
 
 __all__ = ["main", "cli"]
 
@@ -97,7 +97,7 @@ def _one_line(exc: BaseException) -> str:
     if len(lines) > 1 and lines[0].startswith("Caught ") and "DataLoader worker" in lines[0]:
         # re-raised from a DataLoader worker: the original message is the last line
         return lines[-1].split(": ", 1)[-1]
-    return lines[0] if lines else type(exc).__name__
+    return first_line(exc)
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):

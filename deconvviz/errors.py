@@ -19,6 +19,7 @@ __all__ = [
     "ArgumentError",
     "OutputError",
     "Interrupted",
+    "first_line",
 ]
 
 
@@ -57,6 +58,13 @@ class OutputError(DeconvvizError):
 class Interrupted(RuntimeError):
     """A long run (a scan, a training run) stopped by Ctrl-C after saving where it was; the
     message says how to continue (``--resume``)."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its class name when it has none): what a
+    one-line error quotes of a library's multi-line message."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def closest(name: str, choices: Iterable[str], n: int = 3) -> str:

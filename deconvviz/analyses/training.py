@@ -57,7 +57,7 @@ from ..choices import INITS, PAPER_SAVE_AT
 from ..data.devices import distributed, resolve_device
 from ..data.images import decode_image, preprocessing_for
 from ..data.zoo import Preprocessing, checkpoint_payload, get_spec
-from ..errors import ArgumentError, Interrupted
+from ..errors import ArgumentError, Interrupted, first_line
 
 __all__ = ["train", "TrainResult", "renormalise_filters", "read_metrics", "run_checkpoints",
            "PAPER_SAVE_AT", "TrainingInterrupted"]
@@ -195,7 +195,7 @@ def _image_folder(root: str, what: str):
         folder = ImageFolder(root, loader=decode_image)
     except FileNotFoundError as exc:
         raise ArgumentError(f"{what} folder {root} holds no images in class sub-folders "
-                            f"(expected {root}/<class>/<image>): {_first(exc)}") from None
+                            f"(expected {root}/<class>/<image>): {first_line(exc)}") from None
     return folder
 
 
@@ -208,11 +208,6 @@ def _fingerprint(folder) -> str:
     for path, target in folder.samples:
         digest.update(f"{os.path.relpath(path, folder.root)}\t{target}\n".encode())
     return f"{len(folder.samples)} images, {digest.hexdigest()[:12]}"
-
-
-def _first(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 def _transforms(prep: Preprocessing, train: bool):
@@ -330,7 +325,7 @@ def _check_input_size(model: nn.Module, size: int, name: str, device) -> None:
         with torch.no_grad():
             model(torch.zeros(2, 3, size, size, device=device))
     except RuntimeError as exc:
-        raise ArgumentError(f"{name} cannot take {size}x{size} crops ({_first(exc)}); use a "
+        raise ArgumentError(f"{name} cannot take {size}x{size} crops ({first_line(exc)}); use a "
                             f"larger --crop") from None
     finally:
         model.train()
@@ -532,7 +527,7 @@ class _Run:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise ArgumentError(f"cannot read {path}: {_first(exc)}") from None
+            raise ArgumentError(f"cannot read {path}: {first_line(exc)}") from None
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise ArgumentError(f"{path} is not a deconvviz training state")
         saved = dict(state["config"])

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional
 import torch.fx as fx
 from torch import nn
 
-from ..errors import UnsupportedOpError
+from ..errors import UnsupportedOpError, first_line
 from . import ops as _builtin_rules  # noqa: F401  (registers the built-in rules)
 from .rules import Unsupported, lookup_tables
 
@@ -163,10 +163,9 @@ def trace(model: nn.Module) -> TracedModel:
     try:
         graph = tracer.trace(model)
     except Exception as exc:  # fx raises many kinds of errors; all mean "not traceable"
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UnsupportedOpError(
-            f"deconvviz cannot trace {type(model).__name__} with torch.fx ({first}); the "
-            f"forward must not branch on tensor values") from None
+            f"deconvviz cannot trace {type(model).__name__} with torch.fx "
+            f"({first_line(exc)}); the forward must not branch on tensor values") from None
     graph_module = fx.GraphModule(model, graph)
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
     if not placeholders:

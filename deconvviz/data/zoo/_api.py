@@ -11,7 +11,7 @@ from typing import List, Mapping, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from ...errors import WeightsError
+from ...errors import WeightsError, first_line
 from ._registry import get_spec
 
 __all__ = ["Preprocessing", "ModelInfo", "UntrainedWarning", "load_model", "model_info",
@@ -284,17 +284,12 @@ def _why_unreadable(path: str, exc: BaseException) -> str:
     for magic, kind in kinds.items():
         if head.startswith(magic):
             return f"it looks like {kind}"
-    text = _first_line(exc)
+    text = first_line(exc)
     return text if len(text) > 8 and not text.isdigit() else "unrecognised format"
 
 
 def _some(keys, n: int = 4) -> str:
     shown = ", ".join(keys[:n])
     return shown + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 

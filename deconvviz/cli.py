@@ -586,7 +586,8 @@ def correspondence_command(model: str, parts: str, layers: Optional[str], draws:
               help="The global mini-batch (split across torchrun processes).")
 @click.option("--lr", default=1e-2, show_default=True, type=click.FloatRange(0, min_open=True),
               help="SGD's learning rate, divided by 10 when the validation error plateaus.")
-@click.option("--momentum", default=0.9, show_default=True, type=click.FloatRange(0, 1, max_open=True))
+@click.option("--momentum", default=0.9, show_default=True,
+              type=click.FloatRange(0, 1, max_open=True))
 @click.option("--weight-decay", default=0.0, show_default=True, type=click.FloatRange(0))
 @click.option("--dropout", default=None, type=click.FloatRange(0, 1, max_open=True),
               help="Dropout probability of every dropout layer [default: the model's, 0.5 "
@@ -727,18 +728,11 @@ def filters_command(models: List[str], weights: List[str], layer: Optional[str],
     from .data.zoo import load_model
 
     result = filters([load_model(m, weights=w) for m, w in zip(models, weights)], layer)
-    click.echo(result.save(out, dpi=dpi) if scaling == "layer" else
-               _save(result.figure(scaling=scaling), out, dpi))
+    click.echo(result.save(out, dpi=dpi, scaling=scaling))
     if csv_path is not None:
         click.echo(result.save(csv_path))
     for line in result.summary():
         click.echo(line, err=True)
-
-
-def _save(fig, out: str, dpi: int) -> str:
-    from .figures import save_figure
-
-    return save_figure(fig, out, dpi=dpi)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

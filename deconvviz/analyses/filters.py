@@ -24,7 +24,8 @@ from torch import Tensor, nn
 
 from .. import figures
 from .._io import check_output_path, write_atomically
-from ..data.zoo import get_spec, model_info
+from ..data.zoo import model_info
+from ..engine.layers import aliases_of
 from ..errors import ArgumentError
 
 __all__ = ["filter_stats", "filters", "filter_figure", "FilterResult", "conv_of",
@@ -61,8 +62,7 @@ def conv_of(model: nn.Module, layer: Optional[str] = None) -> tuple:
         raise ArgumentError(f"{type(model).__name__} has no Conv2d layer")
     if layer is None:
         return convs[0]
-    info = model_info(model)
-    path = get_spec(info.name).aliases.get(layer, layer) if info is not None else layer
+    path = aliases_of(model).get(layer, layer)
     paths = [p for p, _ in modules]
     if path not in paths:
         raise ArgumentError(f"no layer {layer!r} in {type(model).__name__}; its convolutions "
@@ -121,14 +121,16 @@ class FilterResult:
         return figures.filters_figure(self.weights, self.labels, self.summary(),
                                       scaling=scaling, ncols=ncols)
 
-    def save(self, path: Union[str, "os.PathLike[str]"], *, dpi: Optional[float] = None) -> str:
-        """``.csv`` for the statistics; ``.png/.jpg/.pdf/.svg`` for the figure."""
+    def save(self, path: Union[str, "os.PathLike[str]"], *, dpi: Optional[float] = None,
+             **options) -> str:
+        """``.csv`` for the statistics; ``.png/.jpg/.pdf/.svg`` for the figure (``options``
+        as in :meth:`figure`)."""
         path = os.fspath(path)
         if path.lower().endswith(".csv"):
             check_output_path(path, (".csv",))
             text = self.table().encode()
             return write_atomically(path, lambda f: f.write(text))
-        return figures.save_figure(self.figure(), path, dpi=dpi)
+        return figures.save_figure(self.figure(**options), path, dpi=dpi)
 
     def __repr__(self) -> str:
         return "FilterResult(" + "; ".join(self.summary()) + ")"

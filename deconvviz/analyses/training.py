@@ -479,10 +479,15 @@ class _Run:
     """One training process: the model, its optimiser and the epoch loop."""
 
     def __init__(self, config: _Config, out: str, folder, val_folder, prep: Preprocessing,
-                 rank: int, world: int, device, **options) -> None:
+                 rank: int, world: int, device, *, epochs: int, workers: int,
+                 save_epochs: Sequence[int], keep_all: bool, resume: bool,
+                 checkpoint_every: int, amp: bool, progress: bool,
+                 callback: Optional[Callable[[int, int, float], None]]) -> None:
         self.config, self.out, self.prep = config, out, prep
         self.rank, self.world, self.device = rank, world, device
-        self.__dict__.update(options)
+        self.epochs, self.workers, self.save_epochs = epochs, workers, save_epochs
+        self.keep_all, self.resume, self.checkpoint_every = keep_all, resume, checkpoint_every
+        self.amp, self.progress, self.callback = amp, progress, callback
         self.train_set = _Augmented(folder, _transforms(prep, True), config.seed)
         self.val_set = (_Augmented(val_folder, _transforms(prep, False), config.seed)
                         if val_folder is not None else None)

@@ -580,10 +580,13 @@ class _Run:
                     loss = self._step(epoch, x, y)
                     self.step += 1
                     bar.update(config.batch_size)
-                    if self.step % 10 == 0 or self.step == steps:
-                        bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
-                    if self.callback is not None:
-                        self.callback(epoch, self.step - 1, loss)
+                    shown = self.step % 10 == 0 or self.step == steps
+                    if shown or self.callback is not None:  # a sync: not at every step
+                        value = float(loss)
+                        if shown:
+                            bar.set_postfix(loss=f"{value:.4g}", refresh=False)
+                        if self.callback is not None:
+                            self.callback(epoch, self.step - 1, value)
                     if self.step % self.checkpoint_every == 0 and self.step < steps:
                         self.elapsed += time.perf_counter() - started
                         started = time.perf_counter()
@@ -604,7 +607,8 @@ class _Run:
         return TrainResult(run=self.out, checkpoints=run_checkpoints(self.out),
                            metrics=self.metrics, classes=list(config.classes))
 
-    def _step(self, epoch: int, x: Tensor, y: Tensor) -> float:
+    def _step(self, epoch: int, x: Tensor, y: Tensor) -> Tensor:
+        """One SGD step (and the renormalisation); returns the detached loss."""
         torch.manual_seed(_mix(self.config.seed, epoch, self.step, self.rank))  # dropout
         x, y = _to(x, self.device), y.to(self.device, non_blocking=True)
         with _autocast(self.device, self.amp):
@@ -616,7 +620,7 @@ class _Run:
         if self.config.clip_rms > 0:
             renormalise_filters(self.model, self.config.clip_rms)
         self.sums += _sums(logits.detach(), y, loss)
-        return float(loss.detach()) if (self.step % 10 == 9 or self.callback is not None) else math.nan
+        return loss.detach()
 
     def _end_epoch(self, epoch: int, steps: int) -> None:
         train = _rates(_reduce(self.sums, self.world))

@@ -85,7 +85,7 @@ class ScanResult:
         self.layers: List[dict] = meta["layers"]
         self.images: List[str] = meta["images"]
         self.k: int = meta["top"]
-        self.preprocessing = Preprocessing(**meta["preprocessing"])
+        self.preprocessing = Preprocessing.from_dict(meta["preprocessing"])
         self.versions: Dict[str, str] = meta["versions"]
         self.skipped: List[Tuple[str, str]] = [(self.images[i], r) for i, r in data["skipped"]]
 
@@ -299,8 +299,7 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
         "weights": info.weights if info else "user",
         "layers": [{"name": l, "path": p, "shape": list(a.shape[1:])}
                    for l, (_, p, _), a in zip(layers, resolved, probe)],
-        "preprocessing": {"resize_size": prep.resize_size, "crop_size": prep.crop_size,
-                          "mean": list(prep.mean), "std": list(prep.std)},
+        "preprocessing": prep.to_dict(),
         "images": paths, "top": top, "versions": _versions(),
     }
     rank, world = _distributed()

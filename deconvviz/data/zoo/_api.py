@@ -15,8 +15,8 @@ from ...errors import WeightsError, first_line
 from ._registry import get_spec
 
 __all__ = ["Preprocessing", "ModelInfo", "UntrainedWarning", "load_model", "model_info",
-           "count_parameters", "class_names", "checkpoint_payload", "checkpoint_model", "load_weights_into",
-           "CHECKPOINT_FORMAT"]
+           "count_parameters", "class_names", "checkpoint_payload", "checkpoint_model",
+           "load_weights_into", "CHECKPOINT_FORMAT"]
 
 # What deconvviz writes beside a state dict, so that a checkpoint says what it is.
 CHECKPOINT_FORMAT = "deconvviz-checkpoint/1"
@@ -40,6 +40,17 @@ class Preprocessing:
         t = weights.transforms()  # type: ignore[attr-defined]
         return cls(resize_size=int(t.resize_size[0]), crop_size=int(t.crop_size[0]),
                    mean=tuple(t.mean), std=tuple(t.std))
+
+    def to_dict(self) -> dict:
+        """Plain numbers and lists, as scan results and checkpoints store it."""
+        return {"resize_size": self.resize_size, "crop_size": self.crop_size,
+                "mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "Preprocessing":
+        """The inverse of :meth:`to_dict`."""
+        return cls(resize_size=int(data["resize_size"]), crop_size=int(data["crop_size"]),
+                   mean=tuple(data["mean"]), std=tuple(data["std"]))
 
 
 @dataclass(frozen=True)
@@ -142,8 +153,7 @@ def load_model(name: str, weights: WeightsArg = "default") -> nn.Module:
         meta = _deconvviz_meta(checkpoint, path, spec.name)
         classes = tuple(meta["classes"]) if meta.get("classes") else None
         if meta.get("preprocessing"):
-            default_prep = Preprocessing(**{k: tuple(v) if isinstance(v, list) else v
-                                            for k, v in meta["preprocessing"].items()})
+            default_prep = Preprocessing.from_dict(meta["preprocessing"])
         classes_out = int(meta.get("num_classes") or 1000)
         # builders registered before ``num_classes`` existed take ``weights`` only
         model = (spec.build(weights=None) if classes_out == 1000
@@ -172,10 +182,7 @@ def checkpoint_payload(model: nn.Module, name: str, *, classes: Optional[List[st
             (out_features[-1] if out_features else 1000),
             "classes": list(classes) if classes else None}
     if preprocessing is not None:
-        meta["preprocessing"] = {"resize_size": preprocessing.resize_size,
-                                 "crop_size": preprocessing.crop_size,
-                                 "mean": list(preprocessing.mean),
-                                 "std": list(preprocessing.std)}
+        meta["preprocessing"] = preprocessing.to_dict()
     return {"format": CHECKPOINT_FORMAT, "deconvviz": meta, "state_dict": state, **extra}
 
 

@@ -148,9 +148,8 @@ def evolution(model: Union[None, str, nn.Module], checkpoints: Union[str, "os.Pa
         for layer in layers:
             if layer not in chosen:
                 count = result.features(layer)
-                chosen[layer] = (choose_features(features, count, seed=seed)
-                                 if isinstance(features, str)
-                                 else choose_features(",".join(map(str, features)), count))
+                spec = features if isinstance(features, str) else ",".join(map(str, features))
+                chosen[layer] = choose_features(spec, count, seed=seed)
             found = project_hits(result, layer, chosen[layer], model=net, method=method)
             projections[layer].append([h.projections[0] if h.projections else None
                                        for h in found])

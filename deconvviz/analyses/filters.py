@@ -102,24 +102,19 @@ class FilterResult:
     def summary(self) -> List[str]:
         """One line per model: filters, dead, median RMS, mean high-frequency share (or how
         many filters hold non-finite weights)."""
-        lines = []
-        for label, s in zip(self.labels, self.stats):
-            broken = int((~torch.isfinite(s["rms"])).sum())
-            if broken:  # a diverged run: its statistics mean nothing
-                lines.append(f"{label}: {len(s['rms'])} filters, {broken} with non-finite "
-                             f"weights (the run diverged)")
-                continue
-            lines.append(f"{label}: {len(s['rms'])} filters, {int(s['dead'].sum())} dead, "
-                         f"median RMS {float(s['rms'].median()):.3g}, high-frequency share "
-                         f"{float(s['high_freq'].mean()):.2f}")
-        return lines
+        return [f"{label}: {', '.join(_describe(s))}"
+                for label, s in zip(self.labels, self.stats)]
 
     def figure(self, *, scaling: str = "layer", ncols: Optional[int] = None):
         """Zeiler & Fergus Fig. 6 (a-c): each model's filters as RGB tiles, side by side.
         ``scaling="layer"`` (one scale per model: dominant and dead filters show as such) or
         ``"filter"`` (each filter stretched on its own)."""
-        return figures.filters_figure(self.weights, self.labels, self.summary(),
-                                      scaling=scaling, ncols=ncols)
+        notes = []
+        for s in self.stats:  # two facts a line under each panel's title
+            parts = _describe(s, short=True)
+            notes.append("\n".join(", ".join(parts[i:i + 2]) for i in range(0, len(parts), 2)))
+        return figures.filters_figure(self.weights, self.labels, notes, scaling=scaling,
+                                      ncols=ncols)
 
     def save(self, path: Union[str, "os.PathLike[str]"], *, dpi: Optional[float] = None,
              **options) -> str:
@@ -134,6 +129,19 @@ class FilterResult:
 
     def __repr__(self) -> str:
         return "FilterResult(" + "; ".join(self.summary()) + ")"
+
+
+def _describe(stats: Dict[str, Tensor], short: bool = False) -> List[str]:
+    """Filters, dead, median RMS and mean high-frequency share (or, for a diverged run, how
+    many filters hold non-finite weights)."""
+    count = f"{len(stats['rms'])} filters"
+    broken = int((~torch.isfinite(stats["rms"])).sum())
+    if broken:  # a diverged run: its statistics mean nothing
+        return [count, f"{broken} with non-finite weights (the run diverged)"]
+    share = "HF share" if short else "high-frequency share"
+    return [count, f"{int(stats['dead'].sum())} dead",
+            f"median RMS {float(stats['rms'].median()):.3g}",
+            f"{share} {float(stats['high_freq'].mean()):.2f}"]
 
 
 def _csv(text: str) -> str:

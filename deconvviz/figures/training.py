@@ -63,11 +63,10 @@ def evolution_figure(projections: Mapping[str, np.ndarray], features: Mapping[st
 
 
 def _filter_tile(w: np.ndarray, scale: float) -> np.ndarray:
-    """One filter ``[I, kh, kw]`` as an RGB tile, zero at mid-grey (one-channel filters in
-    grey; only the first three input channels are shown)."""
+    """One filter ``[I, kh, kw]`` as an RGB tile in the signed convention, zero at mid-grey
+    (one-channel filters in grey; only the first three input channels are shown)."""
     rgb = w[:3] if w.shape[0] >= 3 else np.repeat(w[:1], 3, axis=0)
-    unit = rgb / scale if scale > 0 else np.zeros_like(rgb)
-    return np.clip(np.rint(127.5 + 127.5 * np.moveaxis(unit, 0, -1)), 0, 255).astype(np.uint8)
+    return to_uint8(np.moveaxis(rgb, 0, -1), "signed", vmax=scale)
 
 
 def filters_figure(weights: Sequence, labels: Sequence[str], notes: Sequence[str] = (), *,
@@ -79,7 +78,7 @@ def filters_figure(weights: Sequence, labels: Sequence[str], notes: Sequence[str
     Args:
         weights: per model, the conv weight ``[O, I, kh, kw]`` (array or tensor).
         labels: a title per panel.
-        notes: a line under each title (e.g. the statistics' summary).
+        notes: text under each title (e.g. the statistics, one or two lines).
         scaling: ``"layer"``: one scale per panel (max |w|), so dominant and dead filters
             show as such; ``"filter"``: each filter by its own max |w|.
         ncols: filters per row in each panel (default: about square).
@@ -111,8 +110,6 @@ def filters_figure(weights: Sequence, labels: Sequence[str], notes: Sequence[str
         ax.set_xticks([])
         ax.set_yticks([])
         note = notes[i] if i < len(notes) else ""
-        note = note.split(": ", 1)[-1].replace(", median", "\nmedian").replace(
-            "high-frequency share", "HF share") if note else ""
         ax.set_title(f"({chr(ord('a') + i)}) {labels[i]}" + (f"\n{note}" if note else ""),
                      fontsize=TILE_FONT)
     return finish(fig)

@@ -110,6 +110,11 @@ def _weights_option(f):
                              "or a checkpoint FILE.")(f)
 
 
+def _dpi_option(f):
+    return click.option("--dpi", default=200, show_default=True,
+                        help="Resolution of raster output.")(f)
+
+
 def _device_option(f):
     return click.option("--device", default="auto", show_default=True,
                         help="'cpu', 'cuda', 'cuda:1', ... or 'auto' (cuda when available).")(f)
@@ -197,7 +202,7 @@ def layers_command(model: str, input_size: int, all_modules: bool) -> None:
               help="Output .png/.jpg/.pdf/.svg. With several images: PATH's stem gets "
                    "_<image> appended, unless --combine.")
 @click.option("--combine", is_flag=True, help="Several images in one figure.")
-@click.option("--dpi", default=200, show_default=True, help="Resolution of raster output.")
+@_dpi_option
 @_weights_option
 @_device_option
 @click.argument("images", nargs=-1, required=True, type=click.Path())
@@ -292,7 +297,7 @@ def scan_command(model: str, layers: str, top: int, out: str, batch_size: int, w
 @click.option("--ncols", default=4, show_default=True, type=click.IntRange(1),
               help="Features per row.")
 @click.option("--out", "-o", required=True, metavar="PATH", help="Output .png/.jpg/.pdf/.svg.")
-@click.option("--dpi", default=200, show_default=True, help="Resolution of raster output.")
+@_dpi_option
 @_method_option
 @_weights_option
 @_device_option
@@ -353,7 +358,7 @@ def _methods(spec: Optional[str], default) -> List[str]:
                                                 "convolutional block].")
 @click.option("--out", "-o", required=True, metavar="PATH",
               help="Output .png/.jpg/.pdf/.svg, or .npz for the maps.")
-@click.option("--dpi", default=200, show_default=True, help="Resolution of raster output.")
+@_dpi_option
 @_weights_option
 @_device_option
 @click.argument("images", nargs=-1, required=True, type=click.Path())
@@ -389,7 +394,7 @@ def compare_command(model: str, target: Optional[str], layer: Optional[str],
 @click.option("--seed", default=0, show_default=True, help="Seed of the re-initialisations.")
 @click.option("--out", "-o", required=True, metavar="PATH", help="Output .png/.jpg/.pdf/.svg.")
 @click.option("--csv", "csv_path", default=None, metavar="PATH", help="Also write the scores.")
-@click.option("--dpi", default=200, show_default=True, help="Resolution of raster output.")
+@_dpi_option
 @_weights_option
 @_device_option
 @click.argument("image", type=click.Path())
@@ -453,7 +458,7 @@ def _load(model: str, weights: str, device: str, images: List[str]):
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
 @click.option("--out", "-o", required=True, metavar="PATH",
               help="Output .png/.jpg/.pdf/.svg, or .npz for the maps.")
-@click.option("--dpi", default=200, show_default=True, help="Resolution of raster output.")
+@_dpi_option
 @_weights_option
 @_device_option
 @click.argument("images", nargs=-1, required=True, type=click.Path())
@@ -493,7 +498,7 @@ def occlude_command(model: str, layer: Optional[str], feature: Optional[int],
               help="A class index or name [default: each image's top-1 class].")
 @click.option("--out", "-o", required=True, metavar="PATH", help="Output .png/.jpg/.pdf/.svg.")
 @click.option("--csv", "csv_path", default=None, metavar="PATH", help="Also write the numbers.")
-@click.option("--dpi", default=200, show_default=True, help="Resolution of raster output.")
+@_dpi_option
 @_weights_option
 @_device_option
 @click.argument("images", nargs=-1, required=True, type=click.Path())
@@ -542,7 +547,7 @@ def invariance_command(model: str, transform: str, layers: Optional[str],
 @click.option("--seed", default=0, show_default=True, help="Seed of the random baseline.")
 @click.option("--out", "-o", required=True, metavar="PATH",
               help="The table as .md, .csv or .tex, or the boxes' figure as .png/.pdf/.svg.")
-@click.option("--dpi", default=200, show_default=True, help="Resolution of raster output.")
+@_dpi_option
 @_weights_option
 @_device_option
 @click.argument("images", nargs=-1, required=True, type=click.Path())
@@ -658,7 +663,7 @@ def train_command(model: str, data: str, val: Optional[str], out: str, epochs: i
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
 @click.option("--out", "-o", required=True, metavar="PATH",
               help="Output .png/.jpg/.pdf/.svg, or .npz for the arrays.")
-@click.option("--dpi", default=200, show_default=True, help="Resolution of raster output.")
+@_dpi_option
 @_device_option
 @_friendly
 def evolution_command(checkpoints: List[str], data: str, layers: str, features: str,
@@ -704,7 +709,7 @@ def evolution_command(checkpoints: List[str], data: str, layers: str, features: 
 @click.option("--out", "-o", required=True, metavar="PATH", help="Output .png/.jpg/.pdf/.svg.")
 @click.option("--csv", "csv_path", default=None, metavar="PATH",
               help="Also write each filter's RMS, dead flag and high-frequency share.")
-@click.option("--dpi", default=200, show_default=True, help="Resolution of raster output.")
+@_dpi_option
 @_friendly
 def filters_command(models: List[str], weights: List[str], layer: Optional[str],
                     scaling: str, out: str, csv_path: Optional[str], dpi: int) -> None:

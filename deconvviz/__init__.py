@@ -23,7 +23,7 @@ _PUBLIC = {
     "OutputError": "errors", "UnknownLayerError": "errors", "UnknownModelError": "errors",
     "UnsupportedOpError": "errors", "WeightsError": "errors",
     "ModelInfo": "data.zoo", "UntrainedWarning": "data.zoo", "list_models": "data.zoo",
-    "load_model": "data.zoo", "model_info": "data.zoo",
+    "load_model": "data.zoo", "model_info": "data.zoo", "weights_digest": "data.zoo",
     "load_image": "data.images",
     "Deconvnet": "engine", "GuidedBackprop": "engine", "Gradient": "engine",
     "Projector": "engine", "DeconvStep": "engine",
@@ -36,7 +36,7 @@ _PUBLIC = {
     "CorrespondenceResult": "analyses",
     "Projections": "analyses", "ShowReport": "analyses", "project": "analyses",
     "show": "analyses", "ScanResult": "analyses", "load_scan": "analyses",
-    "scan": "analyses",
+    "scan": "analyses", "same_hits": "analyses",
     "train": "analyses", "TrainResult": "analyses", "evolution": "analyses",
     "EvolutionResult": "analyses", "filters": "analyses", "filter_figure": "analyses",
     "FilterResult": "analyses", "read_metrics": "analyses",
@@ -64,9 +64,10 @@ if TYPE_CHECKING:  # for type checkers, IDEs and the API docs: the same names, e
                            ScanResult, ShowReport, TrainResult, attribute, compare,
                            correspondence, evolution, filter_figure, filters, invariance,
                            list_methods, load_scan, occlusion, project, read_metrics,
-                           sanity_check, scan, show, train)
+                           same_hits, sanity_check, scan, show, train)
     from .data.images import load_image
-    from .data.zoo import ModelInfo, UntrainedWarning, list_models, load_model, model_info
+    from .data.zoo import (ModelInfo, UntrainedWarning, list_models, load_model, model_info,
+                           weights_digest)
     from .engine import (Deconvnet, DeconvStep, Gradient, GuidedBackprop, Layer, Projector,
                          Recording, ReversePass, ReverseStep, list_layers)
     from .errors import (ArgumentError, DeconvvizError, ImageError, OutputError,

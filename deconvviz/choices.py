@@ -9,7 +9,7 @@ from typing import List
 
 from .errors import ArgumentError
 
-__all__ = ["MODES", "METHODS", "REVERSE_METHODS", "SCALINGS", "TRANSFORMS", "INITS", "PAPER_SAVE_AT", "MAX_TOP", "parse_features", "choose_features", "check_mode",
+__all__ = ["MODES", "METHODS", "REVERSE_METHODS", "SCALINGS", "TRANSFORMS", "INITS", "PAPER_SAVE_AT", "MAX_TOP", "parse_list", "parse_features", "choose_features", "check_mode",
            "check_scaling"]
 
 MODES = ("max", "map")
@@ -33,6 +33,16 @@ def check_scaling(scaling: str) -> str:
     if scaling not in SCALINGS:
         raise ArgumentError(f"unknown scaling {scaling!r}; choose one of {', '.join(SCALINGS)}")
     return scaling
+
+
+def parse_list(text: str, what: str = "list") -> List[str]:
+    """``"conv1, conv3"`` -> ``["conv1", "conv3"]``: items stripped of spaces; an empty
+    item (``"a,,b"``, ``""``) is refused, naming ``what`` (e.g. ``"--layer"``)."""
+    items = [item.strip() for item in str(text).split(",")]
+    if not all(items):
+        raise ArgumentError(f"{what} {text!r} has an empty item; give names separated by "
+                            f"commas, e.g. conv1,conv3")
+    return items
 
 
 def parse_features(spec: str) -> List[int]:
@@ -64,8 +74,11 @@ def choose_features(spec: str, channels: int, *, seed: int = 0) -> List[int]:
             raise ArgumentError(f"bad feature choice {spec!r}: use random:N") from None
         import torch  # the subset is torch's seeded permutation, as in earlier releases
 
+        if not 1 <= count <= channels:
+            raise ArgumentError(f"random:{count} asks for {count} of the layer's {channels} "
+                                f"features; use random:1 to random:{channels}, or 0-{channels - 1}"
+                                f" for all of them")
         generator = torch.Generator().manual_seed(seed)
-        count = min(count, channels)
         return sorted(torch.randperm(channels, generator=generator)[:count].tolist())
     features = parse_features(spec)
     bad = [f for f in features if not 0 <= f < channels]

@@ -28,6 +28,7 @@ from .choices import (
     SCALINGS,
     TRANSFORMS,
     parse_features,
+    parse_list,
 )
 from .data.zoo import get_spec, list_models
 from .errors import ArgumentError, Interrupted, first_line
@@ -111,8 +112,8 @@ def _weights_option(f):
 
 
 def _dpi_option(f):
-    return click.option("--dpi", default=200, show_default=True,
-                        help="Resolution of raster output.")(f)
+    return click.option("--dpi", default=200, show_default=True, type=click.IntRange(10, 2400),
+                        help="Resolution of raster output (10 to 2400).")(f)
 
 
 def _device_option(f):
@@ -273,15 +274,20 @@ def scan_command(model: str, layers: str, top: int, out: str, batch_size: int, w
     from .data.devices import distributed
     from .data.zoo import load_model
 
-    names = [s.strip() for s in layers.split(",") if s.strip()]
+    names = parse_list(layers, "--layers")
     with distributed(device) as (rank, dev):
         net_model = load_model(model, weights=weights).to(dev)
         result = scan(net_model, source, names, top=top, batch_size=batch_size, workers=workers,
                       out=out, resume=resume, checkpoint_every=checkpoint_every)
         if rank == 0:
             if result.skipped:
-                click.echo(f"warning: skipped {len(result.skipped)} unreadable file(s); see "
-                           f"result.skipped", err=True)
+                click.echo(f"warning: skipped {len(result.skipped)} unreadable file(s):",
+                           err=True)
+                for path, why in result.skipped[:10]:
+                    click.echo(f"  {path}: {why}", err=True)
+                if len(result.skipped) > 10:
+                    click.echo(f"  and {len(result.skipped) - 10} more (result.skipped in "
+                               f"Python lists them all)", err=True)
             click.echo(out)
 
 
@@ -318,7 +324,7 @@ def figure_command(result_path: str, layer: Optional[str], features: str, seed: 
     result = load_scan(result_path)
     own = weights == "default"  # the CLI default: the weights the scan used
     model = load_model(result.model, weights=result.weights_argument if own else weights)
-    fig = result.figure(layer.split(",") if layer else None, features, seed=seed,
+    fig = result.figure(parse_list(layer, "--layer") if layer else None, features, seed=seed,
                         model=model.to(resolve_device(device)), scaling=scaling, ncols=ncols,
                         method=method)
     click.echo(save_figure(fig, out, dpi=dpi))
@@ -341,7 +347,7 @@ def _target_options(f):
 
 
 def _methods(spec: Optional[str], default) -> List[str]:
-    names = [s.strip() for s in spec.split(",") if s.strip()] if spec else list(default)
+    names = parse_list(spec, "--methods") if spec else list(default)
     bad = [n for n in names if n not in METHODS]
     if bad:
         raise ArgumentError(f"unknown method {bad[0]!r}; choose from {', '.join(METHODS)}")
@@ -509,9 +515,9 @@ def invariance_command(model: str, transform: str, layers: Optional[str],
     """How far each layer's activations move, and the class probability, as each IMAGE is
     translated vertically, scaled or rotated: one row of Fig. 5 per transform."""
     get_spec(model)
-    transforms = [t.strip() for t in transform.split(",") if t.strip()]
+    transforms = parse_list(transform, "--transform")
     bad = [t for t in transforms if t not in TRANSFORMS]
-    if bad or not transforms:
+    if bad:
         raise ArgumentError(f"unknown transform {(bad or [transform])[0]!r}; choose from "
                             f"{', '.join(TRANSFORMS)}")
     check_output_path(out, FIGURE_FORMATS)
@@ -521,7 +527,7 @@ def invariance_command(model: str, transform: str, layers: Optional[str],
     from .figures import invariance_figure, save_figure
 
     net_model, x = _load(model, weights, device, images)
-    names = [s.strip() for s in layers.split(",")] if layers else None
+    names = parse_list(layers, "--layers") if layers else None
     results = [invariance(net_model, x, t, layers=names, target=target) for t in transforms]
     click.echo(save_figure(invariance_figure(results), out, dpi=dpi))
     if csv_path is not None:
@@ -574,7 +580,7 @@ def correspondence_command(model: str, parts: str, layers: Optional[str], draws:
     from .analyses import correspondence
 
     net_model, x = _load(model, weights, device, images)
-    names = [s.strip() for s in layers.split(",")] if layers else None
+    names = parse_list(layers, "--layers") if layers else None
     result = correspondence(net_model, x, boxes, names, random=draws, seed=seed)
     click.echo(result.save(out, dpi=dpi))
 
@@ -678,7 +684,7 @@ def evolution_command(checkpoints: List[str], data: str, layers: str, features: 
     check_output_path(out, FIGURE_FORMATS + (".npz",))
     if not features.startswith("random:"):
         parse_features(features)
-    names = [s.strip() for s in layers.split(",") if s.strip()]
+    names = parse_list(layers, "--layers")
     from tqdm import tqdm
 
     from .analyses import evolution, run_checkpoints

@@ -1,5 +1,8 @@
+import contextlib
 import os
+import subprocess
 import sys
+import tempfile
 
 import matplotlib
 import pytest
@@ -11,6 +14,9 @@ sys.path.insert(0, os.path.dirname(__file__))  # the oracle
 import deconvviz as dv  # noqa: E402
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples", "images")
+CHELSEA = os.path.join(EXAMPLES, "chelsea.png")
+# Every engine test is parametrised over the registry: a newly registered model is tested.
+ZOO = dv.list_models()
 _MODELS = {}
 
 
@@ -78,3 +84,40 @@ def invoke(*args, cwd=None):
     finally:
         os.chdir(old)
     return Completed(result)
+
+
+def cli_process(*args, cwd=None, timeout=300):
+    """Run ``python -m deconvviz ARGS`` in a new process: for what only a process shows (the
+    start-up, ``--debug``'s traceback, torchrun)."""
+    return subprocess.run([sys.executable, "-m", "deconvviz", *[str(a) for a in args]],
+                          capture_output=True, text=True, cwd=cwd, timeout=timeout)
+
+
+def make_read_only(monkeypatch, folder):
+    """Refuse writes into ``folder`` as a read-only mount does (root may write anywhere, so
+    ``chmod`` cannot show it): deconvviz writes through ``tempfile.mkstemp``."""
+    real_mkstemp = tempfile.mkstemp
+
+    def refuse(*args, dir=None, **kwargs):
+        if str(dir) == str(folder):
+            raise OSError(30, "Read-only file system")
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+
+
+@contextlib.contextmanager
+def captured_outputs(module, index=None, detach=False):
+    """Collect ``module``'s forward outputs (item ``index`` of a tuple) while inside; the
+    hook is removed on the way out, also after an error."""
+    outputs = []
+
+    def hook(mod, inputs, output):
+        out = output if index is None else output[index]
+        outputs.append(out.detach().clone() if detach else out)
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield outputs
+    finally:
+        handle.remove()

@@ -100,28 +100,29 @@ class _Stop(Exception):
 
 def oracle_project(model, x, module_path, features, mode="max", call=0, method="deconvnet"):
     """Projections [N, K, 3, H, W] of ``features`` of the output of ``module_path``, by
-    ``method`` (deconvnet, guided or gradient)."""
+    ``method`` (deconvnet, guided or gradient): one recorded forward pass, one backward pass
+    per feature."""
     module = model.get_submodule(module_path) if module_path else model
+    captured = []
+
+    def hook(mod, inputs, output):
+        captured.append(output)
+        if len(captured) > call:
+            raise _Stop
+
+    xx = x.detach().clone().requires_grad_(True)
+    handle = module.register_forward_hook(hook)
+    try:
+        with DeconvRules(method), torch.enable_grad():
+            try:
+                model(xx)
+            except _Stop:
+                pass
+    finally:
+        handle.remove()
+    act = captured[call]
     results = []
     for f in features:
-        captured = []
-
-        def hook(mod, inputs, output, captured=captured):
-            captured.append(output)
-            if len(captured) > call:
-                raise _Stop
-
-        xx = x.detach().clone().requires_grad_(True)
-        handle = module.register_forward_hook(hook)
-        try:
-            with DeconvRules(method), torch.enable_grad():
-                try:
-                    model(xx)
-                except _Stop:
-                    pass
-        finally:
-            handle.remove()
-        act = captured[call]
         seed = torch.zeros_like(act)
         for n in range(act.shape[0]):
             channel = act[n, f].detach()
@@ -130,7 +131,8 @@ def oracle_project(model, x, module_path, features, mode="max", call=0, method="
                 seed[n, f].view(-1)[pos] = channel.reshape(-1)[pos]
             else:
                 seed[n, f] = channel
-        (grad,) = torch.autograd.grad((seed * act).sum(), xx, allow_unused=True)
+        (grad,) = torch.autograd.grad((seed * act).sum(), xx, allow_unused=True,
+                                      retain_graph=True)
         results.append(torch.zeros_like(x) if grad is None else grad)
     return torch.stack(results, dim=1)
 

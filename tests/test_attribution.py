@@ -5,10 +5,9 @@ import os
 import pytest
 import torch
 from captum.attr import Saliency
-from conftest import EXAMPLES, assert_untouched, invoke, snapshot, zoo_model
+from conftest import EXAMPLES, ZOO, assert_untouched, invoke, snapshot, zoo_model
 from oracle import oracle_project, rel_error
 from PIL import Image
-from test_zoo import ZOO
 
 import deconvviz as dv
 from deconvviz.analyses.attribution import default_cam_layer, resolve_target
@@ -42,6 +41,7 @@ def test_every_captum_method_runs_on_every_zoo_model_for_a_class(name):
     assert_untouched(model, before)  # Captum's hooks are gone, the weights unchanged
 
 
+@pytest.mark.agreement
 def test_class_targets_of_the_reverse_passes_are_exact():
     model = zoo_model("vgg16")
     torch.manual_seed(0)
@@ -61,6 +61,7 @@ def test_class_targets_of_the_reverse_passes_are_exact():
     assert rel_error(guided * float(logits[top]), expected) <= 1e-4
 
 
+@pytest.mark.agreement
 def test_occlusion_equals_occluding_by_hand():
     model = zoo_model("alexnet")
     torch.manual_seed(0)
@@ -157,29 +158,26 @@ def test_sanity_check_cascade(tmp_path):
     assert result.figure().axes
 
 
-cli = invoke  # in this process: the model loads, torch is imported once
-
-
 def test_compare_and_sanity_commands(tmp_path):
-    proc = cli("compare", "--model", "alexnet", "--weights", "none", "--methods",
+    proc = invoke("compare", "--model", "alexnet", "--weights", "none", "--methods",
                "guided,gradcam", "--target", "tabby", "--out", "c.png", CHELSEA, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["c.png"] and (tmp_path / "c.png").exists()
-    proc = cli("sanity", "--model", "alexnet", "--weights", "none", "--methods", "gradient",
+    proc = invoke("sanity", "--model", "alexnet", "--weights", "none", "--methods", "gradient",
                "--out", "s.pdf", "--csv", "s.csv", CHELSEA, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["s.pdf", "s.csv"]
-    proc = cli("compare", "--model", "alexnet", "--weights", "none", "--methods", "guidd",
+    proc = invoke("compare", "--model", "alexnet", "--weights", "none", "--methods", "guidd",
                "--out", "x.png", CHELSEA, cwd=tmp_path)
     assert proc.returncode == 2 and "unknown method 'guidd'" in proc.stderr
-    proc = cli("compare", "--model", "alexnet", "--weights", "none", "--target", "tabby cat",
+    proc = invoke("compare", "--model", "alexnet", "--weights", "none", "--target", "tabby cat",
                "--out", "x.png", CHELSEA, cwd=tmp_path)
     assert proc.returncode == 2 and "Did you mean 'tabby'" in proc.stderr
     assert not (tmp_path / "x.png").exists()
 
 
 def test_show_with_guided_backprop(tmp_path):
-    proc = cli("show", "--model", "zfnet", "--weights", "none", "--layer", "conv2", "--top",
+    proc = invoke("show", "--model", "zfnet", "--weights", "none", "--layer", "conv2", "--top",
                "2", "--method", "guided", CHELSEA, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     result = dv.project(zoo_model("zfnet"), CHELSEA, "conv2", top=2, method="guided")

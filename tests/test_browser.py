@@ -3,6 +3,7 @@ headless Chromium, driven by Playwright, picks another layer and feature and see
 projection change. The screenshot is kept in test-artifacts/explorer.png."""
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -90,17 +91,27 @@ def test_explorer_in_a_real_browser(jupyter_lab):
                 "() => { const i = document.querySelector('.deconvviz-projection');"
                 " return i && i.naturalWidth > 0; }", timeout=60_000)
             before = projection.screenshot()
+            source = "() => document.querySelector('.deconvviz-projection').src"
             page.select_option(".deconvviz-layer select", "conv5")
             label = "() => document.querySelector('.jp-OutputArea-output').innerText"
-            # The kernel answers a layer change by picking its strongest feature; let that land.
+            # The kernel answers a layer change by picking its strongest feature; the image
+            # is sent before the label, so once the label reads conv5 the image is conv5's.
             page.wait_for_function(f"() => ({label})().includes('conv5 #')", timeout=60_000)
+            strongest = re.search(r"conv5 #(\d+)", page.evaluate(label)).group(1)
+            wanted = "8" if strongest == "7" else "7"
+            conv5_source = page.evaluate(source)
             feature = page.locator(".deconvviz-feature input")
-            feature.fill("7")
+            feature.fill(wanted)
             feature.press("Enter")
-            page.wait_for_function(f"() => ({label})().includes('conv5 #7')", timeout=60_000)
-            page.wait_for_timeout(500)  # the image arrives with the label's update
+            page.wait_for_function(f"() => ({label})().includes('conv5 #{wanted}')",
+                                   timeout=60_000)
+            # A new image, decoded: not a fixed wait.
+            page.wait_for_function(
+                "([old]) => { const i = document.querySelector('.deconvviz-projection');"
+                " return i.src !== old && i.complete && i.naturalWidth > 0; }",
+                arg=[conv5_source], timeout=60_000)
             after = projection.screenshot()
             page.screenshot(path=os.path.join(ARTIFACTS, "explorer.png"), full_page=True)
-            assert after != before, "the projection did not change"
+            assert after != before, "the projection did not change on screen"
         finally:
             browser.close()

@@ -1,33 +1,10 @@
 import os
-import subprocess
-import sys
 
 import pytest
-from click.testing import CliRunner
-from conftest import EXAMPLES
+from conftest import CHELSEA, EXAMPLES, cli_process, invoke, make_read_only
 from PIL import Image
 
 from deconvviz.cli import cli
-
-CHELSEA = os.path.join(EXAMPLES, "chelsea.png")
-
-
-def run(*args, cwd=None):
-    runner = CliRunner()
-    if cwd:
-        old = os.getcwd()
-        os.chdir(cwd)
-    try:
-        result = runner.invoke(cli, list(args), prog_name="deconvviz", standalone_mode=True)
-    finally:
-        if cwd:
-            os.chdir(old)
-    return result
-
-
-def cli_process(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "deconvviz", *args], capture_output=True,
-                          text=True, cwd=cwd)
 
 
 @pytest.mark.parametrize("command", [[]] + [[name] for name in sorted(cli.commands)])
@@ -92,22 +69,13 @@ def test_debug_shows_the_traceback(tmp_path):
 
 
 def test_unwritable_output_folder(tmp_path, monkeypatch):
-    import tempfile
-
     folder = tmp_path / "ro"
     folder.mkdir()
-    real_mkstemp = tempfile.mkstemp
-
-    def refuse(*args, dir=None, **kwargs):  # root may write anywhere: refuse as a RO mount does
-        if str(dir) == str(folder):
-            raise OSError(30, "Read-only file system")
-        return real_mkstemp(*args, dir=dir, **kwargs)
-
-    monkeypatch.setattr(tempfile, "mkstemp", refuse)
-    result = run("show", "--model", "zfnet", "--layer", "conv1", "--weights", "none",
-                 "--out", str(folder / "x.png"), CHELSEA)
-    assert result.exit_code == 2
-    assert result.output.strip().splitlines()[-1] == \
+    make_read_only(monkeypatch, folder)
+    result = invoke("show", "--model", "zfnet", "--layer", "conv1", "--weights", "none",
+                    "--out", str(folder / "x.png"), CHELSEA)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == \
         f"error: cannot write to {folder}: Read-only file system"
     assert os.listdir(folder) == []
 
@@ -116,9 +84,9 @@ def test_unwritable_output_folder(tmp_path, monkeypatch):
                                          ("googlenet", "inception3a"), ("resnet50", "layer2"),
                                          ("densenet121", "transition1")])
 def test_show_end_to_end(tmp_path, model, layer):
-    result = run("show", "--model", model, "--layer", layer, "--weights", "none", "--top", "4",
-                 CHELSEA, cwd=tmp_path)
-    assert result.exit_code == 0, result.output
+    result = invoke("show", "--model", model, "--layer", layer, "--weights", "none",
+                    "--top", "4", CHELSEA, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
     expected = f"chelsea_{model}_{layer}.png"
     assert result.stdout.strip() == expected
     with Image.open(tmp_path / expected) as img:
@@ -128,9 +96,9 @@ def test_show_end_to_end(tmp_path, model, layer):
 @pytest.mark.parametrize("ext", [".png", ".jpg", ".pdf", ".svg"])
 def test_output_formats(tmp_path, ext):
     out = tmp_path / f"fig{ext}"
-    result = run("show", "--model", "zfnet", "--layer", "conv1", "--weights", "none",
-                 "--features", "0-3", "--dpi", "100", "--out", str(out), CHELSEA)
-    assert result.exit_code == 0, result.output
+    result = invoke("show", "--model", "zfnet", "--layer", "conv1", "--weights", "none",
+                    "--features", "0-3", "--dpi", "100", "--out", str(out), CHELSEA)
+    assert result.returncode == 0, result.stderr
     data = out.read_bytes()
     if ext in (".png", ".jpg"):
         with Image.open(out) as img:
@@ -146,12 +114,12 @@ def test_output_formats(tmp_path, ext):
 
 def test_layer_all_and_patches_and_several_images(tmp_path):
     coffee = os.path.join(EXAMPLES, "coffee.png")
-    result = run("show", "--model", "zfnet", "--layer", "all", "--weights", "none", "--top", "3",
-                 CHELSEA, coffee, cwd=tmp_path)
-    assert result.exit_code == 0, result.output
+    result = invoke("show", "--model", "zfnet", "--layer", "all", "--weights", "none",
+                    "--top", "3", CHELSEA, coffee, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["chelsea_zfnet_all.png", "coffee_zfnet_all.png"]
-    result = run("show", "--model", "zfnet", "--layer", "conv2", "--weights", "none",
-                 "--patches", "--top", "4", "--out", "p.pdf", "--combine", CHELSEA, coffee,
-                 cwd=tmp_path)
-    assert result.exit_code == 0, result.output
+    result = invoke("show", "--model", "zfnet", "--layer", "conv2", "--weights", "none",
+                    "--patches", "--top", "4", "--out", "p.pdf", "--combine", CHELSEA, coffee,
+                    cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["p.pdf"]

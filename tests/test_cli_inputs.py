@@ -2,21 +2,15 @@
 code 2, or the right behaviour; none exits 1 or shows an exception's class name."""
 import os
 import shutil
-import tempfile
 
 import pytest
 import torch
-from conftest import EXAMPLES, invoke
+from conftest import CHELSEA, EXAMPLES, invoke, make_read_only
 from PIL import Image
-from test_cli import run
 
-CHELSEA = os.path.join(EXAMPLES, "chelsea.png")
 COFFEE = os.path.join(EXAMPLES, "coffee.png")
 ZF = ["--model", "zfnet", "--weights", "none"]
 EXCEPTION_NAMES = ("Error:", "Exception", "Traceback", "errno", "Errno")
-
-
-cli = invoke  # in this process: the model loads, torch is imported once
 
 
 def one_error_line(proc, message):
@@ -28,32 +22,25 @@ def one_error_line(proc, message):
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
 def test_output_into_proc(tmp_path):
-    proc = cli("show", *ZF, "--layer", "conv1", "--out", "/proc/x.png", CHELSEA, cwd=tmp_path)
+    proc = invoke("show", *ZF, "--layer", "conv1", "--out", "/proc/x.png", CHELSEA, cwd=tmp_path)
     one_error_line(proc, "cannot write to /proc")
 
 
 def test_scan_into_a_read_only_folder_fails_before_any_work(tmp_path, monkeypatch):
     folder = tmp_path / "ro"
     folder.mkdir()
-    real_mkstemp = tempfile.mkstemp
-
-    def refuse(*args, dir=None, **kwargs):  # root may write anywhere: refuse as a RO mount does
-        if str(dir) == str(folder):
-            raise OSError(30, "Read-only file system")
-        return real_mkstemp(*args, dir=dir, **kwargs)
-
-    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    make_read_only(monkeypatch, folder)
     import deconvviz.analyses.dataset_scan as scan_module
 
     monkeypatch.setattr(scan_module, "load_image", lambda *a, **k: pytest.fail("read an image"))
-    result = run("scan", *ZF, "--layers", "conv1", "--out", str(folder / "r.pt"), EXAMPLES)
-    assert result.exit_code == 2
-    assert result.output.strip().splitlines()[-1] == \
+    result = invoke("scan", *ZF, "--layers", "conv1", "--out", str(folder / "r.pt"), EXAMPLES)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == \
         f"error: cannot write to {folder}: Read-only file system"
 
 
 def test_scan_into_a_missing_folder_fails_before_any_work(tmp_path):
-    proc = cli("scan", *ZF, "--layers", "conv1", "--out", str(tmp_path / "no" / "r.pt"),
+    proc = invoke("scan", *ZF, "--layers", "conv1", "--out", str(tmp_path / "no" / "r.pt"),
                EXAMPLES, cwd=tmp_path)
     one_error_line(proc, "output folder does not exist")
     assert "scan zfnet" not in proc.stderr  # no progress bar: nothing was scanned
@@ -62,7 +49,7 @@ def test_scan_into_a_missing_folder_fails_before_any_work(tmp_path):
 def test_weights_that_are_a_photo(tmp_path):
     photo = tmp_path / "text.jpg"
     Image.new("RGB", (8, 8)).save(photo)
-    proc = cli("show", "--model", "zfnet", "--weights", str(photo), "--layer", "conv1",
+    proc = invoke("show", "--model", "zfnet", "--weights", str(photo), "--layer", "conv1",
                CHELSEA, cwd=tmp_path)
     one_error_line(proc, "it is not a file written by torch.save (it looks like a JPEG image)")
 
@@ -70,7 +57,7 @@ def test_weights_that_are_a_photo(tmp_path):
 def test_images_with_the_same_stem_get_their_own_files(tmp_path):
     for ext in ("tiff", "bmp"):
         Image.open(CHELSEA).convert("RGB").save(tmp_path / f"c.{ext}")
-    proc = cli("show", *ZF, "--layer", "conv1", "--top", "2", "c.tiff", "c.bmp", cwd=tmp_path)
+    proc = invoke("show", *ZF, "--layer", "conv1", "--top", "2", "c.tiff", "c.bmp", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["c_tiff_zfnet_conv1.png", "c_bmp_zfnet_conv1.png"]
     assert (tmp_path / "c_tiff_zfnet_conv1.png").exists()
@@ -81,7 +68,7 @@ def test_a_bad_image_among_good_ones(tmp_path):
     shutil.copy(CHELSEA, tmp_path / "good.png")
     shutil.copy(COFFEE, tmp_path / "good2.png")
     (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
-    proc = cli("show", *ZF, "--layer", "conv1", "--top", "2", "good.png", "bad.jpg",
+    proc = invoke("show", *ZF, "--layer", "conv1", "--top", "2", "good.png", "bad.jpg",
                "good2.png", cwd=tmp_path)
     one_error_line(proc, "bad.jpg")
     assert proc.stdout.split() == ["good_zfnet_conv1.png", "good2_zfnet_conv1.png"]
@@ -91,13 +78,13 @@ def test_a_bad_image_among_good_ones(tmp_path):
 
 
 def test_top_beyond_one_figure(tmp_path):
-    proc = cli("show", *ZF, "--layer", "conv3", "--top", "5000", CHELSEA, cwd=tmp_path)
+    proc = invoke("show", *ZF, "--layer", "conv3", "--top", "5000", CHELSEA, cwd=tmp_path)
     one_error_line(proc, "5000 is not in the range 1<=x<=64")
     assert os.listdir(tmp_path) == []
 
 
 def test_more_features_than_one_figure_holds(tmp_path):
-    proc = cli("show", "--model", "alexnet", "--weights", "none", "--layer", "fc8",
+    proc = invoke("show", "--model", "alexnet", "--weights", "none", "--layer", "fc8",
                "--features", "0-64", CHELSEA, cwd=tmp_path)
     one_error_line(proc, "65 features asked for; one figure holds at most 64")
     assert os.listdir(tmp_path) == []
@@ -115,15 +102,15 @@ def test_top_beyond_the_layers_features():
 
 
 def test_bare_command_prints_the_help(tmp_path):
-    proc = cli(cwd=tmp_path)
+    proc = invoke(cwd=tmp_path)
     assert proc.returncode == 0 and proc.stdout.startswith("Usage: ")
     assert "Commands:" in proc.stdout and proc.stderr == ""
 
 
 def test_model_names_are_case_insensitive(tmp_path):
-    proc = cli("layers", "--model", "VGG16", cwd=tmp_path)
+    proc = invoke("layers", "--model", "VGG16", cwd=tmp_path)
     assert proc.returncode == 0 and "conv3_3" in proc.stdout
-    proc = cli("layers", "--model", "VGG17", cwd=tmp_path)
+    proc = invoke("layers", "--model", "VGG17", cwd=tmp_path)
     one_error_line(proc, "Did you mean 'vgg19', 'vgg16'?")
 
 
@@ -139,7 +126,7 @@ def test_no_input_error_exits_1_or_names_an_exception(tmp_path):
         ["show", *ZF, "--layer", "conv3", "--device", "tpu", CHELSEA],
     ]
     for args in slips:
-        proc = cli(*args, cwd=tmp_path)
+        proc = invoke(*args, cwd=tmp_path)
         assert proc.returncode == 2, (args, proc.stderr)
         errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
         assert len(errors) == 1, (args, proc.stderr)

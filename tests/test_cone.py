@@ -1,9 +1,8 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import zoo_model
+from conftest import ZOO, zoo_model
 from oracle import oracle_project, rel_error
-from test_zoo import ZOO
 from torch import nn
 
 import deconvviz as dv
@@ -25,6 +24,7 @@ def _cone_layers(net, x):
     return [usable[0], usable[len(usable) // 2]]
 
 
+@pytest.mark.agreement
 @pytest.mark.parametrize("name", ZOO)
 def test_cone_equals_the_full_size_pass_on_every_zoo_model(name):
     net = dv.Deconvnet(zoo_model(name))
@@ -38,6 +38,7 @@ def test_cone_equals_the_full_size_pass_on_every_zoo_model(name):
         assert full.abs().max() > 0
 
 
+@pytest.mark.agreement
 @pytest.mark.parametrize("name", ["zfnet", "alexnet"])
 @pytest.mark.parametrize("size", [227, 231])
 def test_cone_on_odd_input_sizes(name, size):
@@ -48,6 +49,7 @@ def test_cone_on_odd_input_sizes(name, size):
     assert rel_error(cone, net.project(x, "conv3", list(range(0, 384, 40)), cone=False)) <= TOLERANCE
 
 
+@pytest.mark.agreement
 def test_seeds_at_the_borders_and_corners():
     model = zoo_model("vgg16")
     net = dv.Deconvnet(model)
@@ -90,6 +92,7 @@ class Odd(nn.Module):
         return F.relu(self.bn(self.main(x)) + self.short(x))
 
 
+@pytest.mark.agreement
 def test_cone_on_unusual_ops_matches_full_and_oracle():
     torch.manual_seed(1)
     model = Odd().eval()
@@ -111,6 +114,7 @@ def test_layers_whose_cone_is_the_whole_image_use_the_full_pass():
     assert _plan(net, x, "conv3")[0] is not None
 
 
+@pytest.mark.agreement
 def test_small_memory_budget_gives_the_same_result():
     model = zoo_model("zfnet")
     x = torch.randn(1, 3, 224, 224)
@@ -121,6 +125,7 @@ def test_small_memory_budget_gives_the_same_result():
     assert rel_error(tiny, whole) <= 1e-6
 
 
+@pytest.mark.agreement
 @pytest.mark.parametrize("layer", ["conv2", "fc7"])  # through the cone, and the full pass
 def test_project_units_equals_single_seeds(layer):
     net = dv.Deconvnet(zoo_model("zfnet"))

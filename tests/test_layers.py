@@ -1,7 +1,6 @@
 import pytest
 import torch
-from conftest import zoo_model
-from test_zoo import ZOO
+from conftest import ZOO, zoo_model
 from torch import nn
 
 import deconvviz as dv

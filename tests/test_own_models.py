@@ -3,7 +3,7 @@ held to the independent oracle (tests/oracle.py) to 1e-4 relative."""
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_untouched, snapshot
+from conftest import assert_untouched, captured_outputs, snapshot
 from oracle import oracle_project, rel_error
 from torch import nn
 from torchvision import models
@@ -78,14 +78,10 @@ def test_a_module_returning_a_tuple_is_addressed_by_index():
     paths = [layer.path for layer in dv.list_layers(model)]
     assert "heads[0]" in paths and "heads[1]" in paths  # shown by `deconvviz layers`
     x = torch.randn(2, 3, 16, 16)
-    captured = []
-    handle = model.heads.register_forward_hook(lambda m, i, o: captured.append(o[1]))
-    try:
+    with captured_outputs(model.heads, index=1) as captured:
         ours = net.project(x, "heads[1]", 3, mode="map")
         xx = x.clone().requires_grad_(True)
         model(xx)
-    finally:
-        handle.remove()
     # By hand: seed the second output's map with its values; the deconvnet rectifies at the
     # ReLU, then applies the transposed convolution of heads.b.
     act = captured[0].detach()
@@ -128,6 +124,7 @@ def test_stochastic_depth_is_the_identity_in_eval_mode():
         dv.Deconvnet(model).reverse_pass("1")
 
 
+@pytest.mark.agreement
 @pytest.mark.parametrize("method", ["deconvnet", "guided", "gradient"])
 def test_relu6_in_every_method(method):
     torch.manual_seed(0)
@@ -158,6 +155,7 @@ BEYOND_THE_ZOO = [  # torchvision's ReLU CNNs, random weights, native input size
 ]
 
 
+@pytest.mark.agreement
 @pytest.mark.parametrize("build,layer,size", BEYOND_THE_ZOO,
                          ids=[b[1] for b in BEYOND_THE_ZOO])
 def test_beyond_the_zoo(build, layer, size):

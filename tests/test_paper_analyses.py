@@ -9,15 +9,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 from captum.attr import Occlusion
-from conftest import EXAMPLES, assert_untouched, invoke, snapshot, zoo_model
-from test_zoo import ZOO
+from conftest import (
+    CHELSEA,
+    EXAMPLES,
+    ZOO,
+    assert_untouched,
+    captured_outputs,
+    invoke,
+    snapshot,
+    zoo_model,
+)
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 import deconvviz as dv
 from deconvviz.analyses.correspondence import hamming_delta
 
-CHELSEA = os.path.join(EXAMPLES, "chelsea.png")
 COFFEE = os.path.join(EXAMPLES, "coffee.png")
 
 
@@ -26,16 +33,12 @@ def close(a, b, rtol=1e-4):
 
 
 def run_with_hook(model, module, x):
-    captured = []
-    handle = module.register_forward_hook(lambda m, i, o: captured.append(o.detach()))
-    try:
-        with torch.no_grad():
-            out = model(x)
-    finally:
-        handle.remove()
+    with captured_outputs(module, detach=True) as captured, torch.no_grad():
+        out = model(x)
     return captured[0], out
 
 
+@pytest.mark.agreement
 def test_occlusion_against_occluding_by_hand():
     model = zoo_model("alexnet")
     before = snapshot(model)
@@ -59,6 +62,7 @@ def test_occlusion_against_occluding_by_hand():
     assert_untouched(model, before)
 
 
+@pytest.mark.agreement
 def test_occlusion_agrees_with_captum_when_the_squares_tile():
     model = zoo_model("vgg16")
     torch.manual_seed(1)
@@ -75,6 +79,7 @@ def test_occlusion_agrees_with_captum_when_the_squares_tile():
                                   rtol=1e-4, atol=1e-9)
 
 
+@pytest.mark.agreement
 def test_invariance_against_transforming_by_hand():
     model = zoo_model("zfnet")
     torch.manual_seed(0)
@@ -95,6 +100,7 @@ def test_invariance_against_transforming_by_hand():
                      float(F.softmax(out1, 1)[n, result.targets[n]]))
 
 
+@pytest.mark.agreement
 def test_correspondence_against_masking_by_hand():
     model = zoo_model("alexnet")
     torch.manual_seed(0)
@@ -133,16 +139,13 @@ def test_figures_for_every_zoo_classifier(name, tmp_path):
             assert os.path.getsize(path) > 1000
 
 
-cli = invoke  # in this process: the model loads, torch is imported once
-
-
 @pytest.mark.parametrize("parts,message", [
     ({"eye": [[200, 10, 40, 40], [10, 10, 40, 40]]}, "is not inside the 224x224 crop"),
     ({"eye": [[10, 10, 40, 40]]}, "part 'eye' has 1 box(es) for 2 images"),
 ])
 def test_bad_parts(tmp_path, parts, message):
     (tmp_path / "parts.json").write_text(json.dumps(parts))
-    proc = cli("correspondence", "--model", "alexnet", "--weights", "none", "--parts",
+    proc = invoke("correspondence", "--model", "alexnet", "--weights", "none", "--parts",
                "parts.json", "--out", "t.md", CHELSEA, COFFEE, cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.count("error:") == 1, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
@@ -155,7 +158,7 @@ def test_bad_parts(tmp_path, parts, message):
 ])
 def test_bad_analysis_arguments(tmp_path, args, message):
     command, *options = args
-    proc = cli(command, "--model", "alexnet", "--weights", "none", *options, "--out", "f.png",
+    proc = invoke(command, "--model", "alexnet", "--weights", "none", *options, "--out", "f.png",
                CHELSEA, cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
@@ -170,7 +173,7 @@ def test_the_three_commands(tmp_path):
                   "f5.csv", CHELSEA],
                  ["correspondence", "--parts", "parts.json", "--random", "2", "--out",
                   "t1.csv", CHELSEA, COFFEE]]:
-        proc = cli(args[0], "--model", "alexnet", "--weights", "none", *args[1:],
+        proc = invoke(args[0], "--model", "alexnet", "--weights", "none", *args[1:],
                    cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
     assert sorted(os.listdir(tmp_path)) == ["f5.csv", "f5.png", "f7.pdf", "parts.json",

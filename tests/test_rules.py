@@ -93,6 +93,7 @@ def test_every_rule_has_a_case():
     assert set(CASES) == {rule.kind for rule in registered_rules()}
 
 
+@pytest.mark.agreement
 @pytest.mark.parametrize("kind,index", [(k, i) for k, cases in CASES.items()
                                         for i in range(len(cases))])
 def test_rule_reverse_equals_autograd(kind, index):

@@ -74,6 +74,7 @@ def test_training_leaves_the_callers_random_state_alone(shapes, tmp_path):
     assert torch.equal(torch.get_rng_state(), before)
 
 
+@pytest.mark.agreement
 def test_resume_after_an_interruption_equals_an_uninterrupted_run(run, shapes, tmp_path):
     out = tmp_path / "zf"
 
@@ -253,29 +254,37 @@ def test_evolution_refuses_a_checkpoint_of_another_model(run, shapes):
         dv.evolution("alexnet", [run.checkpoints[0]], shapes / "val", ["conv1"])
 
 
+@pytest.mark.agreement
 def test_two_process_torchrun_matches_one_process(shapes, tmp_path):
     """Dropout off and the same global batch: two gloo processes, each on half of every
-    batch, average their gradients; one process sums the same terms in another order. The
-    weights agree to 1e-4 of the largest weight after a full epoch (seen: ~1e-6)."""
-    common = ["train", "--model", "zfnet", "--epochs", "1", "--batch-size", "8",
-              "--resize", "64", "--crop", "56", "--workers", "0", "--dropout", "0",
-              "--init", "kaiming", "--save-at", "1", str(shapes / "train")]
-    one = subprocess.run([sys.executable, "-m", "deconvviz", *common, "--out",
-                          str(tmp_path / "one")], capture_output=True, text=True, timeout=300)
-    assert one.returncode == 0, one.stderr
+    batch, average their gradients; one process sums the same terms in another order, and
+    six SGD steps amplify that rounding. Each tensor agrees to 1e-3 of its norm (relative L2;
+    seen: ~1e-4 for the small biases, ~1e-6 for the weights)."""
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                          "--standalone", "-m", "deconvviz", *common, "--out",
-                          str(tmp_path / "two")], capture_output=True, text=True, timeout=300)
+                          "--standalone", "-m", "deconvviz", "train", "--model", "zfnet",
+                          "--epochs", "1", "--batch-size", "8", "--resize", "64", "--crop", "56",
+                          "--workers", "0", "--dropout", "0", "--init", "kaiming", "--save-at",
+                          "1", "--out", str(tmp_path / "two"), str(shapes / "train")],
+                         capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr
     assert two.stdout.strip().splitlines() == [str(tmp_path / "two" / "epoch_1.pt")]
+    dv.train("zfnet", shapes / "train", tmp_path / "one", epochs=1, dropout=0.0,
+             init="kaiming", save_at=[1], **SMALL)
     a = torch.load(tmp_path / "one" / "epoch_1.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "two" / "epoch_1.pt", weights_only=True)["state_dict"]
-    for key in a:
-        scale = float(a[key].abs().max()) or 1.0
-        assert float((a[key] - b[key]).abs().max()) <= 1e-4 * scale, key
+
+    def relative(x, y):
+        return float((x - y).norm() / y.norm().clamp_min(1e-30))
+
+    errors = {key: relative(b[key], a[key]) for key in a if a[key].is_floating_point()}
+    assert max(errors.values()) <= 1e-3, max(errors.items(), key=lambda kv: kv[1])
+    # The tolerance separates rounding from a real difference: the same run with a learning
+    # rate 10% higher is outside it.
+    dv.train("zfnet", shapes / "train", tmp_path / "lr", epochs=1, dropout=0.0, lr=0.011,
+             init="kaiming", save_at=[1], **SMALL)
+    c = torch.load(tmp_path / "lr" / "epoch_1.pt", weights_only=True)["state_dict"]
+    assert max(relative(c[key], a[key]) for key in errors) > 1e-3
     assert dv.load_model("zfnet", weights=tmp_path / "two" / "epoch_1.pt") is not None
-    assert not torch.equal(a["features.conv1.weight"],
-                           dv.load_model("zfnet", weights=None).features.conv1.weight)
 
 
 def test_an_interrupted_command_says_how_to_resume(shapes, tmp_path, monkeypatch):

@@ -4,14 +4,12 @@ import warnings
 
 import pytest
 import torch
-from conftest import zoo_model
+from conftest import ZOO, zoo_model
 from torchvision import models as tvm
 
 import deconvviz as dv
 from deconvviz.data.zoo import count_parameters, get_spec
 
-# Every engine test is parametrised over the registry: a newly registered model is tested.
-ZOO = dv.list_models()
 PROMISED = ["zfnet", "alexnet", "vgg16", "vgg19", "googlenet", "resnet18", "resnet34",
             "resnet50", "resnet101", "resnet152", "densenet121", "densenet169", "densenet201"]
 

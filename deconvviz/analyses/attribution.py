@@ -230,7 +230,7 @@ def attribute(model: nn.Module, x: Tensor, method: str, target: Union[None, int,
         >>> cam = attribute(model, x, "gradcam")          # the top-1 class, [N, 1, H, W]
     """
     check_method(method)
-    x = check_images(x, next((p.device for p in model.parameters()), None))
+    x = check_images(x, model=model)
     target = resolved or resolve_target(model, x, target, layer, feature, mode)
     nets = nets if nets is not None else {}
 

@@ -166,7 +166,7 @@ def correspondence(model: nn.Module, x: Tensor, parts: Mapping[str, Sequence[Seq
             fully-connected layer).
         random: draws of the random baseline; seed: their seed.
     """
-    x = check_images(x, next((p.device for p in model.parameters()), None))
+    x = check_images(x, model=model)
     n, _, height, width = x.shape
     if n < 2:
         raise ArgumentError("correspondence needs at least two images")

@@ -36,17 +36,18 @@ from torch.utils.data import DataLoader, Dataset
 
 from .._io import check_output_path, write_atomically
 from ..data.images import load_image, preprocessing_for
-from ..data.zoo import Preprocessing, model_info
+from ..data.zoo import Preprocessing, model_info, weights_digest
 from ..engine.graph import trace
 from ..engine.layers import aliases_of, resolve_layer
 from ..engine.recording import forward_to
-from ..errors import ArgumentError, DeconvvizError, Interrupted
+from ..errors import ArgumentError, DeconvvizError, ImageError, Interrupted
 from . import top_hits
 
 __all__ = ["scan", "load_scan", "ScanResult", "Hit", "list_images", "ScanInterrupted",
            "same_hits", "VALUE_RTOL"]
 
-FORMAT = "deconvviz-scan/1"
+FORMAT = "deconvviz-scan/2"  # 2: positive hits only, runner-ups, the weights' digest
+READABLE = ("deconvviz-scan/1", FORMAT)
 VALUE_RTOL = 1e-4  # hit values agree to this fraction of the layer's strongest hit
 
 
@@ -69,6 +70,8 @@ class ScanResult:
 
     Attributes:
         model, weights: what was scanned with.
+        weights_digest: the fingerprint of those weights (:func:`weights_digest`); figures
+            refuse a model whose weights differ. ``None`` in scans of format 1.
         layers: the layers scanned, with ``path`` and ``shape`` each.
         images: every image path, as given.
         skipped: ``(path, reason)`` of each image that could not be read.
@@ -82,6 +85,7 @@ class ScanResult:
         meta = data["meta"]
         self.model: str = meta["model"]
         self.weights: str = meta["weights"]
+        self.weights_digest: Optional[str] = meta.get("weights_digest")  # format 2 on
         self.layers: List[dict] = meta["layers"]
         self.images: List[str] = meta["images"]
         self.k: int = meta["top"]
@@ -109,8 +113,18 @@ class ScanResult:
                                 f"{', '.join(self.layer_names)}")
         return self.data["tops"][layer]
 
+    def _runner_ups(self, layer: str) -> List[List[float]]:
+        """Per feature and rank, the strongest other value in the hit's own map (``-inf``
+        where unknown: scans of format 1 did not record it)."""
+        tops = self._tops(layer)
+        runner_ups = tops.get("runner_ups")
+        if runner_ups is None:
+            runner_ups = torch.full_like(tops["values"], float("-inf"))
+        return runner_ups.tolist()
+
     def top(self, layer: str, feature: int) -> List[Hit]:
-        """The feature's hits, strongest first (fewer than ``k`` if fewer images were read)."""
+        """The feature's hits, strongest first: fewer than ``k`` where fewer images were read
+        or fewer images made the feature fire (a hit is a positive activation)."""
         tops = self._tops(layer)
         channels = tops["values"].shape[0]
         if not isinstance(feature, int) or not 0 <= feature < channels:
@@ -150,7 +164,7 @@ def load_scan(path: Union[str, os.PathLike]) -> ScanResult:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:
         data = None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
+    if not isinstance(data, dict) or data.get("format") not in READABLE:
         raise ArgumentError(f"{path} is not a deconvviz scan result")
     return ScanResult(data)
 
@@ -202,35 +216,45 @@ def _collate(batch):
     return [i for i, _ in good], torch.stack([x for _, x in good]), failed
 
 
+_KEYS = ("values", "images", "ys", "xs", "runner_ups")
+
+
 def _empty_tops(channels: int, k: int, device) -> Dict[str, Tensor]:
     return {"values": torch.full((channels, k), float("-inf"), device=device),
             "images": torch.full((channels, k), -1, dtype=torch.long, device=device),
             "ys": torch.zeros((channels, k), dtype=torch.long, device=device),
-            "xs": torch.zeros((channels, k), dtype=torch.long, device=device)}
+            "xs": torch.zeros((channels, k), dtype=torch.long, device=device),
+            "runner_ups": torch.full((channels, k), float("-inf"), device=device)}
 
 
-def _merge(tops: Dict[str, Tensor], values: Tensor, images: Tensor, ys: Tensor, xs: Tensor,
-           k: int) -> Dict[str, Tensor]:
+def _merge(tops: Dict[str, Tensor], candidates: Dict[str, Tensor], k: int) -> Dict[str, Tensor]:
     """Merge candidates ``[C, M]`` into the running top-k ``[C, k]``: strongest first, ties
     broken by the image's position in the list (so the order of arrival never matters)."""
-    v = torch.cat([tops["values"], values], dim=1)
-    i = torch.cat([tops["images"], images], dim=1)
-    y = torch.cat([tops["ys"], ys], dim=1)
-    x = torch.cat([tops["xs"], xs], dim=1)
-    by_image = torch.argsort(i, dim=1, stable=True)
-    v, i, y, x = (t.gather(1, by_image) for t in (v, i, y, x))
-    by_value = torch.argsort(v, dim=1, descending=True, stable=True)[:, :k]
-    return {"values": v.gather(1, by_value), "images": i.gather(1, by_value),
-            "ys": y.gather(1, by_value), "xs": x.gather(1, by_value)}
+    merged = {key: torch.cat([tops[key], candidates[key]], dim=1) for key in _KEYS}
+    by_image = torch.argsort(merged["images"], dim=1, stable=True)
+    merged = {key: t.gather(1, by_image) for key, t in merged.items()}
+    by_value = torch.argsort(merged["values"], dim=1, descending=True, stable=True)[:, :k]
+    return {key: t.gather(1, by_value) for key, t in merged.items()}
 
 
-def _candidates(act: Tensor, indices: Tensor):
-    """Each image's strongest location per feature: values, image ids, rows, cols ``[C, B]``."""
+def _candidates(act: Tensor, indices: Tensor) -> Dict[str, Tensor]:
+    """Each image's strongest location per feature, as ``[C, B]`` tensors: its value, image
+    id, row, column, and the strongest value elsewhere in the same map (``runner_ups``: a
+    position tie within one image shows there). A location whose activation is not positive
+    is not a hit: it becomes an empty slot (value ``-inf``, image ``-1``)."""
     b, c = act.shape[:2]
-    values, pos = act.reshape(b, c, -1).max(dim=2)
+    flat = act.reshape(b, c, -1)
+    values, pos = flat.max(dim=2)  # the first maximum on exact ties, as documented
+    if flat.shape[2] > 1:
+        runner_ups = flat.scatter(2, pos.unsqueeze(2), float("-inf")).amax(dim=2)
+    else:
+        runner_ups = torch.full_like(values, float("-inf"))
     width = act.shape[-1] if act.dim() == 4 else 1
     images = indices.to(act.device).reshape(b, 1).expand(b, c)
-    return values.T, images.T, (pos // width).T, (pos % width).T
+    fired = values > 0
+    return {"values": torch.where(fired, values, float("-inf")).T,
+            "images": torch.where(fired, images, -1).T,
+            "ys": (pos // width).T, "xs": (pos % width).T, "runner_ups": runner_ups.T}
 
 
 def _versions() -> Dict[str, str]:
@@ -297,15 +321,18 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
     meta = {
         "model": info.name if info else type(model).__name__,
         "weights": info.weights if info else "user",
+        "weights_digest": weights_digest(model),
         "layers": [{"name": l, "path": p, "shape": list(a.shape[1:])}
                    for l, (_, p, _), a in zip(layers, resolved, probe)],
         "preprocessing": prep.to_dict(),
         "images": paths, "top": top, "versions": _versions(),
     }
     rank, world = _distributed()
+    # At most one hit per image: memory and file size follow the hits that can be kept.
+    keep = max(1, min(top, len(paths)))
     shard = list(range(rank, len(paths), world))
     state = {"done": 0, "skipped": [],
-             "tops": {l: _empty_tops(a.shape[1], top, device) for l, a in zip(layers, probe)}}
+             "tops": {l: _empty_tops(a.shape[1], keep, device) for l, a in zip(layers, probe)}}
     partial = _checkpoint_path(out, rank, world)
     if resume and partial and os.path.exists(partial):
         state = _load_checkpoint(partial, meta, device)
@@ -320,14 +347,10 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
         for indices, x, failed in loader:
             tops = state["tops"]
             if x is not None:
-                if x.shape[0] == 1:
-                    # One-image batches take another convolution path on CPU, with
-                    # last-bit differences; a duplicate keeps results batch-size independent.
-                    x = torch.cat([x, x])
                 with torch.no_grad():
                     acts = forward(x.to(device))
                 ids = torch.tensor(indices)
-                tops = {layer: _merge(tops[layer], *_candidates(act[:len(indices)], ids), k=top)
+                tops = {layer: _merge(tops[layer], _candidates(act, ids), k=keep)
                         for layer, act in zip(layers, acts)}
             # The batch counts only once all of it is merged, so an interruption never
             # leaves half a batch in the state.
@@ -348,6 +371,12 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
     finally:
         bar.close()
     tops, skipped = _gather(state, world)
+    if paths and len(skipped) == len(paths):
+        first, why = paths[sorted(skipped)[0][0]], sorted(skipped)[0][1]
+        if partial and os.path.exists(partial):
+            os.unlink(partial)
+        raise ImageError(f"no readable image: all {len(paths)} file(s) were skipped; the "
+                         f"first, {first}: {why}")
     result = ScanResult({"format": FORMAT, "meta": meta, "skipped": sorted(skipped),
                          "tops": {l: {k: v.cpu() for k, v in t.items()} for l, t in tops.items()},
                          "created": datetime.datetime.now().isoformat(timespec="seconds")})
@@ -371,8 +400,7 @@ def _gather(state, world: int):
             dist.all_gather(parts, value.contiguous())
             gathered[key] = torch.cat(parts, dim=1)
         channels, k = t["values"].shape
-        tops[layer] = _merge(_empty_tops(channels, k, t["values"].device), gathered["values"],
-                             gathered["images"], gathered["ys"], gathered["xs"], k)
+        tops[layer] = _merge(_empty_tops(channels, k, t["values"].device), gathered, k)
     skipped: List = [None] * world
     dist.all_gather_object(skipped, state["skipped"])
     return tops, [s for part in skipped for s in part]
@@ -386,18 +414,20 @@ def _checkpoint_path(out, rank: int, world: int) -> Optional[str]:
 
 
 def _save_checkpoint(path: str, meta: dict, state: dict) -> None:
-    data = {"meta": meta, "done": state["done"], "skipped": state["skipped"],
+    data = {"format": FORMAT, "meta": meta, "done": state["done"], "skipped": state["skipped"],
             "tops": {l: {k: v.cpu() for k, v in t.items()} for l, t in state["tops"].items()}}
     write_atomically(path, lambda f: torch.save(data, f))
 
 
 def _load_checkpoint(path: str, meta: dict, device) -> dict:
     data = torch.load(path, map_location="cpu", weights_only=True)
-    same = {k: v for k, v in data["meta"].items() if k != "versions"} == \
-        {k: v for k, v in meta.items() if k != "versions"}
-    if not same:
-        raise ArgumentError(f"checkpoint {path} is from a different scan (model, weights, "
-                            f"layers, images or top differ); delete it or drop --resume")
+    theirs = {**data["meta"], "format": data.get("format", "deconvviz-scan/1")}
+    ours = {**meta, "format": FORMAT}
+    differ = sorted(k for k in set(theirs) | set(ours)
+                    if k != "versions" and theirs.get(k) != ours.get(k))
+    if differ:
+        raise ArgumentError(f"checkpoint {path} is from a different scan ({', '.join(differ)} "
+                            f"differ); delete it or drop --resume")
     return {"done": data["done"], "skipped": [tuple(s) for s in data["skipped"]],
             "tops": {l: {k: v.to(device) for k, v in t.items()} for l, t in data["tops"].items()}}
 
@@ -406,9 +436,16 @@ def same_hits(a: "ScanResult", b: "ScanResult", rtol: float = VALUE_RTOL) -> Lis
     """The ways two scans of the same images differ beyond what is guaranteed across batch
     sizes, workers, threads and processes (see the module docstring); ``[]`` when they agree.
 
-    Per layer and feature: hit values agree to ``rtol`` times the layer's strongest hit, and
-    each hit is the other's at the same rank unless its value is tied, within that tolerance,
-    with another candidate (a neighbour in either list, or the last kept hit).
+    Per layer and feature, with ``tol = rtol`` times the layer's strongest hit in either scan:
+
+    - the hits at each rank have values within ``tol``;
+    - they are the same hit (image and position), unless the difference is a near-tie that
+      another kernel may break the other way: two images whose values are within ``tol``
+      (neighbours in either list, or the last kept hit, whose twin beyond the list is
+      unseen), or two positions of one image's map within ``tol`` of each other (the scan
+      records each hit's runner-up in its own map);
+    - one list may be longer only by hits within ``tol`` of zero (a value that is positive
+      under one kernel and not under another is a hit in one scan only).
     """
     problems = []
     if a.layer_names != b.layer_names or a.images != b.images or a.skipped != b.skipped:
@@ -416,16 +453,26 @@ def same_hits(a: "ScanResult", b: "ScanResult", rtol: float = VALUE_RTOL) -> Lis
     for layer in a.layer_names:
         values = torch.cat([a._tops(layer)["values"].reshape(-1),
                             b._tops(layer)["values"].reshape(-1)])
-        tol = rtol * float(values[values.isfinite()].abs().max().clamp_min(1e-30))
+        finite = values[values.isfinite()]
+        tol = rtol * float(finite.abs().max()) if finite.numel() else 0.0
+        ra, rb = a._runner_ups(layer), b._runner_ups(layer)
         for f in range(a.features(layer)):
             ha, hb = a.top(layer, f), b.top(layer, f)
-            if len(ha) != len(hb):
-                problems.append(f"{layer} #{f}: {len(ha)} != {len(hb)} hits")
-                continue
+            longer = ha if len(ha) > len(hb) else hb
+            extra = [h for h in longer[min(len(ha), len(hb)):] if h.value > tol]
+            if extra:
+                problems.append(f"{layer} #{f}: {len(ha)} != {len(hb)} hits "
+                                f"(first extra {extra[0]})")
             for i, (x, y) in enumerate(zip(ha, hb)):
                 if abs(x.value - y.value) > tol:
-                    problems.append(f"{layer} #{f} rank {i}: {x.value} != {y.value}")
-                elif x != y and not _tied(ha, i, tol) and not _tied(hb, i, tol):
+                    problems.append(f"{layer} #{f} rank {i}: values {x.value} != {y.value}")
+                elif (x.image, x.y, x.x) == (y.image, y.y, y.x):
+                    continue
+                elif x.image == y.image:
+                    if not (x.value - ra[f][i] <= tol or y.value - rb[f][i] <= tol):
+                        problems.append(f"{layer} #{f} rank {i}: {x} != {y}, another "
+                                        f"position of the same map that is not a near-tie")
+                elif not _tied(ha, i, tol) and not _tied(hb, i, tol):
                     problems.append(f"{layer} #{f} rank {i}: {x} != {y}, not a near-tie")
     return problems
 

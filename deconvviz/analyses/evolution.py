@@ -129,8 +129,8 @@ def evolution(model: Union[None, str, nn.Module], checkpoints: Union[str, "os.Pa
     if model is None:
         model = checkpoint_model(files[0])
         if model is None:
-            raise ArgumentError(f"{files[0]} does not say which model it is (it was not "
-                                f"written by deconvviz train); give the model (--model)")
+            raise ArgumentError(f"{files[0]} does not say which model it is (a plain state "
+                                f"dict, not a deconvviz checkpoint); give the model (--model)")
     if isinstance(model, str):
         name = get_spec(model).name
     else:

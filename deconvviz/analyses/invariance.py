@@ -159,7 +159,7 @@ def invariance(model: nn.Module, x: Tensor, transform: str,
         target: the class (default: each image's top-1 class before transforming).
     """
     check_transform(transform)
-    x = check_images(x, next((p.device for p in model.parameters()), None))
+    x = check_images(x, model=model)
     values = list(values) if values is not None else default_values(transform)
     if not values:
         raise ArgumentError("no transform values")

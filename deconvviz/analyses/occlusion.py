@@ -117,7 +117,7 @@ def occlusion(model: nn.Module, x: Tensor, layer: Optional[str] = None,
     Returns:
         An :class:`OcclusionResult`.
     """
-    x = check_images(x, next((p.device for p in model.parameters()), None))
+    x = check_images(x, model=model)
     n, _, height, width = x.shape
     if not (isinstance(size, int) and isinstance(stride, int) and size > 0 and stride > 0):
         raise ArgumentError(f"size and stride are positive pixel counts, got {size}, {stride}")

@@ -16,13 +16,14 @@ from torch import Tensor, nn
 
 from .. import figures
 from .._io import FIGURE_FORMATS, check_output_path, figure_paths, write_atomically
-from ..choices import MAX_TOP, check_mode, check_scaling
-from ..data.images import load_image
+from ..choices import MAX_TOP, check_mode, check_scaling, parse_list
+from ..data.images import load_image, to_rgb
 from ..data.zoo import load_model, model_info
 from ..engine import Projector, Recording
 from ..engine.geometry import Geometry
 from ..engine.layers import aliases_of, overview_layers
 from ..engine.projector import strongest
+from ..engine.recording import check_images
 from ..errors import ArgumentError, ImageError
 from ..figures.display import crop_window, shared_scale, to_uint8
 
@@ -142,10 +143,16 @@ class Projections:
                 f"mode={self.mode!r}, {shape} each, of {where}{untrained})")
 
 
-ImageArg = Union[str, os.PathLike, Tuple[Tensor, np.ndarray]]
+ImageArg = Union[str, os.PathLike, Tensor, Tuple[Tensor, np.ndarray], object]  # or a PIL image
 
 
 VIEWS = ("auto", "crop", "full")
+
+
+def _is_pil(image: object) -> bool:
+    from PIL import Image
+
+    return isinstance(image, Image.Image)
 
 
 def _prepare(model: Union[str, nn.Module], image: ImageArg, net: Optional[Projector],
@@ -156,9 +163,19 @@ def _prepare(model: Union[str, nn.Module], image: ImageArg, net: Optional[Projec
     if isinstance(image, tuple):
         x, rgb = image
         path = None
-    else:
+    elif isinstance(image, torch.Tensor):  # the model's input; the photo is undone from it
+        x = image[None] if image.dim() == 3 else image
+        check_images(x, model=model)
+        if x.shape[0] != 1:
+            raise ArgumentError(f"project takes one image, got a batch of {x.shape[0]}; "
+                                f"project each, or use Deconvnet(model).project for a batch")
+        rgb, path = to_rgb(x, model)[0], None
+    elif isinstance(image, (str, os.PathLike)) or _is_pil(image):
         x, rgb = load_image(image, model)
-        path = os.fspath(image)
+        path = None if _is_pil(image) else os.fspath(image)
+    else:
+        raise ArgumentError(f"image must be a file path, a PIL image, a tensor [1, 3, H, W] "
+                            f"or (x, rgb) from load_image; got {type(image).__name__}")
     device = net.device
     x = x.to(device) if device is not None else x
     return model, net, x, rgb, path
@@ -172,7 +189,9 @@ def project(model: Union[str, nn.Module], image: ImageArg, layer: str, *,
 
     Args:
         model: a zoo name (random weights) or a model.
-        image: a file path, or ``(x, rgb)`` from :func:`load_image`.
+        image: a file path, a ``PIL.Image``, the model's input tensor ``[1, 3, H, W]``
+            (the photo shown beside it is undone from its normalisation), or ``(x, rgb)``
+            from :func:`load_image`.
         layer: alias or module path.
         features: channel indices; by default the ``top`` channels with the strongest
             activation on this image, strongest first.
@@ -295,7 +314,7 @@ def show(model: nn.Module, images: Sequence[Union[str, os.PathLike]], layer: str
             raise ArgumentError("layer 'all' needs a zoo model; name the layers instead")
         layers = overview_layers(aliases)
     else:
-        layers = [s.strip() for s in layer.split(",") if s.strip()]
+        layers = parse_list(layer, "layer")
     overview = len(layers) > 1
     if overview and (features is not None or patches):
         raise ArgumentError("features and patches need a single layer")

@@ -161,7 +161,7 @@ def sanity_check(model: nn.Module, x: Tensor, methods: Optional[Sequence[str]] =
     methods = list(methods or DEFAULT_METHODS)
     for method in methods:
         check_method(method)
-    x = check_images(x, next((p.device for p in model.parameters()), None))
+    x = check_images(x, model=model)
     resolved = resolve_target(model, x, target)
     if not resolved.is_class:
         raise ArgumentError("the sanity check explains a class")

@@ -10,11 +10,12 @@ from torch import nn
 from .. import figures
 from ..choices import choose_features
 from ..data.images import load_image
-from ..data.zoo import load_model
+from ..data.zoo import load_model, model_info, weights_digest, weights_label
 from ..engine import Projector
+from ..errors import WeightsError
 from ..figures.display import crop_window
 
-__all__ = ["FeatureHits", "project_hits", "top_hits_figure"]
+__all__ = ["FeatureHits", "project_hits", "top_hits_figure", "check_scanned_weights"]
 
 
 @dataclass
@@ -53,6 +54,7 @@ def project_hits(result, layer: str, features: Sequence[int], *,
     """
     if model is None:
         model = load_model(result.model, weights=result.weights_argument)
+    check_scanned_weights(result, model)
     net = Projector(model, method=method)
     per_feature = {f: result.top(layer, f) for f in features}
     by_image: dict = {}
@@ -80,6 +82,26 @@ def project_hits(result, layer: str, features: Sequence[int], *,
 
 
 
+def check_scanned_weights(result, model: nn.Module) -> None:
+    """Refuse to project a scan's hits through other weights than those that found them
+    (they would draw the other weights' response beside patches they did not choose)."""
+    if result.weights_digest is None:  # a scan of format 1 did not record it
+        return
+    digest = weights_digest(model)
+    if digest != result.weights_digest:
+        info = model_info(model)
+        given = info.weights if info is not None else "the model given"
+        raise WeightsError(
+            f"the scan ran with {_described(result.weights)} (digest "
+            f"{result.weights_digest}); {_described(given)} differ (digest {digest}): "
+            f"draw it with the scan's own weights (omit --weights) or scan again")
+
+
+def _described(weights: str) -> str:
+    return {"random": "random weights", "imagenet": "ImageNet weights",
+            "user": "the model's own weights"}.get(weights, f"weights {weights}")
+
+
 def top_hits_figure(result, layers: Union[None, str, Sequence[str]] = None,
                     features: str = "0-15", *, seed: int = 0,
                     model: Optional[nn.Module] = None, scaling: str = "signed",
@@ -100,8 +122,7 @@ def top_hits_figure(result, layers: Union[None, str, Sequence[str]] = None,
     if model is None:
         model = load_model(result.model, weights=result.weights_argument)
     hits = [project_hits(result, l, chosen[l], model=model, method=method) for l in layers]
-    untrained = " - untrained weights" if result.weights == "random" else ""
     how = "" if method == "deconvnet" else f" ({method})"
-    title = (f"{result.model}{how}: top {result.k} of {result.images_read} images"
-             f"{untrained}")
-    return figures.scan_figure(hits, scaling=scaling, ncols=ncols, title=title)
+    title = (f"{result.model}{how}: top {result.k} of {result.images_read} images - "
+             f"{weights_label(result.weights)}")
+    return figures.scan_figure(hits, scaling=scaling, ncols=ncols, title=title, slots=result.k)

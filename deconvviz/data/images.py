@@ -82,7 +82,7 @@ def load_image(path: PathLike, model: Union[None, str, nn.Module] = None, *,
     """Load a photo as the model sees it.
 
     Args:
-        path: an image file (JPEG, PNG, BMP, WebP, TIFF, ...).
+        path: an image file (JPEG, PNG, BMP, WebP, TIFF, ...), or a ``PIL.Image``.
         model: a zoo name or a model from :func:`load_model`, whose weights' preprocessing
             is used (resize the short side, centre-crop, normalise); ImageNet's defaults for
             other modules or ``None``.
@@ -102,7 +102,9 @@ def load_image(path: PathLike, model: Union[None, str, nn.Module] = None, *,
         (torch.Size([1, 3, 224, 224]), (224, 224, 3))
     """
     prep = preprocessing or preprocessing_for(model)
-    image = TF.pil_to_tensor(decode_image(path))
+    photo = _to_rgb(ImageOps.exif_transpose(path)) if isinstance(path, Image.Image) \
+        else decode_image(path)
+    image = TF.pil_to_tensor(photo)
     image = TF.resize(image, [prep.resize_size], antialias=True)
     crop = TF.center_crop(image, [prep.crop_size])
     rgb = crop.permute(1, 2, 0).contiguous().numpy()

@@ -13,6 +13,7 @@ falls back to a plain gradient.
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -210,7 +211,7 @@ class Projector:
         keep = {}
         for layer in layers:
             keep[self._node(layer)] = layer
-        x = check_images(x, self.device)
+        x = check_images(x, self.device, model=self.model)
         needs = self.method.needs_for({op.kind for op in self.traced.ops.values()})
         inputs = [op.name for op in self.traced.ops.values()
                   if (rule := self.method.rule(op.kind)) is not None and "input" in rule.needs]
@@ -262,7 +263,7 @@ class Projector:
     def _prepare(self, x: Tensor, layer: str, recording: Optional[Recording]):
         """Steps, checked images, a recording holding ``layer``, its activation and node."""
         steps = self.reverse_pass(layer)
-        x = check_images(x, self.device)
+        x = check_images(x, self.device, model=self.model)
         if recording is None or layer not in recording.activations:
             recording = self.record(x, layer)
         return steps, x, recording, recording.activations[layer], self._node(layer)
@@ -427,12 +428,21 @@ def strongest(act: Tensor, features: Sequence[int]) -> Tuple[Tensor, Tensor, Ten
 
 
 def _check_features(feature: Feature, channels: int, layer: str) -> Tuple[List[int], bool]:
-    single = isinstance(feature, int) or (isinstance(feature, Tensor) and feature.dim() == 0)
+    accepted = (f"give a feature index (an int from 0 to {channels - 1}) or a list of them")
+    if isinstance(feature, (str, bytes)) or feature is None:
+        raise ArgumentError(f"feature {feature!r} is not an index: {accepted}")
+    single = not hasattr(feature, "__iter__") or (isinstance(feature, Tensor)
+                                                  and feature.dim() == 0)
     items = [feature] if single else list(feature)
     out = []
     for f in items:
-        f = int(f) if isinstance(f, (int, Tensor)) and not isinstance(f, bool) else f
-        if not isinstance(f, int) or not 0 <= f < channels:
+        try:  # ints, NumPy ints and integer 0-d tensors; not floats, strings or bools
+            if isinstance(f, bool):
+                raise TypeError
+            f = operator.index(f)
+        except TypeError:
+            raise ArgumentError(f"feature {f!r} is not an index: {accepted}") from None
+        if not 0 <= f < channels:
             raise ArgumentError(f"feature {f!r} is out of range for layer {layer!r}: "
                                 f"valid features are 0 to {channels - 1}")
         out.append(f)

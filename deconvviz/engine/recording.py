@@ -15,9 +15,9 @@ from typing import Collection, Dict, Mapping, Optional, Sequence
 import torch
 import torch.fx as fx
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from ..errors import ArgumentError
+from ..errors import ArgumentError, first_line
 from .graph import TracedModel
 
 __all__ = ["Recording", "record_nodes", "check_images", "forward_to"]
@@ -122,8 +122,11 @@ class _Recorder(fx.Interpreter):
         return out
 
 
-def check_images(x: object, device: Optional[torch.device] = None) -> Tensor:
-    """Check that ``x`` is a float image batch ``[N, 3, H, W]``; raise :class:`ArgumentError`."""
+def check_images(x: object, device: Optional[torch.device] = None, *,
+                 model: Optional[nn.Module] = None) -> Tensor:
+    """Check that ``x`` is a float image batch ``[N, C, H, W]`` the model can take (its
+    device, its weights' dtype, its first convolution's channels); raise
+    :class:`ArgumentError` saying what is accepted."""
     if not isinstance(x, Tensor):
         raise ArgumentError(f"images must be a torch.Tensor [N, 3, H, W], got {type(x).__name__}")
     if x.dim() != 4:
@@ -132,6 +135,19 @@ def check_images(x: object, device: Optional[torch.device] = None) -> Tensor:
     if not x.is_floating_point():
         raise ArgumentError(f"images must be floating point (normalised), got {x.dtype}; "
                             f"use deconvviz.load_image to prepare them")
+    if model is not None:
+        param = next(iter(model.parameters()), None)
+        if param is not None:
+            device = param.device if device is None else device
+            if x.dtype != param.dtype:
+                raise ArgumentError(f"images are {x.dtype} but the model's weights are "
+                                    f"{param.dtype}; convert them with x.to({param.dtype})")
+        conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+        if conv is not None and x.shape[1] != conv.in_channels:
+            raise ArgumentError(
+                f"images have {x.shape[1]} channel(s) but the model's first convolution takes "
+                f"{conv.in_channels}" + (" (repeat a grey channel: x.expand(-1, 3, -1, -1))"
+                                         if x.shape[1] == 1 and conv.in_channels == 3 else ""))
     if device is not None and x.device != device:
         raise ArgumentError(f"images are on {x.device} but the model is on {device}")
     return x
@@ -155,7 +171,19 @@ def record_nodes(traced: TracedModel, x: Tensor, keep: Mapping[str, str], *,
             recorder.run(x)
         except _Stop:
             pass
+        except RuntimeError as exc:  # the model cannot take this input (too small, ...)
+            raise ArgumentError(f"the model cannot run on images of shape {list(x.shape)}: "
+                                f"{first_line(exc)}" + (
+                                    "; pass the input size the model was made for "
+                                    "(input_size=N; CLI: --input-size N)"
+                                    if _too_small(exc) else "")) from None
     return recorder.recording
+
+
+def _too_small(exc: BaseException) -> bool:
+    text = str(exc)
+    return any(s in text for s in ("size can't be greater", "Output size is too small",
+                                   "cannot be multiplied", "shapes cannot be", "mat1 and mat2"))
 
 
 def forward_to(traced: TracedModel, nodes: Sequence[str]) -> fx.GraphModule:

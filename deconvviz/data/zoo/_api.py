@@ -16,7 +16,7 @@ from ._registry import get_spec
 
 __all__ = ["Preprocessing", "ModelInfo", "UntrainedWarning", "load_model", "model_info",
            "count_parameters", "class_names", "checkpoint_payload", "checkpoint_model",
-           "load_weights_into", "CHECKPOINT_FORMAT"]
+           "load_weights_into", "CHECKPOINT_FORMAT", "weights_digest", "weights_label"]
 
 # What deconvviz writes beside a state dict, so that a checkpoint says what it is.
 CHECKPOINT_FORMAT = "deconvviz-checkpoint/1"
@@ -96,6 +96,34 @@ def class_names(model: nn.Module) -> Optional[List[str]]:
     return list(weights.meta["categories"]) if weights is not None else None
 
 
+def weights_digest(model: nn.Module) -> str:
+    """A short fingerprint of a model's weights (SHA-256 of every parameter and buffer, names,
+    shapes, dtypes and values, in state-dict order; 16 hex digits): two models with the same
+    digest compute the same function. Scans record it, so that their figures are drawn with
+    the weights that found the hits."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key, value in model.state_dict().items():
+        value = value.detach().cpu().contiguous()
+        digest.update(f"{key}:{value.dtype}:{tuple(value.shape)};".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes()
+                      if value.numel() else b"")
+    return digest.hexdigest()[:16]
+
+
+def weights_label(weights: str) -> str:
+    """How a figure names the weights: ``untrained weights`` (random), ``ImageNet weights``, or the
+    checkpoint's file name."""
+    if weights == "random":
+        return "untrained weights"
+    if weights == "imagenet":
+        return "ImageNet weights"
+    if weights == "user":
+        return "the model's own weights"
+    return f"weights {os.path.basename(weights)}"
+
+
 def count_parameters(name: str) -> int:
     """Parameter count of a zoo architecture, built on the meta device (no memory, no init)."""
     with torch.device("meta"):
@@ -153,7 +181,8 @@ def load_model(name: str, weights: WeightsArg = "default") -> nn.Module:
         meta = _deconvviz_meta(checkpoint, path, spec.name)
         classes = tuple(meta["classes"]) if meta.get("classes") else None
         if meta.get("preprocessing"):
-            default_prep = Preprocessing.from_dict(meta["preprocessing"])
+            default_prep = Preprocessing.from_dict({**default_prep.to_dict(),
+                                                    **meta["preprocessing"]})
         classes_out = int(meta.get("num_classes") or 1000)
         # builders registered before ``num_classes`` existed take ``weights`` only
         model = (spec.build(weights=None) if classes_out == 1000
@@ -201,21 +230,35 @@ def load_weights_into(model: nn.Module, path: Union[str, "os.PathLike[str]"]) ->
 
 
 def checkpoint_model(path: Union[str, "os.PathLike[str]"]) -> Optional[str]:
-    """The zoo name a deconvviz checkpoint records (``None`` for other state dicts)."""
+    """The zoo name a deconvviz checkpoint or training state (``last.pt``) records (``None``
+    for other state dicts)."""
     path = os.fspath(path)
     checkpoint = _read_checkpoint(path)
-    if isinstance(checkpoint, Mapping) and checkpoint.get("format") == CHECKPOINT_FORMAT:
-        return (checkpoint.get("deconvviz") or {}).get("model")
+    if isinstance(checkpoint, Mapping) and checkpoint.get("format") in (CHECKPOINT_FORMAT,
+                                                                        TRAINING_STATE_FORMAT):
+        return _deconvviz_meta(checkpoint, path, "").get("model")
     return None
 
 
+TRAINING_STATE_FORMAT = "deconvviz-train-state/1"  # a run's last.pt (deconvviz train)
+
+
 def _deconvviz_meta(checkpoint: object, path: str, name: str) -> dict:
-    """The metadata of a deconvviz checkpoint (``{}`` for any other state dict); a checkpoint
-    of another zoo model is refused by name."""
-    if not (isinstance(checkpoint, Mapping) and checkpoint.get("format") == CHECKPOINT_FORMAT):
+    """The metadata of a deconvviz checkpoint or of a training run's ``last.pt`` (``{}`` for
+    any other state dict); a checkpoint of another zoo model is refused by name."""
+    if isinstance(checkpoint, Mapping) and checkpoint.get("format") == TRAINING_STATE_FORMAT:
+        config = checkpoint.get("config") or {}
+        classes = list(config.get("classes") or [])
+        meta = {"model": config.get("model"), "num_classes": len(classes) or None,
+                "classes": classes or None}
+        if config.get("crop_size"):  # the zoo's normalisation, the run's sizes
+            meta["preprocessing"] = {"resize_size": int(config["resize_size"]),
+                                     "crop_size": int(config["crop_size"])}
+    elif isinstance(checkpoint, Mapping) and checkpoint.get("format") == CHECKPOINT_FORMAT:
+        meta = checkpoint.get("deconvviz") or {}
+    else:
         return {}
-    meta = checkpoint.get("deconvviz") or {}
-    if meta.get("model") and meta["model"] != name:
+    if meta.get("model") and name and meta["model"] != name:
         raise WeightsError(f"checkpoint {path} is of model {meta['model']}, not {name}; use "
                            f"--model {meta['model']} (load_model({meta['model']!r}, ...))")
     return dict(meta)
@@ -243,6 +286,16 @@ def _imagenet(name: str, build, weights_enum) -> nn.Module:
 
 
 def _read_checkpoint(path: str) -> object:
+    if os.path.isdir(path):
+        inside = sorted(f for f in os.listdir(path) if f.endswith(".pt"))
+        epochs = [f for f in inside if f.startswith("epoch_")]
+        if epochs:
+            hint = (f"; it holds a training run: give one of its checkpoints, e.g. "
+                    f"{os.path.join(path, epochs[-1])}")
+        else:
+            hint = f"; give one of its files, e.g. {os.path.join(path, inside[-1])}" \
+                if inside else ""
+        raise WeightsError(f"weights {path} is a folder, not a checkpoint file{hint}")
     if not os.path.isfile(path):
         raise WeightsError(f"weights file not found: {path} "
                            f"(use 'default', 'none' or the path of a checkpoint)")
@@ -291,7 +344,9 @@ def _why_unreadable(path: str, exc: BaseException) -> str:
     for magic, kind in kinds.items():
         if head.startswith(magic):
             return f"it looks like {kind}"
-    text = first_line(exc)
+    # PyTorch's own advice (re-run with weights_only=False, "your checkpoint file is
+    # corrupted") is not for users here: loading untrusted pickles is unsafe.
+    text = first_line(exc).split(". ")[0].rstrip(".")
     return text if len(text) > 8 and not text.isdigit() else "unrecognised format"
 
 

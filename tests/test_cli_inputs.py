@@ -144,3 +144,108 @@ def test_the_python_api_reports_bad_images_and_keeps_going(tmp_path):
     assert [p for p, _ in report.failed] == [str(tmp_path / "bad.png")]
     assert "empty" in report.failed[0][1]
     assert torch.is_tensor(dv.project(model, CHELSEA, "conv1", top=1).pixels)
+
+
+def _a_training_folder(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({}, run / "epoch_1.pt")
+    return run
+
+
+@pytest.mark.parametrize("args,message", [
+    # each once ended in a raw IndexError, RuntimeError or a wrong sentence
+    (["show", *ZF, "--layer", "", CHELSEA], "layer '' has an empty item"),
+    (["show", *ZF, "--layer", "conv1,,conv2", CHELSEA], "has an empty item"),
+    (["scan", *ZF, "--layers", "conv1,", "--out", "s.pt", EXAMPLES], "--layers 'conv1,' has"),
+    (["layers", "--model", "zfnet", "--input-size", "8"],
+     "pass the input size the model was made for"),
+    (["show", *ZF, "--layer", "conv1", "--dpi", "0", CHELSEA], "'--dpi': 0 is not in the range"),
+    (["show", *ZF, "--layer", "conv1", "--dpi", "-5", CHELSEA], "'--dpi': -5 is not in"),
+    (["figure", "missing.pt", "--dpi", "0", "--out", "f.png"], "'--dpi': 0 is not in"),
+])
+def test_raw_errors_are_now_one_line(tmp_path, args, message):
+    proc = invoke(*args, cwd=tmp_path)
+    one_error_line(proc, message)
+    assert "While executing" not in proc.stderr and "scan zfnet" not in proc.stderr
+
+
+def test_dpi_is_checked_before_any_work(tmp_path, monkeypatch):
+    import deconvviz.analyses.projection as projection
+
+    monkeypatch.setattr(projection, "load_image", lambda *a, **k: pytest.fail("did work"))
+    one_error_line(invoke("show", *ZF, "--layer", "conv1", "--dpi", "-5", CHELSEA,
+                          cwd=tmp_path), "--dpi")
+
+
+def test_a_weights_folder_is_named_as_a_folder(tmp_path):
+    run = _a_training_folder(tmp_path)
+    proc = invoke("show", "--model", "zfnet", "--weights", run, "--layer", "conv1", CHELSEA,
+                  cwd=tmp_path)
+    one_error_line(proc, f"weights {run} is a folder, not a checkpoint file; it holds a "
+                         f"training run: give one of its checkpoints, e.g. {run / 'epoch_1.pt'}")
+
+
+def test_a_corrupt_checkpoint_gets_no_unsafe_advice(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"PK\x03\x04" + b"garbage" * 20)
+    proc = invoke("show", "--model", "zfnet", "--weights", bad, "--layer", "conv1", CHELSEA,
+                  cwd=tmp_path)
+    one_error_line(proc, f"cannot read checkpoint {bad}")
+    assert "weights_only" not in proc.stderr and "corrupted" not in proc.stderr
+
+
+@pytest.mark.parametrize("feature,message", [
+    (2.5, "feature 2.5 is not an index"), ("3", "feature '3' is not an index"),
+    (True, "feature True is not an index"), ([1, 2.0], "feature 2.0 is not an index"),
+    (96, "valid features are 0 to 95")])
+def test_python_features_that_are_not_indices(feature, message):
+    import deconvviz as dv
+
+    net = dv.Deconvnet(dv.load_model("zfnet", weights=None))
+    with pytest.raises(dv.ArgumentError, match=message.replace("[", r"\[")):
+        net.project(torch.zeros(1, 3, 64, 64), "conv1", feature)
+
+
+@pytest.mark.parametrize("x,message", [
+    (torch.zeros(1, 1, 64, 64), "1 channel(s) but the model's first convolution takes 3 "
+                                "(repeat a grey channel"),
+    (torch.zeros(1, 3, 64, 64, dtype=torch.float64), "images are torch.float64 but the "
+                                                     "model's weights are torch.float32"),
+    (torch.zeros(1, 3, 64, 64, dtype=torch.float16), "images are torch.float16"),
+    (torch.zeros(1, 3, 8, 8), "the model cannot run on images of shape [1, 3, 8, 8]")])
+def test_python_images_the_model_cannot_take(x, message):
+    import re
+
+    import deconvviz as dv
+
+    net = dv.Deconvnet(dv.load_model("zfnet", weights=None))
+    with pytest.raises(dv.ArgumentError, match=re.escape(message)) as info:
+        net.project(x, "conv2", 0)
+    assert "While executing" not in str(info.value)
+
+
+def test_list_layers_of_a_cnn_made_for_small_inputs_says_to_pass_the_size():
+    import deconvviz as dv
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 62 * 62, 2)).eval()
+    with pytest.raises(dv.ArgumentError, match="input_size=N"):
+        dv.list_layers(model)
+    assert len(dv.list_layers(model, input_size=64)) >= 3
+
+
+def test_project_takes_a_tensor_or_a_pil_image_as_well_as_a_path():
+    import deconvviz as dv
+
+    model = dv.load_model("zfnet", weights=None)
+    x, rgb = dv.load_image(CHELSEA, model)
+    by_path = dv.project(model, CHELSEA, "conv2", features=[3])
+    with Image.open(CHELSEA) as photo:
+        by_pil = dv.project(model, photo, "conv2", features=[3])
+    by_tensor = dv.project(model, x, "conv2", features=[3])
+    assert torch.equal(by_pil.pixels, by_path.pixels)
+    assert torch.equal(by_tensor.pixels, by_path.pixels)
+    assert abs(by_tensor.rgb.astype(int) - rgb.astype(int)).max() <= 1  # undone normalisation
+    with pytest.raises(dv.ArgumentError, match="image must be a file path, a PIL image"):
+        dv.project(model, 42, "conv2")

@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH_INDEX ?=
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint agreement coverage clean
 
 $(VENV)/.runtime: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,7 +29,16 @@ lint: $(VENV)/.test
 	$(BIN)/lint-imports
 
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=20
+
+# The agreement tests (pytest -m agreement) under four CPU kernel settings at 1 and 2 threads;
+# not part of `make test` (see the README's "Contributing").
+agreement: $(VENV)/.test
+	PYTHON=$(BIN)/python scripts/kernel_matrix.sh
+
+# Line and branch coverage of the package, over the whole suite.
+coverage: $(VENV)/.test
+	$(BIN)/python -m pytest -q --cov=deconvviz --cov-branch --cov-report=term
 
 clean:
 	rm -rf $(VENV) *.egg-info

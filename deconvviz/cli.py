@@ -66,7 +66,8 @@ def _friendly(command):
     @functools.wraps(command)
     def wrapper(*args, debug: bool = False, **kwargs):
         with warnings.catch_warnings():
-            warnings.showwarning = _one_line_warning
+            if not debug:
+                warnings.showwarning = _one_line_warning
             try:
                 return command(*args, **kwargs)
             except click.ClickException:
@@ -102,7 +103,10 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):
-    click.echo(f"warning: {message}", err=True)
+    """deconvviz's own warnings, one line each; other libraries' (deprecations, a missing
+    glyph) are not the user's business unless --debug shows everything."""
+    if getattr(category, "__module__", "").startswith("deconvviz"):
+        click.echo(f"warning: {message}", err=True)
 
 
 def _weights_option(f):
@@ -152,14 +156,17 @@ def cli(ctx: click.Context) -> None:
 @cli.command("models")
 @_friendly
 def models_command() -> None:
-    """List the model zoo: name, parameters, and whether ImageNet weights exist."""
-    from .data.zoo import count_parameters
+    """List the model zoo: name, parameters, whether ImageNet weights exist, and whether they
+    are already in the torch hub cache (else the first use downloads them)."""
+    from .data.zoo import cached_weights, count_parameters
 
-    click.echo(f"{'model':<12} {'parameters':>12}  imagenet weights")
+    click.echo(f"{'model':<12} {'parameters':>12}  {'imagenet weights':<18} cached")
     for name in list_models():
         spec = get_spec(name)
         weights = "yes (torchvision)" if spec.imagenet_weights is not None else "no (random init)"
-        click.echo(f"{name:<12} {count_parameters(name):>12,}  {weights}")
+        path = cached_weights(name)
+        cached = "-" if spec.imagenet_weights is None else ("yes" if path else "no (downloads)")
+        click.echo(f"{name:<12} {count_parameters(name):>12,}  {weights:<18} {cached}")
 
 
 @cli.command("layers")
@@ -612,8 +619,9 @@ def correspondence_command(model: str, parts: str, layers: Optional[str], draws:
               help="Short side before cropping [default: 256].")
 @click.option("--crop", "crop_size", default=None, type=click.IntRange(1),
               help="Random crop side [default: 224].")
-@click.option("--workers", default=4, show_default=True, type=click.IntRange(0),
-              help="DataLoader worker processes per process.")
+@click.option("--workers", default=None, type=click.IntRange(0),
+              help="DataLoader worker processes per process [default: 4, or the number of "
+                   "CPU cores if fewer].")
 @_device_option
 @click.option("--seed", default=0, show_default=True, help="Seeds weights, order, augmentation.")
 @click.option("--save-at", default=",".join(map(str, PAPER_SAVE_AT)), show_default=True,
@@ -639,6 +647,9 @@ def train_command(model: str, data: str, val: Optional[str], out: str, epochs: i
     """
     get_spec(model)
     epochs_kept = parse_features(save_at)  # the same "1,2,5-10" syntax as features
+    if workers is None:  # more workers than cores only makes PyTorch warn
+        workers = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                      else (os.cpu_count() or 1))
     from .analyses import train
 
     result = train(model, data, out, val=val, epochs=epochs, batch_size=batch_size, lr=lr,

@@ -14,15 +14,27 @@ def test_every_command_has_help(command):
     assert "Usage:" in proc.stdout and len(proc.stdout.splitlines()) > 3
 
 
-def test_models_lists_the_zoo():
-    proc = cli_process("models")
+def test_models_lists_the_zoo_and_which_weights_are_cached():
+    proc = invoke("models")
     assert proc.returncode == 0
     assert "zfnet" in proc.stdout and "62,357,608" in proc.stdout
     assert "no (random init)" in proc.stdout
+    row = next(l for l in proc.stdout.splitlines() if l.startswith("resnet18 "))
+    assert row.endswith("no (downloads)")
+    import torch
+
+    from deconvviz.data.zoo import get_spec
+
+    folder = os.path.join(torch.hub.get_dir(), "checkpoints")  # the test's own TORCH_HOME
+    os.makedirs(folder)
+    open(os.path.join(folder, os.path.basename(get_spec("resnet18").weights_enum().url)),
+         "wb").close()
+    row = next(l for l in invoke("models").stdout.splitlines() if l.startswith("resnet18 "))
+    assert row.endswith(" yes")
 
 
 def test_layers_table():
-    proc = cli_process("layers", "--model", "zfnet")
+    proc = invoke("layers", "--model", "zfnet")
     assert proc.returncode == 0
     conv3 = next(line for line in proc.stdout.splitlines() if line.startswith("conv3 "))
     assert "features.relu3" in conv3 and "384x13x13" in conv3 and " 75 " in conv3
@@ -45,7 +57,7 @@ def test_layers_table():
       CHELSEA], "mean"),
 ])
 def test_bad_input_is_one_line_with_exit_code_2(tmp_path, args, message):
-    proc = cli_process(*args, cwd=tmp_path)
+    proc = invoke(*args, cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
@@ -56,13 +68,14 @@ def test_bad_input_is_one_line_with_exit_code_2(tmp_path, args, message):
 def test_unreadable_image_leaves_nothing_behind(tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"garbage")
-    proc = cli_process("show", "--model", "zfnet", "--layer", "conv1", "--weights", "none",
-                       str(bad), cwd=tmp_path)
+    proc = invoke("show", "--model", "zfnet", "--layer", "conv1", "--weights", "none", bad,
+                  cwd=tmp_path)
     assert proc.returncode == 2 and "not an image" in proc.stderr
     assert sorted(os.listdir(tmp_path)) == ["bad.jpg"]
 
 
 def test_debug_shows_the_traceback(tmp_path):
+    # In a process of its own: the traceback is what Python prints on the way out.
     proc = cli_process("show", "--model", "zfnet", "--layer", "conv9", "--weights", "none",
                        "--debug", CHELSEA, cwd=tmp_path)
     assert proc.returncode != 0 and "Traceback" in proc.stderr

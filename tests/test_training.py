@@ -299,3 +299,48 @@ def test_an_interrupted_command_says_how_to_resume(shapes, tmp_path, monkeypatch
     assert done.returncode == 130  # the shell's code for Ctrl-C
     assert done.stderr.strip().splitlines() == [
         "error: interrupted in epoch 2 after step 3 of 6; run again with --resume to continue"]
+
+
+def test_every_file_a_run_writes_loads_as_weights(run, shapes, tmp_path):
+    # last.pt (the full training state) once failed with "wrong shapes fc8", and evolution
+    # called it "not written by deconvviz train".
+    last = os.path.join(run.run, "last.pt")
+    model = dv.load_model("zfnet", weights=last)
+    final = dv.load_model("zfnet", weights=run.checkpoints[-1])
+    assert dv.weights_digest(model) == dv.weights_digest(final)  # last.pt is epoch 6's
+    info = dv.model_info(model)
+    assert info.classes == ("circle", "square", "triangle")
+    assert info.preprocessing.crop_size == 56
+    photo = next((shapes / "val" / "circle").iterdir())
+    done = invoke("show", "--model", "zfnet", "--weights", last, "--layer", "conv1",
+                  "--out", tmp_path / "x.png", photo)
+    assert done.returncode == 0, done.stderr
+    result = dv.evolution(None, [run.checkpoints[0], last], shapes / "val", ["conv1"],
+                          [0], progress=False)
+    assert result.projections["conv1"].shape[:2] == (1, 2)
+
+
+def test_the_run_folders_parents_are_made_and_workers_fit_the_cores(shapes, tmp_path,
+                                                                    monkeypatch):
+    # `train --out runs/zf` once failed until runs/ existed; --workers defaulted to 4 on a
+    # 2-core machine, and PyTorch warned about it; other libraries' warnings reached users.
+    import warnings
+
+    import deconvviz.analyses
+
+    seen = {}
+
+    def fake_train(model, data, out, **kwargs):
+        seen.update(kwargs, out=out)
+        warnings.warn("some library's deprecation", FutureWarning, stacklevel=2)
+        return dv.TrainResult(run=str(out), checkpoints=[], metrics=[])
+
+    monkeypatch.setattr(deconvviz.analyses, "train", fake_train)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    done = invoke("train", "--model", "zfnet", "--out", tmp_path / "runs" / "zf",
+                  shapes / "train")
+    assert done.returncode == 0, done.stderr
+    assert seen["workers"] == 2 and "warning" not in done.stderr
+    result = dv.train("zfnet", shapes / "train", tmp_path / "new" / "runs" / "zf", epochs=1,
+                      save_at=[], **{**SMALL, "batch_size": 16})
+    assert os.path.isfile(os.path.join(result.run, "last.pt"))

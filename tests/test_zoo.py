@@ -130,3 +130,21 @@ def test_zfnet_default_weights_warn_that_they_are_untrained():
         model = dv.load_model("zfnet")
     assert any(issubclass(w.category, dv.UntrainedWarning) for w in caught)
     assert not dv.model_info(model).trained
+
+
+def test_a_download_reports_on_stderr_with_a_progress_bar(monkeypatch, capsys):
+    # What a user with a network sees: torch.hub's download, simulated by writing the file
+    # where it would go (the tests have no network); stdout stays for the paths written.
+    reference = tvm.resnet18(weights=None)
+    seen = {}
+
+    def download(url, dst, hash_prefix=None, progress=True):
+        seen["progress"] = progress
+        torch.save(reference.state_dict(), dst)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", download)
+    model = dv.load_model("resnet18")
+    out = capsys.readouterr()
+    assert out.out == "" and "Downloading: " in out.err
+    assert seen["progress"] is True
+    assert torch.equal(model.fc.weight, reference.fc.weight)

@@ -334,59 +334,63 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
     state = {"done": 0, "skipped": [],
              "tops": {l: _empty_tops(a.shape[1], keep, device) for l, a in zip(layers, probe)}}
     partial = _checkpoint_path(out, rank, world)
-    if resume and partial and os.path.exists(partial):
-        state = _load_checkpoint(partial, meta, device)
-    loader = DataLoader(_Images(paths, shard[state["done"]:], prep), batch_size=batch_size,
-                        num_workers=workers, collate_fn=_collate)
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(shard), initial=state["done"], unit="img", desc=f"scan {meta['model']}",
-               disable=not progress or rank != 0, dynamic_ncols=True)
-    since = 0
+    lock = _claim(partial)
     try:
-        for indices, x, failed in loader:
-            tops = state["tops"]
-            if x is not None:
-                with torch.no_grad():
-                    acts = forward(x.to(device))
-                ids = torch.tensor(indices)
-                tops = {layer: _merge(tops[layer], _candidates(act, ids), k=keep)
-                        for layer, act in zip(layers, acts)}
-            # The batch counts only once all of it is merged, so an interruption never
-            # leaves half a batch in the state.
-            n = len(indices) + len(failed)
-            state = {"tops": tops, "done": state["done"] + n,
-                     "skipped": state["skipped"] + failed}
-            since += n
-            bar.update(n)
-            if partial and since >= checkpoint_every:
+        if resume and partial and os.path.exists(partial):
+            state = _load_checkpoint(partial, meta, device)
+        loader = DataLoader(_Images(paths, shard[state["done"]:], prep), batch_size=batch_size,
+                            num_workers=workers, collate_fn=_collate)
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(shard), initial=state["done"], unit="img", desc=f"scan {meta['model']}",
+                   disable=not progress or rank != 0, dynamic_ncols=True)
+        since = 0
+        try:
+            for indices, x, failed in loader:
+                tops = state["tops"]
+                if x is not None:
+                    with torch.no_grad():
+                        acts = forward(x.to(device))
+                    ids = torch.tensor(indices)
+                    tops = {layer: _merge(tops[layer], _candidates(act, ids), k=keep)
+                            for layer, act in zip(layers, acts)}
+                # The batch counts only once all of it is merged, so an interruption never
+                # leaves half a batch in the state.
+                n = len(indices) + len(failed)
+                state = {"tops": tops, "done": state["done"] + n,
+                         "skipped": state["skipped"] + failed}
+                since += n
+                bar.update(n)
+                if partial and since >= checkpoint_every:
+                    _save_checkpoint(partial, meta, state)
+                    since = 0
+        except KeyboardInterrupt:
+            if partial:
                 _save_checkpoint(partial, meta, state)
-                since = 0
-    except KeyboardInterrupt:
-        if partial:
-            _save_checkpoint(partial, meta, state)
-            raise ScanInterrupted(f"interrupted after {state['done']} of {len(shard)} images; "
-                                  f"run again with --resume to continue") from None
-        raise
-    finally:
-        bar.close()
-    tops, skipped = _gather(state, world)
-    if paths and len(skipped) == len(paths):
-        first, why = paths[sorted(skipped)[0][0]], sorted(skipped)[0][1]
+                raise ScanInterrupted(f"interrupted after {state['done']} of {len(shard)} images; "
+                                      f"run again with --resume to continue") from None
+            raise
+        finally:
+            bar.close()
+        tops, skipped = _gather(state, world)
+        if paths and len(skipped) == len(paths):
+            first, why = paths[sorted(skipped)[0][0]], sorted(skipped)[0][1]
+            if partial and os.path.exists(partial):
+                os.unlink(partial)
+            raise ImageError(f"no readable image: all {len(paths)} file(s) were skipped; the "
+                             f"first, {first}: {why}")
+        result = ScanResult({"format": FORMAT, "meta": meta, "skipped": sorted(skipped),
+                             "tops": {l: {k: v.cpu() for k, v in t.items()} for l, t in tops.items()},
+                             "created": datetime.datetime.now().isoformat(timespec="seconds")})
+        if out is not None and rank == 0:
+            result.save(out)
+        if world > 1:
+            dist.barrier()
         if partial and os.path.exists(partial):
             os.unlink(partial)
-        raise ImageError(f"no readable image: all {len(paths)} file(s) were skipped; the "
-                         f"first, {first}: {why}")
-    result = ScanResult({"format": FORMAT, "meta": meta, "skipped": sorted(skipped),
-                         "tops": {l: {k: v.cpu() for k, v in t.items()} for l, t in tops.items()},
-                         "created": datetime.datetime.now().isoformat(timespec="seconds")})
-    if out is not None and rank == 0:
-        result.save(out)
-    if world > 1:
-        dist.barrier()
-    if partial and os.path.exists(partial):
-        os.unlink(partial)
-    return result
+        return result
+    finally:
+        _release(lock)
 
 
 def _gather(state, world: int):
@@ -404,6 +408,49 @@ def _gather(state, world: int):
     skipped: List = [None] * world
     dist.all_gather_object(skipped, state["skipped"])
     return tops, [s for part in skipped for s in part]
+
+
+def _claim(partial: Optional[str]) -> Optional[str]:
+    """Take ``PARTIAL.lock`` for this process, so that two scans writing the same ``out``
+    never share (and overwrite) one checkpoint; a lock left by a process that has ended is
+    taken over."""
+    if partial is None:
+        return None
+    lock = partial + ".lock"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                with open(lock) as handle:
+                    pid = int(handle.read().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and pid != os.getpid() and _alive(pid):
+                raise ArgumentError(f"another scan (process {pid}) is writing "
+                                    f"{partial[:-len('.partial')]}; wait for it to end or "
+                                    f"choose another --out") from None
+            os.unlink(lock)  # left behind by a scan that has ended
+            continue
+        with os.fdopen(fd, "w") as handle:
+            handle.write(str(os.getpid()))
+        return lock
+    raise ArgumentError(f"cannot take the scan lock {lock}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _release(lock: Optional[str]) -> None:
+    if lock is not None and os.path.exists(lock):
+        os.unlink(lock)
 
 
 def _checkpoint_path(out, rank: int, world: int) -> Optional[str]:

@@ -411,8 +411,6 @@ def train(model: str, data: Union[str, "os.PathLike[str]"], out: Union[str, "os.
     save_epochs = _check_save_at(save_at)
     out = os.path.abspath(os.fspath(out))
     state_path = os.path.join(out, "last.pt")
-    if not os.path.isdir(os.path.dirname(out)):
-        raise ArgumentError(f"the run folder's parent does not exist: {os.path.dirname(out)}")
     if os.path.exists(out) and not os.path.isdir(out):
         raise ArgumentError(f"{out} is a file; the run folder must be a folder")
     if resume and not os.path.isfile(state_path):

@@ -1,8 +1,10 @@
 """Loading zoo models with their weights, and what deconvviz remembers about each one."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sys
 import warnings
 import weakref
 from dataclasses import dataclass
@@ -16,7 +18,7 @@ from ._registry import get_spec
 
 __all__ = ["Preprocessing", "ModelInfo", "UntrainedWarning", "load_model", "model_info",
            "count_parameters", "class_names", "checkpoint_payload", "checkpoint_model",
-           "load_weights_into", "CHECKPOINT_FORMAT", "weights_digest", "weights_label"]
+           "load_weights_into", "CHECKPOINT_FORMAT", "weights_digest", "weights_label", "cached_weights"]
 
 # What deconvviz writes beside a state dict, so that a checkpoint says what it is.
 CHECKPOINT_FORMAT = "deconvviz-checkpoint/1"
@@ -270,11 +272,24 @@ def _random(spec) -> nn.Module:
         return spec.build(weights=None)
 
 
+def cached_weights(name: str) -> Optional[str]:
+    """Where the torch hub cache holds ``name``'s ImageNet weights, or ``None`` (not cached,
+    or the model has none)."""
+    weights_enum = get_spec(name).weights_enum()
+    if weights_enum is None:
+        return None
+    path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights_enum.url))
+    return path if os.path.isfile(path) else None
+
+
 def _imagenet(name: str, build, weights_enum) -> nn.Module:
     filename = os.path.basename(weights_enum.url)
     cached = os.path.join(torch.hub.get_dir(), "checkpoints", filename)
     try:
-        return build(weights=weights_enum)  # torch.hub caches it and shows a progress bar
+        # torch.hub caches it and shows a progress bar on stderr; its "Downloading: ..." line
+        # goes to stdout, which the command line keeps for the paths it writes.
+        with contextlib.redirect_stdout(sys.stderr):
+            return build(weights=weights_enum)
     except (OSError, ConnectionError) as exc:  # urllib's URLError is an OSError
         if os.path.exists(cached):
             raise WeightsError(f"cannot read cached ImageNet weights {cached}: {exc}") from None

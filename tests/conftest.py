@@ -1,5 +1,6 @@
 import contextlib
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -15,8 +16,13 @@ import deconvviz as dv  # noqa: E402
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples", "images")
 CHELSEA = os.path.join(EXAMPLES, "chelsea.png")
-# Every engine test is parametrised over the registry: a newly registered model is tested.
+# The engine-and-oracle tests are parametrised over the whole registry: a newly registered
+# model is tested. Tests of what sits above the engine (the cone against the full pass,
+# Captum's methods, the paper's analyses) take one model per family (the first registered:
+# zfnet, alexnet, vgg16, googlenet, resnet18, densenet121): a family's deeper members add
+# depth, not new kinds of op.
 ZOO = dv.list_models()
+FAMILIES = list({re.sub(r"\d+$", "", name): name for name in reversed(ZOO)}.values())[::-1]
 _MODELS = {}
 
 

@@ -75,10 +75,12 @@ def test_unreadable_image_leaves_nothing_behind(tmp_path):
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    # In a process of its own: the traceback is what Python prints on the way out.
-    proc = cli_process("show", "--model", "zfnet", "--layer", "conv9", "--weights", "none",
+    # In a process of its own: the traceback is what Python prints on the way out. (An
+    # error found before torch is imported, so the process takes a fraction of a second.)
+    proc = cli_process("show", "--model", "zfnet", "--layer", "conv1", "--features", "1,x",
                        "--debug", CHELSEA, cwd=tmp_path)
     assert proc.returncode != 0 and "Traceback" in proc.stderr
+    assert "ArgumentError: bad feature list '1,x'" in proc.stderr
 
 
 def test_unwritable_output_folder(tmp_path, monkeypatch):

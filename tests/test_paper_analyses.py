@@ -12,7 +12,7 @@ from captum.attr import Occlusion
 from conftest import (
     CHELSEA,
     EXAMPLES,
-    ZOO,
+    FAMILIES,
     assert_untouched,
     captured_outputs,
     invoke,
@@ -125,8 +125,8 @@ def test_correspondence_against_masking_by_hand():
     assert "±" in table and result.table("latex").startswith("\\begin{tabular}")
 
 
-@pytest.mark.parametrize("name", ZOO)
-def test_figures_for_every_zoo_classifier(name, tmp_path):
+@pytest.mark.parametrize("name", FAMILIES)
+def test_figures_for_every_zoo_family(name, tmp_path):
     model = zoo_model(name)
     torch.manual_seed(0)
     x = torch.randn(2, 3, 64, 64)

@@ -76,24 +76,32 @@ def test_training_leaves_the_callers_random_state_alone(shapes, tmp_path):
 
 @pytest.mark.agreement
 def test_resume_after_an_interruption_equals_an_uninterrupted_run(run, shapes, tmp_path):
+    # The run's settings, stopped after epoch 2 (the number of epochs is not part of a run's
+    # identity: the seeds are per epoch and step), interrupted in epoch 2 and resumed: its
+    # epoch 2 equals the uninterrupted six-epoch run's epoch 2.
     out = tmp_path / "zf"
 
     def stop(epoch, step, loss):
-        if (epoch, step) == (3, 2):
+        if (epoch, step) == (2, 2):
             raise KeyboardInterrupt
 
+    two_epochs = {**RUN, "epochs": 2}
     with pytest.raises(TrainingInterrupted, match="--resume"):
-        dv.train("zfnet", shapes / "train", out, val=shapes / "val", callback=stop, **RUN)
-    assert sorted(os.listdir(out)) == ["epoch_1.pt", "epoch_2.pt", "last.pt", "metrics.csv"]
-    resumed = dv.train("zfnet", shapes / "train", out, val=shapes / "val", resume=True, **RUN)
+        dv.train("zfnet", shapes / "train", out, val=shapes / "val", callback=stop,
+                 **two_epochs)
+    assert sorted(os.listdir(out)) == ["epoch_1.pt", "last.pt", "metrics.csv"]
+    resumed = dv.train("zfnet", shapes / "train", out, val=shapes / "val", resume=True,
+                       **two_epochs)
     # Same machine, thread count and batches: PyTorch's CPU kernels are deterministic, so
     # the weights are bit-identical.
-    a = torch.load(run.checkpoints[-1], weights_only=True)["state_dict"]
+    a = torch.load(run.checkpoints[1], weights_only=True)["state_dict"]  # epoch_2.pt
     b = torch.load(resumed.checkpoints[-1], weights_only=True)["state_dict"]
+    assert os.path.basename(resumed.checkpoints[-1]) == "epoch_2.pt"
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
     timing = {"seconds", "images_per_s"}
+    assert len(resumed.metrics) == 2
     for x, y in zip(run.metrics, resumed.metrics):
         assert {k: v for k, v in x.items() if k not in timing} == \
                {k: v for k, v in y.items() if k not in timing}
@@ -188,10 +196,11 @@ def test_evolution_shapes_and_figure(run, shapes, tmp_path):
     # each column is that checkpoint's own scan: its strongest conv1 hit, projected again,
     # is not all zeros
     assert np.abs(result.projections["conv1"]).reshape(9, -1).max(axis=1).min() > 0
-    for ext in ("png", "pdf"):
-        done = invoke("evolution", run.run, "--data", shapes / "val", "--layers",
-                      "conv1,conv3", "--features", "random:2", "--out", tmp_path / f"f4.{ext}")
-        assert done.returncode == 0, done.stderr
+    done = invoke("evolution", run.run, "--data", shapes / "val", "--layers", "conv1,conv3",
+                  "--features", "random:2", "--out", tmp_path / "f4.pdf")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "f4.pdf").read_bytes()[:4] == b"%PDF"
+    result.figure().savefig(tmp_path / "f4.png", dpi=60)
     assert Image.open(tmp_path / "f4.png").height > 100
     saved = np.load(result.save(tmp_path / "f4.npz"))
     assert np.array_equal(saved["conv5_projections"], result.projections["conv5"])

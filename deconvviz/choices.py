@@ -10,7 +10,7 @@ from typing import List
 from .errors import ArgumentError
 
 __all__ = ["MODES", "METHODS", "REVERSE_METHODS", "SCALINGS", "TRANSFORMS", "INITS", "PAPER_SAVE_AT", "MAX_TOP", "parse_list", "parse_features", "choose_features", "check_mode",
-           "check_scaling"]
+           "check_scaling", "weights_label"]
 
 MODES = ("max", "map")
 REVERSE_METHODS = ("deconvnet", "guided", "gradient")  # the engine's rule sets
@@ -21,6 +21,21 @@ TRANSFORMS = ("translate", "scale", "rotate")  # dv.invariance's
 INITS = ("auto", "normal", "kaiming")  # dv.train's weight initialisations
 PAPER_SAVE_AT = (1, 2, 5, 10, 20, 30, 40, 64)  # Zeiler & Fergus Fig. 4's epochs
 MAX_TOP = 64  # features in one grid; more is unreadable (use --features for a chosen set)
+
+
+def weights_label(weights: str) -> str:
+    """How a figure or table names the weights that drew it: ``untrained weights``
+    (random), ``ImageNet weights``, ``the model's own weights`` (a user's model) or the
+    checkpoint's file name."""
+    import os
+
+    if weights == "random":
+        return "untrained weights"
+    if weights == "imagenet":
+        return "ImageNet weights"
+    if weights == "user":
+        return "the model's own weights"
+    return f"weights {os.path.basename(weights)}"
 
 
 def check_mode(mode: str) -> str:

@@ -535,7 +535,8 @@ def invariance_command(model: str, transform: str, layers: Optional[str],
 
     net_model, x = _load(model, weights, device, images)
     names = parse_list(layers, "--layers") if layers else None
-    results = [invariance(net_model, x, t, layers=names, target=target) for t in transforms]
+    results = [invariance(net_model, x, t, layers=names, target=target, images=images)
+               for t in transforms]
     click.echo(save_figure(invariance_figure(results), out, dpi=dpi))
     if csv_path is not None:
         from ._io import write_atomically
@@ -584,6 +585,13 @@ def correspondence_command(model: str, parts: str, layers: Optional[str], draws:
         raise ArgumentError(f"{parts} is not JSON: {exc.msg} at line {exc.lineno}") from None
     if len(images) < 2:
         raise ArgumentError("correspondence needs at least two images of one kind of object")
+    if out.lower().endswith(FIGURE_FORMATS):  # the boxes only: the model need not run
+        from .analyses.correspondence import parts_figure
+        from .figures import save_figure
+
+        click.echo(save_figure(parts_figure(get_spec(model).name, images, boxes), out,
+                               dpi=dpi))
+        return
     from .analyses import correspondence
 
     net_model, x = _load(model, weights, device, images)

@@ -249,3 +249,43 @@ def test_project_takes_a_tensor_or_a_pil_image_as_well_as_a_path():
     assert abs(by_tensor.rgb.astype(int) - rgb.astype(int)).max() <= 1  # undone normalisation
     with pytest.raises(dv.ArgumentError, match="image must be a file path, a PIL image"):
         dv.project(model, 42, "conv2")
+
+
+def test_view_crop_crops_each_row_of_a_several_layer_figure(tmp_path):
+    # --view was once ignored with several layers: crop and full wrote the same bytes.
+    outputs = {}
+    for view in ("crop", "full"):
+        out = tmp_path / f"{view}.png"
+        proc = invoke("show", *ZF, "--layer", "conv1,conv2,conv5", "--view", view, "--top",
+                      "2", "--dpi", "60", "--out", out, CHELSEA)
+        assert proc.returncode == 0, proc.stderr
+        outputs[view] = out.read_bytes()
+    assert outputs["crop"] != outputs["full"]
+    import deconvviz as dv
+
+    model = dv.load_model("zfnet", weights=None)
+    rows = [dv.project(model, CHELSEA, layer, top=2) for layer in ("conv1", "conv5")]
+    from deconvviz import figures
+
+    fig = figures.layer_overview(rows, crop=[True, False])
+    tiles = [ax.images[0].get_array().shape[0] for ax in fig.axes if ax.images][1:]  # photo
+    assert tiles[:2] == [rows[0].geometry.size[0]] * 2 and tiles[2:] == [224, 224]
+
+
+def test_a_whole_map_projection_is_not_cropped_to_one_field(tmp_path):
+    proc = invoke("show", *ZF, "--layer", "conv2", "--mode", "map", "--view", "crop", CHELSEA,
+                  cwd=tmp_path)
+    one_error_line(proc, "view 'crop' shows one unit's receptive field, but mode 'map'")
+    assert os.listdir(tmp_path) == []
+
+
+def test_more_random_features_than_the_layer_has_is_refused(tmp_path):
+    import deconvviz as dv
+
+    result_path = tmp_path / "s.pt"
+    dv.scan(dv.load_model("zfnet", weights=None), [CHELSEA, COFFEE], ["conv1"], top=1,
+            out=result_path, progress=False)
+    proc = invoke("figure", result_path, "--layer", "conv1", "--features", "random:1000",
+                  "--out", tmp_path / "f.png")
+    one_error_line(proc, "random:1000 asks for 1000 of the layer's 96 features; use random:1 "
+                         "to random:96, or 0-95 for all of them")

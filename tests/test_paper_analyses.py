@@ -178,4 +178,79 @@ def test_the_three_commands(tmp_path):
         assert proc.returncode == 0, proc.stderr
     assert sorted(os.listdir(tmp_path)) == ["f5.csv", "f5.png", "f7.pdf", "parts.json",
                                             "t1.csv"]
-    assert open(tmp_path / "f5.csv").read().count("\n") == 1 + 13  # header, 13 shifts
+    rows = open(tmp_path / "f5.csv").read().splitlines()
+    assert len(rows) == 1 + 13  # header, 13 shifts
+    assert rows[1].split(",")[2] == "chelsea.png"  # the image's name, not an index
+    assert open(tmp_path / "t1.csv").read().splitlines()[-1] == "# alexnet, untrained weights"
+
+
+def test_the_boxes_figure_is_drawn_without_running_the_model(tmp_path, monkeypatch):
+    import importlib
+
+    import deconvviz.analyses
+
+    module = importlib.import_module("deconvviz.analyses.correspondence")
+    monkeypatch.setattr(deconvviz.analyses, "correspondence",
+                        lambda *a, **k: pytest.fail("ran the analysis"))
+    monkeypatch.setattr(dv, "load_model", lambda *a, **k: pytest.fail("built the model"))
+    (tmp_path / "parts.json").write_text(json.dumps({"eye": [[60, 60, 40, 40]] * 2}))
+    proc = invoke("correspondence", "--model", "alexnet", "--parts", "parts.json", "--out",
+                  "boxes.png", "--dpi", "50", CHELSEA, COFFEE, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "boxes.png").stat().st_size > 1000
+    fig = module.parts_figure("alexnet", [CHELSEA, COFFEE], {"eye": [[60, 60, 40, 40]] * 2})
+    assert "no model run" in fig.texts[0].get_text()
+    assert len(fig.axes[0].patches) == 1  # the box
+
+
+def test_every_analysis_says_which_weights_drew_it():
+    model = zoo_model("alexnet")  # random weights
+    x = torch.randn(2, 3, 64, 64)
+    results = [dv.occlusion(model, x[:1], size=32, stride=32),
+               dv.invariance(model, x, "scale", values=[1.0, 1.4], progress=False),
+               dv.correspondence(model, x, {"box": [[0, 0, 16, 16]] * 2}, random=1,
+                                 progress=False),
+               dv.sanity_check(model, x[:1], ["gradient"])]
+    for result in results:
+        assert result.figure().texts[0].get_text().endswith("- untrained weights"), result
+    assert results[2].table().splitlines()[-1] == "*alexnet, untrained weights*"
+    assert results[2].table("latex").splitlines()[-1] == "% alexnet, untrained weights"
+
+
+def test_the_invariance_figure_names_each_image_and_its_class():
+    model = zoo_model("alexnet")
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 64, 64)
+    result = dv.invariance(model, x, "rotate", values=[0, 20, 40], images=["a.jpg", "b.png"],
+                           progress=False)
+    assert len(result.examples) == 3 and len(result.examples[0]) == 2  # every image's
+    fig = result.figure()
+    probability = next(ax for ax in fig.axes if ax.get_title().startswith("p("))
+    assert probability.get_title() == "p(original top-1 class)"
+    legend = [t.get_text() for t in probability.get_legend().get_texts()]
+    names = [result.class_name(c) for c in result.targets]
+    assert legend == [f"a.jpg ({names[0]})", f"b.png ({names[1]})"]
+    thumbnails = [ax for ax in fig.axes if ax.images]
+    assert len(thumbnails) == 2 * 3  # both images, three values each
+    chosen = dv.invariance(model, x, "rotate", values=[0, 20], target=3, progress=False)
+    assert chosen.figure().axes[-1].get_title() == "p(target class)"
+    with pytest.raises(dv.ArgumentError, match="3 image labels for 2 images"):
+        dv.invariance(model, x, "rotate", images=["a", "b", "c"])
+
+
+@pytest.mark.agreement
+def test_invariance_in_batches_equals_one_value_at_a_time():
+    # Transformed images are stacked into batches; the numbers are those of one value at a
+    # time to float precision (another batch size may round differently), and the identity
+    # is exactly 0 away.
+    model = zoo_model("zfnet")
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 112, 112)
+    values = [0, 10, 20, 30]
+    batched = dv.invariance(model, x, "rotate", values=values, batch_size=8, progress=False)
+    single = dv.invariance(model, x, "rotate", values=values, batch_size=1, progress=False)
+    for layer in batched.distance:
+        assert (batched.distance[layer][:, 0] == 0).all()
+        assert np.allclose(batched.distance[layer], single.distance[layer], rtol=1e-4,
+                           atol=1e-5 * single.distance[layer].max())
+    assert np.allclose(batched.probability, single.probability, rtol=1e-4, atol=1e-7)

@@ -24,14 +24,16 @@ from torch import Tensor, nn
 
 from .. import figures
 from .._io import FIGURE_FORMATS, check_output_path, write_atomically
-from ..data.images import to_rgb
+from ..choices import weights_label
+from ..data.images import load_image, to_rgb
 from ..data.zoo import model_info
 from ..engine import Deconvnet
 from ..engine.recording import check_images, forward_to
 from ..errors import ArgumentError
 from .invariance import default_probe_layers
 
-__all__ = ["CorrespondenceResult", "correspondence", "check_parts", "hamming_delta"]
+__all__ = ["CorrespondenceResult", "PartBoxes", "correspondence", "check_parts", "hamming_delta",
+           "parts_figure"]
 
 Box = Tuple[int, int, int, int]  # x, y, w, h in the pixels of the crop the model sees
 
@@ -99,10 +101,13 @@ class CorrespondenceResult:
     rgb: List[np.ndarray]
     draws: int
     model: str
+    weights: str = "user"  # as in ModelInfo: "random", "imagenet" or a path
 
     def table(self, fmt: str = "markdown") -> str:
         """The table (parts x layers, "Δ" and the random baseline's "mean ± std") as
-        ``markdown``, ``csv`` or ``latex``."""
+        ``markdown``, ``csv`` or ``latex``, with a last line (a comment in CSV and LaTeX)
+        naming the model and its weights."""
+        caption = f"{self.model}, {weights_label(self.weights)}"
         rows = [[part] + [f"{self.delta[part][l]:.4f}" for l in self.layers]
                 + [f"{self.random[part][l][0]:.4f} ± {self.random[part][l][1]:.4f}"
                    for l in self.layers] for part in self.parts]
@@ -118,7 +123,7 @@ class CorrespondenceResult:
                 writer.writerow([part] + [f"{self.delta[part][l]:.6g}" for l in self.layers]
                                 + [f"{self.random[part][l][0]:.6g}" for l in self.layers]
                                 + [f"{self.random[part][l][1]:.6g}" for l in self.layers])
-            return buffer.getvalue()
+            return buffer.getvalue() + f"# {caption}\n"
         if fmt == "latex":
             spec = "l" + "r" * (len(head) - 1)
             lines = [f"\\begin{{tabular}}{{{spec}}}", " & ".join(
@@ -126,10 +131,10 @@ class CorrespondenceResult:
                 "\\hline"]
             lines += [" & ".join(c.replace("±", "$\\pm$").replace("_", "\\_") for c in row)
                       + r" \\" for row in rows]
-            return "\n".join(lines + ["\\end{tabular}"]) + "\n"
+            return "\n".join(lines + ["\\end{tabular}", f"% {caption}"]) + "\n"
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines + ["", f"*{caption}*"]) + "\n"
 
     def figure(self, *, fig=None):
         """The images with each part's box drawn, to check the boxes."""
@@ -152,9 +157,37 @@ class CorrespondenceResult:
         return self.table()
 
 
+@dataclass
+class PartBoxes:
+    """The crops a model sees and the parts' boxes on them: what the boxes' figure draws,
+    without running the model (``weights`` is ``None``: none were used)."""
+
+    rgb: List[np.ndarray]
+    parts: List[str]
+    boxes: Dict[str, List[Tuple[int, int, int, int]]]
+    model: str
+    weights: Optional[str] = None
+
+    def figure(self, *, fig=None):
+        return figures.correspondence_figure(self, fig=fig)
+
+
+def parts_figure(model: Union[str, nn.Module], images: Sequence[str],
+                 parts: Mapping[str, Sequence[Sequence[int]]]):
+    """The boxes of ``parts`` drawn on the crops ``model`` sees of ``images``, to check them
+    before the analysis: only the images are read (with the model's preprocessing)."""
+    rgb = [load_image(path, model)[1] for path in images]
+    if len(rgb) < 2:
+        raise ArgumentError("correspondence needs at least two images")
+    boxes = check_parts(parts, len(rgb), rgb[0].shape[:2])
+    info = model_info(model) if not isinstance(model, str) else None
+    name = model if isinstance(model, str) else (info.name if info else type(model).__name__)
+    return PartBoxes(rgb, list(boxes), boxes, name).figure()
+
+
 def correspondence(model: nn.Module, x: Tensor, parts: Mapping[str, Sequence[Sequence[int]]],
                    layers: Optional[Sequence[str]] = None, random: int = 10,
-                   seed: int = 0) -> CorrespondenceResult:
+                   seed: int = 0, *, progress: bool = True) -> CorrespondenceResult:
     """Zeiler & Fergus Table 1 (see the module docstring).
 
     Args:
@@ -165,6 +198,13 @@ def correspondence(model: nn.Module, x: Tensor, parts: Mapping[str, Sequence[Seq
         layers: the layers (default: the first convolutional and the last hidden
             fully-connected layer).
         random: draws of the random baseline; seed: their seed.
+        progress: a progress bar on stderr, counting masked batches.
+
+    Each masking runs as its own batch of the N images, the reference's batch size: the
+    measure is the sign of each activation's change, and an activation the mask cannot
+    reach must change by exactly 0, which only the same batch shape guarantees (another
+    batch size may pick another kernel, with other last bits). So masks are not stacked
+    into larger batches.
     """
     x = check_images(x, model=model)
     n, _, height, width = x.shape
@@ -186,8 +226,13 @@ def correspondence(model: nn.Module, x: Tensor, parts: Mapping[str, Sequence[Seq
     with torch.no_grad():
         reference = run(x)
     delta, baseline = {}, {}
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(boxes) * (1 + random), unit="mask", desc="correspondence",
+               disable=not progress, dynamic_ncols=True)
     for part, part_boxes in boxes.items():
         delta[part] = dict(zip(layers, deltas(part_boxes)))
+        bar.update(1)
         widest = max(w for _, _, w, _ in part_boxes)
         tallest = max(h for _, _, _, h in part_boxes)
         draws = []
@@ -195,9 +240,12 @@ def correspondence(model: nn.Module, x: Tensor, parts: Mapping[str, Sequence[Seq
             left = int(torch.randint(0, width - widest + 1, (1,), generator=generator))
             top = int(torch.randint(0, height - tallest + 1, (1,), generator=generator))
             draws.append(deltas([(left, top, w, h) for _, _, w, h in part_boxes]))
+            bar.update(1)
         values = np.asarray(draws)
         baseline[part] = {l: (float(values[:, k].mean()), float(values[:, k].std()))
                           for k, l in enumerate(layers)}
+    bar.close()
     info = model_info(model)
     return CorrespondenceResult(delta, baseline, layers, list(boxes), boxes, to_rgb(x, model),
-                                random, info.name if info else type(model).__name__)
+                                random, info.name if info else type(model).__name__,
+        weights=info.weights if info else "user")

@@ -93,8 +93,12 @@ class InvarianceResult:
         transform: ``translate``, ``scale`` or ``rotate``; values: its values.
         distance: layer -> ``[N, V]`` Euclidean distances to the untransformed activations.
         probability: ``[N, V]`` the target class's probability.
-        targets: each image's class; rgb: the crops; examples: ``[V]`` transformed crops of
-            the first image, for the figure.
+        targets: each image's class; rgb: the crops; examples: ``[V][N]`` the transformed
+            crops, for the figure.
+        names: the class names, where the model has them.
+        images: each image's label (its file name, where it came from a file).
+        target_given: whether ``target`` was chosen, rather than each image's top-1 class
+            before transforming.
     """
 
     transform: str
@@ -106,6 +110,22 @@ class InvarianceResult:
     examples: List[np.ndarray]
     names: Optional[List[str]]
     model: str
+    weights: str = "user"  # as in ModelInfo: "random", "imagenet" or a path
+    images: Optional[List[str]] = None
+    target_given: bool = False
+
+    @property
+    def labels(self) -> List[str]:
+        """Each image's label: its file name, else ``image N``."""
+        return list(self.images) if self.images else [f"image {n}"
+                                                      for n in range(len(self.targets))]
+
+    @property
+    def probability_label(self) -> str:
+        return "p(target class)" if self.target_given else "p(original top-1 class)"
+
+    def class_name(self, index: int) -> str:
+        return self.names[index] if self.names else f"class {index}"
 
     def figure(self, *, fig=None):
         """One row of Fig. 5: example transformed images, the distance plots, the
@@ -121,12 +141,13 @@ class InvarianceResult:
         writer = csv.writer(buffer, lineterminator="\n")
         layers = list(self.distance)
         writer.writerow(["transform", "value", "image", *[f"distance_{l}" for l in layers],
-                         "probability"])
+                         "probability", "class"])
         for n in range(self.probability.shape[0]):
             for v, value in enumerate(self.values):
-                writer.writerow([self.transform, value, n]
+                writer.writerow([self.transform, value, self.labels[n]]
                                 + [f"{self.distance[l][n, v]:.6g}" for l in layers]
-                                + [f"{self.probability[n, v]:.6g}"])
+                                + [f"{self.probability[n, v]:.6g}",
+                                   self.class_name(self.targets[n])])
         return buffer.getvalue()
 
     def save(self, path: Union[str, os.PathLike], *, dpi: Optional[int] = None) -> str:
@@ -145,7 +166,9 @@ class InvarianceResult:
 def invariance(model: nn.Module, x: Tensor, transform: str,
                values: Optional[Sequence[float]] = None,
                layers: Optional[Sequence[str]] = None,
-               target: Union[None, int, str] = None) -> InvarianceResult:
+               target: Union[None, int, str] = None, *,
+               images: Optional[Sequence[str]] = None, batch_size: int = 16,
+               progress: bool = True) -> InvarianceResult:
     """Zeiler & Fergus Fig. 5 for one transform (see the module docstring).
 
     Args:
@@ -157,32 +180,63 @@ def invariance(model: nn.Module, x: Tensor, transform: str,
         layers: the layers whose activations are compared (default
             :func:`default_probe_layers`).
         target: the class (default: each image's top-1 class before transforming).
+        images: a label per image for the figure's legend and the CSV (e.g. file names).
+        batch_size: transformed images per forward pass.
+        progress: a progress bar on stderr, counting transformed images.
     """
     check_transform(transform)
     x = check_images(x, model=model)
     values = list(values) if values is not None else default_values(transform)
     if not values:
         raise ArgumentError("no transform values")
+    if images is not None and len(images) != x.shape[0]:
+        raise ArgumentError(f"{len(images)} image labels for {x.shape[0]} images")
+    if batch_size < 1:
+        raise ArgumentError(f"batch_size must be >= 1, got {batch_size}")
     net = Deconvnet(model)
     layers = list(layers) if layers is not None else default_probe_layers(net)
     size = tuple(x.shape[-2:])
     nodes = [net.layer(layer, size).node for layer in layers]
     run = forward_to(net.traced, nodes + [net.layer("", size).node])
+    n = x.shape[0]
+    from tqdm import tqdm
+
     with torch.no_grad():
         *reference, logits = run(x)
         resolved = resolve_target(model, x, target, logits=logits)
-        distance = {layer: np.zeros((x.shape[0], len(values))) for layer in layers}
-        probability = np.zeros((x.shape[0], len(values)))
+        classes = torch.as_tensor(resolved.classes, device=logits.device)
+        distance = {layer: np.zeros((n, len(values))) for layer in layers}
+        probability = np.zeros((n, len(values)))
         examples = []
-        for v, value in enumerate(values):
-            moved = apply_transform(x, transform, value)
-            *acts, out = run(moved)
-            for layer, a, a0 in zip(layers, acts, reference):
-                distance[layer][:, v] = (a - a0).flatten(1).norm(dim=1).cpu().numpy()
-            p = F.softmax(out, dim=1)
-            probability[:, v] = p[torch.arange(x.shape[0]), resolved.classes].cpu().numpy()
-            examples.append(to_rgb(moved[:1], model)[0])
+        per_batch = max(1, batch_size // n)  # whole values at a time, every image of each
+        with tqdm(total=n * len(values), unit="img", desc=f"invariance ({transform})",
+                  disable=not progress, dynamic_ncols=True) as bar:
+            for start in range(0, len(values), per_batch):
+                chunk = values[start:start + per_batch]
+                moved = torch.cat([apply_transform(x, transform, value) for value in chunk])
+                *acts, out = run(moved)
+                p = F.softmax(out, dim=1).reshape(len(chunk), n, -1)
+                for layer, a, a0 in zip(layers, acts, reference):
+                    d = (a.reshape(len(chunk), n, -1) - a0.reshape(1, n, -1)).norm(dim=2)
+                    distance[layer][:, start:start + len(chunk)] = d.T.cpu().numpy()
+                probability[:, start:start + len(chunk)] = \
+                    p[:, torch.arange(n), classes].T.cpu().numpy()
+                for k, value in enumerate(chunk):
+                    if apply_transform(x, transform, value) is x:
+                        # the identity: in a batch of another size its activations may
+                        # differ from the reference's in the last bits; it is exactly 0 away
+                        for layer in layers:
+                            distance[layer][:, start + k] = 0.0
+                        probability[:, start + k] = F.softmax(logits, dim=1)[
+                            torch.arange(n), classes].cpu().numpy()
+                photos = to_rgb(moved, model)
+                examples += [photos[k * n:(k + 1) * n] for k in range(len(chunk))]
+                bar.update(n * len(chunk))
     info = model_info(model)
     return InvarianceResult(transform, values, distance, probability, resolved.classes,
                             to_rgb(x, model), examples, class_names(model),
-                            info.name if info else type(model).__name__)
+                            info.name if info else type(model).__name__,
+                            weights=info.weights if info else "user",
+                            images=[os.path.basename(os.fspath(i)) for i in images]
+                            if images is not None else None,
+                            target_given=target is not None)

@@ -66,6 +66,7 @@ class OcclusionResult:
     rgb: List[np.ndarray]
     names: Optional[List[str]]
     model: str
+    weights: str = "user"  # as in ModelInfo: "random", "imagenet" or a path
 
     def class_name(self, index: int) -> str:
         return self.names[index] if self.names else f"class {index}"
@@ -180,4 +181,5 @@ def occlusion(model: nn.Module, x: Tensor, layer: Optional[str] = None,
         np.array([float(p0[i, resolved.classes[i]]) for i in range(n)]),
         p0.argmax(dim=1).cpu().numpy(), layer, features, resolved.classes, projection, boxes,
         size, stride, to_rgb(x, model), class_names(model),
-        info.name if info else type(model).__name__)
+        info.name if info else type(model).__name__,
+        weights=info.weights if info else "user")

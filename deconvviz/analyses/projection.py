@@ -114,7 +114,7 @@ class Projections:
             raise ArgumentError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)}")
         if patches:
             return figures.patch_grid(self, scaling=scaling, ncols=ncols, fig=fig)
-        crop = view == "crop" or (view == "auto" and self.crops_by_default())
+        crop = _crops(self, view)
         return figures.projection_grid(self, scaling=scaling, ncols=ncols, crop=crop, fig=fig)
 
     def _repr_png_(self) -> bytes:
@@ -147,6 +147,20 @@ ImageArg = Union[str, os.PathLike, Tensor, Tuple[Tensor, np.ndarray], object]  #
 
 
 VIEWS = ("auto", "crop", "full")
+
+
+def _crops(result: "Projections", view: str) -> bool:
+    """Whether ``view`` draws ``result`` cropped to each unit's receptive field: always for
+    ``"crop"``, for ``"auto"`` where the field is at most half the image; never for the whole
+    map's projection (``mode="map"``), which has no one field."""
+    if view not in VIEWS:
+        raise ArgumentError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)}")
+    if result.mode == "map":
+        if view == "crop":
+            raise ArgumentError("view 'crop' shows one unit's receptive field, but mode 'map' "
+                                "projects the whole map; use view 'full' or 'auto' with it")
+        return False
+    return view == "crop" or (view == "auto" and result.crops_by_default())
 
 
 def _is_pil(image: object) -> bool:
@@ -308,6 +322,9 @@ def show(model: nn.Module, images: Sequence[Union[str, os.PathLike]], layer: str
         raise ArgumentError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)}")
     if top is not None and features is not None:
         raise ArgumentError("give top or features, not both")
+    if mode == "map" and view == "crop":
+        raise ArgumentError("view 'crop' shows one unit's receptive field, but mode 'map' "
+                            "projects the whole map; use view 'full' or 'auto' with it")
     aliases = aliases_of(model)
     if layer == "all":
         if not aliases:
@@ -333,7 +350,9 @@ def show(model: nn.Module, images: Sequence[Union[str, os.PathLike]], layer: str
         if overview:
             results = project_layers(model, image_path, layers, top=top or 6, mode=mode,
                                      net=net)
-            return lambda fig=None: figures.layer_overview(results, scaling=scaling, fig=fig)
+            return lambda fig=None: figures.layer_overview(
+                results, scaling=scaling, fig=fig,
+                crop=[_crops(r, view) for r in results])
         result = project(model, image_path, layers[0], features=features, top=top or 16,
                          mode=mode, net=net)
         return lambda fig=None: result.figure(scaling, patches=patches, view=view, fig=fig)

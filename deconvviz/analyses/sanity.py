@@ -66,6 +66,7 @@ class SanityResult:
     target: object
     rgb: List[np.ndarray]
     model: str
+    weights: str = "user"  # as in ModelInfo: "random", "imagenet" or a path
     titles: Dict[str, str] = field(default_factory=lambda: dict(METHOD_TITLES))
     display: Dict[str, str] = field(default_factory=lambda: {"gradcam": "heatmap",
                                                              "occlusion": "heatmap"})
@@ -121,7 +122,8 @@ def _two_d(maps: Tensor) -> Tensor:
 
 
 def _scores(reference: Tensor, other: Tensor) -> Dict[str, float]:
-    from torchmetrics.functional import spearman_corrcoef, structural_similarity_index_measure
+    from torchmetrics.functional.image import structural_similarity_index_measure
+    from torchmetrics.functional.regression import spearman_corrcoef
 
     a, b = _two_d(reference).double(), _two_d(other).double()
     out = {m: 0.0 for m in METRICS}
@@ -194,4 +196,5 @@ def sanity_check(model: nn.Module, x: Tensor, methods: Optional[Sequence[str]] =
                 scores[method][metric].append(value)
     info = model_info(model)
     return SanityResult(names, methods, scores, maps, resolved, to_rgb(x, model),
-                        info.name if info else type(model).__name__)
+                        info.name if info else type(model).__name__,
+        weights=info.weights if info else "user")

@@ -8,9 +8,9 @@ import numpy as np
 from torch import nn
 
 from .. import figures
-from ..choices import choose_features
+from ..choices import choose_features, weights_label
 from ..data.images import load_image
-from ..data.zoo import load_model, model_info, weights_digest, weights_label
+from ..data.zoo import load_model, model_info, weights_digest
 from ..engine import Projector
 from ..errors import WeightsError
 from ..figures.display import crop_window

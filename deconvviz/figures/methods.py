@@ -11,6 +11,7 @@ from typing import Optional
 
 from matplotlib.figure import FigureBase
 
+from ..choices import weights_label
 from .base import PAGE_WIDTH, TILE_FONT, Figure, finish, show_tile
 from .display import to_uint8
 
@@ -98,5 +99,6 @@ def sanity_figure(result, *, image: int = 0, max_columns: int = 10,
     curves[0].set_ylim(-1.05, 1.05)
     curves[0].legend(fontsize=TILE_FONT - 1, loc="lower left")
     fig.suptitle(f"{result.model}: cascading randomisation, target "
-                 f"{result.target.label(image)}", fontsize=TILE_FONT + 2)
+                 f"{result.target.label(image)} - {weights_label(result.weights)}",
+                 fontsize=TILE_FONT + 2)
     return finish(fig)

@@ -14,6 +14,7 @@ import matplotlib.patches as patches
 import numpy as np
 from matplotlib.figure import FigureBase
 
+from ..choices import weights_label
 from .base import PAGE_WIDTH, TILE_FONT, Figure, finish, show_tile
 from .display import to_uint8
 
@@ -75,45 +76,54 @@ def occlusion_figure(result, *, fig: Optional[FigureBase] = None) -> Figure:
         axes[n, 4].legend(handles=handles, fontsize=TILE_FONT - 2, loc="upper left",
                           bbox_to_anchor=(1.0, 1.0), frameon=False)
     fig.suptitle(f"{result.model}: occlusion with a {result.size}-px grey square every "
-                 f"{result.stride} px", fontsize=TILE_FONT + 2)
+                 f"{result.stride} px - {weights_label(result.weights)}",
+                 fontsize=TILE_FONT + 2)
     return finish(fig)
 
 
 def invariance_figure(results: Sequence, *, examples: int = 5,
                       fig: Optional[FigureBase] = None) -> Figure:
-    """Zeiler & Fergus Fig. 5: one row per transform: ``examples`` transformed images of the
-    first photo, the distance plot of each layer and the probability plot, one curve per
-    image.
+    """Zeiler & Fergus Fig. 5: one row per transform: ``examples`` transformed thumbnails of
+    each image (a row of them per image), the distance plot of each layer and the plot of
+    the probability of each image's class, one curve per image, named in the legend.
 
     Args:
         results (Sequence[InvarianceResult]): one per transform.
-        examples: transformed thumbnails per row.
+        examples: transformed thumbnails per image.
         fig: a ``Figure`` or ``SubFigure`` to draw into (default: a new Figure).
     """
     results = list(results)
     layers = len(results[0].distance)
+    images = len(results[0].targets)
     if fig is None:
-        fig = Figure(figsize=(PAGE_WIDTH * 1.25, 1.9 * len(results) + 0.5),
+        fig = Figure(figsize=(PAGE_WIDTH * 1.25, (1.2 + 0.7 * images) * len(results) + 0.6),
                      layout="constrained")
     rows = fig.subfigures(len(results), 1, squeeze=False)[:, 0]
     units = {"translate": "vertical shift (px)", "scale": "scale", "rotate": "rotation (°)"}
     for sub, result in zip(rows, results):
         left, right = sub.subfigures(1, 2, width_ratios=[examples, 2.2 * (layers + 1)])
         picks = np.linspace(0, len(result.values) - 1, min(examples, len(result.values)))
-        thumbs = left.subplots(1, len(picks), squeeze=False)[0]
-        for ax, k in zip(thumbs, picks.round().astype(int)):
-            show_tile(ax, result.examples[k], f"{result.values[k]:g}")
+        picks = picks.round().astype(int)
+        thumbs = left.subplots(images, len(picks), squeeze=False)
+        for n in range(images):
+            for ax, k in zip(thumbs[n], picks):
+                show_tile(ax, result.examples[k][n], f"{result.values[k]:g}" if n == 0 else None)
+            thumbs[n, 0].set_ylabel(result.labels[n][:14], fontsize=TILE_FONT - 1)
         left.suptitle(result.transform, fontsize=TILE_FONT + 1)
         plots = right.subplots(1, layers + 1, squeeze=False)[0]
-        series = list(result.distance.items()) + [("p(true class)", result.probability)]
+        series = list(result.distance.items()) + [(result.probability_label, result.probability)]
         for ax, (name, values) in zip(plots, series):
             for n in range(values.shape[0]):
-                ax.plot(result.values, values[n], marker="o", markersize=2, linewidth=1)
+                ax.plot(result.values, values[n], marker="o", markersize=2, linewidth=1,
+                        label=f"{result.labels[n]} ({result.class_name(result.targets[n])})")
             ax.set_title(name if name.startswith("p(") else f"{name}: distance",
                          fontsize=TILE_FONT + 0.5)
             ax.set_xlabel(units[result.transform], fontsize=TILE_FONT)
             ax.tick_params(labelsize=TILE_FONT - 1)
-    fig.suptitle(f"{results[0].model}: invariance", fontsize=TILE_FONT + 2)
+        plots[-1].legend(fontsize=TILE_FONT - 2, loc="upper left", bbox_to_anchor=(1.0, 1.0),
+                         frameon=False)
+    fig.suptitle(f"{results[0].model}: invariance - {weights_label(results[0].weights)}",
+                 fontsize=TILE_FONT + 2)
     return finish(fig)
 
 
@@ -121,7 +131,7 @@ def correspondence_figure(result, *, fig: Optional[FigureBase] = None) -> Figure
     """The images with every part's box, one colour per part, to check the boxes.
 
     Args:
-        result (CorrespondenceResult): the boxes and images to draw.
+        result (CorrespondenceResult or PartBoxes): the boxes and images to draw.
         fig: a ``Figure`` or ``SubFigure`` to draw into (default: a new Figure).
     """
     count = len(result.rgb)
@@ -139,5 +149,8 @@ def correspondence_figure(result, *, fig: Optional[FigureBase] = None) -> Figure
                for k, part in enumerate(result.parts)]
     fig.legend(handles=handles, fontsize=TILE_FONT, loc="lower center",
                ncols=min(len(handles), 6), frameon=False)
-    fig.suptitle(f"{result.model}: the parts masked", fontsize=TILE_FONT + 2)
+    weights = getattr(result, "weights", None)
+    fig.suptitle(f"{result.model}: the parts masked - {weights_label(weights)}" if weights
+                 else f"{result.model}'s crops: the parts to mask (boxes only, no model run)",
+                 fontsize=TILE_FONT + 2)
     return finish(fig)

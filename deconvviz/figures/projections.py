@@ -7,7 +7,7 @@ activation value.
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 from matplotlib.figure import FigureBase
 
@@ -82,10 +82,12 @@ def patch_grid(p, *, scaling: str = "signed", ncols: Optional[int] = None,
 
 def layer_overview(results: Sequence, *, scaling: str = "signed",
                    labels: Optional[Sequence[str]] = None, photo: bool = True,
+                   crop: Union[bool, Sequence[bool]] = False,
                    fig: Optional[FigureBase] = None) -> Figure:
     """One row per result: by default one per layer, shallow to deep, labelled with the
     layer; ``labels`` names the rows otherwise (e.g. one model per row). With ``photo``, the
-    input crop is drawn on the left."""
+    input crop is drawn on the left. ``crop`` (one flag, or one per row) draws a row's
+    projections cropped to each unit's receptive field, as the paper does for low layers."""
     check_scaling(scaling)
     if not results:
         raise ArgumentError("no layers to draw")
@@ -108,7 +110,9 @@ def layer_overview(results: Sequence, *, scaling: str = "signed",
         label_ax.axis("off")
         label_ax.text(1.0, 0.5, labels[r] if labels else p.layer, ha="right", va="center",
                       fontsize=TILE_FONT + 1.5, transform=label_ax.transAxes)
-        for c, (image, title) in enumerate(zip(p.images(scaling), p.tile_titles())):
+        row_crop = crop[r] if isinstance(crop, (list, tuple)) else crop
+        images = [c for c, _ in p.patches(scaling)] if row_crop else p.images(scaling)
+        for c, (image, title) in enumerate(zip(images, p.tile_titles())):
             show_tile(axes[r, c + 1], image, title)
         for c in range(len(p), cols):
             axes[r, c + 1].set_visible(False)

@@ -13,6 +13,7 @@ from typing import List, Mapping, Optional, Tuple, Union
 import torch
 from torch import nn
 
+from ...choices import weights_label  # noqa: F401  (re-exported)
 from ...errors import WeightsError, first_line
 from ._registry import get_spec
 
@@ -112,18 +113,6 @@ def weights_digest(model: nn.Module) -> str:
         digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes()
                       if value.numel() else b"")
     return digest.hexdigest()[:16]
-
-
-def weights_label(weights: str) -> str:
-    """How a figure names the weights: ``untrained weights`` (random), ``ImageNet weights``, or the
-    checkpoint's file name."""
-    if weights == "random":
-        return "untrained weights"
-    if weights == "imagenet":
-        return "ImageNet weights"
-    if weights == "user":
-        return "the model's own weights"
-    return f"weights {os.path.basename(weights)}"
 
 
 def count_parameters(name: str) -> int:

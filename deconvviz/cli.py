@@ -392,8 +392,13 @@ def compare_command(model: str, target: Optional[str], layer: Optional[str],
     from .data.zoo import load_model
 
     net_model = load_model(model, weights=weights).to(resolve_device(device))
-    result = compare(net_model, images, names, target=target, layer=layer, feature=feature,
-                     mode=mode, cam_layer=cam_layer)
+    from tqdm import tqdm
+
+    with tqdm(total=len(names), desc=f"compare ({len(images)} images)", unit="method",
+              file=sys.stderr) as bar:
+        result = compare(net_model, images, names, target=target, layer=layer,
+                         feature=feature, mode=mode, cam_layer=cam_layer,
+                         progress=lambda _: bar.update())
     click.echo(result.save(out, dpi=dpi))
 
 
@@ -433,7 +438,11 @@ def sanity_command(model: str, methods: Optional[str], target: Optional[str], se
     dev = resolve_device(device)
     net_model = load_model(model, weights=weights).to(dev)
     x, _ = load_image(image, net_model)
-    with tqdm(desc="layers", unit="layer", file=sys.stderr) as bar:
+    from .analyses.sanity import parametrised_layers
+
+    steps = 1 + len(parametrised_layers(net_model))
+    with tqdm(total=steps * len(names), desc="sanity (layers x methods)", unit="map",
+              file=sys.stderr) as bar:
         result = sanity_check(net_model, x.to(dev), names, target=target, seed=seed,
                               progress=lambda _: bar.update())
     click.echo(result.save(out, dpi=dpi))

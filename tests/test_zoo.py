@@ -4,7 +4,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import ZOO, zoo_model
+from conftest import ZOO, invoke, zoo_model
 from torchvision import models as tvm
 
 import deconvviz as dv
@@ -148,3 +148,18 @@ def test_a_download_reports_on_stderr_with_a_progress_bar(monkeypatch, capsys):
     assert out.out == "" and "Downloading: " in out.err
     assert seen["progress"] is True
     assert torch.equal(model.fc.weight, reference.fc.weight)
+
+
+def test_python_and_the_command_line_share_one_default_and_results_say_it(tmp_path):
+    # dv.project("resnet18", ...) once used random weights while the CLI used ImageNet's.
+    from conftest import CHELSEA
+
+    _fake_cache("resnet18", tvm.resnet18(weights=None).state_dict())
+    result = dv.project("resnet18", CHELSEA, "layer1", top=2)
+    assert result.weights == "imagenet" and "ImageNet weights" in repr(result)
+    assert result.title.endswith("- ImageNet weights")
+    random = dv.project("resnet18", CHELSEA, "layer1", top=2, weights=None)
+    assert random.weights == "random" and repr(random).endswith("untrained weights)")
+    done = invoke("show", "--model", "resnet18", "--layer", "layer1", "--top", "2", "--out",
+                  tmp_path / "x.png", CHELSEA)
+    assert done.returncode == 0, done.stderr  # the same cached ImageNet weights

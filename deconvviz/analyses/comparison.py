@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -60,6 +60,7 @@ class Comparison:
     images: List[str]
     model: str
     trained: bool = True
+    weights: str = "user"  # as in ModelInfo: "random", "imagenet" or a path
     display: Dict[str, str] = field(default_factory=lambda: dict(DISPLAY))
     titles: Dict[str, str] = field(default_factory=lambda: dict(METHOD_TITLES))
 
@@ -94,7 +95,8 @@ class Comparison:
 def compare(model: nn.Module, images: Sequence[Union[str, os.PathLike]],
             methods: Optional[Sequence[str]] = None, *, target: Union[None, int, str] = None,
             layer: Optional[str] = None, feature: Optional[int] = None, mode: str = "max",
-            cam_layer: Optional[str] = None, **options: object) -> Comparison:
+            cam_layer: Optional[str] = None,
+            progress: Optional[Callable[[str], None]] = None, **options: object) -> Comparison:
     """Every method's attribution of one target, for each photo.
 
     Args:
@@ -107,6 +109,7 @@ def compare(model: nn.Module, images: Sequence[Union[str, os.PathLike]],
         feature: the unit's feature.
         mode: ``"max"`` (the feature's strongest activation) or ``"map"`` (its whole map).
         cam_layer: Grad-CAM's layer.
+        progress: called with each method's name once its maps (of every image) are made.
         **options (Any): passed to the Captum methods (see :func:`attribute`).
 
     Returns:
@@ -134,10 +137,12 @@ def compare(model: nn.Module, images: Sequence[Union[str, os.PathLike]],
             if "n/a" not in str(exc):
                 raise
             not_applicable[method] = str(exc)
+        if progress is not None:
+            progress(method)
     probs = probabilities(model, x, resolved.classes) if resolved.is_class else None
     info = model_info(model)
     return Comparison(methods, maps, not_applicable, resolved, probs,
                       [rgb for _, rgb in loaded], paths,
                       info.name if info else type(model).__name__,
-                      info.trained if info else True)
+                      info.trained if info else True, info.weights if info else "user")
 

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from .. import figures
 from .._io import FIGURE_FORMATS, check_output_path, figure_paths, write_atomically
-from ..choices import MAX_TOP, check_mode, check_scaling, parse_list
+from ..choices import MAX_TOP, check_mode, check_scaling, parse_list, weights_label
 from ..data.images import load_image, to_rgb
 from ..data.zoo import load_model, model_info
 from ..engine import Projector, Recording
@@ -45,6 +45,8 @@ class Projections:
         geometry: the layer's receptive-field geometry (``None`` for global layers).
         trained: ``False`` when the weights are random (figures then say "untrained").
         image: the photo's path, when it came from a file.
+        weights: which weights (as :class:`ModelInfo` says: ``"random"``, ``"imagenet"``,
+            a checkpoint path, or ``"user"`` for a model deconvviz did not load).
     """
 
     pixels: Tensor
@@ -59,6 +61,7 @@ class Projections:
     trained: bool = True
     image: Optional[str] = None
     method: str = "deconvnet"
+    weights: str = "user"
 
     def __len__(self) -> int:
         return len(self.features)
@@ -89,8 +92,7 @@ class Projections:
     def title(self) -> str:
         name = os.path.basename(self.image) if self.image else "image"
         how = self.mode if self.method == "deconvnet" else f"{self.method}, {self.mode}"
-        text = f"{self.model} {self.layer} ({how}) - {name}"
-        return text + (" - untrained weights" if not self.trained else "")
+        return f"{self.model} {self.layer} ({how}) - {name} - {weights_label(self.weights)}"
 
     def tile_titles(self) -> List[str]:
         return [f"#{f}  {v:.3g}" for f, v in zip(self.features, self.values)]
@@ -138,9 +140,9 @@ class Projections:
         shape = "x".join(str(s) for s in self.pixels.shape[1:])
         where = os.path.basename(self.image) if self.image else "an image"
         feats = ", ".join(map(str, self.features[:8])) + (", ..." if len(self) > 8 else "")
-        untrained = ", untrained" if not self.trained else ""
         return (f"Projections({self.model} {self.layer}, {len(self)} features [{feats}], "
-                f"mode={self.mode!r}, {shape} each, of {where}{untrained})")
+                f"mode={self.mode!r}, {shape} each, of {where}, "
+                f"{weights_label(self.weights)})")
 
 
 ImageArg = Union[str, os.PathLike, Tensor, Tuple[Tensor, np.ndarray], object]  # or a PIL image
@@ -170,9 +172,9 @@ def _is_pil(image: object) -> bool:
 
 
 def _prepare(model: Union[str, nn.Module], image: ImageArg, net: Optional[Projector],
-             method: str = "deconvnet"):
+             method: str = "deconvnet", weights: Optional[str] = "default"):
     if isinstance(model, str):
-        model = load_model(model, weights=None)
+        model = load_model(model, weights=weights)
     net = net or Projector(model, method=method)
     if isinstance(image, tuple):
         x, rgb = image
@@ -198,11 +200,12 @@ def _prepare(model: Union[str, nn.Module], image: ImageArg, net: Optional[Projec
 def project(model: Union[str, nn.Module], image: ImageArg, layer: str, *,
             features: Optional[Sequence[int]] = None, top: int = 16, mode: str = "max",
             method: str = "deconvnet", net: Optional[Projector] = None,
-            recording: Optional[Recording] = None) -> Projections:
+            recording: Optional[Recording] = None,
+            weights: Optional[str] = "default") -> Projections:
     """Project features of ``layer`` for one photo.
 
     Args:
-        model: a zoo name (random weights) or a model.
+        model: a zoo name or a model.
         image: a file path, a ``PIL.Image``, the model's input tensor ``[1, 3, H, W]``
             (the photo shown beside it is undone from its normalisation), or ``(x, rgb)``
             from :func:`load_image`.
@@ -216,6 +219,10 @@ def project(model: Union[str, nn.Module], image: ImageArg, layer: str, *,
             given: the net's own method is used).
         net: a :class:`Deconvnet` (or other :class:`Projector`) of ``model`` to reuse.
         recording: a recording of this image holding ``layer`` to reuse.
+        weights: for a zoo name, the weights to load (as :func:`load_model` and the CLI's
+            ``--weights``: ``"default"`` is torchvision's ImageNet weights, ZFNet's random
+            ones; ``None`` random; or a checkpoint path). The result says which
+            (``weights``).
 
     Returns:
         A :class:`Projections` (displays itself in Jupyter).
@@ -230,7 +237,7 @@ def project(model: Union[str, nn.Module], image: ImageArg, layer: str, *,
     elif len(features) > MAX_TOP:
         raise ArgumentError(f"{len(features)} features asked for; one figure holds at most "
                             f"{MAX_TOP}: split them over several figures")
-    model, net, x, rgb, path = _prepare(model, image, net, method)
+    model, net, x, rgb, path = _prepare(model, image, net, method, weights)
     if recording is None or layer not in recording.activations:
         recording = net.record(x, layer)
     act = recording.activations[layer]
@@ -250,14 +257,15 @@ def project(model: Union[str, nn.Module], image: ImageArg, layer: str, *,
         positions=torch.stack([ys[0], xs[0]], dim=1).cpu().numpy(), rgb=rgb, layer=layer,
         model=info.name if info else type(model).__name__, mode=mode,
         geometry=layer_info.geometry, trained=info.trained if info else True,
-        image=path, method=net.method.name)
+        image=path, method=net.method.name, weights=info.weights if info else "user")
 
 
 def project_layers(model: Union[str, nn.Module], image: ImageArg, layers: Sequence[str], *,
                    top: int = 6, mode: str = "max", method: str = "deconvnet",
-                   net: Optional[Projector] = None) -> List[Projections]:
+                   net: Optional[Projector] = None,
+                   weights: Optional[str] = "default") -> List[Projections]:
     """:func:`project` for several layers of one photo, from one recorded forward pass."""
-    model, net, x, rgb, path = _prepare(model, image, net, method)
+    model, net, x, rgb, path = _prepare(model, image, net, method, weights)
     recording = net.record(x, list(layers))
     results = []
     for layer in layers:

@@ -154,7 +154,8 @@ def sanity_check(model: nn.Module, x: Tensor, methods: Optional[Sequence[str]] =
         seed: seeds the re-initialisations (step k uses ``seed + k``).
         layers: the parametrised layers to randomise, bottom to top (default: all of them,
             :func:`parametrised_layers`).
-        progress: called with each step's layer name as it starts.
+        progress: called after each map is made (one per method and step: ``(1 +
+            len(layers)) * len(methods)`` calls), with ``"layer: method"``.
         **options (Any): passed to the Captum methods (see :func:`attribute`).
 
     Returns:
@@ -175,8 +176,6 @@ def sanity_check(model: nn.Module, x: Tensor, methods: Optional[Sequence[str]] =
     names, collected = ["original"], {m: [] for m in methods}
     for k, path in enumerate([None] + order[::-1]):
         if path is not None:
-            if progress is not None:
-                progress(path)
             module = copied.get_submodule(path)
             if not hasattr(module, "reset_parameters"):
                 raise ArgumentError(f"layer {path!r} ({type(module).__name__}) has no "
@@ -188,6 +187,8 @@ def sanity_check(model: nn.Module, x: Tensor, methods: Optional[Sequence[str]] =
         for method in methods:
             collected[method].append(attribute(copied, x, method, resolved=resolved,
                                                nets=nets, **options).detach().cpu())
+            if progress is not None:
+                progress(f"{path or 'original'}: {method}")
     maps = {m: torch.stack(v) for m, v in collected.items()}
     scores = {m: {metric: [] for metric in METRICS} for m in methods}
     for method in methods:

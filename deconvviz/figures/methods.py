@@ -48,7 +48,7 @@ def comparison_grid(result, *, fig: Optional[FigureBase] = None) -> Figure:
                 show_tile(ax, photo * 0 + 255, title)
                 ax.text(0.5, 0.5, "n/a", ha="center", va="center", transform=ax.transAxes,
                         fontsize=TILE_FONT + 2, color="0.4")
-    untrained = "" if result.trained else " - untrained weights"
+    untrained = f" - {weights_label(getattr(result, 'weights', 'user'))}"
     fig.suptitle(f"{result.model}: {result.target.label(0) if rows == 1 else 'each row its target'}"
                  f"{untrained}", fontsize=TILE_FONT + 2)
     return finish(fig)

@@ -11,7 +11,7 @@ from typing import Optional, Sequence, Union
 
 from matplotlib.figure import FigureBase
 
-from ..choices import check_scaling
+from ..choices import check_scaling, weights_label
 from ..errors import ArgumentError
 from .base import PAGE_WIDTH, TILE_FONT, Figure, finish, grid_shape, show_tile
 
@@ -120,6 +120,7 @@ def layer_overview(results: Sequence, *, scaling: str = "signed",
     name = os.path.basename(first.image) if first.image else "image"
     what = f"{first.model}, strongest features per layer" if labels is None else \
         "strongest features"
-    untrained = "" if all(p.trained for p in results) else " - untrained weights"
+    labels_of_weights = sorted({weights_label(getattr(p, "weights", "user")) for p in results})
+    untrained = f" - {', '.join(labels_of_weights)}"
     fig.suptitle(f"{what} ({first.mode}) - {name}{untrained}", fontsize=TILE_FONT + 2)
     return finish(fig)

@@ -485,3 +485,14 @@ def test_two_scans_never_share_one_checkpoint(photos, model, tmp_path):
     lock.write_text(str(ended.pid))
     scan(model, [str(photos / "chelsea.png")], ["conv1"], top=1, out=out, progress=False)
     assert out.exists() and not lock.exists()
+
+
+def test_memory_and_file_size_follow_the_hits_that_can_be_kept(photos, model, tmp_path):
+    # --top 100000 on a few images once preallocated 100000 slots per feature (268 MB).
+    out = tmp_path / "s.pt"
+    paths = [str(photos / "chelsea.png"), str(photos / "coffee.png")]
+    result = scan(model, paths, ["conv1", "conv5"], top=100_000, out=out, progress=False)
+    assert result.k == 100_000  # as asked; at most one hit per image can be kept
+    assert result.data["tops"]["conv5"]["values"].shape == (256, 2)
+    assert out.stat().st_size < 100_000
+    assert len(result.top("conv1", 0)) <= 2

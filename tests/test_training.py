@@ -200,8 +200,11 @@ def test_evolution_shapes_and_figure(run, shapes, tmp_path):
                   "--features", "random:2", "--out", tmp_path / "f4.pdf")
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "f4.pdf").read_bytes()[:4] == b"%PDF"
-    result.figure().savefig(tmp_path / "f4.png", dpi=60)
-    assert Image.open(tmp_path / "f4.png").height > 100
+    result.figure().savefig(tmp_path / "f4.png", dpi=100)
+    with Image.open(tmp_path / "f4.png") as image:
+        # the paper's layout: the layers' blocks side by side, compact enough for a page
+        # (it was once 900x3125 px, three far-apart columns stacked layer under layer)
+        assert 100 < image.height < image.width <= 800
     saved = np.load(result.save(tmp_path / "f4.npz"))
     assert np.array_equal(saved["conv5_projections"], result.projections["conv5"])
     assert list(saved["conv1_features"]) == result.features["conv1"]

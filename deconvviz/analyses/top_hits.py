@@ -125,4 +125,5 @@ def top_hits_figure(result, layers: Union[None, str, Sequence[str]] = None,
     how = "" if method == "deconvnet" else f" ({method})"
     title = (f"{result.model}{how}: top {result.k} of {result.images_read} images - "
              f"{weights_label(result.weights)}")
-    return figures.scan_figure(hits, scaling=scaling, ncols=ncols, title=title, slots=result.k)
+    return figures.scan_figure(hits, scaling=scaling, ncols=ncols, title=title,
+                               slots=min(result.k, result.images_read))

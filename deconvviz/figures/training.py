@@ -20,7 +20,8 @@ def evolution_figure(projections: Mapping[str, np.ndarray], features: Mapping[st
                      labels: Sequence[str], *, patches: Optional[Mapping[str, np.ndarray]] = None,
                      scaling: str = "signed", title: str = "",
                      fig: Optional[FigureBase] = None) -> Figure:
-    """Zeiler & Fergus Fig. 4: a block per layer, a row per feature, a column per checkpoint.
+    """Zeiler & Fergus Fig. 4: a block per layer, side by side as in the paper, each with a
+    row per feature and a column per checkpoint; tiles sized so the whole fits a page width.
 
     Args:
         projections: per layer, ``[features, checkpoints, 3, H, W]``.
@@ -36,29 +37,40 @@ def evolution_figure(projections: Mapping[str, np.ndarray], features: Mapping[st
         raise ArgumentError("nothing to draw: no layer has features")
     columns = len(labels)
     per = 2 if patches else 1
-    rows = [projections[l].shape[0] for l in layers]
+    rows = max(projections[l].shape[0] for l in layers)
     if fig is None:
-        cell = min(0.75, PAGE_WIDTH / (columns * per + 0.8))
-        fig = Figure(figsize=(max(cell * columns * per + 0.8, 4.5), cell * sum(rows) * 1.05
-                              + 0.35 * len(layers) + 0.4), layout="constrained")
-    subs = fig.subfigures(len(layers), 1, squeeze=False, height_ratios=rows)[:, 0]
+        # each block: its tiles plus room for the feature labels on the left
+        cell = min(0.6, PAGE_WIDTH / (len(layers) * (columns * per + 0.9)))
+        fig = Figure(figsize=(len(layers) * cell * (columns * per + 0.9) + 0.2,
+                              cell * rows * 1.12 + 0.75), layout="constrained")
+    subs = fig.subfigures(1, len(layers), squeeze=False, wspace=0.02)[0]
+    # "epoch 1", "epoch 2", ... above narrow columns: the numbers, and "epoch" once below
+    words = {str(l).split(" ", 1)[0] for l in labels}
+    unit = words.pop() if len(words) == 1 and all(" " in str(l) for l in labels) else None
+    heads = [str(l).split(" ", 1)[1] for l in labels] if unit else list(labels)
     for sub, layer in zip(subs, layers):
+        if unit:
+            sub.supxlabel(unit, fontsize=TILE_FONT - 0.5)
         arr = projections[layer]
-        axes = sub.subplots(arr.shape[0], columns * per, squeeze=False)
-        for f in range(arr.shape[0]):
+        axes = sub.subplots(rows, columns * per, squeeze=False)
+        for f in range(rows):
+            if f >= arr.shape[0]:
+                for ax in axes[f]:
+                    ax.set_visible(False)
+                continue
             vmax = shared_scale(list(arr[f])) if scaling == "shared" else None
             for c in range(columns):
                 photo = patches[layer][f, c] if patches else None
                 tile = to_uint8(arr[f, c], scaling, vmax=vmax, photo=photo)
                 ax = axes[f, c * per]
-                show_tile(ax, tile, labels[c] if f == 0 else None)
+                show_tile(ax, tile, heads[c] if f == 0 else None)
                 if patches:
                     show_tile(axes[f, c * per + 1], patches[layer][f, c])
-            axes[f, 0].set_ylabel(f"#{features[layer][f]}", fontsize=TILE_FONT, rotation=0,
+            axes[f, 0].set_ylabel(f"#{features[layer][f]}", fontsize=TILE_FONT - 1, rotation=0,
                                   ha="right", va="center")
-        sub.suptitle(layer, fontsize=TILE_FONT + 1.5)
+        sub.suptitle(layer, fontsize=TILE_FONT + 1)
     if title:
-        fig.suptitle(title, fontsize=TILE_FONT + 2)
+        fig.suptitle(title, fontsize=TILE_FONT + 1.5)
     return finish(fig)
 
 

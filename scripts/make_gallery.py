@@ -3,6 +3,7 @@ import os
 
 import deconvviz as dv
 from deconvviz import figures
+from deconvviz.analyses import project_layers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHOTOS = os.path.join(ROOT, "examples", "images")
@@ -23,10 +24,12 @@ def main() -> None:
     dv.project(resnet, photo("coffee.png"), "layer2", top=8).save(
         os.path.join(OUT, "resnet50_layer2_patches.png"), patches=True, dpi=dpi)
     vgg = dv.load_model("vgg16", weights=None)
-    rows = dv.visualize.project_layers(vgg, photo("rocket.jpg"), ["conv1_2", "conv2_2", "conv3_3",
-                                                                  "conv4_3", "conv5_3"], top=6)
-    figures.save_figure(figures.layer_overview(rows), os.path.join(OUT, "vgg16_overview.png"),
-                        dpi=dpi)
+    rows = project_layers(vgg, photo("rocket.jpg"), ["conv1_2", "conv2_2", "conv3_3", "conv4_3",
+                                                     "conv5_3"], top=6)
+    # as `deconvviz show --layer ...` draws it: each row cropped to its receptive field
+    # where the field is at most half the image (the default view, "auto")
+    overview = figures.layer_overview(rows, crop=[r.crops_by_default() for r in rows])
+    figures.save_figure(overview, os.path.join(OUT, "vgg16_overview.png"), dpi=dpi)
     googlenet = dv.load_model("googlenet", weights=None)
     dv.project(googlenet, photo("grace_hopper.jpg"), "inception3b", top=8).save(
         os.path.join(OUT, "googlenet_inception3b_heatmap.png"), scaling="heatmap", dpi=dpi)

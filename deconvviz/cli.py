@@ -333,7 +333,7 @@ def figure_command(result_path: str, layer: Optional[str], features: str, seed: 
     model = load_model(result.model, weights=result.weights_argument if own else weights)
     fig = result.figure(parse_list(layer, "--layer") if layer else None, features, seed=seed,
                         model=model.to(resolve_device(device)), scaling=scaling, ncols=ncols,
-                        method=method)
+                        method=method, progress=True)
     click.echo(save_figure(fig, out, dpi=dpi))
 
 

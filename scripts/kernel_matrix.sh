@@ -37,9 +37,12 @@ for number in "${chosen[@]}"; do
     for run in $(seq "$RUNS"); do
       label="${setting:-default} OMP_NUM_THREADS=$threads (run $run of $RUNS)"
       start=$(date +%s)
+      # at 1 thread, two pytest workers of 1 thread each; at 2 threads, one process
+      workers=""; [ "$threads" = 1 ] && workers="-n 2 --dist loadfile"
       if env $setting OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads" \
           DECONVVIZ_TEST_ZOO=families \
-          "$PYTHON" -m pytest -q -m agreement -p no:cacheprovider >/tmp/kernel-matrix.$$ 2>&1; then
+          "$PYTHON" -m pytest -q -m agreement -p no:cacheprovider $workers \
+          >/tmp/kernel-matrix.$$ 2>&1; then
         echo "ok    $label: $(tail -1 /tmp/kernel-matrix.$$ | sed 's/=//g') $(( $(date +%s) - start )) s"
       else
         echo "FAIL  $label"; cat /tmp/kernel-matrix.$$; failed=1

@@ -131,3 +131,7 @@ def captured_outputs(module, index=None, detach=False):
         yield outputs
     finally:
         handle.remove()
+
+
+if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ:
+    torch.set_num_threads(1)  # `make test` runs two workers (pytest -n 2): one core each

@@ -139,15 +139,11 @@ def oracle_project(model, x, module_path, features, mode="max", call=0, method="
 
 def plain_gradient(model, x, module_path, feature):
     """The ordinary gradient of the strongest activation of ``feature`` (no deconv rules)."""
-    module = model.get_submodule(module_path)
-    captured = []
-    handle = module.register_forward_hook(lambda m, i, o: captured.append(o))
+    from conftest import captured_outputs
+
     xx = x.detach().clone().requires_grad_(True)
-    try:
-        with torch.enable_grad():
-            model(xx)
-    finally:
-        handle.remove()
+    with captured_outputs(model.get_submodule(module_path)) as captured, torch.enable_grad():
+        model(xx)
     act = captured[0]
     flat = act[:, feature].reshape(act.shape[0], -1)
     return torch.autograd.grad(flat.max(dim=1).values.sum(), xx)[0]

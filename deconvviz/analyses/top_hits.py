@@ -39,7 +39,7 @@ class FeatureHits:
 
 def project_hits(result, layer: str, features: Sequence[int], *,
                  model: Optional[nn.Module] = None,
-                 method: str = "deconvnet") -> List[FeatureHits]:
+                 method: str = "deconvnet", progress: bool = False) -> List[FeatureHits]:
     """Re-run each hit's image through the reverse pass and crop to the receptive field.
 
     Each image is recorded once and all the hits it holds (for any feature of ``layer``) are
@@ -51,6 +51,7 @@ def project_hits(result, layer: str, features: Sequence[int], *,
         features: feature indices.
         model: the scanned model; by default rebuilt from the result (zoo name and weights).
         method: ``"deconvnet"``, ``"guided"`` or ``"gradient"``.
+        progress: a progress bar on stderr, counting the images recorded.
     """
     if model is None:
         model = load_model(result.model, weights=result.weights_argument)
@@ -63,7 +64,11 @@ def project_hits(result, layer: str, features: Sequence[int], *,
             by_image.setdefault(hit.image, []).append((f, slot, hit))
     crops: dict = {}
     device = net.device
-    for image, items in by_image.items():
+    from tqdm import tqdm
+
+    for image, items in tqdm(by_image.items(), total=len(by_image), unit="img",
+                             desc=f"projecting {layer}'s hits", disable=not progress,
+                             dynamic_ncols=True):
         x, rgb = load_image(image, preprocessing=result.preprocessing)
         x = x.to(device) if device is not None else x
         rec = net.record(x, layer)
@@ -105,7 +110,8 @@ def _described(weights: str) -> str:
 def top_hits_figure(result, layers: Union[None, str, Sequence[str]] = None,
                     features: str = "0-15", *, seed: int = 0,
                     model: Optional[nn.Module] = None, scaling: str = "signed",
-                    ncols: int = 4, method: str = "deconvnet") -> "figures.Figure":
+                    ncols: int = 4, method: str = "deconvnet",
+                    progress: bool = False) -> "figures.Figure":
     """Zeiler & Fergus Fig. 2 from a scan result, as ``deconvviz figure`` draws it.
 
     Args:
@@ -116,12 +122,14 @@ def top_hits_figure(result, layers: Union[None, str, Sequence[str]] = None,
         scaling: display convention.
         ncols: features per row.
         method: ``"deconvnet"``, ``"guided"`` or ``"gradient"``.
+        progress: a progress bar per layer on stderr.
     """
     layers = [layers] if isinstance(layers, str) else list(layers or result.layer_names)
     chosen = {l: choose_features(features, result.features(l), seed=seed) for l in layers}
     if model is None:
         model = load_model(result.model, weights=result.weights_argument)
-    hits = [project_hits(result, l, chosen[l], model=model, method=method) for l in layers]
+    hits = [project_hits(result, l, chosen[l], model=model, method=method, progress=progress)
+            for l in layers]
     how = "" if method == "deconvnet" else f" ({method})"
     title = (f"{result.model}{how}: top {result.k} of {result.images_read} images - "
              f"{weights_label(result.weights)}")

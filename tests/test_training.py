@@ -271,8 +271,10 @@ def test_evolution_refuses_a_checkpoint_of_another_model(run, shapes):
 def test_two_process_torchrun_matches_one_process(tmp_path):
     """Dropout off and the same global batch: two gloo processes, each on half of every
     batch, average their gradients; one process sums the same terms in another order, and
-    three SGD steps amplify that rounding. Each tensor agrees to 1e-3 of its norm (relative L2;
-    seen: ~1e-4 for the small biases, ~1e-6 for the weights)."""
+    three SGD steps amplify that rounding. Each tensor agrees to 1e-2 of its norm (relative
+    L2; seen: up to 1.9e-3 for conv1's bias, whose values are small three steps from zero and
+    whose gradient sums cancel, ~1e-5 for the weights). A real difference is far larger:
+    the same run with a learning rate 10% higher is checked to be outside."""
     shapes = tmp_path / "shapes"
     make_shapes(shapes / "train", per_class=8, size=64, seed=0)  # 24 images, 3 steps
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
@@ -292,13 +294,13 @@ def test_two_process_torchrun_matches_one_process(tmp_path):
         return float((x - y).norm() / y.norm().clamp_min(1e-30))
 
     errors = {key: relative(b[key], a[key]) for key in a if a[key].is_floating_point()}
-    assert max(errors.values()) <= 1e-3, max(errors.items(), key=lambda kv: kv[1])
+    assert max(errors.values()) <= 1e-2, max(errors.items(), key=lambda kv: kv[1])
     # The tolerance separates rounding from a real difference: the same run with a learning
     # rate 10% higher is outside it.
     dv.train("zfnet", shapes / "train", tmp_path / "lr", epochs=1, dropout=0.0, lr=0.011,
              init="kaiming", save_at=[1], **SMALL)
     c = torch.load(tmp_path / "lr" / "epoch_1.pt", weights_only=True)["state_dict"]
-    assert max(relative(c[key], a[key]) for key in errors) > 1e-3
+    assert max(relative(c[key], a[key]) for key in errors) > 1e-2
     assert dv.load_model("zfnet", weights=tmp_path / "two" / "epoch_1.pt") is not None
 
 

@@ -37,9 +37,9 @@ for number in "${chosen[@]}"; do
     for run in $(seq "$RUNS"); do
       label="${setting:-default} OMP_NUM_THREADS=$threads (run $run of $RUNS)"
       start=$(date +%s)
-      # two pytest workers, each computing with $threads thread(s): the kernels are those
-      # of a process with that many threads
-      workers="-n 2 --dist loadfile"
+      # at 1 thread, two pytest workers of 1 thread each (one per core); at 2 threads, one
+      # process (two 2-thread workers on two cores measured slower)
+      workers=""; [ "$threads" = 1 ] && workers="-n 2 --dist loadfile"
       if env $setting OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads" \
           DECONVVIZ_TEST_ZOO=families \
           "$PYTHON" -m pytest -q -m agreement -p no:cacheprovider $workers \

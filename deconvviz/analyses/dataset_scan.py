@@ -374,7 +374,8 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
             bar.close()
         tops, skipped = _gather(state, world)
         if paths and len(skipped) == len(paths):
-            first, why = paths[sorted(skipped)[0][0]], sorted(skipped)[0][1]
+            index, why = min(skipped)
+            first = paths[index]
             if partial and os.path.exists(partial):
                 os.unlink(partial)
             raise ImageError(f"no readable image: all {len(paths)} file(s) were skipped; the "

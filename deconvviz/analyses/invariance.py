@@ -51,21 +51,30 @@ def check_transform(transform: str) -> str:
     return transform
 
 
+def _affine(transform: str, value: float):
+    """(angle, shift, scale) of the affine map that applies ``transform`` by ``value``."""
+    if transform == "translate":
+        return 0.0, [0, int(round(value))], 1.0
+    if transform == "scale":
+        return 0.0, [0, 0], float(value)
+    return float(value), [0, 0], 1.0
+
+
+def is_identity(transform: str, value: float) -> bool:
+    """Whether ``transform`` by ``value`` leaves an image as it is."""
+    angle, shift, scale = _affine(transform, value)
+    return shift == [0, 0] and scale == 1.0 and angle % 360 == 0
+
+
 def apply_transform(x: Tensor, transform: str, value: float) -> Tensor:
     """``x`` translated vertically by ``value`` pixels, scaled by ``value`` or rotated by
     ``value`` degrees, about the image centre (bilinear, fill 0)."""
     from torchvision.transforms.v2 import InterpolationMode
     from torchvision.transforms.v2 import functional as TF
 
-    angle, shift, scale = 0.0, [0, 0], 1.0
-    if transform == "translate":
-        shift = [0, int(round(value))]
-    elif transform == "scale":
-        scale = float(value)
-    else:
-        angle = float(value)
-    if shift == [0, 0] and scale == 1.0 and angle % 360 == 0:
-        return x  # the identity (resampling it would add float noise)
+    if is_identity(transform, value):
+        return x  # resampling it would add float noise
+    angle, shift, scale = _affine(transform, value)
     return TF.affine(x, angle=angle, translate=shift, scale=scale, shear=[0.0, 0.0],
                      interpolation=InterpolationMode.BILINEAR, fill=0.0)
 
@@ -222,7 +231,7 @@ def invariance(model: nn.Module, x: Tensor, transform: str,
                 probability[:, start:start + len(chunk)] = \
                     p[:, torch.arange(n), classes].T.cpu().numpy()
                 for k, value in enumerate(chunk):
-                    if apply_transform(x, transform, value) is x:
+                    if is_identity(transform, value):
                         # the identity: in a batch of another size its activations may
                         # differ from the reference's in the last bits; it is exactly 0 away
                         for layer in layers:

@@ -267,13 +267,17 @@ def cached_weights(name: str) -> Optional[str]:
     weights_enum = get_spec(name).weights_enum()
     if weights_enum is None:
         return None
-    path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights_enum.url))
+    path = _hub_path(weights_enum)
     return path if os.path.isfile(path) else None
 
 
+def _hub_path(weights_enum) -> str:
+    """Where torch.hub keeps (or would download) these weights."""
+    return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights_enum.url))
+
+
 def _imagenet(name: str, build, weights_enum) -> nn.Module:
-    filename = os.path.basename(weights_enum.url)
-    cached = os.path.join(torch.hub.get_dir(), "checkpoints", filename)
+    cached = _hub_path(weights_enum)
     try:
         # torch.hub caches it and shows a progress bar on stderr; its "Downloading: ..." line
         # goes to stdout, which the command line keeps for the paths it writes.

@@ -112,8 +112,7 @@ class Projections:
         enlarged (the paper's view), ``"full"`` the whole frame, ``"auto"`` crops where the
         field is at most half the image.
         """
-        if view not in VIEWS:
-            raise ArgumentError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)}")
+        _check_view(view)
         if patches:
             return figures.patch_grid(self, scaling=scaling, ncols=ncols, fig=fig)
         crop = _crops(self, view)
@@ -151,16 +150,22 @@ ImageArg = Union[str, os.PathLike, Tensor, Tuple[Tensor, np.ndarray], object]  #
 VIEWS = ("auto", "crop", "full")
 
 
+def _check_view(view: str, mode: Optional[str] = None) -> None:
+    """Refuse an unknown view, and the cropped view of a whole map's projection (``mode``
+    ``"map"``), which has no one receptive field."""
+    if view not in VIEWS:
+        raise ArgumentError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)}")
+    if mode == "map" and view == "crop":
+        raise ArgumentError("view 'crop' shows one unit's receptive field, but mode 'map' "
+                            "projects the whole map; use view 'full' or 'auto' with it")
+
+
 def _crops(result: "Projections", view: str) -> bool:
     """Whether ``view`` draws ``result`` cropped to each unit's receptive field: always for
     ``"crop"``, for ``"auto"`` where the field is at most half the image; never for the whole
-    map's projection (``mode="map"``), which has no one field."""
-    if view not in VIEWS:
-        raise ArgumentError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)}")
+    map's projection (``mode="map"``)."""
+    _check_view(view, result.mode)
     if result.mode == "map":
-        if view == "crop":
-            raise ArgumentError("view 'crop' shows one unit's receptive field, but mode 'map' "
-                                "projects the whole map; use view 'full' or 'auto' with it")
         return False
     return view == "crop" or (view == "auto" and result.crops_by_default())
 
@@ -326,13 +331,9 @@ def show(model: nn.Module, images: Sequence[Union[str, os.PathLike]], layer: str
         raise ArgumentError("no images given")
     check_mode(mode)
     check_scaling(scaling)
-    if view not in VIEWS:
-        raise ArgumentError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)}")
+    _check_view(view, mode)
     if top is not None and features is not None:
         raise ArgumentError("give top or features, not both")
-    if mode == "map" and view == "crop":
-        raise ArgumentError("view 'crop' shows one unit's receptive field, but mode 'map' "
-                            "projects the whole map; use view 'full' or 'auto' with it")
     aliases = aliases_of(model)
     if layer == "all":
         if not aliases:

@@ -28,9 +28,10 @@ lint: $(VENV)/.test
 	$(BIN)/ruff check deconvviz tests benchmarks scripts
 	$(BIN)/lint-imports
 
-# Two workers (pytest-xdist), one core and one torch thread each, whole test files apiece.
+# Two workers (pytest-xdist), one core and one torch thread each, whole test files apiece, the
+# slowest first (tests/conftest.py, SLOWEST_FIRST).
 test: lint
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=20
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=20
 
 # The agreement tests (pytest -m agreement) under four CPU kernel settings at 1 and 2 threads;
 # not part of `make test` (see the README's "Contributing").

@@ -39,7 +39,7 @@ for number in "${chosen[@]}"; do
       start=$(date +%s)
       # at 1 thread, two pytest workers of 1 thread each (one per core); at 2 threads, one
       # process (two 2-thread workers on two cores measured slower)
-      workers=""; [ "$threads" = 1 ] && workers="-n 2 --dist loadfile"
+      workers=""; [ "$threads" = 1 ] && workers="-n 2 --dist loadfile --no-loadscope-reorder"
       if env $setting OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads" \
           DECONVVIZ_TEST_ZOO=families \
           "$PYTHON" -m pytest -q -m agreement -p no:cacheprovider $workers \

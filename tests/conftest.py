@@ -45,6 +45,23 @@ def zoo_model(name):
     return _MODELS[name]
 
 
+# Training: ZFNet on 56-pixel crops of 64-pixel shapes (``shapes``): small enough for a CPU,
+# big enough for conv5.
+SMALL = dict(batch_size=8, resize_size=64, crop_size=56, workers=0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    """A small synthetic image folder of coloured shapes: train/ (three classes, 48 images, six
+    batches of ``SMALL``) and val/ (12)."""
+    from deconvviz.data.synthetic import make_shapes
+
+    root = tmp_path_factory.mktemp("shapes")
+    make_shapes(root / "train", per_class=16, size=64, seed=0)
+    make_shapes(root / "val", per_class=4, size=64, seed=1)
+    return root
+
+
 @pytest.fixture
 def chelsea():
     return os.path.join(EXAMPLES, "chelsea.png")
@@ -135,3 +152,16 @@ def captured_outputs(module, index=None, detach=False):
 
 if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ:
     torch.set_num_threads(1)  # `make test` runs two workers (pytest -n 2): one core each
+
+
+# The slowest test files first, each whole on one worker (`make test`: pytest -n 2 --dist
+# loadfile --no-loadscope-reorder), so that the two workers finish together instead of one
+# waiting on the last slow file. Measured with --durations=0; the rest keep their order.
+SLOWEST_FIRST = ["test_training.py", "test_deconvnet.py", "test_notebooks.py", "test_scan.py",
+                 "test_methods.py", "test_paper_analyses.py", "test_training_options.py",
+                 "test_attribution.py", "test_browser.py", "test_cone.py"]
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(os.path.basename(str(item.path)), len(rank)))

@@ -163,3 +163,19 @@ def test_python_and_the_command_line_share_one_default_and_results_say_it(tmp_pa
     done = invoke("show", "--model", "resnet18", "--layer", "layer1", "--top", "2", "--out",
                   tmp_path / "x.png", CHELSEA)
     assert done.returncode == 0, done.stderr  # the same cached ImageNet weights
+
+
+def test_random_weights_are_drawn_with_seed_0_and_leave_the_random_state_alone():
+    # The draw itself (conftest reuses its result: this checks that reuse is faithful).
+    from deconvviz.data.zoo import _api
+
+    spec = get_spec("resnet18")
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    first, second = _api._random.draw(spec), _api._random.draw(spec)
+    assert torch.equal(torch.get_rng_state(), before)
+    reused = dv.load_model("resnet18", weights=None).state_dict()
+    for key, value in first.state_dict().items():
+        assert torch.equal(value, second.state_dict()[key]), key
+        assert torch.equal(value, reused[key]), key
+    assert any(v.std() > 0 for v in reused.values() if v.is_floating_point())

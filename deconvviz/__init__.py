@@ -29,6 +29,7 @@ _PUBLIC = {
     "Projector": "engine", "DeconvStep": "engine",
     "ReverseStep": "engine", "ReversePass": "engine", "Recording": "engine",
     "Layer": "engine", "list_layers": "engine", "list_methods": "analyses",
+    "register_method": "engine", "unregister_method": "engine", "RuleSet": "engine",
     "attribute": "analyses", "compare": "analyses", "Comparison": "analyses",
     "sanity_check": "analyses", "SanityResult": "analyses",
     "occlusion": "analyses", "OcclusionResult": "analyses", "invariance": "analyses",
@@ -69,7 +70,8 @@ if TYPE_CHECKING:  # for type checkers, IDEs and the API docs: the same names, e
     from .data.zoo import (ModelInfo, UntrainedWarning, list_models, load_model, model_info,
                            weights_digest)
     from .engine import (Deconvnet, DeconvStep, Gradient, GuidedBackprop, Layer, Projector,
-                         Recording, ReversePass, ReverseStep, list_layers)
+                         Recording, ReversePass, ReverseStep, RuleSet, list_layers,
+                         register_method, unregister_method)
     from .errors import (ArgumentError, DeconvvizError, ImageError, OutputError,
                          UnknownLayerError, UnknownModelError, UnsupportedOpError,
                          WeightsError)

@@ -1,7 +1,7 @@
 """The vocabularies users choose from, checked before any model is loaded.
 
 Modes, display scalings and feature lists are parsed here, without importing torch, so that
-the command line rejects a bad choice at once.
+the command line rejects a bad choice at once (the methods: :mod:`deconvviz.method_table`).
 """
 from __future__ import annotations
 
@@ -9,13 +9,10 @@ from typing import List
 
 from .errors import ArgumentError
 
-__all__ = ["MODES", "METHODS", "REVERSE_METHODS", "SCALINGS", "TRANSFORMS", "INITS", "PAPER_SAVE_AT", "MAX_TOP", "parse_list", "parse_features", "choose_features", "check_mode",
+__all__ = ["MODES", "SCALINGS", "TRANSFORMS", "INITS", "PAPER_SAVE_AT", "MAX_TOP", "parse_list", "parse_features", "choose_features", "check_mode",
            "check_scaling", "weights_label"]
 
 MODES = ("max", "map")
-REVERSE_METHODS = ("deconvnet", "guided", "gradient")  # the engine's rule sets
-METHODS = REVERSE_METHODS + ("gradcam", "guided_gradcam", "integrated_gradients", "smoothgrad",
-                             "occlusion")  # dv.attribute's, Captum's after the reverse passes
 SCALINGS = ("signed", "shared", "paper", "heatmap")
 TRANSFORMS = ("translate", "scale", "rotate")  # dv.invariance's
 INITS = ("auto", "normal", "kaiming")  # dv.train's weight initialisations

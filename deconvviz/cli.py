@@ -17,14 +17,13 @@ from typing import List, Optional
 
 import click
 
+from . import method_table
 from ._io import FIGURE_FORMATS, check_output_path, figure_paths
 from .choices import (
     INITS,
     MAX_TOP,
-    METHODS,
     MODES,
     PAPER_SAVE_AT,
-    REVERSE_METHODS,
     SCALINGS,
     TRANSFORMS,
     parse_features,
@@ -125,11 +124,27 @@ def _device_option(f):
                         help="'cpu', 'cuda', 'cuda:1', ... or 'auto' (cuda when available).")(f)
 
 
+class _ReversePass(click.ParamType):
+    """A reverse-pass method of the method table, read when the option is parsed (so a
+    method registered with deconvviz.engine.register_method is a choice too)."""
+
+    name = "method"
+
+    def get_metavar(self, param, ctx=None):
+        return "[" + "|".join(method_table.names(method_table.REVERSE)) + "]"
+
+    def convert(self, value, param, ctx):
+        try:
+            return method_table.check(value, method_table.REVERSE)
+        except ArgumentError as error:
+            self.fail(str(error), param, ctx)
+
+
 def _method_option(f):
-    return click.option("--method", type=click.Choice(REVERSE_METHODS), default="deconvnet",
+    return click.option("--method", type=_ReversePass(), default="deconvnet",
                         show_default=True,
-                        help="The reverse pass: the deconvnet, guided backprop or the "
-                             "plain gradient.")(f)
+                        help="The reverse pass: the deconvnet, guided backprop, the plain "
+                             "gradient, or another registered one.")(f)
 
 
 def _model_option(f):
@@ -355,9 +370,8 @@ def _target_options(f):
 
 def _methods(spec: Optional[str], default) -> List[str]:
     names = parse_list(spec, "--methods") if spec else list(default)
-    bad = [n for n in names if n not in METHODS]
-    if bad:
-        raise ArgumentError(f"unknown method {bad[0]!r}; choose from {', '.join(METHODS)}")
+    for name in names:
+        method_table.get(name)
     return names
 
 
@@ -365,8 +379,8 @@ def _methods(spec: Optional[str], default) -> List[str]:
 @_model_option
 @_target_options
 @click.option("--methods", default=None, metavar="LIST",
-              help=f"Comma list of {', '.join(METHODS)} [default: deconvnet, guided, "
-                   f"gradient, gradcam, guided_gradcam].")
+              help=f"Comma list of {', '.join(method_table.names())} [default: "
+                   f"{', '.join(method_table.COMPARE_DEFAULT)}].")
 @click.option("--cam-layer", default=None, help="Grad-CAM's layer [default: the last "
                                                 "convolutional block].")
 @click.option("--out", "-o", required=True, metavar="PATH",
@@ -383,7 +397,7 @@ def compare_command(model: str, target: Optional[str], layer: Optional[str],
     """One row per IMAGE, one column per method, explaining the same class (or unit): the
     layout of Grad-CAM's Fig. 1 and Springenberg's Fig. 2."""
     get_spec(model)
-    names = _methods(methods, ("deconvnet", "guided", "gradient", "gradcam", "guided_gradcam"))
+    names = _methods(methods, method_table.COMPARE_DEFAULT)
     check_output_path(out, FIGURE_FORMATS + (".npz",))
     if (layer is None) != (feature is None):
         raise ArgumentError("a unit target needs both --layer and --feature")
@@ -405,8 +419,8 @@ def compare_command(model: str, target: Optional[str], layer: Optional[str],
 @cli.command("sanity", short_help="Adebayo's sanity check: randomise the layers, top down.")
 @_model_option
 @click.option("--methods", default=None, metavar="LIST",
-              help=f"Comma list of {', '.join(METHODS)} [default: deconvnet, guided, "
-                   f"gradient, gradcam].")
+              help=f"Comma list of {', '.join(method_table.names())} [default: "
+                   f"{', '.join(method_table.SANITY_DEFAULT)}].")
 @click.option("--target", default=None, metavar="CLASS",
               help="A class index or name [default: the image's top-1 class].")
 @click.option("--seed", default=0, show_default=True, help="Seed of the re-initialisations.")
@@ -424,7 +438,7 @@ def sanity_command(model: str, methods: Optional[str], target: Optional[str], se
     the layers one by one from the logits down, and measure how much each method's map
     changes (Spearman rank correlation and SSIM against the original map)."""
     get_spec(model)
-    names = _methods(methods, ("deconvnet", "guided", "gradient", "gradcam"))
+    names = _methods(methods, method_table.SANITY_DEFAULT)
     check_output_path(out, FIGURE_FORMATS)
     if csv_path is not None:
         check_output_path(csv_path, (".csv",))

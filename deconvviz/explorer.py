@@ -15,11 +15,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from . import method_table
 from .analyses.top_hits import project_hits
 from .choices import MODES, SCALINGS, check_mode, check_scaling
 from .data.images import load_image, preprocessing_for
 from .data.zoo import load_model
-from .engine import Deconvnet, Gradient, GuidedBackprop
+from .engine import Projector
 from .engine.projector import strongest
 from .errors import ArgumentError
 from .figures import mosaic
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 
 __all__ = ["explore", "png_bytes"]
 
-REVERSE_METHODS = {"deconvnet": Deconvnet, "guided": GuidedBackprop, "gradient": Gradient}
 THUMBNAILS = 24  # activation maps shown per layer, strongest first
 
 
@@ -96,9 +96,7 @@ def explore(model: Union[str, nn.Module], image: Union[str, os.PathLike, Tensor,
     check_scaling(scaling)
     if isinstance(model, str):
         model = load_model(model, weights=weights)
-    if method not in REVERSE_METHODS:
-        raise ArgumentError(f"unknown method {method!r}; the explorer shows "
-                            f"{', '.join(REVERSE_METHODS)}")
+    method_table.check(method, method_table.REVERSE)  # the explorer shows the reverse passes
     return _explorer_class(widgets)(model, image, scan, mode, scaling, method)
 
 
@@ -110,7 +108,8 @@ def _explorer_class(widgets):
         def __init__(self, model, image, scan, mode, scaling, method="deconvnet"):
             super().__init__()
             self.model, self.scan = model, scan
-            self.nets = {name: cls(model) for name, cls in REVERSE_METHODS.items()}
+            self.nets = {name: Projector(model, method=name)
+                         for name in method_table.names(method_table.REVERSE)}
             self.layers = [l.name for l in self.nets["deconvnet"].layers
                            if len(l.shape) == 3 or l.alias is not None]
             self.images = self._images(image)
@@ -123,7 +122,7 @@ def _explorer_class(widgets):
                                                  description="layer")
             self.feature_picker = widgets.BoundedIntText(value=0, min=0, max=0,
                                                          description="feature")
-            self.method_picker = widgets.ToggleButtons(options=list(REVERSE_METHODS),
+            self.method_picker = widgets.ToggleButtons(options=list(self.nets),
                                                        value=method, description="method")
             self.mode_picker = widgets.ToggleButtons(options=list(MODES), value=mode,
                                                      description="mode")

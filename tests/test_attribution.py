@@ -12,15 +12,20 @@ from PIL import Image
 import deconvviz as dv
 from deconvviz.analyses.attribution import default_cam_layer, resolve_target
 from deconvviz.analyses.sanity import parametrised_layers
-from deconvviz.choices import METHODS
 
 CHELSEA = os.path.join(EXAMPLES, "chelsea.png")
 CAPTUM = ["gradcam", "guided_gradcam", "integrated_gradients", "smoothgrad", "occlusion"]
 FAST = dict(n_steps=2, nt_samples=2, window=32, stride=32)  # small settings for the tests
 
 
-def test_the_light_method_list_is_the_real_one():
-    assert dv.list_methods() == list(METHODS)
+def test_the_method_list_is_the_tables():
+    from deconvviz import method_table
+
+    assert dv.list_methods() == method_table.names() == ["deconvnet", "guided", "gradient",
+                                                          *CAPTUM]
+    assert dv.list_methods("attribution") == CAPTUM
+    with pytest.raises(dv.ArgumentError, match="choose one of reverse pass, attribution"):
+        dv.list_methods("captum")
 
 
 @pytest.mark.parametrize("name", FAMILIES)

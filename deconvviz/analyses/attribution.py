@@ -30,36 +30,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import method_table
 from ..choices import check_mode
 from ..data.zoo import class_names
-from ..engine import Deconvnet, Gradient, GuidedBackprop, Projector
+from ..engine import Projector
 from ..engine.projector import make_seeds
 from ..engine.recording import check_images, forward_to
 from ..errors import ArgumentError, closest
 
-__all__ = ["attribute", "list_methods", "Target", "resolve_target", "default_cam_layer",
-           "METHOD_TITLES", "REVERSE_METHODS", "CAM_METHODS"]
-
-REVERSE_METHODS = {"deconvnet": Deconvnet, "guided": GuidedBackprop, "gradient": Gradient}
-METHOD_TITLES = {
-    "deconvnet": "deconvnet", "guided": "guided backprop", "gradient": "gradient",
-    "gradcam": "Grad-CAM", "guided_gradcam": "guided Grad-CAM",
-    "integrated_gradients": "integrated gradients", "smoothgrad": "SmoothGrad",
-    "occlusion": "occlusion",
-}
-CAM_METHODS = ("gradcam",)  # [N, 1, H, W]; every other method gives [N, 3, H, W]
+__all__ = ["attribute", "list_methods", "Target", "resolve_target", "default_cam_layer"]
 
 
-def list_methods() -> List[str]:
-    """Every method :func:`attribute` knows: the reverse passes, then Captum's."""
-    return list(METHOD_TITLES)
-
-
-def check_method(method: str) -> str:
-    if method not in METHOD_TITLES:
-        raise ArgumentError(f"unknown method {method!r}.{closest(method, METHOD_TITLES)} "
-                            f"Valid methods: {', '.join(METHOD_TITLES)}.")
-    return method
+def list_methods(kind: Optional[str] = None) -> List[str]:
+    """Every method :func:`attribute` knows (of ``kind``: ``"reverse pass"`` or
+    ``"attribution"``), as :mod:`deconvviz.method_table` lists them."""
+    if kind is not None and kind not in method_table.KINDS:
+        raise ArgumentError(f"unknown kind {kind!r}; choose one of "
+                            f"{', '.join(method_table.KINDS)}")
+    return method_table.names(kind)
 
 
 @dataclass(frozen=True)
@@ -229,17 +217,21 @@ def attribute(model: nn.Module, x: Tensor, method: str, target: Union[None, int,
         >>> a = attribute(model, x, "guided", target="tabby")
         >>> cam = attribute(model, x, "gradcam")          # the top-1 class, [N, 1, H, W]
     """
-    check_method(method)
+    entry = method_table.get(method)
     x = check_images(x, model=model)
     target = resolved or resolve_target(model, x, target, layer, feature, mode)
     nets = nets if nets is not None else {}
 
     def net_for(name: str) -> Projector:
         if name not in nets:
-            nets[name] = REVERSE_METHODS[name](model)
+            nets[name] = Projector(model, method=name)
         return nets[name]
 
-    if method in REVERSE_METHODS:
+    wanted = "class" if target.is_class else "unit"
+    if wanted not in entry.explains:
+        raise ArgumentError(f"{entry.title} explains a {' or a '.join(entry.explains)}, not a "
+                            f"{wanted}")
+    if entry.is_reverse_pass:
         return _reverse(net_for(method), x, target)
     if method == "guided_gradcam":
         cam = attribute(model, x, "gradcam", cam_layer=cam_layer, nets=nets, resolved=target)
@@ -298,6 +290,10 @@ def _captum(method: str, model: nn.Module, x: Tensor, target: Target, net: Proje
         return tunnel.attribute(x, nt_type="smoothgrad", nt_samples=options.get(
             "nt_samples", 16), nt_samples_batch_size=options.get("batch_size", 8),
             stdevs=stdev, target=captum_target, additional_forward_args=extra, abs=False)
+    if method != "occlusion":
+        raise ArgumentError(f"method {method!r} is in the method table, but attribute() has "
+                            f"no implementation of it; a reverse pass is added with "
+                            f"deconvviz.engine.register_method")
     window, stride = options.get("window", 32), options.get("stride", 16)
     if window > min(x.shape[-2:]):
         raise ArgumentError(f"the occlusion window ({window} px) is larger than the image "

@@ -15,24 +15,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .. import figures
+from .. import figures, method_table
 from .._io import FIGURE_FORMATS, check_output_path, write_atomically
 from ..data.images import load_image
 from ..data.zoo import model_info
 from ..errors import ArgumentError
-from .attribution import (
-    METHOD_TITLES,
-    Target,
-    attribute,
-    check_method,
-    probabilities,
-    resolve_target,
-)
+from .attribution import Target, attribute, probabilities, resolve_target
 
-__all__ = ["Comparison", "compare", "DEFAULT_METHODS", "DISPLAY"]
+__all__ = ["Comparison", "compare", "DEFAULT_METHODS"]
 
-DEFAULT_METHODS = ("deconvnet", "guided", "gradient", "gradcam", "guided_gradcam")
-DISPLAY = {"gradcam": "heatmap", "occlusion": "heatmap"}  # every other method: "signed"
+DEFAULT_METHODS = method_table.COMPARE_DEFAULT
 
 
 @dataclass
@@ -61,8 +53,8 @@ class Comparison:
     model: str
     trained: bool = True
     weights: str = "user"  # as in ModelInfo: "random", "imagenet" or a path
-    display: Dict[str, str] = field(default_factory=lambda: dict(DISPLAY))
-    titles: Dict[str, str] = field(default_factory=lambda: dict(METHOD_TITLES))
+    display: Dict[str, str] = field(default_factory=method_table.displays)
+    titles: Dict[str, str] = field(default_factory=method_table.titles)
 
     def row_label(self, image: int) -> str:
         label = self.target.label(image)
@@ -118,7 +110,7 @@ def compare(model: nn.Module, images: Sequence[Union[str, os.PathLike]],
     """
     methods = list(methods or DEFAULT_METHODS)
     for method in methods:
-        check_method(method)
+        method_table.get(method)
     if not images:
         raise ArgumentError("no images to compare")
     paths = [os.fspath(p) for p in images]

@@ -28,20 +28,20 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .. import figures
+from .. import figures, method_table
 from .._io import FIGURE_FORMATS, check_output_path, write_atomically
 from ..data.images import to_rgb
 from ..data.zoo import model_info
 from ..engine.graph import trace
 from ..engine.recording import check_images
 from ..errors import ArgumentError
-from .attribution import METHOD_TITLES, attribute, check_method, resolve_target
+from .attribution import attribute, resolve_target
 
 __all__ = ["SanityResult", "sanity_check", "parametrised_layers", "METRICS",
            "DEFAULT_METHODS"]
 
 METRICS = ("spearman_abs", "spearman_signed", "ssim")
-DEFAULT_METHODS = ("deconvnet", "guided", "gradient", "gradcam")
+DEFAULT_METHODS = method_table.SANITY_DEFAULT
 
 
 @dataclass
@@ -67,9 +67,8 @@ class SanityResult:
     rgb: List[np.ndarray]
     model: str
     weights: str = "user"  # as in ModelInfo: "random", "imagenet" or a path
-    titles: Dict[str, str] = field(default_factory=lambda: dict(METHOD_TITLES))
-    display: Dict[str, str] = field(default_factory=lambda: {"gradcam": "heatmap",
-                                                             "occlusion": "heatmap"})
+    titles: Dict[str, str] = field(default_factory=method_table.titles)
+    display: Dict[str, str] = field(default_factory=method_table.displays)
 
     def figure(self, *, image: int = 0, max_columns: int = 10, fig=None):
         """Adebayo's Fig. 2: a row of maps per method across the steps, above the curves."""
@@ -163,7 +162,7 @@ def sanity_check(model: nn.Module, x: Tensor, methods: Optional[Sequence[str]] =
     """
     methods = list(methods or DEFAULT_METHODS)
     for method in methods:
-        check_method(method)
+        method_table.get(method)
     x = check_images(x, model=model)
     resolved = resolve_target(model, x, target)
     if not resolved.is_class:

@@ -16,7 +16,14 @@ module              job
 ==================  ===========================================================================
 """
 from .layers import Layer, list_layers
-from .methods import DECONVNET, GRADIENT, GUIDED, get_method, list_methods
+from .methods import (
+    DECONVNET,
+    GRADIENT,
+    GUIDED,
+    get_method,
+    register_method,
+    unregister_method,
+)
 from .projector import (
                         MODES,
                         Deconvnet,
@@ -33,4 +40,5 @@ from .rules import Rule, RuleSet, register_rule, registered_rules, rule_table
 __all__ = ["DECONVNET", "GRADIENT", "GUIDED", "DeconvStep", "Deconvnet", "Gradient",
            "GuidedBackprop", "Layer", "MODES", "Projector", "Recording",
            "ReversePass", "ReverseStep", "Rule", "RuleSet", "get_method", "list_layers",
-           "list_methods", "register_rule", "registered_rules", "rule_table"]
+           "register_method", "register_rule", "registered_rules", "rule_table",
+           "unregister_method"]

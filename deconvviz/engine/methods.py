@@ -16,16 +16,17 @@ method                    ReLU                                local response nor
 """
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict, Sequence
 
 import torch
 import torch.fx as fx
 import torch.nn.functional as F
 
-from ..errors import ArgumentError, closest
+from .. import method_table
 from .rules import RuleSet
 
-__all__ = ["DECONVNET", "GUIDED", "GRADIENT", "METHODS", "get_method", "list_methods"]
+__all__ = ["DECONVNET", "GUIDED", "GRADIENT", "METHODS", "get_method", "register_method",
+           "unregister_method"]
 
 
 def _rectify(op, s, ctx):
@@ -118,16 +119,35 @@ GRADIENT = RuleSet(
 """The plain gradient: every op, the ReLU included, uses its true gradient."""
 
 METHODS: Dict[str, RuleSet] = {m.name: m for m in (DECONVNET, GUIDED, GRADIENT)}
-
-
-def list_methods() -> List[str]:
-    """The names of the reverse-pass methods (rule sets)."""
-    return list(METHODS)
+"""The reverse passes' rule sets, by method name (their names, titles and display conventions
+are in :mod:`deconvviz.method_table`)."""
 
 
 def get_method(name: str) -> RuleSet:
-    """The rule set of a method, by name."""
-    if name not in METHODS:
-        raise ArgumentError(f"unknown method {name!r}.{closest(name, METHODS)} Valid methods: "
-                            f"{', '.join(METHODS)}.")
+    """The rule set of a reverse-pass method, by name; any other name is refused, naming the
+    reverse-pass methods."""
+    method_table.check(name, method_table.REVERSE)
     return METHODS[name]
+
+
+def register_method(rules: RuleSet, *, display: str = "signed",
+                    explains: Sequence[str] = method_table.TARGETS,
+                    summary: str = "") -> RuleSet:
+    """Add a reverse-pass method: its rule set here, its name and title (``rules.name``,
+    ``rules.title``), display convention and targets to :mod:`deconvviz.method_table`.
+
+    Examples:
+        >>> register_method(RuleSet(name="mine", title="my method", overrides={...}))
+        >>> Projector(model, method="mine")  # and --method mine, attribute(..., "mine")
+    """
+    method_table.register(method_table.Method(
+        rules.name, rules.title, method_table.REVERSE, display, tuple(explains),
+        summary=summary))
+    METHODS[rules.name] = rules
+    return rules
+
+
+def unregister_method(name: str) -> None:
+    """Remove a method added with :func:`register_method`."""
+    method_table.unregister(name)
+    METHODS.pop(name, None)

@@ -86,8 +86,9 @@ class Projector:
     Args:
         model: the network (a zoo model from :func:`load_model`, or any ``nn.Module`` that
             ``torch.fx`` can trace). It is never modified: no hooks, no module swaps.
-        method: the rule set (or its name, see :func:`list_methods`); by default the
-            class's own (:class:`Deconvnet`: the deconvnet).
+        method: the rule set, or the name of a reverse-pass method
+            (:func:`deconvviz.list_methods`); by default the class's own (:class:`Deconvnet`:
+            the deconvnet).
         aliases: layer aliases (name -> module path); by default the zoo's, if any.
         max_memory: bytes the reverse pass may use for its signals; seeds are processed in
             chunks that fit.

@@ -108,7 +108,8 @@ def _explorer_class(widgets):
         def __init__(self, model, image, scan, mode, scaling, method="deconvnet"):
             super().__init__()
             self.model, self.scan = model, scan
-            self.nets = {name: Projector(model, method=name)
+            first = Projector(model)  # one trace, shared by every method
+            self.nets = {name: first.with_method(name)
                          for name in method_table.names(method_table.REVERSE)}
             self.layers = [l.name for l in self.nets["deconvnet"].layers
                            if len(l.shape) == 3 or l.alias is not None]

@@ -99,3 +99,17 @@ def test_an_attribution_without_an_implementation_is_refused_not_run_as_another(
                          target=0)
     finally:
         method_table.unregister("mystery")
+
+
+def test_compare_and_sanity_trace_the_model_once_for_every_method(monkeypatch):
+    import deconvviz.engine.projector as projector
+
+    traced = []
+    real = projector.trace
+    monkeypatch.setattr(projector, "trace", lambda model: traced.append(model) or real(model))
+    model = zoo_model("alexnet")
+    dv.compare(model, [CHELSEA], ["deconvnet", "guided", "gradient", "gradcam"])
+    assert len(traced) == 1
+    x = torch.randn(1, 3, 96, 96)
+    dv.sanity_check(model, x, ["deconvnet", "guided", "gradient"], layers=["classifier.6"])
+    assert len(traced) == 2

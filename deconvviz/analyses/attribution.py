@@ -200,7 +200,8 @@ def attribute(model: nn.Module, x: Tensor, method: str, target: Union[None, int,
         feature: the unit's feature.
         mode: ``"max"`` (the feature's strongest activation) or ``"map"`` (its whole map).
         cam_layer: Grad-CAM's layer (default :func:`default_cam_layer`).
-        nets: reverse-pass projectors of ``model`` to reuse, by method name.
+        nets: reverse-pass projectors of ``model`` to reuse, by method name (a method not
+            in it is added, sharing their trace).
         resolved: a :class:`Target` already resolved (skips a forward pass).
         **options (Any): passed to the Captum method: ``n_steps`` (integrated gradients, default
             32), ``nt_samples`` and ``stdev`` (SmoothGrad: 16 samples, noise 0.15 of the
@@ -223,8 +224,9 @@ def attribute(model: nn.Module, x: Tensor, method: str, target: Union[None, int,
     nets = nets if nets is not None else {}
 
     def net_for(name: str) -> Projector:
-        if name not in nets:
-            nets[name] = Projector(model, method=name)
+        if name not in nets:  # one trace of the model for every method
+            nets[name] = (next(iter(nets.values())).with_method(name) if nets
+                          else Projector(model, method=name))
         return nets[name]
 
     wanted = "class" if target.is_class else "unit"

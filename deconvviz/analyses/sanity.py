@@ -32,7 +32,8 @@ from .. import figures, method_table
 from .._io import FIGURE_FORMATS, check_output_path, write_atomically
 from ..data.images import to_rgb
 from ..data.zoo import model_info
-from ..engine.graph import trace
+from ..engine import Projector
+from ..engine.graph import TracedModel, trace
 from ..engine.recording import check_images
 from ..errors import ArgumentError
 from .attribution import attribute, resolve_target
@@ -103,10 +104,10 @@ class SanityResult:
                 f"Spearman |map| at the last step: {ends})")
 
 
-def parametrised_layers(model: nn.Module) -> List[str]:
+def parametrised_layers(model: nn.Module, *, traced: Optional[TracedModel] = None) -> List[str]:
     """The module paths of the layers that hold parameters, in forward order (the order of
-    their first call in the traced graph)."""
-    traced = trace(model)
+    their first call in the traced graph; ``traced``: the model's trace, if made already)."""
+    traced = traced if traced is not None else trace(model)
     seen: List[str] = []
     for op in traced.ops.values():
         path = op.node.target if op.node.op == "call_module" else None
@@ -167,11 +168,13 @@ def sanity_check(model: nn.Module, x: Tensor, methods: Optional[Sequence[str]] =
     resolved = resolve_target(model, x, target)
     if not resolved.is_class:
         raise ArgumentError("the sanity check explains a class")
-    order = list(layers) if layers is not None else parametrised_layers(model)
+    copied = copy.deepcopy(model)
+    first = Projector(copied, method=method_table.names(method_table.REVERSE)[0])
+    nets: dict = {first.method.name: first}  # one trace of the copy, for every method
+    order = (list(layers) if layers is not None
+             else parametrised_layers(copied, traced=first.traced))
     if not order:
         raise ArgumentError("the model has no layers with parameters to randomise")
-    copied = copy.deepcopy(model)
-    nets: dict = {}
     names, collected = ["original"], {m: [] for m in methods}
     for k, path in enumerate([None] + order[::-1]):
         if path is not None:

@@ -107,6 +107,18 @@ class Projector:
         self.max_memory = int(max_memory)
         self._layers: Dict[Tuple[int, int], Measured] = {}
 
+    def with_method(self, method: Union[str, RuleSet]) -> "Projector":
+        """This projector with another method: the same model, trace, aliases and measured
+        layers (nothing is traced or measured again).
+
+        Examples:
+            >>> guided = Deconvnet(model).with_method("guided")
+        """
+        other = Projector.__new__(Projector)
+        other.__dict__.update(self.__dict__)  # shares the trace and the measured layers
+        other.method = get_method(method) if isinstance(method, str) else method
+        return other
+
     def __repr__(self) -> str:
         name = getattr(model_info(self.model), "name", None) or type(self.model).__name__
         return (f"{type(self).__name__}({name}, method={self.method.name!r}, "

@@ -14,10 +14,27 @@ from typing import Callable, List, Optional, Sequence
 
 from .errors import OutputError
 
-__all__ = ["FIGURE_FORMATS", "check_output_path", "check_writable_folder", "figure_paths",
-           "write_atomically"]
+__all__ = ["FIGURE_FORMATS", "DATA_FORMATS", "result_formats", "check_output_path",
+           "check_writable_folder", "figure_paths", "write_atomically"]
 
 FIGURE_FORMATS = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
+# What each kind of result saves besides its figure, written once: the results
+# (deconvviz.analyses.result.Result) and the command line (before torch is imported) read it.
+DATA_FORMATS = {
+    "projections": (".npy", ".npz"),
+    "comparison": (".npz",),
+    "sanity": (".csv",),
+    "occlusion": (".npz",),
+    "invariance": (".csv",),
+    "correspondence": (".md", ".csv", ".tex"),
+    "evolution": (".npz",),
+    "filters": (".csv",),
+}
+
+
+def result_formats(kind: str) -> tuple:
+    """The file types a result of ``kind`` saves to: its figure's, then its data's."""
+    return FIGURE_FORMATS + DATA_FORMATS[kind]
 
 
 def check_writable_folder(path: str) -> str:

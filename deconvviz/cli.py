@@ -18,7 +18,7 @@ from typing import List, Optional
 import click
 
 from . import method_table
-from ._io import FIGURE_FORMATS, check_output_path, figure_paths
+from ._io import DATA_FORMATS, FIGURE_FORMATS, check_output_path, figure_paths, result_formats
 from .choices import (
     INITS,
     MAX_TOP,
@@ -398,7 +398,7 @@ def compare_command(model: str, target: Optional[str], layer: Optional[str],
     layout of Grad-CAM's Fig. 1 and Springenberg's Fig. 2."""
     get_spec(model)
     names = _methods(methods, method_table.COMPARE_DEFAULT)
-    check_output_path(out, FIGURE_FORMATS + (".npz",))
+    check_output_path(out, result_formats("comparison"))
     if (layer is None) != (feature is None):
         raise ArgumentError("a unit target needs both --layer and --feature")
     from .analyses import compare
@@ -441,7 +441,7 @@ def sanity_command(model: str, methods: Optional[str], target: Optional[str], se
     names = _methods(methods, method_table.SANITY_DEFAULT)
     check_output_path(out, FIGURE_FORMATS)
     if csv_path is not None:
-        check_output_path(csv_path, (".csv",))
+        check_output_path(csv_path, DATA_FORMATS["sanity"])
     from tqdm import tqdm
 
     from .analyses import sanity_check
@@ -506,7 +506,7 @@ def occlude_command(model: str, layer: Optional[str], feature: Optional[int],
     the predicted class at each position, in the paper's five panels. One forward pass per
     position."""
     get_spec(model)
-    check_output_path(out, FIGURE_FORMATS + (".npz",))
+    check_output_path(out, result_formats("occlusion"))
     from tqdm import tqdm
 
     from .analyses import occlusion
@@ -552,7 +552,7 @@ def invariance_command(model: str, transform: str, layers: Optional[str],
                             f"{', '.join(TRANSFORMS)}")
     check_output_path(out, FIGURE_FORMATS)
     if csv_path is not None:
-        check_output_path(csv_path, (".csv",))
+        check_output_path(csv_path, DATA_FORMATS["invariance"])
     from .analyses import invariance
     from .figures import invariance_figure, save_figure
 
@@ -598,7 +598,7 @@ def correspondence_command(model: str, parts: str, layers: Optional[str], draws:
     import json
 
     get_spec(model)
-    check_output_path(out, (".md", ".csv", ".tex") + FIGURE_FORMATS)
+    check_output_path(out, result_formats("correspondence"))
     try:
         with open(parts, encoding="utf-8") as handle:
             boxes = json.load(handle)
@@ -723,7 +723,7 @@ def evolution_command(checkpoints: List[str], data: str, layers: str, features: 
     feature's strongest activation across --data is projected to pixels."""
     if model is not None:
         get_spec(model)
-    check_output_path(out, FIGURE_FORMATS + (".npz",))
+    check_output_path(out, result_formats("evolution"))
     if not features.startswith("random:"):
         parse_features(features)
     names = parse_list(layers, "--layers")
@@ -776,7 +776,7 @@ def filters_command(models: List[str], weights: List[str], layer: Optional[str],
         get_spec(name)
     check_output_path(out, FIGURE_FORMATS)
     if csv_path is not None:
-        check_output_path(csv_path, (".csv",))
+        check_output_path(csv_path, DATA_FORMATS["filters"])
     from .analyses import filters
     from .data.zoo import load_model
 

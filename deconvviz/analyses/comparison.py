@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, ClassVar, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from .. import figures, method_table
-from .._io import FIGURE_FORMATS, check_output_path, write_atomically
+from .._io import write_atomically
 from ..data.images import load_image
 from ..data.zoo import model_info
 from ..errors import ArgumentError
 from .attribution import Target, attribute, probabilities, resolve_target
+from .result import Result
 
 __all__ = ["Comparison", "compare", "DEFAULT_METHODS"]
 
@@ -28,7 +29,7 @@ DEFAULT_METHODS = method_table.COMPARE_DEFAULT
 
 
 @dataclass
-class Comparison:
+class Comparison(Result):
     """Every method's attribution of one target per image.
 
     Attributes:
@@ -55,6 +56,7 @@ class Comparison:
     weights: str = "user"  # as in ModelInfo: "random", "imagenet" or a path
     display: Dict[str, str] = field(default_factory=method_table.displays)
     titles: Dict[str, str] = field(default_factory=method_table.titles)
+    kind: ClassVar[str] = "comparison"  # saves .npz besides the figure
 
     def row_label(self, image: int) -> str:
         label = self.target.label(image)
@@ -66,18 +68,11 @@ class Comparison:
         """The comparison grid: the photo, then one column per method."""
         return figures.comparison_grid(self, fig=fig)
 
-    def _repr_png_(self) -> bytes:
-        return self.figure()._repr_png_()
-
-    def save(self, path: Union[str, os.PathLike], *, dpi: Optional[int] = None) -> str:
-        """A figure (``.png .jpg .pdf .svg``) or the arrays (``.npz``)."""
-        path = check_output_path(os.fspath(path), FIGURE_FORMATS + (".npz",))
-        if path.lower().endswith(".npz"):
-            arrays = {f"map_{m}": t.cpu().numpy() for m, t in self.maps.items()}
-            return write_atomically(path, lambda f: np.savez_compressed(
-                f, rgb=np.stack(self.rgb), methods=np.asarray(self.methods),
-                images=np.asarray(self.images), **arrays))
-        return figures.save_figure(self.figure(), path, dpi=dpi)
+    def _save_data(self, path: str, ext: str) -> str:
+        arrays = {f"map_{m}": t.cpu().numpy() for m, t in self.maps.items()}
+        return write_atomically(path, lambda f: np.savez_compressed(
+            f, rgb=np.stack(self.rgb), methods=np.asarray(self.methods),
+            images=np.asarray(self.images), **arrays))
 
     def __repr__(self) -> str:
         return (f"Comparison({self.model}, {len(self.images)} image(s), target "

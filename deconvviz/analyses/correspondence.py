@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from .. import figures
-from .._io import FIGURE_FORMATS, check_output_path, write_atomically
+from .._io import write_atomically
 from ..choices import weights_label
 from ..data.images import load_image, to_rgb
 from ..data.zoo import model_info
@@ -31,6 +30,7 @@ from ..engine import Deconvnet
 from ..engine.recording import check_images, forward_to
 from ..errors import ArgumentError
 from .invariance import default_probe_layers
+from .result import Result
 
 __all__ = ["CorrespondenceResult", "PartBoxes", "correspondence", "check_parts", "hamming_delta",
            "parts_figure"]
@@ -83,7 +83,7 @@ def _masked(x: Tensor, boxes: Sequence[Box]) -> Tensor:
 
 
 @dataclass
-class CorrespondenceResult:
+class CorrespondenceResult(Result):
     """The outcome of :func:`correspondence`.
 
     Attributes:
@@ -92,6 +92,8 @@ class CorrespondenceResult:
         layers, parts: the table's columns and rows; boxes: part -> one box per image.
         rgb: the crops the model saw.
     """
+
+    kind: ClassVar[str] = "correspondence"
 
     delta: Dict[str, Dict[str, float]]
     random: Dict[str, Dict[str, Tuple[float, float]]]
@@ -140,18 +142,9 @@ class CorrespondenceResult:
         """The images with each part's box drawn, to check the boxes."""
         return figures.correspondence_figure(self, fig=fig)
 
-    def _repr_png_(self) -> bytes:
-        return self.figure()._repr_png_()
-
-    def save(self, path: Union[str, os.PathLike], *, dpi: Optional[int] = None) -> str:
-        """The table by extension (``.md``, ``.csv``, ``.tex``), or the boxes' figure."""
-        formats = (".md", ".csv", ".tex") + FIGURE_FORMATS
-        path = check_output_path(os.fspath(path), formats)
-        ext = os.path.splitext(path)[1].lower()
-        if ext in (".md", ".csv", ".tex"):
-            text = self.table({".md": "markdown", ".csv": "csv", ".tex": "latex"}[ext]).encode()
-            return write_atomically(path, lambda f: f.write(text))
-        return figures.save_figure(self.figure(), path, dpi=dpi)
+    def _save_data(self, path: str, ext: str) -> str:
+        text = self.table({".md": "markdown", ".csv": "csv", ".tex": "latex"}[ext]).encode()
+        return write_atomically(path, lambda f: f.write(text))
 
     def __repr__(self) -> str:
         return self.table()

@@ -10,17 +10,18 @@ import copy
 import os
 import re
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, ClassVar, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 from torch import nn
 
 from .. import figures
-from .._io import check_output_path, write_atomically
+from .._io import write_atomically
 from ..choices import choose_features
 from ..data.zoo import checkpoint_model, get_spec, load_model, load_weights_into, model_info
 from ..errors import ArgumentError
 from .dataset_scan import Hit, list_images, scan
+from .result import Result
 from .top_hits import project_hits
 from .training import run_checkpoints
 
@@ -28,7 +29,7 @@ __all__ = ["evolution", "EvolutionResult"]
 
 
 @dataclass
-class EvolutionResult:
+class EvolutionResult(Result):
     """The outcome of :func:`evolution`.
 
     Attributes:
@@ -45,6 +46,8 @@ class EvolutionResult:
             checkpoint ``c`` (a :class:`~deconvviz.analyses.dataset_scan.Hit`).
         method: the reverse pass used.
     """
+
+    kind: ClassVar[str] = "evolution"
 
     model: str
     layers: List[str]
@@ -65,17 +68,11 @@ class EvolutionResult:
             patches={l: self.patches[l] for l in self.layers} if patches else None,
             scaling=scaling, title=f"{self.model}{how}: feature evolution during training")
 
-    def save(self, path: Union[str, "os.PathLike[str]"], *, dpi: Optional[float] = None,
-             **options) -> str:
-        """``.npz`` for the arrays; ``.png/.jpg/.pdf/.svg`` for the figure."""
-        path = os.fspath(path)
-        if path.lower().endswith(".npz"):
-            check_output_path(path, (".npz",))
-            arrays = {f"{l}_projections": self.projections[l] for l in self.layers}
-            arrays.update({f"{l}_features": np.array(self.features[l]) for l in self.layers})
-            arrays["labels"] = np.array(self.labels)
-            return write_atomically(path, lambda f: np.savez_compressed(f, **arrays))
-        return figures.save_figure(self.figure(**options), path, dpi=dpi)
+    def _save_data(self, path: str, ext: str) -> str:
+        arrays = {f"{l}_projections": self.projections[l] for l in self.layers}
+        arrays.update({f"{l}_features": np.array(self.features[l]) for l in self.layers})
+        arrays["labels"] = np.array(self.labels)
+        return write_atomically(path, lambda f: np.savez_compressed(f, **arrays))
 
     def __repr__(self) -> str:
         return (f"EvolutionResult({self.model}, layers {', '.join(self.layers)}, "

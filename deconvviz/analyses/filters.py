@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Union
+from typing import ClassVar, Dict, List, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
 from .. import figures
-from .._io import check_output_path, write_atomically
+from .._io import write_atomically
 from ..data.zoo import model_info
 from ..engine.layers import aliases_of
 from ..errors import ArgumentError
+from .result import Result
 
 __all__ = ["filter_stats", "filters", "filter_figure", "FilterResult", "conv_of",
            "DEAD_FRACTION"]
@@ -75,7 +76,7 @@ def conv_of(model: nn.Module, layer: Optional[str] = None) -> tuple:
 
 
 @dataclass
-class FilterResult:
+class FilterResult(Result):
     """The filters of one conv layer of several models (or checkpoints), side by side.
 
     Attributes:
@@ -84,6 +85,8 @@ class FilterResult:
         weights: each model's filters ``[O, I, kh, kw]`` (CPU).
         stats: each model's :func:`filter_stats`.
     """
+
+    kind: ClassVar[str] = "filters"
 
     labels: List[str]
     layers: List[str]
@@ -116,16 +119,9 @@ class FilterResult:
         return figures.filters_figure(self.weights, self.labels, notes, scaling=scaling,
                                       ncols=ncols)
 
-    def save(self, path: Union[str, "os.PathLike[str]"], *, dpi: Optional[float] = None,
-             **options) -> str:
-        """``.csv`` for the statistics; ``.png/.jpg/.pdf/.svg`` for the figure (``options``
-        as in :meth:`figure`)."""
-        path = os.fspath(path)
-        if path.lower().endswith(".csv"):
-            check_output_path(path, (".csv",))
-            text = self.table().encode()
-            return write_atomically(path, lambda f: f.write(text))
-        return figures.save_figure(self.figure(**options), path, dpi=dpi)
+    def _save_data(self, path: str, ext: str) -> str:
+        text = self.table().encode()  # .csv
+        return write_atomically(path, lambda f: f.write(text))
 
     def __repr__(self) -> str:
         return "FilterResult(" + "; ".join(self.summary()) + ")"

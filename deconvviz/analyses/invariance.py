@@ -13,7 +13,7 @@ import csv
 import io
 import os
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Union
+from typing import ClassVar, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import figures
-from .._io import FIGURE_FORMATS, check_output_path, write_atomically
+from .._io import write_atomically
 from ..choices import TRANSFORMS
 from ..data.images import to_rgb
 from ..data.zoo import class_names, model_info
@@ -29,6 +29,7 @@ from ..engine import Deconvnet, Projector
 from ..engine.recording import check_images, forward_to
 from ..errors import ArgumentError, closest
 from .attribution import resolve_target
+from .result import Result
 
 __all__ = ["InvarianceResult", "invariance", "default_values", "apply_transform",
            "default_probe_layers"]
@@ -95,7 +96,7 @@ def default_probe_layers(net: Projector) -> List[str]:
 
 
 @dataclass
-class InvarianceResult:
+class InvarianceResult(Result):
     """The outcome of :func:`invariance` for one transform.
 
     Attributes:
@@ -109,6 +110,8 @@ class InvarianceResult:
         target_given: whether ``target`` was chosen, rather than each image's top-1 class
             before transforming.
     """
+
+    kind: ClassVar[str] = "invariance"
 
     transform: str
     values: List[float]
@@ -141,9 +144,6 @@ class InvarianceResult:
         probability plot, one curve per image."""
         return figures.invariance_figure([self], fig=fig)
 
-    def _repr_png_(self) -> bytes:
-        return self.figure()._repr_png_()
-
     def table(self) -> str:
         """CSV: one row per image and value."""
         buffer = io.StringIO()
@@ -159,13 +159,9 @@ class InvarianceResult:
                                    self.class_name(self.targets[n])])
         return buffer.getvalue()
 
-    def save(self, path: Union[str, os.PathLike], *, dpi: Optional[int] = None) -> str:
-        """``.csv`` for the numbers, or a figure."""
-        path = check_output_path(os.fspath(path), FIGURE_FORMATS + (".csv",))
-        if path.lower().endswith(".csv"):
-            text = self.table().encode()
-            return write_atomically(path, lambda f: f.write(text))
-        return figures.save_figure(self.figure(), path, dpi=dpi)
+    def _save_data(self, path: str, ext: str) -> str:
+        text = self.table().encode()  # .csv
+        return write_atomically(path, lambda f: f.write(text))
 
     def __repr__(self) -> str:
         return (f"InvarianceResult({self.model}, {self.transform}, {len(self.values)} values, "

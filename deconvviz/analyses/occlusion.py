@@ -9,9 +9,8 @@ Probabilities are the softmax of the logits.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple, Union
+from typing import Callable, ClassVar, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -19,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import figures
-from .._io import FIGURE_FORMATS, check_output_path, write_atomically
+from .._io import write_atomically
 from ..data.images import to_rgb
 from ..data.zoo import class_names, model_info
 from ..engine import Deconvnet
@@ -27,12 +26,13 @@ from ..engine.projector import strongest
 from ..engine.recording import check_images, forward_to
 from ..errors import ArgumentError
 from .attribution import default_cam_layer, resolve_target
+from .result import Result
 
 __all__ = ["OcclusionResult", "occlusion"]
 
 
 @dataclass
-class OcclusionResult:
+class OcclusionResult(Result):
     """The outcome of :func:`occlusion`, per image ``n`` and occluder position ``(i, j)``.
 
     Attributes:
@@ -49,6 +49,8 @@ class OcclusionResult:
         size, stride: the occluder's side and step in pixels.
         rgb: the crops the model saw; ``names``: the class names, where the model has them.
     """
+
+    kind: ClassVar[str] = "occlusion"
 
     activity: np.ndarray
     probability: np.ndarray
@@ -77,18 +79,11 @@ class OcclusionResult:
         map, (e) the label map."""
         return figures.occlusion_figure(self, fig=fig)
 
-    def _repr_png_(self) -> bytes:
-        return self.figure()._repr_png_()
-
-    def save(self, path: Union[str, os.PathLike], *, dpi: Optional[int] = None) -> str:
-        """A figure (``.png .jpg .pdf .svg``) or the arrays (``.npz``)."""
-        path = check_output_path(os.fspath(path), FIGURE_FORMATS + (".npz",))
-        if path.lower().endswith(".npz"):
-            return write_atomically(path, lambda f: np.savez_compressed(
-                f, activity=self.activity, probability=self.probability, label=self.label,
-                features=np.asarray(self.features), targets=np.asarray(self.targets),
-                size=self.size, stride=self.stride, layer=self.layer))
-        return figures.save_figure(self.figure(), path, dpi=dpi)
+    def _save_data(self, path: str, ext: str) -> str:
+        return write_atomically(path, lambda f: np.savez_compressed(
+            f, activity=self.activity, probability=self.probability, label=self.label,
+            features=np.asarray(self.features), targets=np.asarray(self.targets),
+            size=self.size, stride=self.stride, layer=self.layer))
 
     def __repr__(self) -> str:
         n, i, j = self.probability.shape

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, ClassVar, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -26,12 +26,13 @@ from ..engine.projector import strongest
 from ..engine.recording import check_images
 from ..errors import ArgumentError, ImageError
 from ..figures.display import crop_window, shared_scale, to_uint8
+from .result import Result
 
 __all__ = ["Projections", "ShowReport", "project", "project_layers", "show"]
 
 
 @dataclass
-class Projections:
+class Projections(Result):
     """Deconvnet projections of some features of one layer, for one image.
 
     Attributes:
@@ -48,6 +49,8 @@ class Projections:
         weights: which weights (as :class:`ModelInfo` says: ``"random"``, ``"imagenet"``,
             a checkpoint path, or ``"user"`` for a model deconvviz did not load).
     """
+
+    kind: ClassVar[str] = "projections"
 
     pixels: Tensor
     features: List[int]
@@ -118,22 +121,13 @@ class Projections:
         crop = _crops(self, view)
         return figures.projection_grid(self, scaling=scaling, ncols=ncols, crop=crop, fig=fig)
 
-    def _repr_png_(self) -> bytes:
-        return self.figure()._repr_png_()
-
-    def save(self, path: Union[str, os.PathLike], **figure_options) -> str:
-        """Save as arrays (``.npz``/``.npy``) or as a figure (``.png .jpg .pdf .svg``)."""
-        path = check_output_path(os.fspath(path), FIGURE_FORMATS + (".npy", ".npz"))
-        ext = os.path.splitext(path)[1].lower()
+    def _save_data(self, path: str, ext: str) -> str:
         if ext == ".npy":
             return write_atomically(path, lambda f: np.save(f, self.pixels.cpu().numpy()))
-        if ext == ".npz":
-            return write_atomically(path, lambda f: np.savez_compressed(
-                f, pixels=self.pixels.cpu().numpy(), features=np.asarray(self.features),
-                values=self.values, positions=self.positions, rgb=self.rgb,
-                layer=self.layer, model=self.model, mode=self.mode))
-        dpi = figure_options.pop("dpi", None)
-        return figures.save_figure(self.figure(**figure_options), path, dpi=dpi)
+        return write_atomically(path, lambda f: np.savez_compressed(
+            f, pixels=self.pixels.cpu().numpy(), features=np.asarray(self.features),
+            values=self.values, positions=self.positions, rgb=self.rgb,
+            layer=self.layer, model=self.model, mode=self.mode))
 
     def __repr__(self) -> str:
         shape = "x".join(str(s) for s in self.pixels.shape[1:])

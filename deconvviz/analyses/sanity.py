@@ -20,16 +20,15 @@ from __future__ import annotations
 import copy
 import csv
 import io
-import os
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, ClassVar, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from .. import figures, method_table
-from .._io import FIGURE_FORMATS, check_output_path, write_atomically
+from .._io import write_atomically
 from ..data.images import to_rgb
 from ..data.zoo import model_info
 from ..engine import Projector
@@ -37,6 +36,7 @@ from ..engine.graph import TracedModel, trace
 from ..engine.recording import check_images
 from ..errors import ArgumentError
 from .attribution import attribute, resolve_target
+from .result import Result
 
 __all__ = ["SanityResult", "sanity_check", "parametrised_layers", "METRICS",
            "DEFAULT_METHODS"]
@@ -46,7 +46,7 @@ DEFAULT_METHODS = method_table.SANITY_DEFAULT
 
 
 @dataclass
-class SanityResult:
+class SanityResult(Result):
     """The outcome of :func:`sanity_check`.
 
     Attributes:
@@ -59,6 +59,8 @@ class SanityResult:
         rgb: the crops the network saw.
         model: the model's name.
     """
+
+    kind: ClassVar[str] = "sanity"
 
     steps: List[str]
     methods: List[str]
@@ -75,9 +77,6 @@ class SanityResult:
         """Adebayo's Fig. 2: a row of maps per method across the steps, above the curves."""
         return figures.sanity_figure(self, image=image, max_columns=max_columns, fig=fig)
 
-    def _repr_png_(self) -> bytes:
-        return self.figure()._repr_png_()
-
     def table(self) -> str:
         """The scores as CSV: one row per step, method and metric."""
         buffer = io.StringIO()
@@ -89,13 +88,9 @@ class SanityResult:
                                                      for m in METRICS])
         return buffer.getvalue()
 
-    def save(self, path: Union[str, os.PathLike], *, dpi: Optional[int] = None) -> str:
-        """``.csv`` for the scores, or a figure (``.png .jpg .pdf .svg``)."""
-        path = check_output_path(os.fspath(path), FIGURE_FORMATS + (".csv",))
-        if path.lower().endswith(".csv"):
-            text = self.table().encode()
-            return write_atomically(path, lambda f: f.write(text))
-        return figures.save_figure(self.figure(), path, dpi=dpi)
+    def _save_data(self, path: str, ext: str) -> str:
+        text = self.table().encode()  # .csv
+        return write_atomically(path, lambda f: f.write(text))
 
     def __repr__(self) -> str:
         last = {m: self.scores[m]["spearman_abs"][-1] for m in self.methods}

@@ -31,7 +31,7 @@ def test_cone_equals_the_full_size_pass_on_every_zoo_family(name):
     x = torch.randn(2, 3, 128, 128)
     for layer in _cone_layers(net, x):
         channels = net.record(x, layer).activations[layer].shape[1]
-        features = list(range(0, channels, max(1, channels // 6)))
+        features = [0, channels // 2, channels - 1]
         cone = net.project(x, layer, features, cone=True)
         full = net.project(x, layer, features, cone=False)
         assert rel_error(cone, full) <= TOLERANCE, (name, layer)

@@ -33,23 +33,23 @@ from .geometry import SEED_WINDOW, Pair, Window
 from .graph import Op, TracedModel
 from .recording import Recording
 from .reverse import FullSize, run
-from .rules import RuleSet, get_rule
+from .rules import RuleSet
 
 __all__ = ["ConePlan", "plan_cone", "cone_windows", "cone_is_cheaper", "bytes_per_seed"]
 
 
-def _window_of(op: Op, out: Window, shapes) -> Optional[Window]:
+def _window_of(op: Op, out: Window, shapes, rules: RuleSet) -> Optional[Window]:
     """The window of ``op``'s inputs that its output window reaches, or ``None`` if the op
     mixes positions beyond a local window."""
     shape = shapes.get(op.name)
-    rule = get_rule(op.kind)
+    rule = rules.rule_of(op)
     if shape is None or len(shape) < 3 or rule is None or rule.window is None:
         return None
     return rule.window(op, out, shapes)
 
 
 def cone_windows(ops_down: List[Op], layer_node: str, input_node: str,
-                 rec: Recording) -> Optional[Dict[str, Window]]:
+                 rec: Recording, rules: RuleSet) -> Optional[Dict[str, Window]]:
     """Each node's window below ``layer_node`` (ops in reverse topological order), or
     ``None`` when the layer's cone is the whole image."""
     shape = rec.shapes.get(layer_node)
@@ -60,10 +60,10 @@ def cone_windows(ops_down: List[Op], layer_node: str, input_node: str,
         out = windows.get(op.name)
         if out is None:
             continue
-        natural = _window_of(op, out, rec.shapes)
+        natural = _window_of(op, out, rec.shapes, rules)
         if natural is None:
             return None
-        for node in op.inputs:
+        for node in rules.rule_of(op).inputs_reached(op):
             known = windows.get(node.name)
             merged = natural if known is None else known.union(natural)
             if merged is None:
@@ -111,7 +111,7 @@ class _Windows(FullSize):
         return (self.seeds, *s[1:-2], *self.natural.size)
 
     def reverse(self, op: Op, signal: Tensor):
-        rule = self.rules.rule(op.kind)
+        rule = self.rules.rule_of(op)
         return (rule.cone_reverse or rule.reverse)(op, signal, self)
 
     def place(self, op: Op, node, contribution: Tensor) -> Tensor:
@@ -129,11 +129,20 @@ class _Windows(FullSize):
 
     def input_of(self, op: Op) -> Tensor:
         """The op's recorded input over each seed's window (zero outside the map)."""
-        x = self.rec.inputs[op.name]
+        return self._over_windows(self.rec.inputs[op.name], f"padded input {op.name}")
+
+    def argument(self, op: Op, node) -> Tensor:
+        """The op's recorded argument ``node`` over each seed's window; one value per
+        channel (a gate, ``[N, C, 1, 1]``) is each seed's image's."""
+        value = self.rec.arguments[op.name][node.name]
+        if value.dim() >= 3 and value.shape[-2:] == (1, 1):
+            return value[self.images]
+        return self._over_windows(value, f"padded argument {op.name} {node.name}")
+
+    def _over_windows(self, x: Tensor, key: str) -> Tensor:
         (h, w), natural = self.natural.size, self.natural
         y0, x0 = natural.starts(self.ys, self.xs)
-        padded = self.plan.cached(f"padded input {op.name}",
-                                  lambda: F.pad(x, (w, w, h, h)))  # windows may hang over
+        padded = self.plan.cached(key, lambda: F.pad(x, (w, w, h, h)))  # windows may hang over
         rows = (y0 + h)[:, None] + torch.arange(h, device=x.device)
         cols = (x0 + w)[:, None] + torch.arange(w, device=x.device)
         picked = padded[self.images[:, None, None], :, rows[:, :, None], cols[:, None, :]]
@@ -149,7 +158,7 @@ class ConePlan:
                  windows: Dict[str, Window], folded: Dict[str, str], rules: RuleSet):
         self.traced, self.ops, self.rec, self.layer_node = traced, ops_down, rec, layer_node
         self.windows, self.folded, self.rules = windows, folded, rules
-        self.natural = {op.name: _window_of(op, windows[op.name], rec.shapes)
+        self.natural = {op.name: _window_of(op, windows[op.name], rec.shapes, rules)
                         for op in ops_down if op.name in windows}
         self._cache: Dict[str, Any] = {}
 
@@ -186,7 +195,7 @@ def plan_cone(traced: TracedModel, ops_down: List[Op], folded: Dict[str, str], r
     """A :class:`ConePlan` for the reverse pass through ``ops_down`` from ``layer_node``, or
     ``None`` where its cone is the whole image (or, with ``require_cheaper``, not smaller than
     the full maps)."""
-    windows = cone_windows(ops_down, layer_node, traced.input_node.name, rec)
+    windows = cone_windows(ops_down, layer_node, traced.input_node.name, rec, rules)
     if windows is None or (require_cheaper and not cone_is_cheaper(windows, rec)):
         return None
     return ConePlan(traced, ops_down, rec, layer_node, windows, folded, rules)

@@ -4,12 +4,15 @@ relative: torchvision's EfficientNet-B0, MobileNetV3-Large, ConvNeXt-Tiny, RegNe
 MobileNetV2 with random weights, two layers each, both modes."""
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import assert_untouched, snapshot
 from modern_oracle import modern_oracle
 from oracle import rel_error
+from torch import nn
 from torchvision import models
 
 import deconvviz as dv
+from deconvviz.engine.cone import plan_cone
 
 TOLERANCE = 1e-4
 METHODS = ["deconvnet", "guided", "gradient"]
@@ -72,3 +75,82 @@ def test_every_method_matches_the_oracle(name):
         if name != "mobilenet_v2":  # ReLU6 only: guided and gradient differ at sign flips
             assert rel_error(expected["guided", layer, "map"],
                              expected["gradient", layer, "map"]) > 1e-2
+
+
+class Functional(nn.Module):
+    """Every activation in its functional form, a squeeze-excitation written by hand (the gate
+    reshaped before the product), a LayerNorm over channels, a channel split and a division."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.fc1, self.fc2 = nn.Linear(8, 4), nn.Linear(4, 8)
+        self.norm = nn.LayerNorm(8)
+        self.c3 = nn.Conv2d(4, 6, 3)
+
+    def forward(self, x):
+        x = F.leaky_relu(self.c1(x), 0.2)
+        x = F.elu(x) + F.mish(x) + F.gelu(x, approximate="tanh") + F.hardswish(x)
+        x = F.silu(self.c2(x))
+        n, c = x.shape[:2]
+        gate = torch.sigmoid(self.fc2(F.relu(self.fc1(x.mean((2, 3))))))
+        x = x * gate.view(n, c, 1, 1)
+        x = self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        a, b = x.chunk(2, dim=1)
+        return self.c3(F.gelu(a) / (1 + b.abs()))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_functional_forms_gates_and_other_ops(method):
+    torch.manual_seed(0)
+    model = Functional().eval()
+    before = snapshot(model)
+    x = torch.randn(2, 3, 12, 12)
+    net = dv.Projector(model, method=method)
+    text = str(net.reverse_pass("c3"))
+    assert "vector-Jacobian product" in text  # LayerNorm, permute, chunk, abs, division
+    for mode in ("max", "map"):
+        ours = net.project(x, "c3", [0, 5], mode=mode)
+        expected = modern_oracle(model, x, "c3", [0, 5], mode, method)
+        assert expected.abs().max() > 0
+        assert rel_error(ours, expected) <= TOLERANCE, mode
+    assert_untouched(model, before)
+
+
+@pytest.mark.agreement
+@pytest.mark.parametrize("name", ["efficientnet_b0", "mobilenet_v3_large", "regnet_y_400mf"])
+def test_the_cone_stays_local_through_gates(name):
+    model = modern(name)
+    layer, size = MODERN[name][1][0], MODERN[name][2]
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(2))
+    for method in ("deconvnet", "guided"):  # the gate is a recorded constant
+        net = dv.Projector(model, method=method)
+        steps = net.reverse_pass(layer)
+        assert "projected in their cone" in str(steps)
+        plan = plan_cone(net.traced, steps.ops, steps.folded, net.method, net.record(x, layer),
+                         steps.ops[0].name, require_cheaper=False)
+        assert plan is not None  # the cone runs (not the full-size pass again)
+        features = list(range(0, 24, 3))
+        cone = net.project(x, layer, features, cone=True)
+        full = net.project(x, layer, features, cone=False)
+        assert rel_error(cone, full) <= TOLERANCE, method
+    # The gradient runs into the gate's branch, a global pool: the whole image, said so.
+    gradient = dv.Gradient(model)
+    assert "Receptive-field cone: not used" in str(gradient.reverse_pass(layer))
+    assert torch.equal(gradient.project(x, layer, 3, cone=True),
+                       gradient.project(x, layer, 3, cone=False))
+
+
+class Branching(nn.Module):
+    def forward(self, x):
+        return F.silu(x) if x.sum() > 0 else x
+
+
+def test_what_autograd_cannot_do_is_still_refused():
+    with pytest.raises(dv.UnsupportedOpError, match="cannot trace Branching with torch.fx.*"
+                                                    "must not branch on tensor values"):
+        dv.Gradient(Branching())
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.SiLU())
+    bare = dv.engine.RuleSet("bare", "bare method")  # no fallback, no activation rule
+    with pytest.raises(dv.UnsupportedOpError, match="no bare method rule for SiLU at 1"):
+        dv.Projector(model, method=bare).reverse_pass("1")

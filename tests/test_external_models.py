@@ -74,3 +74,19 @@ def test_show_draws_a_torchvision_model(tmp_path):
                   "--top", 2, "--weights", "none", "--method", "guided", "--out", out, CHELSEA)
     assert proc.returncode == 0, proc.stderr
     assert out.stat().st_size > 0
+
+
+def test_a_long_model_name_wraps_the_title_inside_a_small_figure():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from deconvviz.figures.base import fitted
+
+    title = "torchvision:efficientnet_v2_s features.3.1 (guided, max) - chelsea.png - " \
+            "untrained weights"
+    fig = Figure(figsize=(4.5, 3))
+    text = fig.suptitle(fitted(title, fig, 8.5), fontsize=8.5)
+    box = text.get_window_extent(FigureCanvasAgg(fig).get_renderer())
+    assert "\n" in text.get_text() and box.x0 >= 0 and box.x1 <= fig.bbox.x1
+    assert fitted("vgg16 conv3_3 (max) - chelsea.png", fig, 8.5) == \
+        "vgg16 conv3_3 (max) - chelsea.png"  # short titles stay as they were

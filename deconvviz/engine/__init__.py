@@ -6,6 +6,7 @@ module              job
 ``graph``           trace a model with torch.fx; classify every node by the rule that claims it
 ``rules``           the :class:`Rule` and :class:`RuleSet` types and the rule registry
 ``ops``             the built-in rule of every op kind (one registration each)
+``pointwise``       activations, products (gates) and the exact-VJP fallback for other ops
 ``methods``         methods as rule sets (deconvnet, guided backprop, gradient)
 ``geometry``        receptive-field and window arithmetic, padding resolved once
 ``recording``       one forward pass: activations, switches, inputs a method reads

@@ -210,6 +210,7 @@ def gate_factor(op) -> Optional[fx.Node]:
 register_rule(Rule(
     kind="product", description="both factors, at the recorded point: signal * b to a, "
                                 "signal * a to b",
-    reverse=_product, functions=(operator.mul, torch.mul), methods=("mul", "mul_"),
+    reverse=_product, functions=(operator.mul, torch.mul, operator.imul),
+    methods=("mul", "mul_"),
     parse=_parse_product, when=_two_signals, window=_same_window, field=_same_field,
     needs=frozenset({"arguments"})))

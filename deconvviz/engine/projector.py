@@ -6,9 +6,10 @@ maps or inside each activation's receptive-field cone. :class:`Deconvnet` is the
 Zeiler & Fergus's deconvnet; the rules of each op kind are listed in the documentation
 ("How the deconvnet is computed"), generated from the registered rules.
 
-Any op on the path that the method has no rule for raises
-:class:`~deconvviz.errors.UnsupportedOpError` naming the op and where it is: deconvviz never
-falls back to a plain gradient.
+Every op on the path takes the method's rule for its kind, or the method's fallback (the op's
+exact vector-Jacobian product at the recorded forward point); an op neither fits (one autograd
+cannot differentiate) raises :class:`~deconvviz.errors.UnsupportedOpError` naming the op and
+where it is: deconvviz never falls back to a plain gradient.
 """
 from __future__ import annotations
 

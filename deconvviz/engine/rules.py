@@ -14,8 +14,9 @@ A :class:`Rule` is registered once per op kind (``conv``, ``relu``, ``maxpool``,
 - the forward state it reads (``needs``: max-pool switches, a ReLU's input).
 
 Linear ops have one reverse, their transpose, whatever the method. The ops in which methods
-differ (ReLU, local response normalisation) register no reverse of their own: a
-:class:`RuleSet` (a method, such as the deconvnet) supplies it. zennit's composites are the
+differ (ReLU, other activations, local response normalisation) register no reverse of their
+own: a :class:`RuleSet` (a method, such as the deconvnet) supplies it, and a rule set's
+``fallback`` takes every op no rule claims. zennit's composites are the
 model: a method is a mapping from op kinds to rules.
 """
 from __future__ import annotations

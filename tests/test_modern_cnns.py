@@ -154,3 +154,31 @@ def test_what_autograd_cannot_do_is_still_refused():
     bare = dv.engine.RuleSet("bare", "bare method")  # no fallback, no activation rule
     with pytest.raises(dv.UnsupportedOpError, match="no bare method rule for SiLU at 1"):
         dv.Projector(model, method=bare).reverse_pass("1")
+
+
+class Product(nn.Module):
+    """A product of two signals, neither a gate: both factors, in every method."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(6, 6, 3, padding=1)
+        self.c = nn.Conv2d(6, 4, 3, stride=2)
+
+    def forward(self, x):
+        x = F.silu(self.a(x))
+        return self.c(x * F.gelu(self.b(x)))
+
+
+@pytest.mark.agreement
+@pytest.mark.parametrize("method", METHODS)
+def test_a_product_of_two_signals_in_the_cone(method):
+    torch.manual_seed(0)
+    model = Product().eval()
+    x = torch.randn(2, 3, 24, 24)
+    net = dv.Projector(model, method=method)
+    steps = net.reverse_pass("c")
+    assert plan_cone(net.traced, steps.ops, steps.folded, net.method, net.record(x, "c"),
+                     steps.ops[0].name, require_cheaper=False) is not None
+    cone = net.project(x, "c", [0, 1, 2], cone=True)
+    assert rel_error(cone, net.project(x, "c", [0, 1, 2], cone=False)) <= TOLERANCE
+    assert rel_error(cone, modern_oracle(model, x, "c", [0, 1, 2], "max", method)) <= TOLERANCE

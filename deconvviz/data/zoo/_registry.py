@@ -102,7 +102,7 @@ def get_spec(name: str) -> ModelSpec:
     if spec is None and isinstance(name, str) and ":" in name:
         prefix, _, rest = name.partition(":")
         if prefix.lower() in _SOURCES:
-            return _SOURCES[prefix.lower()](rest.strip())
+            return _SOURCES[prefix.lower()](rest.strip().lower())  # their names: lower case
         raise UnknownModelError(
             f"unknown model source {prefix!r} in {name!r}. Valid sources: "
             f"{', '.join(f'{p}:NAME' for p in _SOURCES)}; or a zoo model: "

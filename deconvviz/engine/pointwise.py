@@ -56,7 +56,9 @@ def vjp_at(op, values: Dict[fx.Node, Tensor], signal, ctx) -> List:
     Raises:
         UnsupportedOpError: where autograd cannot differentiate the op.
     """
-    leaves = {n: values[n].detach().requires_grad_(True) for n in dict.fromkeys(op.inputs)}
+    # Inputs that are not floating point (a mask) have no gradient: constants, as in autograd.
+    leaves = {n: values[n].detach().requires_grad_(True) for n in dict.fromkeys(op.inputs)
+              if isinstance(values[n], Tensor) and values[n].is_floating_point()}
     with torch.enable_grad():
         # Clones: an in-place op (SiLU(inplace=True)) may not write into a leaf of autograd.
         env = {n: (leaves[n].clone() if n in leaves else v) for n, v in values.items()}

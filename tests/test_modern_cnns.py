@@ -182,3 +182,22 @@ def test_a_product_of_two_signals_in_the_cone(method):
     cone = net.project(x, "c", [0, 1, 2], cone=True)
     assert rel_error(cone, net.project(x, "c", [0, 1, 2], cone=False)) <= TOLERANCE
     assert rel_error(cone, modern_oracle(model, x, "c", [0, 1, 2], "max", method)) <= TOLERANCE
+
+
+class Rounded(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 2, 3)
+
+    def forward(self, x):
+        return self.b(self.a(x).to(torch.int64).float())  # no gradient through a cast
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_an_op_autograd_cannot_differentiate_refuses_when_it_runs(method):
+    model = Rounded().eval()
+    before = snapshot(model)
+    with pytest.raises(dv.UnsupportedOpError, match=r"no .* rule for Tensor.to at .*Rounded"
+                                                    r".*autograd cannot differentiate it"):
+        dv.Projector(model, method=method).project(torch.randn(1, 3, 9, 9), "b", 0)
+    assert_untouched(model, before)

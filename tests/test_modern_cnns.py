@@ -201,3 +201,21 @@ def test_an_op_autograd_cannot_differentiate_refuses_when_it_runs(method):
                                                     r".*autograd cannot differentiate it"):
         dv.Projector(model, method=method).project(torch.randn(1, 3, 9, 9), "b", 0)
     assert_untouched(model, before)
+
+
+@pytest.mark.agreement
+@pytest.mark.parametrize("method", METHODS)
+def test_the_cone_follows_channels_last_maps(method):
+    # ConvNeXt permutes each block's map to [N, H, W, C] for LayerNorm and its MLP, which act
+    # per position: the cone follows them in every method (the model has no gates).
+    model = modern("convnext_tiny")
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    layer, features = "features.3", [0, 5, 17]
+    net = dv.Projector(model, method=method)
+    steps = net.reverse_pass(layer)
+    assert "projected in their cone" in str(steps)
+    assert plan_cone(net.traced, steps.ops, steps.folded, net.method, net.record(x, layer),
+                     steps.ops[0].name, require_cheaper=False) is not None
+    cone = net.project(x, layer, features, cone=True)
+    assert rel_error(cone, net.project(x, layer, features, cone=False)) <= TOLERANCE
+    assert rel_error(cone, modern_oracle(model, x, layer, features, "max", method)) <= TOLERANCE

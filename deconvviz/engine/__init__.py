@@ -12,6 +12,7 @@ module              job
 ``recording``       one forward pass: activations, switches, inputs a method reads
 ``reverse``         the one reverse loop, and its full-size context
 ``cone``            the receptive-field cone: windows, and its context for the reverse loop
+``layout``          channels-last maps (ConvNeXt's permutes) and the ops acting per position
 ``layers``          layer names, aliases, shapes and receptive fields
 ``projector``       :class:`Projector` / :class:`Deconvnet`: the engine's front door
 ==================  ===========================================================================

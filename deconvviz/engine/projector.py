@@ -27,6 +27,7 @@ from ..errors import ArgumentError, UnsupportedOpError
 from .cone import bytes_per_seed, plan_cone
 from .graph import Op, TracedModel, trace
 from .layers import Layer, Measured, aliases_of, layer_of, layers_of, measure, resolve_layer
+from .layout import acts_per_position, channels_last_nodes
 from .methods import DECONVNET, GRADIENT, GUIDED, get_method
 from .ops import fold_batchnorms
 from .recording import Recording, check_images, record_nodes
@@ -189,9 +190,11 @@ class Projector:
     def _cone_stop(self, steps) -> Optional[Op]:
         """The first op on the way down through which no local window passes (the cone then
         is the whole image), ``None`` where each op has one."""
+        last = channels_last_nodes(reversed([s.op for s in steps]))
         for step in steps:
-            rule = self.method.rule_of(step.op)
-            if rule.window is None:
+            local = acts_per_position(step.op, last)
+            if local is False or (local is None
+                                  and self.method.rule_of(step.op).window is None):
                 return step.op
         return None
 
@@ -317,7 +320,7 @@ class Projector:
                          require_cheaper=not forced)
         if plan is None:
             return None
-        chunk = max(1, self.max_memory // bytes_per_seed(plan.windows, rec))
+        chunk = max(1, self.max_memory // bytes_per_seed(plan.windows, rec, plan.shapes))
         with torch.no_grad():
             return torch.cat([plan.project(images[i:i + chunk], features[i:i + chunk],
                                            ys[i:i + chunk], xs[i:i + chunk], values[i:i + chunk])

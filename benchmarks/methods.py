@@ -1,14 +1,16 @@
 """Guided backprop at speed, Captum's errors on the zoo, and the cost of a sanity check.
 
-    .venv/bin/python benchmarks/methods.py [--captum-sample 24] [--threads 2] [--parts ...]
+    .venv/bin/python benchmarks/methods.py [--captum-sample 24] [--threads 2] [--parts ...] [--models ...]
 
 1. Every feature of VGG16 conv4_3 (512) with guided backprop, mode max: deconvviz (one
    recorded forward pass, batched reverse passes in the receptive-field cone) against a loop
    of Captum's NeuronGuidedBackprop (one call per feature; timed on --captum-sample features
    and multiplied out, its time per feature being constant).
 2. Captum's GuidedBackprop, Deconvolution and GuidedGradCam against deconvviz's exact
-   methods, for the top-1 class of one photo, on every zoo model (random weights): the
-   largest relative difference, max |captum - exact| / max |exact|.
+   methods, for the top-1 class of one photo, on every zoo model and on EfficientNet-B0,
+   MobileNetV3-Small, ConvNeXt-Tiny (layer scales set to 1) and RegNetY-400MF (random
+   weights): the largest relative difference, max |captum - exact| / max |exact|; and
+   Captum's GuidedBackprop against the plain gradient.
 3. A full sanity check of VGG16 (all 16 parametrised layers) with 4 methods (deconvnet,
    guided, gradient, gradcam) on one 224x224 photo.
 """
@@ -59,13 +61,30 @@ def guided_speed(sample: int) -> None:
           f"{captum_s / deconvviz_s:.1f}x | {error:.1e} |")
 
 
-def captum_errors() -> None:
+# Today's CNNs, as the issue that brought their rules measured them (torchvision's names).
+MODERN = ["torchvision:efficientnet_b0", "torchvision:mobilenet_v3_small",
+          "torchvision:convnext_tiny", "torchvision:regnet_y_400mf"]
+
+
+def _random_model(name: str):
+    model = dv.load_model(name, weights=None)
+    if "convnext" in name:
+        # torchvision starts every block's layer scale at 1e-6, which hides the blocks (their
+        # GELUs) behind the skip connections; trained scales are not small.
+        with torch.no_grad():
+            for key, p in model.named_parameters():
+                if key.endswith("layer_scale"):
+                    p.fill_(1.0)
+    return model
+
+
+def captum_errors(names) -> None:
     from captum.attr import Deconvolution, GuidedBackprop, GuidedGradCam
 
-    print("\n| model | Captum GuidedBackprop | Captum Deconvolution | Captum GuidedGradCam |"
-          "\n|---|---:|---:|---:|")
-    for name in dv.list_models():
-        model = dv.load_model(name, weights=None)
+    print("\n| model | Captum GuidedBackprop | Captum Deconvolution | Captum GuidedGradCam | "
+          "Captum GuidedBackprop vs the gradient |\n|---|---:|---:|---:|---:|")
+    for name in names:
+        model = _random_model(name)
         x, _ = dv.load_image(PHOTO, model)
         with torch.no_grad():
             top = int(model(x).argmax())
@@ -77,7 +96,10 @@ def captum_errors() -> None:
                   rel(Deconvolution(model).attribute(x, target=top), deconv),
                   # bilinear, as Selvaraju et al. upsample (Captum's default is nearest)
                   rel(GuidedGradCam(model, model.get_submodule(cam_layer)).attribute(
-                      x, target=top, interpolate_mode="bilinear"), ggc)]
+                      x, target=top, interpolate_mode="bilinear"), ggc),
+                  # 0 where Captum's guided backprop is silently the plain gradient
+                  rel(GuidedBackprop(model).attribute(x, target=top),
+                      dv.attribute(model, x, "gradient", target=top))]
         print(f"| {name} | " + " | ".join(f"{e:.2g}" for e in errors) + " |", flush=True)
 
 
@@ -97,6 +119,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--parts", default="speed,errors,sanity",
                         help="Comma list of speed, errors, sanity.")
+    parser.add_argument("--models", default="zoo,modern",
+                        help="Models of the Captum comparison: 'zoo', 'modern' (EfficientNet-B0, "
+                             "MobileNetV3-Small, ConvNeXt-Tiny, RegNetY-400MF) or names.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
@@ -104,7 +129,10 @@ def main() -> None:
     if "speed" in parts:
         guided_speed(args.captum_sample)
     if "errors" in parts:
-        captum_errors()
+        names = []
+        for item in args.models.split(","):
+            names += {"zoo": dv.list_models(), "modern": MODERN}.get(item, [item])
+        captum_errors(names)
     if "sanity" in parts:
         sanity_time()
 

@@ -30,6 +30,8 @@ def weights_label(weights: str) -> str:
         return "untrained weights"
     if weights == "imagenet":
         return "ImageNet weights"
+    if weights == "pretrained":  # a timm model's default
+        return "timm's pretrained weights"
     if weights == "user":
         return "the model's own weights"
     return f"weights {os.path.basename(weights)}"

@@ -110,8 +110,8 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 def _weights_option(f):
     return click.option("--weights", default="default", show_default=True, metavar="WEIGHTS",
-                        help="'default' (torchvision's ImageNet weights), 'none' (random), "
-                             "or a checkpoint FILE.")(f)
+                        help="'default' (torchvision's ImageNet weights; timm's pretrained "
+                             "ones for timm:NAME), 'none' (random), or a checkpoint FILE.")(f)
 
 
 def _dpi_option(f):
@@ -149,7 +149,10 @@ def _method_option(f):
 
 def _model_option(f):
     return click.option("--model", "-m", required=True, metavar="NAME",
-                        help=f"A zoo model: {', '.join(list_models())}.")(f)
+                        help=f"A zoo model ({', '.join(list_models())}), any torchvision "
+                             f"classification model as torchvision:NAME (e.g. "
+                             f"torchvision:efficientnet_b0), or timm:NAME when timm is "
+                             f"installed.")(f)
 
 
 @click.group(cls=_OneLineErrors, invoke_without_command=True,
@@ -182,6 +185,8 @@ def models_command() -> None:
         path = cached_weights(name)
         cached = "-" if spec.imagenet_weights is None else ("yes" if path else "no (downloads)")
         click.echo(f"{name:<12} {count_parameters(name):>12,}  {weights:<18} {cached}")
+    click.echo("Beyond the zoo: --model torchvision:NAME for any torchvision classification "
+               "model (e.g. torchvision:efficientnet_b0), timm:NAME when timm is installed.")
 
 
 @cli.command("layers")

@@ -86,6 +86,13 @@ CASES = {
               (Fn(lambda m, x: -x), None),
               (Fn(lambda m, x: x * m.w, w=torch.tensor([0.5, -2.0, 3.0]).reshape(1, 3, 1, 1)),
                None)],
+    "activation": [(nn.Sequential(nn.SiLU()), _deconvnet_relu),
+                   (Fn(lambda m, x: F.gelu(x, approximate="tanh")), _deconvnet_relu),
+                   (Fn(lambda m, x: F.leaky_relu(x, 0.2)), _deconvnet_relu)],
+    # a gate is the recorded constant it is for the image; a product without one, both factors
+    "product": [(Fn(lambda m, x: x * torch.sigmoid(x.mean((2, 3), keepdim=True))),
+                 lambda x, s: s * torch.sigmoid(x.mean((2, 3), keepdim=True))),
+                (Fn(lambda m, x: x * x), None)],
 }
 
 
@@ -151,5 +158,8 @@ def test_reverse_pass_prints_the_methods_descriptions():
 
 def test_operator_functions_are_matched():
     assert registered_rules()  # the table is not empty
-    kinds = {f: r.kind for r in registered_rules() for f in r.functions}
+    kinds = {f: r.kind for r in registered_rules() for f in r.functions if r.when is None}
     assert kinds[operator.add] == "add" and kinds[operator.mul] == "scale"
+    # a mul of two signals is claimed first by the product rule
+    assert [r.kind for r in registered_rules() if operator.mul in r.functions and r.when] == \
+        ["product"]

@@ -6,11 +6,13 @@ module              job
 ``graph``           trace a model with torch.fx; classify every node by the rule that claims it
 ``rules``           the :class:`Rule` and :class:`RuleSet` types and the rule registry
 ``ops``             the built-in rule of every op kind (one registration each)
+``pointwise``       activations, products (gates) and the exact-VJP fallback for other ops
 ``methods``         methods as rule sets (deconvnet, guided backprop, gradient)
 ``geometry``        receptive-field and window arithmetic, padding resolved once
 ``recording``       one forward pass: activations, switches, inputs a method reads
 ``reverse``         the one reverse loop, and its full-size context
 ``cone``            the receptive-field cone: windows, and its context for the reverse loop
+``layout``          channels-last maps (ConvNeXt's permutes) and the ops acting per position
 ``layers``          layer names, aliases, shapes and receptive fields
 ``projector``       :class:`Projector` / :class:`Deconvnet`: the engine's front door
 ==================  ===========================================================================

@@ -23,7 +23,7 @@ pool) have the whole image as their cone, and use the full-size pass.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -31,25 +31,31 @@ from torch import Tensor
 
 from .geometry import SEED_WINDOW, Pair, Window
 from .graph import Op, TracedModel
+from .layout import acts_per_position, channels_last_nodes
 from .recording import Recording
 from .reverse import FullSize, run
-from .rules import RuleSet, get_rule
+from .rules import RuleSet
 
 __all__ = ["ConePlan", "plan_cone", "cone_windows", "cone_is_cheaper", "bytes_per_seed"]
 
 
-def _window_of(op: Op, out: Window, shapes) -> Optional[Window]:
+def _window_of(op: Op, out: Window, shapes, rules: RuleSet,
+               last: FrozenSet[str] = frozenset()) -> Optional[Window]:
     """The window of ``op``'s inputs that its output window reaches, or ``None`` if the op
-    mixes positions beyond a local window."""
+    mixes positions beyond a local window. ``last``: the nodes holding channels-last maps."""
     shape = shapes.get(op.name)
-    rule = get_rule(op.kind)
-    if shape is None or len(shape) < 3 or rule is None or rule.window is None:
+    rule = rules.rule_of(op)
+    if shape is None or len(shape) < 3 or rule is None:
         return None
-    return rule.window(op, out, shapes)
+    local = acts_per_position(op, last) if last else None
+    if local is not None:  # a permute to or from channels last, or an op acting per position
+        return out if local else None
+    return rule.window(op, out, shapes) if rule.window is not None else None
 
 
 def cone_windows(ops_down: List[Op], layer_node: str, input_node: str,
-                 rec: Recording) -> Optional[Dict[str, Window]]:
+                 rec: Recording, rules: RuleSet,
+                 last: FrozenSet[str] = frozenset()) -> Optional[Dict[str, Window]]:
     """Each node's window below ``layer_node`` (ops in reverse topological order), or
     ``None`` when the layer's cone is the whole image."""
     shape = rec.shapes.get(layer_node)
@@ -60,10 +66,10 @@ def cone_windows(ops_down: List[Op], layer_node: str, input_node: str,
         out = windows.get(op.name)
         if out is None:
             continue
-        natural = _window_of(op, out, rec.shapes)
+        natural = _window_of(op, out, rec.shapes, rules, last)
         if natural is None:
             return None
-        for node in op.inputs:
+        for node in rules.rule_of(op).inputs_reached(op):
             known = windows.get(node.name)
             merged = natural if known is None else known.union(natural)
             if merged is None:
@@ -72,21 +78,26 @@ def cone_windows(ops_down: List[Op], layer_node: str, input_node: str,
     return windows if input_node in windows else None
 
 
-def cone_is_cheaper(windows: Dict[str, Window], rec: Recording, margin: float = 1.0) -> bool:
+def cone_is_cheaper(windows: Dict[str, Window], rec: Recording, margin: float = 1.0,
+                    shapes: Optional[Mapping[str, Any]] = None) -> bool:
     """Whether the windows hold fewer than ``margin`` times the values of the full maps (deep
-    layers' cones can be larger than the maps themselves)."""
+    layers' cones can be larger than the maps themselves). ``shapes``: each node's shape,
+    channels first (by default the recorded ones)."""
+    shapes = rec.shapes if shapes is None else shapes
     cone = full = 0
     for name, window in windows.items():
-        shape = rec.shapes[name]
+        shape = shapes[name]
         cone += math.prod(shape[1:-2]) * window.size[0] * window.size[1]
         full += math.prod(shape[1:])
     return cone < margin * full
 
 
-def bytes_per_seed(windows: Dict[str, Window], rec: Recording) -> int:
+def bytes_per_seed(windows: Dict[str, Window], rec: Recording,
+                   shapes: Optional[Mapping[str, Any]] = None) -> int:
     """Memory one seed needs: its largest windows (signal, contributions, scratch) and its
-    full-size projection."""
-    sizes = sorted((math.prod(rec.shapes[n][1:-2]) * w.size[0] * w.size[1]
+    full-size projection. ``shapes``: each node's shape, channels first."""
+    shapes = rec.shapes if shapes is None else shapes
+    sizes = sorted((math.prod(shapes[n][1:-2]) * w.size[0] * w.size[1]
                     for n, w in windows.items()), reverse=True)
     return 4 * (3 * sum(sizes[:2]) + math.prod(rec.input_shape[1:]))
 
@@ -108,11 +119,20 @@ class _Windows(FullSize):
 
     def shape(self, node) -> Tuple[int, ...]:
         s = self.rec.shapes[node.name]
+        if node.name in self.plan.last:  # channels last: [S, h, w, C]
+            return (self.seeds, *self.natural.size, s[-1])
         return (self.seeds, *s[1:-2], *self.natural.size)
 
     def reverse(self, op: Op, signal: Tensor):
-        rule = self.rules.rule(op.kind)
-        return (rule.cone_reverse or rule.reverse)(op, signal, self)
+        rule = self.rules.rule_of(op)
+        last = self.plan.last
+        if not last:
+            return (rule.cone_reverse or rule.reverse)(op, signal, self)
+        # Signals are kept channels first; each rule sees its op's own layout.
+        if op.name in last:
+            signal = signal.movedim(1, -1)
+        out = (rule.cone_reverse or rule.reverse)(op, signal, self)
+        return [(n, c.movedim(-1, 1) if n.name in last else c) for n, c in out]
 
     def place(self, op: Op, node, contribution: Tensor) -> Tensor:
         target, natural = self.windows[node.name], self.natural
@@ -129,11 +149,24 @@ class _Windows(FullSize):
 
     def input_of(self, op: Op) -> Tensor:
         """The op's recorded input over each seed's window (zero outside the map)."""
-        x = self.rec.inputs[op.name]
+        return self._over_windows(self.rec.inputs[op.name], f"padded input {op.name}",
+                                  op.inputs[0].name in self.plan.last)
+
+    def argument(self, op: Op, node) -> Tensor:
+        """The op's recorded argument ``node`` over each seed's window; one value per
+        channel (a gate, ``[N, C, 1, 1]``) is each seed's image's."""
+        value = self.rec.arguments[op.name][node.name]
+        last = node.name in self.plan.last
+        if not last and value.dim() >= 3 and value.shape[-2:] == (1, 1):
+            return value[self.images]
+        return self._over_windows(value, f"padded argument {op.name} {node.name}", last)
+
+    def _over_windows(self, x: Tensor, key: str, channels_last: bool = False) -> Tensor:
+        if channels_last:  # [N, H, W, C]: pick the windows channels first, hand them back
+            return self._over_windows(x.movedim(-1, 1), key).movedim(1, -1)
         (h, w), natural = self.natural.size, self.natural
         y0, x0 = natural.starts(self.ys, self.xs)
-        padded = self.plan.cached(f"padded input {op.name}",
-                                  lambda: F.pad(x, (w, w, h, h)))  # windows may hang over
+        padded = self.plan.cached(key, lambda: F.pad(x, (w, w, h, h)))  # windows may hang over
         rows = (y0 + h)[:, None] + torch.arange(h, device=x.device)
         cols = (x0 + w)[:, None] + torch.arange(w, device=x.device)
         picked = padded[self.images[:, None, None], :, rows[:, :, None], cols[:, None, :]]
@@ -146,10 +179,13 @@ class ConePlan:
     window below)."""
 
     def __init__(self, traced: TracedModel, ops_down: List[Op], rec: Recording, layer_node: str,
-                 windows: Dict[str, Window], folded: Dict[str, str], rules: RuleSet):
+                 windows: Dict[str, Window], folded: Dict[str, str], rules: RuleSet,
+                 last: FrozenSet[str] = frozenset()):
         self.traced, self.ops, self.rec, self.layer_node = traced, ops_down, rec, layer_node
         self.windows, self.folded, self.rules = windows, folded, rules
-        self.natural = {op.name: _window_of(op, windows[op.name], rec.shapes)
+        self.last = last  # nodes holding channels-last maps (see engine/layout.py)
+        self.shapes = _channels_first(rec.shapes, last)
+        self.natural = {op.name: _window_of(op, windows[op.name], rec.shapes, rules, last)
                         for op in ops_down if op.name in windows}
         self._cache: Dict[str, Any] = {}
 
@@ -167,7 +203,7 @@ class ConePlan:
         """
         count = images.shape[0]
         rec = self.rec
-        seed = values.new_zeros(count, rec.shapes[self.layer_node][1], 1, 1)
+        seed = values.new_zeros(count, self.shapes[self.layer_node][1], 1, 1)
         seed[torch.arange(count, device=seed.device), features, 0, 0] = values
         # Channels last throughout: the transposed convolutions of wide windows run faster.
         start = {self.layer_node: seed.contiguous(memory_format=torch.channels_last)}
@@ -186,10 +222,20 @@ def plan_cone(traced: TracedModel, ops_down: List[Op], folded: Dict[str, str], r
     """A :class:`ConePlan` for the reverse pass through ``ops_down`` from ``layer_node``, or
     ``None`` where its cone is the whole image (or, with ``require_cheaper``, not smaller than
     the full maps)."""
-    windows = cone_windows(ops_down, layer_node, traced.input_node.name, rec)
-    if windows is None or (require_cheaper and not cone_is_cheaper(windows, rec)):
+    last = frozenset(channels_last_nodes(reversed(ops_down)))
+    windows = cone_windows(ops_down, layer_node, traced.input_node.name, rec, rules, last)
+    if windows is None or (require_cheaper and not cone_is_cheaper(
+            windows, rec, shapes=_channels_first(rec.shapes, last))):
         return None
-    return ConePlan(traced, ops_down, rec, layer_node, windows, folded, rules)
+    return ConePlan(traced, ops_down, rec, layer_node, windows, folded, rules, last)
+
+
+def _channels_first(shapes: Mapping[str, Any], last: FrozenSet[str]) -> Mapping[str, Any]:
+    """The shapes with channels-last maps' ``[N, H, W, C]`` read as ``[N, C, H, W]``."""
+    if not last:
+        return shapes
+    return {n: (torch.Size((s[0], s[-1], *s[1:-1])) if n in last and len(s) == 4 else s)
+            for n, s in shapes.items()}
 
 
 def _place(windows: Tensor, starts: Tuple[Tensor, Tensor], size: Pair) -> Tensor:

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch.fx as fx
 from torch import nn
 
 from ..errors import UnsupportedOpError, first_line
 from . import ops as _builtin_rules  # noqa: F401  (registers the built-in rules)
-from .rules import Unsupported, lookup_tables
+from . import pointwise as _pointwise_rules  # noqa: F401  (activations, products, the rest)
+from .rules import Unsupported, claiming_rule, lookup_tables
 
 __all__ = ["Op", "TracedModel", "trace"]
 
@@ -61,6 +62,7 @@ class Call:
     kind: str  # "module", "function" or "method"
     inputs: List[fx.Node]
     module: Optional[nn.Module] = None
+    root: Optional[fx.GraphModule] = None  # to look up the modules other nodes call
 
     @property
     def target(self):
@@ -136,9 +138,13 @@ class TracedModel:
     output_node: fx.Node
     tuple_outputs: Dict[str, int] = field(default_factory=dict)
 
-    def path_to_input(self, target: fx.Node) -> List[Op]:
+    def path_to_input(self, target: fx.Node,
+                      reaches: Optional[Callable[[Op], List[fx.Node]]] = None) -> List[Op]:
         """The ops between the input and ``target`` (inclusive), in forward order: the ones
-        a reverse pass runs through on its way down from ``target``."""
+        a reverse pass runs through on its way down from ``target``.
+
+        ``reaches(op)``: the inputs a method's reverse of ``op`` sends a signal to (by
+        default all of them; a gate's branch is not reached by the deconvnet)."""
         ancestors = set()
         stack = [target]
         while stack:
@@ -146,7 +152,8 @@ class TracedModel:
             if node in ancestors:
                 continue
             ancestors.add(node)
-            stack.extend(self.ops[node.name].inputs)
+            op = self.ops[node.name]
+            stack.extend(op.inputs if reaches is None else reaches(op))
         return [op for op in self.ops.values() if op.node in ancestors]
 
 
@@ -224,14 +231,13 @@ def _classify(node: fx.Node, gm: fx.GraphModule, from_input: set, root: str) -> 
         return Op(node, "constant", "output", "output", inputs=inputs)
     if not inputs or _reads_shape(node):  # constants for the reverse pass: no signal flows
         return Op(node, "constant", where, str(node.target))
-    modules, functions, methods = lookup_tables()
     module = gm.get_submodule(str(node.target)) if node.op == "call_module" else None
     if node.op == "call_module":
-        rule, call = modules.get(type(module)), Call(node, "module", inputs, module)
-    elif node.op == "call_function":
-        rule, call = functions.get(node.target), Call(node, "function", inputs)
-    elif node.op == "call_method":
-        rule, call = methods.get(node.target), Call(node, "method", inputs)
+        call = Call(node, "module", inputs, module, gm)
+        rule = claiming_rule("module", type(module), call)
+    elif node.op in ("call_function", "call_method"):
+        call = Call(node, node.op[5:], inputs, None, gm)
+        rule = claiming_rule(call.kind, node.target, call)
     else:
         return Op(node, "unsupported", where, f"{node.op} {node.target}", inputs=inputs)
     if rule is None:

@@ -1,21 +1,27 @@
 """Methods as rule sets: what differs between reverse-pass methods, and nothing else.
 
-Every op kind's registered rule (:mod:`deconvviz.engine.ops`) is the op's exact transpose where
-the op is linear, and unpooling through the switches for max-pools (which is also the
-max-pool's gradient). A method names the rules of the ops where methods differ (ReLU, local
-response normalisation). To add a method, add a :class:`~deconvviz.engine.rules.RuleSet`
-here and register it in :data:`METHODS`.
+Every op kind's registered rule (:mod:`deconvviz.engine.ops`, :mod:`deconvviz.engine.pointwise`)
+is the op's exact transpose where the op is linear, unpooling through the switches for
+max-pools (which is also the max-pool's gradient), and the exact vector-Jacobian product at
+the recorded forward point for every other op autograd can differentiate (each method's
+``fallback``). A method names the rules of the ops where methods differ. To add a method, add
+a :class:`~deconvviz.engine.rules.RuleSet` here and register it in :data:`METHODS`.
 
-========================  ==================================  ===============================
-method                    ReLU                                local response normalisation
-========================  ==================================  ===============================
-``deconvnet``             ``relu(signal)``                    passed through (the paper)
-``guided``                ``relu(signal) * (input > 0)``      its derivative
-``gradient``              ``signal * (input > 0)``            its derivative
-========================  ==================================  ===============================
+=============  ========================  ==============================  ===================  =====================
+method         ReLU                      other activations f             LRN                  gate * x
+=============  ========================  ==============================  ===================  =====================
+``deconvnet``  ``relu(s)``               ``relu(s)``                     passed through       ``s * gate`` to x only
+``guided``     ``relu(s) * (x > 0)``     ``f'(x) * relu(s)``             its derivative       ``s * gate`` to x only
+``gradient``   ``s * (x > 0)``           ``f'(x) * s``                   its derivative       both factors
+=============  ========================  ==============================  ===================  =====================
+
+A gate (squeeze-excitation's sigmoid branch) is, for the deconvnet and guided backprop, the
+recorded constant it is for the image, as BatchNorm's scale is: the signal goes down the
+gated path only. Both keep the receptive-field cone local through it.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Dict, Sequence
 
 import torch
@@ -23,7 +29,9 @@ import torch.fx as fx
 import torch.nn.functional as F
 
 from .. import method_table
-from .rules import RuleSet
+from .ops import _same_window, _unbroadcast
+from .pointwise import EXACT_VJP, activation_vjp, gate_factor, vjp_at
+from .rules import RuleSet, get_rule
 
 __all__ = ["DECONVNET", "GUIDED", "GRADIENT", "METHODS", "get_method", "register_method",
            "unregister_method"]
@@ -37,6 +45,39 @@ def _pass_through(op, s, ctx):
     return [(op.inputs[0], s)]
 
 
+def _through_gate(op, s, ctx):
+    """The signal goes down the gated factor, times the recorded gate; not into the gate."""
+    gate = gate_factor(op)
+    if gate is None:
+        return get_rule("product").reverse(op, s, ctx)
+    other = next(n for n in op.node.args[:2] if n is not gate)
+    return [(other, _unbroadcast(s * ctx.argument(op, gate), ctx.shape(other)))]
+
+
+def _gated_reaches(op):
+    gate = gate_factor(op)
+    return [n for n in op.inputs if n is not gate]
+
+
+def _gated_window(op, out, shapes):
+    """Local where the gate is: the window passes to the gated factor; the gate must be one
+    value per channel or a map of the factor's size."""
+    gate = gate_factor(op)
+    if gate is None:
+        return _same_window(op, out, shapes)
+    size, gate_shape = shapes[op.name][-2:], shapes.get(gate.name)
+    if gate_shape is None or len(gate_shape) < 3 or gate_shape[-2:] not in ((1, 1), size):
+        return None
+    other = next(n for n in op.node.args[:2] if n is not gate)
+    inner = shapes.get(other.name)
+    return out if inner is not None and len(inner) >= 3 and inner[-2:] == size else None
+
+
+_GATED_PRODUCT = replace(
+    get_rule("product"), reverse=_through_gate, reaches=_gated_reaches, window=_gated_window,
+    description="a gate (sigmoid branch) is a recorded constant: signal * gate down the "
+                "gated factor only (no gate: both factors, as the gradient)")
+
 DECONVNET = RuleSet(
     name="deconvnet",
     title="deconvnet",
@@ -44,13 +85,19 @@ DECONVNET = RuleSet(
         "relu": (_rectify, "rectify the signal coming down: relu(signal)"),
         # The clip at 6, like the ReLU's mask, is forward state the deconvnet does not use.
         "relu6": (_rectify, "rectify the signal coming down: relu(signal)"),
+        # As for ReLU: the activation's shape is forward state the deconvnet does not use.
+        "activation": (_rectify, "rectify the signal coming down: relu(signal)"),
         "lrn": (_pass_through, "identity (the paper's deconvnet passes contrast "
                                "normalisation)"),
+        "product": _GATED_PRODUCT,
     },
+    fallback=EXACT_VJP,
 )
-"""Zeiler & Fergus (2013): ReLUs rectify the signal coming down (the forward mask is not
-used), max-pools unpool through the switches, every linear op applies its transpose, and
-local response normalisation is passed through."""
+"""Zeiler & Fergus (2013): ReLUs (and every other pointwise activation) rectify the signal
+coming down (the forward state is not used), max-pools unpool through the switches, every
+linear op applies its transpose, local response normalisation is passed through, a gate is a
+recorded constant, and every other op takes its exact vector-Jacobian product at the
+recorded point."""
 
 
 
@@ -89,6 +136,10 @@ def _lrn_derivative(op, s, ctx):
     return [(op.inputs[0], grad)]
 
 
+def _guided_activation(op, s, ctx):
+    return vjp_at(op, {op.inputs[0]: ctx.input_of(op)}, F.relu(s), ctx)
+
+
 _LRN_DERIVATIVE = (_lrn_derivative, "its derivative at the recorded input", {"input"})
 
 GUIDED = RuleSet(
@@ -99,12 +150,18 @@ GUIDED = RuleSet(
                                "relu(signal) * (input > 0)", {"input"}),
         "relu6": (_guided_relu6, "rectify the signal and mask by the linear part: "
                                  "relu(signal) * (0 < input < 6)", {"input"}),
+        "activation": (_guided_activation, "the activation's derivative at the recorded "
+                                           "input times the rectified signal: "
+                                           "f'(input) * relu(signal)", {"input"}),
         "lrn": _LRN_DERIVATIVE,
+        "product": _GATED_PRODUCT,
     },
+    fallback=EXACT_VJP,
 )
-"""Guided backpropagation (Springenberg et al., 2015): at every ReLU the signal coming down
-is rectified and masked by where the ReLU's forward input was positive; every other op
-(local response normalisation included) uses its true gradient."""
+"""Guided backpropagation (Springenberg et al., 2015), generalised: at every pointwise
+activation f the signal coming down is rectified and multiplied by f'(input) (for ReLU: masked
+by where the forward input was positive); a gate is a recorded constant; every other op
+(local response normalisation included) uses its true gradient at the recorded point."""
 
 GRADIENT = RuleSet(
     name="gradient",
@@ -113,10 +170,14 @@ GRADIENT = RuleSet(
         "relu": (_relu_gradient, "mask by the forward input: signal * (input > 0)", {"input"}),
         "relu6": (_relu6_gradient, "mask by the linear part: signal * (0 < input < 6)",
                   {"input"}),
+        "activation": (activation_vjp, "the activation's derivative at the recorded input: "
+                                       "f'(input) * signal", {"input"}),
         "lrn": _LRN_DERIVATIVE,
     },
+    fallback=EXACT_VJP,
 )
-"""The plain gradient: every op, the ReLU included, uses its true gradient."""
+"""The plain gradient: every op, the ReLU included, uses its true gradient (a product both
+factors' at the recorded point)."""
 
 METHODS: Dict[str, RuleSet] = {m.name: m for m in (DECONVNET, GUIDED, GRADIENT)}
 """The reverse passes' rule sets, by method name (their names, titles and display conventions

@@ -90,6 +90,9 @@ def _sliding_field(op, fields, in_shapes, out_shape) -> Geometry:
 def _vjp(op, s, ctx):
     """A linear op's transpose is its vector-Jacobian product, computed exactly by autograd on
     a dummy input (the op is linear, so the point does not matter)."""
+    source = op.inputs[0]
+    if op.node.target is operator.getitem and source.name not in ctx.rec.shapes:
+        return [(source, {op.node.args[1]: s})]  # an item of a tuple: its signal, by index
     dummies = {n: torch.zeros(ctx.shape(n), dtype=s.dtype, device=s.device, requires_grad=True)
                for n in dict.fromkeys(op.inputs)}
     args = fx.node.map_arg(op.node.args, lambda n: dummies[n])
@@ -441,22 +444,20 @@ def _parse_transpose(call):
     if call.kind == "function" and call.target is F.pad \
             and call.arg(2, "mode", "constant") != "constant":
         raise Unsupported(f"pad(mode={call.arg(2, 'mode')!r})")
-    return (call.name if call.kind == "function" else f".{call.name}()"), {}
-
-
-def _check_transpose(op, layer: str) -> None:
+    label = call.name if call.kind == "function" else f".{call.name}()"
     found: List = []
-    fx.node.map_arg((op.node.args, op.node.kwargs), lambda n: found.append(n) or n)
-    extra = [a for a in found if a not in op.inputs]
-    if extra:
-        raise UnsupportedOpError(f"{op.label} at {op.where} takes computed arguments "
-                                 f"({', '.join(a.name for a in extra)}); no rule for it")
+    fx.node.map_arg((call.node.args, call.node.kwargs), lambda n: found.append(n) or n)
+    if any(a not in call.inputs for a in found):
+        # Computed arguments (an index from the data): the exact vector-Jacobian product at
+        # the recorded point takes it, as every other op (the methods' fallback).
+        raise Unsupported(f"{label} with computed arguments")
+    return label, {}
 
 
 register_rule(Rule(
     kind="transpose", description="transpose of the linear op", reverse=_vjp,
     functions=(operator.getitem, F.pad, torch.mean), methods=("mean",),
-    parse=_parse_transpose, window=_same_window, field=_same_field, check=_check_transpose))
+    parse=_parse_transpose, window=_same_window, field=_same_field))
 
 
 # -- reshapes --------------------------------------------------------------------------------

@@ -6,9 +6,10 @@ maps or inside each activation's receptive-field cone. :class:`Deconvnet` is the
 Zeiler & Fergus's deconvnet; the rules of each op kind are listed in the documentation
 ("How the deconvnet is computed"), generated from the registered rules.
 
-Any op on the path that the method has no rule for raises
-:class:`~deconvviz.errors.UnsupportedOpError` naming the op and where it is: deconvviz never
-falls back to a plain gradient.
+Every op on the path takes the method's rule for its kind, or the method's fallback (the op's
+exact vector-Jacobian product at the recorded forward point); an op neither fits (one autograd
+cannot differentiate) raises :class:`~deconvviz.errors.UnsupportedOpError` naming the op and
+where it is: deconvviz never falls back to a plain gradient.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from ..errors import ArgumentError, UnsupportedOpError
 from .cone import bytes_per_seed, plan_cone
 from .graph import Op, TracedModel, trace
 from .layers import Layer, Measured, aliases_of, layer_of, layers_of, measure, resolve_layer
+from .layout import acts_per_position, channels_last_nodes
 from .methods import DECONVNET, GRADIENT, GUIDED, get_method
 from .ops import fold_batchnorms
 from .recording import Recording, check_images, record_nodes
@@ -65,6 +67,9 @@ class ReversePass:
     # BatchNorm node -> the convolution below it that carries its scale (see fold_batchnorms)
     folded: Dict[str, str] = field(default_factory=dict)
     method: RuleSet = DECONVNET
+    # the first op on the way down through which no local window passes: from there on, the
+    # receptive-field cone is the whole image and every projection runs full size
+    cone_stop: Optional[Op] = None
 
     @property
     def ops(self) -> List[Op]:
@@ -74,7 +79,19 @@ class ReversePass:
     def __str__(self) -> str:
         head = f"{self.method.title.capitalize()} from {self.layer!r}" + (
             f" ({self.path})" if self.path != self.layer else "") + f": {len(self.steps)} steps"
-        return "\n".join([head] + [f"  {s}" for s in self.steps] + ["  -> input pixels"])
+        return "\n".join([head] + [f"  {s}" for s in self.steps] + ["  -> input pixels",
+                                                                     self.cone_note])
+
+    @property
+    def cone_note(self) -> str:
+        """Whether single activations (``mode="max"``) can be projected in their
+        receptive-field cone, and if not, which op keeps them full size."""
+        if self.cone_stop is None:
+            return ("Receptive-field cone: single activations (mode='max') are projected in "
+                    "their cone where it is smaller than the maps")
+        op = self.cone_stop
+        return (f"Receptive-field cone: not used; {op.label} at {op.where} mixes positions "
+                f"or has no local rule, so every projection runs the full-size pass")
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -163,12 +180,12 @@ class Projector:
         """The steps from ``layer`` down to the input; raises :class:`UnsupportedOpError` if
         any op on that path has no rule in this method, or is in a state it cannot undo."""
         alias, path, node = resolve_layer(self.traced, layer, self.aliases)
-        ops = self.traced.path_to_input(self.traced.ops[node].node)
+        ops = self.traced.path_to_input(self.traced.ops[node].node, self._reaches)
         if self.traced.input_node not in {op.node for op in ops}:
             raise ArgumentError(f"layer {layer!r} does not depend on the input image")
         steps = []
         missing = [op for op in reversed(ops) if op.kind != "input"
-                   and (op.kind == "unsupported" or self.method.rule(op.kind) is None)]
+                   and self.method.rule_of(op) is None]
         if missing:
             self._refuse(missing, layer)
         for op in reversed(ops):
@@ -177,7 +194,22 @@ class Projector:
             rule = self._check_supported(op, layer)
             steps.append(ReverseStep(op, rule.description))
         return ReversePass(layer, path, tuple(steps), fold_batchnorms([s.op for s in steps]),
-                           self.method)
+                           self.method, self._cone_stop(steps))
+
+    def _reaches(self, op: Op):
+        rule = None if op.kind == "input" else self.method.rule_of(op)
+        return rule.inputs_reached(op) if rule is not None else op.inputs
+
+    def _cone_stop(self, steps) -> Optional[Op]:
+        """The first op on the way down through which no local window passes (the cone then
+        is the whole image), ``None`` where each op has one."""
+        last = channels_last_nodes(reversed([s.op for s in steps]))
+        for step in steps:
+            local = acts_per_position(step.op, last)
+            if local is False or (local is None
+                                  and self.method.rule_of(step.op).window is None):
+                return step.op
+        return None
 
     def _refuse(self, missing: List[Op], layer: str) -> None:
         """One error naming the first op on the way down without a rule, and every other
@@ -196,7 +228,7 @@ class Projector:
               "below it, or rewrite it with supported ops")
 
     def _check_supported(self, op: Op, layer: str):
-        rule = None if op.kind == "unsupported" else self.method.rule(op.kind)
+        rule = self.method.rule_of(op)
         if rule is None:
             raise UnsupportedOpError(
                 f"no {self.method.title} rule for {op.label} at {op.where} (graph node "
@@ -225,10 +257,15 @@ class Projector:
         for layer in layers:
             keep[self._node(layer)] = layer
         x = check_images(x, self.device, model=self.model)
-        needs = self.method.needs_for({op.kind for op in self.traced.ops.values()})
-        inputs = [op.name for op in self.traced.ops.values()
-                  if (rule := self.method.rule(op.kind)) is not None and "input" in rule.needs]
-        return record_nodes(self.traced, x, keep, switches="switches" in needs, inputs=inputs)
+        needs: Dict[str, frozenset] = {}
+        for op in self.traced.ops.values():
+            rule = self.method.rule_of(op) if op.inputs else None
+            if rule is not None:
+                needs[op.name] = rule.needs
+        wanted = set(self.method.needs).union(*needs.values())
+        return record_nodes(self.traced, x, keep, switches="switches" in wanted,
+                            inputs=[name for name, n in needs.items() if "input" in n],
+                            arguments=[name for name, n in needs.items() if "arguments" in n])
 
     # -- projection -----------------------------------------------------------------------
     def project(self, x: Tensor, layer: str, feature: Optional[Feature] = None, *,
@@ -296,7 +333,7 @@ class Projector:
                          require_cheaper=not forced)
         if plan is None:
             return None
-        chunk = max(1, self.max_memory // bytes_per_seed(plan.windows, rec))
+        chunk = max(1, self.max_memory // bytes_per_seed(plan.windows, rec, plan.shapes))
         with torch.no_grad():
             return torch.cat([plan.project(images[i:i + chunk], features[i:i + chunk],
                                            ys[i:i + chunk], xs[i:i + chunk], values[i:i + chunk])

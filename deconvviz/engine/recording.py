@@ -37,6 +37,11 @@ class Recording:
         input_shape: shape of the image batch.
         inputs: graph node name -> the op's (first) input, for ops whose reverse rule reads
             it (a method that needs ``"input"``; empty for the deconvnet).
+        arguments: graph node name -> {argument node name: its value} for ops whose reverse
+            reads every tensor they take (``"arguments"``: the exact vector-Jacobian
+            product at the recorded point, a gate's value): the arguments from the image.
+        constants: argument node name -> value, for those arguments that do not come from
+            the image (shared by every image of the batch).
     """
 
     activations: Dict[str, Tensor] = field(default_factory=dict)
@@ -45,6 +50,8 @@ class Recording:
     input_shape: Optional[torch.Size] = None
     switch_keys: Dict[str, str] = field(default_factory=dict, repr=False)
     inputs: Dict[str, Tensor] = field(default_factory=dict, repr=False)
+    arguments: Dict[str, Dict[str, Tensor]] = field(default_factory=dict, repr=False)
+    constants: Dict[str, object] = field(default_factory=dict, repr=False)
 
     def switches_of(self, node_name: str) -> Tensor:
         """The switches recorded at graph node ``node_name``."""
@@ -58,7 +65,10 @@ class Recording:
             switches={k: v[one] for k, v in self.switches.items()},
             shapes={k: torch.Size((1, *v[1:])) for k, v in self.shapes.items()},
             input_shape=torch.Size((1, *self.input_shape[1:])), switch_keys=self.switch_keys,
-            inputs={k: v[one] for k, v in self.inputs.items()})
+            inputs={k: v[one] for k, v in self.inputs.items()},
+            arguments={k: {a: _take(v, one) for a, v in args.items()}
+                       for k, args in self.arguments.items()},
+            constants=self.constants)
 
     def __repr__(self) -> str:
         acts = ", ".join(f"{k}: {list(v.shape)}" for k, v in self.activations.items())
@@ -67,15 +77,21 @@ class Recording:
                 f"switches of {len(self.switches)} max-pools: {pools})")
 
 
+def _take(value, index):
+    if isinstance(value, (tuple, list)):
+        return type(value)(_take(v, index) for v in value)
+    return value[index]
+
+
 class _Stop(Exception):
     pass
 
 
 class _Recorder(fx.Interpreter):
     def __init__(self, traced: TracedModel, keep: Mapping[str, str], switches: bool,
-                 inputs: Collection[str]):
+                 inputs: Collection[str], arguments: Collection[str] = ()):
         super().__init__(traced.graph_module, garbage_collect_values=True)
-        self.switches, self.inputs = switches, set(inputs)
+        self.switches, self.inputs, self.arguments = switches, set(inputs), set(arguments)
         self.ops = traced.ops
         self.keep = dict(keep)  # node name -> the name the caller asked for
         self.pending = set(keep)
@@ -101,6 +117,14 @@ class _Recorder(fx.Interpreter):
         if n.name in self.inputs:
             # Cloned: an in-place op (ReLU(inplace=True)) would overwrite it.
             self.recording.inputs[n.name] = self.env[op.inputs[0]].detach().clone()
+        if n.name in self.arguments:  # before the op runs: it may change them in place
+            kept = self.recording.arguments[n.name] = {}
+            for arg in _nodes((n.args, n.kwargs)):
+                value = _detached(self.env[arg])
+                if arg in op.inputs:
+                    kept[arg.name] = value
+                else:
+                    self.recording.constants[arg.name] = value
         if op.kind == "maxpool" and self.switches:
             args, _ = self.fetch_args_kwargs_from_env(n)
             p = op.params
@@ -120,6 +144,20 @@ class _Recorder(fx.Interpreter):
             if not self.pending:
                 raise _Stop
         return out
+
+
+def _nodes(args):
+    found = []
+    fx.node.map_arg(args, lambda n: found.append(n) or n)
+    return found
+
+
+def _detached(value):
+    if isinstance(value, Tensor):
+        return value.detach().clone()
+    if isinstance(value, (tuple, list)):
+        return type(value)(_detached(v) for v in value)
+    return value
 
 
 def check_images(x: object, device: Optional[torch.device] = None, *,
@@ -154,7 +192,8 @@ def check_images(x: object, device: Optional[torch.device] = None, *,
 
 
 def record_nodes(traced: TracedModel, x: Tensor, keep: Mapping[str, str], *,
-                 switches: bool = True, inputs: Collection[str] = ()) -> Recording:
+                 switches: bool = True, inputs: Collection[str] = (),
+                 arguments: Collection[str] = ()) -> Recording:
     """Run ``x`` through the traced model, stopping once every node in ``keep`` is computed.
 
     Args:
@@ -163,8 +202,10 @@ def record_nodes(traced: TracedModel, x: Tensor, keep: Mapping[str, str], *,
         keep: graph node name -> the key its activation is stored under.
         switches: keep every max-pool's switches.
         inputs: graph node names whose op's input to keep (``Recording.inputs``).
+        arguments: graph node names whose op's every argument to keep
+            (``Recording.arguments``).
     """
-    recorder = _Recorder(traced, keep, switches, inputs)
+    recorder = _Recorder(traced, keep, switches, inputs, arguments)
     recorder.recording.input_shape = x.shape
     with torch.no_grad():
         try:

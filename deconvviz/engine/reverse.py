@@ -10,8 +10,9 @@ rule each op gets.
 """
 from __future__ import annotations
 
-from typing import Dict, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
+import torch.fx as fx
 from torch import Tensor
 
 from ..errors import UnsupportedOpError
@@ -52,15 +53,50 @@ class FullSize:
         repeated for its K seeds). Only for rules that declare ``needs={"input"}``."""
         return self.rec.inputs[op.name].repeat_interleave(self.k, dim=0)
 
+    def arguments_of(self, op: Op) -> Dict:
+        """Every tensor argument of the op at its recorded forward point, graph node ->
+        value: those from the image laid out like the signals, the others as recorded. Only
+        for rules that declare ``needs={"arguments"}``."""
+        values = {node: self.argument(op, node) for node in op.inputs}
+        for node in _nodes((op.node.args, op.node.kwargs)):
+            if node not in values:
+                values[node] = self.rec.constants[node.name]
+        return values
+
+    def argument(self, op: Op, node) -> Tensor:
+        """The recorded value of the op's argument ``node`` (from the image), laid out like
+        the signals."""
+        return _repeat(self.rec.arguments[op.name][node.name], self.k)
+
     def enter(self, op: Op) -> None:
         """Called before ``op``'s rule runs (the cone sets the op's windows here)."""
 
     def reverse(self, op: Op, signal: Tensor):
-        return self.rules.rule(op.kind).reverse(op, signal, self)
+        return self.rules.rule_of(op).reverse(op, signal, self)
 
     def place(self, op: Op, node, contribution: Tensor) -> Tensor:
         """Bring a contribution to ``node`` into the layout ``node``'s signal is kept in."""
         return contribution
+
+
+def _repeat(value, k: int):
+    if isinstance(value, (tuple, list)):
+        return type(value)(_repeat(v, k) for v in value)
+    return value.repeat_interleave(k, dim=0) if k > 1 else value
+
+
+def _nodes(args) -> List[fx.Node]:
+    found: List[fx.Node] = []
+    fx.node.map_arg(args, lambda n: found.append(n) or n)
+    return found
+
+
+def _add(a, b):
+    """Signals arriving at one node add up (per item for a node holding a tuple)."""
+    if isinstance(a, dict):
+        return {i: a[i] + b[i] if i in a and i in b else a.get(i, b.get(i))
+                for i in dict.fromkeys([*a, *b])}
+    return a + b
 
 
 def run(ops_down: Sequence[Op], start: Dict[str, Tensor], ctx: FullSize) -> Dict[str, Tensor]:
@@ -83,7 +119,7 @@ def run(ops_down: Sequence[Op], start: Dict[str, Tensor], ctx: FullSize) -> Dict
         for node, contribution in ctx.reverse(op, signal):
             contribution = ctx.place(op, node, contribution)
             if node.name in signals:
-                signals[node.name] = signals[node.name] + contribution
+                signals[node.name] = _add(signals[node.name], contribution)
             else:
                 signals[node.name] = contribution
     return signals

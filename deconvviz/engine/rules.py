@@ -14,8 +14,9 @@ A :class:`Rule` is registered once per op kind (``conv``, ``relu``, ``maxpool``,
 - the forward state it reads (``needs``: max-pool switches, a ReLU's input).
 
 Linear ops have one reverse, their transpose, whatever the method. The ops in which methods
-differ (ReLU, local response normalisation) register no reverse of their own: a
-:class:`RuleSet` (a method, such as the deconvnet) supplies it. zennit's composites are the
+differ (ReLU, other activations, local response normalisation) register no reverse of their
+own: a :class:`RuleSet` (a method, such as the deconvnet) supplies it, and a rule set's
+``fallback`` takes every op no rule claims. zennit's composites are the
 model: a method is a mapping from op kinds to rules.
 """
 from __future__ import annotations
@@ -35,7 +36,7 @@ from typing import (
 )
 
 __all__ = ["Rule", "RuleSet", "Unsupported", "register_rule", "registered_rules", "get_rule",
-           "lookup_tables", "rule_table"]
+           "lookup_tables", "claiming_rule", "rule_table"]
 
 ReverseFn = Callable[..., List[Tuple[Any, Any]]]
 
@@ -69,7 +70,13 @@ class Rule:
         cone_reverse: the reverse on stacked windows, where it differs from ``reverse``.
         check: ``check(op, layer)`` raises ``UnsupportedOpError`` when the op is in a state
             its reverse cannot undo (BatchNorm in training mode).
-        needs: forward state the reverse reads: ``"switches"``, ``"input"``.
+        needs: forward state the reverse reads: ``"switches"``, ``"input"`` (the op's first
+            input), ``"arguments"`` (every tensor it takes).
+        when: for a rule that shares its modules, functions or methods with another:
+            ``when(call) -> bool`` says whether this rule claims the call (a product of two
+            signals is a ``mul`` as a scale by a constant is).
+        reaches: ``reaches(op) -> [input node, ...]``: the inputs the reverse sends a signal
+            to (by default every input from the image); a gate's branch is not reached.
     """
 
     kind: str
@@ -84,30 +91,53 @@ class Rule:
     cone_reverse: Optional[ReverseFn] = None
     check: Optional[Callable] = None
     needs: FrozenSet[str] = frozenset()
+    when: Optional[Callable] = None
+    reaches: Optional[Callable] = None
+
+    def inputs_reached(self, op) -> List[Any]:
+        """The op's inputs this rule's reverse sends a signal to."""
+        return list(self.reaches(op)) if self.reaches is not None else list(op.inputs)
 
 
 _RULES: Dict[str, Rule] = {}
 _MODULES: Dict[type, Rule] = {}
 _FUNCTIONS: Dict[Callable, Rule] = {}
 _METHODS: Dict[str, Rule] = {}
+# Rules with a ``when``: they claim a call before the target's plain rule, when it fits.
+_GUARDED: Dict[Any, List[Rule]] = {}
 
 
 def register_rule(rule: Rule) -> Rule:
     """Add the rule of a new op kind; a kind, module type, function or method can be claimed
-    by one rule only."""
+    by one rule only, unless the rule says ``when`` it claims a call."""
     if rule.kind in _RULES:
         raise ValueError(f"a rule for op kind {rule.kind!r} is already registered")
-    for claimed, table in ((rule.modules, _MODULES), (rule.functions, _FUNCTIONS),
-                           (rule.methods, _METHODS)):
-        for item in claimed:
-            if item in table:
-                raise ValueError(f"{getattr(item, '__name__', item)!r} already belongs to "
-                                 f"the {table[item].kind!r} rule")
+    tables = ((rule.modules, _MODULES, "module"), (rule.functions, _FUNCTIONS, "function"),
+              (rule.methods, _METHODS, "method"))
+    if rule.when is None:
+        for claimed, table, _ in tables:
+            for item in claimed:
+                if item in table:
+                    raise ValueError(f"{getattr(item, '__name__', item)!r} already belongs to "
+                                     f"the {table[item].kind!r} rule")
     _RULES[rule.kind] = rule
-    _MODULES.update((m, rule) for m in rule.modules)
-    _FUNCTIONS.update((f, rule) for f in rule.functions)
-    _METHODS.update((m, rule) for m in rule.methods)
+    for claimed, table, kind in tables:
+        for item in claimed:
+            if rule.when is None:
+                table[item] = rule
+            else:
+                _GUARDED.setdefault((kind, item), []).append(rule)
     return rule
+
+
+def claiming_rule(kind: str, target: Any, call) -> Optional[Rule]:
+    """The rule that claims ``call`` of a ``module`` type, ``function`` or ``method`` name
+    ``target``: the first guarded rule whose ``when`` holds, else the target's plain rule."""
+    for rule in _GUARDED.get((kind, target), ()):
+        if rule.when(call):
+            return rule
+    table = {"module": _MODULES, "function": _FUNCTIONS, "method": _METHODS}[kind]
+    return table.get(target)
 
 
 def registered_rules() -> List[Rule]:
@@ -141,6 +171,9 @@ class RuleSet:
             needs)`` or a :class:`Rule`.
         cone_overrides: op kind -> reverse on the cone's windows, where it differs.
         needs: forward state the method's own rules read.
+        fallback: the rule of every op no other rule of the method takes (an op no rule
+            claims, or whose call its rule cannot undo); its ``when(op)`` says which ops it
+            can take. ``None``: such ops are refused.
     """
 
     name: str
@@ -148,6 +181,7 @@ class RuleSet:
     overrides: Mapping[str, Any] = field(default_factory=dict)
     cone_overrides: Mapping[str, ReverseFn] = field(default_factory=dict)
     needs: FrozenSet[str] = frozenset()
+    fallback: Optional[Rule] = None
 
     def rule(self, kind: str) -> Optional[Rule]:
         """The rule this method applies to ``kind`` (``None``: no rule)."""
@@ -163,6 +197,18 @@ class RuleSet:
                            cone_reverse=self.cone_overrides.get(kind, base.cone_reverse),
                            needs=base.needs | frozenset(*needs))
         return base if base is not None and base.reverse is not None else None
+
+    def rule_of(self, op) -> Optional[Rule]:
+        """The rule this method applies to the traced op ``op`` (``None``: it refuses it):
+        its kind's rule, else the method's fallback where that can take it."""
+        if op.kind != "unsupported":
+            rule = self.rule(op.kind)
+            if rule is not None:
+                return rule
+        fallback = self.fallback
+        if fallback is not None and (fallback.when is None or fallback.when(op)):
+            return fallback
+        return None
 
     def rules(self) -> List[Rule]:
         """The rules of every kind this method can undo, in registration order."""
@@ -191,6 +237,13 @@ def rule_table(rulesets: Sequence[RuleSet]) -> str:
         for ruleset in rulesets:
             rule = ruleset.rule(base.kind)
             cells.append(rule.description if rule is not None else "no rule")
+        lines.append("| " + " | ".join(cells) + " |")
+    if any(r.fallback is not None for r in rulesets):
+        fallback = next(r.fallback for r in rulesets if r.fallback is not None)
+        cells = [f"`{fallback.kind}`", "any other op autograd can differentiate (LayerNorm, "
+                 "GroupNorm, .permute(), Sigmoid, Tanh, division, ...)"]
+        cells += [r.fallback.description if r.fallback is not None else "no rule"
+                  for r in rulesets]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

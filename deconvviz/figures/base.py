@@ -54,6 +54,16 @@ def show_tile(ax, image, title: Optional[str] = None) -> None:
         ax.set_title(title, fontsize=TILE_FONT, pad=2)
 
 
+def fitted(text: str, fig: FigureBase, fontsize: float) -> str:
+    """``text`` wrapped onto as many lines as the figure's width needs (a long model name,
+    ``torchvision:efficientnet_b0``, would run past a small figure's edges)."""
+    import textwrap
+
+    width = finish(fig).get_figwidth()
+    chars = max(20, int(width * 72 / (0.6 * fontsize)))  # an average glyph: 0.6 em
+    return text if len(text) <= chars else "\n".join(textwrap.wrap(text, chars))
+
+
 def finish(fig: FigureBase) -> "Figure":
     """The top-level figure of ``fig`` (a sub-figure's parent)."""
     return fig if not isinstance(fig, SubFigure) else fig.figure

@@ -13,7 +13,7 @@ from matplotlib.figure import FigureBase
 
 from ..choices import check_scaling, weights_label
 from ..errors import ArgumentError
-from .base import PAGE_WIDTH, TILE_FONT, Figure, finish, grid_shape, show_tile
+from .base import PAGE_WIDTH, TILE_FONT, Figure, finish, fitted, grid_shape, show_tile
 
 __all__ = ["projection_grid", "patch_grid", "layer_overview"]
 
@@ -56,7 +56,7 @@ def projection_grid(p, *, scaling: str = "signed", ncols: Optional[int] = None,
         ax.set_visible(False)
     side = tiles[0].shape[0] if tiles else 0
     note = f" - cropped to the {side}-px receptive field" if crop else ""
-    fig.suptitle(p.title + note, fontsize=TILE_FONT + 2)
+    fig.suptitle(fitted(p.title + note, fig, TILE_FONT + 2), fontsize=TILE_FONT + 2)
     return finish(fig)
 
 
@@ -76,7 +76,7 @@ def patch_grid(p, *, scaling: str = "signed", ncols: Optional[int] = None,
         show_tile(axes[r, 2 * c + 1], patch, "patch")
     for ax in list(axes.flat)[2 * len(p):]:
         ax.set_visible(False)
-    fig.suptitle(p.title, fontsize=TILE_FONT + 2)
+    fig.suptitle(fitted(p.title, fig, TILE_FONT + 2), fontsize=TILE_FONT + 2)
     return finish(fig)
 
 

@@ -7,6 +7,7 @@ Importing the zoo registers every model without importing torch; building or loa
 from typing import TYPE_CHECKING
 
 from . import zfnet, alexnet, vgg, googlenet, resnet, densenet  # noqa: F401,I001
+from . import external  # noqa: F401,I001  (torchvision:NAME and timm:NAME)
 from ._registry import ModelSpec, get_spec, list_models, register_model
 
 __all__ = ["CHECKPOINT_FORMAT", "checkpoint_model", "checkpoint_payload", "load_weights_into",

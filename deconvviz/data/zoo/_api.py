@@ -157,7 +157,10 @@ def load_model(name: str, weights: WeightsArg = "default") -> nn.Module:
     if weights is None or (isinstance(weights, str) and weights.lower() == "none"):
         model, label, trained = _random(spec), "random", False
     elif isinstance(weights, str) and weights == "default":
-        if spec.imagenet_weights is None:
+        if spec.extra.get("pretrained") == "timm":
+            model, label, trained = _timm_pretrained(spec), "pretrained", True
+            default_prep = _timm_preprocessing(model)
+        elif spec.imagenet_weights is None:
             warnings.warn(
                 f"{name} has no public ImageNet weights; using random (untrained) weights. "
                 f"Load a checkpoint with weights=PATH (CLI: --weights FILE).",
@@ -189,6 +192,27 @@ def load_model(name: str, weights: WeightsArg = "default") -> nn.Module:
     _INFO[model] = ModelInfo(name=spec.name, weights=label, trained=trained,
                              preprocessing=default_prep)
     return model
+
+
+def _timm_pretrained(spec) -> nn.Module:
+    """timm's pretrained weights (from the Hugging Face cache, offline as the zoo's)."""
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            return spec.build(weights="pretrained")
+    except Exception as exc:  # hub, network and file errors: all mean "no weights here"
+        raise WeightsError(
+            f"no pretrained weights for {spec.name}: timm could not load them "
+            f"({first_line(exc)}); use --weights none (weights=None) for random weights or "
+            f"--weights FILE (weights=PATH) for a checkpoint") from None
+
+
+def _timm_preprocessing(model: nn.Module) -> "Preprocessing":
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    size = int(cfg.get("input_size", (3, 224, 224))[-1])
+    crop = float(cfg.get("crop_pct", 0.875))
+    return Preprocessing(resize_size=int(round(size / crop)), crop_size=size,
+                         mean=tuple(cfg.get("mean", IMAGENET_MEAN)),
+                         std=tuple(cfg.get("std", IMAGENET_STD)))
 
 
 def checkpoint_payload(model: nn.Module, name: str, *, classes: Optional[List[str]] = None,

@@ -7,7 +7,8 @@ from typing import Callable, Dict, List, Optional
 
 from ...errors import UnknownModelError, closest
 
-__all__ = ["ModelSpec", "register_model", "list_models", "get_spec", "torchvision_builder"]
+__all__ = ["ModelSpec", "register_model", "list_models", "get_spec", "torchvision_builder",
+           "register_source"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,8 @@ def torchvision_builder(name: str) -> Callable[..., object]:
 
 
 _REGISTRY: Dict[str, ModelSpec] = {}
+# prefix -> resolve(name) -> ModelSpec: models of a library by name ("torchvision:NAME")
+_SOURCES: Dict[str, Callable[[str], ModelSpec]] = {}
 
 
 def register_model(spec: ModelSpec) -> ModelSpec:
@@ -70,8 +73,17 @@ def register_model(spec: ModelSpec) -> ModelSpec:
     return spec
 
 
+def register_source(prefix: str, resolve: Callable[[str], ModelSpec]) -> None:
+    """Let ``PREFIX:NAME`` name a model of a library: ``resolve(NAME)`` gives its spec or
+    raises :class:`UnknownModelError` naming the valid choices."""
+    if prefix in _SOURCES:
+        raise ValueError(f"a model source named {prefix!r} is already registered")
+    _SOURCES[prefix] = resolve
+
+
 def list_models(pattern: Optional[str] = None) -> List[str]:
     """The zoo's model names, in registration order, optionally filtered by an fnmatch pattern.
+    (Models of other libraries, ``torchvision:NAME``, are not listed.)
 
     Examples:
         >>> list_models("resnet*")[:2]
@@ -83,10 +95,21 @@ def list_models(pattern: Optional[str] = None) -> List[str]:
 
 def get_spec(name: str) -> ModelSpec:
     """The :class:`ModelSpec` of a zoo model (names are case-insensitive: ``"VGG16"`` is
-    ``"vgg16"``); an unknown name raises :class:`UnknownModelError`."""
+    ``"vgg16"``), or of a library's model named ``torchvision:NAME`` (any torchvision
+    classification model) or ``timm:NAME``; an unknown name raises
+    :class:`UnknownModelError`."""
     spec = _REGISTRY.get(name.lower()) if isinstance(name, str) else None
+    if spec is None and isinstance(name, str) and ":" in name:
+        prefix, _, rest = name.partition(":")
+        if prefix.lower() in _SOURCES:
+            return _SOURCES[prefix.lower()](rest.strip().lower())  # their names: lower case
+        raise UnknownModelError(
+            f"unknown model source {prefix!r} in {name!r}. Valid sources: "
+            f"{', '.join(f'{p}:NAME' for p in _SOURCES)}; or a zoo model: "
+            f"{', '.join(_REGISTRY)}.")
     if spec is None:
         raise UnknownModelError(
             f"unknown model {name!r}.{closest(str(name).lower(), _REGISTRY)} "
-            f"Valid models: {', '.join(_REGISTRY)}.")
+            f"Valid models: {', '.join(_REGISTRY)}, or torchvision:NAME for any torchvision "
+            f"classification model.")
     return spec

@@ -1,0 +1,218 @@
+"""Rules for today's CNNs: smooth activations, products of two signals, and every other op.
+
+- ``activation``: the pointwise activations other than ReLU and ReLU6 (LeakyReLU, SiLU, GELU,
+  Hardswish, Mish, ELU), modules and functions. Each method supplies its reverse
+  (:mod:`deconvviz.engine.methods`): the deconvnet rectifies the signal, guided backprop
+  multiplies the rectified signal by the activation's derivative at the recorded input, the
+  gradient multiplies the signal by it.
+- ``product``: a ``mul`` of two tensors that both come from the image (squeeze-excitation,
+  gates). Its registered reverse is the product rule at the recorded factors; a factor that
+  comes through a sigmoid or hardsigmoid (possibly reshaped) is the op's *gate*, which the
+  deconvnet and guided backprop treat as the recorded constant it is for the image.
+- :data:`EXACT_VJP`: not registered for any op kind; a method's ``fallback`` for every op no
+  rule claims (LayerNorm, ``permute``, Sigmoid, ...): the op's exact vector-Jacobian product at
+  the recorded forward point, by autograd. Ops autograd cannot differentiate (comparisons,
+  ``argmax``, casts to integers) stay refused.
+
+Reverse functions read the recorded forward state through the pass's context:
+``ctx.input_of(op)`` (the first input) and ``ctx.arguments_of(op)`` (every tensor argument
+from the image, laid out like the signals).
+"""
+from __future__ import annotations
+
+import operator
+from typing import Any, Dict, List, Optional
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import UnsupportedOpError, first_line
+from .ops import _same_field, _same_window, _unbroadcast
+from .rules import Rule, Unsupported, register_rule
+
+__all__ = ["EXACT_VJP", "ACTIVATION_MODULES", "GATE_MODULES", "vjp_at", "activation_vjp",
+           "gate_factor"]
+
+# -- running one traced op again, with autograd ---------------------------------------------
+
+
+def _run(op, env: Dict[fx.Node, Any]):
+    args = fx.node.map_arg(op.node.args, lambda n: env[n])
+    kwargs = fx.node.map_arg(op.node.kwargs, lambda n: env[n])
+    if op.node.op == "call_module":
+        return op.module(*args, **kwargs)
+    if op.node.op == "call_method":
+        return getattr(args[0], op.node.target)(*args[1:], **kwargs)
+    return op.node.target(*args, **kwargs)
+
+
+def vjp_at(op, values: Dict[fx.Node, Tensor], signal, ctx) -> List:
+    """The vector-Jacobian product of ``op`` at the forward point ``values`` (graph node ->
+    its recorded value; the op's inputs from the image laid out like ``signal``), as
+    ``[(input node, signal), ...]`` for each input from the image.
+
+    Raises:
+        UnsupportedOpError: where autograd cannot differentiate the op.
+    """
+    # Inputs that are not floating point (a mask) have no gradient: constants, as in autograd.
+    leaves = {n: values[n].detach().requires_grad_(True) for n in dict.fromkeys(op.inputs)
+              if isinstance(values[n], Tensor) and values[n].is_floating_point()}
+    with torch.enable_grad():
+        # Clones: an in-place op (SiLU(inplace=True)) may not write into a leaf of autograd.
+        env = {n: (leaves[n].clone() if n in leaves else v) for n, v in values.items()}
+        try:
+            out = _run(op, env)
+            if isinstance(signal, dict):  # an op returning a tuple: one signal per item
+                outs = [out[i] for i in signal]
+                grads_out = list(signal.values())
+            else:
+                outs, grads_out = [out], [signal]
+            if not all(isinstance(o, Tensor) and o.requires_grad for o in outs):
+                raise RuntimeError("its output does not depend differentiably on its input")
+            grads = torch.autograd.grad(outs, list(leaves.values()), grads_out,
+                                        allow_unused=True)
+        except RuntimeError as exc:
+            raise UnsupportedOpError(
+                f"no {ctx.rules.title} rule for {op.label} at {op.where} (graph node "
+                f"{op.name!r}): autograd cannot differentiate it ({first_line(exc)})") from None
+    return [(n, g) for n, g in zip(leaves, grads) if g is not None]
+
+
+def _exact_vjp(op, s, ctx):
+    return vjp_at(op, ctx.arguments_of(op), s, ctx)
+
+
+# Ops whose output does not depend differentiably on their input: refused by every method, as
+# before (a comparison, an index, a cast to integers).
+_NOT_DIFFERENTIABLE_FUNCTIONS = {
+    torch.argmax, torch.argmin, torch.argsort, torch.nonzero, torch.bucketize,
+    torch.searchsorted, torch.eq, torch.ne, torch.lt, torch.le, torch.gt, torch.ge,
+    torch.logical_and, torch.logical_or, torch.logical_not, torch.floor_divide,
+    operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge,
+    operator.floordiv, operator.and_, operator.or_, operator.invert, operator.mod,
+}
+_NOT_DIFFERENTIABLE_METHODS = {
+    "argmax", "argmin", "argsort", "nonzero", "eq", "ne", "lt", "le", "gt", "ge", "long",
+    "int", "bool", "byte", "item", "tolist", "numpy", "type", "logical_and", "logical_or",
+    "logical_not", "floor_divide",
+}
+
+
+def _differentiable(op) -> bool:
+    if op.node.op == "call_function":
+        return op.node.target not in _NOT_DIFFERENTIABLE_FUNCTIONS
+    if op.node.op == "call_method":
+        return op.node.target not in _NOT_DIFFERENTIABLE_METHODS
+    return op.node.op == "call_module"
+
+
+EXACT_VJP = Rule(
+    kind="any other op",
+    description="its exact vector-Jacobian product at the recorded forward point (autograd)",
+    reverse=_exact_vjp, when=_differentiable, needs=frozenset({"arguments"}))
+"""The fallback of the three methods: any op autograd can differentiate, at the recorded
+point. It has no window, so a path through it runs full size (not in the cone)."""
+
+
+# -- pointwise activations: each method supplies its own reverse ----------------------------
+ACTIVATION_MODULES = (nn.LeakyReLU, nn.SiLU, nn.GELU, nn.Hardswish, nn.Mish, nn.ELU)
+_ACTIVATION_FUNCTIONS = tuple(dict.fromkeys(
+    (F.leaky_relu, F.leaky_relu_, F.silu, F.gelu, F.hardswish, F.mish, F.elu, F.elu_)))
+
+
+def _parse_activation(call):
+    extra = [n for n in _nodes((call.node.args, call.node.kwargs)) if n not in call.inputs]
+    if extra:  # F.leaky_relu(x, computed_slope): the exact vector-Jacobian product takes it
+        raise Unsupported(f"{call.name} with computed arguments")
+    if call.kind == "module":
+        return type(call.module).__name__, {}
+    return f"{call.name} (functional)", {}
+
+
+register_rule(Rule(
+    kind="activation", description="the method's own rule", reverse=None,
+    modules=ACTIVATION_MODULES, functions=_ACTIVATION_FUNCTIONS, parse=_parse_activation,
+    window=_same_window, field=_same_field))
+
+
+def activation_vjp(op, s, ctx) -> List:
+    """The activation's vector-Jacobian product at its recorded input: ``f'(x) * s``."""
+    return vjp_at(op, {op.inputs[0]: ctx.input_of(op)}, s, ctx)
+
+
+def _nodes(args) -> List[fx.Node]:
+    found: List[fx.Node] = []
+    fx.node.map_arg(args, lambda n: found.append(n) or n)
+    return found
+
+
+# -- products of two signals: gates --------------------------------------------------------
+GATE_MODULES = (nn.Sigmoid, nn.Hardsigmoid)
+_GATE_FUNCTIONS = {torch.sigmoid, F.sigmoid, F.hardsigmoid}
+_GATE_METHODS = {"sigmoid", "sigmoid_"}
+# Ops that only reshape or copy on the way from a gate to the product (x * s.view(n, c, 1, 1)).
+_SHAPE_FUNCTIONS = {torch.reshape, torch.flatten, torch.unsqueeze, torch.squeeze}
+_SHAPE_METHODS = {"view", "reshape", "expand", "expand_as", "flatten", "unsqueeze", "squeeze",
+                  "contiguous", "clone"}
+
+
+def _is_gate(node: fx.Node, root) -> bool:
+    while isinstance(node, fx.Node):
+        if node.op == "call_module":
+            module = root.get_submodule(str(node.target)) if root is not None else None
+            if isinstance(module, GATE_MODULES):
+                return True
+            if not isinstance(module, (nn.Flatten, nn.Identity)):
+                return False
+        elif node.op == "call_function":
+            if node.target in _GATE_FUNCTIONS:
+                return True
+            if node.target not in _SHAPE_FUNCTIONS:
+                return False
+        elif node.op == "call_method":
+            if node.target in _GATE_METHODS:
+                return True
+            if node.target not in _SHAPE_METHODS:
+                return False
+        else:
+            return False
+        node = node.args[0] if node.args else None
+    return False
+
+
+def _two_signals(call) -> bool:
+    factors = call.node.args[:2]
+    return len(factors) == 2 and all(f in call.inputs for f in factors)
+
+
+def _parse_product(call):
+    factors = call.node.args[:2]
+    gates = [i for i, f in enumerate(factors) if _is_gate(f, call.root)]
+    if len(gates) == 1:
+        return "mul by a gate (sigmoid branch)", {"gate": gates[0]}
+    return "mul of two signals", {"gate": None}
+
+
+def _product(op, s, ctx):
+    """Both factors at the recorded point: d(a*b) = s*b for a, s*a for b."""
+    a, b = op.node.args[:2]
+    values = ctx.arguments_of(op)
+    return [(a, _unbroadcast(s * values[b], ctx.shape(a))),
+            (b, _unbroadcast(s * values[a], ctx.shape(b)))]
+
+
+def gate_factor(op) -> Optional[fx.Node]:
+    """The factor of a ``product`` op that comes through a gate, if one does."""
+    index = op.params.get("gate")
+    return None if index is None else op.node.args[index]
+
+
+register_rule(Rule(
+    kind="product", description="both factors, at the recorded point: signal * b to a, "
+                                "signal * a to b",
+    reverse=_product, functions=(operator.mul, torch.mul, operator.imul),
+    methods=("mul", "mul_"),
+    parse=_parse_product, when=_two_signals, window=_same_window, field=_same_field,
+    needs=frozenset({"arguments"})))

@@ -59,7 +59,7 @@ def deconvviz_train(folder: str, out: str, batch: int, epochs: int, clip: float,
 
 def renormalisation_seconds(repeat: int = 50) -> float:
     """Seconds per call of the renormalisation of ZFNet's five conv layers."""
-    from deconvviz.analyses.training import renormalise_filters
+    from deconvviz.training import renormalise_filters
 
     model = dv.load_model("zfnet", weights=None)
     renormalise_filters(model, 0.1)

@@ -38,9 +38,9 @@ _PUBLIC = {
     "Projections": "analyses", "ShowReport": "analyses", "project": "analyses",
     "show": "analyses", "ScanResult": "analyses", "load_scan": "analyses",
     "scan": "analyses", "same_hits": "analyses",
-    "train": "analyses", "TrainResult": "analyses", "evolution": "analyses",
+    "train": "training", "TrainResult": "training", "evolution": "analyses",
     "EvolutionResult": "analyses", "filters": "analyses", "filter_figure": "analyses",
-    "FilterResult": "analyses", "read_metrics": "analyses",
+    "FilterResult": "analyses", "read_metrics": "training",
     "explore": "explorer",
 }
 
@@ -62,10 +62,10 @@ def __dir__():
 if TYPE_CHECKING:  # for type checkers, IDEs and the API docs: the same names, eagerly
     from .analyses import (Comparison, CorrespondenceResult, EvolutionResult, FilterResult,
                            InvarianceResult, OcclusionResult, Projections, SanityResult,
-                           ScanResult, ShowReport, TrainResult, attribute, compare,
+                           ScanResult, ShowReport, attribute, compare,
                            correspondence, evolution, filter_figure, filters, invariance,
-                           list_methods, load_scan, occlusion, project, read_metrics,
-                           same_hits, sanity_check, scan, show, train)
+                           list_methods, load_scan, occlusion, project,
+                           same_hits, sanity_check, scan, show)
     from .data.images import load_image
     from .data.zoo import (ModelInfo, UntrainedWarning, list_models, load_model, model_info,
                            weights_digest)
@@ -76,3 +76,4 @@ if TYPE_CHECKING:  # for type checkers, IDEs and the API docs: the same names, e
                          UnknownLayerError, UnknownModelError, UnsupportedOpError,
                          WeightsError)
     from .explorer import explore
+    from .training import TrainResult, read_metrics, train

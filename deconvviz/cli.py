@@ -686,7 +686,7 @@ def train_command(model: str, data: str, val: Optional[str], out: str, epochs: i
     if workers is None:  # more workers than cores only makes PyTorch warn
         workers = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                       else (os.cpu_count() or 1))
-    from .analyses import train
+    from .training import train
 
     result = train(model, data, out, val=val, epochs=epochs, batch_size=batch_size, lr=lr,
                    momentum=momentum, weight_decay=weight_decay, dropout=dropout,
@@ -734,8 +734,9 @@ def evolution_command(checkpoints: List[str], data: str, layers: str, features: 
     names = parse_list(layers, "--layers")
     from tqdm import tqdm
 
-    from .analyses import evolution, run_checkpoints
+    from .analyses import evolution
     from .data.devices import resolve_device
+    from .data.runs import run_checkpoints
 
     source = run_checkpoints(checkpoints[0]) if len(checkpoints) == 1 and \
         os.path.isdir(checkpoints[0]) else list(checkpoints)

@@ -8,7 +8,7 @@ from oracle import oracle_project, rel_error
 
 import deconvviz as dv
 from deconvviz.engine.cone import plan_cone
-from deconvviz.engine.projector import make_seeds
+from deconvviz.engine.seeds import make_seeds
 
 TOLERANCE = 1e-4  # relative max error against the oracle
 CLASSES = {"guided": dv.GuidedBackprop, "gradient": dv.Gradient}

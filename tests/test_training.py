@@ -11,7 +11,7 @@ from conftest import SMALL, invoke
 from PIL import Image
 
 import deconvviz as dv
-from deconvviz.analyses.training import TrainingInterrupted
+from deconvviz.training import TrainingInterrupted
 
 RUN = dict(epochs=6, init="kaiming", dropout=0.2, save_at=[1, 2], **SMALL)
 

@@ -12,12 +12,12 @@ from conftest import SMALL, invoke
 
 import deconvviz as dv
 from deconvviz.analyses.filters import filter_stats
-from deconvviz.analyses.training import TrainingInterrupted, renormalise_filters
 from deconvviz.data.synthetic import make_shapes
+from deconvviz.training import TrainingInterrupted, renormalise_filters
 
 
 def test_training_leaves_the_callers_random_state_alone(shapes, tmp_path, monkeypatch):
-    import deconvviz.analyses.training as training
+    import deconvviz.training.loop as training
 
     renormalised = []
     monkeypatch.setattr(training, "renormalise_filters",
@@ -130,13 +130,13 @@ def test_two_process_torchrun_matches_one_process(tmp_path):
 
 
 def test_an_interrupted_command_says_how_to_resume(shapes, tmp_path, monkeypatch):
-    import deconvviz.analyses
+    import deconvviz.training
 
     def interrupted(*args, **kwargs):
         raise TrainingInterrupted("interrupted in epoch 2 after step 3 of 6; run again with "
                                   "--resume to continue")
 
-    monkeypatch.setattr(deconvviz.analyses, "train", interrupted)
+    monkeypatch.setattr(deconvviz.training, "train", interrupted)
     done = invoke("train", "--model", "zfnet", "--out", tmp_path / "r", shapes / "train")
     assert done.returncode == 130  # the shell's code for Ctrl-C
     assert done.stderr.strip().splitlines() == [
@@ -149,7 +149,7 @@ def test_the_run_folders_parents_are_made_and_workers_fit_the_cores(shapes, tmp_
     # 2-core machine, and PyTorch warned about it; other libraries' warnings reached users.
     import warnings
 
-    import deconvviz.analyses
+    import deconvviz.training
 
     seen = {}
 
@@ -158,7 +158,7 @@ def test_the_run_folders_parents_are_made_and_workers_fit_the_cores(shapes, tmp_
         warnings.warn("some library's deprecation", FutureWarning, stacklevel=2)
         return dv.TrainResult(run=str(out), checkpoints=[], metrics=[])
 
-    monkeypatch.setattr(deconvviz.analyses, "train", fake_train)
+    monkeypatch.setattr(deconvviz.training, "train", fake_train)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     done = invoke("train", "--model", "zfnet", "--out", tmp_path / "runs" / "zf",
                   shapes / "train")

@@ -9,7 +9,7 @@ themselves.
 - :mod:`.sanity`: Adebayo's cascading randomisation (:func:`sanity_check`).
 - :mod:`.occlusion`, :mod:`.invariance`, :mod:`.correspondence`: the paper's Fig. 7, Fig. 5
   and Table 1.
-- :mod:`.training`: training a zoo model the paper's way, with resumable checkpoints.
+- (training is :mod:`deconvviz.training`, a layer of its own beside this one)
 - :mod:`.evolution`, :mod:`.filters`: feature evolution over checkpoints (Fig. 4) and
   first-layer filter diagnostics (Fig. 6).
 """
@@ -24,12 +24,10 @@ from .occlusion import OcclusionResult, occlusion
 from .projection import Projections, ShowReport, project, project_layers, show
 from .sanity import SanityResult, sanity_check
 from .top_hits import FeatureHits, project_hits, top_hits_figure
-from .training import TrainResult, read_metrics, renormalise_filters, run_checkpoints, train
 
-__all__ = ["EvolutionResult", "FilterResult", "TrainResult", "evolution", "filter_figure",
-           "filter_stats", "filters", "read_metrics", "renormalise_filters", "run_checkpoints",
-           "train", "Comparison", "CorrespondenceResult", "InvarianceResult", "OcclusionResult",
-           "correspondence", "invariance", "occlusion", "SanityResult", "attribute", "compare", "list_methods",
-           "sanity_check", "FeatureHits", "Hit", "Projections", "ScanResult", "ShowReport", "load_scan",
-           "project", "project_hits", "project_layers", "same_hits", "scan", "top_hits_figure",
-           "show"]
+__all__ = ["EvolutionResult", "FilterResult", "evolution", "filter_figure", "filter_stats",
+           "filters", "Comparison", "CorrespondenceResult", "InvarianceResult", "OcclusionResult",
+           "correspondence", "invariance", "occlusion", "SanityResult", "attribute", "compare",
+           "list_methods", "sanity_check", "FeatureHits", "Hit", "Projections", "ScanResult",
+           "ShowReport", "load_scan", "project", "project_hits", "project_layers", "same_hits",
+           "scan", "top_hits_figure", "show"]

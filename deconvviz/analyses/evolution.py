@@ -18,12 +18,12 @@ from torch import nn
 from .. import figures
 from .._io import write_atomically
 from ..choices import choose_features
+from ..data.runs import run_checkpoints
 from ..data.zoo import checkpoint_model, get_spec, load_model, load_weights_into, model_info
 from ..errors import ArgumentError
 from .dataset_scan import Hit, list_images, scan
 from .result import Result
 from .top_hits import project_hits
-from .training import run_checkpoints
 
 __all__ = ["evolution", "EvolutionResult"]
 

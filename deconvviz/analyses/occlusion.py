@@ -22,8 +22,8 @@ from .._io import write_atomically
 from ..data.images import to_rgb
 from ..data.zoo import class_names, model_info
 from ..engine import Deconvnet
-from ..engine.projector import strongest
 from ..engine.recording import check_images, forward_to
+from ..engine.seeds import strongest
 from ..errors import ArgumentError
 from .attribution import default_cam_layer, resolve_target
 from .result import Result

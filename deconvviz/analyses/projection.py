@@ -22,8 +22,8 @@ from ..data.zoo import load_model, model_info
 from ..engine import Projector, Recording
 from ..engine.geometry import Geometry
 from ..engine.layers import aliases_of, overview_layers
-from ..engine.projector import strongest
 from ..engine.recording import check_images
+from ..engine.seeds import strongest
 from ..errors import ArgumentError, ImageError
 from ..figures.display import crop_window, shared_scale, to_uint8
 from .result import Result

@@ -29,7 +29,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 
 from .. import method_table
-from .ops import _same_window, _unbroadcast
+from .ops_common import _same_window, _unbroadcast
 from .pointwise import EXACT_VJP, activation_vjp, gate_factor, vjp_at
 from .rules import RuleSet, get_rule
 

@@ -1,6 +1,8 @@
 """The built-in op rules: one :func:`~deconvviz.engine.rules.register_rule` per op kind.
 
-Adding an op means adding one rule here: what it matches, how it reads its parameters, its
+Adding an op means adding one rule here (or in :mod:`deconvviz.engine.ops_shape`, for shape
+and arithmetic ops, registered after these; the helpers they share are in
+:mod:`deconvviz.engine.ops_common`): what it matches, how it reads its parameters, its
 reverse step (full size and, where different, on the cone's windows), its window and its
 receptive-field arithmetic. The documentation's rule tables are generated from these
 registrations (``deconvviz.engine.rule_table``).
@@ -12,123 +14,33 @@ return ``(input node, signal)`` for each of the op's inputs that come from the i
 """
 from __future__ import annotations
 
-import operator
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Dict, Optional
 
 import torch
-import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import stochastic_depth
 
 from ..errors import UnsupportedOpError
 from .geometry import (
-    Geometry,
     Window,
     leading_padding,
-    same_layout_field,
-    sliding_field,
     sliding_window,
     symmetric_padding,
+)
+from .ops_common import (
+    _describe,
+    _first,
+    _inside,
+    _pair,
+    _pool_params,
+    _same_field,
+    _same_window,
+    _sliding_field,
 )
 from .rules import Rule, Unsupported, register_rule
 
 __all__ = ["batchnorm_scale", "fold_batchnorms", "conv_weight"]
-
-
-# -- shared helpers --------------------------------------------------------------------------
-def _pair(v) -> Tuple[int, int]:
-    return (v, v) if isinstance(v, int) else tuple(v)  # type: ignore[return-value]
-
-
-def _short(v):
-    return v[0] if isinstance(v, tuple) and len(set(v)) == 1 else v
-
-
-def _describe(name: str, p: Dict[str, Any]) -> str:
-    parts = [f"k={_short(p['kernel'])}", f"s={_short(p['stride'])}"]
-    pad = p.get("padding")
-    if pad not in ((0, 0), 0, None):
-        parts.append(f"p={_short(pad)}")
-    if p.get("dilation", (1, 1)) != (1, 1):
-        parts.append(f"d={_short(p['dilation'])}")
-    if p.get("ceil_mode"):
-        parts.append("ceil")
-    return f"{name}({', '.join(parts)})"
-
-
-def _pool_params(kernel, stride, padding, dilation, ceil_mode) -> Dict[str, Any]:
-    kernel = _pair(kernel)
-    stride = _pair(stride) if stride not in (None, [], ()) else kernel
-    return dict(kernel=kernel, stride=stride, padding=_pair(padding), dilation=_pair(dilation),
-                ceil_mode=bool(ceil_mode))
-
-
-def _first(op, s, ctx):
-    return [(op.inputs[0], s)]
-
-
-def _same_field(op, fields, in_shapes, out_shape) -> Optional[Geometry]:
-    """Ops that keep the spatial layout: the union of the inputs' fields."""
-    return same_layout_field(fields, in_shapes, out_shape)
-
-
-def _same_window(op, out: Window, shapes) -> Optional[Window]:
-    """Ops that keep the spatial layout: the window passes through unchanged."""
-    shape = shapes[op.name]
-    for node in op.inputs:
-        inner = shapes.get(node.name)
-        if inner is None or len(inner) < 3 or inner[-2:] != shape[-2:]:
-            return None
-    return out
-
-
-def _sliding_field(op, fields, in_shapes, out_shape) -> Geometry:
-    return sliding_field(fields[0], op.params)
-
-
-def _vjp(op, s, ctx):
-    """A linear op's transpose is its vector-Jacobian product, computed exactly by autograd on
-    a dummy input (the op is linear, so the point does not matter)."""
-    source = op.inputs[0]
-    if op.node.target is operator.getitem and source.name not in ctx.rec.shapes:
-        return [(source, {op.node.args[1]: s})]  # an item of a tuple: its signal, by index
-    dummies = {n: torch.zeros(ctx.shape(n), dtype=s.dtype, device=s.device, requires_grad=True)
-               for n in dict.fromkeys(op.inputs)}
-    args = fx.node.map_arg(op.node.args, lambda n: dummies[n])
-    kwargs = fx.node.map_arg(op.node.kwargs, lambda n: dummies[n])
-    with torch.enable_grad():
-        if op.node.op == "call_module":
-            out = op.module(*args, **kwargs)
-        elif op.node.op == "call_method":
-            out = getattr(args[0], op.node.target)(*args[1:], **kwargs)
-        else:
-            out = op.node.target(*args, **kwargs)
-        grads = torch.autograd.grad(out, list(dummies.values()), s, allow_unused=True)
-    return [(n, g) for n, g in zip(dummies, grads) if g is not None]
-
-
-def _unbroadcast(s: Tensor, shape: Tuple[int, ...]) -> Tensor:
-    if tuple(s.shape) == tuple(shape):
-        return s
-    while s.dim() > len(shape):
-        s = s.sum(0)
-    dims = [d for d in range(1, len(shape)) if shape[d] == 1 and s.shape[d] != 1]
-    return s.sum(dims, keepdim=True) if dims else s
-
-
-def _inside(starts, size, bounds) -> Optional[Tensor]:
-    """``[S, 1, h, w]`` float mask of the window positions inside the map, or ``None`` when
-    every window lies inside."""
-    (y0, x0), (h, w) = starts, size
-    if bool((y0 >= 0).all() and (y0 + h <= bounds[0]).all() and (x0 >= 0).all()
-            and (x0 + w <= bounds[1]).all()):
-        return None
-    rows = y0[:, None] + torch.arange(h, device=y0.device)
-    cols = x0[:, None] + torch.arange(w, device=x0.device)
-    keep = ((rows >= 0) & (rows < bounds[0]))[:, :, None] \
-        & ((cols >= 0) & (cols < bounds[1]))[:, None, :]
-    return keep[:, None].float()
 
 
 # -- ReLU: each method supplies its own reverse ----------------------------------------------
@@ -395,187 +307,4 @@ register_rule(Rule(
     window=_same_window, field=_same_field))
 
 
-# -- average pools ---------------------------------------------------------------------------
-def _parse_avgpool(call):
-    if call.kind == "module":
-        m = call.module
-        p = _pool_params(m.kernel_size, m.stride, m.padding, 1, m.ceil_mode)
-        return _describe("AvgPool2d", p), p
-    p = _pool_params(call.arg(1, "kernel_size"), call.arg(2, "stride"),
-                     call.arg(3, "padding", 0), 1, call.arg(4, "ceil_mode", False))
-    return _describe("avg_pool2d", p), p
-
-
-def _avgpool_window(op, out, shapes) -> Optional[Window]:
-    if op.params["padding"] != (0, 0) or op.params["ceil_mode"]:
-        return None
-    return sliding_window(out, op.params, (0, 0))
-
-
-register_rule(Rule(
-    kind="avgpool", description="transpose of the average pool", reverse=_vjp,
-    modules=(nn.AvgPool2d,), functions=(F.avg_pool2d,), parse=_parse_avgpool,
-    window=_avgpool_window, field=_sliding_field))
-
-
-def _adaptive_field(op, fields, in_shapes, out_shape) -> Optional[Geometry]:
-    h, w = in_shapes[0][-2:]
-    oh, ow = out_shape[-2:]
-    if (h, w) == (oh, ow):
-        return fields[0]
-    if h % oh or w % ow:
-        return None
-    k = (h // oh, w // ow)
-    g = fields[0]
-    return Geometry(tuple(g.size[i] + (k[i] - 1) * g.stride[i] for i in range(2)),
-                    tuple(g.stride[i] * k[i] for i in range(2)), g.start)
-
-
-register_rule(Rule(
-    kind="adaptive_avgpool", description="transpose of the adaptive average pool",
-    reverse=_vjp, modules=(nn.AdaptiveAvgPool2d,), functions=(F.adaptive_avg_pool2d,),
-    parse=lambda call: (f"AdaptiveAvgPool2d({call.module.output_size})" if call.kind == "module"
-                        else f"adaptive_avg_pool2d({call.arg(1, 'output_size')})", {}),
-    field=_adaptive_field))
-
-
-# -- other linear ops: their transpose, by autograd ------------------------------------------
-def _parse_transpose(call):
-    if call.kind == "function" and call.target is F.pad \
-            and call.arg(2, "mode", "constant") != "constant":
-        raise Unsupported(f"pad(mode={call.arg(2, 'mode')!r})")
-    label = call.name if call.kind == "function" else f".{call.name}()"
-    found: List = []
-    fx.node.map_arg((call.node.args, call.node.kwargs), lambda n: found.append(n) or n)
-    if any(a not in call.inputs for a in found):
-        # Computed arguments (an index from the data): the exact vector-Jacobian product at
-        # the recorded point takes it, as every other op (the methods' fallback).
-        raise Unsupported(f"{label} with computed arguments")
-    return label, {}
-
-
-register_rule(Rule(
-    kind="transpose", description="transpose of the linear op", reverse=_vjp,
-    functions=(operator.getitem, F.pad, torch.mean), methods=("mean",),
-    parse=_parse_transpose, window=_same_window, field=_same_field))
-
-
-# -- reshapes --------------------------------------------------------------------------------
-def _parse_reshape(call):
-    if call.kind == "module":
-        return "Flatten", {}
-    return (call.name if call.kind == "function" else f".{call.name}()"), {}
-
-
-register_rule(Rule(
-    kind="reshape", description="reshape back",
-    reverse=lambda op, s, ctx: [(op.inputs[0], s.reshape(ctx.shape(op.inputs[0])))],
-    modules=(nn.Flatten,),
-    functions=(torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze, torch.unflatten),
-    methods=("view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze"),
-    parse=_parse_reshape, window=_same_window, field=_same_field))
-
-
-# -- concatenation: split back ---------------------------------------------------------------
-def _split(op, s, ctx):
-    parts = op.node.args[0]
-    dim = op.params["dim"]
-    dim = dim if dim >= 0 else dim + s.dim()
-    if dim == 0:
-        raise UnsupportedOpError(f"cat along the batch dimension at {op.where}")
-    out, offset = [], 0
-    for part in parts:
-        size = ctx.rec.shapes[part.name][dim]
-        if part in op.inputs:
-            out.append((part, s.narrow(dim, offset, size)))
-        offset += size
-    return out
-
-
-def _cat_window(op, out, shapes) -> Optional[Window]:
-    if op.params["dim"] not in (1, 1 - len(shapes[op.name])):
-        return None
-    return _same_window(op, out, shapes)
-
-
-register_rule(Rule(
-    kind="cat", description="split back to the inputs", reverse=_split,
-    functions=tuple(dict.fromkeys((torch.cat, torch.concat))),
-    parse=lambda call: ("cat", {"dim": call.arg(1, "dim", 0)}),
-    window=_cat_window, field=_same_field))
-
-
-# -- addition: down every branch -------------------------------------------------------------
-def _constant_factor(value) -> Optional[float]:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _parse_add(call):
-    subtract = call.target in (operator.sub, torch.sub) or str(call.name).startswith("sub")
-    alpha = _constant_factor(call.node.kwargs.get("alpha", 1)) or 1.0
-    signs = []
-    for i, a in enumerate(call.node.args[:2]):
-        if a in call.inputs:  # anything else is a constant shift, which vanishes on the way down
-            signs.append((a, 1.0 if i == 0 else (-alpha if subtract else alpha)))
-    label = ("sub" if subtract else "add") + (
-        " (both branches)" if len(signs) > 1 else " of a constant (the shift vanishes)")
-    return label, {"signs": signs}
-
-
-def _branches(op, s, ctx):
-    return [(node, _unbroadcast(s * sign, ctx.shape(node))) for node, sign in op.params["signs"]]
-
-
-register_rule(Rule(
-    kind="add", description="signal down every branch from the input", reverse=_branches,
-    functions=(operator.add, torch.add, operator.sub, torch.sub),
-    methods=("add", "add_", "sub", "sub_"), parse=_parse_add,
-    window=_same_window, field=_same_field))
-
-
-# -- scaling by a constant -------------------------------------------------------------------
-def _parse_scale(call):
-    if call.target is operator.neg:
-        return "neg", {"factor": -1.0}
-    divide = call.target in (operator.truediv, torch.div) or str(call.name).startswith("div")
-    name = "div" if divide else "mul"
-    a, b = (call.node.args + (None, None))[:2]
-    if len(call.inputs) != 1 or (divide and b in call.inputs):
-        raise Unsupported(f"{name} of two tensors from the input")
-    other = b if a in call.inputs else a
-    factor: Any
-    if isinstance(other, fx.Node):
-        if other.op != "get_attr":
-            raise Unsupported("mul by a computed tensor")
-        factor = ("attr", other.target)
-    else:
-        factor = _constant_factor(other)
-        if factor is None:
-            raise Unsupported(f"mul by {other!r}")
-        if divide:
-            factor = 1.0 / factor
-    return f"{name} by a constant", {"factor": factor, "divide": divide}
-
-
-def _scale(op, s, ctx):
-    factor = op.params["factor"]
-    if isinstance(factor, tuple):  # ("attr", target): a constant tensor of the model
-        factor = _get_attr(ctx.traced.graph_module, factor[1])
-        if op.params["divide"]:
-            factor = 1.0 / factor
-    source = op.inputs[0]
-    return [(source, _unbroadcast(s * factor, ctx.shape(source)))]
-
-
-def _get_attr(module: nn.Module, target: str) -> Tensor:
-    obj = module
-    for part in target.split("."):
-        obj = getattr(obj, part)
-    return obj.detach()
-
-
-register_rule(Rule(
-    kind="scale", description="scale by the constant", reverse=_scale,
-    functions=(operator.mul, torch.mul, operator.truediv, torch.div, operator.neg),
-    methods=("mul", "mul_", "div", "div_"), parse=_parse_scale,
-    window=_same_window, field=_same_field))
+from . import ops_shape  # noqa: E402,F401  (its rules register after these, in order)

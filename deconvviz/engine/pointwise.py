@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import UnsupportedOpError, first_line
-from .ops import _same_field, _same_window, _unbroadcast
+from .ops_common import _same_field, _same_window, _unbroadcast
 from .rules import Rule, Unsupported, register_rule
 
 __all__ = ["EXACT_VJP", "ACTIVATION_MODULES", "GATE_MODULES", "vjp_at", "activation_vjp",

@@ -1,0 +1,206 @@
+"""What every command shares: the ``deconvviz`` group, one-line errors, the shared options
+(model, weights, device, dpi, method, target) and the method-list parser.
+
+Start-up is instant: this module imports only click and deconvviz's light modules (the zoo's
+names, the choices, the method table, output checks); torch and matplotlib are imported by a
+command once its arguments have been checked.
+"""
+from __future__ import annotations
+
+import functools
+import sys
+import warnings
+from typing import List, Optional
+
+import click
+
+from .. import method_table
+from ..choices import (
+    MODES,
+    parse_list,
+)
+from ..data.zoo import list_models
+from ..errors import ArgumentError, Interrupted, first_line
+
+__all__ = ["cli", "main", "friendly", "model_option", "weights_option", "device_option",
+           "dpi_option", "method_option", "target_options", "method_list",
+           "load_images_and_model"]
+
+
+
+class _InputError(click.ClickException):
+    exit_code = 2
+
+
+class _Interrupted(click.ClickException):
+    exit_code = 130  # the shell's code for Ctrl-C
+
+
+class _OneLineErrors(click.Group):
+    """Every error becomes one ``error:`` line (click's own usage errors included)."""
+
+    def main(self, args=None, prog_name=None, **extra):
+        extra.pop("standalone_mode", None)  # errors are always handled here
+        try:
+            result = super().main(args, prog_name=prog_name, standalone_mode=False, **extra)
+        except click.exceptions.Abort:
+            click.echo("error: aborted", err=True)
+            sys.exit(1)
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+def friendly(command):
+    """Turn exceptions into one-line errors unless --debug is given."""
+
+    @functools.wraps(command)
+    def wrapper(*args, debug: bool = False, **kwargs):
+        with warnings.catch_warnings():
+            if not debug:
+                warnings.showwarning = _one_line_warning
+            try:
+                return command(*args, **kwargs)
+            except click.ClickException:
+                raise
+            except Interrupted as exc:  # saved where it was; the message says --resume
+                if debug:
+                    raise
+                raise _Interrupted(_one_line(exc)) from None
+            except ValueError as exc:  # every deconvviz input error is a ValueError
+                if debug:
+                    raise
+                raise _InputError(_one_line(exc)) from None
+            except OSError as exc:  # a file that vanished, a disk that filled up
+                if debug:
+                    raise
+                raise click.ClickException(f"{exc.strerror or exc}"
+                                           + (f": {exc.filename}" if exc.filename else "")
+                                           ) from None
+            except Exception as exc:
+                if debug:
+                    raise
+                raise click.ClickException(f"{type(exc).__name__}: {_one_line(exc)}") from None
+
+    return click.option("--debug", is_flag=True, help="Show tracebacks.")(wrapper)
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    if len(lines) > 1 and lines[0].startswith("Caught ") and "DataLoader worker" in lines[0]:
+        # re-raised from a DataLoader worker: the original message is the last line
+        return lines[-1].split(": ", 1)[-1]
+    return first_line(exc)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    """deconvviz's own warnings, one line each; other libraries' (deprecations, a missing
+    glyph) are not the user's business unless --debug shows everything."""
+    if getattr(category, "__module__", "").startswith("deconvviz"):
+        click.echo(f"warning: {message}", err=True)
+
+
+def weights_option(f):
+    return click.option("--weights", default="default", show_default=True, metavar="WEIGHTS",
+                        help="'default' (torchvision's ImageNet weights; timm's pretrained "
+                             "ones for timm:NAME), 'none' (random), or a checkpoint FILE.")(f)
+
+
+def dpi_option(f):
+    return click.option("--dpi", default=200, show_default=True, type=click.IntRange(10, 2400),
+                        help="Resolution of raster output (10 to 2400).")(f)
+
+
+def device_option(f):
+    return click.option("--device", default="auto", show_default=True,
+                        help="'cpu', 'cuda', 'cuda:1', ... or 'auto' (cuda when available).")(f)
+
+
+class _ReversePass(click.ParamType):
+    """A reverse-pass method of the method table, read when the option is parsed (so a
+    method registered with deconvviz.engine.register_method is a choice too)."""
+
+    name = "method"
+
+    def get_metavar(self, param, ctx=None):
+        return "[" + "|".join(method_table.names(method_table.REVERSE)) + "]"
+
+    def convert(self, value, param, ctx):
+        try:
+            return method_table.check(value, method_table.REVERSE)
+        except ArgumentError as error:
+            self.fail(str(error), param, ctx)
+
+
+def method_option(f):
+    return click.option("--method", type=_ReversePass(), default="deconvnet",
+                        show_default=True,
+                        help="The reverse pass: the deconvnet, guided backprop, the plain "
+                             "gradient, or another registered one.")(f)
+
+
+def model_option(f):
+    return click.option("--model", "-m", required=True, metavar="NAME",
+                        help=f"A zoo model ({', '.join(list_models())}), any torchvision "
+                             f"classification model as torchvision:NAME (e.g. "
+                             f"torchvision:efficientnet_b0), or timm:NAME when timm is "
+                             f"installed.")(f)
+
+
+@click.group(cls=_OneLineErrors, invoke_without_command=True,
+             context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="deconvviz")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """Zeiler-Fergus deconvnet visualisations of CNN features.
+
+    \b
+    Examples:
+      deconvviz show --model zfnet --layer conv3 photo.jpg
+      deconvviz layers --model vgg16
+    """
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+
+
+def target_options(f):
+    for option in reversed([
+        click.option("--target", default=None, metavar="CLASS",
+                     help="A class index or ImageNet class name [default: each image's "
+                          "top-1 class]."),
+        click.option("--layer", "-l", default=None,
+                     help="Explain a unit of this layer instead of a class."),
+        click.option("--feature", default=None, type=click.IntRange(0),
+                     help="The unit's feature (with --layer)."),
+        click.option("--mode", type=click.Choice(MODES), default="max", show_default=True,
+                     help="The unit's strongest activation, or its whole map."),
+    ]):
+        f = option(f)
+    return f
+
+
+def method_list(spec: Optional[str], default) -> List[str]:
+    names = parse_list(spec, "--methods") if spec else list(default)
+    for name in names:
+        method_table.get(name)
+    return names
+
+
+def load_images_and_model(model: str, weights: str, device: str, images: List[str]):
+    """The model on its device and the images as one batch (after the arguments are checked:
+    this is where torch is imported)."""
+    import torch
+
+    from ..data.devices import resolve_device
+    from ..data.images import load_image
+    from ..data.zoo import load_model
+
+    dev = resolve_device(device)
+    net_model = load_model(model, weights=weights).to(dev)
+    return net_model, torch.cat([load_image(p, net_model)[0] for p in images]).to(dev)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Console-script entry point."""
+    cli.main(args=argv, prog_name="deconvviz")

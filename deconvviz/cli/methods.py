@@ -1,0 +1,113 @@
+"""Commands that set methods side by side: ``compare`` and ``sanity``."""
+from __future__ import annotations
+
+import sys
+from typing import List, Optional
+
+import click
+
+from .. import method_table
+from .._io import DATA_FORMATS, FIGURE_FORMATS, check_output_path, result_formats
+from ..data.zoo import get_spec
+from ..errors import ArgumentError
+from .base import (
+    cli,
+    device_option,
+    dpi_option,
+    friendly,
+    method_list,
+    model_option,
+    target_options,
+    weights_option,
+)
+
+__all__: list = []  # commands, registered on deconvviz.cli.cli
+
+
+@cli.command("compare", short_help="Every method's attribution side by side.")
+@model_option
+@target_options
+@click.option("--methods", default=None, metavar="LIST",
+              help=f"Comma list of {', '.join(method_table.names())} [default: "
+                   f"{', '.join(method_table.COMPARE_DEFAULT)}].")
+@click.option("--cam-layer", default=None, help="Grad-CAM's layer [default: the last "
+                                                "convolutional block].")
+@click.option("--out", "-o", required=True, metavar="PATH",
+              help="Output .png/.jpg/.pdf/.svg, or .npz for the maps.")
+@dpi_option
+@weights_option
+@device_option
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@friendly
+def compare_command(model: str, target: Optional[str], layer: Optional[str],
+                    feature: Optional[int], mode: str, methods: Optional[str],
+                    cam_layer: Optional[str], out: str, dpi: int, weights: str, device: str,
+                    images: List[str]) -> None:
+    """One row per IMAGE, one column per method, explaining the same class (or unit): the
+    layout of Grad-CAM's Fig. 1 and Springenberg's Fig. 2."""
+    get_spec(model)
+    names = method_list(methods, method_table.COMPARE_DEFAULT)
+    check_output_path(out, result_formats("comparison"))
+    if (layer is None) != (feature is None):
+        raise ArgumentError("a unit target needs both --layer and --feature")
+    from ..analyses import compare
+    from ..data.devices import resolve_device
+    from ..data.zoo import load_model
+
+    net_model = load_model(model, weights=weights).to(resolve_device(device))
+    from tqdm import tqdm
+
+    with tqdm(total=len(names), desc=f"compare ({len(images)} images)", unit="method",
+              file=sys.stderr) as bar:
+        result = compare(net_model, images, names, target=target, layer=layer,
+                         feature=feature, mode=mode, cam_layer=cam_layer,
+                         progress=lambda _: bar.update())
+    click.echo(result.save(out, dpi=dpi))
+
+
+@cli.command("sanity", short_help="Adebayo's sanity check: randomise the layers, top down.")
+@model_option
+@click.option("--methods", default=None, metavar="LIST",
+              help=f"Comma list of {', '.join(method_table.names())} [default: "
+                   f"{', '.join(method_table.SANITY_DEFAULT)}].")
+@click.option("--target", default=None, metavar="CLASS",
+              help="A class index or name [default: the image's top-1 class].")
+@click.option("--seed", default=0, show_default=True, help="Seed of the re-initialisations.")
+@click.option("--out", "-o", required=True, metavar="PATH", help="Output .png/.jpg/.pdf/.svg.")
+@click.option("--csv", "csv_path", default=None, metavar="PATH", help="Also write the scores.")
+@dpi_option
+@weights_option
+@device_option
+@click.argument("image", type=click.Path())
+@friendly
+def sanity_command(model: str, methods: Optional[str], target: Optional[str], seed: int,
+                   out: str, csv_path: Optional[str], dpi: int, weights: str, device: str,
+                   image: str) -> None:
+    """Cascading model-parameter randomisation (Adebayo et al., 2018) on IMAGE: re-initialise
+    the layers one by one from the logits down, and measure how much each method's map
+    changes (Spearman rank correlation and SSIM against the original map)."""
+    get_spec(model)
+    names = method_list(methods, method_table.SANITY_DEFAULT)
+    check_output_path(out, FIGURE_FORMATS)
+    if csv_path is not None:
+        check_output_path(csv_path, DATA_FORMATS["sanity"])
+    from tqdm import tqdm
+
+    from ..analyses import sanity_check
+    from ..data.devices import resolve_device
+    from ..data.images import load_image
+    from ..data.zoo import load_model
+
+    dev = resolve_device(device)
+    net_model = load_model(model, weights=weights).to(dev)
+    x, _ = load_image(image, net_model)
+    from ..analyses.sanity import parametrised_layers
+
+    steps = 1 + len(parametrised_layers(net_model))
+    with tqdm(total=steps * len(names), desc="sanity (layers x methods)", unit="map",
+              file=sys.stderr) as bar:
+        result = sanity_check(net_model, x.to(dev), names, target=target, seed=seed,
+                              progress=lambda _: bar.update())
+    click.echo(result.save(out, dpi=dpi))
+    if csv_path is not None:
+        click.echo(result.save(csv_path))

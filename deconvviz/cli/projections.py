@@ -1,0 +1,128 @@
+"""Commands that list models and layers and draw projections: ``models``, ``layers``, ``show``."""
+from __future__ import annotations
+
+import sys
+from typing import List, Optional
+
+import click
+
+from .._io import FIGURE_FORMATS, check_output_path, figure_paths
+from ..choices import (
+    MAX_TOP,
+    MODES,
+    SCALINGS,
+    parse_features,
+)
+from ..data.zoo import get_spec, list_models
+from ..errors import ArgumentError
+from .base import (
+    cli,
+    device_option,
+    dpi_option,
+    friendly,
+    method_option,
+    model_option,
+    weights_option,
+)
+
+__all__: list = []  # commands, registered on deconvviz.cli.cli
+
+
+@cli.command("models")
+@friendly
+def models_command() -> None:
+    """List the model zoo: name, parameters, whether ImageNet weights exist, and whether they
+    are already in the torch hub cache (else the first use downloads them)."""
+    from ..data.zoo import cached_weights, count_parameters
+
+    click.echo(f"{'model':<12} {'parameters':>12}  {'imagenet weights':<18} cached")
+    for name in list_models():
+        spec = get_spec(name)
+        weights = "yes (torchvision)" if spec.imagenet_weights is not None else "no (random init)"
+        path = cached_weights(name)
+        cached = "-" if spec.imagenet_weights is None else ("yes" if path else "no (downloads)")
+        click.echo(f"{name:<12} {count_parameters(name):>12,}  {weights:<18} {cached}")
+    click.echo("Beyond the zoo: --model torchvision:NAME for any torchvision classification "
+               "model (e.g. torchvision:efficientnet_b0), timm:NAME when timm is installed.")
+
+
+@cli.command("layers")
+@model_option
+@click.option("--input-size", default=224, show_default=True, help="Side of the square input.")
+@click.option("--all", "all_modules", is_flag=True, help="List every module path, not only aliases.")
+@friendly
+def layers_command(model: str, input_size: int, all_modules: bool) -> None:
+    """List a model's layers: alias, module path, output shape and receptive field."""
+    get_spec(model)
+    from ..engine import list_layers
+
+    rows = list_layers(model, input_size=input_size, all_modules=all_modules)
+    click.echo(f"{'alias':<14} {'path':<30} {'shape':<18} {'rf size':>7} {'rf stride':>9}")
+    for layer in rows:
+        shape = "x".join(str(s) for s in layer.shape)
+        stride = str(layer.rf_stride) if layer.rf_stride is not None else "-"
+        click.echo(f"{layer.alias or '-':<14} {layer.path:<30} {shape:<18} "
+                   f"{layer.rf_size:>7} {stride:>9}")
+
+
+@cli.command("show")
+@model_option
+@click.option("--layer", "-l", required=True,
+              help="Alias or module path; a comma list, or 'all', for one row per layer.")
+@click.option("--top", default=None, type=click.IntRange(1, MAX_TOP),
+              help="The N strongest features [default: 16; 6 per layer with several layers].")
+@click.option("--features", default=None, metavar="LIST", help="Feature indices, e.g. 3,17,40-47.")
+@click.option("--mode", type=click.Choice(MODES), default="max", show_default=True,
+              help="Project the strongest activation only, or the whole feature map.")
+@click.option("--scaling", type=click.Choice(SCALINGS), default="signed",
+              show_default=True, help="Display convention.")
+@click.option("--view", type=click.Choice(["auto", "crop", "full"]), default="auto",
+              show_default=True,
+              help="crop: each projection cropped to its receptive field and enlarged (the "
+                   "paper's view); full: the whole frame; auto: crop where the field is at "
+                   "most half the image.")
+@method_option
+@click.option("--patches", is_flag=True, help="Pair each projection with its receptive-field patch.")
+@click.option("--out", "-o", default=None, metavar="PATH",
+              help="Output .png/.jpg/.pdf/.svg. With several images: PATH's stem gets "
+                   "_<image> appended, unless --combine.")
+@click.option("--combine", is_flag=True, help="Several images in one figure.")
+@dpi_option
+@weights_option
+@device_option
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@friendly
+def show_command(model: str, layer: str, top: Optional[int], features: Optional[str], mode: str,
+                 scaling: str, view: str, method: str, patches: bool, out: Optional[str],
+                 combine: bool, dpi: int, weights: str, device: str,
+                 images: List[str]) -> None:
+    """Draw projections (deconvnet, guided backprop or gradient) of a layer's features for
+    each IMAGE.
+
+    An unreadable IMAGE is reported and skipped; the others are drawn, and the exit code is
+    2 at the end.
+    """
+    if top is not None and features is not None:
+        raise ArgumentError("give --top or --features, not both")
+    chosen = parse_features(features) if features else None
+    name = get_spec(model).name
+    for path in figure_paths(images, name, layer, out, combine):
+        check_output_path(path, FIGURE_FORMATS)
+    from tqdm import tqdm
+
+    from ..analyses import show
+    from ..data.devices import resolve_device
+    from ..data.zoo import load_model
+
+    net_model = load_model(model, weights=weights).to(resolve_device(device))
+    with tqdm(total=len(images), desc="images", unit="img", file=sys.stderr,
+              disable=len(images) < 2) as bar:
+        report = show(net_model, images, layer, features=chosen, top=top, mode=mode,
+                      scaling=scaling, patches=patches, view=view, out=out, combine=combine,
+                      dpi=dpi, method=method, on_image=lambda _: bar.update())
+    for path in report.written:
+        click.echo(path)
+    for _image, reason in report.failed:
+        click.echo(f"error: {reason}", err=True)
+    if report.failed:
+        sys.exit(2)

@@ -1,0 +1,111 @@
+"""Commands over an image collection: ``scan`` and ``figure`` (Zeiler & Fergus Fig. 2)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import click
+
+from .._io import FIGURE_FORMATS, check_output_path
+from ..choices import (
+    SCALINGS,
+    parse_features,
+    parse_list,
+)
+from ..data.zoo import get_spec
+from .base import (
+    cli,
+    device_option,
+    dpi_option,
+    friendly,
+    method_option,
+    model_option,
+    weights_option,
+)
+
+__all__: list = []  # commands, registered on deconvviz.cli.cli
+
+
+@cli.command("scan", short_help="The top activations of every feature across a folder of images.")
+@model_option
+@click.option("--layers", "-l", required=True, help="Comma list of layers, e.g. conv1,conv3,conv5.")
+@click.option("--top", default=9, show_default=True, type=click.IntRange(1),
+              help="Hits kept per feature.")
+@click.option("--out", "-o", required=True, metavar="RESULT", help="Where to write the result.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
+@click.option("--workers", default=0, show_default=True, type=click.IntRange(0),
+              help="DataLoader worker processes.")
+@click.option("--resume", is_flag=True, help="Continue from RESULT.partial after an interruption.")
+@click.option("--checkpoint-every", default=256, show_default=True, metavar="N",
+              type=click.IntRange(1), help="Images between checkpoints.")
+@weights_option
+@device_option
+@click.argument("source", type=click.Path())
+@friendly
+def scan_command(model: str, layers: str, top: int, out: str, batch_size: int, workers: int,
+                 resume: bool, checkpoint_every: int, weights: str, device: str,
+                 source: str) -> None:
+    """Find the strongest activations of every feature of LAYERS across SOURCE (a folder of
+    images, searched recursively, or a text file listing image paths).
+
+    Under torchrun (--nproc_per_node=N) the ranks scan disjoint shards and merge their results.
+    """
+    get_spec(model)
+    check_output_path(out, formats=None)
+    from ..analyses import scan
+    from ..data.devices import distributed
+    from ..data.zoo import load_model
+
+    names = parse_list(layers, "--layers")
+    with distributed(device) as (rank, dev):
+        net_model = load_model(model, weights=weights).to(dev)
+        result = scan(net_model, source, names, top=top, batch_size=batch_size, workers=workers,
+                      out=out, resume=resume, checkpoint_every=checkpoint_every)
+        if rank == 0:
+            if result.skipped:
+                click.echo(f"warning: skipped {len(result.skipped)} unreadable file(s):",
+                           err=True)
+                for path, why in result.skipped[:10]:
+                    click.echo(f"  {path}: {why}", err=True)
+                if len(result.skipped) > 10:
+                    click.echo(f"  and {len(result.skipped) - 10} more (result.skipped in "
+                               f"Python lists them all)", err=True)
+            click.echo(out)
+
+
+@cli.command("figure", short_help="Redraw Zeiler & Fergus Fig. 2 from a scan result.")
+@click.argument("result_path", metavar="RESULT", type=click.Path())
+@click.option("--layer", "-l", default=None, help="Layer(s) of the scan, comma list "
+                                                  "[default: all of them].")
+@click.option("--features", default="0-15", show_default=True, metavar="LIST",
+              help="Feature indices (3,17,40-47) or random:N for a seeded random subset.")
+@click.option("--seed", default=0, show_default=True, help="Seed for random:N.")
+@click.option("--scaling", type=click.Choice(SCALINGS), default="signed",
+              show_default=True, help="Display convention.")
+@click.option("--ncols", default=4, show_default=True, type=click.IntRange(1),
+              help="Features per row.")
+@click.option("--out", "-o", required=True, metavar="PATH", help="Output .png/.jpg/.pdf/.svg.")
+@dpi_option
+@method_option
+@weights_option
+@device_option
+@friendly
+def figure_command(result_path: str, layer: Optional[str], features: str, seed: int,
+                   scaling: str, ncols: int, out: str, dpi: int, method: str, weights: str,
+                   device: str) -> None:
+    """Redraw Zeiler & Fergus Fig. 2 from a scan RESULT: each feature's top-9 projections
+    beside the image patches that caused them. --weights defaults to the scan's own."""
+    check_output_path(out, FIGURE_FORMATS)
+    if not features.startswith("random:"):
+        parse_features(features)
+    from ..analyses import load_scan
+    from ..data.devices import resolve_device
+    from ..data.zoo import load_model
+    from ..figures import save_figure
+
+    result = load_scan(result_path)
+    own = weights == "default"  # the CLI default: the weights the scan used
+    model = load_model(result.model, weights=result.weights_argument if own else weights)
+    fig = result.figure(parse_list(layer, "--layer") if layer else None, features, seed=seed,
+                        model=model.to(resolve_device(device)), scaling=scaling, ncols=ncols,
+                        method=method, progress=True)
+    click.echo(save_figure(fig, out, dpi=dpi))

@@ -113,3 +113,31 @@ def test_compare_and_sanity_trace_the_model_once_for_every_method(monkeypatch):
     x = torch.randn(1, 3, 96, 96)
     dv.sanity_check(model, x, ["deconvnet", "guided", "gradient"], layers=["classifier.6"])
     assert len(traced) == 2
+
+
+def test_show_resolves_a_layer_name_once_and_checks_the_model_state_every_time(monkeypatch):
+    import deconvviz.engine.layers as layers
+    import deconvviz.engine.projector as projector
+
+    resolved = []
+    real = layers.resolve_layer
+
+    def counting(traced, layer, aliases):
+        resolved.append(layer)
+        return real(traced, layer, aliases)
+
+    monkeypatch.setattr(layers, "resolve_layer", counting)
+    monkeypatch.setattr(projector, "resolve_layer", counting)
+    model = zoo_model("zfnet")
+    result = dv.project(model, CHELSEA, "conv3", top=4)
+    assert resolved == ["conv3"] and len(result) == 4
+    # the reverse pass is built once per layer and method, but a model put in training mode
+    # afterwards is still refused (its dropout and BatchNorm would differ)
+    net = dv.Deconvnet(model)
+    assert net.reverse_pass("fc7") is net.reverse_pass("fc7")
+    model.train()
+    try:
+        with pytest.raises(dv.UnsupportedOpError, match="drop6 is in training mode"):
+            net.reverse_pass("fc7")
+    finally:
+        model.eval()

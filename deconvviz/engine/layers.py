@@ -187,9 +187,11 @@ def measure(traced: TracedModel, size: Tuple[int, int]) -> Measured:
 
 
 def layer_of(traced: TracedModel, aliases: Mapping[str, str], name: str,
-             measured: Measured) -> Layer:
-    """The :class:`Layer` named ``name`` (alias, module path or ``path@k``)."""
-    alias, path, node = resolve_layer(traced, name, aliases)
+             measured: Measured,
+             resolved: Optional[Tuple[Optional[str], str, str]] = None) -> Layer:
+    """The :class:`Layer` named ``name`` (alias, module path or ``path@k``; ``resolved``: its
+    :func:`resolve_layer`, if known)."""
+    alias, path, node = resolved or resolve_layer(traced, name, aliases)
     if node not in measured.shapes:
         raise UnknownLayerError(f"layer {name!r} does not output a tensor (its module returns "
                                 f"a tuple or a list); pick a module inside it")

@@ -122,6 +122,9 @@ class Projector:
         self.aliases: Dict[str, str] = dict(aliases) if aliases is not None else aliases_of(model)
         self.max_memory = int(max_memory)
         self._layers: Dict[Tuple[int, int], Measured] = {}
+        # each layer name resolved once, each reverse pass built once (per method)
+        self._resolved: Dict[str, Tuple[Optional[str], str, str]] = {}
+        self._passes: Dict[Tuple[int, str], "ReversePass"] = {}
 
     def with_method(self, method: Union[str, RuleSet]) -> "Projector":
         """This projector with another method: the same model, trace, aliases and measured
@@ -164,7 +167,8 @@ class Projector:
         Raises:
             UnknownLayerError: naming the closest matches.
         """
-        return layer_of(self.traced, self.aliases, name, self._measured(size or (224, 224)))
+        return layer_of(self.traced, self.aliases, name, self._measured(size or (224, 224)),
+                        self._resolve(name))
 
     def _measured(self, size: Tuple[int, int]):
         key = (int(size[0]), int(size[1]))
@@ -172,13 +176,32 @@ class Projector:
             self._layers[key] = measure(self.traced, key)
         return self._layers[key]
 
+    def _resolve(self, layer: str) -> Tuple[Optional[str], str, str]:
+        """``(alias, path, node)`` of a layer name, resolved once (:func:`resolve_layer`)."""
+        if not isinstance(layer, str):
+            return resolve_layer(self.traced, layer, self.aliases)  # raises, naming the type
+        if layer not in self._resolved:
+            self._resolved[layer] = resolve_layer(self.traced, layer, self.aliases)
+        return self._resolved[layer]
+
     def _node(self, layer: str) -> str:
-        return resolve_layer(self.traced, layer, self.aliases)[2]
+        return self._resolve(layer)[2]
 
     def reverse_pass(self, layer: str) -> ReversePass:
         """The steps from ``layer`` down to the input; raises :class:`UnsupportedOpError` if
         any op on that path has no rule in this method, or is in a state it cannot undo."""
-        alias, path, node = resolve_layer(self.traced, layer, self.aliases)
+        key = (id(self.method), layer)
+        if key not in self._passes:
+            self._passes[key] = self._reverse_pass(layer)
+        else:  # built once; the checks of the model's state (train mode, ...) run every time
+            for step in self._passes[key].steps:
+                rule = self.method.rule_of(step.op)
+                if rule.check is not None:
+                    rule.check(step.op, layer)
+        return self._passes[key]
+
+    def _reverse_pass(self, layer: str) -> ReversePass:
+        alias, path, node = self._resolve(layer)
         ops = self.traced.path_to_input(self.traced.ops[node].node, self._reaches)
         if self.traced.input_node not in {op.node for op in ops}:
             raise ArgumentError(f"layer {layer!r} does not depend on the input image")

@@ -179,3 +179,15 @@ def test_random_weights_are_drawn_with_seed_0_and_leave_the_random_state_alone()
         assert torch.equal(value, second.state_dict()[key]), key
         assert torch.equal(value, reused[key]), key
     assert any(v.std() > 0 for v in reused.values() if v.is_floating_point())
+
+
+def test_a_zoo_models_facts_survive_a_deep_copy_and_stay_out_of_its_state_dict():
+    import copy
+
+    model = zoo_model("alexnet")
+    copied = copy.deepcopy(model)
+    assert dv.model_info(copied) == dv.model_info(model) and dv.model_info(model).name == "alexnet"
+    assert model.state_dict().keys() == copied.state_dict().keys()
+    assert not any("deconvviz" in key for key in model.state_dict())
+    # a wrapper has its own module paths: it is not taken for the zoo model
+    assert dv.model_info(torch.nn.Sequential(model)) is None

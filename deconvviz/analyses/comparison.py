@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from .. import figures, method_table
 from .._io import write_atomically
 from ..data.images import load_image
-from ..data.zoo import model_info
+from ..data.zoo import model_info, model_name
 from ..errors import ArgumentError
 from .attribution import Target, attribute, probabilities, resolve_target
 from .result import Result
@@ -130,6 +130,6 @@ def compare(model: nn.Module, images: Sequence[Union[str, os.PathLike]],
     info = model_info(model)
     return Comparison(methods, maps, not_applicable, resolved, probs,
                       [rgb for _, rgb in loaded], paths,
-                      info.name if info else type(model).__name__,
+                      model_name(model),
                       info.trained if info else True, info.weights if info else "user")
 

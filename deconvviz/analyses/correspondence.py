@@ -25,7 +25,7 @@ from .. import figures
 from .._io import write_atomically
 from ..choices import weights_label
 from ..data.images import load_image, to_rgb
-from ..data.zoo import model_info
+from ..data.zoo import model_info, model_name
 from ..engine import Deconvnet
 from ..engine.recording import check_images, forward_to
 from ..errors import ArgumentError
@@ -173,8 +173,7 @@ def parts_figure(model: Union[str, nn.Module], images: Sequence[str],
     if len(rgb) < 2:
         raise ArgumentError("correspondence needs at least two images")
     boxes = check_parts(parts, len(rgb), rgb[0].shape[:2])
-    info = model_info(model) if not isinstance(model, str) else None
-    name = model if isinstance(model, str) else (info.name if info else type(model).__name__)
+    name = model if isinstance(model, str) else model_name(model)
     return PartBoxes(rgb, list(boxes), boxes, name).figure()
 
 
@@ -240,5 +239,5 @@ def correspondence(model: nn.Module, x: Tensor, parts: Mapping[str, Sequence[Seq
     bar.close()
     info = model_info(model)
     return CorrespondenceResult(delta, baseline, layers, list(boxes), boxes, to_rgb(x, model),
-                                random, info.name if info else type(model).__name__,
+                                random, model_name(model),
         weights=info.weights if info else "user")

@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .._io import check_output_path, write_atomically
 from ..data.images import load_image, preprocessing_for
-from ..data.zoo import Preprocessing, model_info, weights_digest
+from ..data.zoo import Preprocessing, model_info, model_name, weights_digest
 from ..engine.graph import trace
 from ..engine.layers import aliases_of, resolve_layer
 from ..engine.recording import forward_to
@@ -319,7 +319,7 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
     with torch.no_grad():
         probe = forward(torch.zeros(2, 3, prep.crop_size, prep.crop_size, device=device))
     meta = {
-        "model": info.name if info else type(model).__name__,
+        "model": model_name(model),
         "weights": info.weights if info else "user",
         "weights_digest": weights_digest(model),
         "layers": [{"name": l, "path": p, "shape": list(a.shape[1:])}

@@ -24,7 +24,7 @@ from .. import figures
 from .._io import write_atomically
 from ..choices import TRANSFORMS
 from ..data.images import to_rgb
-from ..data.zoo import class_names, model_info
+from ..data.zoo import class_names, model_info, model_name
 from ..engine import Deconvnet, Projector
 from ..engine.recording import check_images, forward_to
 from ..errors import ArgumentError, closest
@@ -240,7 +240,7 @@ def invariance(model: nn.Module, x: Tensor, transform: str,
     info = model_info(model)
     return InvarianceResult(transform, values, distance, probability, resolved.classes,
                             to_rgb(x, model), examples, class_names(model),
-                            info.name if info else type(model).__name__,
+                            model_name(model),
                             weights=info.weights if info else "user",
                             images=[os.path.basename(os.fspath(i)) for i in images]
                             if images is not None else None,

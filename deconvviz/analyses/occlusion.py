@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from .. import figures
 from .._io import write_atomically
 from ..data.images import to_rgb
-from ..data.zoo import class_names, model_info
+from ..data.zoo import class_names, model_info, model_name
 from ..engine import Deconvnet
 from ..engine.recording import check_images, forward_to
 from ..engine.seeds import strongest
@@ -176,5 +176,5 @@ def occlusion(model: nn.Module, x: Tensor, layer: Optional[str] = None,
         np.array([float(p0[i, resolved.classes[i]]) for i in range(n)]),
         p0.argmax(dim=1).cpu().numpy(), layer, features, resolved.classes, projection, boxes,
         size, stride, to_rgb(x, model), class_names(model),
-        info.name if info else type(model).__name__,
+        model_name(model),
         weights=info.weights if info else "user")

@@ -18,7 +18,7 @@ from .. import figures
 from .._io import FIGURE_FORMATS, check_output_path, figure_paths, write_atomically
 from ..choices import MAX_TOP, check_mode, check_scaling, parse_list, weights_label
 from ..data.images import load_image, to_rgb
-from ..data.zoo import load_model, model_info
+from ..data.zoo import load_model, model_info, model_name
 from ..engine import Projector, Recording
 from ..engine.geometry import Geometry
 from ..engine.layers import aliases_of, overview_layers
@@ -254,7 +254,7 @@ def project(model: Union[str, nn.Module], image: ImageArg, layer: str, *,
     return Projections(
         pixels=pixels.cpu(), features=list(features), values=values[0].cpu().numpy(),
         positions=torch.stack([ys[0], xs[0]], dim=1).cpu().numpy(), rgb=rgb, layer=layer,
-        model=info.name if info else type(model).__name__, mode=mode,
+        model=model_name(model), mode=mode,
         geometry=layer_info.geometry, trained=info.trained if info else True,
         image=path, method=net.method.name, weights=info.weights if info else "user")
 
@@ -340,8 +340,7 @@ def show(model: nn.Module, images: Sequence[Union[str, os.PathLike]], layer: str
         raise ArgumentError("features and patches need a single layer")
     if top is not None:
         _check_top(top)
-    info = model_info(model)
-    paths = figure_paths(images, info.name if info else type(model).__name__, layer, out,
+    paths = figure_paths(images, model_name(model), layer, out,
                          combine)
     for path in paths:
         check_output_path(path, FIGURE_FORMATS)

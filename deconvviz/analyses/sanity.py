@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from .. import figures, method_table
 from .._io import write_atomically
 from ..data.images import to_rgb
-from ..data.zoo import model_info
+from ..data.zoo import model_info, model_name
 from ..engine import Projector
 from ..engine.graph import TracedModel, trace
 from ..engine.recording import check_images
@@ -194,5 +194,5 @@ def sanity_check(model: nn.Module, x: Tensor, methods: Optional[Sequence[str]] =
                 scores[method][metric].append(value)
     info = model_info(model)
     return SanityResult(names, methods, scores, maps, resolved, to_rgb(x, model),
-                        info.name if info else type(model).__name__,
+                        model_name(model),
         weights=info.weights if info else "user")

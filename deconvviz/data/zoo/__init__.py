@@ -12,11 +12,12 @@ from ._registry import ModelSpec, get_spec, list_models, register_model
 
 __all__ = ["CHECKPOINT_FORMAT", "checkpoint_model", "checkpoint_payload", "load_weights_into",
            "class_names", "ModelInfo", "ModelSpec", "Preprocessing", "UntrainedWarning", "ZFNet",
-           "count_parameters", "get_spec", "list_models", "load_model", "model_info",
+           "count_parameters", "get_spec", "list_models", "load_model", "model_info", "model_name",
            "register_model", "weights_digest", "weights_label", "cached_weights"]
 
 _LAZY = {"ModelInfo": "._api", "Preprocessing": "._api", "UntrainedWarning": "._api",
          "count_parameters": "._api", "load_model": "._api", "model_info": "._api",
+         "model_name": "._api",
          "class_names": "._api", "ZFNet": ".zfnet_network",
          "checkpoint_payload": "._api", "checkpoint_model": "._api",
          "load_weights_into": "._api",
@@ -35,6 +36,6 @@ def __getattr__(name: str):
 if TYPE_CHECKING:  # for type checkers and the API docs: the same names, imported eagerly
     from ._api import (CHECKPOINT_FORMAT, ModelInfo, Preprocessing, UntrainedWarning,
                        checkpoint_model, checkpoint_payload, class_names, count_parameters,
-                       load_model, load_weights_into, model_info, weights_digest,
+                       load_model, load_weights_into, model_info, model_name, weights_digest,
                        weights_label, cached_weights)
     from .zfnet_network import ZFNet

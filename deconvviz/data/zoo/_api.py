@@ -6,7 +6,6 @@ import os
 import re
 import sys
 import warnings
-import weakref
 from dataclasses import dataclass
 from typing import List, Mapping, Optional, Tuple, Union
 
@@ -17,7 +16,7 @@ from ...choices import weights_label  # noqa: F401  (re-exported)
 from ...errors import WeightsError, first_line
 from ._registry import get_spec
 
-__all__ = ["Preprocessing", "ModelInfo", "UntrainedWarning", "load_model", "model_info",
+__all__ = ["Preprocessing", "ModelInfo", "UntrainedWarning", "load_model", "model_info", "model_name",
            "count_parameters", "class_names", "checkpoint_payload", "checkpoint_model",
            "load_weights_into", "CHECKPOINT_FORMAT", "weights_digest", "weights_label", "cached_weights"]
 
@@ -80,12 +79,25 @@ class UntrainedWarning(UserWarning):
     """A model was asked for its default weights but none exist, so it is untrained."""
 
 
-_INFO: "weakref.WeakKeyDictionary[nn.Module, ModelInfo]" = weakref.WeakKeyDictionary()
+_INFO_ATTRIBUTE = "_deconvviz_info"  # on the model itself, as timm's pretrained_cfg is
+
+
+def _attach(model: nn.Module, info: ModelInfo) -> None:
+    """Record ``info`` on a model :func:`load_model` built (a plain attribute: not in its
+    state dict; a deep copy keeps it)."""
+    model.__dict__[_INFO_ATTRIBUTE] = info
 
 
 def model_info(model: nn.Module) -> Optional[ModelInfo]:
-    """The :class:`ModelInfo` of a model from :func:`load_model`, ``None`` for other modules."""
-    return _INFO.get(model)
+    """The :class:`ModelInfo` of a model from :func:`load_model` (or a deep copy of one),
+    ``None`` for other modules (a wrapper around a zoo model has its own module paths)."""
+    return model.__dict__.get(_INFO_ATTRIBUTE)
+
+
+def model_name(model: nn.Module) -> str:
+    """The zoo name of a model from :func:`load_model`, else its class name."""
+    info = model_info(model)
+    return info.name if info is not None else type(model).__name__
 
 
 def class_names(model: nn.Module) -> Optional[List[str]]:
@@ -185,12 +197,12 @@ def load_model(name: str, weights: WeightsArg = "default") -> nn.Module:
                     drop_prefixes=spec.extra.get("drop_prefixes", ()))
         label, trained = path, True
         model.eval()
-        _INFO[model] = ModelInfo(name=spec.name, weights=label, trained=trained,
-                                 preprocessing=default_prep, classes=classes)
+        _attach(model, ModelInfo(name=spec.name, weights=label, trained=trained,
+                                 preprocessing=default_prep, classes=classes))
         return model
     model.eval()
-    _INFO[model] = ModelInfo(name=spec.name, weights=label, trained=trained,
-                             preprocessing=default_prep)
+    _attach(model, ModelInfo(name=spec.name, weights=label, trained=trained,
+                             preprocessing=default_prep))
     return model
 
 

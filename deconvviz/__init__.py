@@ -36,7 +36,8 @@ _PUBLIC = {
     "CorrespondenceResult": "analyses",
     "Projections": "analyses", "ShowReport": "analyses", "project": "analyses",
     "show": "analyses", "ScanResult": "analyses", "load_scan": "analyses",
-    "scan": "analyses", "same_hits": "analyses",
+    "scan": "analyses", "same_hits": "analyses", "atlas": "analyses",
+    "AtlasResult": "analyses",
     "train": "analyses", "TrainResult": "analyses", "evolution": "analyses",
     "EvolutionResult": "analyses", "filters": "analyses", "filter_figure": "analyses",
     "FilterResult": "analyses", "read_metrics": "analyses",
@@ -59,9 +60,10 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # for type checkers, IDEs and the API docs: the same names, eagerly
-    from .analyses import (Comparison, CorrespondenceResult, EvolutionResult, FilterResult,
+    from .analyses import (AtlasResult, Comparison, CorrespondenceResult, EvolutionResult,
+                           FilterResult,
                            InvarianceResult, OcclusionResult, Projections, SanityResult,
-                           ScanResult, ShowReport, TrainResult, attribute, compare,
+                           ScanResult, ShowReport, TrainResult, atlas, attribute, compare,
                            correspondence, evolution, filter_figure, filters, invariance,
                            list_methods, load_scan, occlusion, project, read_metrics,
                            same_hits, sanity_check, scan, show, train)

@@ -9,7 +9,7 @@ from typing import List
 
 from .errors import ArgumentError
 
-__all__ = ["MODES", "METHODS", "REVERSE_METHODS", "SCALINGS", "TRANSFORMS", "INITS", "PAPER_SAVE_AT", "MAX_TOP", "parse_list", "parse_features", "choose_features", "check_mode",
+__all__ = ["MODES", "METHODS", "REVERSE_METHODS", "SCALINGS", "TILE_SCALINGS", "TRANSFORMS", "INITS", "PAPER_SAVE_AT", "MAX_TOP", "parse_list", "parse_features", "choose_features", "check_mode",
            "check_scaling", "weights_label"]
 
 MODES = ("max", "map")
@@ -17,6 +17,7 @@ REVERSE_METHODS = ("deconvnet", "guided", "gradient")  # the engine's rule sets
 METHODS = REVERSE_METHODS + ("gradcam", "guided_gradcam", "integrated_gradients", "smoothgrad",
                              "occlusion")  # dv.attribute's, Captum's after the reverse passes
 SCALINGS = ("signed", "shared", "paper", "heatmap")
+TILE_SCALINGS = ("signed", "paper", "heatmap")  # one tile at a time (the atlas): no shared scale
 TRANSFORMS = ("translate", "scale", "rotate")  # dv.invariance's
 INITS = ("auto", "normal", "kaiming")  # dv.train's weight initialisations
 PAPER_SAVE_AT = (1, 2, 5, 10, 20, 30, 40, 64)  # Zeiler & Fergus Fig. 4's epochs

@@ -17,7 +17,7 @@ from typing import List, Optional
 
 import click
 
-from ._io import FIGURE_FORMATS, check_output_path, figure_paths
+from ._io import FIGURE_FORMATS, check_output_folder, check_output_path, figure_paths
 from .choices import (
     INITS,
     MAX_TOP,
@@ -362,11 +362,14 @@ def atlas_command(result_path: str, out: str, layer: Optional[str], scaling: str
     Under torchrun (--nproc_per_node=N) the processes share the images.
     """
     names = parse_list(layer, "--layer") if layer else None
+    check_output_folder(out, "atlas.json")
     from .analyses import atlas, load_scan
     from .data.devices import distributed
     from .data.zoo import load_model
 
     result = load_scan(result_path)
+    for name in names or []:
+        result.features(name)  # an unknown layer is named before the model is built
     with distributed(device) as (rank, dev):
         model = None
         if weights != "default" or result.weights != "user":

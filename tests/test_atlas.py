@@ -1,5 +1,6 @@
 """The atlas: a static website of every unit of a scan. Its pages, checked as files (links,
 tiles, what each page says), and in a real browser (Chromium, offline, from the file system)."""
+import copy
 import html.parser
 import os
 import shutil
@@ -12,6 +13,7 @@ from conftest import EXAMPLES, assert_untouched, invoke, snapshot
 
 import deconvviz as dv
 from deconvviz.analyses import dataset_scan as scan_module
+from deconvviz.figures.atlas_tiles import pair_halves
 from deconvviz.figures.display import crop_window, to_uint8
 
 PHOTOS = sorted(os.path.join(EXAMPLES, n) for n in os.listdir(EXAMPLES)
@@ -83,7 +85,7 @@ def test_unit_pages_show_every_hit_with_its_value_file_and_position(site, scanne
         assert page == os.path.join(site.path, layer, f"{unit}.html")
         text = open(page, encoding="utf-8").read()
         images = parsed(page).images
-        assert len(images) == 2 * len(hits) > 0  # a projection and a patch per hit
+        assert len(images) == len(hits) > 0  # a projection beside its patch, per hit
         for hit in hits:
             assert f"{hit.value:.4g}" in text
             assert os.path.basename(hit.image) in text
@@ -109,9 +111,9 @@ def test_tiles_are_the_hits_projections_and_patches(site, scanned, model):
         patch = crop_window(rgb, *window)
         expected = {"projection": to_uint8(crop_window(full, *window), photo=patch),
                     "patch": patch}
-        for kind, want in expected.items():
-            tile = cv2.imread(os.path.join(site.path, layer, "img", f"u{unit}_r0_{kind}.jpg"))
-            tile = cv2.resize(tile[:, :, ::-1], want.shape[1::-1], interpolation=cv2.INTER_AREA)
+        pair = cv2.imread(os.path.join(site.path, layer, "img", f"u{unit}_r0.jpg"))[:, :, ::-1]
+        for (kind, want), tile in zip(expected.items(), pair_halves(pair)):
+            tile = cv2.resize(tile, want.shape[1::-1], interpolation=cv2.INTER_AREA)
             error = np.abs(tile.astype(float) - want.astype(float)).mean()
             assert error < 3, (layer, unit, kind, error)
 
@@ -146,9 +148,10 @@ def test_a_zero_is_not_drawn_as_a_hit(scanned, model, tmp_path):
     old = scan_module.ScanResult({**old, "tops": tops, "format": "deconvviz-scan/1"})
     site = dv.atlas(old, tmp_path / "a", model=model, layers=["conv1"], progress=False)
     text = open(site.unit_page("conv1", 7), encoding="utf-8").read()
-    assert len(parsed(site.unit_page("conv1", 7)).images) == 2
+    assert len(parsed(site.unit_page("conv1", 7)).images) == 1
     assert "1 of 2 hits" in text
-    assert not (tmp_path / "a" / "conv1" / "img" / "u7_r1_projection.jpg").exists()
+    assert (tmp_path / "a" / "conv1" / "img" / "u7_r0.jpg").exists()
+    assert not (tmp_path / "a" / "conv1" / "img" / "u7_r1.jpg").exists()
     # ... and an older scan's pages say that the distribution was not recorded
     assert "The distribution was not recorded" in text
     assert "did not record the distribution" in open(site.index, encoding="utf-8").read()
@@ -156,7 +159,7 @@ def test_a_zero_is_not_drawn_as_a_hit(scanned, model, tmp_path):
 
 
 def test_other_weights_than_the_scans_are_refused(scanned, model, tmp_path):
-    other = dv.load_model("zfnet", weights=None)
+    other = copy.deepcopy(model)
     with torch.no_grad():
         other.features.conv1.weight.mul_(2)
     with pytest.raises(dv.WeightsError, match="the scan ran with random weights"):
@@ -186,12 +189,12 @@ def test_the_command(scanned, tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(out / "index.html")
     assert "96 units" in done.stderr and "projections" in done.stderr
-    assert (out / "conv1" / "img" / "u0_r0_patch.webp").exists()
+    assert (out / "conv1" / "img" / "u0_r0.webp").exists()
     assert "guided, signed scaling" in (out / "index.html").read_text()
     again = invoke("atlas", tmp_path / "s.pt", "--layer", "conv1", "--out", out)
     assert again.returncode == 0, again.stderr  # an earlier atlas is replaced
-    assert (out / "conv1" / "img" / "u0_r0_patch.jpg").exists()
-    assert not (out / "conv1" / "img" / "u0_r0_patch.webp").exists()
+    assert (out / "conv1" / "img" / "u0_r0.jpg").exists()
+    assert not (out / "conv1" / "img" / "u0_r0.webp").exists()
     bad = invoke("atlas", tmp_path / "s.pt", "--layer", "conv9", "--out", tmp_path / "x")
     assert bad.returncode == 2
     assert bad.stderr.strip() == ("error: layer 'conv9' is not in this scan; it has conv1, "
@@ -199,7 +202,7 @@ def test_the_command(scanned, tmp_path):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "mine.txt").write_text("keep me")
     busy = invoke("atlas", tmp_path / "s.pt", "--out", tmp_path / "notes")
-    assert busy.returncode == 2 and "is not empty and holds no atlas" in busy.stderr
+    assert busy.returncode == 2 and "is not empty and holds no atlas; give a new or empty folder" in busy.stderr
     assert os.listdir(tmp_path / "notes") == ["mine.txt"]
 
 
@@ -289,7 +292,7 @@ def test_the_atlas_in_a_real_browser_offline(site):
             page.screenshot(path=os.path.join(ARTIFACTS, "atlas_layer.png"))
             for unit in (0, 17, 255):
                 shown, lazy = visit(root + f"conv2/{unit}.html")
-                assert shown == 2 * len(site.layers[1].units[unit].hits) and lazy == 0
+                assert shown == len(site.layers[1].units[unit].hits) and lazy == 0
             page.click("a[rel=prev]")
             page.wait_for_load_state("load")
             assert page.url == root + "conv2/254.html"

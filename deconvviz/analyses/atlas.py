@@ -3,7 +3,7 @@
 :func:`atlas` re-runs each image that holds a hit once (one recorded forward pass for all
 the layers), projects all of its hits of a layer in one batched pass through their
 receptive-field cones, crops each projection and the photo to the field, and writes the pair
-as two small images; :mod:`deconvviz.figures.atlas_site` then writes the pages. Under
+as one small image; :mod:`deconvviz.figures.atlas_site` then writes the pages. Under
 ``torchrun`` each process projects a disjoint share of the images into the same folder.
 """
 from __future__ import annotations
@@ -18,14 +18,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .._io import check_writable_folder
+from .._io import check_output_folder
 from ..choices import REVERSE_METHODS, TILE_SCALINGS, weights_label
 from ..data.images import load_image
 from ..data.zoo import load_model
 from ..engine import Projector
-from ..errors import ArgumentError, ImageError, OutputError
+from ..errors import ArgumentError, ImageError
 from ..figures.atlas_site import SiteHit, SiteInfo, SiteLayer, SiteUnit, layer_slugs, write_site
-from ..figures.atlas_tiles import IMAGE_FORMATS, thumbnail_grid, tile_path, write_tile
+from ..figures.atlas_tiles import IMAGE_FORMATS, thumbnail_grid, tile_path, write_pair
 from ..figures.display import crop_window, to_uint8
 from . import activation_histogram
 from .dataset_scan import ScanResult, load_scan
@@ -104,18 +104,6 @@ def _rank_world():
     return 0, 1
 
 
-def _check_out(out: str) -> str:
-    final = os.path.abspath(out).rstrip(os.sep)
-    if os.path.exists(final) and not os.path.isdir(final):
-        raise OutputError(f"{out} is a file; the atlas is a folder: give a new or empty folder")
-    if os.path.isdir(final) and os.listdir(final) and \
-            not os.path.exists(os.path.join(final, "atlas.json")):
-        raise OutputError(f"{out} is not empty and holds no atlas; give a new or empty folder "
-                          f"(an earlier atlas there is replaced)")
-    check_writable_folder(final)
-    return final
-
-
 def atlas(scan: Union[ScanResult, str, os.PathLike], out: Union[str, os.PathLike], *,
           model: Optional[nn.Module] = None, layers: Optional[Sequence[str]] = None,
           method: str = "deconvnet", scaling: str = "signed", image_format: str = "jpg",
@@ -158,7 +146,7 @@ def atlas(scan: Union[ScanResult, str, os.PathLike], out: Union[str, os.PathLike
         raise ArgumentError("no layers for the atlas")
     for name in names:
         result.features(name)  # names the scan's layers if it is not one of them
-    final = _check_out(os.fspath(out))
+    final = check_output_folder(os.fspath(out), "atlas.json")
     if model is None:
         if result.weights == "user":
             raise ArgumentError(f"the scan is of a model outside the zoo ({result.model}); "
@@ -241,7 +229,7 @@ def _project_all(result, net, names, slugs, by_image, root, scaling, image_forma
                         f"x {hit.x}), but the scan recorded {hit.value:.6g}: the file changed "
                         f"since the scan; scan again")
             pixels = net.project_units(x, layer, [(0, f, hit.y, hit.x) for _, f, _, hit in mine],
-                                       recording=rec).cpu()
+                                       recording=rec).permute(0, 2, 3, 1).cpu().numpy()
             projected.append((layer, mine, pixels))
         spent["projection"] += time.perf_counter() - started
         started = time.perf_counter()
@@ -254,13 +242,11 @@ def _project_all(result, net, names, slugs, by_image, root, scaling, image_forma
                 top, left, h, w = (geom.window(hit.y, hit.x) if geom is not None
                                    else (0, 0) + tuple(rgb.shape[:2]))
                 patch = crop_window(rgb, top, left, h, w)
-                projection = to_uint8(crop_window(pixels[k].permute(1, 2, 0).numpy(), top,
-                                                  left, h, w), scaling, photo=patch)
-                for kind, tile in (("projection", projection), ("patch", patch)):
-                    spent["bytes"] += write_tile(root, tile_path(slugs[layer], f, rank, kind,
-                                                                 image_format), tile,
-                                                 image_format)
-                    spent["files"] += 1
+                projection = to_uint8(crop_window(pixels[k], top, left, h, w), scaling,
+                                      photo=patch)
+                spent["bytes"] += write_pair(root, tile_path(slugs[layer], f, rank, image_format),
+                                             projection, patch, image_format)
+                spent["files"] += 1
                 spent["hits"] += 1
         spent["writing"] += time.perf_counter() - started
     return spent

@@ -14,7 +14,7 @@ Layout of the folder::
     atlas.json            the same numbers, for programs
     LAYER.html            every unit of a layer, sortable
     LAYER/N.html          unit N: its hits and its distribution
-    LAYER/img/uN_rK_projection.jpg, uN_rK_patch.jpg     hit K's pair
+    LAYER/img/uN_rK.jpg   hit K of unit N: its projection beside its image patch
 """
 from __future__ import annotations
 
@@ -258,7 +258,7 @@ def _layer_page(info: SiteInfo, layer: SiteLayer) -> str:
                 f'data-rate="{rate if rate is not None else 0:.9g}"')
         href = f"{_e(layer.slug)}/{unit.index}.html"
         if unit.hits:
-            src = tile_path(layer.slug, unit.index, 0, "projection", info.image_format)
+            src = tile_path(layer.slug, unit.index, 0, info.image_format)
             cards.append(
                 f'<a class="unit" href="{href}" {data}><img loading="lazy" src="{_e(src)}" '
                 f'alt="{_e(layer.name)} unit {unit.index}" width="96" height="96">'
@@ -307,10 +307,9 @@ def _unit_page(info: SiteInfo, layer: SiteLayer, position: int) -> str:
         summary = f"Its top {len(unit.hits)} hits, strongest first."
     hits = []
     for rank, hit in enumerate(unit.hits):
-        pair = "".join(
-            f'<img src="img/{_e(os.path.basename(tile_path(layer.slug, unit.index, rank, kind, info.image_format)))}"'
-            f' alt="{kind} of hit {rank + 1}" width="128" height="128">'
-            for kind in ("projection", "patch"))
+        name = os.path.basename(tile_path(layer.slug, unit.index, rank, info.image_format))
+        pair = (f'<img src="img/{_e(name)}" alt="hit {rank + 1}: projection and image patch" '
+                f'height="128">')
         top, left, h, w = hit.window
         hits.append(
             f'<figure class="hit">{pair}<figcaption><b>{rank + 1}.</b> {_num(hit.value)}<br>'
@@ -350,14 +349,15 @@ vertical-align:top}
 .unit{display:flex;flex-direction:column;width:96px;text-decoration:none;color:#222;
 font-size:11px}
 .unit img,.unit .none{width:96px;height:96px;image-rendering:pixelated;background:#ddd}
+.unit img{object-fit:cover;object-position:0 0}
 .unit .none{display:flex;align-items:center;justify-content:center;color:#555;
 background:repeating-linear-gradient(45deg,#ddd,#ddd 6px,#e8e8e8 6px,#e8e8e8 12px)}
 .unit.dead span{color:#a00}
 .sort button{margin:0 4px}.sort button.on{font-weight:bold}
 .step{margin-left:12px}
 .hits{display:flex;flex-wrap:wrap;gap:12px}
-.hit{margin:0;width:262px;font-size:12px}
-.hit img{width:128px;height:128px;image-rendering:pixelated;background:#000;margin-right:2px}
+.hit{margin:0;width:260px;font-size:12px}
+.hit img{height:128px;width:auto;image-rendering:pixelated;background:#000}
 .file{word-break:break-all;color:#444}
 .chart rect{fill:#4a7bb7}.chart line{stroke:#999}.chart text{font-size:10px;fill:#555}
 """

@@ -43,8 +43,9 @@ class AtlasResult:
         path: the atlas's folder; ``index`` its ``index.html``.
         layers: per layer, its units as the pages show them.
         timings: seconds spent projecting (images read, forward and reverse passes) and
-            writing (cropping, scaling, encoding the tiles; writing the pages), summed over
-            processes under ``torchrun``; and ``files``, ``bytes``, ``hits``, ``images``.
+            writing (cropping, scaling, encoding the tiles; ``pages``: writing the pages),
+            summed over processes under ``torchrun``; and ``files``, ``bytes``, ``hits``,
+            ``images``.
 
     In Jupyter it shows the first layer's units (each one's strongest projection) and a link.
     """
@@ -172,7 +173,10 @@ def atlas(scan: Union[ScanResult, str, os.PathLike], out: Union[str, os.PathLike
     if world > 1:
         dist.barrier()
     try:
-        order = sorted(by_image, key=result.images.index)
+        position = {}
+        for i, path in enumerate(result.images):
+            position.setdefault(path, i)
+        order = sorted(by_image, key=position.__getitem__)
         mine = {p: by_image[p] for p in order[rank_id::world]}
         spent = _project_all(result, net, names, slugs, mine, staging, scaling, image_format,
                              progress and rank_id == 0)
@@ -201,7 +205,7 @@ def atlas(scan: Union[ScanResult, str, os.PathLike], out: Union[str, os.PathLike
 
 def _project_all(result, net, names, slugs, by_image, root, scaling, image_format, progress):
     """Project every hit of ``by_image`` (image path -> its hits in any layer) and write its
-    two tiles; returns the seconds spent and what was written."""
+    pair (projection beside patch); returns the seconds spent and what was written."""
     from tqdm import tqdm
 
     spent = {"projection": 0.0, "writing": 0.0, "images": len(by_image), "hits": 0,

@@ -122,6 +122,7 @@ def test_layer_pages_mark_dead_units_and_sort(site, scanned):
     text = open(os.path.join(site.path, "conv2.html"), encoding="utf-8").read()
     assert text.count('class="unit') == 256
     dead = [f for f in range(256) if not scanned.top("conv2", f)]
+    assert dead  # random ZFNet conv2 has units that never fire on the four photos
     assert text.count('class="unit dead"') == len(dead)
     for f in dead:
         assert f'href="conv2/{f}.html" data-unit="{f}"' in text

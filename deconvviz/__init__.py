@@ -37,7 +37,8 @@ _PUBLIC = {
     "CorrespondenceResult": "analyses",
     "Projections": "analyses", "ShowReport": "analyses", "project": "analyses",
     "show": "analyses", "ScanResult": "analyses", "load_scan": "analyses",
-    "scan": "analyses", "same_hits": "analyses",
+    "scan": "analyses", "same_hits": "analyses", "atlas": "analyses",
+    "AtlasResult": "analyses",
     "train": "training", "TrainResult": "training", "evolution": "analyses",
     "EvolutionResult": "analyses", "filters": "analyses", "filter_figure": "analyses",
     "FilterResult": "analyses", "read_metrics": "training",
@@ -60,9 +61,10 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # for type checkers, IDEs and the API docs: the same names, eagerly
-    from .analyses import (Comparison, CorrespondenceResult, EvolutionResult, FilterResult,
+    from .analyses import (AtlasResult, Comparison, CorrespondenceResult, EvolutionResult,
+                           FilterResult,
                            InvarianceResult, OcclusionResult, Projections, SanityResult,
-                           ScanResult, ShowReport, attribute, compare,
+                           ScanResult, ShowReport, atlas, attribute, compare,
                            correspondence, evolution, filter_figure, filters, invariance,
                            list_methods, load_scan, occlusion, project,
                            same_hits, sanity_check, scan, show)

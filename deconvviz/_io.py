@@ -15,7 +15,7 @@ from typing import Callable, List, Optional, Sequence
 from .errors import OutputError
 
 __all__ = ["FIGURE_FORMATS", "DATA_FORMATS", "result_formats", "check_output_path",
-           "check_writable_folder", "figure_paths", "write_atomically"]
+           "check_output_folder", "check_writable_folder", "figure_paths", "write_atomically"]
 
 FIGURE_FORMATS = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
 # What each kind of result saves besides its figure, written once: the results
@@ -64,6 +64,21 @@ def check_output_path(path: str, formats: Optional[Sequence[str]] = FIGURE_FORMA
         raise OutputError(f"{path} is a folder; give a file name")
     check_writable_folder(path)
     return path
+
+
+def check_output_folder(path: str, marker: str) -> str:
+    """Raise :class:`OutputError` unless ``path`` can become an output folder: new, empty, or
+    one written before (it holds ``marker``, and will be replaced); never a file or a folder
+    of other things. Returns the absolute path."""
+    final = os.path.abspath(os.fspath(path)).rstrip(os.sep)
+    if os.path.exists(final) and not os.path.isdir(final):
+        raise OutputError(f"{path} is a file; give a new or empty folder")
+    if os.path.isdir(final) and os.listdir(final) and \
+            not os.path.exists(os.path.join(final, marker)):
+        raise OutputError(f"{path} is not empty and holds no {os.path.splitext(marker)[0]}; "
+                          f"give a new or empty folder")
+    check_writable_folder(final)
+    return final
 
 
 def write_atomically(path: str, write: Callable[[object], None]) -> str:

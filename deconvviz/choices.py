@@ -9,11 +9,13 @@ from typing import List
 
 from .errors import ArgumentError
 
-__all__ = ["MODES", "SCALINGS", "TRANSFORMS", "INITS", "PAPER_SAVE_AT", "MAX_TOP", "parse_list", "parse_features", "choose_features", "check_mode",
+__all__ = ["MODES", "SCALINGS", "TILE_SCALINGS", "TRANSFORMS", "INITS", "PAPER_SAVE_AT", "MAX_TOP",
+           "parse_list", "parse_features", "choose_features", "check_mode",
            "check_scaling", "weights_label"]
 
 MODES = ("max", "map")
 SCALINGS = ("signed", "shared", "paper", "heatmap")
+TILE_SCALINGS = ("signed", "paper", "heatmap")  # one tile at a time (the atlas): no shared scale
 TRANSFORMS = ("translate", "scale", "rotate")  # dv.invariance's
 INITS = ("auto", "normal", "kaiming")  # dv.train's weight initialisations
 PAPER_SAVE_AT = (1, 2, 5, 10, 20, 30, 40, 64)  # Zeiler & Fergus Fig. 4's epochs

@@ -330,6 +330,12 @@ def test_two_process_torchrun_equals_one_process(photos, model, tmp_path):
     # Other shards, batches and thread counts (torchrun runs 1 thread per process): the
     # cross-configuration guarantee, not bit-identity.
     assert scan_module.same_hits(one, b) == []
+    for layer in ("conv2", "fc7"):  # the ranks' histograms, added: each image counted once;
+        # a value within rounding of a bin edge may fall in the next bin (exactness on equal
+        # values: test_scan_distribution.py)
+        assert torch.equal(b.histogram(layer).sum(dim=1), one.histogram(layer).sum(dim=1))
+        moved = int((b.histogram(layer) - one.histogram(layer)).abs().sum()) // 2
+        assert moved <= 0.002 * one.images_read * one.features(layer), (layer, moved)
 
 
 def test_figure_command_on_a_saved_result(photos, model, tmp_path):

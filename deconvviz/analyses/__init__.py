@@ -4,6 +4,7 @@ themselves.
 - :mod:`.projection`: one image's projections (:func:`project`, :func:`show`).
 - :mod:`.dataset_scan`: the strongest activations of every feature over a dataset.
 - :mod:`.top_hits`: a scan's top hits projected, for Zeiler & Fergus Fig. 2.
+- :mod:`.atlas`: every unit of a scan as a static website (:func:`atlas`).
 - :mod:`.attribution`: every method's attribution of a class or a unit (:func:`attribute`).
 - :mod:`.comparison`: methods side by side (:func:`compare`).
 - :mod:`.sanity`: Adebayo's cascading randomisation (:func:`sanity_check`).
@@ -13,6 +14,7 @@ themselves.
 - :mod:`.evolution`, :mod:`.filters`: feature evolution over checkpoints (Fig. 4) and
   first-layer filter diagnostics (Fig. 6).
 """
+from .atlas import AtlasResult, atlas
 from .attribution import attribute, list_methods
 from .comparison import Comparison, compare
 from .correspondence import CorrespondenceResult, correspondence
@@ -25,9 +27,9 @@ from .projection import Projections, ShowReport, project, project_layers, show
 from .sanity import SanityResult, sanity_check
 from .top_hits import FeatureHits, project_hits, top_hits_figure
 
-__all__ = ["EvolutionResult", "FilterResult", "evolution", "filter_figure", "filter_stats",
-           "filters", "Comparison", "CorrespondenceResult", "InvarianceResult", "OcclusionResult",
-           "correspondence", "invariance", "occlusion", "SanityResult", "attribute", "compare",
-           "list_methods", "sanity_check", "FeatureHits", "Hit", "Projections", "ScanResult",
-           "ShowReport", "load_scan", "project", "project_hits", "project_layers", "same_hits",
-           "scan", "top_hits_figure", "show"]
+__all__ = ["AtlasResult", "atlas", "EvolutionResult", "FilterResult", "evolution",
+           "filter_figure", "filter_stats", "filters", "Comparison", "CorrespondenceResult",
+           "InvarianceResult", "OcclusionResult", "correspondence", "invariance", "occlusion",
+           "SanityResult", "attribute", "compare", "list_methods", "sanity_check", "FeatureHits",
+           "Hit", "Projections", "ScanResult", "ShowReport", "load_scan", "project",
+           "project_hits", "project_layers", "same_hits", "scan", "top_hits_figure", "show"]

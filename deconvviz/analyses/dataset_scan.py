@@ -21,6 +21,9 @@ feature). Only the running top-k is kept, so memory stays flat in the number of 
   (and on Ctrl-C); ``resume=True`` continues from it and ends with the same result.
 - Distributed: under ``torchrun`` (``torch.distributed``: gloo on CPU, NCCL on GPU) each rank
   scans a disjoint shard and the per-feature top-k are merged.
+- The distribution (format 3): per feature, a histogram of every image's strongest
+  activation in fixed bins (:mod:`.activation_histogram`), so ranks and resumed runs merge
+  it by adding integer counts: it is exactly that of one straight run over the same values.
 """
 from __future__ import annotations
 
@@ -41,13 +44,14 @@ from ..engine.graph import trace
 from ..engine.layers import aliases_of, resolve_layer
 from ..engine.recording import forward_to
 from ..errors import ArgumentError, DeconvvizError, ImageError, Interrupted
-from . import top_hits
+from . import activation_histogram, top_hits
 
 __all__ = ["scan", "load_scan", "ScanResult", "Hit", "list_images", "ScanInterrupted",
            "same_hits", "VALUE_RTOL"]
 
-FORMAT = "deconvviz-scan/2"  # 2: positive hits only, runner-ups, the weights' digest
-READABLE = ("deconvviz-scan/1", FORMAT)
+# 2: positive hits only, runner-ups, the weights' digest; 3: each feature's distribution
+FORMAT = "deconvviz-scan/3"
+READABLE = ("deconvviz-scan/1", "deconvviz-scan/2", FORMAT)
 VALUE_RTOL = 1e-4  # hit values agree to this fraction of the layer's strongest hit
 
 
@@ -78,6 +82,8 @@ class ScanResult:
         k: hits kept per feature.
         preprocessing: how images were turned into inputs.
         versions: deconvviz, torch and torchvision versions used.
+        format: the file format it was written in (``deconvviz-scan/1`` to ``/3``); the
+            distribution of activations (:meth:`histogram`) is recorded from format 3 on.
     """
 
     def __init__(self, data: dict) -> None:
@@ -92,6 +98,29 @@ class ScanResult:
         self.preprocessing = Preprocessing.from_dict(meta["preprocessing"])
         self.versions: Dict[str, str] = meta["versions"]
         self.skipped: List[Tuple[str, str]] = [(self.images[i], r) for i, r in data["skipped"]]
+        self.format: str = data.get("format", "deconvviz-scan/1")
+
+    @property
+    def has_distribution(self) -> bool:
+        """Whether the scan recorded each feature's distribution (format 3 on)."""
+        return "histograms" in self.data
+
+    def histogram(self, layer: str) -> Optional[Tensor]:
+        """Per feature, how many read images had their strongest activation in each bin of
+        :func:`~deconvviz.analyses.activation_histogram.edges`: an int64 ``[C, BINS]``
+        tensor whose rows sum to :attr:`images_read`; column 0 counts the images on which
+        the feature did not fire (strongest activation not positive). ``None`` for scans
+        older than format 3, which did not record it."""
+        self._tops(layer)
+        if not self.has_distribution:
+            return None
+        return activation_histogram.unpack(self.data["histograms"][layer])
+
+    def fired(self, layer: str) -> Optional[Tensor]:
+        """Per feature, the number of read images on which it fired (strongest activation
+        above 0), as an int64 ``[C]`` tensor; ``None`` for scans older than format 3."""
+        hist = self.histogram(layer)
+        return None if hist is None else hist[:, 1:].sum(dim=1)
 
     @property
     def weights_argument(self) -> Optional[str]:
@@ -241,7 +270,8 @@ def _candidates(act: Tensor, indices: Tensor) -> Dict[str, Tensor]:
     """Each image's strongest location per feature, as ``[C, B]`` tensors: its value, image
     id, row, column, and the strongest value elsewhere in the same map (``runner_ups``: a
     position tie within one image shows there). A location whose activation is not positive
-    is not a hit: it becomes an empty slot (value ``-inf``, image ``-1``)."""
+    is not a hit: it becomes an empty slot (value ``-inf``, image ``-1``). ``strongest``
+    (``[B, C]``) keeps every image's strongest value, fired or not, for the distribution."""
     b, c = act.shape[:2]
     flat = act.reshape(b, c, -1)
     values, pos = flat.max(dim=2)  # the first maximum on exact ties, as documented
@@ -254,7 +284,8 @@ def _candidates(act: Tensor, indices: Tensor) -> Dict[str, Tensor]:
     fired = values > 0
     return {"values": torch.where(fired, values, float("-inf")).T,
             "images": torch.where(fired, images, -1).T,
-            "ys": (pos // width).T, "xs": (pos % width).T, "runner_ups": runner_ups.T}
+            "ys": (pos // width).T, "xs": (pos % width).T, "runner_ups": runner_ups.T,
+            "strongest": values}  # [B, C], fired or not: the distribution counts every image
 
 
 def _versions() -> Dict[str, str]:
@@ -332,7 +363,9 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
     keep = max(1, min(top, len(paths)))
     shard = list(range(rank, len(paths), world))
     state = {"done": 0, "skipped": [],
-             "tops": {l: _empty_tops(a.shape[1], keep, device) for l, a in zip(layers, probe)}}
+             "tops": {l: _empty_tops(a.shape[1], keep, device) for l, a in zip(layers, probe)},
+             "hists": {l: activation_histogram.empty(a.shape[1], device)
+                       for l, a in zip(layers, probe)}}
     partial = _checkpoint_path(out, rank, world)
     lock = _claim(partial)
     try:
@@ -347,17 +380,20 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
         since = 0
         try:
             for indices, x, failed in loader:
-                tops = state["tops"]
+                tops, hists = state["tops"], state["hists"]
                 if x is not None:
                     with torch.no_grad():
                         acts = forward(x.to(device))
                     ids = torch.tensor(indices)
-                    tops = {layer: _merge(tops[layer], _candidates(act, ids), k=keep)
-                            for layer, act in zip(layers, acts)}
+                    found = {layer: _candidates(act, ids) for layer, act in zip(layers, acts)}
+                    tops = {layer: _merge(tops[layer], found[layer], k=keep) for layer in layers}
+                    hists = {layer: activation_histogram.accumulate(hists[layer],
+                                                                    found[layer]["strongest"])
+                             for layer in layers}
                 # The batch counts only once all of it is merged, so an interruption never
                 # leaves half a batch in the state.
                 n = len(indices) + len(failed)
-                state = {"tops": tops, "done": state["done"] + n,
+                state = {"tops": tops, "hists": hists, "done": state["done"] + n,
                          "skipped": state["skipped"] + failed}
                 since += n
                 bar.update(n)
@@ -372,7 +408,7 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
             raise
         finally:
             bar.close()
-        tops, skipped = _gather(state, world)
+        tops, hists, skipped = _gather(state, world)
         if paths and len(skipped) == len(paths):
             index, why = min(skipped)
             first = paths[index]
@@ -382,6 +418,8 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
                              f"first, {first}: {why}")
         result = ScanResult({"format": FORMAT, "meta": meta, "skipped": sorted(skipped),
                              "tops": {l: {k: v.cpu() for k, v in t.items()} for l, t in tops.items()},
+                             "histograms": {l: activation_histogram.pack(h)
+                                            for l, h in hists.items()},
                              "created": datetime.datetime.now().isoformat(timespec="seconds")})
         if out is not None and rank == 0:
             result.save(out)
@@ -395,8 +433,9 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
 
 
 def _gather(state, world: int):
+    """The ranks' states merged: top-k by value, histograms by adding their counts."""
     if world == 1:
-        return state["tops"], state["skipped"]
+        return state["tops"], state["hists"], state["skipped"]
     tops = {}
     for layer, t in state["tops"].items():
         gathered = {}
@@ -406,9 +445,14 @@ def _gather(state, world: int):
             gathered[key] = torch.cat(parts, dim=1)
         channels, k = t["values"].shape
         tops[layer] = _merge(_empty_tops(channels, k, t["values"].device), gathered, k)
+    hists = {}
+    for layer, hist in state["hists"].items():
+        hist = hist.clone()
+        dist.all_reduce(hist, op=dist.ReduceOp.SUM)  # integer counts: exact
+        hists[layer] = hist
     skipped: List = [None] * world
     dist.all_gather_object(skipped, state["skipped"])
-    return tops, [s for part in skipped for s in part]
+    return tops, hists, [s for part in skipped for s in part]
 
 
 def _claim(partial: Optional[str]) -> Optional[str]:
@@ -463,7 +507,8 @@ def _checkpoint_path(out, rank: int, world: int) -> Optional[str]:
 
 def _save_checkpoint(path: str, meta: dict, state: dict) -> None:
     data = {"format": FORMAT, "meta": meta, "done": state["done"], "skipped": state["skipped"],
-            "tops": {l: {k: v.cpu() for k, v in t.items()} for l, t in state["tops"].items()}}
+            "tops": {l: {k: v.cpu() for k, v in t.items()} for l, t in state["tops"].items()},
+            "histograms": {l: activation_histogram.pack(h) for l, h in state["hists"].items()}}
     write_atomically(path, lambda f: torch.save(data, f))
 
 
@@ -477,7 +522,9 @@ def _load_checkpoint(path: str, meta: dict, device) -> dict:
         raise ArgumentError(f"checkpoint {path} is from a different scan ({', '.join(differ)} "
                             f"differ); delete it or drop --resume")
     return {"done": data["done"], "skipped": [tuple(s) for s in data["skipped"]],
-            "tops": {l: {k: v.to(device) for k, v in t.items()} for l, t in data["tops"].items()}}
+            "tops": {l: {k: v.to(device) for k, v in t.items()} for l, t in data["tops"].items()},
+            "hists": {l: activation_histogram.unpack(h, device)
+                      for l, h in data["histograms"].items()}}
 
 
 def same_hits(a: "ScanResult", b: "ScanResult", rtol: float = VALUE_RTOL) -> List[str]:

@@ -1,13 +1,15 @@
-"""Commands over an image collection: ``scan`` and ``figure`` (Zeiler & Fergus Fig. 2)."""
+"""Commands over an image collection: ``scan``, ``figure`` (Zeiler & Fergus Fig. 2) and
+``atlas`` (a website of every unit)."""
 from __future__ import annotations
 
 from typing import Optional
 
 import click
 
-from .._io import FIGURE_FORMATS, check_output_path
+from .._io import FIGURE_FORMATS, check_output_folder, check_output_path
 from ..choices import (
     SCALINGS,
+    TILE_SCALINGS,
     parse_features,
     parse_list,
 )
@@ -109,3 +111,51 @@ def figure_command(result_path: str, layer: Optional[str], features: str, seed: 
                         model=model.to(resolve_device(device)), scaling=scaling, ncols=ncols,
                         method=method, progress=True)
     click.echo(save_figure(fig, out, dpi=dpi))
+
+
+@cli.command("atlas", short_help="A static website of every unit of a scan.")
+@click.argument("result_path", metavar="RESULT", type=click.Path())
+@click.option("--out", "-o", required=True, metavar="FOLDER",
+              help="The site's folder (created; an earlier atlas there is replaced).")
+@click.option("--layer", "-l", default=None, help="Layer(s) of the scan, comma list "
+                                                  "[default: all of them].")
+@click.option("--scaling", type=click.Choice(TILE_SCALINGS), default="signed",
+              show_default=True, help="Display convention of the projections.")
+@click.option("--image-format", type=click.Choice(["jpg", "webp"]), default="jpg",
+              show_default=True, help="The tiles' format.")
+@method_option
+@weights_option
+@device_option
+@friendly
+def atlas_command(result_path: str, out: str, layer: Optional[str], scaling: str,
+                  image_format: str, method: str, weights: str, device: str) -> None:
+    """Write a static website of every unit of a scan RESULT: an index, a page per layer
+    (every unit's strongest hit, sortable by activation and by how often it fires) and a
+    page per unit (its hits beside their projections, its distribution). It opens from the
+    file system with no server and no network. --weights defaults to the scan's own.
+
+    Under torchrun (--nproc_per_node=N) the processes share the images.
+    """
+    names = parse_list(layer, "--layer") if layer else None
+    check_output_folder(out, "atlas.json")
+    from ..analyses import atlas, load_scan
+    from ..data.devices import distributed
+    from ..data.zoo import load_model
+
+    result = load_scan(result_path)
+    for name in names or []:
+        result.features(name)  # an unknown layer is named before the model is built
+    with distributed(device) as (rank, dev):
+        model = None
+        if weights != "default" or result.weights != "user":
+            model = load_model(result.model, weights=result.weights_argument
+                               if weights == "default" else weights).to(dev)
+        site = atlas(result, out, model=model, layers=names, method=method, scaling=scaling,
+                     image_format=image_format)
+        if rank == 0:
+            t = site.timings
+            click.echo(f"{sum(len(l.units) for l in site.layers):,} units, {t['hits']:,} hits "
+                       f"from {t['images']:,} images; {t['files']:,} files, "
+                       f"{t['bytes'] / 1e6:.1f} MB; projections {t['projection']:.1f} s, "
+                       f"writing {t['writing']:.1f} s", err=True)
+            click.echo(site.index)

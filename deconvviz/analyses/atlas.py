@@ -1,0 +1,313 @@
+"""The atlas: every unit of a scan as a static website (see docs/atlas.md).
+
+:func:`atlas` re-runs each image that holds a hit once (one recorded forward pass for all
+the layers), projects all of its hits of a layer in one batched pass through their
+receptive-field cones, crops each projection and the photo to the field, and writes the pair
+as one small image; :mod:`deconvviz.figures.atlas_site` then writes the pages. Under
+``torchrun`` each process projects a disjoint share of the images into the same folder.
+"""
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import time
+from typing import Dict, List, Optional, Sequence, Union
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .. import method_table
+from .._io import check_output_folder
+from ..choices import TILE_SCALINGS, weights_label
+from ..data.images import load_image
+from ..data.zoo import load_model
+from ..engine import Projector
+from ..errors import ArgumentError, ImageError
+from ..figures.atlas_site import SiteHit, SiteInfo, SiteLayer, SiteUnit, layer_slugs, write_site
+from ..figures.atlas_tiles import IMAGE_FORMATS, thumbnail_grid, tile_path, write_pair
+from ..figures.display import crop_window, to_uint8
+from . import activation_histogram
+from .dataset_scan import ScanResult, load_scan
+from .top_hits import check_scanned_weights
+
+__all__ = ["atlas", "AtlasResult"]
+
+VALUE_CHECK = 1e-3  # a re-run hit must give its scanned value to this share of the layer's max
+
+
+class AtlasResult:
+    """The atlas :func:`atlas` wrote: where it is, what it holds, and what it cost.
+
+    Attributes:
+        path: the atlas's folder; ``index`` its ``index.html``.
+        layers: per layer, its units as the pages show them.
+        timings: seconds spent projecting (images read, forward and reverse passes) and
+            writing (cropping, scaling, encoding the tiles; ``pages``: writing the pages),
+            summed over processes under ``torchrun``; and ``files``, ``bytes``, ``hits``,
+            ``images``.
+
+    In Jupyter it shows the first layer's units (each one's strongest projection) and a link.
+    """
+
+    def __init__(self, path: str, info: SiteInfo, layers: List[SiteLayer], timings: dict):
+        self.path = path
+        self.index = os.path.join(path, "index.html")
+        self.info = info
+        self.layers = layers
+        self.timings = timings
+
+    def unit_page(self, layer: str, unit: int) -> str:
+        """The path of a unit's page (what a paper links to)."""
+        for site_layer in self.layers:
+            if site_layer.name == layer:
+                if not 0 <= unit < len(site_layer.units):
+                    raise ArgumentError(f"unit {unit} is out of range for layer {layer!r}: "
+                                        f"valid units are 0 to {len(site_layer.units) - 1}")
+                return os.path.join(self.path, site_layer.slug, f"{unit}.html")
+        raise ArgumentError(f"layer {layer!r} is not in this atlas; it has "
+                            f"{', '.join(l.name for l in self.layers)}")
+
+    def grid(self, layer: Optional[str] = None, count: int = 64):
+        """A uint8 image of a layer's first ``count`` units (grey: never fired)."""
+        chosen = self.layers[0] if layer is None else next(
+            (l for l in self.layers if l.name == layer), None)
+        if chosen is None:
+            raise ArgumentError(f"layer {layer!r} is not in this atlas")
+        return thumbnail_grid(self.path, chosen, self.info.image_format, count=count)
+
+    def _repr_png_(self) -> bytes:
+        import cv2
+
+        return cv2.imencode(".png", self.grid()[:, :, ::-1])[1].tobytes()
+
+    def _repr_html_(self) -> str:
+        import html
+
+        png = base64.b64encode(self._repr_png_()).decode()
+        first = self.layers[0]
+        link = os.path.relpath(self.index) if not os.path.relpath(self.index).startswith("..") \
+            else "file://" + os.path.abspath(self.index)
+        return (f'<div><p><a href="{html.escape(link)}" target="_blank">{html.escape(link)}</a>'
+                f": {self.info.model}, {sum(len(l.units) for l in self.layers):,} units. "
+                f"{html.escape(first.name)}'s first {min(64, len(first.units))} units "
+                f"(grey: never fired):</p><img src=\"data:image/png;base64,{png}\"></div>")
+
+    def __repr__(self) -> str:
+        return (f"AtlasResult({self.index}, {self.info.model}, "
+                f"{sum(len(l.units) for l in self.layers)} units in "
+                f"{', '.join(l.name for l in self.layers)})")
+
+
+def _rank_world():
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def atlas(scan: Union[ScanResult, str, os.PathLike], out: Union[str, os.PathLike], *,
+          model: Optional[nn.Module] = None, layers: Optional[Sequence[str]] = None,
+          method: str = "deconvnet", scaling: str = "signed", image_format: str = "jpg",
+          progress: bool = True) -> AtlasResult:
+    """Write a static website of every unit of a scan: an index, a page per layer (every
+    unit's strongest hit, sortable) and a page per unit (its hits beside their projections,
+    its distribution over the images).
+
+    Args:
+        scan: a :class:`ScanResult` or the path of one.
+        out: the atlas's folder (created; an earlier atlas there is replaced).
+        model: the scanned model; by default rebuilt from the scan (zoo name and weights).
+            Other weights than the scan's are refused.
+        layers: some of the scan's layers (default: all).
+        method: the reverse pass, one of ``deconvnet``, ``guided``, ``gradient``.
+        scaling: display convention of each projection: ``signed``, ``paper`` or
+            ``heatmap`` (``shared`` needs every tile at once).
+        image_format: ``jpg`` or ``webp``.
+        progress: a progress bar on stderr, counting images.
+
+    Returns:
+        An :class:`AtlasResult` (on every ``torchrun`` process).
+
+    Examples:
+        >>> site = atlas("scan.pt", "atlas/")
+        >>> site.unit_page("conv5", 42)
+        'atlas/conv5/42.html'
+    """
+    result = scan if isinstance(scan, ScanResult) else load_scan(scan)
+    method_table.check(method, method_table.REVERSE)
+    if scaling not in TILE_SCALINGS:
+        raise ArgumentError(f"scaling {scaling!r} is not one the atlas draws tile by tile; "
+                            f"choose from {', '.join(TILE_SCALINGS)}")
+    if image_format not in IMAGE_FORMATS:
+        raise ArgumentError(f"unknown image format {image_format!r}; choose from "
+                            f"{', '.join(IMAGE_FORMATS)}")
+    names = list(layers) if layers is not None else list(result.layer_names)
+    if not names:
+        raise ArgumentError("no layers for the atlas")
+    for name in names:
+        result.features(name)  # names the scan's layers if it is not one of them
+    final = check_output_folder(os.fspath(out), "atlas.json")
+    if model is None:
+        if result.weights == "user":
+            raise ArgumentError(f"the scan is of a model outside the zoo ({result.model}); "
+                                f"build its atlas in Python: dv.atlas(scan, out, model=...)")
+        model = load_model(result.model, weights=result.weights_argument)
+    check_scanned_weights(result, model)
+    net = Projector(model, method=method)
+    slugs = layer_slugs(names)
+    units = {l: [[h for h in result.top(l, f) if h.value > 0]  # a zero is not a hit
+                 for f in range(result.features(l))] for l in names}
+    by_image: Dict[str, list] = {}
+    for layer in names:
+        for f, hits in enumerate(units[layer]):
+            for rank, hit in enumerate(hits):
+                by_image.setdefault(hit.image, []).append((layer, f, rank, hit))
+    rank_id, world = _rank_world()
+    staging = final + ".partial"
+    if rank_id == 0:
+        if os.path.exists(staging):
+            shutil.rmtree(staging)
+        for slug in slugs.values():
+            os.makedirs(os.path.join(staging, slug, "img"))
+    if world > 1:
+        dist.barrier()
+    try:
+        position = {}
+        for i, path in enumerate(result.images):
+            position.setdefault(path, i)
+        order = sorted(by_image, key=position.__getitem__)
+        mine = {p: by_image[p] for p in order[rank_id::world]}
+        spent = _project_all(result, net, names, slugs, mine, staging, scaling, image_format,
+                             progress and rank_id == 0)
+        if world > 1:
+            parts: List = [None] * world
+            dist.all_gather_object(parts, spent)
+            spent = {k: sum(p[k] for p in parts) for k in spent}
+        site_layers = _site_layers(result, net, names, slugs, units)
+        info = _site_info(result, method, scaling, image_format)
+        started = time.perf_counter()
+        if rank_id == 0:
+            written = write_site(staging, info, site_layers)
+            spent["files"] += len(written)
+            spent["bytes"] += sum(os.path.getsize(os.path.join(staging, w)) for w in written)
+            _replace(staging, final)
+        spent["pages"] = time.perf_counter() - started
+        spent["writing"] += spent["pages"]
+        if world > 1:
+            dist.barrier()
+    except BaseException:
+        if rank_id == 0 and os.path.exists(staging):
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return AtlasResult(os.fspath(out), info, site_layers, spent)
+
+
+def _project_all(result, net, names, slugs, by_image, root, scaling, image_format, progress):
+    """Project every hit of ``by_image`` (image path -> its hits in any layer) and write its
+    pair (projection beside patch); returns the seconds spent and what was written."""
+    from tqdm import tqdm
+
+    spent = {"projection": 0.0, "writing": 0.0, "images": len(by_image), "hits": 0,
+             "files": 0, "bytes": 0}
+    strongest = {l: max((float(result._tops(l)["values"][:, 0].max()), 0.0)) for l in names}
+    geometry: dict = {}
+    for image, items in tqdm(by_image.items(), total=len(by_image), unit="img",
+                             desc=f"atlas {result.model}", disable=not progress,
+                             dynamic_ncols=True):
+        started = time.perf_counter()
+        x, rgb = load_image(image, preprocessing=result.preprocessing)
+        if net.device is not None:
+            x = x.to(net.device)
+        wanted = [l for l in names if any(item[0] == l for item in items)]
+        rec = net.record(x, wanted)
+        projected = []
+        for layer in wanted:
+            mine = [item for item in items if item[0] == layer]
+            act = rec.activations[layer]
+            for _, f, _, hit in mine:
+                now = float(act[0, f, hit.y, hit.x] if act.dim() == 4 else act[0, f])
+                if abs(now - hit.value) > VALUE_CHECK * strongest[layer]:
+                    raise ImageError(
+                        f"{image} gives {layer} unit {f} the value {now:.6g} at (y {hit.y}, "
+                        f"x {hit.x}), but the scan recorded {hit.value:.6g}: the file changed "
+                        f"since the scan; scan again")
+            pixels = net.project_units(x, layer, [(0, f, hit.y, hit.x) for _, f, _, hit in mine],
+                                       recording=rec).permute(0, 2, 3, 1).cpu().numpy()
+            projected.append((layer, mine, pixels))
+        spent["projection"] += time.perf_counter() - started
+        started = time.perf_counter()
+        for layer, mine, pixels in projected:
+            key = (layer, tuple(x.shape[-2:]))
+            if key not in geometry:
+                geometry[key] = net.layer(layer, key[1]).geometry
+            geom = geometry[key]
+            for k, (_, f, rank, hit) in enumerate(mine):
+                top, left, h, w = (geom.window(hit.y, hit.x) if geom is not None
+                                   else (0, 0) + tuple(rgb.shape[:2]))
+                patch = crop_window(rgb, top, left, h, w)
+                projection = to_uint8(crop_window(pixels[k], top, left, h, w), scaling,
+                                      photo=patch)
+                spent["bytes"] += write_pair(root, tile_path(slugs[layer], f, rank, image_format),
+                                             projection, patch, image_format)
+                spent["files"] += 1
+                spent["hits"] += 1
+        spent["writing"] += time.perf_counter() - started
+    return spent
+
+
+def _site_layers(result, net, names, slugs, units) -> List[SiteLayer]:
+    size = result.preprocessing.crop_size
+    root = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in result.images])
+    shown = {}
+    out = []
+    for layer in names:
+        geom = net.layer(layer, (size, size))
+        hist = result.histogram(layer)
+        site_units = []
+        for f, hits in enumerate(units[layer]):
+            site_hits = []
+            for hit in hits:
+                if hit.image not in shown:
+                    shown[hit.image] = os.path.relpath(os.path.abspath(hit.image), root)
+                window = (geom.geometry.window(hit.y, hit.x) if geom.geometry is not None
+                          else (0, 0, size, size))
+                site_hits.append(SiteHit(hit.value, shown[hit.image], hit.y, hit.x,
+                                         tuple(int(v) for v in window)))
+            site_units.append(SiteUnit(
+                f, site_hits, fired=None if hist is None else int(hist[f, 1:].sum()),
+                histogram=None if hist is None else hist[f].tolist()))
+        maxima = torch.tensor([u.hits[0].value for u in site_units if u.hits])
+        counts = activation_histogram.empty(1)
+        if maxima.numel():
+            counts = activation_histogram.accumulate(counts, maxima[:, None])
+        rf = getattr(geom, "rf_size", None)
+        out.append(SiteLayer(layer, slugs[layer], list(result.layers[
+            result.layer_names.index(layer)]["shape"]), rf if geom.geometry is not None else None,
+            site_units, counts[0].tolist()))
+    return out
+
+
+def _site_info(result, method, scaling, image_format) -> SiteInfo:
+    weights = weights_label(result.weights)
+    if result.weights == "random":
+        weights = "untrained: random initialisation (deconvviz's fixed seed 0)"
+    return SiteInfo(
+        model=result.model, weights=weights, weights_digest=result.weights_digest,
+        method=method, scaling=scaling, scan_format=result.format,
+        images_listed=len(result.images), images_read=result.images_read,
+        skipped=list(result.skipped), k=result.k, created=str(result.data.get("created", "")),
+        versions=dict(result.versions), input_size=result.preprocessing.crop_size,
+        edges=activation_histogram.edges(), has_distribution=result.has_distribution,
+        image_format=image_format)
+
+
+def _replace(staging: str, final: str) -> None:
+    """Put the finished site in place of ``final`` (an earlier atlas or an empty folder)."""
+    old = None
+    if os.path.exists(final):
+        old = f"{final}.old-{os.getpid()}"
+        os.rename(final, old)
+    os.rename(staging, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

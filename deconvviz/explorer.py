@@ -29,7 +29,7 @@ from .figures.display import crop_window, to_uint8
 if TYPE_CHECKING:
     import ipywidgets
 
-    from .analyses.dataset_scan import ScanResult
+    from .analyses.scan_result import ScanResult
 
 __all__ = ["explore", "png_bytes"]
 

@@ -12,7 +12,8 @@ from PIL import Image
 import deconvviz as dv
 from deconvviz import figures
 from deconvviz.analyses import dataset_scan as scan_module
-from deconvviz.analyses.dataset_scan import ScanInterrupted, load_scan, scan
+from deconvviz.analyses.dataset_scan import ScanInterrupted, scan
+from deconvviz.analyses.scan_result import load_scan
 from deconvviz.analyses.top_hits import project_hits
 
 LAYERS = ["conv1", "conv3", "fc6"]

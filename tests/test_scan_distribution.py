@@ -11,7 +11,8 @@ from conftest import EXAMPLES, captured_outputs
 import deconvviz as dv
 from deconvviz.analyses import activation_histogram as histogram
 from deconvviz.analyses import dataset_scan as scan_module
-from deconvviz.analyses.dataset_scan import ScanInterrupted, load_scan, scan
+from deconvviz.analyses.dataset_scan import ScanInterrupted, scan
+from deconvviz.analyses.scan_result import load_scan
 
 PHOTOS = sorted(os.path.join(EXAMPLES, n) for n in os.listdir(EXAMPLES)
                 if n.endswith((".png", ".jpg")))

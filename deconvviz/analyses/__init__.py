@@ -18,13 +18,14 @@ from .atlas import AtlasResult, atlas
 from .attribution import attribute, list_methods
 from .comparison import Comparison, compare
 from .correspondence import CorrespondenceResult, correspondence
-from .dataset_scan import Hit, ScanResult, load_scan, same_hits, scan
+from .dataset_scan import scan
 from .evolution import EvolutionResult, evolution
 from .filters import FilterResult, filter_figure, filter_stats, filters
 from .invariance import InvarianceResult, invariance
 from .occlusion import OcclusionResult, occlusion
 from .projection import Projections, ShowReport, project, project_layers, show
 from .sanity import SanityResult, sanity_check
+from .scan_result import Hit, ScanResult, load_scan, same_hits
 from .top_hits import FeatureHits, project_hits, top_hits_figure
 
 __all__ = ["AtlasResult", "atlas", "EvolutionResult", "FilterResult", "evolution",

@@ -29,7 +29,7 @@ from ..figures.atlas_site import SiteHit, SiteInfo, SiteLayer, SiteUnit, layer_s
 from ..figures.atlas_tiles import IMAGE_FORMATS, thumbnail_grid, tile_path, write_pair
 from ..figures.display import crop_window, to_uint8
 from . import activation_histogram
-from .dataset_scan import ScanResult, load_scan
+from .scan_result import ScanResult, load_scan
 from .top_hits import check_scanned_weights
 
 __all__ = ["atlas", "AtlasResult"]

@@ -21,8 +21,9 @@ from ..choices import choose_features
 from ..data.runs import run_checkpoints
 from ..data.zoo import checkpoint_model, get_spec, load_model, load_weights_into, model_info
 from ..errors import ArgumentError
-from .dataset_scan import Hit, list_images, scan
+from .dataset_scan import list_images, scan
 from .result import Result
+from .scan_result import Hit
 from .top_hits import project_hits
 
 __all__ = ["evolution", "EvolutionResult"]
@@ -43,7 +44,7 @@ class EvolutionResult(Result):
         patches: per layer, ``[features, checkpoints, H, W, 3]`` uint8 image patches under
             the same fields.
         hits: per layer, ``hits[layer][f][c]``: feature ``f``'s strongest activation under
-            checkpoint ``c`` (a :class:`~deconvviz.analyses.dataset_scan.Hit`).
+            checkpoint ``c`` (a :class:`~deconvviz.analyses.scan_result.Hit`).
         method: the reverse pass used.
     """
 

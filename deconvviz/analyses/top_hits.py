@@ -115,7 +115,7 @@ def top_hits_figure(result, layers: Union[None, str, Sequence[str]] = None,
     """Zeiler & Fergus Fig. 2 from a scan result, as ``deconvviz figure`` draws it.
 
     Args:
-        result: a :class:`~deconvviz.analyses.dataset_scan.ScanResult`.
+        result: a :class:`~deconvviz.analyses.scan_result.ScanResult`.
         layers: a layer name or several (default: every scanned layer).
         features: ``"0-15"``, ``"3,7,40-47"`` or ``"random:16"`` (seeded by ``seed``).
         model: the scanned model; by default rebuilt from the result's zoo name and weights.

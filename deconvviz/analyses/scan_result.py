@@ -1,0 +1,215 @@
+"""A scan's result and its file: the hits (:class:`Hit`), :class:`ScanResult` (top-k hits,
+histograms, metadata, ``figure()``), :func:`load_scan` (formats 1 to 3) and :func:`same_hits`,
+the check that two scans agree (see :mod:`.dataset_scan`, which makes them)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from .._io import check_output_path, write_atomically
+from ..data.zoo import Preprocessing
+from ..errors import ArgumentError
+from . import activation_histogram, top_hits
+
+__all__ = ["ScanResult", "Hit", "load_scan", "same_hits", "VALUE_RTOL", "FORMAT",
+           "READABLE"]
+
+# 2: positive hits only, runner-ups, the weights' digest; 3: each feature's distribution
+FORMAT = "deconvviz-scan/3"
+READABLE = ("deconvviz-scan/1", "deconvviz-scan/2", FORMAT)
+VALUE_RTOL = 1e-4  # hit values agree to this fraction of the layer's strongest hit
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One of a feature's strongest activations: its value, image and map position."""
+
+    value: float
+    image: str
+    y: int
+    x: int
+
+
+class ScanResult:
+    """The outcome of :func:`scan`, as saved on disk and returned by :func:`load_scan`.
+
+    Attributes:
+        model, weights: what was scanned with.
+        weights_digest: the fingerprint of those weights (:func:`weights_digest`); figures
+            refuse a model whose weights differ. ``None`` in scans of format 1.
+        layers: the layers scanned, with ``path`` and ``shape`` each.
+        images: every image path, as given.
+        skipped: ``(path, reason)`` of each image that could not be read.
+        k: hits kept per feature.
+        preprocessing: how images were turned into inputs.
+        versions: deconvviz, torch and torchvision versions used.
+        format: the file format it was written in (``deconvviz-scan/1`` to ``/3``); the
+            distribution of activations (:meth:`histogram`) is recorded from format 3 on.
+    """
+
+    def __init__(self, data: dict) -> None:
+        self.data = data
+        meta = data["meta"]
+        self.model: str = meta["model"]
+        self.weights: str = meta["weights"]
+        self.weights_digest: Optional[str] = meta.get("weights_digest")  # format 2 on
+        self.layers: List[dict] = meta["layers"]
+        self.images: List[str] = meta["images"]
+        self.k: int = meta["top"]
+        self.preprocessing = Preprocessing.from_dict(meta["preprocessing"])
+        self.versions: Dict[str, str] = meta["versions"]
+        self.skipped: List[Tuple[str, str]] = [(self.images[i], r) for i, r in data["skipped"]]
+        self.format: str = data.get("format", "deconvviz-scan/1")
+
+    @property
+    def has_distribution(self) -> bool:
+        """Whether the scan recorded each feature's distribution (format 3 on)."""
+        return "histograms" in self.data
+
+    def histogram(self, layer: str) -> Optional[Tensor]:
+        """Per feature, how many read images had their strongest activation in each bin of
+        :func:`~deconvviz.analyses.activation_histogram.edges`: an int64 ``[C, BINS]``
+        tensor whose rows sum to :attr:`images_read`; column 0 counts the images on which
+        the feature did not fire (strongest activation not positive). ``None`` for scans
+        older than format 3, which did not record it."""
+        self._tops(layer)
+        if not self.has_distribution:
+            return None
+        return activation_histogram.unpack(self.data["histograms"][layer])
+
+    def fired(self, layer: str) -> Optional[Tensor]:
+        """Per feature, the number of read images on which it fired (strongest activation
+        above 0), as an int64 ``[C]`` tensor; ``None`` for scans older than format 3."""
+        hist = self.histogram(layer)
+        return None if hist is None else hist[:, 1:].sum(dim=1)
+
+    @property
+    def weights_argument(self) -> Optional[str]:
+        """What to pass to :func:`load_model` to get the scanned weights back (random weights
+        are reproducible: :func:`load_model` draws them with a fixed seed)."""
+        return {"imagenet": "default", "random": None}.get(self.weights, self.weights)
+
+    @property
+    def layer_names(self) -> List[str]:
+        return [l["name"] for l in self.layers]
+
+    def features(self, layer: str) -> int:
+        """Number of features (channels) of ``layer``."""
+        return int(self._tops(layer)["values"].shape[0])
+
+    def _tops(self, layer: str) -> Dict[str, Tensor]:
+        if layer not in self.data["tops"]:
+            raise ArgumentError(f"layer {layer!r} is not in this scan; it has "
+                                f"{', '.join(self.layer_names)}")
+        return self.data["tops"][layer]
+
+    def _runner_ups(self, layer: str) -> List[List[float]]:
+        """Per feature and rank, the strongest other value in the hit's own map (``-inf``
+        where unknown: scans of format 1 did not record it)."""
+        tops = self._tops(layer)
+        runner_ups = tops.get("runner_ups")
+        if runner_ups is None:
+            runner_ups = torch.full_like(tops["values"], float("-inf"))
+        return runner_ups.tolist()
+
+    def top(self, layer: str, feature: int) -> List[Hit]:
+        """The feature's hits, strongest first: fewer than ``k`` where fewer images were read
+        or fewer images made the feature fire (a hit is a positive activation)."""
+        tops = self._tops(layer)
+        channels = tops["values"].shape[0]
+        if not isinstance(feature, int) or not 0 <= feature < channels:
+            raise ArgumentError(f"feature {feature!r} is out of range for layer {layer!r}: "
+                                f"valid features are 0 to {channels - 1}")
+        return [Hit(float(v), self.images[int(i)], int(y), int(x))
+                for v, i, y, x in zip(tops["values"][feature], tops["images"][feature],
+                                      tops["ys"][feature], tops["xs"][feature]) if int(i) >= 0]
+
+    def save(self, path: Union[str, os.PathLike]) -> str:
+        """Write the result (atomically) where :func:`load_scan` can read it."""
+        path = check_output_path(os.fspath(path), formats=None)
+        return write_atomically(path, lambda f: torch.save(self.data, f))
+
+    @property
+    def images_read(self) -> int:
+        """Images whose activations were scanned (listed minus skipped)."""
+        return len(self.images) - len(self.skipped)
+
+    def figure(self, layers: Union[None, str, Sequence[str]] = None, features: str = "0-15",
+               **options):
+        """Zeiler & Fergus Fig. 2 of this scan: the hits are projected again through the
+        model. Options as in :func:`deconvviz.analyses.top_hits.top_hits_figure`."""
+        return top_hits.top_hits_figure(self, layers, features, **options)
+
+    def __repr__(self) -> str:
+        return (f"ScanResult({self.model}, layers {', '.join(self.layer_names)}, "
+                f"{self.images_read} images read, {len(self.skipped)} skipped, top {self.k})")
+
+
+def load_scan(path: Union[str, os.PathLike]) -> ScanResult:
+    """Read a result written by :func:`scan` (or ``deconvviz scan``)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ArgumentError(f"scan result not found: {path}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        data = None
+    if not isinstance(data, dict) or data.get("format") not in READABLE:
+        raise ArgumentError(f"{path} is not a deconvviz scan result")
+    return ScanResult(data)
+
+
+def same_hits(a: "ScanResult", b: "ScanResult", rtol: float = VALUE_RTOL) -> List[str]:
+    """The ways two scans of the same images differ beyond what is guaranteed across batch
+    sizes, workers, threads and processes (see the module docstring); ``[]`` when they agree.
+
+    Per layer and feature, with ``tol = rtol`` times the layer's strongest hit in either scan:
+
+    - the hits at each rank have values within ``tol``;
+    - they are the same hit (image and position), unless the difference is a near-tie that
+      another kernel may break the other way: two images whose values are within ``tol``
+      (neighbours in either list, or the last kept hit, whose twin beyond the list is
+      unseen), or two positions of one image's map within ``tol`` of each other (the scan
+      records each hit's runner-up in its own map);
+    - one list may be longer only by hits within ``tol`` of zero (a value that is positive
+      under one kernel and not under another is a hit in one scan only).
+    """
+    problems = []
+    if a.layer_names != b.layer_names or a.images != b.images or a.skipped != b.skipped:
+        return ["different layers, images or skipped files"]
+    for layer in a.layer_names:
+        values = torch.cat([a._tops(layer)["values"].reshape(-1),
+                            b._tops(layer)["values"].reshape(-1)])
+        finite = values[values.isfinite()]
+        tol = rtol * float(finite.abs().max()) if finite.numel() else 0.0
+        ra, rb = a._runner_ups(layer), b._runner_ups(layer)
+        for f in range(a.features(layer)):
+            ha, hb = a.top(layer, f), b.top(layer, f)
+            longer = ha if len(ha) > len(hb) else hb
+            extra = [h for h in longer[min(len(ha), len(hb)):] if h.value > tol]
+            if extra:
+                problems.append(f"{layer} #{f}: {len(ha)} != {len(hb)} hits "
+                                f"(first extra {extra[0]})")
+            for i, (x, y) in enumerate(zip(ha, hb)):
+                if abs(x.value - y.value) > tol:
+                    problems.append(f"{layer} #{f} rank {i}: values {x.value} != {y.value}")
+                elif (x.image, x.y, x.x) == (y.image, y.y, y.x):
+                    continue
+                elif x.image == y.image:
+                    if not (x.value - ra[f][i] <= tol or y.value - rb[f][i] <= tol):
+                        problems.append(f"{layer} #{f} rank {i}: {x} != {y}, another "
+                                        f"position of the same map that is not a near-tie")
+                elif not _tied(ha, i, tol) and not _tied(hb, i, tol):
+                    problems.append(f"{layer} #{f} rank {i}: {x} != {y}, not a near-tie")
+    return problems
+
+
+def _tied(hits: List[Hit], i: int, tol: float) -> bool:
+    """Whether hit ``i`` is within ``tol`` of a neighbour, or is the last kept (its twin
+    beyond the list is unseen)."""
+    near = [j for j in (i - 1, i + 1) if 0 <= j < len(hits)]
+    return i == len(hits) - 1 or any(abs(hits[i].value - hits[j].value) <= tol for j in near)

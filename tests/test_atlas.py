@@ -12,7 +12,7 @@ import torch
 from conftest import EXAMPLES, assert_untouched, invoke, snapshot
 
 import deconvviz as dv
-from deconvviz.analyses import dataset_scan as scan_module
+from deconvviz.analyses.scan_result import ScanResult
 from deconvviz.figures.atlas_tiles import pair_halves
 from deconvviz.figures.display import crop_window, to_uint8
 
@@ -146,7 +146,7 @@ def test_a_zero_is_not_drawn_as_a_hit(scanned, model, tmp_path):
     tops = {l: {k: v.clone() for k, v in scanned.data["tops"][l].items()} for l in LAYERS}
     tops["conv1"]["values"][7, 1] = 0.0
     old = {k: v for k, v in scanned.data.items() if k != "histograms"}
-    old = scan_module.ScanResult({**old, "tops": tops, "format": "deconvviz-scan/1"})
+    old = ScanResult({**old, "tops": tops, "format": "deconvviz-scan/1"})
     site = dv.atlas(old, tmp_path / "a", model=model, layers=["conv1"], progress=False)
     text = open(site.unit_page("conv1", 7), encoding="utf-8").read()
     assert len(parsed(site.unit_page("conv1", 7)).images) == 1

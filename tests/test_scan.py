@@ -13,7 +13,7 @@ import deconvviz as dv
 from deconvviz import figures
 from deconvviz.analyses import dataset_scan as scan_module
 from deconvviz.analyses.dataset_scan import ScanInterrupted, scan
-from deconvviz.analyses.scan_result import load_scan
+from deconvviz.analyses.scan_result import ScanResult, load_scan, same_hits
 from deconvviz.analyses.top_hits import project_hits
 
 LAYERS = ["conv1", "conv3", "fc6"]
@@ -85,7 +85,7 @@ def brute_force(model, result, k):
                 t["ys"][f, rank], t["xs"][f, rank] = best // width, best % width
                 t["runner_ups"][f, rank] = second
         tops[layer] = t
-    return scan_module.ScanResult({**result.data, "tops": tops})
+    return ScanResult({**result.data, "tops": tops})
 
 
 @pytest.mark.agreement
@@ -95,7 +95,7 @@ def test_top_k_equals_brute_force(photos, model, reference):
     paths = scan_module.list_images(str(photos))
     assert reference.images == paths
     expected = brute_force(model, reference, 3)
-    assert scan_module.same_hits(expected, reference) == []
+    assert same_hits(expected, reference) == []
     def where(hits):
         return [(h.image, h.y, h.x) for h in hits]
 
@@ -122,7 +122,7 @@ def test_results_do_not_depend_on_batch_size_or_workers(photos, model, reference
     # hits but for near-ties. One-image batches take other kernels, and are not special-cased.
     other = scan(model, str(photos), LAYERS, top=3, batch_size=batch_size, workers=workers,
                  progress=False)
-    assert scan_module.same_hits(reference, other) == []
+    assert same_hits(reference, other) == []
 
 
 @pytest.mark.agreement
@@ -145,7 +145,7 @@ def altered(result, change):
     tops = result.data["tops"]["conv5"]
     copy = {k: v.clone() for k, v in tops.items()}
     change(copy, float(tops["values"].max()))
-    return scan_module.ScanResult({**result.data, "tops": {"conv5": copy}})
+    return ScanResult({**result.data, "tops": {"conv5": copy}})
 
 
 def swap(t, feature, a, b, keys=("values", "images", "ys", "xs", "runner_ups")):
@@ -163,7 +163,7 @@ def test_same_hits_holds_values_to_the_tolerance(conv5_scan, relative, agree):
         sign[:, 1::2] = -1
         t["values"][fired] += (sign * relative * strongest)[fired]
 
-    problems = scan_module.same_hits(conv5_scan, altered(conv5_scan, perturb))
+    problems = same_hits(conv5_scan, altered(conv5_scan, perturb))
     assert (problems == []) == agree, problems[:3]
     if not agree:
         assert "values" in problems[0]
@@ -184,10 +184,10 @@ def test_same_hits_allows_two_images_tied_and_nothing_else(conv5_scan):
     def moved(t, strongest):  # the strongest hit of feature 3 put on another image
         t["images"][3, 0] = (t["images"][3, 0] + 1) % len(conv5_scan.images)
 
-    assert scan_module.same_hits(altered(conv5_scan, tie), altered(conv5_scan, tie_and_swap)) \
+    assert same_hits(altered(conv5_scan, tie), altered(conv5_scan, tie_and_swap)) \
         == []
-    assert scan_module.same_hits(conv5_scan, altered(conv5_scan, swap_untied))
-    assert "not a near-tie" in scan_module.same_hits(conv5_scan, altered(conv5_scan, moved))[0]
+    assert same_hits(conv5_scan, altered(conv5_scan, swap_untied))
+    assert "not a near-tie" in same_hits(conv5_scan, altered(conv5_scan, moved))[0]
 
 
 def test_same_hits_allows_an_image_tied_at_the_last_kept_rank(conv5_scan):
@@ -203,8 +203,8 @@ def test_same_hits_allows_an_image_tied_at_the_last_kept_rank(conv5_scan):
         untied(t, strongest)
         t["images"][5, 0] = (t["images"][5, 0] + 1) % len(conv5_scan.images)
 
-    assert scan_module.same_hits(conv5_scan, altered(conv5_scan, replaced)) == []
-    problems = scan_module.same_hits(altered(conv5_scan, untied),
+    assert same_hits(conv5_scan, altered(conv5_scan, replaced)) == []
+    problems = same_hits(altered(conv5_scan, untied),
                                      altered(conv5_scan, replaced_earlier))
     assert len(problems) == 1 and "not a near-tie" in problems[0]
 
@@ -220,8 +220,8 @@ def test_same_hits_allows_two_positions_tied_within_one_map(conv5_scan):
         t["xs"][7, 0] = (t["xs"][7, 0] + 1) % 13
         t["runner_ups"][7, 0] = t["values"][7, 0] * 0.5
 
-    assert scan_module.same_hits(conv5_scan, altered(conv5_scan, tied_position)) == []
-    problems = scan_module.same_hits(conv5_scan, altered(conv5_scan, moved_position))
+    assert same_hits(conv5_scan, altered(conv5_scan, tied_position)) == []
+    problems = same_hits(conv5_scan, altered(conv5_scan, moved_position))
     assert len(problems) == 1 and "same map" in problems[0]
 
 
@@ -330,7 +330,7 @@ def test_two_process_torchrun_equals_one_process(photos, model, tmp_path):
     assert b.weights_digest == one.weights_digest  # the same seeded random weights
     # Other shards, batches and thread counts (torchrun runs 1 thread per process): the
     # cross-configuration guarantee, not bit-identity.
-    assert scan_module.same_hits(one, b) == []
+    assert same_hits(one, b) == []
     for layer in ("conv2", "fc7"):  # the ranks' histograms, added: each image counted once;
         # a value within rounding of a bin edge may fall in the next bin (exactness on equal
         # values: test_scan_distribution.py)

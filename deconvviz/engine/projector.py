@@ -14,7 +14,6 @@ where it is: deconvviz never falls back to a plain gradient.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
@@ -30,70 +29,13 @@ from .layout import acts_per_position, channels_last_nodes
 from .methods import DECONVNET, GRADIENT, GUIDED, get_method
 from .ops import fold_batchnorms
 from .recording import Recording, check_images, record_nodes
-from .reverse import FullSize, run
+from .reverse import DeconvStep, FullSize, ReversePass, ReverseStep, run
 from .rules import RuleSet
 from .seeds import Feature, _check_features, _check_seed, make_seeds, strongest
 
 __all__ = ["Projector", "Deconvnet", "GuidedBackprop", "Gradient", "ReverseStep", "DeconvStep",
            "ReversePass", "MODES"]
 
-
-
-@dataclass(frozen=True)
-class ReverseStep:
-    """One step of the reverse pass: the forward op it undoes and the rule it applies."""
-
-    op: Op
-    rule: str  # the rule's one-line description
-
-    def __str__(self) -> str:
-        return f"{self.op.where:<44} {self.op.label:<36} {self.rule}"
-
-
-DeconvStep = ReverseStep  # the name of earlier releases
-
-
-@dataclass(frozen=True)
-class ReversePass:
-    """A method's reverse pass below one layer: its steps, from the layer down to the input.
-
-    ``print(net.reverse_pass("conv3"))`` shows one line per step.
-    """
-
-    layer: str
-    path: str
-    steps: Tuple[ReverseStep, ...]
-    # BatchNorm node -> the convolution below it that carries its scale (see fold_batchnorms)
-    folded: Dict[str, str] = field(default_factory=dict)
-    method: RuleSet = DECONVNET
-    # the first op on the way down through which no local window passes: from there on, the
-    # receptive-field cone is the whole image and every projection runs full size
-    cone_stop: Optional[Op] = None
-
-    @property
-    def ops(self) -> List[Op]:
-        """The forward ops in reverse order, from the layer down to the input."""
-        return [step.op for step in self.steps]
-
-    def __str__(self) -> str:
-        head = f"{self.method.title.capitalize()} from {self.layer!r}" + (
-            f" ({self.path})" if self.path != self.layer else "") + f": {len(self.steps)} steps"
-        return "\n".join([head] + [f"  {s}" for s in self.steps] + ["  -> input pixels",
-                                                                     self.cone_note])
-
-    @property
-    def cone_note(self) -> str:
-        """Whether single activations (``mode="max"``) can be projected in their
-        receptive-field cone, and if not, which op keeps them full size."""
-        if self.cone_stop is None:
-            return ("Receptive-field cone: single activations (mode='max') are projected in "
-                    "their cone where it is smaller than the maps")
-        op = self.cone_stop
-        return (f"Receptive-field cone: not used; {op.label} at {op.where} mixes positions "
-                f"or has no local rule, so every projection runs the full-size pass")
-
-    def __len__(self) -> int:
-        return len(self.steps)
 
 
 class Projector:

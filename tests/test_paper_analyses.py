@@ -134,7 +134,7 @@ def test_figures_for_every_zoo_family(name, tmp_path):
     moved = dv.invariance(model, x, "scale", values=[1.0, 1.4])
     parts = dv.correspondence(model, x, {"box": [[0, 0, 16, 16], [8, 8, 16, 16]]}, random=1)
     for result, stem in [(occluded, "o"), (moved, "i"), (parts, "c")]:
-        for ext in (".png", ".pdf"):
+        for ext in (".png", ".pdf") if name == FAMILIES[0] else (".png",):  # PDF: any model
             path = result.save(tmp_path / f"{stem}{ext}", dpi=40)
             assert os.path.getsize(path) > 1000
 

@@ -40,7 +40,7 @@ agreement: $(VENV)/.test
 
 # Line and branch coverage of the package, over the whole suite.
 coverage: $(VENV)/.test
-	$(BIN)/python -m pytest -q --cov=deconvviz --cov-branch --cov-report=term
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --cov=deconvviz --cov-branch --cov-report=term
 
 clean:
 	rm -rf $(VENV) *.egg-info

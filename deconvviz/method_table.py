@@ -144,6 +144,8 @@ def check(name: str, kind: Optional[str] = None) -> str:
 
 def entries(kind: Optional[str] = None) -> List[Method]:
     """The methods (of ``kind``), in the order they were added (the built-in ones first)."""
+    if kind is not None and kind not in KINDS:
+        raise ArgumentError(f"unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
     return [m for m in _TABLE.values() if kind is None or m.kind == kind]
 
 

@@ -164,7 +164,7 @@ def sanity_check(model: nn.Module, x: Tensor, methods: Optional[Sequence[str]] =
     if not resolved.is_class:
         raise ArgumentError("the sanity check explains a class")
     copied = copy.deepcopy(model)
-    first = Projector(copied, method=method_table.names(method_table.REVERSE)[0])
+    first = Projector(copied)
     nets: dict = {first.method.name: first}  # one trace of the copy, for every method
     order = (list(layers) if layers is not None
              else parametrised_layers(copied, traced=first.traced))

@@ -12,7 +12,7 @@ import base64
 import os
 import shutil
 import time
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.distributed as dist
@@ -21,8 +21,8 @@ from torch import nn
 from .. import method_table
 from .._io import check_output_folder
 from ..choices import TILE_SCALINGS, weights_label
-from ..data.images import load_image
-from ..data.zoo import load_model
+from ..data.images import image_size
+from ..data.zoo import model_info
 from ..engine import Projector
 from ..errors import ArgumentError, ImageError
 from ..figures.atlas_site import SiteHit, SiteInfo, SiteLayer, SiteUnit, layer_slugs, write_site
@@ -34,6 +34,8 @@ from .top_hits import check_scanned_weights
 
 __all__ = ["atlas", "AtlasResult"]
 
+# A photo enlarged more than this many times to the model's input is marked on unit pages.
+UPSCALE_MARK = 4.0
 VALUE_CHECK = 1e-3  # a re-run hit must give its scanned value to this share of the layer's max
 
 
@@ -109,6 +111,7 @@ def _rank_world():
 def atlas(scan: Union[ScanResult, str, os.PathLike], out: Union[str, os.PathLike], *,
           model: Optional[nn.Module] = None, layers: Optional[Sequence[str]] = None,
           method: str = "deconvnet", scaling: str = "signed", image_format: str = "jpg",
+          image_root: Union[None, str, os.PathLike] = None,
           progress: bool = True) -> AtlasResult:
     """Write a static website of every unit of a scan: an index, a page per layer (every
     unit's strongest hit, sortable) and a page per unit (its hits beside their projections,
@@ -124,6 +127,8 @@ def atlas(scan: Union[ScanResult, str, os.PathLike], out: Union[str, os.PathLike
         scaling: display convention of each projection: ``signed``, ``paper`` or
             ``heatmap`` (``shared`` needs every tile at once).
         image_format: ``jpg`` or ``webp``.
+        image_root: where the scan's photos are now, if they moved (see
+            :func:`load_scan`); every photo must still give the values the scan recorded.
         progress: a progress bar on stderr, counting images.
 
     Returns:
@@ -134,7 +139,8 @@ def atlas(scan: Union[ScanResult, str, os.PathLike], out: Union[str, os.PathLike
         >>> site.unit_page("conv5", 42)
         'atlas/conv5/42.html'
     """
-    result = scan if isinstance(scan, ScanResult) else load_scan(scan)
+    result = (scan.relocated(image_root) if isinstance(scan, ScanResult)
+              else load_scan(scan, image_root=image_root))
     method_table.check(method, method_table.REVERSE)
     if scaling not in TILE_SCALINGS:
         raise ArgumentError(f"scaling {scaling!r} is not one the atlas draws tile by tile; "
@@ -152,7 +158,7 @@ def atlas(scan: Union[ScanResult, str, os.PathLike], out: Union[str, os.PathLike
         if result.weights == "user":
             raise ArgumentError(f"the scan is of a model outside the zoo ({result.model}); "
                                 f"build its atlas in Python: dv.atlas(scan, out, model=...)")
-        model = load_model(result.model, weights=result.weights_argument)
+        model = result.load_model()
     check_scanned_weights(result, model)
     net = Projector(model, method=method)
     slugs = layer_slugs(names)
@@ -185,7 +191,7 @@ def atlas(scan: Union[ScanResult, str, os.PathLike], out: Union[str, os.PathLike
             dist.all_gather_object(parts, spent)
             spent = {k: sum(p[k] for p in parts) for k in spent}
         site_layers = _site_layers(result, net, names, slugs, units)
-        info = _site_info(result, method, scaling, image_format)
+        info = _site_info(result, model, method, scaling, image_format)
         started = time.perf_counter()
         if rank_id == 0:
             written = write_site(staging, info, site_layers)
@@ -216,7 +222,7 @@ def _project_all(result, net, names, slugs, by_image, root, scaling, image_forma
                              desc=f"atlas {result.model}", disable=not progress,
                              dynamic_ncols=True):
         started = time.perf_counter()
-        x, rgb = load_image(image, preprocessing=result.preprocessing)
+        x, rgb = result.load_image(image)
         if net.device is not None:
             x = x.to(net.device)
         wanted = [l for l in names if any(item[0] == l for item in items)]
@@ -259,7 +265,7 @@ def _project_all(result, net, names, slugs, by_image, root, scaling, image_forma
 def _site_layers(result, net, names, slugs, units) -> List[SiteLayer]:
     size = result.preprocessing.crop_size
     root = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in result.images])
-    shown = {}
+    shown, upscaled = {}, {}
     out = []
     for layer in names:
         geom = net.layer(layer, (size, size))
@@ -270,10 +276,12 @@ def _site_layers(result, net, names, slugs, units) -> List[SiteLayer]:
             for hit in hits:
                 if hit.image not in shown:
                     shown[hit.image] = os.path.relpath(os.path.abspath(hit.image), root)
+                    upscaled[hit.image] = _upscaled(hit.image, result.preprocessing)
                 window = (geom.geometry.window(hit.y, hit.x) if geom.geometry is not None
                           else (0, 0, size, size))
                 site_hits.append(SiteHit(hit.value, shown[hit.image], hit.y, hit.x,
-                                         tuple(int(v) for v in window)))
+                                         tuple(int(v) for v in window),
+                                         upscaled=upscaled[hit.image]))
             site_units.append(SiteUnit(
                 f, site_hits, fired=None if hist is None else int(hist[f, 1:].sum()),
                 histogram=None if hist is None else hist[f].tolist()))
@@ -288,10 +296,22 @@ def _site_layers(result, net, names, slugs, units) -> List[SiteLayer]:
     return out
 
 
-def _site_info(result, method, scaling, image_format) -> SiteInfo:
-    weights = weights_label(result.weights)
-    if result.weights == "random":
-        weights = "untrained: random initialisation (deconvviz's fixed seed 0)"
+def _upscaled(path: str, prep) -> Optional[Tuple[float, Tuple[int, int]]]:
+    """``(factor, (height, width))`` of a photo the preprocessing enlarged more than
+    :data:`UPSCALE_MARK` times (its short side to ``resize_size``); ``None`` otherwise."""
+    height, width = image_size(path)
+    factor = prep.resize_size / max(min(height, width), 1)
+    return (factor, (height, width)) if factor > UPSCALE_MARK else None
+
+
+def _site_info(result, model, method, scaling, image_format) -> SiteInfo:
+    # The weights that drew it (their digest is the scan's): a checkpoint that moved is
+    # named where it is now.
+    info = model_info(model)
+    drawn = info.weights if info is not None else result.weights
+    weights = weights_label(drawn)
+    if drawn == "random":
+        weights = "untrained weights: random initialisation (deconvviz's fixed seed 0)"
     return SiteInfo(
         model=result.model, weights=weights, weights_digest=result.weights_digest,
         method=method, scaling=scaling, scan_format=result.format,

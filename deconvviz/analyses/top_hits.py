@@ -9,8 +9,7 @@ from torch import nn
 
 from .. import figures
 from ..choices import choose_features, weights_label
-from ..data.images import load_image
-from ..data.zoo import load_model, model_info, weights_digest
+from ..data.zoo import model_info, weights_digest
 from ..engine import Projector
 from ..errors import WeightsError
 from ..figures.display import crop_window
@@ -54,7 +53,7 @@ def project_hits(result, layer: str, features: Sequence[int], *,
         progress: a progress bar on stderr, counting the images recorded.
     """
     if model is None:
-        model = load_model(result.model, weights=result.weights_argument)
+        model = result.load_model()
     check_scanned_weights(result, model)
     net = Projector(model, method=method)
     per_feature = {f: result.top(layer, f) for f in features}
@@ -69,7 +68,7 @@ def project_hits(result, layer: str, features: Sequence[int], *,
     for image, items in tqdm(by_image.items(), total=len(by_image), unit="img",
                              desc=f"projecting {layer}'s hits", disable=not progress,
                              dynamic_ncols=True):
-        x, rgb = load_image(image, preprocessing=result.preprocessing)
+        x, rgb = result.load_image(image)
         x = x.to(device) if device is not None else x
         rec = net.record(x, layer)
         geom = net.layer(layer, tuple(x.shape[-2:])).geometry
@@ -111,6 +110,7 @@ def top_hits_figure(result, layers: Union[None, str, Sequence[str]] = None,
                     features: str = "0-15", *, seed: int = 0,
                     model: Optional[nn.Module] = None, scaling: str = "signed",
                     ncols: int = 4, method: str = "deconvnet",
+                    image_root: Optional[str] = None,
                     progress: bool = False) -> "figures.Figure":
     """Zeiler & Fergus Fig. 2 from a scan result, as ``deconvviz figure`` draws it.
 
@@ -122,12 +122,15 @@ def top_hits_figure(result, layers: Union[None, str, Sequence[str]] = None,
         scaling: display convention.
         ncols: features per row.
         method: ``"deconvnet"``, ``"guided"`` or ``"gradient"``.
+        image_root: where the scan's photos are now, if they moved (see
+            :func:`~deconvviz.analyses.scan_result.load_scan`).
         progress: a progress bar per layer on stderr.
     """
+    result = result.relocated(image_root)
     layers = [layers] if isinstance(layers, str) else list(layers or result.layer_names)
     chosen = {l: choose_features(features, result.features(l), seed=seed) for l in layers}
     if model is None:
-        model = load_model(result.model, weights=result.weights_argument)
+        model = result.load_model()
     hits = [project_hits(result, l, chosen[l], model=model, method=method, progress=progress)
             for l in layers]
     how = "" if method == "deconvnet" else f" ({method})"

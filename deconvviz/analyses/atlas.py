@@ -24,19 +24,18 @@ from ..choices import TILE_SCALINGS, weights_label
 from ..data.images import image_size
 from ..data.zoo import model_info
 from ..engine import Projector
-from ..errors import ArgumentError, ImageError
+from ..errors import ArgumentError
 from ..figures.atlas_site import SiteHit, SiteInfo, SiteLayer, SiteUnit, layer_slugs, write_site
 from ..figures.atlas_tiles import IMAGE_FORMATS, thumbnail_grid, tile_path, write_pair
 from ..figures.display import crop_window, to_uint8
 from . import activation_histogram
 from .scan_result import ScanResult, load_scan
-from .top_hits import check_scanned_weights
+from .top_hits import check_hit_values, check_scanned_weights, strongest_hit
 
 __all__ = ["atlas", "AtlasResult"]
 
 # A photo enlarged more than this many times to the model's input is marked on unit pages.
 UPSCALE_MARK = 4.0
-VALUE_CHECK = 1e-3  # a re-run hit must give its scanned value to this share of the layer's max
 
 
 class AtlasResult:
@@ -216,7 +215,7 @@ def _project_all(result, net, names, slugs, by_image, root, scaling, image_forma
 
     spent = {"projection": 0.0, "writing": 0.0, "images": len(by_image), "hits": 0,
              "files": 0, "bytes": 0}
-    strongest = {l: max((float(result._tops(l)["values"][:, 0].max()), 0.0)) for l in names}
+    strongest = {l: strongest_hit(result, l) for l in names}
     geometry: dict = {}
     for image, items in tqdm(by_image.items(), total=len(by_image), unit="img",
                              desc=f"atlas {result.model}", disable=not progress,
@@ -230,14 +229,8 @@ def _project_all(result, net, names, slugs, by_image, root, scaling, image_forma
         projected = []
         for layer in wanted:
             mine = [item for item in items if item[0] == layer]
-            act = rec.activations[layer]
-            for _, f, _, hit in mine:
-                now = float(act[0, f, hit.y, hit.x] if act.dim() == 4 else act[0, f])
-                if abs(now - hit.value) > VALUE_CHECK * strongest[layer]:
-                    raise ImageError(
-                        f"{image} gives {layer} unit {f} the value {now:.6g} at (y {hit.y}, "
-                        f"x {hit.x}), but the scan recorded {hit.value:.6g}: the file changed "
-                        f"since the scan; scan again")
+            check_hit_values(image, layer, rec.activations[layer],
+                             [(f, hit) for _, f, _, hit in mine], strongest[layer])
             pixels = net.project_units(x, layer, [(0, f, hit.y, hit.x) for _, f, _, hit in mine],
                                        recording=rec).permute(0, 2, 3, 1).cpu().numpy()
             projected.append((layer, mine, pixels))

@@ -11,10 +11,11 @@ from .. import figures
 from ..choices import choose_features, weights_label
 from ..data.zoo import model_info, weights_digest
 from ..engine import Projector
-from ..errors import WeightsError
+from ..errors import ImageError, WeightsError
 from ..figures.display import crop_window
 
-__all__ = ["FeatureHits", "project_hits", "top_hits_figure", "check_scanned_weights"]
+__all__ = ["FeatureHits", "project_hits", "top_hits_figure", "check_scanned_weights",
+           "check_hit_values", "VALUE_CHECK"]
 
 
 @dataclass
@@ -57,6 +58,7 @@ def project_hits(result, layer: str, features: Sequence[int], *,
     check_scanned_weights(result, model)
     net = Projector(model, method=method)
     per_feature = {f: result.top(layer, f) for f in features}
+    strongest = strongest_hit(result, layer)
     by_image: dict = {}
     for f, hits in per_feature.items():
         for slot, hit in enumerate(hits):
@@ -71,6 +73,8 @@ def project_hits(result, layer: str, features: Sequence[int], *,
         x, rgb = result.load_image(image)
         x = x.to(device) if device is not None else x
         rec = net.record(x, layer)
+        check_hit_values(image, layer, rec.activations[layer],
+                         [(f, hit) for f, _, hit in items], strongest)
         geom = net.layer(layer, tuple(x.shape[-2:])).geometry
         pixels = net.project_units(x, layer, [(0, f, hit.y, hit.x) for f, _, hit in items],
                                    recording=rec).cpu()
@@ -84,6 +88,28 @@ def project_hits(result, layer: str, features: Sequence[int], *,
             for f, hits in per_feature.items()]
 
 
+
+
+VALUE_CHECK = 1e-3  # a re-run hit must give its scanned value to this share of the layer's max
+
+
+def strongest_hit(result, layer: str) -> float:
+    """The layer's strongest hit in the scan (0 where none fired): :data:`VALUE_CHECK`'s
+    scale."""
+    return max(float(result._tops(layer)["values"][:, 0].max()), 0.0)
+
+
+def check_hit_values(image: str, layer: str, act, hits, strongest: float) -> None:
+    """Refuse a photo that no longer gives its hits' scanned values (``hits``: ``(feature,
+    hit)`` pairs; ``act``: the layer's recorded activation ``[1, C, H, W]`` or ``[1, C]``):
+    it changed since the scan, or another photo now has its name (``--image-root``)."""
+    for f, hit in hits:
+        now = float(act[0, f, hit.y, hit.x] if act.dim() == 4 else act[0, f])
+        if abs(now - hit.value) > VALUE_CHECK * strongest:
+            raise ImageError(
+                f"{image} gives {layer} unit {f} the value {now:.6g} at (y {hit.y}, "
+                f"x {hit.x}), but the scan recorded {hit.value:.6g}: the file changed "
+                f"since the scan (or is another photo of the same name); scan again")
 
 
 def check_scanned_weights(result, model: nn.Module) -> None:

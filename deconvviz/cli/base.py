@@ -153,8 +153,8 @@ def image_root_option(f):
                         type=click.Path(file_okay=False),
                         help="Where the scan's photos are now, if they moved: FOLDER takes "
                              "the place of the folder that held them all (their deepest "
-                             "common folder); each photo must still give its scanned "
-                             "values.")(f)
+                             "common folder); a photo that no longer gives its scanned "
+                             "values is refused.")(f)
 
 
 def dpi_option(f):

@@ -98,8 +98,8 @@ def figure_command(result_path: str, layer: Optional[str], features: str, seed: 
                    scaling: str, ncols: int, out: str, dpi: int, method: str,
                    weights: Optional[str], image_root: Optional[str], device: str) -> None:
     """Redraw Zeiler & Fergus Fig. 2 from a scan RESULT: each feature's top-9 projections
-    beside the image patches that caused them. It opens from any folder; --image-root finds
-    photos that moved."""
+    beside the image patches that caused them. RESULT may be opened from any working folder;
+    --image-root finds photos that moved."""
     check_output_path(out, FIGURE_FORMATS)
     if not features.startswith("random:"):
         parse_features(features)
@@ -137,8 +137,8 @@ def atlas_command(result_path: str, out: str, layer: Optional[str], scaling: str
     """Write a static website of every unit of a scan RESULT: an index, a page per layer
     (every unit's strongest hit, sortable by activation and by how often it fires) and a
     page per unit (its hits beside their projections, its distribution). It opens from the
-    file system with no server and no network. It opens from any folder; --image-root finds
-    photos that moved.
+    file system with no server and no network. RESULT may be opened from any working folder;
+    --image-root finds photos that moved.
 
     Under torchrun (--nproc_per_node=N) the processes share the images.
     """

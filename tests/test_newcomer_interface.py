@@ -249,3 +249,19 @@ def test_sanity_check_takes_what_compare_takes():
     assert compared.images == ["image 0"]
     with pytest.raises(dv.ArgumentError, match="a file path, a PIL image, a tensor"):
         dv.sanity_check(model, 3, ["gradient"])
+
+
+def test_the_docs_list_every_notebook_and_install_from_the_clone():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    listed = open(os.path.join(root, "docs", "guide", "notebooks.md"), encoding="utf-8").read()
+    notebooks = sorted(n for n in os.listdir(os.path.join(root, "examples"))
+                       if n.endswith(".ipynb"))
+    assert len(notebooks) >= 7
+    assert [n for n in notebooks if f"`{n}`" not in listed] == []
+    assert "jupyter lab examples/" in listed  # and how to get Jupyter
+    pyproject = open(os.path.join(root, "pyproject.toml"), encoding="utf-8").read()
+    assert re.search(r'^notebook = \[.*"jupyterlab>=', pyproject, re.MULTILINE)
+    for page in ("install.md", "index.md"):  # deconvviz is not on PyPI
+        text = open(os.path.join(root, "docs", page), encoding="utf-8").read()
+        assert not re.search(r"pip install (\"?)deconvviz", text), page
+        assert "pip install -e ." in text, page

@@ -38,7 +38,9 @@ __all__: list = []  # commands, registered on deconvviz.cli.cli
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
 @click.option("--workers", default=0, show_default=True, type=click.IntRange(0),
               help="DataLoader worker processes.")
-@click.option("--resume", is_flag=True, help="Continue from RESULT.partial after an interruption.")
+@click.option("--resume", is_flag=True,
+              help="Continue from RESULT.partial after an interruption (Ctrl-C or SIGTERM); "
+                   "without one, a warning says so and the scan starts from the first image.")
 @click.option("--checkpoint-every", default=256, show_default=True, metavar="N",
               type=click.IntRange(1), help="Images between checkpoints.")
 @weights_option

@@ -59,7 +59,8 @@ class ScanResult:
                  image_root: Union[None, str, os.PathLike] = None) -> None:
         self.data = data
         self.origin = origin  # the folder of the file it was read from
-        self.image_root = None if image_root is None else os.fspath(image_root)
+        self.image_root = (None if image_root is None
+                           else os.path.expanduser(os.fspath(image_root)))
         meta = data["meta"]
         self.model: str = meta["model"]
         self.weights: str = meta["weights"]
@@ -217,7 +218,7 @@ def load_scan(path: Union[str, os.PathLike],
                             f"deconvviz scan first")
     if not os.path.isfile(path):
         raise ArgumentError(f"scan result not found: {path}")
-    if image_root is not None and not os.path.isdir(os.fspath(image_root)):
+    if image_root is not None and not os.path.isdir(os.path.expanduser(os.fspath(image_root))):
         raise ArgumentError(f"image root is not a folder: {os.fspath(image_root)}")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)

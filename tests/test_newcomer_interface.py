@@ -156,6 +156,12 @@ def test_moved_photos_and_weights(workspace, tmp_path):
         small = "a small photo (8x8 px) enlarged 32x to the model's input" in caption
         assert small == ("tiny.png" in caption), caption
 
+    # the same in Python; the figure's title names the weights where they are now
+    result = dv.load_scan(scan, image_root=moved / "pics")
+    fig = result.figure(LAYER, "0", model=dv.load_model(MODEL, weights=moved / "w" /
+                                                        "zf_renamed.pt"))
+    assert fig._suptitle.get_text().endswith("images - weights zf_renamed.pt")
+
 
 def test_a_dead_units_page_does_not_explain_projections(workspace, tmp_path):
     scan = dv.load_scan(workspace["scan"])

@@ -160,7 +160,9 @@ def top_hits_figure(result, layers: Union[None, str, Sequence[str]] = None,
     hits = [project_hits(result, l, chosen[l], model=model, method=method, progress=progress)
             for l in layers]
     how = "" if method == "deconvnet" else f" ({method})"
+    info = model_info(model)  # the weights that drew it (the scan's digest): where they are now
+    drawn = info.weights if info is not None else result.weights
     title = (f"{result.model}{how}: top {result.k} of {result.images_read} images - "
-             f"{weights_label(result.weights)}")
+             f"{weights_label(drawn)}")
     return figures.scan_figure(hits, scaling=scaling, ncols=ncols, title=title,
                                slots=min(result.k, result.images_read))

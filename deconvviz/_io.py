@@ -9,13 +9,15 @@ systems, ``/proc`` and full disks are caught too).
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from typing import Callable, List, Optional, Sequence
 
 from .errors import OutputError
 
 __all__ = ["FIGURE_FORMATS", "DATA_FORMATS", "result_formats", "check_output_path",
-           "check_output_folder", "check_writable_folder", "figure_paths", "write_atomically"]
+           "check_output_folder", "check_writable_folder", "figure_paths", "write_atomically",
+           "safe_name", "is_folder_path"]
 
 FIGURE_FORMATS = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
 # What each kind of result saves besides its figure, written once: the results
@@ -114,19 +116,39 @@ def _remove(path: str) -> None:
         os.unlink(path)
 
 
+def safe_name(text: str) -> str:
+    """``text`` spelt for a file name that every system, ``scp``, ``make`` and a URL take:
+    letters, digits, ``_ . + -`` stay, anything else (``:`` of ``torchvision:vit_b_16``, a
+    slash, a space) becomes ``-``."""
+    return re.sub(r"[^A-Za-z0-9_.+-]", "-", text)
+
+
+def is_folder_path(path: str) -> bool:
+    """Whether ``path`` names a folder: an existing one, or one spelt with a trailing
+    slash."""
+    path = os.fspath(path)
+    return path.endswith(("/", os.sep)) or os.path.isdir(path)
+
+
 def figure_paths(images: Sequence[str], model: str, layer: str, out: Optional[str] = None,
                  combine: bool = False) -> List[str]:
-    """The figure files ``show`` writes: ``<image>_<model>_<layer>.png`` in the current folder,
-    or ``out`` (with ``_<image>`` added to its stem for each of several images). Images whose
-    names collide (``c.tiff``, ``c.bmp``) keep their extension in the name (``c_tiff``)."""
-    tag = "all" if layer == "all" else layer.replace(",", "+").replace("/", "_")
+    """The figure files ``show`` writes: ``<image>_<model>_<layer>.png`` in the current folder
+    (or in ``out`` when it is a folder: an existing one, or a path ending in ``/``), or
+    ``out`` (with ``_<image>`` added to its stem for each of several images). Images whose
+    names collide (``c.tiff``, ``c.bmp``) keep their extension in the name (``c_tiff``). The
+    default names hold no colon: ``torchvision:vit_b_16`` is spelt ``torchvision-vit_b_16``."""
+    model = safe_name(model)
+    tag = "all" if layer == "all" else safe_name(layer.replace(",", "+").replace("/", "_"))
+    folder = None
+    if out is not None and is_folder_path(out):
+        folder, out = os.fspath(out), None
     if combine:
-        return [out or f"combined_{model}_{tag}.png"]
+        return [out or _inside(folder, f"combined_{model}_{tag}.png")]
     if out is not None and len(images) == 1:
         return [out]
-    stems = [os.path.splitext(os.path.basename(p))[0] for p in images]
+    stems = [safe_name(os.path.splitext(os.path.basename(p))[0]) for p in images]
     clash = {s for s in stems if stems.count(s) > 1}
-    names = [os.path.basename(p).replace(".", "_") if s in clash else s
+    names = [safe_name(os.path.basename(p).replace(".", "_")) if s in clash else s
              for p, s in zip(images, stems)]
     seen: dict = {}
     for i, name in enumerate(names):  # the same file name in two folders
@@ -134,6 +156,10 @@ def figure_paths(images: Sequence[str], model: str, layer: str, out: Optional[st
         if seen[name] > 1:
             names[i] = f"{name}_{seen[name]}"
     if out is None:
-        return [f"{name}_{model}_{tag}.png" for name in names]
+        return [_inside(folder, f"{name}_{model}_{tag}.png") for name in names]
     stem, ext = os.path.splitext(out)
     return [f"{stem}_{name}{ext}" for name in names]
+
+
+def _inside(folder: Optional[str], name: str) -> str:
+    return name if folder is None else os.path.join(folder, name)

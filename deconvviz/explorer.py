@@ -1,6 +1,6 @@
 """An interactive explorer for Jupyter: pick a layer and a feature, see its projection.
 
-``ipywidgets`` is optional (``pip install "deconvviz[notebook]"``). Each image's forward pass
+``ipywidgets`` is optional (``pip install -e ".[notebook]"`` in the clone). Each image's forward pass
 is recorded once, for every layer, and reused; switching layer or feature only runs the
 deconvnet for the chosen feature.
 """
@@ -55,7 +55,8 @@ def _widgets():
     try:
         import ipywidgets
     except ImportError:
-        raise ImportError('deconvviz.explore needs ipywidgets: pip install "deconvviz[notebook]"'
+        raise ImportError('deconvviz.explore needs ipywidgets: pip install -e ".[notebook]" '
+                          'in the clone of deconvviz'
                           ) from None
     return ipywidgets
 

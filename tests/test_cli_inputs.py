@@ -119,7 +119,8 @@ def test_no_input_error_exits_1_or_names_an_exception(tmp_path):
     slips = [
         ["show", *ZF, "--layer", "conv3", "--features", "3,x", CHELSEA],
         ["show", *ZF, "--layer", "conv3", "--out", "fig.gif", CHELSEA],
-        ["show", *ZF, "--layer", "conv3", "--out", str(tmp_path), CHELSEA],
+        ["show", *ZF, "--layer", "conv3", "--out", str(tmp_path / "nowhere" / "f.png"),
+         CHELSEA],
         ["show", *ZF, "--layer", "conv3", "--top", "0", CHELSEA],
         ["scan", *ZF, "--layers", "conv1", "--out", "r.pt", str(tmp_path / "nothing")],
         ["figure", str(tmp_path / "missing.pt"), "--out", "f.png"],

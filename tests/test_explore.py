@@ -93,7 +93,7 @@ def test_tensor_input_and_scan_view(tmp_path):
 
 def test_without_ipywidgets_the_error_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "ipywidgets", None)
-    with pytest.raises(ImportError, match=r'pip install "deconvviz\[notebook\]"'):
+    with pytest.raises(ImportError, match=r'pip install -e "\.\[notebook\]" in the clone'):
         explore(zoo_model("zfnet"), CHELSEA)
 
 

@@ -12,7 +12,7 @@ import base64
 import os
 import shutil
 import time
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.distributed as dist
@@ -21,20 +21,21 @@ from torch import nn
 from .. import method_table
 from .._io import check_output_folder
 from ..choices import TILE_SCALINGS, weights_label
-from ..data.images import load_image
-from ..data.zoo import load_model
+from ..data.images import image_size
+from ..data.zoo import model_info
 from ..engine import Projector
-from ..errors import ArgumentError, ImageError
+from ..errors import ArgumentError
 from ..figures.atlas_site import SiteHit, SiteInfo, SiteLayer, SiteUnit, layer_slugs, write_site
 from ..figures.atlas_tiles import IMAGE_FORMATS, thumbnail_grid, tile_path, write_pair
 from ..figures.display import crop_window, to_uint8
 from . import activation_histogram
 from .scan_result import ScanResult, load_scan
-from .top_hits import check_scanned_weights
+from .top_hits import check_hit_values, check_scanned_weights, strongest_hit
 
 __all__ = ["atlas", "AtlasResult"]
 
-VALUE_CHECK = 1e-3  # a re-run hit must give its scanned value to this share of the layer's max
+# A photo enlarged more than this many times to the model's input is marked on unit pages.
+UPSCALE_MARK = 4.0
 
 
 class AtlasResult:
@@ -109,6 +110,7 @@ def _rank_world():
 def atlas(scan: Union[ScanResult, str, os.PathLike], out: Union[str, os.PathLike], *,
           model: Optional[nn.Module] = None, layers: Optional[Sequence[str]] = None,
           method: str = "deconvnet", scaling: str = "signed", image_format: str = "jpg",
+          image_root: Union[None, str, os.PathLike] = None,
           progress: bool = True) -> AtlasResult:
     """Write a static website of every unit of a scan: an index, a page per layer (every
     unit's strongest hit, sortable) and a page per unit (its hits beside their projections,
@@ -124,6 +126,8 @@ def atlas(scan: Union[ScanResult, str, os.PathLike], out: Union[str, os.PathLike
         scaling: display convention of each projection: ``signed``, ``paper`` or
             ``heatmap`` (``shared`` needs every tile at once).
         image_format: ``jpg`` or ``webp``.
+        image_root: where the scan's photos are now, if they moved (see
+            :func:`load_scan`); every photo must still give the values the scan recorded.
         progress: a progress bar on stderr, counting images.
 
     Returns:
@@ -134,7 +138,8 @@ def atlas(scan: Union[ScanResult, str, os.PathLike], out: Union[str, os.PathLike
         >>> site.unit_page("conv5", 42)
         'atlas/conv5/42.html'
     """
-    result = scan if isinstance(scan, ScanResult) else load_scan(scan)
+    result = (scan.relocated(image_root) if isinstance(scan, ScanResult)
+              else load_scan(scan, image_root=image_root))
     method_table.check(method, method_table.REVERSE)
     if scaling not in TILE_SCALINGS:
         raise ArgumentError(f"scaling {scaling!r} is not one the atlas draws tile by tile; "
@@ -152,7 +157,7 @@ def atlas(scan: Union[ScanResult, str, os.PathLike], out: Union[str, os.PathLike
         if result.weights == "user":
             raise ArgumentError(f"the scan is of a model outside the zoo ({result.model}); "
                                 f"build its atlas in Python: dv.atlas(scan, out, model=...)")
-        model = load_model(result.model, weights=result.weights_argument)
+        model = result.load_model()
     check_scanned_weights(result, model)
     net = Projector(model, method=method)
     slugs = layer_slugs(names)
@@ -185,7 +190,7 @@ def atlas(scan: Union[ScanResult, str, os.PathLike], out: Union[str, os.PathLike
             dist.all_gather_object(parts, spent)
             spent = {k: sum(p[k] for p in parts) for k in spent}
         site_layers = _site_layers(result, net, names, slugs, units)
-        info = _site_info(result, method, scaling, image_format)
+        info = _site_info(result, model, method, scaling, image_format)
         started = time.perf_counter()
         if rank_id == 0:
             written = write_site(staging, info, site_layers)
@@ -210,13 +215,13 @@ def _project_all(result, net, names, slugs, by_image, root, scaling, image_forma
 
     spent = {"projection": 0.0, "writing": 0.0, "images": len(by_image), "hits": 0,
              "files": 0, "bytes": 0}
-    strongest = {l: max((float(result._tops(l)["values"][:, 0].max()), 0.0)) for l in names}
+    strongest = {l: strongest_hit(result, l) for l in names}
     geometry: dict = {}
     for image, items in tqdm(by_image.items(), total=len(by_image), unit="img",
                              desc=f"atlas {result.model}", disable=not progress,
                              dynamic_ncols=True):
         started = time.perf_counter()
-        x, rgb = load_image(image, preprocessing=result.preprocessing)
+        x, rgb = result.load_image(image)
         if net.device is not None:
             x = x.to(net.device)
         wanted = [l for l in names if any(item[0] == l for item in items)]
@@ -224,14 +229,8 @@ def _project_all(result, net, names, slugs, by_image, root, scaling, image_forma
         projected = []
         for layer in wanted:
             mine = [item for item in items if item[0] == layer]
-            act = rec.activations[layer]
-            for _, f, _, hit in mine:
-                now = float(act[0, f, hit.y, hit.x] if act.dim() == 4 else act[0, f])
-                if abs(now - hit.value) > VALUE_CHECK * strongest[layer]:
-                    raise ImageError(
-                        f"{image} gives {layer} unit {f} the value {now:.6g} at (y {hit.y}, "
-                        f"x {hit.x}), but the scan recorded {hit.value:.6g}: the file changed "
-                        f"since the scan; scan again")
+            check_hit_values(image, layer, rec.activations[layer],
+                             [(f, hit) for _, f, _, hit in mine], strongest[layer])
             pixels = net.project_units(x, layer, [(0, f, hit.y, hit.x) for _, f, _, hit in mine],
                                        recording=rec).permute(0, 2, 3, 1).cpu().numpy()
             projected.append((layer, mine, pixels))
@@ -259,7 +258,7 @@ def _project_all(result, net, names, slugs, by_image, root, scaling, image_forma
 def _site_layers(result, net, names, slugs, units) -> List[SiteLayer]:
     size = result.preprocessing.crop_size
     root = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in result.images])
-    shown = {}
+    shown, upscaled = {}, {}
     out = []
     for layer in names:
         geom = net.layer(layer, (size, size))
@@ -270,10 +269,12 @@ def _site_layers(result, net, names, slugs, units) -> List[SiteLayer]:
             for hit in hits:
                 if hit.image not in shown:
                     shown[hit.image] = os.path.relpath(os.path.abspath(hit.image), root)
+                    upscaled[hit.image] = _upscaled(hit.image, result.preprocessing)
                 window = (geom.geometry.window(hit.y, hit.x) if geom.geometry is not None
                           else (0, 0, size, size))
                 site_hits.append(SiteHit(hit.value, shown[hit.image], hit.y, hit.x,
-                                         tuple(int(v) for v in window)))
+                                         tuple(int(v) for v in window),
+                                         upscaled=upscaled[hit.image]))
             site_units.append(SiteUnit(
                 f, site_hits, fired=None if hist is None else int(hist[f, 1:].sum()),
                 histogram=None if hist is None else hist[f].tolist()))
@@ -288,10 +289,22 @@ def _site_layers(result, net, names, slugs, units) -> List[SiteLayer]:
     return out
 
 
-def _site_info(result, method, scaling, image_format) -> SiteInfo:
-    weights = weights_label(result.weights)
-    if result.weights == "random":
-        weights = "untrained: random initialisation (deconvviz's fixed seed 0)"
+def _upscaled(path: str, prep) -> Optional[Tuple[float, Tuple[int, int]]]:
+    """``(factor, (height, width))`` of a photo the preprocessing enlarged more than
+    :data:`UPSCALE_MARK` times (its short side to ``resize_size``); ``None`` otherwise."""
+    height, width = image_size(path)
+    factor = prep.resize_size / max(min(height, width), 1)
+    return (factor, (height, width)) if factor > UPSCALE_MARK else None
+
+
+def _site_info(result, model, method, scaling, image_format) -> SiteInfo:
+    # The weights that drew it (their digest is the scan's): a checkpoint that moved is
+    # named where it is now.
+    info = model_info(model)
+    drawn = info.weights if info is not None else result.weights
+    weights = weights_label(drawn)
+    if drawn == "random":
+        weights = "untrained weights: random initialisation (deconvviz's fixed seed 0)"
     return SiteInfo(
         model=result.model, weights=weights, weights_digest=result.weights_digest,
         method=method, scaling=scaling, scan_format=result.format,

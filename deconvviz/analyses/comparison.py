@@ -7,7 +7,6 @@ Grad-CAM and occlusion).
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Dict, List, Optional, Sequence, Union
 
@@ -17,8 +16,9 @@ from torch import Tensor, nn
 
 from .. import figures, method_table
 from .._io import write_atomically
-from ..data.images import load_image
+from ..data.images import ImagesArg, load_images
 from ..data.zoo import model_info, model_name
+from ..engine.recording import check_images
 from ..errors import ArgumentError
 from .attribution import Target, attribute, probabilities, resolve_target
 from .result import Result
@@ -40,7 +40,7 @@ class Comparison(Result):
         target: what is explained.
         probabilities: each image's probability of its class (class targets), else ``None``.
         rgb: the crops the network saw, ``N x H x W x 3`` uint8.
-        images: the photos' paths.
+        images: the photos' paths (``image K`` for a PIL image or a tensor).
         model: the model's name; ``trained`` is ``False`` for random weights.
     """
 
@@ -79,7 +79,7 @@ class Comparison(Result):
                 f"{self.target.label(0)}, methods {', '.join(self.methods)})")
 
 
-def compare(model: nn.Module, images: Sequence[Union[str, os.PathLike]],
+def compare(model: nn.Module, images: ImagesArg,
             methods: Optional[Sequence[str]] = None, *, target: Union[None, int, str] = None,
             layer: Optional[str] = None, feature: Optional[int] = None, mode: str = "max",
             cam_layer: Optional[str] = None,
@@ -88,7 +88,8 @@ def compare(model: nn.Module, images: Sequence[Union[str, os.PathLike]],
 
     Args:
         model: the network, on the device to use.
-        images: photo paths.
+        images: photos: a path, a ``PIL.Image``, a normalised tensor ``[N, 3, H, W]``, or a
+            list of these (see :func:`~deconvviz.data.images.load_images`).
         methods: method names (default: deconvnet, guided, gradient, gradcam,
             guided_gradcam; see :func:`list_methods`).
         target: a class index or name (default: each image's top-1 class).
@@ -106,12 +107,11 @@ def compare(model: nn.Module, images: Sequence[Union[str, os.PathLike]],
     methods = list(methods or DEFAULT_METHODS)
     for method in methods:
         method_table.get(method)
-    if not images:
+    if isinstance(images, (list, tuple)) and not images:
         raise ArgumentError("no images to compare")
-    paths = [os.fspath(p) for p in images]
-    loaded = [load_image(p, model) for p in paths]
+    x, photos, paths = load_images(images, model)
     device = next((p.device for p in model.parameters()), None)
-    x = torch.cat([xi for xi, _ in loaded]).to(device)
+    x = check_images(x.to(device), model=model)
     with torch.no_grad():
         logits = model(x)
     resolved = resolve_target(model, x, target, layer, feature, mode, logits=logits)
@@ -129,7 +129,7 @@ def compare(model: nn.Module, images: Sequence[Union[str, os.PathLike]],
     probs = probabilities(model, x, resolved.classes) if resolved.is_class else None
     info = model_info(model)
     return Comparison(methods, maps, not_applicable, resolved, probs,
-                      [rgb for _, rgb in loaded], paths,
+                      photos, paths,
                       model_name(model),
                       info.trained if info else True, info.weights if info else "user")
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import warnings
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -46,10 +47,21 @@ from ..errors import ArgumentError, DeconvvizError, ImageError, Interrupted
 from . import activation_histogram
 from .scan_result import FORMAT, ScanResult
 
-__all__ = ["scan", "list_images", "ScanInterrupted"]
+__all__ = ["scan", "list_images", "ScanInterrupted", "ResumeWarning"]
 
 class ScanInterrupted(Interrupted):
     """The scan stopped early (Ctrl-C); its checkpoint lets ``resume=True`` continue."""
+
+
+class ResumeWarning(UserWarning):
+    """``resume=True`` found no checkpoint: the scan starts from the first image."""
+
+
+def _stored_weights(weights: str) -> str:
+    """A checkpoint's path as a scan stores it: absolute, so the scan opens anywhere."""
+    if weights in ("imagenet", "random", "pretrained", "user"):
+        return weights
+    return os.path.abspath(weights)
 
 
 def list_images(source: Union[str, os.PathLike]) -> List[str]:
@@ -163,13 +175,16 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
 
     Args:
         model: the network (zoo model or any traceable CNN), on the device to scan on.
-        source: a folder (recursive), a text file listing image paths, or a list of paths.
+        source: a folder (recursive), a text file listing image paths, or a list of paths;
+            the result stores them as absolute paths (as it does a checkpoint's path), so
+            that it opens from any working folder.
         layers: layer names (aliases or module paths).
         top: hits kept per feature.
         batch_size: images per batch (the ``DataLoader``'s).
         workers: ``DataLoader`` worker processes.
         out: where to save the result; checkpoints go beside it (``OUT.partial``).
-        resume: continue from ``OUT.partial`` if present.
+        resume: continue from ``OUT.partial`` if present (if not, a :class:`ResumeWarning`
+            says so and the scan starts from the first image).
         checkpoint_every: images between checkpoints.
         progress: a progress bar on stderr (images/s).
         preprocessing: overrides the model's preprocessing.
@@ -180,7 +195,7 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
     Examples:
         >>> result = scan(load_model("zfnet", weights=None), "photos/", ["conv1", "conv5"])
         >>> result.top("conv5", 12)[0]
-        Hit(value=..., image='photos/cat.jpg', y=6, x=4)
+        Hit(value=..., image='/home/me/photos/cat.jpg', y=6, x=4)
     """
     if not isinstance(top, int) or top < 1:
         raise ArgumentError(f"top must be a positive number of hits, got {top!r}")
@@ -191,7 +206,9 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
         raise ArgumentError("no layers to scan")
     if out is not None:  # before any work: a scan must not end in an unwritable folder
         check_output_path(os.fspath(out), formats=None)
-    paths = list(source) if isinstance(source, (list, tuple)) else list_images(source)
+    # Absolute paths: the scan opens from any working folder (atlas, figure).
+    paths = [os.path.abspath(os.fspath(p)) for p in
+             (source if isinstance(source, (list, tuple)) else list_images(source))]
     traced = trace(model)
     aliases = aliases_of(model)
     resolved = [resolve_layer(traced, layer, aliases) for layer in layers]
@@ -205,7 +222,7 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
         probe = forward(torch.zeros(2, 3, prep.crop_size, prep.crop_size, device=device))
     meta = {
         "model": model_name(model),
-        "weights": info.weights if info else "user",
+        "weights": _stored_weights(info.weights) if info else "user",
         "weights_digest": weights_digest(model),
         "layers": [{"name": l, "path": p, "shape": list(a.shape[1:])}
                    for l, (_, p, _), a in zip(layers, resolved, probe)],
@@ -225,6 +242,9 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
     try:
         if resume and partial and os.path.exists(partial):
             state = _load_checkpoint(partial, meta, device)
+        elif resume and partial and rank == 0:
+            warnings.warn(f"no checkpoint to resume from ({partial} does not exist): "
+                          f"scanning from the start", ResumeWarning, stacklevel=2)
         loader = DataLoader(_Images(paths, shard[state["done"]:], prep), batch_size=batch_size,
                             num_workers=workers, collate_fn=_collate)
         from tqdm import tqdm

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from .. import figures, method_table
 from .._io import write_atomically
-from ..data.images import to_rgb
+from ..data.images import ImagesArg, load_images, to_rgb
 from ..data.zoo import model_info, model_name
 from ..engine import Projector
 from ..engine.graph import TracedModel, trace
@@ -133,7 +133,7 @@ def _scores(reference: Tensor, other: Tensor) -> Dict[str, float]:
     return {m: v / a.shape[0] for m, v in out.items()}
 
 
-def sanity_check(model: nn.Module, x: Tensor, methods: Optional[Sequence[str]] = None, *,
+def sanity_check(model: nn.Module, x: ImagesArg, methods: Optional[Sequence[str]] = None, *,
                  target: Union[None, int, str] = None, seed: int = 0,
                  layers: Optional[Sequence[str]] = None,
                  progress: Optional[Callable[[str], None]] = None,
@@ -143,7 +143,8 @@ def sanity_check(model: nn.Module, x: Tensor, methods: Optional[Sequence[str]] =
 
     Args:
         model: the network (never changed: a copy is randomised).
-        x: normalised images ``[N, 3, H, W]``.
+        x: the images, as :func:`compare` takes them: a path, a ``PIL.Image``, a
+            normalised tensor ``[N, 3, H, W]``, or a list of these.
         methods: method names (default: deconvnet, guided, gradient, gradcam).
         target: the class explained (default: each image's top-1 class on ``model``).
         seed: seeds the re-initialisations (step k uses ``seed + k``).
@@ -159,7 +160,9 @@ def sanity_check(model: nn.Module, x: Tensor, methods: Optional[Sequence[str]] =
     methods = list(methods or DEFAULT_METHODS)
     for method in methods:
         method_table.get(method)
-    x = check_images(x, model=model)
+    x, _, _ = load_images(x, model)
+    device = next((p.device for p in model.parameters()), None)
+    x = check_images(x.to(device) if device is not None else x, model=model)
     resolved = resolve_target(model, x, target)
     if not resolved.is_class:
         raise ArgumentError("the sanity check explains a class")

@@ -11,8 +11,9 @@ import torch
 from torch import Tensor
 
 from .._io import check_output_path, write_atomically
-from ..data.zoo import Preprocessing
-from ..errors import ArgumentError
+from ..data.images import load_image
+from ..data.zoo import Preprocessing, load_model
+from ..errors import ArgumentError, ImageError, WeightsError, first_line
 from . import activation_histogram, top_hits
 
 __all__ = ["ScanResult", "Hit", "load_scan", "same_hits", "VALUE_RTOL", "FORMAT",
@@ -42,7 +43,10 @@ class ScanResult:
         weights_digest: the fingerprint of those weights (:func:`weights_digest`); figures
             refuse a model whose weights differ. ``None`` in scans of format 1.
         layers: the layers scanned, with ``path`` and ``shape`` each.
-        images: every image path, as given.
+        images: every image path, absolute: a scan stores them so (older scans stored them
+            as given; a relative one is read against the scan file's folder, or against
+            the working folder where it is found there), and ``image_root`` moves them (see
+            :func:`load_scan`).
         skipped: ``(path, reason)`` of each image that could not be read.
         k: hits kept per feature.
         preprocessing: how images were turned into inputs.
@@ -51,14 +55,18 @@ class ScanResult:
             distribution of activations (:meth:`histogram`) is recorded from format 3 on.
     """
 
-    def __init__(self, data: dict) -> None:
+    def __init__(self, data: dict, *, origin: Optional[str] = None,
+                 image_root: Union[None, str, os.PathLike] = None) -> None:
         self.data = data
+        self.origin = origin  # the folder of the file it was read from
+        self.image_root = (None if image_root is None
+                           else os.path.expanduser(os.fspath(image_root)))
         meta = data["meta"]
         self.model: str = meta["model"]
         self.weights: str = meta["weights"]
         self.weights_digest: Optional[str] = meta.get("weights_digest")  # format 2 on
         self.layers: List[dict] = meta["layers"]
-        self.images: List[str] = meta["images"]
+        self.images: List[str] = _placed(meta["images"], origin, self.image_root)
         self.k: int = meta["top"]
         self.preprocessing = Preprocessing.from_dict(meta["preprocessing"])
         self.versions: Dict[str, str] = meta["versions"]
@@ -90,8 +98,50 @@ class ScanResult:
     @property
     def weights_argument(self) -> Optional[str]:
         """What to pass to :func:`load_model` to get the scanned weights back (random weights
-        are reproducible: :func:`load_model` draws them with a fixed seed)."""
-        return {"imagenet": "default", "random": None}.get(self.weights, self.weights)
+        are reproducible: :func:`load_model` draws them with a fixed seed); a checkpoint's
+        path is absolute (an older scan's relative one is read as its images are)."""
+        named = {"imagenet": "default", "random": None, "pretrained": "default"}
+        if self.weights in named:
+            return named[self.weights]
+        return _resolved(self.weights, self.origin)
+
+    def relocated(self, image_root: Union[None, str, os.PathLike]) -> "ScanResult":
+        """The same scan with its photos read from ``image_root``, which takes the place of
+        the folder that held them all (their deepest common folder). The hits stay those
+        of the scan: the atlas checks that each photo still gives its scanned values."""
+        if image_root is None:
+            return self
+        return ScanResult(self.data, origin=self.origin, image_root=image_root)
+
+    def load_model(self):
+        """The scanned zoo model with the scan's own weights (a user's model cannot be
+        rebuilt: pass it yourself).
+
+        Raises:
+            ArgumentError: the scan is of a model outside the zoo.
+            WeightsError: the scan's checkpoint file is no longer where the scan found it.
+        """
+        if self.weights == "user":
+            raise ArgumentError(f"the scan is of a model outside the zoo ({self.model}); "
+                                f"pass the model itself (Python: model=...)")
+        weights = self.weights_argument
+        if weights not in (None, "default") and not os.path.isfile(weights):
+            digest = f" (digest {self.weights_digest})" if self.weights_digest else ""
+            raise WeightsError(
+                f"the scan's own weights are not where it found them: {weights}; give the "
+                f"same weights{digest} from where they are now with --weights FILE "
+                f"(Python: model=load_model(..., weights=FILE))")
+        return load_model(self.model, weights=weights)
+
+    def load_image(self, path: str):
+        """``(x, rgb)`` of one of the scan's photos, preprocessed as the scan did; a missing
+        photo's message says how to open a scan whose photos moved."""
+        if not os.path.exists(path):
+            moved = ("" if self.image_root is not None else
+                     "; if the scan's photos moved, give their new folder with --image-root "
+                     "FOLDER (Python: image_root=...)")
+            raise ImageError(f"image not found: {path}{moved}")
+        return load_image(path, preprocessing=self.preprocessing)
 
     @property
     def layer_names(self) -> List[str]:
@@ -149,18 +199,75 @@ class ScanResult:
                 f"{self.images_read} images read, {len(self.skipped)} skipped, top {self.k})")
 
 
-def load_scan(path: Union[str, os.PathLike]) -> ScanResult:
-    """Read a result written by :func:`scan` (or ``deconvviz scan``)."""
+def load_scan(path: Union[str, os.PathLike],
+              image_root: Union[None, str, os.PathLike] = None) -> ScanResult:
+    """Read a result written by :func:`scan` (or ``deconvviz scan``), from any working
+    folder.
+
+    Args:
+        path: the scan's file.
+        image_root: where the scan's photos are now, if they moved: it takes the place of
+            the folder that held them all (their deepest common folder), e.g. the scan of
+            ``/data/photos/a/1.jpg`` and ``/data/photos/b/2.jpg`` opened with
+            ``image_root="/mnt/photos"`` reads ``/mnt/photos/a/1.jpg``.
+    """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ArgumentError(f"{path} is a folder; give a scan result file (what deconvviz "
+                            f"scan --out RESULT wrote), and scan a folder of photos with "
+                            f"deconvviz scan first")
     if not os.path.isfile(path):
         raise ArgumentError(f"scan result not found: {path}")
+    if image_root is not None and not os.path.isdir(os.path.expanduser(os.fspath(image_root))):
+        raise ArgumentError(f"image root is not a folder: {os.fspath(image_root)}")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
+    except Exception as exc:
+        if _is_archive(path):  # a torch file cut short or corrupted (a copy that stopped)
+            raise ArgumentError(f"{path} is damaged or incomplete: a scan file that cannot "
+                                f"be read ({first_line(exc)}); copy it again or scan "
+                                f"again") from None
         data = None
     if not isinstance(data, dict) or data.get("format") not in READABLE:
         raise ArgumentError(f"{path} is not a deconvviz scan result")
-    return ScanResult(data)
+    try:
+        return ScanResult(data, origin=os.path.dirname(os.path.abspath(path)),
+                          image_root=image_root)
+    except (KeyError, TypeError, IndexError, ValueError) as exc:
+        raise ArgumentError(f"{path} is damaged or incomplete (a deconvviz scan result "
+                            f"missing {exc}); scan again") from None
+
+
+def _is_archive(path: str) -> bool:
+    """Whether ``path`` starts as the zip archive that ``torch.save`` writes."""
+    with open(path, "rb") as handle:
+        return handle.read(4) == b"PK\x03\x04"
+
+
+def _resolved(path: str, origin: Optional[str]) -> str:
+    """A stored path made absolute: an older scan's relative path is read against the scan
+    file's folder, or against the working folder where only that holds it (where such a
+    scan was opened before)."""
+    if os.path.isabs(path):
+        return path
+    beside = os.path.join(origin, path) if origin is not None else os.path.abspath(path)
+    if not os.path.exists(beside) and os.path.exists(path):
+        return os.path.abspath(path)
+    return os.path.normpath(beside)
+
+
+def _placed(images: Sequence[str], origin: Optional[str],
+            image_root: Optional[str]) -> List[str]:
+    """The scan's image paths, absolute, and moved to ``image_root`` when it is given."""
+    if image_root is None:
+        return [_resolved(p, origin) if origin is not None else p for p in images]
+    base = origin if origin is not None else os.getcwd()
+    absolute = [os.path.normpath(os.path.join(base, p)) for p in images]
+    if not absolute:
+        return []
+    common = os.path.commonpath([os.path.dirname(p) for p in absolute])
+    root = os.path.abspath(image_root)
+    return [os.path.join(root, os.path.relpath(p, common)) for p in absolute]
 
 
 def same_hits(a: "ScanResult", b: "ScanResult", rtol: float = VALUE_RTOL) -> List[str]:

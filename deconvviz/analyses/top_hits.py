@@ -9,13 +9,13 @@ from torch import nn
 
 from .. import figures
 from ..choices import choose_features, weights_label
-from ..data.images import load_image
-from ..data.zoo import load_model, model_info, weights_digest
+from ..data.zoo import model_info, weights_digest
 from ..engine import Projector
-from ..errors import WeightsError
+from ..errors import ImageError, WeightsError
 from ..figures.display import crop_window
 
-__all__ = ["FeatureHits", "project_hits", "top_hits_figure", "check_scanned_weights"]
+__all__ = ["FeatureHits", "project_hits", "top_hits_figure", "check_scanned_weights",
+           "check_hit_values", "VALUE_CHECK"]
 
 
 @dataclass
@@ -54,10 +54,11 @@ def project_hits(result, layer: str, features: Sequence[int], *,
         progress: a progress bar on stderr, counting the images recorded.
     """
     if model is None:
-        model = load_model(result.model, weights=result.weights_argument)
+        model = result.load_model()
     check_scanned_weights(result, model)
     net = Projector(model, method=method)
     per_feature = {f: result.top(layer, f) for f in features}
+    strongest = strongest_hit(result, layer)
     by_image: dict = {}
     for f, hits in per_feature.items():
         for slot, hit in enumerate(hits):
@@ -69,9 +70,11 @@ def project_hits(result, layer: str, features: Sequence[int], *,
     for image, items in tqdm(by_image.items(), total=len(by_image), unit="img",
                              desc=f"projecting {layer}'s hits", disable=not progress,
                              dynamic_ncols=True):
-        x, rgb = load_image(image, preprocessing=result.preprocessing)
+        x, rgb = result.load_image(image)
         x = x.to(device) if device is not None else x
         rec = net.record(x, layer)
+        check_hit_values(image, layer, rec.activations[layer],
+                         [(f, hit) for f, _, hit in items], strongest)
         geom = net.layer(layer, tuple(x.shape[-2:])).geometry
         pixels = net.project_units(x, layer, [(0, f, hit.y, hit.x) for f, _, hit in items],
                                    recording=rec).cpu()
@@ -85,6 +88,28 @@ def project_hits(result, layer: str, features: Sequence[int], *,
             for f, hits in per_feature.items()]
 
 
+
+
+VALUE_CHECK = 1e-3  # a re-run hit must give its scanned value to this share of the layer's max
+
+
+def strongest_hit(result, layer: str) -> float:
+    """The layer's strongest hit in the scan (0 where none fired): :data:`VALUE_CHECK`'s
+    scale."""
+    return max(float(result._tops(layer)["values"][:, 0].max()), 0.0)
+
+
+def check_hit_values(image: str, layer: str, act, hits, strongest: float) -> None:
+    """Refuse a photo that no longer gives its hits' scanned values (``hits``: ``(feature,
+    hit)`` pairs; ``act``: the layer's recorded activation ``[1, C, H, W]`` or ``[1, C]``):
+    it changed since the scan, or another photo now has its name (``--image-root``)."""
+    for f, hit in hits:
+        now = float(act[0, f, hit.y, hit.x] if act.dim() == 4 else act[0, f])
+        if abs(now - hit.value) > VALUE_CHECK * strongest:
+            raise ImageError(
+                f"{image} gives {layer} unit {f} the value {now:.6g} at (y {hit.y}, "
+                f"x {hit.x}), but the scan recorded {hit.value:.6g}: the file changed "
+                f"since the scan (or is another photo of the same name); scan again")
 
 
 def check_scanned_weights(result, model: nn.Module) -> None:
@@ -111,6 +136,7 @@ def top_hits_figure(result, layers: Union[None, str, Sequence[str]] = None,
                     features: str = "0-15", *, seed: int = 0,
                     model: Optional[nn.Module] = None, scaling: str = "signed",
                     ncols: int = 4, method: str = "deconvnet",
+                    image_root: Optional[str] = None,
                     progress: bool = False) -> "figures.Figure":
     """Zeiler & Fergus Fig. 2 from a scan result, as ``deconvviz figure`` draws it.
 
@@ -122,16 +148,21 @@ def top_hits_figure(result, layers: Union[None, str, Sequence[str]] = None,
         scaling: display convention.
         ncols: features per row.
         method: ``"deconvnet"``, ``"guided"`` or ``"gradient"``.
+        image_root: where the scan's photos are now, if they moved (see
+            :func:`~deconvviz.analyses.scan_result.load_scan`).
         progress: a progress bar per layer on stderr.
     """
+    result = result.relocated(image_root)
     layers = [layers] if isinstance(layers, str) else list(layers or result.layer_names)
     chosen = {l: choose_features(features, result.features(l), seed=seed) for l in layers}
     if model is None:
-        model = load_model(result.model, weights=result.weights_argument)
+        model = result.load_model()
     hits = [project_hits(result, l, chosen[l], model=model, method=method, progress=progress)
             for l in layers]
     how = "" if method == "deconvnet" else f" ({method})"
+    info = model_info(model)  # the weights that drew it (the scan's digest): where they are now
+    drawn = info.weights if info is not None else result.weights
     title = (f"{result.model}{how}: top {result.k} of {result.images_read} images - "
-             f"{weights_label(result.weights)}")
+             f"{weights_label(drawn)}")
     return figures.scan_figure(hits, scaling=scaling, ncols=ncols, title=title,
                                slots=min(result.k, result.images_read))

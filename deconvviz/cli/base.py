@@ -7,8 +7,11 @@ command once its arguments have been checked.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import signal
 import sys
+import threading
 import warnings
 from typing import List, Optional
 
@@ -23,7 +26,7 @@ from ..data.zoo import list_models
 from ..errors import ArgumentError, Interrupted, first_line
 
 __all__ = ["cli", "main", "friendly", "model_option", "weights_option", "device_option",
-           "dpi_option", "method_option", "target_options", "method_list",
+           "dpi_option", "method_option", "scan_weights_option", "image_root_option", "target_options", "method_list",
            "load_images_and_model"]
 
 
@@ -41,15 +44,42 @@ class _OneLineErrors(click.Group):
 
     def main(self, args=None, prog_name=None, **extra):
         extra.pop("standalone_mode", None)  # errors are always handled here
-        try:
-            result = super().main(args, prog_name=prog_name, standalone_mode=False, **extra)
-        except click.exceptions.Abort:
-            click.echo("error: aborted", err=True)
-            sys.exit(1)
-        except click.ClickException as exc:
-            click.echo(f"error: {exc.format_message()}", err=True)
-            sys.exit(exc.exit_code)
+        terminated = []
+        with _sigterm_as_interrupt(terminated):
+            try:
+                result = super().main(args, prog_name=prog_name, standalone_mode=False,
+                                      **extra)
+            except click.exceptions.Abort:
+                click.echo("error: terminated" if terminated else "error: aborted", err=True)
+                sys.exit(_TERMINATED if terminated else 1)
+            except click.ClickException as exc:
+                click.echo(f"error: {exc.format_message()}", err=True)
+                sys.exit(_TERMINATED if terminated else exc.exit_code)
         sys.exit(result if isinstance(result, int) else 0)
+
+
+_TERMINATED = 143  # the shell's code for SIGTERM (128 + 15)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt(terminated: list):
+    """While a command runs, SIGTERM (``kill``, a scheduler's time limit) stops it as Ctrl-C
+    does: a scan saves its checkpoint, an atlas removes its ``.partial`` folder, training
+    saves its state; the exit code is then 143. Outside the main thread (where Python
+    cannot catch signals) nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        terminated.append(signum)
+        raise KeyboardInterrupt("terminated (SIGTERM)")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def friendly(command):
@@ -105,6 +135,26 @@ def weights_option(f):
     return click.option("--weights", default="default", show_default=True, metavar="WEIGHTS",
                         help="'default' (torchvision's ImageNet weights; timm's pretrained "
                              "ones for timm:NAME), 'none' (random), or a checkpoint FILE.")(f)
+
+
+def scan_weights_option(f):
+    """``--weights`` of the commands that redraw a scan: by default the scan's own."""
+    return click.option("--weights", default=None, metavar="WEIGHTS",
+                        help="The weights to redraw with [default: the scan's own]: 'default' "
+                             "(torchvision's ImageNet weights; timm's pretrained ones for "
+                             "timm:NAME), 'none' (random), or a checkpoint FILE. They must be "
+                             "the scan's (the same digest): use it where the scan's "
+                             "checkpoint has moved.")(f)
+
+
+def image_root_option(f):
+    """``--image-root`` of the commands that reopen a scan's photos."""
+    return click.option("--image-root", default=None, metavar="FOLDER",
+                        type=click.Path(file_okay=False),
+                        help="Where the scan's photos are now, if they moved: FOLDER takes "
+                             "the place of the folder that held them all (their deepest "
+                             "common folder); a photo that no longer gives its scanned "
+                             "values is refused.")(f)
 
 
 def dpi_option(f):

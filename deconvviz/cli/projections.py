@@ -84,7 +84,8 @@ def layers_command(model: str, input_size: int, all_modules: bool) -> None:
 @method_option
 @click.option("--patches", is_flag=True, help="Pair each projection with its receptive-field patch.")
 @click.option("--out", "-o", default=None, metavar="PATH",
-              help="Output .png/.jpg/.pdf/.svg. With several images: PATH's stem gets "
+              help="Output .png/.jpg/.pdf/.svg, or a folder (one ending in / or an existing "
+                   "one) for the default names. With several images: PATH's stem gets "
                    "_<image> appended, unless --combine.")
 @click.option("--combine", is_flag=True, help="Several images in one figure.")
 @dpi_option

@@ -19,8 +19,10 @@ from .base import (
     device_option,
     dpi_option,
     friendly,
+    image_root_option,
     method_option,
     model_option,
+    scan_weights_option,
     weights_option,
 )
 
@@ -36,7 +38,9 @@ __all__: list = []  # commands, registered on deconvviz.cli.cli
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
 @click.option("--workers", default=0, show_default=True, type=click.IntRange(0),
               help="DataLoader worker processes.")
-@click.option("--resume", is_flag=True, help="Continue from RESULT.partial after an interruption.")
+@click.option("--resume", is_flag=True,
+              help="Continue from RESULT.partial after an interruption (Ctrl-C or SIGTERM); "
+                   "without one, a warning says so and the scan starts from the first image.")
 @click.option("--checkpoint-every", default=256, show_default=True, metavar="N",
               type=click.IntRange(1), help="Images between checkpoints.")
 @weights_option
@@ -88,14 +92,16 @@ def scan_command(model: str, layers: str, top: int, out: str, batch_size: int, w
 @click.option("--out", "-o", required=True, metavar="PATH", help="Output .png/.jpg/.pdf/.svg.")
 @dpi_option
 @method_option
-@weights_option
+@scan_weights_option
+@image_root_option
 @device_option
 @friendly
 def figure_command(result_path: str, layer: Optional[str], features: str, seed: int,
-                   scaling: str, ncols: int, out: str, dpi: int, method: str, weights: str,
-                   device: str) -> None:
+                   scaling: str, ncols: int, out: str, dpi: int, method: str,
+                   weights: Optional[str], image_root: Optional[str], device: str) -> None:
     """Redraw Zeiler & Fergus Fig. 2 from a scan RESULT: each feature's top-9 projections
-    beside the image patches that caused them. --weights defaults to the scan's own."""
+    beside the image patches that caused them. RESULT may be opened from any working folder;
+    --image-root finds photos that moved."""
     check_output_path(out, FIGURE_FORMATS)
     if not features.startswith("random:"):
         parse_features(features)
@@ -104,9 +110,8 @@ def figure_command(result_path: str, layer: Optional[str], features: str, seed: 
     from ..data.zoo import load_model
     from ..figures import save_figure
 
-    result = load_scan(result_path)
-    own = weights == "default"  # the CLI default: the weights the scan used
-    model = load_model(result.model, weights=result.weights_argument if own else weights)
+    result = load_scan(result_path, image_root=image_root)
+    model = result.load_model() if weights is None else load_model(result.model, weights=weights)
     fig = result.figure(parse_list(layer, "--layer") if layer else None, features, seed=seed,
                         model=model.to(resolve_device(device)), scaling=scaling, ncols=ncols,
                         method=method, progress=True)
@@ -124,15 +129,18 @@ def figure_command(result_path: str, layer: Optional[str], features: str, seed: 
 @click.option("--image-format", type=click.Choice(["jpg", "webp"]), default="jpg",
               show_default=True, help="The tiles' format.")
 @method_option
-@weights_option
+@scan_weights_option
+@image_root_option
 @device_option
 @friendly
 def atlas_command(result_path: str, out: str, layer: Optional[str], scaling: str,
-                  image_format: str, method: str, weights: str, device: str) -> None:
+                  image_format: str, method: str, weights: Optional[str],
+                  image_root: Optional[str], device: str) -> None:
     """Write a static website of every unit of a scan RESULT: an index, a page per layer
     (every unit's strongest hit, sortable by activation and by how often it fires) and a
     page per unit (its hits beside their projections, its distribution). It opens from the
-    file system with no server and no network. --weights defaults to the scan's own.
+    file system with no server and no network. RESULT may be opened from any working folder;
+    --image-root finds photos that moved.
 
     Under torchrun (--nproc_per_node=N) the processes share the images.
     """
@@ -142,14 +150,15 @@ def atlas_command(result_path: str, out: str, layer: Optional[str], scaling: str
     from ..data.devices import distributed
     from ..data.zoo import load_model
 
-    result = load_scan(result_path)
+    result = load_scan(result_path, image_root=image_root)
     for name in names or []:
         result.features(name)  # an unknown layer is named before the model is built
     with distributed(device) as (rank, dev):
-        model = None
-        if weights != "default" or result.weights != "user":
-            model = load_model(result.model, weights=result.weights_argument
-                               if weights == "default" else weights).to(dev)
+        model = None  # a user's model: atlas() says to build it in Python
+        if weights is not None:
+            model = load_model(result.model, weights=weights).to(dev)
+        elif result.weights != "user":
+            model = result.load_model().to(dev)
         site = atlas(result, out, model=model, layers=names, method=method, scaling=scaling,
                      image_format=image_format)
         if rank == 0:

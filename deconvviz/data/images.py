@@ -7,7 +7,7 @@ orientation applied; resizing and cropping are torchvision's, as in the weights'
 from __future__ import annotations
 
 import os
-from typing import Optional, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torchvision.transforms.functional as TF
@@ -17,9 +17,11 @@ from torch import Tensor, nn
 from ..errors import ImageError
 from .zoo import Preprocessing, get_spec, model_info
 
-__all__ = ["load_image", "decode_image", "preprocessing_for", "normalise", "to_rgb"]
+__all__ = ["load_image", "load_images", "decode_image", "image_size", "preprocessing_for", "normalise", "to_rgb"]
 
 PathLike = Union[str, "os.PathLike[str]"]
+# What compare and sanity_check take: a path, a PIL image, a normalised tensor, or a list.
+ImagesArg = Union[PathLike, Image.Image, Tensor, Sequence[Union[PathLike, Image.Image, Tensor]]]
 
 
 def preprocessing_for(model: Union[None, str, nn.Module]) -> Preprocessing:
@@ -55,6 +57,25 @@ def decode_image(path: PathLike) -> Image.Image:
         raise ImageError(f"not an image (or an unsupported format): {path}") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"cannot decode {path}: {exc}") from None
+
+
+def image_size(path: PathLike) -> Tuple[int, int]:
+    """``(height, width)`` of an image file as :func:`decode_image` turns it upright, read
+    from its header (the pixels are not decoded).
+
+    Raises:
+        ImageError: the file is missing or not an image.
+    """
+    path = os.fspath(path)
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            orientation = img.getexif().get(0x0112, 1)
+    except FileNotFoundError:
+        raise ImageError(f"image not found: {path}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"cannot read {path}: {exc}") from None
+    return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -109,6 +130,61 @@ def load_image(path: PathLike, model: Union[None, str, nn.Module] = None, *,
     crop = TF.center_crop(image, [prep.crop_size])
     rgb = crop.permute(1, 2, 0).contiguous().numpy()
     return normalise(crop, prep), rgb
+
+
+def load_images(images: object, model: Union[None, str, nn.Module] = None
+                ) -> Tuple[Tensor, list, list]:
+    """Any of the ways deconvviz takes photos, as one batch: a file path, a ``PIL.Image``,
+    a list of either, or normalised tensors (``[N, 3, H, W]``, ``[3, H, W]``, or a list of
+    them), as :func:`deconvviz.compare` and :func:`deconvviz.sanity_check` take them.
+
+    Returns:
+        ``(x, rgb, names)``: the normalised batch ``[N, 3, H, W]``, each image's uint8 crop
+        (for a tensor, undone from its normalisation) and its name (the path; ``image K``
+        for a PIL image or a tensor).
+
+    Raises:
+        ImageError: a file is missing or not an image.
+        ArgumentError: something else than the above, or images of different sizes.
+    """
+    import torch
+
+    from ..errors import ArgumentError
+
+    if isinstance(images, (str, os.PathLike, Image.Image)) or (
+            isinstance(images, Tensor) and images.dim() == 4):
+        images = [images]
+    elif isinstance(images, Tensor) and images.dim() == 3:
+        images = [images[None]]
+    if not isinstance(images, (list, tuple)) or not images:
+        raise ArgumentError(f"images must be a file path, a PIL image, a tensor [N, 3, H, W] "
+                            f"or a list of them; got {type(images).__name__}"
+                            + (" (an empty list)" if isinstance(images, (list, tuple)) else ""))
+    batches, photos, names = [], [], []
+    for image in images:
+        if isinstance(image, (str, os.PathLike)) or isinstance(image, Image.Image):
+            x, rgb = load_image(image, model)
+            batches.append(x)
+            photos.append(rgb)
+            names.append(os.fspath(image) if not isinstance(image, Image.Image)
+                         else f"image {len(names)}")
+        elif isinstance(image, Tensor) and image.dim() in (3, 4):
+            x = image[None] if image.dim() == 3 else image
+            if not x.is_floating_point():
+                raise ArgumentError(f"image tensors must be floating point (normalised), got "
+                                    f"{x.dtype}; use deconvviz.load_image to prepare them")
+            batches.append(x)
+            photos += to_rgb(x, model)
+            names += [f"image {len(names) + k}" for k in range(x.shape[0])]
+        else:
+            raise ArgumentError(f"each image must be a file path, a PIL image or a tensor "
+                                f"[N, 3, H, W]; got {type(image).__name__}")
+    sizes = {tuple(b.shape[1:]) for b in batches}
+    if len(sizes) > 1:
+        raise ArgumentError(f"the images have different sizes ({', '.join(map(str, sizes))}); "
+                            f"give images of one size")
+    device = batches[0].device
+    return torch.cat([b.to(device) for b in batches]), photos, names
 
 
 def to_rgb(x: Tensor, model: Union[None, str, nn.Module] = None) -> list:

@@ -39,6 +39,8 @@ class SiteHit:
     y: int
     x: int
     window: Tuple[int, int, int, int]
+    # (factor, (height, width)) of a photo enlarged many times to the model's input
+    upscaled: Optional[Tuple[float, Tuple[int, int]]] = None
 
 
 @dataclass
@@ -216,7 +218,7 @@ def _index_page(info: SiteInfo, layers: Sequence[SiteLayer]) -> str:
         f"<header><h1>{_e(info.model)}: an atlas of {sum(len(l.units) for l in layers):,} "
         f"units</h1></header>\n<main>\n<dl class=\"facts\">"
         f"<dt>model</dt><dd>{_e(info.model)}</dd>"
-        f"<dt>weights</dt><dd>{_e(info.weights)}"
+        f"<dt>drawn with</dt><dd>{_e(info.weights)}"
         f"{f' (digest {_e(info.weights_digest)})' if info.weights_digest else ''}</dd>"
         f"<dt>projections</dt><dd>{_e(info.method)}, {_e(info.scaling)} scaling, each cropped "
         f"to its receptive field in the {info.input_size}x{info.input_size} input</dd>"
@@ -277,7 +279,7 @@ def _layer_page(info: SiteInfo, layer: SiteLayer) -> str:
         f"<header><h1>{_e(layer.name)}: {len(layer.units)} units</h1>"
         f"<p>Each unit's strongest hit over {info.images_read:,} images, projected "
         f"({_e(info.method)}) and cropped to its receptive field; {dead} unit(s) never fired "
-        f"(marked, not hidden). Weights: {_e(info.weights)}.</p></header>\n"
+        f"(marked, not hidden). Drawn with {_e(info.weights)}.</p></header>\n"
         f'<p class="sort">Sort by: <button type="button" class="on" '
         f"onclick=\"sortUnits('unit', this)\">unit</button>"
         f"<button type=\"button\" onclick=\"sortUnits('strongest', this)\">strongest "
@@ -311,11 +313,18 @@ def _unit_page(info: SiteInfo, layer: SiteLayer, position: int) -> str:
         pair = (f'<img src="img/{_e(name)}" alt="hit {rank + 1}: projection and image patch" '
                 f'height="128">')
         top, left, h, w = hit.window
+        small = ""
+        if hit.upscaled is not None:
+            factor, (ph, pw) = hit.upscaled
+            small = (f'<br><span class="upscaled">a small photo ({ph}x{pw} px) enlarged '
+                     f"{factor:.0f}x to the model's input: its patch is a few of its pixels"
+                     f"</span>")
         hits.append(
-            f'<figure class="hit">{pair}<figcaption><b>{rank + 1}.</b> {_num(hit.value)}<br>'
+            f'<figure class="hit{" small" if small else ""}">{pair}<figcaption><b>'
+            f"{rank + 1}.</b> {_num(hit.value)}<br>"
             f'<span class="file" title="{_e(hit.image)}">{_e(hit.image)}</span><br>'
-            f"map position (y {hit.y}, x {hit.x}); field {h}x{w} at ({top}, {left})"
-            f"</figcaption></figure>")
+            f"map position (y {hit.y}, x {hit.x}); receptive field {h}x{w} px (height x "
+            f"width) from (y {top}, x {left}) of the input{small}</figcaption></figure>")
     if unit.histogram is None:
         distribution = (f'<p class="note">The distribution was not recorded: this scan '
                         f"({_e(info.scan_format)}) is older than format deconvviz-scan/3.</p>")
@@ -327,9 +336,10 @@ def _unit_page(info: SiteInfo, layer: SiteLayer, position: int) -> str:
                         f"{info.images_read:,} images ({100 * fired / max(info.images_read, 1):.1f}"
                         f"%). Each image's strongest activation, on a log scale:</p>"
                         + (chart or "<p>(no positive activation)</p>"))
+    explained = (f" Each hit: its {_e(info.method)} projection beside the image patch under "
+                 f"the same receptive field." if unit.hits else "")
     body = (f"{nav}\n<header><h1>{_e(layer.name)} · unit {unit.index}</h1>"
-            f"<p>{summary} Each hit: its {_e(info.method)} projection beside the image patch "
-            f"under the same receptive field. Weights: {_e(info.weights)}.</p></header>\n"
+            f"<p>{summary}{explained} Drawn with {_e(info.weights)}.</p></header>\n"
             f'<main><section class="hits">{"".join(hits)}</section>\n'
             f"<section><h2>Distribution over {info.images_read:,} images</h2>{distribution}"
             f"</section></main>")
@@ -359,6 +369,7 @@ background:repeating-linear-gradient(45deg,#ddd,#ddd 6px,#e8e8e8 6px,#e8e8e8 12p
 .hit{margin:0;width:260px;font-size:12px}
 .hit img{height:128px;width:auto;image-rendering:pixelated;background:#000}
 .file{word-break:break-all;color:#444}
+.upscaled{color:#a15c00}.hit.small img{outline:3px solid #e0a800}
 .chart rect{fill:#4a7bb7}.chart line{stroke:#999}.chart text{font-size:10px;fill:#555}
 """
 

@@ -29,6 +29,7 @@ DATA_FORMATS = {
     "correspondence": (".md", ".csv", ".tex"),
     "evolution": (".npz",),
     "filters": (".csv",),
+    "feature_vis": (".npz",),
 }
 
 

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from .. import figures
 from .._io import write_atomically
-from ..choices import weights_label
+from ..choices import FV_OBJECTIVES, weights_label
 from ..data.images import preprocessing_for
 from ..data.zoo import Preprocessing, class_names, model_info, model_name
 from ..engine.projector import Projector
@@ -47,7 +47,7 @@ from .result import Result
 
 __all__ = ["OBJECTIVES", "FeatureVisResult", "feature_vis"]
 
-OBJECTIVES = ("channel", "neuron", "direction", "logit")
+OBJECTIVES = FV_OBJECTIVES
 
 
 @dataclass
@@ -271,18 +271,17 @@ def feature_vis(model: nn.Module, layer: Optional[str] = None,
         if diversity:
             raise ArgumentError("diversity compares feature maps: give it with a layer's "
                                 "objective, not a logit")
-        node, layer_name = net.layer("", (size, size)).node, "logits"
+        found, layer_name = net.layer("", (size, size)), "logits"
     else:
         if layer is None:
             raise ArgumentError(f"give a layer for the {objective} objective (an alias or a "
                                 f"module path; `deconvviz layers` lists them)")
-        node, layer_name = net.layer(layer, (size, size)).node, layer
-    run = forward_to(net.traced, [node])
+        found, layer_name = net.layer(layer, (size, size)), layer
+    run = forward_to(net.traced, [found.node])
     p = next(iter(model.parameters()), None)
     device = p.device if p is not None else torch.device("cpu")
     dtype = p.dtype if p is not None else torch.float32
-    with torch.no_grad():
-        shape = run(torch.zeros(1, 3, size, size, device=device, dtype=dtype))[0].shape
+    shape = (1,) + tuple(found.shape)  # measured once per size by the projector
     channels = shape[1]
     unit_list, labels = _units(model, objective, units, directions, channels, layer_name)
     if objective == "neuron":
@@ -308,11 +307,13 @@ def feature_vis(model: nn.Module, layer: Optional[str] = None,
     def forward(rgb: Tensor, draws: Optional[Tensor]) -> Tensor:
         return run((transform_batch(rgb, size, transforms, draws) - mean) / std)[0]
 
-    probe = ImageParam([0], image_size, param=param, decorrelate=decorrelate, seed=seed,
-                       device=device, dtype=dtype)
-    probe_draws = draw_transforms([0], 1, transforms, seed)[0] if transforms else None
-    per_image = 2 * _saved_bytes(lambda: forward(probe.rgb(), probe_draws)) + 1
-    chunk = max(group, min(count, max_memory // per_image) // group * group)
+    chunk = count
+    if count > group:  # measured on one image: what autograd keeps, twice (the gradients)
+        probe = ImageParam([0], image_size, param=param, decorrelate=decorrelate, seed=seed,
+                           device=device, dtype=dtype)
+        probe_draws = draw_transforms([0], 1, transforms, seed)[0] if transforms else None
+        per_image = 2 * _saved_bytes(lambda: forward(probe.rgb(), probe_draws)) + 1
+        chunk = max(group, min(count, max_memory // per_image) // group * group)
     images, values = [], []
     start, done, total = time.perf_counter(), 0, steps * count
     for first in range(0, count, chunk):

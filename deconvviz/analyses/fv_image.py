@@ -27,12 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..choices import FV_PARAMETRISATIONS
 from ..errors import ArgumentError
 
 __all__ = ["PARAMETRISATIONS", "COLOR_CORRELATION_SVD_SQRT", "Transforms", "LUCID_TRANSFORMS",
            "ImageParam", "draw_transforms", "transform_batch"]
 
-PARAMETRISATIONS = ("fourier", "pixel")
+PARAMETRISATIONS = FV_PARAMETRISATIONS
 
 # Lucid's lucid/optvis/param/color.py: the square root of ImageNet's colour correlation
 # (from its SVD), rows R, G, B.

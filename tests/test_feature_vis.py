@@ -266,3 +266,30 @@ def test_the_result_draws_and_saves(tmp_path):
     assert data["images"].shape == (2, 1, 3, 16, 16) and list(data["units"]) == [0, 3]
     with pytest.raises(dv.OutputError):
         result.save(tmp_path / "grid.csv")
+
+
+def test_the_explorer_shows_what_a_unit_wants():
+    pytest.importorskip("ipywidgets")
+    from deconvviz.explorer import explore, png_bytes
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 6, 3), nn.ReLU()).eval()
+    before = snapshot(net)
+    x = torch.randn(1, 3, 32, 32)
+    options = dict(steps=2, image_size=16, input_size=32)
+    explorer = explore(net, x, feature_vis=options)
+    explorer.layer_picker.value = "3"
+    explorer.feature_picker.value = 5 if explorer.feature_picker.value != 5 else 4
+    feature = explorer.feature_picker.value
+    expected = dv.feature_vis(net, "3", [feature], **options)
+    assert explorer.wanted_view.value == png_bytes(expected.image(0), 224)
+    assert "2 steps" in explorer.wanted_label.value
+    # a result computed beforehand: its units are shown, others say they are not in it
+    given = dv.feature_vis(net, "3", [feature], **options)
+    shown = explore(net, x, feature_vis=given)
+    shown.layer_picker.value = "3"
+    shown.feature_picker.value = feature
+    assert shown.wanted_view.value == png_bytes(given.image(0), 224)
+    shown.feature_picker.value = (feature + 1) % 6
+    assert "not in the result" in shown.wanted_label.value
+    assert_untouched(net, before)

@@ -293,3 +293,33 @@ def test_the_explorer_shows_what_a_unit_wants():
     shown.feature_picker.value = (feature + 1) % 6
     assert "not in the result" in shown.wanted_label.value
     assert_untouched(net, before)
+
+
+def test_atlas_feature_vis_end_to_end_on_the_bundled_photos(tmp_path):
+    # SqueezeNet 1.1's first ReLU (64 units): the cheapest torchvision CNN with zoo handling
+    from conftest import EXAMPLES, invoke
+
+    photos = sorted(os.path.join(EXAMPLES, n) for n in os.listdir(EXAMPLES)
+                    if n.endswith((".png", ".jpg")))
+    model = dv.load_model("torchvision:squeezenet1_1", weights=None)
+    dv.scan(model, photos, ["features.1"], top=1, progress=False).save(tmp_path / "s.pt")
+    out = tmp_path / "site"
+    done = invoke("atlas", tmp_path / "s.pt", "--out", out, "--feature-vis",
+                  "--feature-vis-steps", "1")
+    assert done.returncode == 0, done.stderr
+    assert "optimised images" in done.stderr
+    slug = [p for p in os.listdir(out) if (out / p).is_dir()][0]
+    page = (out / slug / "7.html").read_text()
+    # the three views: the optimised image, then the hits (projection beside patch)
+    assert page.index('src="img/u7_fv.png"') < page.index('src="img/u7_r0.jpg"')
+    assert "What it wants" in page and "1 steps Adam 0.05" in page
+    assert "untrained weights" in page and "fourier, decorrelated colour" in page
+    tile = cv2_read(out / slug / "img" / "u7_fv.png")
+    assert tile.shape == (128, 128, 3) and tile.std() > 0
+    assert len([f for f in os.listdir(out / slug / "img") if f.endswith("_fv.png")]) == 64
+
+
+def cv2_read(path):
+    import cv2
+
+    return cv2.imread(str(path))

@@ -89,15 +89,15 @@ class FeatureVisResult(Result):
 
     def settings(self) -> str:
         """One line: weights, layer, objective, parametrisation, transforms and steps."""
-        what = ("-" if self.negative else "") + self.objective
+        what = ("negative " if self.negative else "") + self.objective + " objective"
         if self.objective == "neuron" and self.position is not None:
-            what += f" at {tuple(self.position)}"
+            what += f" at (y {self.position[0]}, x {self.position[1]})"
         param = self.param + (", decorrelated colour" if self.decorrelate else "")
         size = self.images.shape[-1]
         robust = f"transforms ({self.transforms.describe()})" if self.transforms else \
             "no transforms"
         extra = f", diversity {self.diversity:g}" if self.diversity else ""
-        return (f"{self.model} ({weights_label(self.weights)}) {self.layer}: {what} objective"
+        return (f"{self.model} ({weights_label(self.weights)}) {self.layer}: {what}"
                 f"{extra}; {param} {size} px -> {self.input_size} px; {robust}; "
                 f"{self.steps} steps Adam {self.lr:g}, seed {self.seed}")
 

@@ -59,10 +59,17 @@ class FeatureVisResult(Result):
             image's own resolution.
         values: ``[units, images_per_unit]``: the objective on each final image, resized to
             the model's input without random transforms (negated for ``negative``).
-        units: the unit (feature, class or direction index) of each row; labels: their names.
-        model, weights: what was optimised (``weights`` as in :func:`weights_label`).
-        layer, objective, negative, param, decorrelate, transforms, steps, lr, seed,
-        diversity, input_size, seconds: the settings and the time taken.
+        units: the unit (feature, class or direction index) of each row.
+        labels: the rows' names.
+        model: the model's zoo name (its class name outside the zoo).
+        weights: what it ran with (as in :func:`weights_label`).
+        layer: the layer (``"logits"`` for the logit objective).
+        objective: one of :data:`OBJECTIVES`; negative: minimised instead.
+        param: the parametrisation; decorrelate: colours decorrelated.
+        transforms: the random transforms (``None``: none).
+        steps: Adam's steps; lr: its learning rate; seed: the seed.
+        diversity: the Gram penalty's weight; input_size: the side the model saw.
+        seconds: the time taken; position: the neuron's ``(y, x)`` (``neuron`` only).
     """
 
     kind: ClassVar[str] = "feature_vis"
@@ -234,7 +241,8 @@ def feature_vis(model: nn.Module, layer: Optional[str] = None,
         param: ``"fourier"`` (1/f-scaled spectrum) or ``"pixel"``.
         decorrelate: map colours through ImageNet's colour correlation.
         transforms: the random transforms of each step (:data:`LUCID_TRANSFORMS`), or ``None``.
-        steps, lr: Adam's steps and learning rate (Lucid: 512 and 0.05).
+        steps: Adam's steps (Lucid: 512).
+        lr: Adam's learning rate (Lucid: 0.05).
         image_size: the optimised image's side (Lucid: 128), resized to ``input_size``.
         input_size: the side the model sees (default: its preprocessing's crop size).
         seed: the seed of every image's start and random transforms.

@@ -198,13 +198,15 @@ def _gram_penalty(act: Tensor, group: int) -> Tensor:
     return off.sum() / group
 
 
-def _saved_bytes(run: Callable[[], Tensor]) -> int:
-    """Bytes autograd keeps for the backward pass of ``run()`` (a probe on one image)."""
+def _saved_bytes(run: Callable[[], Tensor], model: nn.Module) -> int:
+    """Bytes autograd keeps for the backward pass of ``run()`` (a probe on one image),
+    without the model's weights (kept once, whatever the batch)."""
+    weights = {p.data_ptr() for p in model.parameters()} | {b.data_ptr() for b in model.buffers()}
     seen, total = set(), [0]
 
     def pack(t: Tensor):
         key = (t.data_ptr(), t.numel())
-        if key not in seen:
+        if key not in seen and t.data_ptr() not in weights:
             seen.add(key)
             total[0] += t.numel() * t.element_size()
         return t
@@ -320,7 +322,7 @@ def feature_vis(model: nn.Module, layer: Optional[str] = None,
         probe = ImageParam([0], image_size, param=param, decorrelate=decorrelate, seed=seed,
                            device=device, dtype=dtype)
         probe_draws = draw_transforms([0], 1, transforms, seed)[0] if transforms else None
-        per_image = 2 * _saved_bytes(lambda: forward(probe.rgb(), probe_draws)) + 1
+        per_image = 2 * _saved_bytes(lambda: forward(probe.rgb(), probe_draws), model) + 1
         chunk = max(group, min(count, max_memory // per_image) // group * group)
     images, values = [], []
     start, done, total = time.perf_counter(), 0, steps * count

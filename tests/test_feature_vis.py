@@ -12,7 +12,7 @@ from PIL import Image
 from torch import nn
 
 import deconvviz as dv
-from deconvviz.analyses.feature_vis import _gram_penalty
+from deconvviz.analyses.feature_vis import _gram_penalty, _saved_bytes
 from deconvviz.analyses.fv_image import LUCID_TRANSFORMS, draw_transforms, transform_batch
 from deconvviz.data.zoo import Preprocessing
 
@@ -211,6 +211,14 @@ def test_same_seed_same_images_and_batching_changes_nothing_but_rounding():
     assert (one.images[0] - one.images[1]).abs().max() > 1e-2
 
 
+def test_the_memory_budget_counts_activations_not_weights():
+    # 3 MB of weights, 16 KB of activations per image: chunks are sized by the latter
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 1024)).eval()
+    x = torch.rand(1, 3, 16, 16, requires_grad=True)
+    saved = _saved_bytes(lambda: net(x), net)
+    assert 0 < saved <= 64 * 1024
+
+
 def test_transforms_are_lucids_and_seeded():
     draws = draw_transforms([0, 1], 500, LUCID_TRANSFORMS, seed=0)
     assert torch.equal(draws, draw_transforms([0, 1], 500, LUCID_TRANSFORMS, seed=0))
@@ -323,3 +331,30 @@ def cv2_read(path):
     import cv2
 
     return cv2.imread(str(path))
+
+
+def test_the_optimize_command(tmp_path):
+    from conftest import invoke
+
+    out = tmp_path / "grid.png"
+    done = invoke("optimize", "--model", "torchvision:squeezenet1_1", "--weights", "none",
+                  "--layer", "features.1", "--features", "0-3,9", "--steps", "2",
+                  "--image-size", "16", "--input-size", "32", "--out", out)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(out) and out.exists()
+    data = tmp_path / "grid.npz"
+    assert invoke("optimize", "--model", "torchvision:squeezenet1_1", "--weights", "none",
+                  "--layer", "features.1", "--features", "9", "--steps", "1", "--param",
+                  "pixel", "--no-transforms", "--image-size", "16", "--input-size", "32",
+                  "--out", data).returncode == 0
+    assert list(np.load(data)["units"]) == [9]
+    for args, message in [
+            (["--layer", "features.1", "--features", "3-1"], "bad feature list '3-1'"),
+            (["--features", "0"], "give --layer"),
+            (["--layer", "features.1", "--objective", "logit"], "leave out --layer"),
+            (["--layer", "features.1", "--out", tmp_path / "g.txt"], "unsupported output"),
+            (["--layer", "features.1", "--features", "64"], "out of range")]:
+        bad = invoke("optimize", "--model", "torchvision:squeezenet1_1", "--weights", "none",
+                     "--steps", "1", "--image-size", "16", "--input-size", "32", *args)
+        assert bad.returncode == 2 and message in bad.stderr, (args, bad.stderr)
+        assert bad.stderr.count("\n") == 1  # one error: line, no traceback

@@ -197,13 +197,22 @@ def optimize_command(model: str, layer: Optional[str], features: str, objective:
     from ..data.zoo import load_model
 
     net_model = load_model(model, weights=weights).to(resolve_device(device))
-    with tqdm(total=steps * len(units) * images_per_unit, desc="image steps", unit="step",
-              file=sys.stderr) as bar:
+    bars: list = []  # the progress bar, opened at the first step (after the checks)
+
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, desc="image steps", unit="step", file=sys.stderr))
+        bars[0].update(done - bars[0].n)
+
+    try:
         result = feature_vis(net_model, layer, units, objective=objective, negative=negative,
                              param=param, decorrelate=not no_decorrelate,
                              transforms=None if no_transforms else LUCID_TRANSFORMS,
                              steps=steps, lr=lr, image_size=image_size, input_size=input_size,
                              images_per_unit=images_per_unit, diversity=diversity, seed=seed,
-                             progress=lambda done, _total: bar.update(done - bar.n))
+                             progress=progress)
+    finally:
+        for bar in bars:
+            bar.close()
     click.echo(result.save(out, dpi=dpi) if not out.lower().endswith(".npz")
                else result.save(out))

@@ -211,6 +211,22 @@ def test_same_seed_same_images_and_batching_changes_nothing_but_rounding():
     assert (one.images[0] - one.images[1]).abs().max() > 1e-2
 
 
+def test_a_relus_output_is_optimised_before_the_relu():
+    # a unit dead at the grey start: after its ReLU it has no gradient and never moves
+    net = nn.Sequential(nn.Conv2d(3, 1, 3), nn.ReLU()).eval()
+    with torch.no_grad():
+        net[0].weight.fill_(0.5)
+        net[0].bias.fill_(-5.0)  # about -2.3 on the grey start, up to +30 within reach
+    kwargs = dict(steps=16, image_size=16, input_size=16, transforms=None)
+    before = dv.feature_vis(net, "1", [0], **kwargs)
+    assert before.pre_relu and "(before its ReLU)" in before.settings()
+    assert before.values[0, 0] > 0  # the pre-activation, driven above zero
+    stuck = dv.feature_vis(net, "1", [0], pre_relu=False, **kwargs)
+    assert not stuck.pre_relu and stuck.values[0, 0] == 0
+    start = dv.feature_vis(net, "1", [0], pre_relu=False, **dict(kwargs, steps=1))
+    assert torch.equal(stuck.images, start.images)  # no gradient: Adam never moved it
+
+
 def test_the_memory_budget_counts_activations_not_weights():
     # 3 MB of weights, 16 KB of activations per image: chunks are sized by the latter
     net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 1024)).eval()

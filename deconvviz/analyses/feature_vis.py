@@ -13,6 +13,9 @@ the model expects, runs the model up to the layer and takes an Adam step on the 
   direction in channel space (one image per direction);
 - ``logit``: a class's output (``layer`` is then the model's output);
 - ``negative=True`` minimises instead of maximising, for any of them;
+- a layer that is a ReLU's output is optimised before its ReLU (``pre_relu=True``, as Lucid's
+  ``_pre_relu`` layers): a unit at zero has no gradient, and from a grey start most of a
+  deep layer's units are at zero;
 - ``diversity``: the weight of Lucid's Gram-matrix penalty between the images of one unit
   (with ``images_per_unit`` > 1): the cosine similarity of their layer activations' Gram
   matrices, summed over pairs, so that they show different facets of the unit.
@@ -70,6 +73,7 @@ class FeatureVisResult(Result):
         steps: Adam's steps; lr: its learning rate; seed: the seed.
         diversity: the Gram penalty's weight; input_size: the side the model saw.
         seconds: the time taken; position: the neuron's ``(y, x)`` (``neuron`` only).
+        pre_relu: the layer's ReLU was left out (its input optimised).
     """
 
     kind: ClassVar[str] = "feature_vis"
@@ -93,6 +97,7 @@ class FeatureVisResult(Result):
     input_size: int
     seconds: float = 0.0
     position: Optional[tuple] = field(default=None)
+    pre_relu: bool = False
 
     def settings(self) -> str:
         """One line: weights, layer, objective, parametrisation, transforms and steps."""
@@ -104,7 +109,8 @@ class FeatureVisResult(Result):
         robust = f"transforms ({self.transforms.describe()})" if self.transforms else \
             "no transforms"
         extra = f", diversity {self.diversity:g}" if self.diversity else ""
-        return (f"{self.model} ({weights_label(self.weights)}) {self.layer}: {what}"
+        layer = self.layer + (" (before its ReLU)" if self.pre_relu else "")
+        return (f"{self.model} ({weights_label(self.weights)}) {layer}: {what}"
                 f"{extra}; {param} {size} px -> {self.input_size} px; {robust}; "
                 f"{self.steps} steps Adam {self.lr:g}, seed {self.seed}")
 
@@ -222,6 +228,7 @@ def feature_vis(model: nn.Module, layer: Optional[str] = None,
                 position: Optional[Sequence[int]] = None, directions: Optional[Tensor] = None,
                 diversity: float = 0.0, images_per_unit: int = 1, param: str = "fourier",
                 decorrelate: bool = True, transforms: Optional[Transforms] = LUCID_TRANSFORMS,
+                pre_relu: bool = True,
                 steps: int = 512, lr: float = 0.05, image_size: int = 128,
                 input_size: Optional[int] = None, seed: int = 0,
                 preprocessing: Optional[Preprocessing] = None, max_memory: int = 2**30,
@@ -243,6 +250,8 @@ def feature_vis(model: nn.Module, layer: Optional[str] = None,
         param: ``"fourier"`` (1/f-scaled spectrum) or ``"pixel"``.
         decorrelate: map colours through ImageNet's colour correlation.
         transforms: the random transforms of each step (:data:`LUCID_TRANSFORMS`), or ``None``.
+        pre_relu: where ``layer`` is a ReLU's output, optimise its input instead (a unit at
+            zero has no gradient to follow).
         steps: Adam's steps (Lucid: 512).
         lr: Adam's learning rate (Lucid: 0.05).
         image_size: the optimised image's side (Lucid: 128), resized to ``input_size``.
@@ -287,7 +296,12 @@ def feature_vis(model: nn.Module, layer: Optional[str] = None,
             raise ArgumentError(f"give a layer for the {objective} objective (an alias or a "
                                 f"module path; `deconvviz layers` lists them)")
         found, layer_name = net.layer(layer, (size, size)), layer
-    run = forward_to(net.traced, [found.node])
+    node, skipped = found.node, False
+    op = net.traced.ops[node]
+    if pre_relu and op.kind == "relu" and len(op.inputs) == 1 and op.inputs[0].name in \
+            net.traced.ops:
+        node, skipped = op.inputs[0].name, True
+    run = forward_to(net.traced, [node])
     p = next(iter(model.parameters()), None)
     device = p.device if p is not None else torch.device("cpu")
     dtype = p.dtype if p is not None else torch.float32
@@ -358,7 +372,7 @@ def feature_vis(model: nn.Module, layer: Optional[str] = None,
         negative=bool(negative), param=param, decorrelate=bool(decorrelate),
         transforms=transforms, steps=steps, lr=float(lr), seed=int(seed),
         diversity=float(diversity), input_size=size, seconds=time.perf_counter() - start,
-        position=position)
+        position=position, pre_relu=skipped)
 
 
 def _units(model, objective, units, directions, channels, layer_name):

@@ -42,6 +42,7 @@ _PUBLIC = {
     "train": "training", "TrainResult": "training", "evolution": "analyses",
     "EvolutionResult": "analyses", "filters": "analyses", "filter_figure": "analyses",
     "FilterResult": "analyses", "read_metrics": "training",
+    "feature_vis": "analyses", "FeatureVisResult": "analyses",
     "explore": "explorer",
 }
 
@@ -62,7 +63,7 @@ def __dir__():
 
 if TYPE_CHECKING:  # for type checkers, IDEs and the API docs: the same names, eagerly
     from .analyses import (AtlasResult, Comparison, CorrespondenceResult, EvolutionResult,
-                           FilterResult,
+                           FeatureVisResult, FilterResult, feature_vis,
                            InvarianceResult, OcclusionResult, Projections, SanityResult,
                            ScanResult, ShowReport, atlas, attribute, compare,
                            correspondence, evolution, filter_figure, filters, invariance,

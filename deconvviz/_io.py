@@ -31,6 +31,7 @@ DATA_FORMATS = {
     "correspondence": (".md", ".csv", ".tex"),
     "evolution": (".npz",),
     "filters": (".csv",),
+    "feature_vis": (".npz",),
 }
 
 

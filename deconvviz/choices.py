@@ -20,6 +20,8 @@ TRANSFORMS = ("translate", "scale", "rotate")  # dv.invariance's
 INITS = ("auto", "normal", "kaiming")  # dv.train's weight initialisations
 PAPER_SAVE_AT = (1, 2, 5, 10, 20, 30, 40, 64)  # Zeiler & Fergus Fig. 4's epochs
 MAX_TOP = 64  # features in one grid; more is unreadable (use --features for a chosen set)
+FV_OBJECTIVES = ("channel", "neuron", "direction", "logit")  # dv.feature_vis's objectives
+FV_PARAMETRISATIONS = ("fourier", "pixel")  # and its image parametrisations
 
 
 def weights_label(weights: str) -> str:

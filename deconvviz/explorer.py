@@ -2,13 +2,14 @@
 
 ``ipywidgets`` is optional (``pip install -e ".[notebook]"`` in the clone). Each image's forward pass
 is recorded once, for every layer, and reused; switching layer or feature only runs the
-deconvnet for the chosen feature.
+deconvnet for the chosen feature. With ``feature_vis``, the unit's optimised image (what it
+wants, :func:`deconvviz.feature_vis`) is shown beside its projection.
 """
 from __future__ import annotations
 
 import functools
 import os
-from typing import TYPE_CHECKING, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
 
 import cv2
 import numpy as np
@@ -29,6 +30,7 @@ from .figures.display import crop_window, to_uint8
 if TYPE_CHECKING:
     import ipywidgets
 
+    from .analyses.feature_vis import FeatureVisResult
     from .analyses.scan_result import ScanResult
 
 __all__ = ["explore", "png_bytes"]
@@ -63,8 +65,9 @@ def _widgets():
 
 def explore(model: Union[str, nn.Module], image: Union[str, os.PathLike, Tensor, Sequence],
             *, weights: Optional[str] = "default", scan: Optional["ScanResult"] = None,
-            mode: str = "max", method: str = "deconvnet",
-            scaling: str = "signed") -> "ipywidgets.VBox":
+            mode: str = "max", method: str = "deconvnet", scaling: str = "signed",
+            feature_vis: Union[bool, Dict[str, Any], "FeatureVisResult"] = False,
+            ) -> "ipywidgets.VBox":
     """An ipywidgets explorer of one model's features on one or several images.
 
     The explorer's pickers ``layer_picker``, ``feature_picker``, ``mode_picker``,
@@ -81,6 +84,11 @@ def explore(model: Union[str, nn.Module], image: Union[str, os.PathLike, Tensor,
         method: the reverse-pass method to start with: ``"deconvnet"``, ``"guided"`` or
             ``"gradient"``.
         scaling: the display convention to start with.
+        feature_vis: show each unit's optimised image beside its projection: ``True``
+            (optimised when the unit is first shown, with :func:`deconvviz.feature_vis`'s
+            defaults), a dict of its options (``{"steps": 128}``), or a
+            :class:`~deconvviz.analyses.feature_vis.FeatureVisResult` already computed
+            (its units of its layer are shown; others say so).
 
     Returns:
         The explorer widget, which displays itself in Jupyter.
@@ -98,7 +106,10 @@ def explore(model: Union[str, nn.Module], image: Union[str, os.PathLike, Tensor,
     if isinstance(model, str):
         model = load_model(model, weights=weights)
     method_table.check(method, method_table.REVERSE)  # the explorer shows the reverse passes
-    return _explorer_class(widgets)(model, image, scan, mode, scaling, method)
+    if not isinstance(feature_vis, (bool, dict)) and not hasattr(feature_vis, "row_of"):
+        raise ArgumentError("feature_vis is True, a dict of dv.feature_vis options, or a "
+                            "FeatureVisResult")
+    return _explorer_class(widgets)(model, image, scan, mode, scaling, method, feature_vis)
 
 
 @functools.lru_cache(maxsize=None)
@@ -106,9 +117,11 @@ def _explorer_class(widgets):
     class Explorer(widgets.VBox):
         """The explorer widget (see :func:`explore`)."""
 
-        def __init__(self, model, image, scan, mode, scaling, method="deconvnet"):
+        def __init__(self, model, image, scan, mode, scaling, method="deconvnet",
+                     feature_vis=False):
             super().__init__()
-            self.model, self.scan = model, scan
+            self.model, self.scan, self.feature_vis = model, scan, feature_vis
+            self._wanted: dict = {}  # (layer, feature) -> the optimised image
             first = Projector(model)  # one trace, shared by every method
             self.nets = {name: first.with_method(name)
                          for name in method_table.names(method_table.REVERSE)}
@@ -133,6 +146,8 @@ def _explorer_class(widgets):
             self.photo_view = widgets.Image(format="png")
             self.projection_view = widgets.Image(format="png")
             self.patch_view = widgets.Image(format="png")
+            self.wanted_view = widgets.Image(format="png")
+            self.wanted_label = widgets.HTML()
             self.value_label = widgets.HTML()
             self.thumbnails = widgets.GridBox(layout={
                 "grid_template_columns": "repeat(8, 64px)", "grid_gap": "2px"})
@@ -140,7 +155,8 @@ def _explorer_class(widgets):
                 "display": "" if scan is not None else "none"})
             # CSS classes, so that a browser (or a test driving one) can find the parts.
             for part, name in [(self.layer_picker, "layer"), (self.feature_picker, "feature"),
-                               (self.projection_view, "projection"), (self.patch_view, "patch")]:
+                               (self.projection_view, "projection"), (self.patch_view, "patch"),
+                               (self.wanted_view, "feature-vis")]:
                 part.add_class(f"deconvviz-{name}")
             for picker, handler in [(self.image_picker, self._on_image),
                                     (self.layer_picker, self._on_layer),
@@ -156,8 +172,11 @@ def _explorer_class(widgets):
                 widgets.HBox([labelled("input crop", self.photo_view),
                                labelled("strongest maps (click to pick)", self.thumbnails)]),
                 widgets.HBox([labelled("projection", self.projection_view),
-                              labelled("receptive field", self.patch_view),
-                              self.value_label]),
+                              labelled("receptive field", self.patch_view)]
+                             + ([labelled("what it wants (optimised)", widgets.VBox(
+                                 [self.wanted_view, self.wanted_label]))]
+                                if feature_vis is not False else [])
+                             + [self.value_label]),
                 self.scan_view,
             ]
             self._on_image()
@@ -245,8 +264,32 @@ def _explorer_class(widgets):
             self.patch_view.value = png_bytes(crop_window(rgb, *window), 112)
             self.value_label.value = (f"<b>{layer} #{feature}</b><br>strongest activation "
                                       f"{value:.4g}<br>at ({y}, {x})")
+            if self.feature_vis is not False:
+                self._show_wanted(layer, feature)
             if self.scan is not None and layer in self.scan.layer_names:
                 self._show_scan(layer, feature)
+
+        def _show_wanted(self, layer: str, feature: int):
+            """The unit's optimised image: from the result given, or optimised once."""
+            given = self.feature_vis
+            if not isinstance(given, (bool, dict)):
+                if given.layer != layer or feature not in given.units:
+                    self.wanted_view.value = png_bytes(np.full((8, 8, 3), 255, np.uint8), 112)
+                    self.wanted_label.value = (f"not in the result given ({given.layer}, "
+                                               f"{len(given.units)} units)")
+                    return
+                image, settings = given.image(given.row_of(feature)), given.settings()
+            else:
+                if (layer, feature) not in self._wanted:
+                    from .analyses.feature_vis import feature_vis
+
+                    options = dict(given) if isinstance(given, dict) else {}
+                    result = feature_vis(self.model, layer, [feature], net=self.nets["deconvnet"],
+                                         **options)
+                    self._wanted[(layer, feature)] = (result.image(0), result.settings())
+                image, settings = self._wanted[(layer, feature)]
+            self.wanted_view.value = png_bytes(image, 224)
+            self.wanted_label.value = f"<small>{settings}</small>"
 
         def _show_scan(self, layer: str, feature: int):
             [hits] = project_hits(self.scan, layer, [feature], model=self.model,

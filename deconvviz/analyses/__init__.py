@@ -13,6 +13,7 @@ themselves.
 - (training is :mod:`deconvviz.training`, a layer of its own beside this one)
 - :mod:`.evolution`, :mod:`.filters`: feature evolution over checkpoints (Fig. 4) and
   first-layer filter diagnostics (Fig. 6).
+- :mod:`.feature_vis`: the image each unit wants, by optimisation (:func:`feature_vis`).
 """
 from .atlas import AtlasResult, atlas
 from .attribution import attribute, list_methods
@@ -20,6 +21,7 @@ from .comparison import Comparison, compare
 from .correspondence import CorrespondenceResult, correspondence
 from .dataset_scan import scan
 from .evolution import EvolutionResult, evolution
+from .feature_vis import FeatureVisResult, feature_vis
 from .filters import FilterResult, filter_figure, filter_stats, filters
 from .invariance import InvarianceResult, invariance
 from .occlusion import OcclusionResult, occlusion
@@ -28,7 +30,7 @@ from .sanity import SanityResult, sanity_check
 from .scan_result import Hit, ScanResult, load_scan, same_hits
 from .top_hits import FeatureHits, project_hits, top_hits_figure
 
-__all__ = ["AtlasResult", "atlas", "EvolutionResult", "FilterResult", "evolution",
+__all__ = ["AtlasResult", "atlas", "EvolutionResult", "FeatureVisResult", "feature_vis", "FilterResult", "evolution",
            "filter_figure", "filter_stats", "filters", "Comparison", "CorrespondenceResult",
            "InvarianceResult", "OcclusionResult", "correspondence", "invariance", "occlusion",
            "SanityResult", "attribute", "compare", "list_methods", "sanity_check", "FeatureHits",

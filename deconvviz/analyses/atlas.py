@@ -111,7 +111,8 @@ def atlas(scan: Union[ScanResult, str, os.PathLike], out: Union[str, os.PathLike
           model: Optional[nn.Module] = None, layers: Optional[Sequence[str]] = None,
           method: str = "deconvnet", scaling: str = "signed", image_format: str = "jpg",
           image_root: Union[None, str, os.PathLike] = None,
-          progress: bool = True) -> AtlasResult:
+          progress: bool = True,
+          feature_vis: Union[None, bool, Dict[str, object]] = None) -> AtlasResult:
     """Write a static website of every unit of a scan: an index, a page per layer (every
     unit's strongest hit, sortable) and a page per unit (its hits beside their projections,
     its distribution over the images).
@@ -129,6 +130,9 @@ def atlas(scan: Union[ScanResult, str, os.PathLike], out: Union[str, os.PathLike
         image_root: where the scan's photos are now, if they moved (see
             :func:`load_scan`); every photo must still give the values the scan recorded.
         progress: a progress bar on stderr, counting images.
+        feature_vis: also each unit's optimised image on its page (:func:`feature_vis`;
+            ``True`` for its defaults, or a dict of its options such as ``{"steps": 128}``),
+            beside its hits and their projections.
 
     Returns:
         An :class:`AtlasResult` (on every ``torchrun`` process).
@@ -185,12 +189,21 @@ def atlas(scan: Union[ScanResult, str, os.PathLike], out: Union[str, os.PathLike
         mine = {p: by_image[p] for p in order[rank_id::world]}
         spent = _project_all(result, net, names, slugs, mine, staging, scaling, image_format,
                              progress and rank_id == 0)
+        settings = None
+        if feature_vis:
+            settings, spent["feature_vis"] = _feature_vis_tiles(
+                model, net, result, names, slugs, staging, feature_vis, rank_id, world)
         if world > 1:
             parts: List = [None] * world
             dist.all_gather_object(parts, spent)
             spent = {k: sum(p[k] for p in parts) for k in spent}
         site_layers = _site_layers(result, net, names, slugs, units)
         info = _site_info(result, model, method, scaling, image_format)
+        if settings is not None:
+            info.feature_vis = settings
+            for site_layer in site_layers:
+                for unit in site_layer.units:
+                    unit.feature_vis = f"img/u{unit.index}_fv.png"
         started = time.perf_counter()
         if rank_id == 0:
             written = write_site(staging, info, site_layers)
@@ -253,6 +266,30 @@ def _project_all(result, net, names, slugs, by_image, root, scaling, image_forma
                 spent["hits"] += 1
         spent["writing"] += time.perf_counter() - started
     return spent
+
+
+def _feature_vis_tiles(model, net, result, names, slugs, root, options, rank_id, world):
+    """Each unit's optimised image (this process's share of each layer's units), written as
+    ``LAYER/img/uN_fv.png``; returns the settings line the pages show and the seconds."""
+    import cv2
+
+    from .feature_vis import feature_vis
+
+    started = time.perf_counter()
+    options = dict(options) if isinstance(options, dict) else {}
+    options.setdefault("preprocessing", result.preprocessing)
+    settings = None
+    for layer in names:
+        mine = list(range(result.features(layer)))[rank_id::world]
+        if not mine:
+            continue
+        made = feature_vis(model, layer, mine, net=net, **options)
+        settings = made.settings()
+        for row, unit in enumerate(made.units):
+            path = os.path.join(root, slugs[layer], "img", f"u{unit}_fv.png")
+            if not cv2.imwrite(path, made.image(row)[:, :, ::-1]):
+                raise OSError(f"cannot write {path}")
+    return settings, time.perf_counter() - started
 
 
 def _site_layers(result, net, names, slugs, units) -> List[SiteLayer]:

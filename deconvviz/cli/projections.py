@@ -1,4 +1,5 @@
-"""Commands that list models and layers and draw projections: ``models``, ``layers``, ``show``."""
+"""Commands that list models and layers and draw a layer's features: ``models``, ``layers``,
+``show`` (projections) and ``optimize`` (feature visualisation by optimisation)."""
 from __future__ import annotations
 
 import sys
@@ -8,6 +9,7 @@ import click
 
 from .._io import FIGURE_FORMATS, check_output_path, figure_paths
 from ..choices import (
+    FV_PARAMETRISATIONS,
     MAX_TOP,
     MODES,
     SCALINGS,
@@ -127,3 +129,91 @@ def show_command(model: str, layer: str, top: Optional[int], features: Optional[
         click.echo(f"error: {reason}", err=True)
     if report.failed:
         sys.exit(2)
+
+
+@cli.command("optimize")
+@model_option
+@click.option("--layer", "-l", default=None,
+              help="Alias or module path (not with --objective logit).")
+@click.option("--features", default="0-15", show_default=True, metavar="LIST",
+              help="Units to visualise, e.g. 0-63 or 3,17,40-47 (class indices with "
+                   "--objective logit).")
+@click.option("--objective", type=click.Choice(["channel", "neuron", "logit"]),
+              default="channel", show_default=True,
+              help="A feature map's mean, its centre activation, or a class's logit.")
+@click.option("--negative", is_flag=True, help="Minimise the objective instead.")
+@click.option("--param", type=click.Choice(FV_PARAMETRISATIONS), default="fourier",
+              show_default=True, help="Optimise a 1/f-scaled spectrum, or raw pixels.")
+@click.option("--no-decorrelate", is_flag=True,
+              help="Optimise red, green and blue independently (not through ImageNet's "
+                   "colour correlation).")
+@click.option("--no-transforms", is_flag=True,
+              help="No random pad, jitter, scale and rotation at each step.")
+@click.option("--steps", default=512, show_default=True, type=click.IntRange(1),
+              help="Adam steps.")
+@click.option("--lr", default=0.05, show_default=True, type=click.FloatRange(min=0,
+              min_open=True), help="Adam's learning rate.")
+@click.option("--image-size", default=128, show_default=True, type=click.IntRange(8),
+              help="Side of the optimised image, resized to the model's input.")
+@click.option("--input-size", default=None, type=click.IntRange(8),
+              help="Side of the model's input [default: its preprocessing's crop].")
+@click.option("--images-per-unit", default=1, show_default=True, type=click.IntRange(1),
+              help="Images per unit (with --diversity, different facets of it).")
+@click.option("--diversity", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="Weight of the Gram-matrix penalty between a unit's images.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the images and transforms.")
+@click.option("--out", "-o", default="feature_vis.png", show_default=True, metavar="PATH",
+              help="The grid (.png/.jpg/.pdf/.svg), or the images (.npz).")
+@dpi_option
+@weights_option
+@device_option
+@friendly
+def optimize_command(model: str, layer: Optional[str], features: str, objective: str,
+                     negative: bool, param: str, no_decorrelate: bool, no_transforms: bool,
+                     steps: int, lr: float, image_size: int, input_size: Optional[int],
+                     images_per_unit: int, diversity: float, seed: int, out: str, dpi: int,
+                     weights: str, device: str) -> None:
+    """Draw the image each unit of a layer wants: feature visualisation by optimisation
+    (Olah et al. 2017, Lucid's defaults), all units optimised together in one batch.
+
+    \b
+    Examples:
+      deconvviz optimize --model vgg16 --layer conv5_3 --features 0-63 --out grid.png
+      deconvviz optimize --model alexnet --objective logit --features 281 --out tabby.png
+    """
+    from .._io import result_formats
+
+    units = parse_features(features)
+    if objective == "logit" and layer is not None:
+        raise ArgumentError("--objective logit reads the model's output: leave out --layer")
+    if objective != "logit" and layer is None:
+        raise ArgumentError("give --layer (see `deconvviz layers --model NAME`)")
+    check_output_path(out, result_formats("feature_vis"))
+    get_spec(model)
+    from tqdm import tqdm
+
+    from ..analyses import feature_vis
+    from ..analyses.fv_image import LUCID_TRANSFORMS
+    from ..data.devices import resolve_device
+    from ..data.zoo import load_model
+
+    net_model = load_model(model, weights=weights).to(resolve_device(device))
+    bars: list = []  # the progress bar, opened at the first step (after the checks)
+
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, desc="image steps", unit="step", file=sys.stderr))
+        bars[0].update(done - bars[0].n)
+
+    try:
+        result = feature_vis(net_model, layer, units, objective=objective, negative=negative,
+                             param=param, decorrelate=not no_decorrelate,
+                             transforms=None if no_transforms else LUCID_TRANSFORMS,
+                             steps=steps, lr=lr, image_size=image_size, input_size=input_size,
+                             images_per_unit=images_per_unit, diversity=diversity, seed=seed,
+                             progress=progress)
+    finally:
+        for bar in bars:
+            bar.close()
+    click.echo(result.save(out, dpi=dpi) if not out.lower().endswith(".npz")
+               else result.save(out))

@@ -128,14 +128,19 @@ def figure_command(result_path: str, layer: Optional[str], features: str, seed: 
               show_default=True, help="Display convention of the projections.")
 @click.option("--image-format", type=click.Choice(["jpg", "webp"]), default="jpg",
               show_default=True, help="The tiles' format.")
+@click.option("--feature-vis", is_flag=True,
+              help="Also each unit's optimised image (what it wants) on its page, beside its "
+                   "hits and their projections: `deconvviz optimize`'s defaults.")
+@click.option("--feature-vis-steps", default=512, show_default=True, type=click.IntRange(1),
+              help="Adam steps of each optimised image (with --feature-vis).")
 @method_option
 @scan_weights_option
 @image_root_option
 @device_option
 @friendly
 def atlas_command(result_path: str, out: str, layer: Optional[str], scaling: str,
-                  image_format: str, method: str, weights: Optional[str],
-                  image_root: Optional[str], device: str) -> None:
+                  image_format: str, feature_vis: bool, feature_vis_steps: int, method: str,
+                  weights: Optional[str], image_root: Optional[str], device: str) -> None:
     """Write a static website of every unit of a scan RESULT: an index, a page per layer
     (every unit's strongest hit, sortable by activation and by how often it fires) and a
     page per unit (its hits beside their projections, its distribution). It opens from the
@@ -160,11 +165,14 @@ def atlas_command(result_path: str, out: str, layer: Optional[str], scaling: str
         elif result.weights != "user":
             model = result.load_model().to(dev)
         site = atlas(result, out, model=model, layers=names, method=method, scaling=scaling,
-                     image_format=image_format)
+                     image_format=image_format,
+                     feature_vis={"steps": feature_vis_steps} if feature_vis else None)
         if rank == 0:
             t = site.timings
             click.echo(f"{sum(len(l.units) for l in site.layers):,} units, {t['hits']:,} hits "
                        f"from {t['images']:,} images; {t['files']:,} files, "
                        f"{t['bytes'] / 1e6:.1f} MB; projections {t['projection']:.1f} s, "
-                       f"writing {t['writing']:.1f} s", err=True)
+                       f"writing {t['writing']:.1f} s"
+                       + (f", optimised images {t['feature_vis']:.1f} s"
+                          if "feature_vis" in t else ""), err=True)
             click.echo(site.index)

@@ -15,6 +15,7 @@ Layout of the folder::
     LAYER.html            every unit of a layer, sortable
     LAYER/N.html          unit N: its hits and its distribution
     LAYER/img/uN_rK.jpg   hit K of unit N: its projection beside its image patch
+    LAYER/img/uN_fv.png   unit N's optimised image (atlas --feature-vis)
 """
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ class SiteUnit:
     hits: List[SiteHit]
     fired: Optional[int] = None
     histogram: Optional[List[int]] = None
+    feature_vis: Optional[str] = None  # its optimised image, relative to the layer's folder
 
     @property
     def strongest(self) -> float:
@@ -92,6 +94,7 @@ class SiteInfo:
     edges: List[float]
     has_distribution: bool
     image_format: str = "jpg"
+    feature_vis: Optional[str] = None  # how the optimised images were made (their settings)
 
 
 def layer_slugs(names: Sequence[str]) -> Dict[str, str]:
@@ -340,10 +343,24 @@ def _unit_page(info: SiteInfo, layer: SiteLayer, position: int) -> str:
                  f"the same receptive field." if unit.hits else "")
     body = (f"{nav}\n<header><h1>{_e(layer.name)} · unit {unit.index}</h1>"
             f"<p>{summary}{explained} Drawn with {_e(info.weights)}.</p></header>\n"
-            f'<main><section class="hits">{"".join(hits)}</section>\n'
+            f'<main>{_feature_vis_section(info, layer, unit)}'
+            f'<section class="hits">{"".join(hits)}</section>\n'
             f"<section><h2>Distribution over {info.images_read:,} images</h2>{distribution}"
             f"</section></main>")
     return _page(f"{info.model} {layer.name} unit {unit.index}", body, "../style.css")
+
+
+def _feature_vis_section(info: SiteInfo, layer: SiteLayer, unit: SiteUnit) -> str:
+    """The unit's optimised image (what it wants), beside which its hits show what it
+    found in the images and their projections why; empty without one."""
+    if unit.feature_vis is None:
+        return ""
+    return (f'<section class="wanted"><h2>What it wants: its optimised image</h2>'
+            f'<figure class="hit"><img src="{_e(unit.feature_vis)}" alt="the image optimised '
+            f'to activate {_e(layer.name)} unit {unit.index}" height="128">'
+            f"<figcaption>{_e(info.feature_vis or '')}</figcaption></figure>"
+            f"<h2>What it found: its hits in the images, with their projections</h2>"
+            f"</section>\n")
 
 
 _CSS = """body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;

@@ -32,6 +32,8 @@ _PUBLIC = {
     "register_method": "engine", "unregister_method": "engine", "RuleSet": "engine",
     "attribute": "analyses", "compare": "analyses", "Comparison": "analyses",
     "sanity_check": "analyses", "SanityResult": "analyses",
+    "crp": "analyses", "ConceptRelevance": "analyses", "layer_relevance": "analyses",
+    "LayerRelevance": "analyses", "Composite": "engine", "relevance_method": "engine",
     "occlusion": "analyses", "OcclusionResult": "analyses", "invariance": "analyses",
     "InvarianceResult": "analyses", "correspondence": "analyses",
     "CorrespondenceResult": "analyses",

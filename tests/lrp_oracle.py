@@ -223,16 +223,45 @@ class _Oracle(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def oracle_lrp(model, x, composite, target=None):
+SEEN = []
+
+
+class _Mask(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, channel):
+        ctx.channel = channel
+        return x.detach().clone()
+
+    @staticmethod
+    def backward(ctx, R):
+        SEEN.append(R.detach().clone())  # the relevance arriving at the layer
+        if ctx.channel is None:
+            return R, None
+        keep = torch.zeros_like(R)
+        keep[:, ctx.channel] = R[:, ctx.channel]
+        return keep, None
+
+
+def oracle_lrp(model, x, composite, target=None, mask=None):
     """The input relevance ``[N, 3, H, W]`` of the class ``target`` (default: top-1),
     seeded with its logit. ``composite``: dict with first, conv, linear, epsilon,
-    stabilizer, gamma (and low, high for zbox, shaped [1, C, 1, 1])."""
+    stabilizer, gamma (and low, high for zbox, shaped [1, C, 1, 1]). ``mask``: ``(module,
+    channel)``: the relevance on the module's output is masked to that channel (CRP's
+    masked-model definition of a concept's heatmap; channel ``None``: not masked); the
+    relevance arriving there is appended to ``SEEN``."""
     folds = {}
     with torch.no_grad(), _Oracle(x, composite, folds, scan=True):
         model(x)
     leaf = x.detach().clone().requires_grad_(True)
-    with torch.enable_grad(), _Oracle(leaf, composite, folds):
-        out = model(leaf)
+    handle = None
+    if mask is not None:
+        handle = mask[0].register_forward_hook(lambda m, i, o: _Mask.apply(o, mask[1]))
+    try:
+        with torch.enable_grad(), _Oracle(leaf, composite, folds):
+            out = model(leaf)
+    finally:
+        if handle is not None:
+            handle.remove()
     rows = torch.arange(x.shape[0])
     cls = out.argmax(1) if target is None else torch.as_tensor(target).expand(x.shape[0])
     seed = torch.zeros_like(out)

@@ -16,7 +16,7 @@ VGG16's conv5_3), and to the part that flows through it otherwise.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -27,7 +27,7 @@ from ..engine.reverse import FullSize, run
 from ..errors import ArgumentError
 from .attribution import resolve_target
 
-__all__ = ["crp", "ConceptRelevance", "LayerRelevance", "layer_relevance"]
+__all__ = ["crp", "ConceptRelevance", "LayerRelevance", "layer_relevance", "layer_relevances"]
 
 
 @dataclass
@@ -86,9 +86,19 @@ def layer_relevance(model: Union[nn.Module, Projector], x: Tensor, layer: str,
                     method: str = "lrp", recording=None) -> LayerRelevance:
     """The relevance of each image's class (default: its top-1) at ``layer``, seeded with the
     logit: one forward pass and the part of the LRP pass above the layer, for the batch."""
+    return layer_relevances(model, x, [layer], target, method=method,
+                            recording=recording)[layer]
+
+
+def layer_relevances(model: Union[nn.Module, Projector], x: Tensor, layers: Sequence[str],
+                     target: Union[None, int, str, Sequence[int]] = None, *,
+                     method: str = "lrp", recording=None) -> Dict[str, LayerRelevance]:
+    """:func:`layer_relevance` at several layers with one forward pass and one LRP pass
+    down to the shallowest of them."""
     net = _relevance_net(model, method)
     x = check_images(x, net.device, model=net.model)
-    rec = recording if recording is not None else net.record(x, [layer, ""])
+    layers = list(layers)
+    rec = recording if recording is not None else net.record(x, [*layers, ""])
     logits = rec.activations[""]
     if target is not None and not isinstance(target, (int, str)):
         classes = [int(c) for c in target]
@@ -101,21 +111,32 @@ def layer_relevance(model: Union[nn.Module, Projector], x: Tensor, layer: str,
     seed = torch.zeros_like(logits)
     seed[rows, cls] = logits[rows, cls]
     full = net.reverse_pass("")
-    node = net._node(layer)
     ops = full.ops
-    index = next((i for i, op in enumerate(ops) if op.name == node), None)
-    if index is None:
-        raise ArgumentError(f"layer {layer!r} is not on the path from the output to the input")
-    n = x.shape[0]
+    where = {op.name: i for i, op in enumerate(ops)}
+    stops = []
+    for layer in layers:
+        node = net._node(layer)
+        if node not in where:
+            raise ArgumentError(f"layer {layer!r} is not on the path from the output to the "
+                                f"input")
+        stops.append((where[node], layer, node))
+    ctx = FullSize(net.method, rec, x.shape[0], 1, net.traced, full.folded)
+    signals, done, found = {net._node(""): seed}, 0, {}
     with torch.no_grad():
-        signals = run(ops[:index], {net._node(""): seed},
-                      FullSize(net.method, rec, n, 1, net.traced, full.folded))
-    act = rec.activations[layer]
-    relevance = signals.get(node)
-    relevance = torch.zeros_like(act) if relevance is None else relevance.reshape(act.shape)
-    channel = relevance.flatten(2).sum(-1) if relevance.dim() > 2 else relevance
-    share = channel / channel.abs().sum(1, keepdim=True).clamp_min(1e-30)
-    return LayerRelevance(relevance, channel, share, list(classes), logits[rows, cls])
+        for index, layer, node in sorted(stops):
+            # the signals left at ``node`` once every op above it has run: all of its relevance
+            signals = run(ops[done:index], signals, ctx)
+            done = index
+            found[layer] = signals.get(node)
+    out = {}
+    for layer in layers:
+        act = rec.activations[layer]
+        relevance = found[layer]
+        relevance = torch.zeros_like(act) if relevance is None else relevance.reshape(act.shape)
+        channel = relevance.flatten(2).sum(-1) if relevance.dim() > 2 else relevance
+        share = channel / channel.abs().sum(1, keepdim=True).clamp_min(1e-30)
+        out[layer] = LayerRelevance(relevance, channel, share, list(classes), logits[rows, cls])
+    return out
 
 
 def crp(model: Union[nn.Module, Projector], x: Tensor, layer: str,

@@ -39,7 +39,7 @@ __all__: list = []  # commands, registered on deconvviz.cli.cli
 @click.option("--resume", is_flag=True, help="Continue from RESULT.partial after an interruption.")
 @click.option("--checkpoint-every", default=256, show_default=True, metavar="N",
               type=click.IntRange(1), help="Images between checkpoints.")
-@click.option("--rank", type=click.Choice(["activation", "relevance"]), default="activation",
+@click.option("--rank", "ranking", type=click.Choice(["activation", "relevance"]), default="activation",
               show_default=True, help="relevance: also keep each unit's top images by its LRP "
                                       "relevance for the predicted class (relevance "
                                       "maximisation).")
@@ -51,7 +51,7 @@ __all__: list = []  # commands, registered on deconvviz.cli.cli
 @click.argument("source", type=click.Path())
 @friendly
 def scan_command(model: str, layers: str, top: int, out: str, batch_size: int, workers: int,
-                 resume: bool, checkpoint_every: int, rank: str, relevance_class: Optional[int],
+                 resume: bool, checkpoint_every: int, ranking: str, relevance_class: Optional[int],
                  weights: str, device: str, source: str) -> None:
     """Find the strongest activations of every feature of LAYERS across SOURCE (a folder of
     images, searched recursively, or a text file listing image paths). With --rank relevance,
@@ -70,7 +70,7 @@ def scan_command(model: str, layers: str, top: int, out: str, batch_size: int, w
     with distributed(device) as (rank, dev):
         net_model = load_model(model, weights=weights).to(dev)
         result = scan(net_model, source, names, top=top, batch_size=batch_size, workers=workers,
-                      out=out, resume=resume, checkpoint_every=checkpoint_every, rank=rank,
+                      out=out, resume=resume, checkpoint_every=checkpoint_every, rank=ranking,
                       relevance_target=relevance_class)
         if rank == 0:
             if result.skipped:

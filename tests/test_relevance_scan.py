@@ -62,3 +62,17 @@ def test_crp_command_draws_concepts_with_reference_patches(scanned, tmp_path):
     bad = CliRunner().invoke(cli, ["crp", "--model", "zfnet", "--weights", "none", "-l",
                                    "conv5", "--method", "guided", "-o", out, PHOTOS[0]])
     assert bad.exit_code == 2 and "LRP method" in bad.output
+
+
+def test_atlas_unit_pages_show_relevance_beside_activation(scanned, tmp_path):
+    model, _, result, _ = scanned
+    site = dv.atlas(result, str(tmp_path / "site"), model=model, layers=["conv5"],
+                    progress=False)
+    unit = next(f for f in range(result.features("conv5")) if result.relevance_top("conv5", f))
+    page = open(site.unit_page("conv5", unit), encoding="utf-8").read()
+    assert '<div class="side"><section class="hits">' in page  # side by side
+    assert "Most relevant images (relevance maximisation)" in page
+    for rank, hit in enumerate(result.relevance_top("conv5", unit)):
+        assert f"u{unit}_rel{rank}.jpg" in page
+        assert os.path.getsize(tmp_path / "site" / "conv5" / "img" / f"u{unit}_rel{rank}.jpg")
+        assert f"{100 * hit.value:.2f}% of the relevance" in page

@@ -26,7 +26,14 @@ from ..data.zoo import load_model
 from ..engine import Projector
 from ..errors import ArgumentError, ImageError
 from ..figures.atlas_site import SiteHit, SiteInfo, SiteLayer, SiteUnit, layer_slugs, write_site
-from ..figures.atlas_tiles import IMAGE_FORMATS, thumbnail_grid, tile_path, write_pair
+from ..figures.atlas_tiles import (
+    IMAGE_FORMATS,
+    relevance_tile_path,
+    thumbnail_grid,
+    tile_path,
+    write_pair,
+    write_tile,
+)
 from ..figures.display import crop_window, to_uint8
 from . import activation_histogram
 from .scan_result import ScanResult, load_scan
@@ -180,6 +187,8 @@ def atlas(scan: Union[ScanResult, str, os.PathLike], out: Union[str, os.PathLike
         mine = {p: by_image[p] for p in order[rank_id::world]}
         spent = _project_all(result, net, names, slugs, mine, staging, scaling, image_format,
                              progress and rank_id == 0)
+        if rank_id == 0 and result.has_relevance:
+            _relevance_tiles(result, net, names, slugs, staging, image_format, spent)
         if world > 1:
             parts: List = [None] * world
             dist.all_gather_object(parts, spent)
@@ -276,7 +285,8 @@ def _site_layers(result, net, names, slugs, units) -> List[SiteLayer]:
                                          tuple(int(v) for v in window)))
             site_units.append(SiteUnit(
                 f, site_hits, fired=None if hist is None else int(hist[f, 1:].sum()),
-                histogram=None if hist is None else hist[f].tolist()))
+                histogram=None if hist is None else hist[f].tolist(),
+                relevance_hits=_relevance_hits(result, layer, f, geom, size, shown, root)))
         maxima = torch.tensor([u.hits[0].value for u in site_units if u.hits])
         counts = activation_histogram.empty(1)
         if maxima.numel():
@@ -286,6 +296,41 @@ def _site_layers(result, net, names, slugs, units) -> List[SiteLayer]:
             result.layer_names.index(layer)]["shape"]), rf if geom.geometry is not None else None,
             site_units, counts[0].tolist()))
     return out
+
+
+def _relevance_hits(result, layer, f, geom, size, shown, root) -> Optional[List[SiteHit]]:
+    """A unit's relevance-maximising hits as its page shows them (``None``: not scanned)."""
+    if not result.has_relevance:
+        return None
+    out = []
+    for hit in result.relevance_top(layer, f):
+        if hit.image not in shown:
+            shown[hit.image] = os.path.relpath(os.path.abspath(hit.image), root)
+        window = (geom.geometry.window(hit.y, hit.x) if geom.geometry is not None
+                  else (0, 0, size, size))
+        out.append(SiteHit(hit.value, shown[hit.image], hit.y, hit.x,
+                           tuple(int(v) for v in window)))
+    return out
+
+
+def _relevance_tiles(result, net, names, slugs, root, image_format, spent) -> None:
+    """Write the patch of every relevance-maximising hit (relevance maximisation's
+    reference images), reading each image once."""
+    by_image: Dict[str, list] = {}
+    for layer in names:
+        for f in range(result.features(layer)):
+            for rank, hit in enumerate(result.relevance_top(layer, f)):
+                by_image.setdefault(hit.image, []).append((layer, f, rank, hit))
+    for image, items in by_image.items():
+        x, rgb = load_image(image, preprocessing=result.preprocessing)
+        for layer, f, rank, hit in items:
+            geom = net.layer(layer, tuple(x.shape[-2:])).geometry
+            top, left, h, w = (geom.window(hit.y, hit.x) if geom is not None
+                               else (0, 0) + tuple(rgb.shape[:2]))
+            spent["bytes"] += write_tile(root, relevance_tile_path(slugs[layer], f, rank,
+                                                                   image_format),
+                                         crop_window(rgb, top, left, h, w), image_format)
+            spent["files"] += 1
 
 
 def _site_info(result, method, scaling, image_format) -> SiteInfo:

@@ -125,8 +125,10 @@ _TABLE: Dict[str, Method] = {m.name: m for m in _BUILT_IN}
 
 COMPARE_DEFAULT = ("deconvnet", "guided", "gradient", "gradcam", "guided_gradcam")
 """What :func:`deconvviz.compare` shows unless told (Grad-CAM's Fig. 1 and more)."""
-SANITY_DEFAULT = ("deconvnet", "guided", "gradient", "gradcam")
-"""What :func:`deconvviz.sanity_check` randomises under unless told (Adebayo's Fig. 2)."""
+SANITY_DEFAULT = ("deconvnet", "guided", "gradient", "gradcam", "lrp",
+                  "lrp_epsilon_alpha2beta1_flat", "lrp_epsilon_gamma_box")
+"""What :func:`deconvviz.sanity_check` randomises under unless told (Adebayo's Fig. 2, and
+LRP's three composites: Sixt et al. 2020)."""
 
 
 def register(method: Method) -> Method:

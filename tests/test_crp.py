@@ -50,6 +50,10 @@ def test_top_concepts_are_the_most_relevant_and_bad_input_is_refused(tiny):
     order = every.share[0].argsort(descending=True)[:2].tolist()
     assert top.concepts == order
     assert _rel(top.heatmaps[0, 0], every.heatmaps[0, order[0]]) <= ORACLE_TOLERANCE
+    # a projector keeps its own LRP method
+    own = dv.crp(dv.Projector(tiny, method="lrp_epsilon"), x, "block", concepts=[0, 1])
+    assert own.method == "lrp_epsilon"
+    assert _rel(own.heatmaps, every.heatmaps[:, :2]) > 1e-3  # not lrp's
     with pytest.raises(dv.ArgumentError, match="channels 0..5"):
         dv.crp(tiny, x, "block", concepts=[6])
     with pytest.raises(dv.ArgumentError, match="LRP method"):

@@ -70,11 +70,13 @@ class ConceptRelevance:
     classes: List[int]
 
 
-def _relevance_net(model: Union[nn.Module, Projector], method: str) -> Projector:
+def _relevance_net(model: Union[nn.Module, Projector], method: Optional[str]) -> Projector:
+    """A projector of an LRP method: ``method``, else a projector's own, else ``lrp``."""
     if isinstance(model, Projector):
-        net = model if model.method.name == method else model.with_method(method)
+        net = model if method is None or model.method.name == method \
+            else model.with_method(method)
     else:
-        net = Projector(model, method=method)
+        net = Projector(model, method=method or "lrp")
     if not net.method.relevance:
         raise ArgumentError(f"CRP needs an LRP method (lrp, lrp_epsilon_gamma_box, ...), "
                             f"not {method!r}")
@@ -83,16 +85,17 @@ def _relevance_net(model: Union[nn.Module, Projector], method: str) -> Projector
 
 def layer_relevance(model: Union[nn.Module, Projector], x: Tensor, layer: str,
                     target: Union[None, int, str, Sequence[int]] = None, *,
-                    method: str = "lrp", recording=None) -> LayerRelevance:
+                    method: Optional[str] = None, recording=None) -> LayerRelevance:
     """The relevance of each image's class (default: its top-1) at ``layer``, seeded with the
-    logit: one forward pass and the part of the LRP pass above the layer, for the batch."""
+    logit: one forward pass and the part of the LRP pass above the layer, for the batch.
+    ``method``: an LRP method (default: a projector's own, else ``lrp``)."""
     return layer_relevances(model, x, [layer], target, method=method,
                             recording=recording)[layer]
 
 
 def layer_relevances(model: Union[nn.Module, Projector], x: Tensor, layers: Sequence[str],
                      target: Union[None, int, str, Sequence[int]] = None, *,
-                     method: str = "lrp", recording=None) -> Dict[str, LayerRelevance]:
+                     method: Optional[str] = None, recording=None) -> Dict[str, LayerRelevance]:
     """:func:`layer_relevance` at several layers with one forward pass and one LRP pass
     down to the shallowest of them."""
     net = _relevance_net(model, method)
@@ -142,7 +145,7 @@ def layer_relevances(model: Union[nn.Module, Projector], x: Tensor, layers: Sequ
 def crp(model: Union[nn.Module, Projector], x: Tensor, layer: str,
         concepts: Union[None, int, Sequence[int]] = None,
         target: Union[None, int, str, Sequence[int]] = None, *, top: Optional[int] = None,
-        method: str = "lrp") -> ConceptRelevance:
+        method: Optional[str] = None) -> ConceptRelevance:
     """Concept-conditional heatmaps: for each concept (channel of ``layer``), the class's
     relevance through that channel alone, at the pixels.
 
@@ -155,7 +158,8 @@ def crp(model: Union[nn.Module, Projector], x: Tensor, layer: str,
             class per image.
         top: the ``top`` most relevant channels (by their share summed over the images),
             most relevant first.
-        method: an LRP method (default ``lrp``, zennit's EpsilonPlusFlat).
+        method: an LRP method (default: a projector's own, else ``lrp``, zennit's
+            EpsilonPlusFlat).
 
     Returns:
         A :class:`ConceptRelevance`.

@@ -63,8 +63,9 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # for type checkers, IDEs and the API docs: the same names, eagerly
-    from .analyses import (AtlasResult, Comparison, CorrespondenceResult, EvolutionResult,
-                           FilterResult,
+    from .analyses import (AtlasResult, Comparison, ConceptRelevance, CorrespondenceResult,
+                           EvolutionResult, FilterResult, LayerRelevance, crp,
+                           layer_relevance,
                            InvarianceResult, OcclusionResult, Projections, SanityResult,
                            ScanResult, ShowReport, atlas, attribute, compare,
                            correspondence, evolution, filter_figure, filters, invariance,
@@ -73,9 +74,9 @@ if TYPE_CHECKING:  # for type checkers, IDEs and the API docs: the same names, e
     from .data.images import load_image
     from .data.zoo import (ModelInfo, UntrainedWarning, list_models, load_model, model_info,
                            weights_digest)
-    from .engine import (Deconvnet, DeconvStep, Gradient, GuidedBackprop, Layer, Projector,
-                         Recording, ReversePass, ReverseStep, RuleSet, list_layers,
-                         register_method, unregister_method)
+    from .engine import (Composite, Deconvnet, DeconvStep, Gradient, GuidedBackprop, Layer,
+                         Projector, Recording, ReversePass, ReverseStep, RuleSet, list_layers,
+                         register_method, relevance_method, unregister_method)
     from .errors import (ArgumentError, DeconvvizError, ImageError, OutputError,
                          UnknownLayerError, UnknownModelError, UnsupportedOpError,
                          WeightsError)

@@ -32,6 +32,8 @@ _PUBLIC = {
     "register_method": "engine", "unregister_method": "engine", "RuleSet": "engine",
     "attribute": "analyses", "compare": "analyses", "Comparison": "analyses",
     "sanity_check": "analyses", "SanityResult": "analyses",
+    "crp": "analyses", "ConceptRelevance": "analyses", "layer_relevance": "analyses",
+    "LayerRelevance": "analyses", "Composite": "engine", "relevance_method": "engine",
     "occlusion": "analyses", "OcclusionResult": "analyses", "invariance": "analyses",
     "InvarianceResult": "analyses", "correspondence": "analyses",
     "CorrespondenceResult": "analyses",
@@ -62,8 +64,9 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # for type checkers, IDEs and the API docs: the same names, eagerly
-    from .analyses import (AtlasResult, Comparison, CorrespondenceResult, EvolutionResult,
-                           FeatureVisResult, FilterResult, feature_vis,
+    from .analyses import (AtlasResult, Comparison, ConceptRelevance, CorrespondenceResult,
+                           EvolutionResult, FeatureVisResult, FilterResult, LayerRelevance,
+                           crp, feature_vis, layer_relevance,
                            InvarianceResult, OcclusionResult, Projections, SanityResult,
                            ScanResult, ShowReport, atlas, attribute, compare,
                            correspondence, evolution, filter_figure, filters, invariance,
@@ -72,9 +75,9 @@ if TYPE_CHECKING:  # for type checkers, IDEs and the API docs: the same names, e
     from .data.images import load_image
     from .data.zoo import (ModelInfo, UntrainedWarning, list_models, load_model, model_info,
                            weights_digest)
-    from .engine import (Deconvnet, DeconvStep, Gradient, GuidedBackprop, Layer, Projector,
-                         Recording, ReversePass, ReverseStep, RuleSet, list_layers,
-                         register_method, unregister_method)
+    from .engine import (Composite, Deconvnet, DeconvStep, Gradient, GuidedBackprop, Layer,
+                         Projector, Recording, ReversePass, ReverseStep, RuleSet, list_layers,
+                         register_method, relevance_method, unregister_method)
     from .errors import (ArgumentError, DeconvvizError, ImageError, OutputError,
                          UnknownLayerError, UnknownModelError, UnsupportedOpError,
                          WeightsError)

@@ -13,6 +13,10 @@ method                       kind           display     explains         channel
 ``deconvnet``                reverse pass   signed      unit, class      3
 ``guided``                   reverse pass   signed      unit, class      3
 ``gradient``                 reverse pass   signed      unit, class      3
+``lrp`` (ε-z⁺-flat)          reverse pass   signed      unit, class      3
+``lrp_epsilon_gamma_box``    reverse pass   signed      unit, class      3
+``lrp_epsilon_alpha2beta1_flat``  reverse pass  signed  unit, class      3
+``lrp_<rule>`` (8 rules)     reverse pass   signed      unit, class      3
 ``gradcam``                  attribution    heatmap     class, unit      1
 ``guided_gradcam``           attribution    signed      class, unit      3
 ``integrated_gradients``     attribution    signed      class, unit      3
@@ -89,6 +93,23 @@ _BUILT_IN = (
            summary="Springenberg et al.: the gradient, rectified and masked at every ReLU"),
     Method("gradient", "gradient", REVERSE,
            summary="the exact gradient of the unit or class with respect to the pixels"),
+    # LRP (deconvviz.engine.lrp): zennit's composites, then one method per rule
+    Method("lrp", "LRP ε-z⁺-flat", REVERSE,
+           summary="LRP, zennit's EpsilonPlusFlat: flat on the first layer, z+ on "
+                   "convolutions, epsilon on linear layers"),
+    Method("lrp_epsilon_gamma_box", "LRP ε-γ-box", REVERSE,
+           summary="LRP, zennit's EpsilonGammaBox: z^B on the pixels, gamma on convolutions, "
+                   "epsilon on linear layers"),
+    Method("lrp_epsilon_alpha2beta1_flat", "LRP ε-α2β1-flat", REVERSE,
+           summary="LRP, zennit's EpsilonAlpha2Beta1Flat: flat on the first layer, alpha=2 "
+                   "beta=1 on convolutions, epsilon on linear layers"),
+    *(Method(f"lrp_{rule}", f"LRP {title}", REVERSE,
+             summary=f"LRP's {title} rule on every convolution and linear layer")
+      for rule, title in (("epsilon", "ε"), ("zplus", "z⁺"), ("alpha2beta1", "α2β1"),
+                          ("alpha1beta0", "α1β0"), ("gamma", "γ"), ("flat", "flat"),
+                          ("wsquare", "w²"))),
+    Method("lrp_zbox", "LRP z^B", REVERSE,
+           summary="LRP's z^B rule on the pixels, epsilon on every other layer"),
     Method("gradcam", "Grad-CAM", ATTRIBUTION, "heatmap", ("class", "unit"), 1,
            summary="Captum's LayerGradCam at the last convolutional block, upsampled"),
     Method("guided_gradcam", "guided Grad-CAM", ATTRIBUTION, "signed", ("class", "unit"),
@@ -104,8 +125,10 @@ _TABLE: Dict[str, Method] = {m.name: m for m in _BUILT_IN}
 
 COMPARE_DEFAULT = ("deconvnet", "guided", "gradient", "gradcam", "guided_gradcam")
 """What :func:`deconvviz.compare` shows unless told (Grad-CAM's Fig. 1 and more)."""
-SANITY_DEFAULT = ("deconvnet", "guided", "gradient", "gradcam")
-"""What :func:`deconvviz.sanity_check` randomises under unless told (Adebayo's Fig. 2)."""
+SANITY_DEFAULT = ("deconvnet", "guided", "gradient", "gradcam", "lrp",
+                  "lrp_epsilon_alpha2beta1_flat", "lrp_epsilon_gamma_box")
+"""What :func:`deconvviz.sanity_check` randomises under unless told (Adebayo's Fig. 2, and
+LRP's three composites: Sixt et al. 2020)."""
 
 
 def register(method: Method) -> Method:

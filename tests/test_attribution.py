@@ -20,9 +20,11 @@ FAST = dict(n_steps=2, nt_samples=2, window=32, stride=32)  # small settings for
 
 def test_the_method_list_is_the_tables():
     from deconvviz import method_table
+    from deconvviz.engine.lrp import COMPOSITES, RULE_METHODS
 
+    lrp = [c.name for c in (*COMPOSITES, *RULE_METHODS)]
     assert dv.list_methods() == method_table.names() == ["deconvnet", "guided", "gradient",
-                                                          *CAPTUM]
+                                                          *lrp, *CAPTUM]
     assert dv.list_methods("attribution") == CAPTUM
     with pytest.raises(dv.ArgumentError, match="choose one of reverse pass, attribution"):
         dv.list_methods("captum")

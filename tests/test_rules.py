@@ -142,11 +142,11 @@ def test_a_method_without_a_rule_for_an_op_refuses_it_by_name():
 def test_methods_are_named_and_listed():
     from deconvviz.engine.methods import METHODS as rule_sets
 
-    assert dv.list_methods("reverse pass") == list(rule_sets) == ["deconvnet", "guided",
-                                                                 "gradient"]
-    assert dv.list_methods()[:3] == list(rule_sets)  # then Captum's
+    assert dv.list_methods("reverse pass") == list(rule_sets)
+    assert list(rule_sets)[:4] == ["deconvnet", "guided", "gradient", "lrp"]  # then LRP's
+    assert dv.list_methods()[:len(rule_sets)] == list(rule_sets)  # then Captum's
     assert dv.Deconvnet(nn.Sequential(nn.ReLU())).method is DECONVNET
-    with pytest.raises(dv.ArgumentError, match="Valid methods: deconvnet, guided, gradient"):
+    with pytest.raises(dv.ArgumentError, match="Valid methods: deconvnet, guided, gradient, lrp"):
         dv.Projector(nn.Sequential(nn.ReLU()), method="guidd")
 
 

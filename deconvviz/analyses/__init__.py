@@ -7,6 +7,7 @@ themselves.
 - :mod:`.atlas`: every unit of a scan as a static website (:func:`atlas`).
 - :mod:`.attribution`: every method's attribution of a class or a unit (:func:`attribute`).
 - :mod:`.comparison`: methods side by side (:func:`compare`).
+- :mod:`.crp`: concept-conditional heatmaps (:func:`crp`) and a class's relevance at a layer.
 - :mod:`.sanity`: Adebayo's cascading randomisation (:func:`sanity_check`).
 - :mod:`.occlusion`, :mod:`.invariance`, :mod:`.correspondence`: the paper's Fig. 7, Fig. 5
   and Table 1.
@@ -19,6 +20,7 @@ from .atlas import AtlasResult, atlas
 from .attribution import attribute, list_methods
 from .comparison import Comparison, compare
 from .correspondence import CorrespondenceResult, correspondence
+from .crp import ConceptRelevance, LayerRelevance, crp, layer_relevance
 from .dataset_scan import scan
 from .evolution import EvolutionResult, evolution
 from .feature_vis import FeatureVisResult, feature_vis
@@ -30,7 +32,9 @@ from .sanity import SanityResult, sanity_check
 from .scan_result import Hit, ScanResult, load_scan, same_hits
 from .top_hits import FeatureHits, project_hits, top_hits_figure
 
-__all__ = ["AtlasResult", "atlas", "EvolutionResult", "FeatureVisResult", "feature_vis", "FilterResult", "evolution",
+__all__ = ["ConceptRelevance", "LayerRelevance", "crp", "layer_relevance",
+           "AtlasResult", "atlas", "EvolutionResult", "FeatureVisResult", "feature_vis",
+           "FilterResult", "evolution",
            "filter_figure", "filter_stats", "filters", "Comparison", "CorrespondenceResult",
            "InvarianceResult", "OcclusionResult", "correspondence", "invariance", "occlusion",
            "SanityResult", "attribute", "compare", "list_methods", "sanity_check", "FeatureHits",

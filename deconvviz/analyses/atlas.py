@@ -21,12 +21,19 @@ from torch import nn
 from .. import method_table
 from .._io import check_output_folder
 from ..choices import TILE_SCALINGS, weights_label
-from ..data.images import image_size
+from ..data.images import image_size, load_image
 from ..data.zoo import model_info
 from ..engine import Projector
 from ..errors import ArgumentError
 from ..figures.atlas_site import SiteHit, SiteInfo, SiteLayer, SiteUnit, layer_slugs, write_site
-from ..figures.atlas_tiles import IMAGE_FORMATS, thumbnail_grid, tile_path, write_pair
+from ..figures.atlas_tiles import (
+    IMAGE_FORMATS,
+    relevance_tile_path,
+    thumbnail_grid,
+    tile_path,
+    write_pair,
+    write_tile,
+)
 from ..figures.display import crop_window, to_uint8
 from . import activation_histogram
 from .scan_result import ScanResult, load_scan
@@ -193,6 +200,8 @@ def atlas(scan: Union[ScanResult, str, os.PathLike], out: Union[str, os.PathLike
         if feature_vis:
             settings, spent["feature_vis"] = _feature_vis_tiles(
                 model, net, result, names, slugs, staging, feature_vis, rank_id, world)
+        if rank_id == 0 and result.has_relevance:
+            _relevance_tiles(result, net, names, slugs, staging, image_format, spent)
         if world > 1:
             parts: List = [None] * world
             dist.all_gather_object(parts, spent)
@@ -314,7 +323,8 @@ def _site_layers(result, net, names, slugs, units) -> List[SiteLayer]:
                                          upscaled=upscaled[hit.image]))
             site_units.append(SiteUnit(
                 f, site_hits, fired=None if hist is None else int(hist[f, 1:].sum()),
-                histogram=None if hist is None else hist[f].tolist()))
+                histogram=None if hist is None else hist[f].tolist(),
+                relevance_hits=_relevance_hits(result, layer, f, geom, size, shown, root)))
         maxima = torch.tensor([u.hits[0].value for u in site_units if u.hits])
         counts = activation_histogram.empty(1)
         if maxima.numel():
@@ -324,6 +334,41 @@ def _site_layers(result, net, names, slugs, units) -> List[SiteLayer]:
             result.layer_names.index(layer)]["shape"]), rf if geom.geometry is not None else None,
             site_units, counts[0].tolist()))
     return out
+
+
+def _relevance_hits(result, layer, f, geom, size, shown, root) -> Optional[List[SiteHit]]:
+    """A unit's relevance-maximising hits as its page shows them (``None``: not scanned)."""
+    if not result.has_relevance:
+        return None
+    out = []
+    for hit in result.relevance_top(layer, f):
+        if hit.image not in shown:
+            shown[hit.image] = os.path.relpath(os.path.abspath(hit.image), root)
+        window = (geom.geometry.window(hit.y, hit.x) if geom.geometry is not None
+                  else (0, 0, size, size))
+        out.append(SiteHit(hit.value, shown[hit.image], hit.y, hit.x,
+                           tuple(int(v) for v in window)))
+    return out
+
+
+def _relevance_tiles(result, net, names, slugs, root, image_format, spent) -> None:
+    """Write the patch of every relevance-maximising hit (relevance maximisation's
+    reference images), reading each image once."""
+    by_image: Dict[str, list] = {}
+    for layer in names:
+        for f in range(result.features(layer)):
+            for rank, hit in enumerate(result.relevance_top(layer, f)):
+                by_image.setdefault(hit.image, []).append((layer, f, rank, hit))
+    for image, items in by_image.items():
+        x, rgb = load_image(image, preprocessing=result.preprocessing)
+        for layer, f, rank, hit in items:
+            geom = net.layer(layer, tuple(x.shape[-2:])).geometry
+            top, left, h, w = (geom.window(hit.y, hit.x) if geom is not None
+                               else (0, 0) + tuple(rgb.shape[:2]))
+            spent["bytes"] += write_tile(root, relevance_tile_path(slugs[layer], f, rank,
+                                                                   image_format),
+                                         crop_window(rgb, top, left, h, w), image_format)
+            spent["files"] += 1
 
 
 def _upscaled(path: str, prep) -> Optional[Tuple[float, Tuple[int, int]]]:

@@ -243,7 +243,10 @@ def _reverse(net: Projector, x: Tensor, target: Target) -> Tensor:
         return net.project(x, target.layer, target.feature, mode=target.mode)
     rec = net.record(x, "")
     seed = torch.zeros_like(rec.activations[""])
-    seed[torch.arange(x.shape[0]), target.classes] = 1.0  # 1 at the logit, as Captum seeds
+    rows = torch.arange(x.shape[0])
+    seed[rows, target.classes] = 1.0  # 1 at the logit, as Captum seeds
+    if net.method.relevance:  # LRP: the logit itself, which the relevance then conserves
+        seed[rows, target.classes] = rec.activations[""][rows, target.classes]
     return net.project(x, "", seed=seed, recording=rec)
 
 

@@ -45,6 +45,7 @@ from ..engine.layers import aliases_of, resolve_layer
 from ..engine.recording import forward_to
 from ..errors import ArgumentError, DeconvvizError, ImageError, Interrupted
 from . import activation_histogram
+from .relevance_scan import RANKS, RelevanceRanker
 from .scan_result import FORMAT, ScanResult
 
 __all__ = ["scan", "list_images", "ScanInterrupted", "ResumeWarning"]
@@ -170,7 +171,8 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
          *, top: int = 9, batch_size: int = 32, workers: int = 0,
          out: Optional[Union[str, os.PathLike]] = None, resume: bool = False,
          checkpoint_every: int = 256, progress: bool = True,
-         preprocessing: Optional[Preprocessing] = None) -> ScanResult:
+         preprocessing: Optional[Preprocessing] = None, rank: str = "activation",
+         relevance_target: Optional[int] = None, relevance_method: str = "lrp") -> ScanResult:
     """Scan a collection of images for the strongest activations of every feature.
 
     Args:
@@ -188,6 +190,12 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
         checkpoint_every: images between checkpoints.
         progress: a progress bar on stderr (images/s).
         preprocessing: overrides the model's preprocessing.
+        rank: ``"relevance"`` also keeps each unit's top images by its relevance for each
+            image's predicted class (relevance maximisation, :mod:`.relevance_scan`):
+            ``result.relevance_top(layer, feature)``.
+        relevance_target: the class whose relevance ranks them (default: each image's
+            predicted class).
+        relevance_method: the LRP method (default ``lrp``).
 
     Returns:
         A :class:`ScanResult` (also saved to ``out`` when given).
@@ -204,6 +212,8 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
     layers = list(layers)
     if not layers:
         raise ArgumentError("no layers to scan")
+    if rank not in RANKS:
+        raise ArgumentError(f"rank is one of {', '.join(RANKS)}, got {rank!r}")
     if out is not None:  # before any work: a scan must not end in an unwritable folder
         check_output_path(os.fspath(out), formats=None)
     # Absolute paths: the scan opens from any working folder (atlas, figure).
@@ -229,15 +239,21 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
         "preprocessing": prep.to_dict(),
         "images": paths, "top": top, "versions": _versions(),
     }
-    rank, world = _distributed()
+    ranker = (RelevanceRanker(model, layers, relevance_target, relevance_method)
+              if rank == "relevance" else None)
+    if ranker is not None:
+        meta["relevance"] = ranker.meta()
+    rank_id, world = _distributed()
     # At most one hit per image: memory and file size follow the hits that can be kept.
     keep = max(1, min(top, len(paths)))
-    shard = list(range(rank, len(paths), world))
+    shard = list(range(rank_id, len(paths), world))
     state = {"done": 0, "skipped": [],
              "tops": {l: _empty_tops(a.shape[1], keep, device) for l, a in zip(layers, probe)},
              "hists": {l: activation_histogram.empty(a.shape[1], device)
-                       for l, a in zip(layers, probe)}}
-    partial = _checkpoint_path(out, rank, world)
+                       for l, a in zip(layers, probe)},
+             "rel_tops": {l: _empty_tops(a.shape[1], keep, device)
+                          for l, a in zip(layers, probe)} if ranker is not None else {}}
+    partial = _checkpoint_path(out, rank_id, world)
     lock = _claim(partial)
     try:
         if resume and partial and os.path.exists(partial):
@@ -250,11 +266,11 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
         from tqdm import tqdm
 
         bar = tqdm(total=len(shard), initial=state["done"], unit="img", desc=f"scan {meta['model']}",
-                   disable=not progress or rank != 0, dynamic_ncols=True)
+                   disable=not progress or rank_id != 0, dynamic_ncols=True)
         since = 0
         try:
             for indices, x, failed in loader:
-                tops, hists = state["tops"], state["hists"]
+                tops, hists, rel_tops = state["tops"], state["hists"], state["rel_tops"]
                 if x is not None:
                     with torch.no_grad():
                         acts = forward(x.to(device))
@@ -264,11 +280,15 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
                     hists = {layer: activation_histogram.accumulate(hists[layer],
                                                                     found[layer]["strongest"])
                              for layer in layers}
+                    if ranker is not None:  # one batched relevance pass
+                        found = ranker.candidates(x.to(device), ids)
+                        rel_tops = {layer: _merge(rel_tops[layer], found[layer], k=keep)
+                                    for layer in layers}
                 # The batch counts only once all of it is merged, so an interruption never
                 # leaves half a batch in the state.
                 n = len(indices) + len(failed)
                 state = {"tops": tops, "hists": hists, "done": state["done"] + n,
-                         "skipped": state["skipped"] + failed}
+                         "skipped": state["skipped"] + failed, "rel_tops": rel_tops}
                 since += n
                 bar.update(n)
                 if partial and since >= checkpoint_every:
@@ -282,7 +302,7 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
             raise
         finally:
             bar.close()
-        tops, hists, skipped = _gather(state, world)
+        tops, hists, skipped, rel_tops = _gather(state, world)
         if paths and len(skipped) == len(paths):
             index, why = min(skipped)
             first = paths[index]
@@ -294,8 +314,11 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
                              "tops": {l: {k: v.cpu() for k, v in t.items()} for l, t in tops.items()},
                              "histograms": {l: activation_histogram.pack(h)
                                             for l, h in hists.items()},
-                             "created": datetime.datetime.now().isoformat(timespec="seconds")})
-        if out is not None and rank == 0:
+                             "created": datetime.datetime.now().isoformat(timespec="seconds"),
+                             **({"relevance_tops": {l: {k: v.cpu() for k, v in t.items()}
+                                                    for l, t in rel_tops.items()}}
+                                if ranker is not None else {})})
+        if out is not None and rank_id == 0:
             result.save(out)
         if world > 1:
             dist.barrier()
@@ -309,16 +332,8 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
 def _gather(state, world: int):
     """The ranks' states merged: top-k by value, histograms by adding their counts."""
     if world == 1:
-        return state["tops"], state["hists"], state["skipped"]
-    tops = {}
-    for layer, t in state["tops"].items():
-        gathered = {}
-        for key, value in t.items():
-            parts = [torch.empty_like(value) for _ in range(world)]
-            dist.all_gather(parts, value.contiguous())
-            gathered[key] = torch.cat(parts, dim=1)
-        channels, k = t["values"].shape
-        tops[layer] = _merge(_empty_tops(channels, k, t["values"].device), gathered, k)
+        return state["tops"], state["hists"], state["skipped"], state["rel_tops"]
+    tops, rel_tops = _gather_tops(state["tops"], world), _gather_tops(state["rel_tops"], world)
     hists = {}
     for layer, hist in state["hists"].items():
         hist = hist.clone()
@@ -326,7 +341,20 @@ def _gather(state, world: int):
         hists[layer] = hist
     skipped: List = [None] * world
     dist.all_gather_object(skipped, state["skipped"])
-    return tops, hists, [s for part in skipped for s in part]
+    return tops, hists, [s for part in skipped for s in part], rel_tops
+
+
+def _gather_tops(state_tops, world: int):
+    tops = {}
+    for layer, t in state_tops.items():
+        gathered = {}
+        for key, value in t.items():
+            parts = [torch.empty_like(value) for _ in range(world)]
+            dist.all_gather(parts, value.contiguous())
+            gathered[key] = torch.cat(parts, dim=1)
+        channels, k = t["values"].shape
+        tops[layer] = _merge(_empty_tops(channels, k, t["values"].device), gathered, k)
+    return tops
 
 
 def _claim(partial: Optional[str]) -> Optional[str]:
@@ -382,7 +410,9 @@ def _checkpoint_path(out, rank: int, world: int) -> Optional[str]:
 def _save_checkpoint(path: str, meta: dict, state: dict) -> None:
     data = {"format": FORMAT, "meta": meta, "done": state["done"], "skipped": state["skipped"],
             "tops": {l: {k: v.cpu() for k, v in t.items()} for l, t in state["tops"].items()},
-            "histograms": {l: activation_histogram.pack(h) for l, h in state["hists"].items()}}
+            "histograms": {l: activation_histogram.pack(h) for l, h in state["hists"].items()},
+            "rel_tops": {l: {k: v.cpu() for k, v in t.items()}
+                         for l, t in state["rel_tops"].items()}}
     write_atomically(path, lambda f: torch.save(data, f))
 
 
@@ -398,4 +428,6 @@ def _load_checkpoint(path: str, meta: dict, device) -> dict:
     return {"done": data["done"], "skipped": [tuple(s) for s in data["skipped"]],
             "tops": {l: {k: v.to(device) for k, v in t.items()} for l, t in data["tops"].items()},
             "hists": {l: activation_histogram.unpack(h, device)
-                      for l, h in data["histograms"].items()}}
+                      for l, h in data["histograms"].items()},
+            "rel_tops": {l: {k: v.to(device) for k, v in t.items()}
+                         for l, t in data.get("rel_tops", {}).items()}}

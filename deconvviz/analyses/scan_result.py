@@ -178,6 +178,33 @@ class ScanResult:
                 for v, i, y, x in zip(tops["values"][feature], tops["images"][feature],
                                       tops["ys"][feature], tops["xs"][feature]) if int(i) >= 0]
 
+    @property
+    def has_relevance(self) -> bool:
+        """Whether the scan also ranked each unit's images by relevance (``rank="relevance"``)."""
+        return "relevance_tops" in self.data
+
+    @property
+    def relevance_meta(self) -> Optional[dict]:
+        """How the relevance was computed (``{"method", "target"}``), if it was."""
+        return self.data["meta"].get("relevance")
+
+    def relevance_top(self, layer: str, feature: int) -> List[Hit]:
+        """The unit's images by relevance (relevance maximisation): each hit's value is the
+        unit's share of the image's relevance at the layer, at the position where the
+        unit's relevance peaks; most relevant first."""
+        if not self.has_relevance:
+            raise ArgumentError("this scan did not rank by relevance: scan with "
+                                "rank='relevance' (--rank relevance)")
+        self._tops(layer)  # an unknown layer is refused, naming the scanned ones
+        tops = self.data["relevance_tops"][layer]
+        channels = tops["values"].shape[0]
+        if not 0 <= feature < channels:
+            raise ArgumentError(f"feature {feature} out of range for {layer!r} "
+                                f"({channels} features)")
+        return [Hit(float(v), self.images[int(i)], int(y), int(x))
+                for v, i, y, x in zip(tops["values"][feature], tops["images"][feature],
+                                      tops["ys"][feature], tops["xs"][feature]) if int(i) >= 0]
+
     def save(self, path: Union[str, os.PathLike]) -> str:
         """Write the result (atomically) where :func:`load_scan` can read it."""
         path = check_output_path(os.fspath(path), formats=None)

@@ -1,4 +1,5 @@
-"""Commands that set methods side by side: ``compare`` and ``sanity``."""
+"""Commands that set methods side by side: ``compare`` and ``sanity``; ``crp`` (concept
+relevance propagation)."""
 from __future__ import annotations
 
 import sys
@@ -111,3 +112,48 @@ def sanity_command(model: str, methods: Optional[str], target: Optional[str], se
     click.echo(result.save(out, dpi=dpi))
     if csv_path is not None:
         click.echo(result.save(csv_path))
+
+
+@cli.command("crp", short_help="CRP: a layer's most relevant concepts for one image's class.")
+@model_option
+@click.option("--layer", "-l", required=True, help="The concepts' layer (alias or module path).")
+@click.option("--target", default=None, metavar="CLASS",
+              help="A class index or name [default: the image's top-1 class].")
+@click.option("--top", default=6, show_default=True, type=click.IntRange(1),
+              help="Concepts shown, most relevant first.")
+@click.option("--scan", "scan_path", default=None, metavar="RESULT",
+              help="A scan of the same model and weights holding --layer: each concept's "
+                   "reference patches (its relevance-maximising hits if the scan ranked by "
+                   "relevance, else its activation-maximising ones).")
+@click.option("--references", default=4, show_default=True, type=click.IntRange(0),
+              help="Reference patches per concept.")
+@click.option("--method", default="lrp", show_default=True,
+              help="An LRP method (lrp, lrp_epsilon_gamma_box, lrp_epsilon_alpha2beta1_flat, "
+                   "lrp_<rule>).")
+@click.option("--out", "-o", required=True, metavar="PATH", help="Output .png/.jpg/.pdf/.svg.")
+@dpi_option
+@weights_option
+@device_option
+@click.argument("image", type=click.Path())
+@friendly
+def crp_command(model: str, layer: str, target: Optional[str], top: int,
+                scan_path: Optional[str], references: int, method: str, out: str, dpi: int,
+                weights: str, device: str, image: str) -> None:
+    """Concept relevance propagation (Achtibat et al. 2023) on IMAGE: the TOP channels of
+    LAYER with the most LRP relevance for the class, each with its concept-conditional
+    heatmap, its share of the layer's relevance and reference patches from a scan."""
+    get_spec(model)
+    method_table.check(method, method_table.REVERSE)
+    if not method.startswith("lrp"):
+        raise ArgumentError(f"CRP needs an LRP method (lrp, lrp_<rule>, ...), not {method!r}")
+    check_output_path(out, FIGURE_FORMATS)
+    from ..analyses import load_scan
+    from ..analyses.crp_report import concept_report
+    from ..data.devices import resolve_device
+    from ..data.zoo import load_model
+
+    scan = load_scan(scan_path) if scan_path is not None else None
+    net_model = load_model(model, weights=weights).to(resolve_device(device))
+    report = concept_report(net_model, image, layer, top=top, target=target, scan=scan,
+                            references=references, method=method)
+    click.echo(report.save(out, dpi=dpi))

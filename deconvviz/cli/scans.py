@@ -43,15 +43,24 @@ __all__: list = []  # commands, registered on deconvviz.cli.cli
                    "without one, a warning says so and the scan starts from the first image.")
 @click.option("--checkpoint-every", default=256, show_default=True, metavar="N",
               type=click.IntRange(1), help="Images between checkpoints.")
+@click.option("--rank", "ranking", type=click.Choice(["activation", "relevance"]), default="activation",
+              show_default=True, help="relevance: also keep each unit's top images by its LRP "
+                                      "relevance for the predicted class (relevance "
+                                      "maximisation).")
+@click.option("--relevance-class", default=None, type=click.IntRange(0), metavar="CLASS",
+              help="With --rank relevance: the class whose relevance ranks the images "
+                   "(default: each image's predicted class).")
 @weights_option
 @device_option
 @click.argument("source", type=click.Path())
 @friendly
 def scan_command(model: str, layers: str, top: int, out: str, batch_size: int, workers: int,
-                 resume: bool, checkpoint_every: int, weights: str, device: str,
-                 source: str) -> None:
+                 resume: bool, checkpoint_every: int, ranking: str, relevance_class: Optional[int],
+                 weights: str, device: str, source: str) -> None:
     """Find the strongest activations of every feature of LAYERS across SOURCE (a folder of
-    images, searched recursively, or a text file listing image paths).
+    images, searched recursively, or a text file listing image paths). With --rank relevance,
+    also each feature's most relevant images (its share of the LRP relevance of the image's
+    predicted class, or of --relevance-class), one batched relevance pass per batch.
 
     Under torchrun (--nproc_per_node=N) the ranks scan disjoint shards and merge their results.
     """
@@ -65,7 +74,8 @@ def scan_command(model: str, layers: str, top: int, out: str, batch_size: int, w
     with distributed(device) as (rank, dev):
         net_model = load_model(model, weights=weights).to(dev)
         result = scan(net_model, source, names, top=top, batch_size=batch_size, workers=workers,
-                      out=out, resume=resume, checkpoint_every=checkpoint_every)
+                      out=out, resume=resume, checkpoint_every=checkpoint_every, rank=ranking,
+                      relevance_target=relevance_class)
         if rank == 0:
             if result.skipped:
                 click.echo(f"warning: skipped {len(result.skipped)} unreadable file(s):",

@@ -7,7 +7,9 @@ module              job
 ``rules``           the :class:`Rule` and :class:`RuleSet` types and the rule registry
 ``ops``             the built-in rule of every op kind (one registration each)
 ``pointwise``       activations, products (gates) and the exact-VJP fallback for other ops
-``methods``         methods as rule sets (deconvnet, guided backprop, gradient)
+``methods``         methods as rule sets (deconvnet, guided backprop, gradient, LRP's)
+``lrp``             LRP: composites as data, the relevance rules of every op kind
+``lrp_layers``      LRP's rules of layers with weights, BatchNorm folded from the graph
 ``geometry``        receptive-field and window arithmetic, padding resolved once
 ``recording``       one forward pass: activations, switches, inputs a method reads
 ``reverse``         the one reverse loop, and its full-size context
@@ -18,6 +20,7 @@ module              job
 ==================  ===========================================================================
 """
 from .layers import Layer, list_layers
+from .lrp import Composite, relevance_method
 from .methods import (
     DECONVNET,
     GRADIENT,
@@ -39,7 +42,7 @@ from .projector import (
 from .recording import Recording
 from .rules import Rule, RuleSet, register_rule, registered_rules, rule_table
 
-__all__ = ["DECONVNET", "GRADIENT", "GUIDED", "DeconvStep", "Deconvnet", "Gradient",
+__all__ = ["Composite", "relevance_method", "DECONVNET", "GRADIENT", "GUIDED", "DeconvStep", "Deconvnet", "Gradient",
            "GuidedBackprop", "Layer", "MODES", "Projector", "Recording",
            "ReversePass", "ReverseStep", "Rule", "RuleSet", "get_method", "list_layers",
            "register_method", "register_rule", "registered_rules", "rule_table",

@@ -29,6 +29,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 
 from .. import method_table
+from .lrp import COMPOSITES, RULE_METHODS, relevance_method
 from .ops_common import _same_window, _unbroadcast
 from .pointwise import EXACT_VJP, activation_vjp, gate_factor, vjp_at
 from .rules import RuleSet, get_rule
@@ -180,6 +181,8 @@ GRADIENT = RuleSet(
 factors' at the recorded point)."""
 
 METHODS: Dict[str, RuleSet] = {m.name: m for m in (DECONVNET, GUIDED, GRADIENT)}
+# LRP: zennit's three composites and one method per rule (deconvviz.engine.lrp)
+METHODS.update({c.name: relevance_method(c) for c in (*COMPOSITES, *RULE_METHODS)})
 """The reverse passes' rule sets, by method name (their names, titles and display conventions
 are in :mod:`deconvviz.method_table`)."""
 

@@ -293,6 +293,8 @@ class Projector:
 
     def _units_in_cone(self, steps, rec, node, images, features, ys, xs, values,
                        forced: bool = False) -> Optional[Tensor]:
+        if self.method.relevance:  # LRP's rules read whole maps: always the full-size pass
+            return None
         plan = plan_cone(self.traced, steps.ops, steps.folded, self.method, rec, node,
                          require_cheaper=not forced)
         if plan is None:

@@ -52,6 +52,8 @@ class Recording:
     inputs: Dict[str, Tensor] = field(default_factory=dict, repr=False)
     arguments: Dict[str, Dict[str, Tensor]] = field(default_factory=dict, repr=False)
     constants: Dict[str, object] = field(default_factory=dict, repr=False)
+    # what a method computes once per recording and reuses (LRP's denominators)
+    cache: Dict[object, object] = field(default_factory=dict, repr=False)
 
     def switches_of(self, node_name: str) -> Tensor:
         """The switches recorded at graph node ``node_name``."""

@@ -174,6 +174,8 @@ class RuleSet:
         fallback: the rule of every op no other rule of the method takes (an op no rule
             claims, or whose call its rule cannot undo); its ``when(op)`` says which ops it
             can take. ``None``: such ops are refused.
+        relevance: an LRP rule set (:mod:`deconvviz.engine.lrp`): a class is seeded with its
+            logit, not 1, and the receptive-field cone is not used (its rules read whole maps).
     """
 
     name: str
@@ -182,6 +184,7 @@ class RuleSet:
     cone_overrides: Mapping[str, ReverseFn] = field(default_factory=dict)
     needs: FrozenSet[str] = frozenset()
     fallback: Optional[Rule] = None
+    relevance: bool = False
 
     def rule(self, kind: str) -> Optional[Rule]:
         """The rule this method applies to ``kind`` (``None``: no rule)."""

@@ -10,11 +10,13 @@ from .feature_vis import feature_vis_grid
 from .methods import comparison_grid, sanity_figure
 from .paper import correspondence_figure, invariance_figure, occlusion_figure
 from .projections import layer_overview, patch_grid, projection_grid
+from .relevance import concept_figure, relevance_rgb
 from .scan_grid import scan_figure
 from .training import evolution_figure, filters_figure, training_curves
 
 __all__ = ["FIGURE_FORMATS", "Figure", "PAGE_WIDTH", "SCALINGS", "combine", "comparison_grid",
-           "correspondence_figure", "crop_window", "evolution_figure", "feature_vis_grid", "filters_figure",
+           "concept_figure", "correspondence_figure", "crop_window", "evolution_figure",
+           "feature_vis_grid", "filters_figure", "relevance_rgb",
            "training_curves", "invariance_figure", "occlusion_figure",
            "sanity_figure",
            "layer_overview", "mosaic", "patch_grid", "projection_grid", "save_figure",

@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .atlas_tiles import tile_path
+from .atlas_tiles import relevance_tile_path, tile_path
 
 __all__ = ["SiteHit", "SiteUnit", "SiteLayer", "SiteInfo", "write_site", "layer_slugs"]
 
@@ -55,6 +55,8 @@ class SiteUnit:
     fired: Optional[int] = None
     histogram: Optional[List[int]] = None
     feature_vis: Optional[str] = None  # its optimised image, relative to the layer's folder
+    # relevance maximisation (a scan with rank="relevance"): its most relevant images
+    relevance_hits: Optional[List[SiteHit]] = None
 
     @property
     def strongest(self) -> float:
@@ -344,7 +346,8 @@ def _unit_page(info: SiteInfo, layer: SiteLayer, position: int) -> str:
     body = (f"{nav}\n<header><h1>{_e(layer.name)} · unit {unit.index}</h1>"
             f"<p>{summary}{explained} Drawn with {_e(info.weights)}.</p></header>\n"
             f'<main>{_feature_vis_section(info, layer, unit)}'
-            f'<section class="hits">{"".join(hits)}</section>\n'
+            f'<div class="side"><section class="hits">{"".join(hits)}</section>'
+            f'{_relevance_section(info, layer, unit)}</div>\n'
             f"<section><h2>Distribution over {info.images_read:,} images</h2>{distribution}"
             f"</section></main>")
     return _page(f"{info.model} {layer.name} unit {unit.index}", body, "../style.css")
@@ -361,6 +364,28 @@ def _feature_vis_section(info: SiteInfo, layer: SiteLayer, unit: SiteUnit) -> st
             f"<figcaption>{_e(info.feature_vis or '')}</figcaption></figure>"
             f"<h2>What it found: its hits in the images, with their projections</h2>"
             f"</section>\n")
+def _relevance_section(info: SiteInfo, layer: SiteLayer, unit: SiteUnit) -> str:
+    """The unit's relevance-maximising images beside its activation-maximising hits (empty
+    for a scan that did not rank by relevance)."""
+    if unit.relevance_hits is None:
+        return ""
+    if not unit.relevance_hits:
+        return ('<section class="relmax"><h2>Most relevant images</h2><p>No image gave this '
+                "unit a positive share of its class's relevance.</p></section>")
+    tiles = []
+    for rank, hit in enumerate(unit.relevance_hits):
+        name = os.path.basename(relevance_tile_path(layer.slug, unit.index, rank,
+                                                    info.image_format))
+        tiles.append(f'<figure class="hit"><img src="img/{_e(name)}" alt="relevance hit '
+                     f'{rank + 1}: image patch" height="128"><figcaption><b>{rank + 1}.</b> '
+                     f'{100 * hit.value:.2f}% of the relevance<br><span class="file" '
+                     f'title="{_e(hit.image)}">{_e(hit.image)}</span><br>relevance peaks at '
+                     f"(y {hit.y}, x {hit.x})</figcaption></figure>")
+    return ('<section class="relmax"><h2>Most relevant images (relevance maximisation)</h2>'
+            "<p>The images in which this unit holds the largest share of the LRP relevance of "
+            "the predicted class (Achtibat et al. 2023): the patch under its receptive field "
+            "where its relevance peaks.</p>"
+            f'<div class="hits">{"".join(tiles)}</div></section>')
 
 
 _CSS = """body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;
@@ -383,6 +408,7 @@ background:repeating-linear-gradient(45deg,#ddd,#ddd 6px,#e8e8e8 6px,#e8e8e8 12p
 .sort button{margin:0 4px}.sort button.on{font-weight:bold}
 .step{margin-left:12px}
 .hits{display:flex;flex-wrap:wrap;gap:12px}
+.side{display:flex;flex-wrap:wrap;gap:24px}.side>section{flex:1 1 420px}
 .hit{margin:0;width:260px;font-size:12px}
 .hit img{height:128px;width:auto;image-rendering:pixelated;background:#000}
 .file{word-break:break-all;color:#444}

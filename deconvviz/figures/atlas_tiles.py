@@ -62,6 +62,31 @@ def write_pair(root: str, relative: str, projection: np.ndarray, patch: np.ndarr
     return len(data)
 
 
+def relevance_tile_path(slug: str, unit: int, rank: int, image_format: str = "jpg") -> str:
+    """The file of a unit's relevance-maximising hit (its image patch), relative to the
+    atlas's folder."""
+    return f"{slug}/img/u{unit}_rel{rank}.{image_format}"
+
+
+def write_tile(root: str, relative: str, patch: np.ndarray, image_format: str = "jpg",
+               quality: int = 88) -> int:
+    """Encode one image patch (``H x W x 3`` uint8) under ``root``, enlarged as
+    :func:`write_pair` enlarges small fields; returns its size in bytes."""
+    small = min(patch.shape[:2])
+    if small < MIN_TILE:
+        factor = -(-MIN_TILE // max(small, 1))
+        patch = cv2.resize(patch, (patch.shape[1] * factor, patch.shape[0] * factor),
+                           interpolation=cv2.INTER_NEAREST)
+    ok, data = cv2.imencode(f".{image_format}", np.ascontiguousarray(patch[:, :, ::-1]),
+                            [_QUALITY[image_format], quality]
+                            + (_SAMPLING if image_format == "jpg" else []))
+    if not ok:
+        raise ArgumentError(f"cannot encode {relative} as {image_format}")
+    with open(os.path.join(root, relative), "wb") as handle:
+        handle.write(data)
+    return len(data)
+
+
 def thumbnail_grid(root: str, layer, image_format: str, *, count: int = 64,
                    columns: int = 16, size: int = 48) -> np.ndarray:
     """The first ``count`` units of ``layer`` (a :class:`~.atlas_site.SiteLayer`) as one

@@ -1,0 +1,199 @@
+"""Concept relevance propagation (Achtibat et al., Nature Machine Intelligence 2023).
+
+A *concept* is a channel of a layer. Its conditional heatmap for a decision is the class's
+LRP relevance at the layer, masked to that channel and propagated on to the pixels; its
+share is the channel's relevance, summed over positions, over the sum of every channel's
+absolute relevance (zennit-crp's convention). :func:`layer_relevance` is the part of the
+pass above the layer, run once for a batch of images; :func:`crp` then runs the part below
+it for every concept at once (K signals per image, in chunks that fit ``max_memory``),
+reusing the denominators of the LRP rules, which depend on the image only.
+
+Relevance that bypasses the layer (a skip connection around it) is not any concept's: the
+conditional heatmaps of all of a layer's channels add up to the class's heatmap exactly
+where every path from the output to the pixels passes the layer (a block's output,
+VGG16's conv5_3), and to the part that flows through it otherwise.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+from ..engine import Projector
+from ..engine.recording import check_images
+from ..engine.reverse import FullSize, run
+from ..errors import ArgumentError
+from .attribution import resolve_target
+
+__all__ = ["crp", "ConceptRelevance", "LayerRelevance", "layer_relevance", "layer_relevances"]
+
+
+@dataclass
+class LayerRelevance:
+    """A class's relevance at a layer, for a batch of images.
+
+    Attributes:
+        relevance: ``[N, C, h, w]`` (``[N, C]`` for a linear layer).
+        channel: ``[N, C]``: each channel's relevance summed over positions.
+        share: ``[N, C]``: ``channel`` over the sum of the absolute values of ``channel``.
+        classes: the class explained for each image; logits: their logits (the seeds).
+    """
+
+    relevance: Tensor
+    channel: Tensor
+    share: Tensor
+    classes: List[int]
+    logits: Tensor
+
+
+@dataclass
+class ConceptRelevance:
+    """:func:`crp`'s result.
+
+    Attributes:
+        heatmaps: ``[N, K, 3, H, W]``: each concept's conditional heatmap (sum over the
+            colour channels for one map per pixel).
+        concepts: the K channels, in the order of ``heatmaps``.
+        relevance: ``[N, K]``: each concept's relevance at the layer (summed over positions).
+        share: ``[N, K]``: its share of the layer's relevance.
+        layer, method, classes: what was explained, and how.
+    """
+
+    heatmaps: Tensor
+    concepts: List[int]
+    relevance: Tensor
+    share: Tensor
+    layer: str
+    method: str
+    classes: List[int]
+
+
+def _relevance_net(model: Union[nn.Module, Projector], method: Optional[str]) -> Projector:
+    """A projector of an LRP method: ``method``, else a projector's own, else ``lrp``."""
+    if isinstance(model, Projector):
+        net = model if method is None or model.method.name == method \
+            else model.with_method(method)
+    else:
+        net = Projector(model, method=method or "lrp")
+    if not net.method.relevance:
+        raise ArgumentError(f"CRP needs an LRP method (lrp, lrp_epsilon_gamma_box, ...), "
+                            f"not {method!r}")
+    return net
+
+
+def layer_relevance(model: Union[nn.Module, Projector], x: Tensor, layer: str,
+                    target: Union[None, int, str, Sequence[int]] = None, *,
+                    method: Optional[str] = None, recording=None) -> LayerRelevance:
+    """The relevance of each image's class (default: its top-1) at ``layer``, seeded with the
+    logit: one forward pass and the part of the LRP pass above the layer, for the batch.
+    ``method``: an LRP method (default: a projector's own, else ``lrp``)."""
+    return layer_relevances(model, x, [layer], target, method=method,
+                            recording=recording)[layer]
+
+
+def layer_relevances(model: Union[nn.Module, Projector], x: Tensor, layers: Sequence[str],
+                     target: Union[None, int, str, Sequence[int]] = None, *,
+                     method: Optional[str] = None, recording=None) -> Dict[str, LayerRelevance]:
+    """:func:`layer_relevance` at several layers with one forward pass and one LRP pass
+    down to the shallowest of them."""
+    net = _relevance_net(model, method)
+    x = check_images(x, net.device, model=net.model)
+    layers = list(layers)
+    rec = recording if recording is not None else net.record(x, [*layers, ""])
+    logits = rec.activations[""]
+    if target is not None and not isinstance(target, (int, str)):
+        classes = [int(c) for c in target]
+        if len(classes) != x.shape[0]:
+            raise ArgumentError(f"give one class per image ({x.shape[0]}), got {len(classes)}")
+    else:
+        classes = resolve_target(net.model, x, target, logits=logits).classes
+    rows = torch.arange(x.shape[0], device=logits.device)
+    cls = torch.as_tensor(classes, device=logits.device)
+    seed = torch.zeros_like(logits)
+    seed[rows, cls] = logits[rows, cls]
+    full = net.reverse_pass("")
+    ops = full.ops
+    where = {op.name: i for i, op in enumerate(ops)}
+    stops = []
+    for layer in layers:
+        node = net._node(layer)
+        if node not in where:
+            raise ArgumentError(f"layer {layer!r} is not on the path from the output to the "
+                                f"input")
+        stops.append((where[node], layer, node))
+    ctx = FullSize(net.method, rec, x.shape[0], 1, net.traced, full.folded)
+    signals, done, found = {net._node(""): seed}, 0, {}
+    with torch.no_grad():
+        for index, layer, node in sorted(stops):
+            # the signals left at ``node`` once every op above it has run: all of its relevance
+            signals = run(ops[done:index], signals, ctx)
+            done = index
+            found[layer] = signals.get(node)
+    out = {}
+    for layer in layers:
+        act = rec.activations[layer]
+        relevance = found[layer]
+        relevance = torch.zeros_like(act) if relevance is None else relevance.reshape(act.shape)
+        channel = relevance.flatten(2).sum(-1) if relevance.dim() > 2 else relevance
+        share = channel / channel.abs().sum(1, keepdim=True).clamp_min(1e-30)
+        out[layer] = LayerRelevance(relevance, channel, share, list(classes), logits[rows, cls])
+    return out
+
+
+def crp(model: Union[nn.Module, Projector], x: Tensor, layer: str,
+        concepts: Union[None, int, Sequence[int]] = None,
+        target: Union[None, int, str, Sequence[int]] = None, *, top: Optional[int] = None,
+        method: Optional[str] = None) -> ConceptRelevance:
+    """Concept-conditional heatmaps: for each concept (channel of ``layer``), the class's
+    relevance through that channel alone, at the pixels.
+
+    Args:
+        model: the network, or a :class:`~deconvviz.engine.Projector` of it.
+        x: normalised images ``[N, 3, H, W]``.
+        layer: the concepts' layer (alias or module path).
+        concepts: channel indices (default: every channel, or the ``top`` most relevant).
+        target: the class (index or ImageNet name; default: each image's top-1), or one
+            class per image.
+        top: the ``top`` most relevant channels (by their share summed over the images),
+            most relevant first.
+        method: an LRP method (default: a projector's own, else ``lrp``, zennit's
+            EpsilonPlusFlat).
+
+    Returns:
+        A :class:`ConceptRelevance`.
+
+    Examples:
+        >>> r = crp(model, x, "conv5_3", top=6)
+        >>> r.heatmaps.shape, r.share   # [1, 6, 3, H, W], each concept's share
+    """
+    net = _relevance_net(model, method)
+    x = check_images(x, net.device, model=net.model)
+    rec = net.record(x, [layer, ""])
+    upper = layer_relevance(net, x, layer, target, method=net.method.name, recording=rec)
+    channels = upper.relevance.shape[1]
+    if concepts is None:
+        order = upper.share.sum(0).argsort(descending=True).tolist()
+        chosen = order[:top] if top is not None else list(range(channels))
+    else:
+        chosen = [int(concepts)] if isinstance(concepts, int) else [int(c) for c in concepts]
+        bad = [c for c in chosen if not 0 <= c < channels]
+        if bad or not chosen:
+            raise ArgumentError(f"concepts are channels 0..{channels - 1} of {layer!r}, got "
+                                f"{bad or chosen}")
+    steps = net.reverse_pass(layer)
+    node = net._node(layer)
+    relevance = upper.relevance
+    index = torch.as_tensor(chosen, device=relevance.device)
+
+    def masked(k0: int, k1: int) -> Tensor:
+        part = index[k0:k1]
+        seeds = relevance.new_zeros(relevance.shape[0], len(part), *relevance.shape[1:])
+        ks = torch.arange(len(part), device=relevance.device)
+        seeds[:, ks, part] = relevance[:, part]
+        return seeds
+
+    heatmaps = net._reverse_in_chunks(steps, rec, node, masked, len(chosen), x.shape[0])
+    return ConceptRelevance(heatmaps, chosen, upper.channel[:, index], upper.share[:, index],
+                            layer, net.method.name, upper.classes)

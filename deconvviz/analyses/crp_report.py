@@ -1,0 +1,104 @@
+"""CRP's figure for one image and class: the layer's most relevant concepts, each with its
+conditional heatmap, its share of the layer's relevance and its reference patches from a
+scan (the relevance-maximising hits where the scan ranked by relevance, else the
+activation-maximising ones; the figure says which)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Union
+
+import numpy as np
+from torch import Tensor, nn
+
+from .. import figures
+from ..data.images import load_image
+from ..data.zoo import model_info, model_name
+from ..engine import Projector
+from ..figures.display import crop_window
+from .attribution import attribute, class_names
+from .crp import ConceptRelevance, crp
+from .scan_result import ScanResult
+from .top_hits import check_scanned_weights
+
+__all__ = ["ConceptReport", "concept_report", "reference_patches"]
+
+
+@dataclass
+class ConceptReport:
+    """:func:`concept_report`'s result: the CRP result, the photo, the class's heatmap and
+    each concept's reference patches; ``figure()`` draws it, ``save(path)`` writes it."""
+
+    relevance: ConceptRelevance
+    photo: np.ndarray
+    class_map: np.ndarray
+    references: List[List[np.ndarray]]
+    reference_kind: str
+    title: str
+
+    def figure(self, **options):
+        r = self.relevance
+        maps = [r.heatmaps[0, k].sum(0).cpu().numpy() for k in range(len(r.concepts))]
+        return figures.concept_figure(self.photo, self.class_map, maps, r.concepts,
+                                      r.share[0].tolist(), self.references, title=self.title,
+                                      reference_title=self.reference_kind, **options)
+
+    def _repr_png_(self) -> bytes:
+        return self.figure()._repr_png_()
+
+    def save(self, path: str, *, dpi: Optional[float] = None) -> str:
+        return figures.save_figure(self.figure(), path, dpi=dpi)
+
+
+def reference_patches(scan: ScanResult, net: Projector, layer: str, feature: int,
+                      count: int = 4, by: str = "relevance") -> List[np.ndarray]:
+    """The photo patches under the receptive field of a unit's top hits in ``scan`` (by
+    relevance, or by activation), as uint8 arrays, most relevant first."""
+    hits = (scan.relevance_top(layer, feature) if by == "relevance"
+            else scan.top(layer, feature))[:count]
+    patches = []
+    for hit in hits:
+        x, rgb = load_image(hit.image, preprocessing=scan.preprocessing)
+        geom = net.layer(layer, tuple(x.shape[-2:])).geometry
+        top, left, h, w = (geom.window(hit.y, hit.x) if geom is not None
+                           else (0, 0) + tuple(rgb.shape[:2]))
+        patches.append(crop_window(rgb, top, left, h, w))
+    return patches
+
+
+def concept_report(model: nn.Module, image: Union[str, Tensor], layer: str, *, top: int = 6,
+                   target: Union[None, int, str] = None, scan: Optional[ScanResult] = None,
+                   references: int = 4, method: str = "lrp",
+                   photo: Optional[np.ndarray] = None) -> ConceptReport:
+    """CRP's figure for one image: the ``top`` most relevant concepts of ``layer`` for the
+    class ``target`` (default: the top-1), with reference patches from ``scan`` (a scan of
+    the same model and weights holding ``layer``).
+
+    Examples:
+        >>> concept_report(model, "cat.jpg", "conv5_3", scan=load_scan("scan.pt")).save("c.png")
+    """
+    if isinstance(image, str):
+        x, photo = load_image(image, model=model)
+    else:
+        x = image
+        if photo is None:
+            raise ValueError("give photo= (uint8 H x W x 3) with a tensor image")
+    net = Projector(model, method=method)
+    x = x.to(net.device) if net.device is not None else x
+    result = crp(net, x[:1], layer, top=top, target=target, method=method)
+    class_map = attribute(model, x[:1], method, target=result.classes[0],
+                          nets={method: net})[0].sum(0)
+    refs: List[List[np.ndarray]] = [[] for _ in result.concepts]
+    kind = "no scan given"
+    if scan is not None:
+        check_scanned_weights(scan, model)
+        by = "relevance" if scan.has_relevance else "activation"
+        kind = f"{by}-maximising patches"
+        refs = [reference_patches(scan, net, layer, c, references, by) for c in result.concepts]
+    names = class_names(model)
+    cls = result.classes[0]
+    label = names[cls] if names and cls < len(names) else f"class {cls}"
+    info = model_info(model)
+    weights = info.weights if info is not None else "user weights"
+    title = (f"CRP: {model_name(model)} ({weights}), {label}, the {len(result.concepts)} most "
+             f"relevant concepts of {layer} ({net.method.title})")
+    return ConceptReport(result, photo, class_map.cpu().numpy(), refs, kind, title)

@@ -1,0 +1,291 @@
+"""Layer-wise relevance propagation (LRP) as rule sets on the engine: composites as data.
+
+A :class:`Composite` names the rule of each kind of layer with weights (the first layer, the
+other convolutions, the linear layers; the rules are in :mod:`deconvviz.engine.lrp_layers`)
+and its constants; :func:`relevance_method` turns it into a
+:class:`~deconvviz.engine.rules.RuleSet`, which :func:`~deconvviz.engine.register_method`
+makes a method like any other (``--method``, ``dv.attribute``, ``compare``, ``sanity``). The
+rest of the graph needs no per-architecture code:
+
+- pointwise activations (ReLU, ReLU6, SiLU, GELU, ...), local response normalisation,
+  identities, reshapes and scalings by a constant pass relevance through unchanged;
+- a max-pool passes it to its winner (unpooling through the switches: its gradient);
+- an average pool (adaptive or not) and a mean are linear layers under the z-rule
+  (zennit's ``Norm``): ``x · Jᵀ(R / y)``;
+- an addition splits relevance in proportion to each input's contribution (the z-rule on
+  the sum: ``R_i = z_i R / Σz``; a constant term absorbs its share, as a bias does);
+- a concatenation splits by channels; an index or a pad takes its transpose;
+- a squeeze-excitation gate is the recorded constant it is for the image: relevance goes
+  down the gated factor unchanged, none into the gate; a product of two signals that is not
+  a gate gives each factor half;
+- BatchNorm folds into the adjacent convolution, before or after it, from the graph
+  (:func:`~deconvviz.engine.lrp_layers.fold_partner`); a BatchNorm with no convolution
+  next to it is an affine layer under the ε rule;
+- every other op autograd can differentiate (LayerNorm, permute, sigmoid) takes the z-rule
+  of its linearisation at the recorded point, ``x · Jᵀ(R / y)`` for each input (exact LRP-0
+  for a linear op; for LayerNorm it is not the LN rule of Ali et al. 2022).
+
+A class's relevance is seeded with its logit (LRP's convention: the heatmap sums to the
+logit when relevance is conserved), a unit's with its activation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Dict, Optional, Sequence
+
+import torch
+
+from ..errors import ArgumentError, UnsupportedOpError
+from .lrp_layers import LAYER_RULES, fold_partner, is_first_layer, layer_reverse, stabilize
+from .ops_common import _unbroadcast, _vjp
+from .pointwise import EXACT_VJP, _run, gate_factor, vjp_at
+from .rules import RuleSet, get_rule
+
+__all__ = ["Composite", "relevance_method", "COMPOSITES", "RULE_METHODS", "LAYER_RULES"]
+
+
+@dataclass(frozen=True)
+class Composite:
+    """An LRP composite: which rule each kind of layer with weights takes, and its constants.
+
+    Attributes:
+        name: the method's name (``--method NAME``).
+        title: how figures name it.
+        first: the rule of a layer that reads the image (``None``: its kind's rule).
+        conv: the rule of every other convolution.
+        linear: the rule of every other linear layer.
+        epsilon: the ε rule's ε.
+        stabilizer: every other rule's stabiliser (zennit's default 1e-6).
+        gamma: the γ rule's γ.
+        low, high: z^B's bounds per input channel (``None``: from the zoo model's
+            preprocessing, the normalised [0, 1] range).
+        summary: one line for the method table.
+
+    Examples:
+        >>> mine = Composite("lrp_mine", "LRP γ-ε", first="flat", conv="gamma", gamma=0.1)
+        >>> dv.register_method(relevance_method(mine), display="signed")
+    """
+
+    name: str
+    title: str
+    first: Optional[str] = "flat"
+    conv: str = "zplus"
+    linear: str = "epsilon"
+    epsilon: float = 1e-6
+    stabilizer: float = 1e-6
+    gamma: float = 0.25
+    low: Optional[Sequence[float]] = None
+    high: Optional[Sequence[float]] = None
+    summary: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        for where in ("first", "conv", "linear"):
+            rule = getattr(self, where)
+            if (rule is not None or where != "first") and rule not in LAYER_RULES:
+                raise ArgumentError(f"unknown LRP rule {rule!r} for {where} layers; choose one "
+                                    f"of {', '.join(LAYER_RULES)}")
+        if "zbox" in (self.conv, self.linear):
+            raise ArgumentError("z^B (zbox) is a rule for the layer that reads the pixels: "
+                                "give it as first='zbox'")
+        if self.epsilon < 0 or self.stabilizer < 0 or self.gamma < 0:
+            raise ArgumentError("epsilon, stabilizer and gamma are >= 0")
+
+    def rule_for(self, op, traced) -> str:
+        """The rule this composite gives the layer ``op``."""
+        if self.first is not None and is_first_layer(op, traced):
+            return self.first
+        return self.conv if op.kind == "conv" else self.linear
+
+
+# -- the other ops' relevance rules ---------------------------------------------------------
+def _pass(op, s, ctx):
+    return [(op.inputs[0], s)]
+
+
+def _nk(s, n):
+    return s.reshape(n, s.shape[0] // n, *s.shape[1:])
+
+
+def _z_linear(op, s, ctx, composite):
+    """A linear op without weights (average pool, mean) under the z-rule: ``x·Jᵀ(R/y)``."""
+    x = _input(op, ctx)
+    key = ("lrp-z", composite.name, op.name)
+    if key not in ctx.rec.cache:
+        with torch.no_grad():
+            y = vjp_free_run(op, x)
+        ctx.rec.cache[key] = stabilize(y, composite.stabilizer)
+    den = ctx.rec.cache[key]
+    n = x.shape[0]
+    g = (_nk(s, n) / den[:, None]).reshape(s.shape)
+    ((node, back),) = _vjp(op, g, ctx)
+    return [(node, (_nk(back, n) * x[:, None]).reshape(back.shape))]
+
+
+def vjp_free_run(op, x):
+    """Run a one-input op forward on ``x`` (its other arguments as traced)."""
+    import torch.fx as fx
+
+    args = fx.node.map_arg(op.node.args, lambda n: x)
+    kwargs = fx.node.map_arg(op.node.kwargs, lambda n: x)
+    if op.node.op == "call_module":
+        return op.module(*args, **kwargs)
+    if op.node.op == "call_method":
+        return getattr(args[0], op.node.target)(*args[1:], **kwargs)
+    return op.node.target(*args, **kwargs)
+
+
+def _is_mean(op) -> bool:
+    return op.node.target in (torch.mean, "mean")
+
+
+def _sum_rule(op, s, ctx, composite):
+    """The z-rule on a sum: each input's share of the output, ``z_i R / y`` (a constant
+    term keeps its own share, as a bias does)."""
+    values = ctx.rec.arguments[op.name]
+    env = {}
+    for node in _arg_nodes(op):
+        value = values[node.name] if node.name in values else ctx.rec.constants[node.name]
+        env[node] = value.clone() if isinstance(value, torch.Tensor) else value
+    with torch.no_grad():
+        y = _run(op, env)  # on copies: an in-place add must not change the recording
+    n = y.shape[0]
+    g = _nk(s, n) / stabilize(y, composite.stabilizer)[:, None]
+    out = []
+    for node, sign in op.params["signs"]:
+        part = values[node.name] * sign
+        if part.dim() < g.dim() - 1 or part.shape[0] != n:  # broadcast over the batch
+            part = part.expand(n, *part.shape[-(g.dim() - 2):]) if part.dim() else part
+        out.append((node, _unbroadcast((g * part[:, None]).reshape(-1, *g.shape[2:]),
+                                       ctx.shape(node))))
+    return out
+
+
+def _arg_nodes(op):
+    import torch.fx as fx
+
+    found = []
+    fx.node.map_arg((op.node.args, op.node.kwargs), lambda n: found.append(n) or n)
+    return list(dict.fromkeys(found))
+
+
+def _input(op, ctx):
+    """The op's recorded first input (over the N images)."""
+    if op.name in ctx.rec.inputs:
+        return ctx.rec.inputs[op.name]
+    return ctx.rec.arguments[op.name][op.inputs[0].name]
+
+
+def _gate_or_halves(op, s, ctx):
+    gate = gate_factor(op)
+    if gate is None:  # two signals, no gate: each factor gets half
+        a, b = op.node.args[:2]
+        return [(a, _unbroadcast(s * 0.5, ctx.shape(a))), (b, _unbroadcast(s * 0.5, ctx.shape(b)))]
+    other = next(n for n in op.node.args[:2] if n is not gate)
+    return [(other, _unbroadcast(s, ctx.shape(other)))]
+
+
+def _gated_reaches(op):
+    gate = gate_factor(op)
+    return [n for n in op.inputs if n is not gate]
+
+
+def _batchnorm(op, s, ctx, composite):
+    side, _ = fold_partner(op, ctx.traced)
+    if side is not None:  # its scale and shift ride on the convolution next to it
+        return [(op.inputs[0], s)]
+    bn = op.module
+    x = ctx.rec.inputs[op.name]
+    with torch.no_grad():
+        y = bn(x)
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    from .ops import batchnorm_scale
+
+    z = x * batchnorm_scale(bn).reshape(shape)
+    n = x.shape[0]
+    g = _nk(s, n) / stabilize(y, composite.epsilon)[:, None]
+    return [(op.inputs[0], (g * z[:, None]).reshape(s.shape))]
+
+
+def _z_fallback(op, s, ctx, composite):
+    """The z-rule on the op's linearisation at the recorded point: ``x_i · J_iᵀ(R / y)``."""
+    if isinstance(s, dict):
+        raise UnsupportedOpError(f"no {composite.title} rule for {op.label} at {op.where}: it "
+                                 f"returns several tensors")
+    values = ctx.arguments_of(op)
+    with torch.no_grad():
+        y = _run(op, {n: v.clone() if isinstance(v, torch.Tensor) else v
+                      for n, v in values.items()})
+    grads = vjp_at(op, values, s / stabilize(y, composite.stabilizer), ctx)
+    return [(node, g * values[node]) for node, g in grads]
+
+
+def relevance_method(composite: Composite) -> RuleSet:
+    """The rule set of an LRP composite (register it with
+    :func:`~deconvviz.engine.register_method` to use it by name)."""
+    c = composite
+
+    def layer(op, s, ctx):
+        return layer_reverse(c.rule_for(op, ctx.traced), op, s, ctx, c)
+
+    def transpose(op, s, ctx):
+        return _z_linear(op, s, ctx, c) if _is_mean(op) else _vjp(op, s, ctx)
+
+    passing = "relevance passes through unchanged"
+    layers = (f"first layer: {c.first}; " if c.first else "") + f"others: {c.conv}"
+    overrides: Dict[str, object] = {
+        "conv": (layer, f"LRP {layers} (BatchNorm folded in)", {"input"}),
+        "linear": (layer, f"LRP {c.linear}" + (f" ({c.first} if it reads the image)"
+                                               if c.first else ""), {"input"}),
+        "relu": (_pass, passing),
+        "relu6": (_pass, passing),
+        "activation": (_pass, passing),
+        "lrn": (_pass, passing + " (as in the deconvnet)"),
+        "scale": (_pass, passing),
+        "batchnorm": (lambda op, s, ctx: _batchnorm(op, s, ctx, c),
+                      "folded into the convolution next to it; else the ε rule", {"input"}),
+        "avgpool": (lambda op, s, ctx: _z_linear(op, s, ctx, c),
+                    "z-rule: x * (transpose of the pool)(R / y)", {"input"}),
+        "adaptive_avgpool": (lambda op, s, ctx: _z_linear(op, s, ctx, c),
+                             "z-rule: x * (transpose of the pool)(R / y)", {"input"}),
+        "transpose": (transpose, "mean: the z-rule; index, pad: transpose", {"arguments"}),
+        "add": (lambda op, s, ctx: _sum_rule(op, s, ctx, c),
+                "z-rule on the sum: each input's share of the output", {"arguments"}),
+        "product": replace(get_rule("product"), reverse=_gate_or_halves, reaches=_gated_reaches,
+                           description="a gate is a recorded constant: relevance down the gated "
+                                       "factor unchanged (no gate: half to each factor)"),
+    }
+    fallback = replace(EXACT_VJP, reverse=lambda op, s, ctx: _z_fallback(op, s, ctx, c),
+                       description="the z-rule on its linearisation at the recorded point: "
+                                   "x * J^T(R / y)")
+    return RuleSet(name=c.name, title=c.title, overrides=overrides, fallback=fallback,
+                   relevance=True)
+
+
+# zennit's composites, by their names in zennit
+EPSILON_PLUS_FLAT = Composite(
+    "lrp", "LRP ε-z⁺-flat", first="flat", conv="zplus", linear="epsilon",
+    summary="LRP, zennit's EpsilonPlusFlat: flat on the first layer, z+ on convolutions, "
+            "epsilon on linear layers")
+EPSILON_GAMMA_BOX = Composite(
+    "lrp_epsilon_gamma_box", "LRP ε-γ-box", first="zbox", conv="gamma", linear="epsilon",
+    summary="LRP, zennit's EpsilonGammaBox: z^B on the pixels, gamma on convolutions, "
+            "epsilon on linear layers")
+EPSILON_ALPHA2_BETA1_FLAT = Composite(
+    "lrp_epsilon_alpha2beta1_flat", "LRP ε-α2β1-flat", first="flat", conv="alpha2beta1",
+    linear="epsilon",
+    summary="LRP, zennit's EpsilonAlpha2Beta1Flat: flat on the first layer, alpha=2 beta=1 on "
+            "convolutions, epsilon on linear layers")
+COMPOSITES = (EPSILON_PLUS_FLAT, EPSILON_GAMMA_BOX, EPSILON_ALPHA2_BETA1_FLAT)
+
+_SINGLE_TITLES = {"epsilon": "ε", "zplus": "z⁺", "alpha2beta1": "α2β1", "alpha1beta0": "α1β0",
+                  "gamma": "γ", "flat": "flat", "wsquare": "w²", "zbox": "z^B"}
+RULE_METHODS = tuple(
+    Composite(f"lrp_{rule}", f"LRP {_SINGLE_TITLES[rule]}",
+              first="zbox" if rule == "zbox" else None,
+              conv="epsilon" if rule == "zbox" else rule,
+              linear="epsilon" if rule == "zbox" else rule,
+              summary=(f"LRP's {rule} rule on every convolution and linear layer"
+                       if rule != "zbox" else
+                       "LRP's z^B rule on the pixels, epsilon on every other layer"))
+    for rule in LAYER_RULES)
+"""One method per rule: the rule on every layer with weights (z^B on the first, ε above)."""

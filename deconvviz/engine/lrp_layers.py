@@ -1,0 +1,295 @@
+"""LRP's rules for the layers with weights (convolutions, linear layers), BatchNorm folded in.
+
+Each rule (Montavon et al., "Layer-Wise Relevance Propagation: An Overview", 2019; the
+formulas and stabiliser of zennit 0.5) is a list of *terms* over *groups*. A group is a
+denominator ``z`` (a forward pass of the layer with modified inputs and weights, stabilised)
+and, for the γ rule, a mask of the outputs it applies to; a term is ``coef * input *
+Wᵀ(R * mask / z)`` for a modified input and weight (``input`` omitted: the flat and w² rules
+take no input). With ``x⁺ = max(x, 0)``, ``W⁺ = max(W, 0)`` (and ``⁻`` for the minimum):
+
+==============  =================================================================  ==========
+rule            denominator(s)                                                     terms
+==============  =================================================================  ==========
+``epsilon``     ``z = Wx + b``                                                     ``x·Wᵀ(R/z)``
+``zplus``       ``z = W⁺x⁺ + b⁺ + W⁻x⁻``                                           ``x⁺·W⁺ᵀ(R/z) + x⁻·W⁻ᵀ(R/z)``
+``alphabeta``   ``z⁺ = W⁺x⁺ + b⁺ + W⁻x⁻``, ``z⁻ = W⁻x⁺ + b⁻ + W⁺x⁻``               ``α(x⁺·W⁺ᵀ + x⁻·W⁻ᵀ)(R/z⁺) − β(x⁺·W⁻ᵀ + x⁻·W⁺ᵀ)(R/z⁻)``
+``gamma``       as αβ with ``W + γW⁺``, ``W + γW⁻`` (``b + γb⁺``, ``b + γb⁻``),    each side for the outputs of its sign
+                ``y = Wx + b > 0`` or ``< 0``
+``flat``        ``z = 1ᵀ1`` (all weights one, no bias)                             ``1ᵀ(R/z)``
+``wsquare``     ``z = (W²)1 + b²``                                                 ``W²ᵀ(R/z)``
+``zbox``        ``z = Wx + b − (W⁺l + b⁺) − (W⁻h + b⁻)``                           ``(x·Wᵀ − l·W⁺ᵀ − h·W⁻ᵀ)(R/z)``
+==============  =================================================================  ==========
+
+Every denominator is stabilised as zennit does: ``z + e·(sign(z) + [z = 0])``.
+
+BatchNorm is folded from the graph, without per-architecture code: one that directly follows
+a convolution (or linear layer) whose only user it is rides on its weights and bias (as
+zennit's canonizers merge it); one whose only user is a convolution directly after it is
+folded into that convolution's weights (over input channels) and a bias *map* (the padding
+is zero after the normalisation, so the shift's contribution depends on the position). Any
+other BatchNorm is an affine layer of its own under the ε rule.
+
+The per-image parts (modified inputs, denominators) are computed once per recording and
+cached there, so that the concepts of CRP (many signals per image) share them; a term whose
+modified input is zero everywhere (``x⁻`` after a ReLU) is skipped: it adds exactly zero.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..errors import ArgumentError
+from .ops import batchnorm_scale
+
+__all__ = ["LAYER_RULES", "stabilize", "fold_partner", "is_first_layer", "layer_reverse",
+           "bounds_of"]
+
+LAYER_RULES = ("epsilon", "zplus", "alpha2beta1", "alpha1beta0", "gamma", "flat", "wsquare",
+               "zbox")
+"""The rules a composite can give a convolution or linear layer."""
+
+_PASSING = ("identity", "reshape")  # ops between the image and a first layer
+
+
+def stabilize(z: Tensor, e: float) -> Tensor:
+    """zennit's stabiliser: ``z + e * sign(z)``, with sign(0) = 1."""
+    return z + e * ((z == 0).to(z) + z.sign())
+
+
+# -- BatchNorm folding, from the graph -------------------------------------------------------
+def _only_user(node):
+    users = list(node.users)
+    return users[0] if len(users) == 1 else None
+
+
+def fold_partner(op, traced) -> Tuple[Optional[str], Optional[object]]:
+    """For a BatchNorm op: ``("after", conv op)`` when it folds into the layer below it,
+    ``("before", conv op)`` into the convolution above it, ``(None, None)`` when it stays an
+    affine layer of its own."""
+    if op.kind != "batchnorm" or not op.inputs:
+        return None, None
+    below = traced.ops.get(op.inputs[0].name)
+    if below is not None and below.kind in ("conv", "linear") and _only_user(below.node) is op.node:
+        return "after", below
+    user = _only_user(op.node)
+    above = traced.ops.get(user.name) if user is not None else None
+    if above is not None and above.kind == "conv" and above.inputs \
+            and above.inputs[0] is op.node and _bn_dims_fit(op, above):
+        return "before", above
+    return None, None
+
+
+def _bn_dims_fit(bn, conv) -> bool:
+    return type(bn.module).__name__ == "BatchNorm2d"
+
+
+def _folded_bn(op, traced, where: str):
+    """The BatchNorm op folded into the layer ``op`` from ``where`` ("after" or "before")."""
+    if where == "after":
+        user = _only_user(op.node)
+        bn = traced.ops.get(user.name) if user is not None else None
+    else:
+        bn = traced.ops.get(op.inputs[0].name) if op.inputs else None
+    if bn is None:
+        return None
+    side, partner = fold_partner(bn, traced)
+    return bn if side == where and partner is op else None
+
+
+def is_first_layer(op, traced) -> bool:
+    """Whether the layer reads the image (through identities, reshapes or a BatchNorm folded
+    into it): zennit's "first layer" of a composite."""
+    node = op.inputs[0] if op.inputs else None
+    while node is not None:
+        if node is traced.input_node:
+            return True
+        below = traced.ops.get(node.name)
+        if below is None or not below.inputs:
+            return False
+        if below.kind not in _PASSING and not (
+                below.kind == "batchnorm" and fold_partner(below, traced)[1] is op):
+            return False
+        node = below.inputs[0]
+    return False
+
+
+def _bias_shape(op, b: Tensor) -> Tensor:
+    return b.reshape(1, -1, 1, 1) if op.kind == "conv" else b
+
+
+def _affine(op, ctx) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    """The layer's input (the folded BatchNorm's input where one folds before it), weight and
+    bias (broadcastable to its output), with the BatchNorms folded."""
+    traced, module = ctx.traced, op.module
+    x = ctx.rec.inputs[op.name]
+    weight = module.weight
+    bias = _bias_shape(op, module.bias) if module.bias is not None else None
+    after = _folded_bn(op, traced, "after")
+    if after is not None:
+        bn = after.module
+        a = batchnorm_scale(bn)
+        shift = (bn.bias if bn.bias is not None else torch.zeros_like(a)) - bn.running_mean * a
+        weight = weight * a.reshape(-1, *([1] * (weight.dim() - 1)))
+        b0 = module.bias if module.bias is not None else torch.zeros_like(a)
+        bias = _bias_shape(op, b0 * a + shift)
+    before = _folded_bn(op, traced, "before")
+    if before is not None:
+        bn = before.module
+        a = batchnorm_scale(bn)
+        shift = (bn.bias if bn.bias is not None else torch.zeros_like(a)) - bn.running_mean * a
+        x = ctx.rec.inputs[before.name]
+        groups = op.params["groups"]
+        a_w = a.reshape(groups, -1).repeat_interleave(weight.shape[0] // groups, dim=0)
+        # the shift's contribution, position by position (zero padding after the shift)
+        shift_map = shift.reshape(1, -1, 1, 1).expand(1, *x.shape[1:]).to(x)
+        bias_map = _forward(op, shift_map, weight, bias)
+        weight = weight * a_w[:, :, None, None]
+        bias = bias_map
+    return x.to(weight.dtype) if x.dtype != weight.dtype else x, weight, bias
+
+
+# -- forward and transpose of one layer with given weights ------------------------------------
+def _forward(op, x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+    if op.kind == "conv":
+        p = op.params
+        out = F.conv2d(x, weight, None, p["stride"], p["padding"], p["dilation"], p["groups"])
+    else:
+        out = F.linear(x, weight)
+    return out if bias is None else out + bias
+
+
+def _transpose(op, weight: Tensor, g: Tensor, in_shape) -> Tensor:
+    if op.kind != "conv":
+        return g.matmul(weight)
+    p = op.params
+    if isinstance(p["padding"], str):  # "same"/"valid": autograd on a dummy input
+        dummy = torch.zeros(in_shape, dtype=g.dtype, device=g.device, requires_grad=True)
+        with torch.enable_grad():
+            out = F.conv2d(dummy, weight, None, p["stride"], p["padding"], p["dilation"],
+                           p["groups"])
+            (grad,) = torch.autograd.grad(out, dummy, g)
+        return grad
+    return torch.nn.grad.conv2d_input(tuple(in_shape), weight, g, p["stride"], p["padding"],
+                                      p["dilation"], p["groups"])
+
+
+# -- the rules' terms ------------------------------------------------------------------------
+def _pos(t: Optional[Tensor]) -> Optional[Tensor]:
+    return None if t is None else t.clamp(min=0)
+
+
+def _neg(t: Optional[Tensor]) -> Optional[Tensor]:
+    return None if t is None else t.clamp(max=0)
+
+
+def _add(*parts: Optional[Tensor]) -> Tensor:
+    out = None
+    for p in parts:
+        if p is not None:
+            out = p if out is None else out + p
+    return out
+
+
+def bounds_of(composite, model, x: Tensor) -> Tuple[Tensor, Tensor]:
+    """z^B's lowest and highest input values, per channel: the composite's, else the
+    normalised [0, 1] range of the model's preprocessing (a zoo model's mean and std)."""
+    if composite.low is not None and composite.high is not None:
+        low, high = composite.low, composite.high
+    else:
+        from ..data.zoo import model_info  # noqa: PLC0415  (data sits below the engine)
+
+        pre = getattr(model_info(model), "preprocessing", None)
+        if pre is None:
+            raise ArgumentError(
+                f"the z^B rule of {composite.title!r} needs the input's bounds: this model "
+                f"has no preprocessing facts; give Composite(low=..., high=...)")
+        low = [(0 - m) / s for m, s in zip(pre.mean, pre.std)]
+        high = [(1 - m) / s for m, s in zip(pre.mean, pre.std)]
+
+    def channels(v):
+        t = torch.as_tensor(v, dtype=x.dtype, device=x.device)
+        return t.reshape(1, -1, *([1] * (x.dim() - 2))) if t.dim() == 1 else t
+
+    return channels(low).expand_as(x), channels(high).expand_as(x)
+
+
+def _terms(rule: str, op, ctx, composite):
+    """``(groups, terms)`` of ``rule`` on the layer ``op`` at the recorded input:
+    groups ``[(stabilised denominator, mask or None)]``, terms ``[(coef, input or None,
+    weight, group)]``; both over the N images."""
+    x, w, b = _affine(op, ctx)
+    f = lambda i, ww, bb: _forward(op, i, ww, bb)  # noqa: E731
+    e = composite.epsilon if rule == "epsilon" else composite.stabilizer
+    if rule == "epsilon":
+        return [(stabilize(f(x, w, b), e), None)], [(1.0, x, w, 0)]
+    xp, xn, wp, wn = _pos(x), _neg(x), _pos(w), _neg(w)
+    if rule in ("zplus", "alpha2beta1", "alpha1beta0"):
+        alpha, beta = {"zplus": (1.0, 0.0), "alpha1beta0": (1.0, 0.0),
+                       "alpha2beta1": (2.0, 1.0)}[rule]
+        groups = [(stabilize(f(xp, wp, _pos(b)) + f(xn, wn, None), e), None)]
+        terms = [(alpha, xp, wp, 0), (alpha, xn, wn, 0)]
+        if beta:
+            groups.append((stabilize(f(xp, wn, _neg(b)) + f(xn, wp, None), e), None))
+            terms += [(-beta, xp, wn, 1), (-beta, xn, wp, 1)]
+        return groups, terms
+    if rule == "gamma":
+        g = composite.gamma
+        wpp, wpn = w + g * wp, w + g * wn
+        bp = None if b is None else b + g * _pos(b)
+        bn = None if b is None else b + g * _neg(b)
+        y = f(x, w, b)
+        groups = [(stabilize(f(xp, wpp, bp) + f(xn, wpn, None), e), (y > 0).to(y)),
+                  (stabilize(f(xp, wpn, bn) + f(xn, wpp, None), e), (y < 0).to(y))]
+        return groups, [(1.0, xp, wpp, 0), (1.0, xn, wpn, 0), (1.0, xp, wpn, 1),
+                        (1.0, xn, wpp, 1)]
+    if rule == "flat":
+        ones = torch.ones_like(w)
+        return [(stabilize(f(torch.ones_like(x), ones, None), e), None)], [(1.0, None, ones, 0)]
+    if rule == "wsquare":
+        w2 = w * w
+        return ([(stabilize(f(torch.ones_like(x), w2, None if b is None else b * b), e), None)],
+                [(1.0, None, w2, 0)])
+    if rule == "zbox":
+        low, high = bounds_of(composite, ctx.traced.model, x)
+        z = f(x, w, b) - f(low, wp, _pos(b)) - f(high, wn, _neg(b))
+        return [(stabilize(z, e), None)], [(1.0, x, w, 0), (-1.0, low, wp, 0),
+                                           (-1.0, high, wn, 0)]
+    raise ArgumentError(f"unknown LRP rule {rule!r}; choose one of {', '.join(LAYER_RULES)}")
+
+
+def _prepared(rule: str, op, ctx, composite):
+    cache = ctx.rec.cache
+    key = ("lrp", composite.name, rule, op.name)
+    if key not in cache:
+        groups, terms = _terms(rule, op, ctx, composite)
+        # a modified input that is zero everywhere adds exactly zero: skip its term
+        terms = [t for t in terms if t[1] is None or bool(t[1].any())]
+        in_shape = ctx.rec.inputs[op.name].shape
+        cache[key] = (groups, terms, in_shape)
+    return cache[key]
+
+
+def layer_reverse(rule: str, op, s: Tensor, ctx, composite) -> List:
+    """Relevance ``s`` (``[N*K, ...]`` on the layer's output) to its input, by ``rule``."""
+    groups, terms, in_shape = _prepared(rule, op, ctx, composite)
+    n = in_shape[0]
+    k = s.shape[0] // n
+    s4 = s.reshape(n, k, *s.shape[1:])
+    grads = []
+    for den, mask in groups:
+        g = s4 / den[:, None] if mask is None else s4 * (mask / den)[:, None]
+        grads.append(g.reshape(s.shape))
+    full = (n * k, *in_shape[1:])
+    out = None
+    for coef, inp, weight, group in terms:
+        t = _transpose(op, weight.to(s.dtype), grads[group], full)
+        if inp is not None:
+            t = (t.reshape(n, k, *in_shape[1:]) * inp[:, None]).reshape(full)
+        t = t if coef == 1.0 else t * coef
+        out = t if out is None else out + t
+    if out is None:
+        out = s.new_zeros(full)
+    return [(op.inputs[0], out)]

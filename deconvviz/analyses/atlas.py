@@ -24,6 +24,7 @@ from ..choices import TILE_SCALINGS, weights_label
 from ..data.images import load_image
 from ..data.zoo import load_model
 from ..engine import Projector
+from ..engine.precision import precise
 from ..errors import ArgumentError, ImageError
 from ..figures.atlas_site import SiteHit, SiteInfo, SiteLayer, SiteUnit, layer_slugs, write_site
 from ..figures.atlas_tiles import IMAGE_FORMATS, thumbnail_grid, tile_path, write_pair
@@ -106,10 +107,11 @@ def _rank_world():
     return 0, 1
 
 
+@precise
 def atlas(scan: Union[ScanResult, str, os.PathLike], out: Union[str, os.PathLike], *,
           model: Optional[nn.Module] = None, layers: Optional[Sequence[str]] = None,
           method: str = "deconvnet", scaling: str = "signed", image_format: str = "jpg",
-          progress: bool = True) -> AtlasResult:
+          progress: bool = True, precision: Optional[str] = None) -> AtlasResult:
     """Write a static website of every unit of a scan: an index, a page per layer (every
     unit's strongest hit, sortable) and a page per unit (its hits beside their projections,
     its distribution over the images).

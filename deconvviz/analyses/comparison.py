@@ -19,6 +19,7 @@ from .. import figures, method_table
 from .._io import write_atomically
 from ..data.images import load_image
 from ..data.zoo import model_info, model_name
+from ..engine.precision import precise
 from ..errors import ArgumentError
 from .attribution import Target, attribute, probabilities, resolve_target
 from .result import Result
@@ -79,11 +80,13 @@ class Comparison(Result):
                 f"{self.target.label(0)}, methods {', '.join(self.methods)})")
 
 
+@precise
 def compare(model: nn.Module, images: Sequence[Union[str, os.PathLike]],
             methods: Optional[Sequence[str]] = None, *, target: Union[None, int, str] = None,
             layer: Optional[str] = None, feature: Optional[int] = None, mode: str = "max",
             cam_layer: Optional[str] = None,
-            progress: Optional[Callable[[str], None]] = None, **options: object) -> Comparison:
+            progress: Optional[Callable[[str], None]] = None,
+            precision: Optional[str] = None, **options: object) -> Comparison:
     """Every method's attribution of one target, for each photo.
 
     Args:

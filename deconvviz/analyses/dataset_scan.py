@@ -41,6 +41,7 @@ from ..data.images import load_image, preprocessing_for
 from ..data.zoo import Preprocessing, model_info, model_name, weights_digest
 from ..engine.graph import trace
 from ..engine.layers import aliases_of, resolve_layer
+from ..engine.precision import current_precision, precise
 from ..engine.recording import forward_to
 from ..errors import ArgumentError, DeconvvizError, ImageError, Interrupted
 from . import activation_histogram
@@ -154,11 +155,13 @@ def _distributed() -> Tuple[int, int]:
     return 0, 1
 
 
+@precise
 def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layers: Sequence[str],
          *, top: int = 9, batch_size: int = 32, workers: int = 0,
          out: Optional[Union[str, os.PathLike]] = None, resume: bool = False,
          checkpoint_every: int = 256, progress: bool = True,
-         preprocessing: Optional[Preprocessing] = None) -> ScanResult:
+         preprocessing: Optional[Preprocessing] = None,
+         precision: Optional[str] = None) -> ScanResult:
     """Scan a collection of images for the strongest activations of every feature.
 
     Args:
@@ -173,6 +176,8 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
         checkpoint_every: images between checkpoints.
         progress: a progress bar on stderr (images/s).
         preprocessing: overrides the model's preprocessing.
+        precision: ``"exact"`` (default: float32, TF32 off on CUDA) or ``"tf32"``; recorded
+            in the result with the device's type.
 
     Returns:
         A :class:`ScanResult` (also saved to ``out`` when given).
@@ -211,6 +216,8 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
                    for l, (_, p, _), a in zip(layers, resolved, probe)],
         "preprocessing": prep.to_dict(),
         "images": paths, "top": top, "versions": _versions(),
+        # what computed the values: a resumed scan keeps its precision, may change device
+        "precision": current_precision(), "device": device.type,
     }
     rank, world = _distributed()
     # At most one hit per image: memory and file size follow the hits that can be kept.
@@ -371,7 +378,7 @@ def _load_checkpoint(path: str, meta: dict, device) -> dict:
     theirs = {**data["meta"], "format": data.get("format", "deconvviz-scan/1")}
     ours = {**meta, "format": FORMAT}
     differ = sorted(k for k in set(theirs) | set(ours)
-                    if k != "versions" and theirs.get(k) != ours.get(k))
+                    if k not in ("versions", "device") and theirs.get(k) != ours.get(k))
     if differ:
         raise ArgumentError(f"checkpoint {path} is from a different scan ({', '.join(differ)} "
                             f"differ); delete it or drop --resume")

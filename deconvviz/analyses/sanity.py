@@ -33,6 +33,7 @@ from ..data.images import to_rgb
 from ..data.zoo import model_info, model_name
 from ..engine import Projector
 from ..engine.graph import TracedModel, trace
+from ..engine.precision import precise
 from ..engine.recording import check_images
 from ..errors import ArgumentError
 from .attribution import attribute, resolve_target
@@ -133,11 +134,12 @@ def _scores(reference: Tensor, other: Tensor) -> Dict[str, float]:
     return {m: v / a.shape[0] for m, v in out.items()}
 
 
+@precise
 def sanity_check(model: nn.Module, x: Tensor, methods: Optional[Sequence[str]] = None, *,
                  target: Union[None, int, str] = None, seed: int = 0,
                  layers: Optional[Sequence[str]] = None,
                  progress: Optional[Callable[[str], None]] = None,
-                 **options) -> SanityResult:
+                 precision: Optional[str] = None, **options) -> SanityResult:
     """Adebayo's cascading randomisation of ``model``'s layers, top down, and how much each
     method's map changes (see the module docstring).
 

@@ -12,6 +12,7 @@ from ..choices import choose_features, weights_label
 from ..data.images import load_image
 from ..data.zoo import load_model, model_info, weights_digest
 from ..engine import Projector
+from ..engine.precision import precise
 from ..errors import WeightsError
 from ..figures.display import crop_window
 
@@ -107,11 +108,12 @@ def _described(weights: str) -> str:
             "user": "the model's own weights"}.get(weights, f"weights {weights}")
 
 
+@precise
 def top_hits_figure(result, layers: Union[None, str, Sequence[str]] = None,
                     features: str = "0-15", *, seed: int = 0,
                     model: Optional[nn.Module] = None, scaling: str = "signed",
                     ncols: int = 4, method: str = "deconvnet",
-                    progress: bool = False) -> "figures.Figure":
+                    progress: bool = False, precision: Optional[str] = None) -> "figures.Figure":
     """Zeiler & Fergus Fig. 2 from a scan result, as ``deconvviz figure`` draws it.
 
     Args:

@@ -28,6 +28,7 @@ from .layers import Layer, Measured, aliases_of, layer_of, layers_of, measure, r
 from .layout import acts_per_position, channels_last_nodes
 from .methods import DECONVNET, GRADIENT, GUIDED, get_method
 from .ops import fold_batchnorms
+from .precision import check_precision, precise_method
 from .recording import Recording, check_images, record_nodes
 from .reverse import DeconvStep, FullSize, ReversePass, ReverseStep, run
 from .rules import RuleSet
@@ -50,13 +51,17 @@ class Projector:
         aliases: layer aliases (name -> module path); by default the zoo's, if any.
         max_memory: bytes the reverse pass may use for its signals; seeds are processed in
             chunks that fit.
+        precision: ``"exact"`` (float32 throughout, TF32 off on CUDA) or ``"tf32"`` (faster
+            on GPUs, not exact; see :mod:`deconvviz.engine.precision`); ``None`` (default):
+            that of the deconvviz call it runs in, else ``"exact"``.
     """
 
     method: RuleSet = DECONVNET
 
     def __init__(self, model: nn.Module, *, method: Union[None, str, RuleSet] = None,
                  aliases: Optional[Mapping[str, str]] = None,
-                 max_memory: int = 512 * 2**20) -> None:
+                 max_memory: int = 512 * 2**20, precision: Optional[str] = None) -> None:
+        self.precision = check_precision(precision) if precision is not None else None
         if method is not None:
             self.method = get_method(method) if isinstance(method, str) else method
         self.model = model
@@ -204,6 +209,7 @@ class Projector:
         return rule
 
     # -- recording ------------------------------------------------------------------------
+    @precise_method
     def record(self, x: Tensor, layers: Union[str, Sequence[str]]) -> Recording:
         """Run ``x`` forward once and keep the activations of ``layers`` and the forward
         state the method reads (every max-pool's switches) up to the deepest of them.
@@ -232,6 +238,7 @@ class Projector:
                             arguments=[name for name, n in needs.items() if "arguments" in n])
 
     # -- projection -----------------------------------------------------------------------
+    @precise_method
     def project(self, x: Tensor, layer: str, feature: Optional[Feature] = None, *,
                 mode: str = "max", seed: Optional[Tensor] = None,
                 recording: Optional[Recording] = None, cone: Optional[bool] = None) -> Tensor:
@@ -303,6 +310,7 @@ class Projector:
                                            ys[i:i + chunk], xs[i:i + chunk], values[i:i + chunk])
                               for i in range(0, len(images), chunk)])
 
+    @precise_method
     def project_units(self, x: Tensor, layer: str, units: Sequence[Tuple[int, int, int, int]],
                       *, recording: Optional[Recording] = None) -> Tensor:
         """Project single activations chosen by position: each unit is ``(image, feature, y,

@@ -5,7 +5,10 @@ activations over all images, at most one per image (that image's strongest locat
 feature). Only the running top-k is kept, so memory stays flat in the number of images.
 
 - Batched through a ``DataLoader`` (``batch_size``, ``workers``); unreadable files are skipped
-  and listed in ``result.skipped``, never fatal.
+  and listed in ``result.skipped``, never fatal. On CUDA the workers hand over JPEGs' bytes,
+  decoded and preprocessed on the GPU a batch at a time (:mod:`deconvviz.data.jpeg_batches`),
+  batches come from pinned memory and the next one is prepared before the current one is
+  scanned; ``DECONVVIZ_GPU_DECODE=0`` keeps the CPU's decoding.
 - Reproducible: hits are ordered by value, then by the image's position in the list, so the
   order in which images arrive never matters. What is guaranteed:
 
@@ -37,6 +40,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from .._io import check_output_path, write_atomically
+from ..data import jpeg_batches
 from ..data.images import load_image, preprocessing_for
 from ..data.zoo import Preprocessing, model_info, model_name, weights_digest
 from ..engine.graph import trace
@@ -77,27 +81,71 @@ def list_images(source: Union[str, os.PathLike]) -> List[str]:
 
 
 class _Images(Dataset):
-    def __init__(self, paths: Sequence[str], indices: Sequence[int], prep: Preprocessing):
-        self.paths, self.indices, self.prep = paths, list(indices), prep
+    """Each image as the model's input; with ``gpu``, a JPEG the GPU can decode as its bytes
+    (:mod:`deconvviz.data.jpeg_batches`), decoded there a batch at a time."""
+
+    def __init__(self, paths: Sequence[str], indices: Sequence[int], prep: Preprocessing,
+                 gpu: bool = False):
+        self.paths, self.indices, self.prep, self.gpu = paths, list(indices), prep, gpu
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, i: int):
         index = self.indices[i]
+        path = self.paths[index]
+        if self.gpu and jpeg_batches.gpu_decodable(path):
+            return index, jpeg_batches.read_jpeg(path), _RAW
         try:
-            x, _ = load_image(self.paths[index], preprocessing=self.prep)
+            x, _ = load_image(path, preprocessing=self.prep)
             return index, x[0], ""
         except DeconvvizError as exc:
             return index, None, str(exc)
 
 
+_RAW = "jpeg bytes"
+
+
 def _collate(batch):
-    good = [(i, x) for i, x, _ in batch if x is not None]
+    good = [(i, x) for i, x, why in batch if x is not None and why != _RAW]
+    raw = [(i, data) for i, data, why in batch if why == _RAW]
     failed = [(i, why) for i, x, why in batch if x is None]
     if not good:
-        return [], None, failed
-    return [i for i, _ in good], torch.stack([x for _, x in good]), failed
+        return [], None, failed, raw
+    return [i for i, _ in good], torch.stack([x for _, x in good]), failed, raw
+
+
+def _on_device(batch, device, paths: Sequence[str], prep: Preprocessing):
+    """A loader's batch on ``device``: CPU-decoded images copied (from pinned memory, without
+    waiting), JPEG bytes decoded and preprocessed there."""
+    indices, x, failed, raw = batch
+    indices = list(indices)
+    if x is not None:
+        x = x.to(device, non_blocking=True)
+    if raw:
+        ids = [i for i, _ in raw]
+        decoded, kept, bad = jpeg_batches.decode_batch([d for _, d in raw],
+                                                       [paths[i] for i in ids], prep, device)
+        failed = failed + [(ids[p], why) for p, why in bad]
+        if kept:
+            indices += [ids[p] for p in kept]
+            x = decoded if x is None else torch.cat([x, decoded])
+    return indices, x, failed
+
+
+def _one_ahead(batches, prepare):
+    """``prepare(batch)`` for each batch, the next one prepared before the current one is
+    handed on, so that reading and decoding overlap the model's work."""
+    iterator = iter(batches)
+    try:
+        ready = prepare(next(iterator))
+    except StopIteration:
+        return
+    for batch in iterator:
+        following = prepare(batch)
+        yield ready
+        ready = following
+    yield ready
 
 
 _KEYS = ("values", "images", "ys", "xs", "runner_ups")
@@ -232,19 +280,22 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
     try:
         if resume and partial and os.path.exists(partial):
             state = _load_checkpoint(partial, meta, device)
-        loader = DataLoader(_Images(paths, shard[state["done"]:], prep), batch_size=batch_size,
-                            num_workers=workers, collate_fn=_collate)
+        gpu = jpeg_batches.on_gpu(device)
+        loader = DataLoader(_Images(paths, shard[state["done"]:], prep, gpu=gpu),
+                            batch_size=batch_size, num_workers=workers, collate_fn=_collate,
+                            pin_memory=device.type == "cuda")
+        batches = _one_ahead(loader, lambda b: _on_device(b, device, paths, prep))
         from tqdm import tqdm
 
         bar = tqdm(total=len(shard), initial=state["done"], unit="img", desc=f"scan {meta['model']}",
                    disable=not progress or rank != 0, dynamic_ncols=True)
         since = 0
         try:
-            for indices, x, failed in loader:
+            for indices, x, failed in batches:
                 tops, hists = state["tops"], state["hists"]
                 if x is not None:
                     with torch.no_grad():
-                        acts = forward(x.to(device))
+                        acts = forward(x)
                     ids = torch.tensor(indices)
                     found = {layer: _candidates(act, ids) for layer, act in zip(layers, acts)}
                     tops = {layer: _merge(tops[layer], found[layer], k=keep) for layer in layers}

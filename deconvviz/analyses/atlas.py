@@ -207,55 +207,80 @@ def atlas(scan: Union[ScanResult, str, os.PathLike], out: Union[str, os.PathLike
 
 def _project_all(result, net, names, slugs, by_image, root, scaling, image_format, progress):
     """Project every hit of ``by_image`` (image path -> its hits in any layer) and write its
-    pair (projection beside patch); returns the seconds spent and what was written."""
+    pair (projection beside patch); returns the seconds spent and what was written.
+
+    Images go in groups (:func:`_group_size`): one recorded forward pass per group, and one
+    batched reverse pass per layer for all the group's hits, whatever image they are in."""
     from tqdm import tqdm
 
     spent = {"projection": 0.0, "writing": 0.0, "images": len(by_image), "hits": 0,
              "files": 0, "bytes": 0}
     strongest = {l: max((float(result._tops(l)["values"][:, 0].max()), 0.0)) for l in names}
     geometry: dict = {}
-    for image, items in tqdm(by_image.items(), total=len(by_image), unit="img",
-                             desc=f"atlas {result.model}", disable=not progress,
-                             dynamic_ncols=True):
-        started = time.perf_counter()
-        x, rgb = load_image(image, preprocessing=result.preprocessing)
-        if net.device is not None:
-            x = x.to(net.device)
-        wanted = [l for l in names if any(item[0] == l for item in items)]
-        rec = net.record(x, wanted)
-        projected = []
-        for layer in wanted:
-            mine = [item for item in items if item[0] == layer]
-            act = rec.activations[layer]
-            for _, f, _, hit in mine:
-                now = float(act[0, f, hit.y, hit.x] if act.dim() == 4 else act[0, f])
-                if abs(now - hit.value) > VALUE_CHECK * strongest[layer]:
-                    raise ImageError(
-                        f"{image} gives {layer} unit {f} the value {now:.6g} at (y {hit.y}, "
-                        f"x {hit.x}), but the scan recorded {hit.value:.6g}: the file changed "
-                        f"since the scan; scan again")
-            pixels = net.project_units(x, layer, [(0, f, hit.y, hit.x) for _, f, _, hit in mine],
-                                       recording=rec).permute(0, 2, 3, 1).cpu().numpy()
-            projected.append((layer, mine, pixels))
-        spent["projection"] += time.perf_counter() - started
-        started = time.perf_counter()
-        for layer, mine, pixels in projected:
-            key = (layer, tuple(x.shape[-2:]))
-            if key not in geometry:
-                geometry[key] = net.layer(layer, key[1]).geometry
-            geom = geometry[key]
-            for k, (_, f, rank, hit) in enumerate(mine):
-                top, left, h, w = (geom.window(hit.y, hit.x) if geom is not None
-                                   else (0, 0) + tuple(rgb.shape[:2]))
-                patch = crop_window(rgb, top, left, h, w)
-                projection = to_uint8(crop_window(pixels[k], top, left, h, w), scaling,
-                                      photo=patch)
-                spent["bytes"] += write_pair(root, tile_path(slugs[layer], f, rank, image_format),
-                                             projection, patch, image_format)
-                spent["files"] += 1
-                spent["hits"] += 1
-        spent["writing"] += time.perf_counter() - started
+    images = list(by_image)
+    group = _group_size(net.device)
+    bar = tqdm(total=len(images), unit="img", desc=f"atlas {result.model}",
+               disable=not progress, dynamic_ncols=True)
+    try:
+        for g0 in range(0, len(images), group):
+            paths = images[g0:g0 + group]
+            started = time.perf_counter()
+            loaded = [load_image(image, preprocessing=result.preprocessing) for image in paths]
+            x = torch.cat([x for x, _ in loaded])
+            if net.device is not None:
+                x = x.to(net.device)
+            wanted = [l for l in names if any(item[0] == l for p in paths for item in by_image[p])]
+            rec = net.record(x, wanted)
+            projected = []
+            for layer in wanted:
+                mine = [(i, item) for i, p in enumerate(paths) for item in by_image[p]
+                        if item[0] == layer]
+                _check_values(rec.activations[layer], layer, mine, paths,
+                              VALUE_CHECK * strongest[layer])
+                units = [(i, f, hit.y, hit.x) for i, (_, f, _, hit) in mine]
+                pixels = net.project_units(x, layer, units, recording=rec)
+                projected.append((layer, mine, pixels.permute(0, 2, 3, 1).cpu().numpy()))
+            spent["projection"] += time.perf_counter() - started
+            started = time.perf_counter()
+            for layer, mine, pixels in projected:
+                key = (layer, tuple(x.shape[-2:]))
+                if key not in geometry:
+                    geometry[key] = net.layer(layer, key[1]).geometry
+                geom = geometry[key]
+                for k, (i, (_, f, rank, hit)) in enumerate(mine):
+                    rgb = loaded[i][1]
+                    top, left, h, w = (geom.window(hit.y, hit.x) if geom is not None
+                                       else (0, 0) + tuple(rgb.shape[:2]))
+                    patch = crop_window(rgb, top, left, h, w)
+                    projection = to_uint8(crop_window(pixels[k], top, left, h, w), scaling,
+                                          photo=patch)
+                    spent["bytes"] += write_pair(root, tile_path(slugs[layer], f, rank,
+                                                                 image_format),
+                                                 projection, patch, image_format)
+                    spent["files"] += 1
+                    spent["hits"] += 1
+            spent["writing"] += time.perf_counter() - started
+            bar.update(len(paths))
+    finally:
+        bar.close()
     return spent
+
+
+def _group_size(device) -> int:
+    """Images recorded and projected together: 8 on a CPU (the recording of a deep layer's
+    guided backprop holds every ReLU's input), 32 on a GPU."""
+    return 32 if device is not None and device.type == "cuda" else 8
+
+
+def _check_values(act, layer: str, mine, paths, tolerance: float) -> None:
+    """Each hit's value now against the scan's: a file that changed since is refused."""
+    for i, (_, f, _, hit) in mine:
+        now = float(act[i, f, hit.y, hit.x] if act.dim() == 4 else act[i, f])
+        if abs(now - hit.value) > tolerance:
+            raise ImageError(
+                f"{paths[i]} gives {layer} unit {f} the value {now:.6g} at (y {hit.y}, "
+                f"x {hit.x}), but the scan recorded {hit.value:.6g}: the file changed "
+                f"since the scan; scan again")
 
 
 def _site_layers(result, net, names, slugs, units) -> List[SiteLayer]:

@@ -127,3 +127,19 @@ def test_a_caller_of_the_new_interface_gets_it_back_and_no_mix():
     finally:
         matmul.fp32_precision, conv.fp32_precision = saved
     torch.backends.cudnn.allow_tf32  # noqa: B018  (readable again: no mix left behind)
+
+
+def test_the_commands_precision_reaches_the_engine(tmp_path, monkeypatch):
+    seen = []
+    from deconvviz.engine import projector
+
+    real = projector.record_nodes
+    monkeypatch.setattr(projector, "record_nodes",
+                        lambda *a, **k: seen.append(backend_flags()) or real(*a, **k))
+    before = backend_flags()
+    done = invoke("show", "-m", "zfnet", "--weights", "none", "--layer", "conv1",
+                  "--features", "0", "--precision", "tf32", "--device", "cpu",
+                  os.path.join(EXAMPLES, "chelsea.png"), "--out", tmp_path / "p.png")
+    assert done.returncode == 0, done.stderr
+    assert seen and not any(exact_inside(f) for f in seen)  # the API's default is exact
+    assert backend_flags() == before

@@ -428,6 +428,8 @@ def _load_checkpoint(path: str, meta: dict, device) -> dict:
     data = torch.load(path, map_location="cpu", weights_only=True)
     theirs = {**data["meta"], "format": data.get("format", "deconvviz-scan/1")}
     ours = {**meta, "format": FORMAT}
+    if "precision" not in theirs:  # written before precision was recorded: the CPU's float32
+        theirs["precision"] = "exact"
     differ = sorted(k for k in set(theirs) | set(ours)
                     if k not in ("versions", "device") and theirs.get(k) != ours.get(k))
     if differ:

@@ -63,7 +63,8 @@ def friendly(command):
             if not debug:
                 warnings.showwarning = _one_line_warning
             try:
-                precision = click.get_current_context().meta.get(_PRECISION, "exact")
+                ctx = click.get_current_context(silent=True)
+                precision = ctx.meta.get(_PRECISION, "exact") if ctx is not None else "exact"
                 if precision == "exact":  # the API's default: nothing to set here
                     return command(*args, **kwargs)
                 from ..engine.precision import computing

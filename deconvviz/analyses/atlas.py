@@ -127,6 +127,8 @@ def atlas(scan: Union[ScanResult, str, os.PathLike], out: Union[str, os.PathLike
             ``heatmap`` (``shared`` needs every tile at once).
         image_format: ``jpg`` or ``webp``.
         progress: a progress bar on stderr, counting images.
+        precision: ``"exact"`` (default: float32 throughout, TF32 off on CUDA) or
+            ``"tf32"`` (faster on GPUs, not exact); see ``docs/gpu.md``.
 
     Returns:
         An :class:`AtlasResult` (on every ``torchrun`` process).

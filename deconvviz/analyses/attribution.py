@@ -206,6 +206,8 @@ def attribute(model: nn.Module, x: Tensor, method: str, target: Union[None, int,
         **options (Any): passed to the Captum method: ``n_steps`` (integrated gradients, default
             32), ``nt_samples`` and ``stdev`` (SmoothGrad: 16 samples, noise 0.15 of the
             input's range), ``window`` and ``stride`` (occlusion: 32 and 16 pixels).
+        precision: ``"exact"`` (default: float32 throughout, TF32 off on CUDA) or
+            ``"tf32"`` (faster on GPUs, not exact); see ``docs/gpu.md``.
 
     Returns:
         ``[N, 3, H, W]``; ``[N, 1, H, W]`` for Grad-CAM.

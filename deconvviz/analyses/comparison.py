@@ -101,6 +101,8 @@ def compare(model: nn.Module, images: Sequence[Union[str, os.PathLike]],
         cam_layer: Grad-CAM's layer.
         progress: called with each method's name once its maps (of every image) are made.
         **options (Any): passed to the Captum methods (see :func:`attribute`).
+        precision: ``"exact"`` (default: float32 throughout, TF32 off on CUDA) or
+            ``"tf32"`` (faster on GPUs, not exact); see ``docs/gpu.md``.
 
     Returns:
         A :class:`Comparison`; a method that cannot explain the target (Grad-CAM for a unit

@@ -194,6 +194,8 @@ def correspondence(model: nn.Module, x: Tensor, parts: Mapping[str, Sequence[Seq
             fully-connected layer).
         random: draws of the random baseline; seed: their seed.
         progress: a progress bar on stderr, counting masked batches.
+        precision: ``"exact"`` (default: float32 throughout, TF32 off on CUDA) or
+            ``"tf32"`` (faster on GPUs, not exact); see ``docs/gpu.md``.
 
     Each masking runs as its own batch of the N images, the reference's batch size: the
     measure is the sign of each activation's change, and an activation the mask cannot

@@ -113,6 +113,8 @@ def evolution(model: Union[None, str, nn.Module], checkpoints: Union[str, "os.Pa
         device: where to run (default: the CPU, or the given model's device).
         progress: a progress bar per scan.
         on_checkpoint: called with each checkpoint path once it is done.
+        precision: ``"exact"`` (default: float32 throughout, TF32 off on CUDA) or
+            ``"tf32"`` (faster on GPUs, not exact); see ``docs/gpu.md``.
 
     Returns:
         An :class:`EvolutionResult`.

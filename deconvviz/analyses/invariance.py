@@ -190,6 +190,8 @@ def invariance(model: nn.Module, x: Tensor, transform: str,
         images: a label per image for the figure's legend and the CSV (e.g. file names).
         batch_size: transformed images per forward pass.
         progress: a progress bar on stderr, counting transformed images.
+        precision: ``"exact"`` (default: float32 throughout, TF32 off on CUDA) or
+            ``"tf32"`` (faster on GPUs, not exact); see ``docs/gpu.md``.
     """
     check_transform(transform)
     x = check_images(x, model=model)

@@ -112,6 +112,8 @@ def occlusion(model: nn.Module, x: Tensor, layer: Optional[str] = None,
         size: the square's side in pixels; stride: its step.
         batch_size: occluded images per forward pass.
         progress: called with the number of positions done after each batch.
+        precision: ``"exact"`` (default: float32 throughout, TF32 off on CUDA) or
+            ``"tf32"`` (faster on GPUs, not exact); see ``docs/gpu.md``.
 
     Returns:
         An :class:`OcclusionResult`.

@@ -332,6 +332,8 @@ def show(model: nn.Module, images: Sequence[Union[str, os.PathLike]], layer: str
         method: ``"deconvnet"``, ``"guided"`` or ``"gradient"``.
         net: a projector of ``model`` to reuse (its method is used).
         on_image: called with each image path once it is done (a progress bar's update).
+        precision: ``"exact"`` (default: float32 throughout, TF32 off on CUDA) or
+            ``"tf32"`` (faster on GPUs, not exact); see ``docs/gpu.md``.
 
     Returns:
         A :class:`ShowReport`. An unreadable image is reported there and the others are

@@ -154,6 +154,8 @@ def sanity_check(model: nn.Module, x: Tensor, methods: Optional[Sequence[str]] =
         progress: called after each map is made (one per method and step: ``(1 +
             len(layers)) * len(methods)`` calls), with ``"layer: method"``.
         **options (Any): passed to the Captum methods (see :func:`attribute`).
+        precision: ``"exact"`` (default: float32 throughout, TF32 off on CUDA) or
+            ``"tf32"`` (faster on GPUs, not exact); see ``docs/gpu.md``.
 
     Returns:
         A :class:`SanityResult`; its step 0 is the model as given (every score 1).

@@ -125,6 +125,8 @@ def top_hits_figure(result, layers: Union[None, str, Sequence[str]] = None,
         ncols: features per row.
         method: ``"deconvnet"``, ``"guided"`` or ``"gradient"``.
         progress: a progress bar per layer on stderr.
+        precision: ``"exact"`` (default: float32 throughout, TF32 off on CUDA) or
+            ``"tf32"`` (faster on GPUs, not exact); see ``docs/gpu.md``.
     """
     layers = [layers] if isinstance(layers, str) else list(layers or result.layer_names)
     chosen = {l: choose_features(features, result.features(l), seed=seed) for l in layers}

@@ -130,6 +130,7 @@ def decode_batch(datas: Sequence[Tensor], paths: Sequence[str], prep: Preprocess
 
 
 def on_gpu(device) -> bool:
-    """Whether scans on ``device`` decode JPEGs there (CUDA, and the env switch not off)."""
+    """Whether scans and training on ``device`` decode JPEGs there (CUDA, unless
+    ``DECONVVIZ_GPU_DECODE=0``)."""
     return (torch.device(device).type == "cuda"
             and os.environ.get("DECONVVIZ_GPU_DECODE", "1") != "0")

@@ -12,6 +12,7 @@ import base64
 import os
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
@@ -45,7 +46,8 @@ class AtlasResult:
         path: the atlas's folder; ``index`` its ``index.html``.
         layers: per layer, its units as the pages show them.
         timings: seconds spent projecting (images read, forward and reverse passes) and
-            writing (cropping, scaling, encoding the tiles; ``pages``: writing the pages),
+            writing (cropping, scaling, encoding the tiles, summed over the threads that
+            encode them while the next images are projected; ``pages``: writing the pages),
             summed over processes under ``torchrun``; and ``files``, ``bytes``, ``hits``,
             ``images``.
 
@@ -223,6 +225,8 @@ def _project_all(result, net, names, slugs, by_image, root, scaling, image_forma
     group = _group_size(net.device)
     bar = tqdm(total=len(images), unit="img", desc=f"atlas {result.model}",
                disable=not progress, dynamic_ncols=True)
+    writers = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1))
+    pending: list = []
     try:
         for g0 in range(0, len(images), group):
             paths = images[g0:g0 + group]
@@ -243,29 +247,46 @@ def _project_all(result, net, names, slugs, by_image, root, scaling, image_forma
                 pixels = net.project_units(x, layer, units, recording=rec)
                 projected.append((layer, mine, pixels.permute(0, 2, 3, 1).cpu().numpy()))
             spent["projection"] += time.perf_counter() - started
-            started = time.perf_counter()
+            # The tiles are encoded by threads (OpenCV's encoder releases the GIL) while the
+            # next group is projected; at most two groups' tiles are in flight.
+            for future in pending:
+                _count(spent, future.result())
+            pending = []
             for layer, mine, pixels in projected:
                 key = (layer, tuple(x.shape[-2:]))
                 if key not in geometry:
                     geometry[key] = net.layer(layer, key[1]).geometry
-                geom = geometry[key]
                 for k, (i, (_, f, rank, hit)) in enumerate(mine):
-                    rgb = loaded[i][1]
-                    top, left, h, w = (geom.window(hit.y, hit.x) if geom is not None
-                                       else (0, 0) + tuple(rgb.shape[:2]))
-                    patch = crop_window(rgb, top, left, h, w)
-                    projection = to_uint8(crop_window(pixels[k], top, left, h, w), scaling,
-                                          photo=patch)
-                    spent["bytes"] += write_pair(root, tile_path(slugs[layer], f, rank,
-                                                                 image_format),
-                                                 projection, patch, image_format)
-                    spent["files"] += 1
-                    spent["hits"] += 1
-            spent["writing"] += time.perf_counter() - started
+                    pending.append(writers.submit(
+                        _write_tile, root, tile_path(slugs[layer], f, rank, image_format),
+                        pixels[k], loaded[i][1], geometry[key], hit, scaling, image_format))
             bar.update(len(paths))
+        for future in pending:
+            _count(spent, future.result())
     finally:
+        writers.shutdown(wait=True, cancel_futures=True)
         bar.close()
     return spent
+
+
+def _write_tile(root, relative, pixels, rgb, geom, hit, scaling, image_format):
+    """Crop a hit's projection and photo to its field, scale, encode and write the pair;
+    returns (bytes written, seconds spent)."""
+    started = time.perf_counter()
+    top, left, h, w = (geom.window(hit.y, hit.x) if geom is not None
+                       else (0, 0) + tuple(rgb.shape[:2]))
+    patch = crop_window(rgb, top, left, h, w)
+    projection = to_uint8(crop_window(pixels, top, left, h, w), scaling, photo=patch)
+    size = write_pair(root, relative, projection, patch, image_format)
+    return size, time.perf_counter() - started
+
+
+def _count(spent: dict, written) -> None:
+    size, seconds = written
+    spent["bytes"] += size
+    spent["writing"] += seconds
+    spent["files"] += 1
+    spent["hits"] += 1
 
 
 def _group_size(device) -> int:

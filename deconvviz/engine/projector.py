@@ -361,6 +361,10 @@ class Projector:
         plan = self._cone_plan(steps, rec, node, forced)
         if plan is None or plan.choice == "full":
             return None
+        if plan.choice == "measure":  # as measured by project(), where it has been
+            key = (node, self.method.name, tuple(rec.input_shape), str(values.device))
+            if _MEASURED.get(key) == "full":
+                return None
         return self._run_cone(plan, images, features, ys, xs, values)
 
     @precise_method

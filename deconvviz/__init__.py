@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 _PUBLIC = {
     "ArgumentError": "errors", "DeconvvizError": "errors", "ImageError": "errors",
     "OutputError": "errors", "UnknownLayerError": "errors", "UnknownModelError": "errors",
-    "UnsupportedOpError": "errors", "WeightsError": "errors",
+    "UnsupportedOpError": "errors", "WeightsError": "errors", "UnknownPrecisionError": "errors",
     "ModelInfo": "data.zoo", "UntrainedWarning": "data.zoo", "list_models": "data.zoo",
     "load_model": "data.zoo", "model_info": "data.zoo", "weights_digest": "data.zoo",
     "load_image": "data.images",
@@ -79,7 +79,7 @@ if TYPE_CHECKING:  # for type checkers, IDEs and the API docs: the same names, e
                          Projector, Recording, ReversePass, ReverseStep, RuleSet, list_layers,
                          register_method, relevance_method, unregister_method)
     from .errors import (ArgumentError, DeconvvizError, ImageError, OutputError,
-                         UnknownLayerError, UnknownModelError, UnsupportedOpError,
-                         WeightsError)
+                         UnknownLayerError, UnknownModelError, UnknownPrecisionError,
+                         UnsupportedOpError, WeightsError)
     from .explorer import explore
     from .training import TrainResult, read_metrics, train

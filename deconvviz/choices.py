@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from typing import List
 
-from .errors import ArgumentError
+from .errors import ArgumentError, UnknownPrecisionError
 
 __all__ = ["MODES", "SCALINGS", "TILE_SCALINGS", "TRANSFORMS", "INITS", "PAPER_SAVE_AT", "MAX_TOP",
+           "PRECISIONS", "check_precision",
            "parse_list", "parse_features", "choose_features", "check_mode",
            "check_scaling", "weights_label"]
 
@@ -19,6 +20,9 @@ TILE_SCALINGS = ("signed", "paper", "heatmap")  # one tile at a time (the atlas)
 TRANSFORMS = ("translate", "scale", "rotate")  # dv.invariance's
 INITS = ("auto", "normal", "kaiming")  # dv.train's weight initialisations
 PAPER_SAVE_AT = (1, 2, 5, 10, 20, 30, 40, 64)  # Zeiler & Fergus Fig. 4's epochs
+# How deconvviz computes (deconvviz.engine.precision): "exact" is float32 throughout (TF32 off);
+# "tf32" lets cuDNN and cuBLAS use TensorFloat-32 on GPUs that have it (faster, not exact).
+PRECISIONS = ("exact", "tf32")
 MAX_TOP = 64  # features in one grid; more is unreadable (use --features for a chosen set)
 FV_OBJECTIVES = ("channel", "neuron", "direction", "logit")  # dv.feature_vis's objectives
 FV_PARAMETRISATIONS = ("fourier", "pixel")  # and its image parametrisations
@@ -45,6 +49,13 @@ def check_mode(mode: str) -> str:
     if mode not in MODES:
         raise ArgumentError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     return mode
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise UnknownPrecisionError(f"unknown precision {precision!r}; choose one of "
+                                    f"{', '.join(PRECISIONS)}")
+    return precision
 
 
 def check_scaling(scaling: str) -> str:

@@ -17,6 +17,7 @@ __all__ = [
     "ImageError",
     "UnsupportedOpError",
     "ArgumentError",
+    "UnknownPrecisionError",
     "OutputError",
     "Interrupted",
     "first_line",
@@ -49,6 +50,10 @@ class UnsupportedOpError(DeconvvizError):
 
 class ArgumentError(DeconvvizError):
     """Any other bad argument: a feature out of range, a seed of the wrong shape, ..."""
+
+
+class UnknownPrecisionError(ArgumentError):
+    """A ``precision=`` (``--precision``) that is not one deconvviz offers."""
 
 
 class OutputError(DeconvvizError):

@@ -12,6 +12,7 @@ import base64
 import os
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -21,9 +22,10 @@ from torch import nn
 from .. import method_table
 from .._io import check_output_folder
 from ..choices import TILE_SCALINGS, weights_label
-from ..data.images import image_size, load_image
+from ..data.images import image_size
 from ..data.zoo import model_info
 from ..engine import Projector
+from ..engine.precision import precise
 from ..errors import ArgumentError
 from ..figures.atlas_site import SiteHit, SiteInfo, SiteLayer, SiteUnit, layer_slugs, write_site
 from ..figures.atlas_tiles import (
@@ -52,7 +54,8 @@ class AtlasResult:
         path: the atlas's folder; ``index`` its ``index.html``.
         layers: per layer, its units as the pages show them.
         timings: seconds spent projecting (images read, forward and reverse passes) and
-            writing (cropping, scaling, encoding the tiles; ``pages``: writing the pages),
+            writing (cropping, scaling, encoding the tiles, summed over the threads that
+            encode them while the next images are projected; ``pages``: writing the pages),
             summed over processes under ``torchrun``; and ``files``, ``bytes``, ``hits``,
             ``images``.
 
@@ -114,12 +117,14 @@ def _rank_world():
     return 0, 1
 
 
+@precise
 def atlas(scan: Union[ScanResult, str, os.PathLike], out: Union[str, os.PathLike], *,
           model: Optional[nn.Module] = None, layers: Optional[Sequence[str]] = None,
           method: str = "deconvnet", scaling: str = "signed", image_format: str = "jpg",
           image_root: Union[None, str, os.PathLike] = None,
           progress: bool = True,
-          feature_vis: Union[None, bool, Dict[str, object]] = None) -> AtlasResult:
+          feature_vis: Union[None, bool, Dict[str, object]] = None,
+          precision: Optional[str] = None) -> AtlasResult:
     """Write a static website of every unit of a scan: an index, a page per layer (every
     unit's strongest hit, sortable) and a page per unit (its hits beside their projections,
     its distribution over the images).
@@ -140,6 +145,8 @@ def atlas(scan: Union[ScanResult, str, os.PathLike], out: Union[str, os.PathLike
         feature_vis: also each unit's optimised image on its page (:func:`feature_vis`;
             ``True`` for its defaults, or a dict of its options such as ``{"steps": 128}``),
             beside its hits and their projections.
+        precision: ``"exact"`` (default: float32 throughout, TF32 off on CUDA) or
+            ``"tf32"`` (faster on GPUs, not exact); see ``docs/gpu.md``.
 
     Returns:
         An :class:`AtlasResult` (on every ``torchrun`` process).
@@ -232,49 +239,90 @@ def atlas(scan: Union[ScanResult, str, os.PathLike], out: Union[str, os.PathLike
 
 def _project_all(result, net, names, slugs, by_image, root, scaling, image_format, progress):
     """Project every hit of ``by_image`` (image path -> its hits in any layer) and write its
-    pair (projection beside patch); returns the seconds spent and what was written."""
+    pair (projection beside patch); returns the seconds spent and what was written.
+
+    Images go in groups (:func:`_group_size`): one recorded forward pass per group, and one
+    batched reverse pass per layer for all the group's hits, whatever image they are in."""
     from tqdm import tqdm
 
     spent = {"projection": 0.0, "writing": 0.0, "images": len(by_image), "hits": 0,
              "files": 0, "bytes": 0}
     strongest = {l: strongest_hit(result, l) for l in names}
     geometry: dict = {}
-    for image, items in tqdm(by_image.items(), total=len(by_image), unit="img",
-                             desc=f"atlas {result.model}", disable=not progress,
-                             dynamic_ncols=True):
-        started = time.perf_counter()
-        x, rgb = result.load_image(image)
-        if net.device is not None:
-            x = x.to(net.device)
-        wanted = [l for l in names if any(item[0] == l for item in items)]
-        rec = net.record(x, wanted)
-        projected = []
-        for layer in wanted:
-            mine = [item for item in items if item[0] == layer]
-            check_hit_values(image, layer, rec.activations[layer],
-                             [(f, hit) for _, f, _, hit in mine], strongest[layer])
-            pixels = net.project_units(x, layer, [(0, f, hit.y, hit.x) for _, f, _, hit in mine],
-                                       recording=rec).permute(0, 2, 3, 1).cpu().numpy()
-            projected.append((layer, mine, pixels))
-        spent["projection"] += time.perf_counter() - started
-        started = time.perf_counter()
-        for layer, mine, pixels in projected:
-            key = (layer, tuple(x.shape[-2:]))
-            if key not in geometry:
-                geometry[key] = net.layer(layer, key[1]).geometry
-            geom = geometry[key]
-            for k, (_, f, rank, hit) in enumerate(mine):
-                top, left, h, w = (geom.window(hit.y, hit.x) if geom is not None
-                                   else (0, 0) + tuple(rgb.shape[:2]))
-                patch = crop_window(rgb, top, left, h, w)
-                projection = to_uint8(crop_window(pixels[k], top, left, h, w), scaling,
-                                      photo=patch)
-                spent["bytes"] += write_pair(root, tile_path(slugs[layer], f, rank, image_format),
-                                             projection, patch, image_format)
-                spent["files"] += 1
-                spent["hits"] += 1
-        spent["writing"] += time.perf_counter() - started
+    images = list(by_image)
+    group = _group_size(net.device)
+    bar = tqdm(total=len(images), unit="img", desc=f"atlas {result.model}",
+               disable=not progress, dynamic_ncols=True)
+    writers = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1))
+    pending: list = []
+    try:
+        for g0 in range(0, len(images), group):
+            paths = images[g0:g0 + group]
+            started = time.perf_counter()
+            loaded = [result.load_image(image) for image in paths]
+            x = torch.cat([x for x, _ in loaded])
+            if net.device is not None:
+                x = x.to(net.device)
+            wanted = [l for l in names if any(item[0] == l for p in paths for item in by_image[p])]
+            rec = net.record(x, wanted)
+            projected = []
+            for layer in wanted:
+                mine = [(i, item) for i, p in enumerate(paths) for item in by_image[p]
+                        if item[0] == layer]
+                for i, path in enumerate(paths):
+                    check_hit_values(path, layer, rec.activations[layer][i:i + 1],
+                                     [(f, hit) for j, (_, f, _, hit) in mine if j == i],
+                                     strongest[layer])
+                units = [(i, f, hit.y, hit.x) for i, (_, f, _, hit) in mine]
+                pixels = net.project_units(x, layer, units, recording=rec)
+                projected.append((layer, mine, pixels.permute(0, 2, 3, 1).cpu().numpy()))
+            spent["projection"] += time.perf_counter() - started
+            # The tiles are encoded by threads (OpenCV's encoder releases the GIL) while the
+            # next group is projected; at most two groups' tiles are in flight.
+            for future in pending:
+                _count(spent, future.result())
+            pending = []
+            for layer, mine, pixels in projected:
+                key = (layer, tuple(x.shape[-2:]))
+                if key not in geometry:
+                    geometry[key] = net.layer(layer, key[1]).geometry
+                for k, (i, (_, f, rank, hit)) in enumerate(mine):
+                    pending.append(writers.submit(
+                        _write_tile, root, tile_path(slugs[layer], f, rank, image_format),
+                        pixels[k], loaded[i][1], geometry[key], hit, scaling, image_format))
+            bar.update(len(paths))
+        for future in pending:
+            _count(spent, future.result())
+    finally:
+        writers.shutdown(wait=True, cancel_futures=True)
+        bar.close()
     return spent
+
+
+def _write_tile(root, relative, pixels, rgb, geom, hit, scaling, image_format):
+    """Crop a hit's projection and photo to its field, scale, encode and write the pair;
+    returns (bytes written, seconds spent)."""
+    started = time.perf_counter()
+    top, left, h, w = (geom.window(hit.y, hit.x) if geom is not None
+                       else (0, 0) + tuple(rgb.shape[:2]))
+    patch = crop_window(rgb, top, left, h, w)
+    projection = to_uint8(crop_window(pixels, top, left, h, w), scaling, photo=patch)
+    size = write_pair(root, relative, projection, patch, image_format)
+    return size, time.perf_counter() - started
+
+
+def _count(spent: dict, written) -> None:
+    size, seconds = written
+    spent["bytes"] += size
+    spent["writing"] += seconds
+    spent["files"] += 1
+    spent["hits"] += 1
+
+
+def _group_size(device) -> int:
+    """Images recorded and projected together: 8 on a CPU (the recording of a deep layer's
+    guided backprop holds every ReLU's input), 32 on a GPU."""
+    return 32 if device is not None and device.type == "cuda" else 8
 
 
 def _feature_vis_tiles(model, net, result, names, slugs, root, options, rank_id, world):
@@ -313,7 +361,7 @@ def _site_layers(result, net, names, slugs, units) -> List[SiteLayer]:
         for f, hits in enumerate(units[layer]):
             site_hits = []
             for hit in hits:
-                if hit.image not in shown:
+                if hit.image not in upscaled:
                     shown[hit.image] = os.path.relpath(os.path.abspath(hit.image), root)
                     upscaled[hit.image] = _upscaled(hit.image, result.preprocessing)
                 window = (geom.geometry.window(hit.y, hit.x) if geom.geometry is not None
@@ -360,7 +408,7 @@ def _relevance_tiles(result, net, names, slugs, root, image_format, spent) -> No
             for rank, hit in enumerate(result.relevance_top(layer, f)):
                 by_image.setdefault(hit.image, []).append((layer, f, rank, hit))
     for image, items in by_image.items():
-        x, rgb = load_image(image, preprocessing=result.preprocessing)
+        x, rgb = result.load_image(image)
         for layer, f, rank, hit in items:
             geom = net.layer(layer, tuple(x.shape[-2:])).geometry
             top, left, h, w = (geom.window(hit.y, hit.x) if geom is not None

@@ -34,6 +34,7 @@ from .. import method_table
 from ..choices import check_mode
 from ..data.zoo import class_names
 from ..engine import Projector
+from ..engine.precision import precise
 from ..engine.recording import check_images, forward_to
 from ..engine.seeds import make_seeds
 from ..errors import ArgumentError, closest
@@ -181,10 +182,12 @@ def _unit_seed(net: Projector, x: Tensor, target: Target) -> Tensor:
     return make_seeds(act, [target.feature], target.mode)[:, 0]
 
 
+@precise
 def attribute(model: nn.Module, x: Tensor, method: str, target: Union[None, int, str] = None,
               layer: Optional[str] = None, feature: Optional[int] = None, mode: str = "max",
               *, cam_layer: Optional[str] = None, nets: Optional[Dict[str, Projector]] = None,
-              resolved: Optional[Target] = None, **options) -> Tensor:
+              resolved: Optional[Target] = None,
+              precision: Optional[str] = None, **options) -> Tensor:
     """Explain a class or a unit with one method, at the input's resolution.
 
     Args:
@@ -203,6 +206,8 @@ def attribute(model: nn.Module, x: Tensor, method: str, target: Union[None, int,
         **options (Any): passed to the Captum method: ``n_steps`` (integrated gradients, default
             32), ``nt_samples`` and ``stdev`` (SmoothGrad: 16 samples, noise 0.15 of the
             input's range), ``window`` and ``stride`` (occlusion: 32 and 16 pixels).
+        precision: ``"exact"`` (default: float32 throughout, TF32 off on CUDA) or
+            ``"tf32"`` (faster on GPUs, not exact); see ``docs/gpu.md``.
 
     Returns:
         ``[N, 3, H, W]``; ``[N, 1, H, W]`` for Grad-CAM.

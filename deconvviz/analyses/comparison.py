@@ -18,6 +18,7 @@ from .. import figures, method_table
 from .._io import write_atomically
 from ..data.images import ImagesArg, load_images
 from ..data.zoo import model_info, model_name
+from ..engine.precision import precise
 from ..engine.recording import check_images
 from ..errors import ArgumentError
 from .attribution import Target, attribute, probabilities, resolve_target
@@ -79,11 +80,13 @@ class Comparison(Result):
                 f"{self.target.label(0)}, methods {', '.join(self.methods)})")
 
 
+@precise
 def compare(model: nn.Module, images: ImagesArg,
             methods: Optional[Sequence[str]] = None, *, target: Union[None, int, str] = None,
             layer: Optional[str] = None, feature: Optional[int] = None, mode: str = "max",
             cam_layer: Optional[str] = None,
-            progress: Optional[Callable[[str], None]] = None, **options: object) -> Comparison:
+            progress: Optional[Callable[[str], None]] = None,
+            precision: Optional[str] = None, **options: object) -> Comparison:
     """Every method's attribution of one target, for each photo.
 
     Args:
@@ -99,6 +102,8 @@ def compare(model: nn.Module, images: ImagesArg,
         cam_layer: Grad-CAM's layer.
         progress: called with each method's name once its maps (of every image) are made.
         **options (Any): passed to the Captum methods (see :func:`attribute`).
+        precision: ``"exact"`` (default: float32 throughout, TF32 off on CUDA) or
+            ``"tf32"`` (faster on GPUs, not exact); see ``docs/gpu.md``.
 
     Returns:
         A :class:`Comparison`; a method that cannot explain the target (Grad-CAM for a unit

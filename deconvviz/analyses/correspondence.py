@@ -27,6 +27,7 @@ from ..choices import weights_label
 from ..data.images import load_image, to_rgb
 from ..data.zoo import model_info, model_name
 from ..engine import Deconvnet
+from ..engine.precision import precise
 from ..engine.recording import check_images, forward_to
 from ..errors import ArgumentError
 from .invariance import default_probe_layers
@@ -177,9 +178,11 @@ def parts_figure(model: Union[str, nn.Module], images: Sequence[str],
     return PartBoxes(rgb, list(boxes), boxes, name).figure()
 
 
+@precise
 def correspondence(model: nn.Module, x: Tensor, parts: Mapping[str, Sequence[Sequence[int]]],
                    layers: Optional[Sequence[str]] = None, random: int = 10,
-                   seed: int = 0, *, progress: bool = True) -> CorrespondenceResult:
+                   seed: int = 0, *, progress: bool = True,
+                   precision: Optional[str] = None) -> CorrespondenceResult:
     """Zeiler & Fergus Table 1 (see the module docstring).
 
     Args:
@@ -191,6 +194,8 @@ def correspondence(model: nn.Module, x: Tensor, parts: Mapping[str, Sequence[Seq
             fully-connected layer).
         random: draws of the random baseline; seed: their seed.
         progress: a progress bar on stderr, counting masked batches.
+        precision: ``"exact"`` (default: float32 throughout, TF32 off on CUDA) or
+            ``"tf32"`` (faster on GPUs, not exact); see ``docs/gpu.md``.
 
     Each masking runs as its own batch of the N images, the reference's batch size: the
     measure is the sign of each activation's change, and an activation the mask cannot

@@ -5,7 +5,10 @@ activations over all images, at most one per image (that image's strongest locat
 feature). Only the running top-k is kept, so memory stays flat in the number of images.
 
 - Batched through a ``DataLoader`` (``batch_size``, ``workers``); unreadable files are skipped
-  and listed in ``result.skipped``, never fatal.
+  and listed in ``result.skipped``, never fatal. On CUDA the workers hand over JPEGs' bytes,
+  decoded and preprocessed on the GPU a batch at a time (:mod:`deconvviz.data.jpeg_batches`),
+  batches come from pinned memory and the next one is prepared before the current one is
+  scanned; ``DECONVVIZ_GPU_DECODE=0`` keeps the CPU's decoding.
 - Reproducible: hits are ordered by value, then by the image's position in the list, so the
   order in which images arrive never matters. What is guaranteed:
 
@@ -38,10 +41,12 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from .._io import check_output_path, write_atomically
+from ..data import jpeg_batches
 from ..data.images import load_image, preprocessing_for
 from ..data.zoo import Preprocessing, model_info, model_name, weights_digest
 from ..engine.graph import trace
 from ..engine.layers import aliases_of, resolve_layer
+from ..engine.precision import current_precision, precise
 from ..engine.recording import forward_to
 from ..errors import ArgumentError, DeconvvizError, ImageError, Interrupted
 from . import activation_histogram
@@ -89,27 +94,71 @@ def list_images(source: Union[str, os.PathLike]) -> List[str]:
 
 
 class _Images(Dataset):
-    def __init__(self, paths: Sequence[str], indices: Sequence[int], prep: Preprocessing):
-        self.paths, self.indices, self.prep = paths, list(indices), prep
+    """Each image as the model's input; with ``gpu``, a JPEG the GPU can decode as its bytes
+    (:mod:`deconvviz.data.jpeg_batches`), decoded there a batch at a time."""
+
+    def __init__(self, paths: Sequence[str], indices: Sequence[int], prep: Preprocessing,
+                 gpu: bool = False):
+        self.paths, self.indices, self.prep, self.gpu = paths, list(indices), prep, gpu
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, i: int):
         index = self.indices[i]
+        path = self.paths[index]
+        if self.gpu and jpeg_batches.gpu_decodable(path):
+            return index, jpeg_batches.read_jpeg(path), _RAW
         try:
-            x, _ = load_image(self.paths[index], preprocessing=self.prep)
+            x, _ = load_image(path, preprocessing=self.prep)
             return index, x[0], ""
         except DeconvvizError as exc:
             return index, None, str(exc)
 
 
+_RAW = "jpeg bytes"
+
+
 def _collate(batch):
-    good = [(i, x) for i, x, _ in batch if x is not None]
+    good = [(i, x) for i, x, why in batch if x is not None and why != _RAW]
+    raw = [(i, data) for i, data, why in batch if why == _RAW]
     failed = [(i, why) for i, x, why in batch if x is None]
     if not good:
-        return [], None, failed
-    return [i for i, _ in good], torch.stack([x for _, x in good]), failed
+        return [], None, failed, raw
+    return [i for i, _ in good], torch.stack([x for _, x in good]), failed, raw
+
+
+def _on_device(batch, device, paths: Sequence[str], prep: Preprocessing):
+    """A loader's batch on ``device``: CPU-decoded images copied (from pinned memory, without
+    waiting), JPEG bytes decoded and preprocessed there."""
+    indices, x, failed, raw = batch
+    indices = list(indices)
+    if x is not None:
+        x = x.to(device, non_blocking=True)
+    if raw:
+        ids = [i for i, _ in raw]
+        decoded, kept, bad = jpeg_batches.decode_batch([d for _, d in raw],
+                                                       [paths[i] for i in ids], prep, device)
+        failed = failed + [(ids[p], why) for p, why in bad]
+        if kept:
+            indices += [ids[p] for p in kept]
+            x = decoded if x is None else torch.cat([x, decoded])
+    return indices, x, failed
+
+
+def _one_ahead(batches, prepare):
+    """``prepare(batch)`` for each batch, the next one prepared before the current one is
+    handed on, so that reading and decoding overlap the model's work."""
+    iterator = iter(batches)
+    try:
+        ready = prepare(next(iterator))
+    except StopIteration:
+        return
+    for batch in iterator:
+        following = prepare(batch)
+        yield ready
+        ready = following
+    yield ready
 
 
 _KEYS = ("values", "images", "ys", "xs", "runner_ups")
@@ -167,12 +216,14 @@ def _distributed() -> Tuple[int, int]:
     return 0, 1
 
 
+@precise
 def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layers: Sequence[str],
          *, top: int = 9, batch_size: int = 32, workers: int = 0,
          out: Optional[Union[str, os.PathLike]] = None, resume: bool = False,
          checkpoint_every: int = 256, progress: bool = True,
          preprocessing: Optional[Preprocessing] = None, rank: str = "activation",
-         relevance_target: Optional[int] = None, relevance_method: str = "lrp") -> ScanResult:
+         relevance_target: Optional[int] = None, relevance_method: str = "lrp",
+         precision: Optional[str] = None) -> ScanResult:
     """Scan a collection of images for the strongest activations of every feature.
 
     Args:
@@ -196,6 +247,8 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
         relevance_target: the class whose relevance ranks them (default: each image's
             predicted class).
         relevance_method: the LRP method (default ``lrp``).
+        precision: ``"exact"`` (default: float32, TF32 off on CUDA) or ``"tf32"``; recorded
+            in the result with the device's type.
 
     Returns:
         A :class:`ScanResult` (also saved to ``out`` when given).
@@ -238,6 +291,8 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
                    for l, (_, p, _), a in zip(layers, resolved, probe)],
         "preprocessing": prep.to_dict(),
         "images": paths, "top": top, "versions": _versions(),
+        # what computed the values: a resumed scan keeps its precision, may change device
+        "precision": current_precision(), "device": device.type,
     }
     ranker = (RelevanceRanker(model, layers, relevance_target, relevance_method)
               if rank == "relevance" else None)
@@ -261,19 +316,22 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
         elif resume and partial and rank == 0:
             warnings.warn(f"no checkpoint to resume from ({partial} does not exist): "
                           f"scanning from the start", ResumeWarning, stacklevel=2)
-        loader = DataLoader(_Images(paths, shard[state["done"]:], prep), batch_size=batch_size,
-                            num_workers=workers, collate_fn=_collate)
+        gpu = jpeg_batches.on_gpu(device)
+        loader = DataLoader(_Images(paths, shard[state["done"]:], prep, gpu=gpu),
+                            batch_size=batch_size, num_workers=workers, collate_fn=_collate,
+                            pin_memory=device.type == "cuda")
+        batches = _one_ahead(loader, lambda b: _on_device(b, device, paths, prep))
         from tqdm import tqdm
 
         bar = tqdm(total=len(shard), initial=state["done"], unit="img", desc=f"scan {meta['model']}",
                    disable=not progress or rank_id != 0, dynamic_ncols=True)
         since = 0
         try:
-            for indices, x, failed in loader:
+            for indices, x, failed in batches:
                 tops, hists, rel_tops = state["tops"], state["hists"], state["rel_tops"]
                 if x is not None:
                     with torch.no_grad():
-                        acts = forward(x.to(device))
+                        acts = forward(x)
                     ids = torch.tensor(indices)
                     found = {layer: _candidates(act, ids) for layer, act in zip(layers, acts)}
                     tops = {layer: _merge(tops[layer], found[layer], k=keep) for layer in layers}
@@ -420,8 +478,10 @@ def _load_checkpoint(path: str, meta: dict, device) -> dict:
     data = torch.load(path, map_location="cpu", weights_only=True)
     theirs = {**data["meta"], "format": data.get("format", "deconvviz-scan/1")}
     ours = {**meta, "format": FORMAT}
+    if "precision" not in theirs:  # written before precision was recorded: the CPU's float32
+        theirs["precision"] = "exact"
     differ = sorted(k for k in set(theirs) | set(ours)
-                    if k != "versions" and theirs.get(k) != ours.get(k))
+                    if k not in ("versions", "device") and theirs.get(k) != ours.get(k))
     if differ:
         raise ArgumentError(f"checkpoint {path} is from a different scan ({', '.join(differ)} "
                             f"differ); delete it or drop --resume")

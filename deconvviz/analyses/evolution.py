@@ -20,6 +20,7 @@ from .._io import write_atomically
 from ..choices import choose_features
 from ..data.runs import run_checkpoints
 from ..data.zoo import checkpoint_model, get_spec, load_model, load_weights_into, model_info
+from ..engine.precision import precise
 from ..errors import ArgumentError
 from .dataset_scan import list_images, scan
 from .result import Result
@@ -86,13 +87,15 @@ def _label(path: str) -> str:
         os.path.basename(path))[0]
 
 
+@precise
 def evolution(model: Union[None, str, nn.Module], checkpoints: Union[str, "os.PathLike[str]",
                                                                 Sequence[str]],
               data: Union[str, "os.PathLike[str]", Sequence[str]], layers: Sequence[str],
               features: Union[str, Sequence[int]] = "random:6", *, seed: int = 0,
               method: str = "deconvnet", batch_size: int = 32, workers: int = 0,
               device: Optional[str] = None, progress: bool = True,
-              on_checkpoint: Optional[Callable[[str], None]] = None) -> EvolutionResult:
+              on_checkpoint: Optional[Callable[[str], None]] = None,
+                                                                precision: Optional[str] = None) -> EvolutionResult:
     """How features evolve over a series of checkpoints (Zeiler & Fergus Fig. 4).
 
     Args:
@@ -110,6 +113,8 @@ def evolution(model: Union[None, str, nn.Module], checkpoints: Union[str, "os.Pa
         device: where to run (default: the CPU, or the given model's device).
         progress: a progress bar per scan.
         on_checkpoint: called with each checkpoint path once it is done.
+        precision: ``"exact"`` (default: float32 throughout, TF32 off on CUDA) or
+            ``"tf32"`` (faster on GPUs, not exact); see ``docs/gpu.md``.
 
     Returns:
         An :class:`EvolutionResult`.

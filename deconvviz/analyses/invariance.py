@@ -26,6 +26,7 @@ from ..choices import TRANSFORMS
 from ..data.images import to_rgb
 from ..data.zoo import class_names, model_info, model_name
 from ..engine import Deconvnet, Projector
+from ..engine.precision import precise
 from ..engine.recording import check_images, forward_to
 from ..errors import ArgumentError, closest
 from .attribution import resolve_target
@@ -168,12 +169,13 @@ class InvarianceResult(Result):
                 f"layers {', '.join(self.distance)})")
 
 
+@precise
 def invariance(model: nn.Module, x: Tensor, transform: str,
                values: Optional[Sequence[float]] = None,
                layers: Optional[Sequence[str]] = None,
                target: Union[None, int, str] = None, *,
                images: Optional[Sequence[str]] = None, batch_size: int = 16,
-               progress: bool = True) -> InvarianceResult:
+               progress: bool = True, precision: Optional[str] = None) -> InvarianceResult:
     """Zeiler & Fergus Fig. 5 for one transform (see the module docstring).
 
     Args:
@@ -188,6 +190,8 @@ def invariance(model: nn.Module, x: Tensor, transform: str,
         images: a label per image for the figure's legend and the CSV (e.g. file names).
         batch_size: transformed images per forward pass.
         progress: a progress bar on stderr, counting transformed images.
+        precision: ``"exact"`` (default: float32 throughout, TF32 off on CUDA) or
+            ``"tf32"`` (faster on GPUs, not exact); see ``docs/gpu.md``.
     """
     check_transform(transform)
     x = check_images(x, model=model)

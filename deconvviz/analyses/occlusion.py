@@ -22,6 +22,7 @@ from .._io import write_atomically
 from ..data.images import to_rgb
 from ..data.zoo import class_names, model_info, model_name
 from ..engine import Deconvnet
+from ..engine.precision import precise
 from ..engine.recording import check_images, forward_to
 from ..engine.seeds import strongest
 from ..errors import ArgumentError
@@ -91,10 +92,12 @@ class OcclusionResult(Result):
                 f"of a {self.size}-px square every {self.stride} px)")
 
 
+@precise
 def occlusion(model: nn.Module, x: Tensor, layer: Optional[str] = None,
               feature: Optional[int] = None, target: Union[None, int, str] = None,
               size: int = 48, stride: int = 8, batch_size: int = 64,
-              progress: Optional[Callable[[int], None]] = None) -> OcclusionResult:
+              progress: Optional[Callable[[int], None]] = None,
+              precision: Optional[str] = None) -> OcclusionResult:
     """Slide a grey square over each image and record a feature's activity, the target's
     probability and the predicted class (Zeiler & Fergus Fig. 7).
 
@@ -109,6 +112,8 @@ def occlusion(model: nn.Module, x: Tensor, layer: Optional[str] = None,
         size: the square's side in pixels; stride: its step.
         batch_size: occluded images per forward pass.
         progress: called with the number of positions done after each batch.
+        precision: ``"exact"`` (default: float32 throughout, TF32 off on CUDA) or
+            ``"tf32"`` (faster on GPUs, not exact); see ``docs/gpu.md``.
 
     Returns:
         An :class:`OcclusionResult`.

@@ -22,6 +22,7 @@ from ..data.zoo import load_model, model_info, model_name
 from ..engine import Projector, Recording
 from ..engine.geometry import Geometry
 from ..engine.layers import aliases_of, overview_layers
+from ..engine.precision import current_precision, precise
 from ..engine.recording import check_images
 from ..engine.seeds import strongest
 from ..errors import ArgumentError, ImageError
@@ -48,6 +49,8 @@ class Projections(Result):
         image: the photo's path, when it came from a file.
         weights: which weights (as :class:`ModelInfo` says: ``"random"``, ``"imagenet"``,
             a checkpoint path, or ``"user"`` for a model deconvviz did not load).
+        precision, device: how and where it was computed (``"exact"`` or ``"tf32"``;
+            ``"cpu"``, ``"cuda"``...); the title names them unless exact on a CPU.
     """
 
     kind: ClassVar[str] = "projections"
@@ -65,6 +68,8 @@ class Projections(Result):
     image: Optional[str] = None
     method: str = "deconvnet"
     weights: str = "user"
+    precision: Optional[str] = None
+    device: Optional[str] = None
 
     def __len__(self) -> int:
         return len(self.features)
@@ -95,7 +100,11 @@ class Projections(Result):
     def title(self) -> str:
         name = os.path.basename(self.image) if self.image else "image"
         how = self.mode if self.method == "deconvnet" else f"{self.method}, {self.mode}"
-        return f"{self.model} {self.layer} ({how}) - {name} - {weights_label(self.weights)}"
+        where = [f"on {self.device}"] if self.device not in (None, "cpu") else []
+        if self.precision not in (None, "exact"):
+            where.append(f"{self.precision.upper()}, not exact")
+        return (f"{self.model} {self.layer} ({how}) - {name} - {weights_label(self.weights)}"
+                + (f" - {', '.join(where)}" if where else ""))
 
     def tile_titles(self) -> List[str]:
         return [f"#{f}  {v:.3g}" for f, v in zip(self.features, self.values)]
@@ -127,7 +136,8 @@ class Projections(Result):
         return write_atomically(path, lambda f: np.savez_compressed(
             f, pixels=self.pixels.cpu().numpy(), features=np.asarray(self.features),
             values=self.values, positions=self.positions, rgb=self.rgb,
-            layer=self.layer, model=self.model, mode=self.mode))
+            layer=self.layer, model=self.model, mode=self.mode,
+            precision=str(self.precision), device=str(self.device)))
 
     def __repr__(self) -> str:
         shape = "x".join(str(s) for s in self.pixels.shape[1:])
@@ -196,11 +206,12 @@ def _prepare(model: Union[str, nn.Module], image: ImageArg, net: Optional[Projec
     return model, net, x, rgb, path
 
 
+@precise
 def project(model: Union[str, nn.Module], image: ImageArg, layer: str, *,
             features: Optional[Sequence[int]] = None, top: int = 16, mode: str = "max",
             method: str = "deconvnet", net: Optional[Projector] = None,
             recording: Optional[Recording] = None,
-            weights: Optional[str] = "default") -> Projections:
+            weights: Optional[str] = "default", precision: Optional[str] = None) -> Projections:
     """Project features of ``layer`` for one photo.
 
     Args:
@@ -222,6 +233,8 @@ def project(model: Union[str, nn.Module], image: ImageArg, layer: str, *,
             ``--weights``: ``"default"`` is torchvision's ImageNet weights, ZFNet's random
             ones; ``None`` random; or a checkpoint path). The result says which
             (``weights``).
+        precision: ``"exact"`` (default: float32, TF32 off on CUDA) or ``"tf32"``; the
+            result records it, with the device.
 
     Returns:
         A :class:`Projections` (displays itself in Jupyter).
@@ -256,13 +269,16 @@ def project(model: Union[str, nn.Module], image: ImageArg, layer: str, *,
         positions=torch.stack([ys[0], xs[0]], dim=1).cpu().numpy(), rgb=rgb, layer=layer,
         model=model_name(model), mode=mode,
         geometry=layer_info.geometry, trained=info.trained if info else True,
-        image=path, method=net.method.name, weights=info.weights if info else "user")
+        image=path, method=net.method.name, weights=info.weights if info else "user",
+        precision=net.precision or current_precision(), device=pixels.device.type)
 
 
+@precise
 def project_layers(model: Union[str, nn.Module], image: ImageArg, layers: Sequence[str], *,
                    top: int = 6, mode: str = "max", method: str = "deconvnet",
                    net: Optional[Projector] = None,
-                   weights: Optional[str] = "default") -> List[Projections]:
+                   weights: Optional[str] = "default",
+                   precision: Optional[str] = None) -> List[Projections]:
     """:func:`project` for several layers of one photo, from one recorded forward pass."""
     model, net, x, rgb, path = _prepare(model, image, net, method, weights)
     recording = net.record(x, list(layers))
@@ -288,12 +304,14 @@ class ShowReport:
     failed: List[Tuple[str, str]]  # (image, reason)
 
 
+@precise
 def show(model: nn.Module, images: Sequence[Union[str, os.PathLike]], layer: str, *,
          features: Optional[Sequence[int]] = None, top: Optional[int] = None,
          mode: str = "max", scaling: str = "signed", patches: bool = False,
          view: str = "auto", out: Optional[str] = None, combine: bool = False,
          dpi: int = 200, method: str = "deconvnet", net: Optional[Projector] = None,
-         on_image: Optional[Callable[[str], None]] = None) -> ShowReport:
+         on_image: Optional[Callable[[str], None]] = None,
+         precision: Optional[str] = None) -> ShowReport:
     """Project and draw ``layer`` for each image, and write the figures: what
     ``deconvviz show`` does.
 
@@ -314,6 +332,8 @@ def show(model: nn.Module, images: Sequence[Union[str, os.PathLike]], layer: str
         method: ``"deconvnet"``, ``"guided"`` or ``"gradient"``.
         net: a projector of ``model`` to reuse (its method is used).
         on_image: called with each image path once it is done (a progress bar's update).
+        precision: ``"exact"`` (default: float32 throughout, TF32 off on CUDA) or
+            ``"tf32"`` (faster on GPUs, not exact); see ``docs/gpu.md``.
 
     Returns:
         A :class:`ShowReport`. An unreadable image is reported there and the others are

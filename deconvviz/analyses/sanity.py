@@ -33,6 +33,7 @@ from ..data.images import ImagesArg, load_images, to_rgb
 from ..data.zoo import model_info, model_name
 from ..engine import Projector
 from ..engine.graph import TracedModel, trace
+from ..engine.precision import precise
 from ..engine.recording import check_images
 from ..errors import ArgumentError
 from .attribution import attribute, resolve_target
@@ -133,11 +134,12 @@ def _scores(reference: Tensor, other: Tensor) -> Dict[str, float]:
     return {m: v / a.shape[0] for m, v in out.items()}
 
 
+@precise
 def sanity_check(model: nn.Module, x: ImagesArg, methods: Optional[Sequence[str]] = None, *,
                  target: Union[None, int, str] = None, seed: int = 0,
                  layers: Optional[Sequence[str]] = None,
                  progress: Optional[Callable[[str], None]] = None,
-                 **options) -> SanityResult:
+                 precision: Optional[str] = None, **options) -> SanityResult:
     """Adebayo's cascading randomisation of ``model``'s layers, top down, and how much each
     method's map changes (see the module docstring).
 
@@ -153,6 +155,8 @@ def sanity_check(model: nn.Module, x: ImagesArg, methods: Optional[Sequence[str]
         progress: called after each map is made (one per method and step: ``(1 +
             len(layers)) * len(methods)`` calls), with ``"layer: method"``.
         **options (Any): passed to the Captum methods (see :func:`attribute`).
+        precision: ``"exact"`` (default: float32 throughout, TF32 off on CUDA) or
+            ``"tf32"`` (faster on GPUs, not exact); see ``docs/gpu.md``.
 
     Returns:
         A :class:`SanityResult`; its step 0 is the model as given (every score 1).

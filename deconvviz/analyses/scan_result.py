@@ -51,6 +51,9 @@ class ScanResult:
         k: hits kept per feature.
         preprocessing: how images were turned into inputs.
         versions: deconvviz, torch and torchvision versions used.
+        precision, device: how and where the activations were computed (``"exact"`` or
+            ``"tf32"``; ``"cpu"``, ``"cuda"``...); ``None`` in scans written before they
+            were recorded.
         format: the file format it was written in (``deconvviz-scan/1`` to ``/3``); the
             distribution of activations (:meth:`histogram`) is recorded from format 3 on.
     """
@@ -72,6 +75,8 @@ class ScanResult:
         self.versions: Dict[str, str] = meta["versions"]
         self.skipped: List[Tuple[str, str]] = [(self.images[i], r) for i, r in data["skipped"]]
         self.format: str = data.get("format", "deconvviz-scan/1")
+        self.precision: Optional[str] = meta.get("precision")
+        self.device: Optional[str] = meta.get("device")
 
     @property
     def has_distribution(self) -> bool:

@@ -11,6 +11,7 @@ from .. import figures
 from ..choices import choose_features, weights_label
 from ..data.zoo import model_info, weights_digest
 from ..engine import Projector
+from ..engine.precision import precise
 from ..errors import ImageError, WeightsError
 from ..figures.display import crop_window
 
@@ -132,12 +133,13 @@ def _described(weights: str) -> str:
             "user": "the model's own weights"}.get(weights, f"weights {weights}")
 
 
+@precise
 def top_hits_figure(result, layers: Union[None, str, Sequence[str]] = None,
                     features: str = "0-15", *, seed: int = 0,
                     model: Optional[nn.Module] = None, scaling: str = "signed",
                     ncols: int = 4, method: str = "deconvnet",
                     image_root: Optional[str] = None,
-                    progress: bool = False) -> "figures.Figure":
+                    progress: bool = False, precision: Optional[str] = None) -> "figures.Figure":
     """Zeiler & Fergus Fig. 2 from a scan result, as ``deconvviz figure`` draws it.
 
     Args:
@@ -151,6 +153,8 @@ def top_hits_figure(result, layers: Union[None, str, Sequence[str]] = None,
         image_root: where the scan's photos are now, if they moved (see
             :func:`~deconvviz.analyses.scan_result.load_scan`).
         progress: a progress bar per layer on stderr.
+        precision: ``"exact"`` (default: float32 throughout, TF32 off on CUDA) or
+            ``"tf32"`` (faster on GPUs, not exact); see ``docs/gpu.md``.
     """
     result = result.relocated(image_root)
     layers = [layers] if isinstance(layers, str) else list(layers or result.layer_names)

@@ -20,6 +20,8 @@ import click
 from .. import method_table
 from ..choices import (
     MODES,
+    PRECISIONS,
+    check_precision,
     parse_list,
 )
 from ..data.zoo import list_models
@@ -91,7 +93,14 @@ def friendly(command):
             if not debug:
                 warnings.showwarning = _one_line_warning
             try:
-                return command(*args, **kwargs)
+                ctx = click.get_current_context(silent=True)
+                precision = ctx.meta.get(_PRECISION, "exact") if ctx is not None else "exact"
+                if precision == "exact":  # the API's default: nothing to set here
+                    return command(*args, **kwargs)
+                from ..engine.precision import computing
+
+                with computing(precision):  # every deconvviz call below inherits it
+                    return command(*args, **kwargs)
             except click.ClickException:
                 raise
             except Interrupted as exc:  # saved where it was; the message says --resume
@@ -162,7 +171,36 @@ def dpi_option(f):
                         help="Resolution of raster output (10 to 2400).")(f)
 
 
+_PRECISION = "deconvviz.precision"
+
+
+class _Precision(click.ParamType):
+    """``--precision``: checked by :func:`deconvviz.choices.check_precision`."""
+
+    name = "precision"
+
+    def get_metavar(self, param, ctx=None):
+        return "[" + "|".join(PRECISIONS) + "]"
+
+    def convert(self, value, param, ctx):
+        try:
+            return check_precision(value)
+        except ArgumentError as error:
+            self.fail(str(error), param, ctx)
+
+
+def _remember_precision(ctx, param, value):
+    ctx.meta[_PRECISION] = value
+
+
 def device_option(f):
+    """``--device`` and ``--precision`` (the command runs at that precision, see
+    :mod:`deconvviz.engine.precision`)."""
+    f = click.option("--precision", type=_Precision(), default="exact", show_default=True,
+                     expose_value=False, callback=_remember_precision,
+                     help="'exact': float32 throughout, TF32 off on CUDA (the CPU's "
+                          "answers); 'tf32': TensorFloat-32 on GPUs with tensor cores, "
+                          "faster and not exact (docs: On a GPU).")(f)
     return click.option("--device", default="auto", show_default=True,
                         help="'cpu', 'cuda', 'cuda:1', ... or 'auto' (cuda when available).")(f)
 

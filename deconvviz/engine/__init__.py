@@ -17,6 +17,8 @@ module              job
 ``layout``          channels-last maps (ConvNeXt's permutes) and the ops acting per position
 ``layers``          layer names, aliases, shapes and receptive fields
 ``projector``       :class:`Projector` / :class:`Deconvnet`: the engine's front door
+``precision``       float32 throughout by default (TF32 off on CUDA), restoring the caller's flags
+``plan``            the fastest exact plan per layer and device: the cone or the full-size pass
 ==================  ===========================================================================
 """
 from .layers import Layer, list_layers

@@ -28,6 +28,9 @@ from .layers import Layer, Measured, aliases_of, layer_of, layers_of, measure, r
 from .layout import acts_per_position, channels_last_nodes
 from .methods import DECONVNET, GRADIENT, GUIDED, get_method
 from .ops import fold_batchnorms
+from .plan import MEASURED as _MEASURED
+from .plan import choose, cone_share, memory_budget, rec_device, time_plans
+from .precision import check_precision, precise_method
 from .recording import Recording, check_images, record_nodes
 from .reverse import DeconvStep, FullSize, ReversePass, ReverseStep, run
 from .rules import RuleSet
@@ -49,20 +52,25 @@ class Projector:
             the deconvnet).
         aliases: layer aliases (name -> module path); by default the zoo's, if any.
         max_memory: bytes the reverse pass may use for its signals; seeds are processed in
-            chunks that fit.
+            chunks that fit. By default 512 MiB on a CPU, a quarter of the free memory on a
+            GPU (:func:`deconvviz.engine.plan.memory_budget`).
+        precision: ``"exact"`` (float32 throughout, TF32 off on CUDA) or ``"tf32"`` (faster
+            on GPUs, not exact; see :mod:`deconvviz.engine.precision`); ``None`` (default):
+            that of the deconvviz call it runs in, else ``"exact"``.
     """
 
     method: RuleSet = DECONVNET
 
     def __init__(self, model: nn.Module, *, method: Union[None, str, RuleSet] = None,
                  aliases: Optional[Mapping[str, str]] = None,
-                 max_memory: int = 512 * 2**20) -> None:
+                 max_memory: Optional[int] = None, precision: Optional[str] = None) -> None:
+        self.precision = check_precision(precision) if precision is not None else None
         if method is not None:
             self.method = get_method(method) if isinstance(method, str) else method
         self.model = model
         self.traced: TracedModel = trace(model)
         self.aliases: Dict[str, str] = dict(aliases) if aliases is not None else aliases_of(model)
-        self.max_memory = int(max_memory)
+        self.max_memory = int(max_memory) if max_memory is not None else None
         self._layers: Dict[Tuple[int, int], Measured] = {}
         # each layer name resolved once, each reverse pass built once (per method)
         self._resolved: Dict[str, Tuple[Optional[str], str, str]] = {}
@@ -204,6 +212,7 @@ class Projector:
         return rule
 
     # -- recording ------------------------------------------------------------------------
+    @precise_method
     def record(self, x: Tensor, layers: Union[str, Sequence[str]]) -> Recording:
         """Run ``x`` forward once and keep the activations of ``layers`` and the forward
         state the method reads (every max-pool's switches) up to the deepest of them.
@@ -232,6 +241,7 @@ class Projector:
                             arguments=[name for name, n in needs.items() if "arguments" in n])
 
     # -- projection -----------------------------------------------------------------------
+    @precise_method
     def project(self, x: Tensor, layer: str, feature: Optional[Feature] = None, *,
                 mode: str = "max", seed: Optional[Tensor] = None,
                 recording: Optional[Recording] = None, cone: Optional[bool] = None) -> Tensor:
@@ -248,8 +258,11 @@ class Projector:
             recording: a :class:`Recording` of ``x`` holding ``layer`` (skips the forward).
             cone: for ``mode="max"``, compute each projection only inside its receptive-field
                 cone (the same result, much faster for shallow and middle layers). ``None``
-                (default): where the cone is smaller than the maps; ``True``: wherever the
-                layer allows it; ``False``: always the full-size pass.
+                (default): the faster exact plan for this layer and device
+                (:mod:`deconvviz.engine.plan`: the cone's share of the multiply-adds against
+                its rate on the device, measured once on a GPU near the break-even point);
+                ``True``: the cone wherever the layer allows it; ``False``: always the
+                full-size pass.
 
         Returns:
             ``[N, 3, H, W]`` for one feature or a seed; ``[N, K, 3, H, W]`` for a list of K
@@ -265,12 +278,13 @@ class Projector:
             count = seeds.shape[1]
         else:
             features, single = _check_features(feature, act.shape[1], layer)
-            if mode == "max" and cone is not False:
-                out = self._project_cone(steps, recording, node, act, features, cone is True)
-                if out is not None:
-                    return out[:, 0] if single else out
             make = lambda k0, k1: make_seeds(act, features[k0:k1], mode)  # noqa: E731
             count = len(features)
+            if mode == "max" and cone is not False:
+                out = self._project_cone(steps, recording, node, act, features, cone is True,
+                                         make)
+                if out is not None:
+                    return out[:, 0] if single else out
         out = self._reverse_in_chunks(steps, recording, node, make, count, act.shape[0])
         return out[:, 0] if single else out
 
@@ -283,28 +297,79 @@ class Projector:
         return steps, x, recording, recording.activations[layer], self._node(layer)
 
     def _project_cone(self, steps: ReversePass, rec: Recording, node: str, act: Tensor,
-                      features: List[int], forced: bool = False) -> Optional[Tensor]:
+                      features: List[int], forced: bool = False,
+                      make: Optional[Callable[[int, int], Tensor]] = None) -> Optional[Tensor]:
+        """``[N, K, 3, H, W]`` through the cone, or ``None`` where the full-size pass is the
+        faster plan (``make``: the full pass's seeds, for a one-time measurement)."""
         n, k = act.shape[0], len(features)
         values, ys, xs = (t.reshape(-1) for t in strongest(act, features))
         images = torch.arange(n, device=act.device).repeat_interleave(k)
         chosen = torch.as_tensor(features, device=act.device).repeat(n)
-        out = self._units_in_cone(steps, rec, node, images, chosen, ys, xs, values, forced)
-        return None if out is None else out.reshape(n, k, *out.shape[1:])
+        plan = self._cone_plan(steps, rec, node, forced)
+        if plan is None:
+            return None
+        head = 0
+        parts = []
+        if not forced and plan.choice == "measure":
+            key = (node, self.method.name, tuple(rec.input_shape), str(act.device))
+            decided = _MEASURED.get(key)
+            if decided is None and make is not None and k > 1:
+                head = max(1, min(k // 2, 8))  # the first seeds of each image, by both plans
+                mine = (torch.arange(n * k, device=act.device) % k) < head
+                idx = mine.nonzero()[:, 0]
+                decided, first = time_plans(
+                    key, lambda: self._run_cone(plan, images[idx], chosen[idx], ys[idx],
+                                                xs[idx], values[idx]),
+                    lambda: self._reverse_in_chunks(steps, rec, node, make, head, n),
+                    act.device)
+                parts.append(first.reshape(n, head, *first.shape[1:]))
+            if decided == "full":
+                if head:
+                    rest = self._reverse_in_chunks(
+                        steps, rec, node, lambda k0, k1: make(head + k0, head + k1), k - head, n)
+                    return torch.cat(parts + [rest], dim=1)
+                return None
+        elif not forced and plan.choice == "full":
+            return None
+        rest = (torch.arange(n * k, device=act.device) % k) >= head
+        idx = rest.nonzero()[:, 0]
+        if len(idx):
+            out = self._run_cone(plan, images[idx], chosen[idx], ys[idx], xs[idx], values[idx])
+            parts.append(out.reshape(n, k - head, *out.shape[1:]))
+        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
-    def _units_in_cone(self, steps, rec, node, images, features, ys, xs, values,
-                       forced: bool = False) -> Optional[Tensor]:
+    def _cone_plan(self, steps: ReversePass, rec: Recording, node: str, forced: bool = False):
+        """The cone's plan with ``choice`` set (``"cone"``, ``"full"`` or ``"measure"``, see
+        :func:`deconvviz.engine.plan.choose`), or ``None`` where there is no smaller cone."""
         if self.method.relevance:  # LRP's rules read whole maps: always the full-size pass
             return None
         plan = plan_cone(self.traced, steps.ops, steps.folded, self.method, rec, node,
                          require_cheaper=not forced)
-        if plan is None:
-            return None
-        chunk = max(1, self.max_memory // bytes_per_seed(plan.windows, rec, plan.shapes))
+        if plan is not None:
+            plan.share = cone_share(plan, steps.ops)
+            plan.choice = "cone" if forced else choose(plan.share, rec_device(rec))
+        return plan
+
+    def _run_cone(self, plan, images, features, ys, xs, values) -> Tensor:
+        budget = memory_budget(self.max_memory, values.device)
+        chunk = max(1, budget // bytes_per_seed(plan.windows, plan.rec, plan.shapes))
         with torch.no_grad():
             return torch.cat([plan.project(images[i:i + chunk], features[i:i + chunk],
                                            ys[i:i + chunk], xs[i:i + chunk], values[i:i + chunk])
                               for i in range(0, len(images), chunk)])
 
+    def _units_in_cone(self, steps, rec, node, images, features, ys, xs, values,
+                       forced: bool = False) -> Optional[Tensor]:
+        plan = self._cone_plan(steps, rec, node, forced)
+        if plan is None or plan.choice == "full":
+            return None
+        if plan.choice == "measure":  # as measured by project(), where it has been
+            key = (node, self.method.name, tuple(rec.input_shape), str(values.device))
+            if _MEASURED.get(key) == "full":
+                return None
+        return self._run_cone(plan, images, features, ys, xs, values)
+
+    @precise_method
     def project_units(self, x: Tensor, layer: str, units: Sequence[Tuple[int, int, int, int]],
                       *, recording: Optional[Recording] = None) -> Tensor:
         """Project single activations chosen by position: each unit is ``(image, feature, y,
@@ -345,7 +410,8 @@ class Projector:
     def _reverse_in_chunks(self, steps: ReversePass, rec: Recording, node: str,
                            make: Callable[[int, int], Tensor], count: int, n: int) -> Tensor:
         per_seed = 4 * 4 * max(math.prod(s[1:]) for s in rec.shapes.values()) * n
-        chunk = max(1, min(count, self.max_memory // max(per_seed, 1)))
+        budget = memory_budget(self.max_memory, rec_device(rec))
+        chunk = max(1, min(count, budget // max(per_seed, 1)))
         parts = []
         with torch.no_grad():
             for k0 in range(0, count, chunk):
@@ -374,7 +440,8 @@ class Deconvnet(Projector):
             ``torch.fx`` can trace). It is never modified: no hooks, no module swaps.
         aliases: layer aliases (name -> module path); by default the zoo's, if any.
         max_memory: bytes the reverse pass may use for its signals; seeds are processed in
-            chunks that fit.
+            chunks that fit (by default 512 MiB on a CPU, a quarter of a GPU's free memory).
+        precision: ``"exact"`` (default) or ``"tf32"`` (see :class:`Projector`).
 
     Examples:
         >>> net = Deconvnet(load_model("vgg16", weights=None))

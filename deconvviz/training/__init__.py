@@ -32,7 +32,8 @@ number of DataLoader workers.
 Distributed: under ``torchrun`` each process trains on its share of every global batch
 (``batch_size`` is the global batch, split evenly) with ``DistributedDataParallel`` (NCCL on
 GPU, gloo on CPU). On CUDA, mixed precision (bfloat16 autocast) and channels-last are on by
-default.
+default, and JPEGs are decoded and augmented on the GPU, a batch at a time, with the same
+seeded draws (:mod:`.gpu_reading`).
 """
 from ..data.runs import read_metrics, run_checkpoints
 from .loop import train

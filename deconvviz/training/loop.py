@@ -19,11 +19,13 @@ from torch.utils.data import DataLoader, Subset
 
 from .._io import check_writable_folder, write_atomically
 from ..choices import INITS, PAPER_SAVE_AT
+from ..data import jpeg_batches
 from ..data.devices import distributed, resolve_device
 from ..data.images import preprocessing_for
 from ..data.runs import METRICS, run_checkpoints
 from ..data.zoo import Preprocessing, checkpoint_payload, get_spec
 from ..errors import ArgumentError, first_line
+from . import gpu_reading
 from .recipe import (
     STATE_FORMAT,
     TrainingInterrupted,
@@ -198,6 +200,12 @@ class _Run:
         self.train_set = _Augmented(folder, _transforms(prep, True), config.seed)
         self.val_set = (_Augmented(val_folder, _transforms(prep, False), config.seed)
                         if val_folder is not None else None)
+        # On CUDA, JPEGs are decoded and augmented on the GPU (training/gpu_reading.py)
+        self.gpu_reading = jpeg_batches.on_gpu(device)
+        if self.gpu_reading:
+            self.train_set = gpu_reading.EncodedImages(self.train_set)
+            if self.val_set is not None:
+                self.val_set = gpu_reading.EncodedImages(self.val_set)
         model = _build(config).to(device)
         _check_input_size(model, prep.crop_size, config.model, device)
         if device.type == "cuda":
@@ -260,11 +268,16 @@ class _Run:
 
     # -- the loop -------------------------------------------------------------------------
 
-    def _loader(self, dataset, sampler) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.config.batch_size // self.world,
-                          sampler=sampler, num_workers=self.workers,
-                          pin_memory=self.device.type == "cuda",
-                          persistent_workers=False)
+    def _loader(self, dataset, sampler):
+        """The batches ``(x, y)``: from the loader, or decoded on the GPU from it."""
+        loader = DataLoader(dataset, batch_size=self.config.batch_size // self.world,
+                            sampler=sampler, num_workers=self.workers,
+                            pin_memory=self.device.type == "cuda",
+                            persistent_workers=False,
+                            collate_fn=gpu_reading.collate if self.gpu_reading else None)
+        if self.gpu_reading:
+            return gpu_reading.batches_on(loader, self.device, self.prep)
+        return loader
 
     def run(self) -> TrainResult:
         from tqdm import tqdm

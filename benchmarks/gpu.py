@@ -1,0 +1,406 @@
+"""deconvviz on one GPU: agreement with a float64 oracle, and speed beside what a user would
+write instead (issue 27's tables), in one run of a few minutes.
+
+Run on a machine with a CUDA GPU, from the project's root (captum installed):
+
+    .venv/bin/python benchmarks/gpu.py                 # every table
+    .venv/bin/python benchmarks/gpu.py --tables agree,occlusion
+    .venv/bin/python benchmarks/gpu.py --small --device cpu   # a quick dry run of the code
+
+Tables (random weights, the bundled chelsea photo at 224 px, mode "max"):
+
+1. agree: the largest difference from a float64 oracle on the CPU (autograd through the same
+   model in float64, with the deconvnet's and guided backprop's ReLU rules), relative to the
+   oracle's largest value, for 16 features: deconvviz's default (``precision="exact"``), and
+   ``precision="tf32"``; the CPU's float32 beside them.
+2. speed: every feature of VGG16 and ResNet-50 layers: deconvviz (deconvnet, guided,
+   gradient) against a loop of Captum's NeuronDeconvolution (timed on 24 features, scaled) and
+   against one batched ``torch.autograd.grad(..., is_grads_batched=True)`` (the gradient; TF32
+   as PyTorch's default leaves it, and exact).
+3. throughput: ``dv.scan``, ``dv.train`` and ``dv.atlas`` on 2,048 JPEGs of 256 px it writes
+   to a temporary folder, against the bare forward (scan) and a bare bf16 channels-last
+   training loop (train) on tensors already on the GPU, same batch.
+4. occlusion: ``dv.occlusion`` against Captum's ``Occlusion`` (48-px square, stride 8, the
+   same positions and batch of 256).
+
+It is self-contained: nothing outside this checkout is needed.
+"""
+# ruff: noqa: B023  (the closures below are timed at once, inside the loop that binds them)
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PHOTO = os.path.join(HERE, "examples", "images", "chelsea.png")
+TABLES = ("agree", "speed", "throughput", "occlusion")
+
+
+def parse(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda", help="cuda (default), cuda:N, or cpu with --small")
+    ap.add_argument("--tables", default=",".join(TABLES),
+                    help=f"comma-separated, from {', '.join(TABLES)}")
+    ap.add_argument("--small", action="store_true",
+                    help="tiny sizes: checks the script's code, measures nothing useful")
+    ap.add_argument("--images", type=int, default=2048, help="JPEGs for the throughput table")
+    ap.add_argument("--workers", type=int, default=min(12, os.cpu_count() or 1))
+    args = ap.parse_args(argv)
+    unknown = set(args.tables.split(",")) - set(TABLES)
+    if unknown:
+        ap.error(f"unknown table(s) {', '.join(sorted(unknown))}; choose from {', '.join(TABLES)}")
+    return args
+
+
+class Bench:
+    def __init__(self, args):
+        import torch
+
+        import deconvviz as dv
+
+        self.torch, self.dv, self.args = torch, dv, args
+        self.device = torch.device(args.device)
+        self.small = args.small
+        self.size = 64 if args.small else 224
+
+    def sync(self):
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize(self.device)
+
+    def timed(self, fn, repeat=3):
+        """Best of ``repeat`` after one warm-up call: seconds, and the last result."""
+        fn()
+        self.sync()
+        best, out = float("inf"), None
+        for _ in range(repeat):
+            start = time.perf_counter()
+            out = fn()
+            self.sync()
+            best = min(best, time.perf_counter() - start)
+        return best, out
+
+    def model(self, name, device=None):
+        m = self.dv.load_model(name, weights=None).eval()
+        return m.to(device or self.device)
+
+    def photo(self, model):
+        x, _ = self.dv.load_image(PHOTO, model)
+        if self.small:
+            x = self.torch.nn.functional.interpolate(x, size=(self.size, self.size),
+                                                     mode="bilinear")
+        return x
+
+    # -- 1. agreement with a float64 oracle -----------------------------------------------
+    def oracle(self, model, x, path, features, method):
+        """Projections [K, 3, H, W] by float64 autograd with the method's ReLU rule."""
+        torch = self.torch
+        F = torch.nn.functional
+        from torch.overrides import TorchFunctionMode
+
+        class Relu(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, v):
+                ctx.save_for_backward(v)
+                return v.clamp(min=0)
+
+            @staticmethod
+            def backward(ctx, g):
+                (v,) = ctx.saved_tensors
+                return g.clamp(min=0) * (v > 0) if method == "guided" else g.clamp(min=0)
+
+        relus = {F.relu, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_}
+
+        class Rules(TorchFunctionMode):
+            def __torch_function__(self, func, types, args=(), kwargs=None):
+                kwargs = kwargs or {}
+                if method != "gradient" and func in relus:
+                    return Relu.apply(args[0])
+                if method == "deconvnet" and func is F.local_response_norm:
+                    y = func(*args, **kwargs)
+                    return args[0] + (y - args[0]).detach()
+                return func(*args, **kwargs)
+
+        model = copy.deepcopy(model).cpu().double()
+        captured = []
+        handle = model.get_submodule(path).register_forward_hook(
+            lambda m, i, o: captured.append(o))
+        xx = x.detach().cpu().double().requires_grad_(True)
+        try:
+            with Rules(), torch.enable_grad():
+                model(xx)
+        finally:
+            handle.remove()
+        act = captured[0]
+        out = []
+        for f in features:
+            flat = act[0, f].detach().reshape(-1)
+            pos = int(flat.argmax())
+            seed = torch.zeros_like(act)
+            seed[0, f].view(-1)[pos] = flat[pos]
+            (g,) = torch.autograd.grad((seed * act).sum(), xx, retain_graph=True)
+            out.append(g[0])
+        return torch.stack(out)
+
+    def rel(self, a, b):
+        a, b = a.detach().double().cpu(), b.detach().double().cpu()
+        return float((a - b).abs().max() / b.abs().max().clamp_min(1e-300))
+
+    def agree(self):
+        dv = self.dv
+        cases = [("zfnet", "conv3"), ("vgg16", "conv5_3"), ("resnet50", "layer3"),
+                 ("torchvision:efficientnet_b0", None)]
+        if self.small:
+            cases = [("zfnet", "conv3"), ("vgg16", "conv3_3")]
+        k = 4 if self.small else 16
+        print("\n## 1. Agreement with a float64 oracle (16 features, max mode; largest "
+              "difference / oracle's largest value)\n")
+        print("| model | layer | method | deconvviz default (exact) | precision='tf32' | "
+              "CPU float32 |")
+        print("|---|---|---|---:|---:|---:|")
+        for name, layer in cases:
+            cpu_model = self.model(name, "cpu")
+            x = self.photo(cpu_model)
+            gpu_model = self.model(name)
+            if layer is None:
+                names = [l.name for l in dv.list_layers(cpu_model)]
+                layer = names[len(names) // 2]
+            # the oracle has the ReLU rules only: other activations (SiLU) by the gradient
+            methods = (["deconvnet", "guided", "gradient"] if "efficientnet" not in name
+                       else ["gradient"])
+            for method in methods:
+                net_cpu = dv.Projector(cpu_model, method=method)
+                features = list(range(k))
+                expected = self.oracle(cpu_model, x, net_cpu.aliases.get(layer, layer),
+                                       features, method)
+                row = []
+                for precision in ("exact", "tf32"):
+                    net = dv.Projector(gpu_model, method=method, precision=precision)
+                    row.append(self.rel(net.project(x.to(self.device), layer, features)[0],
+                                        expected))
+                row.append(self.rel(net_cpu.project(x, layer, features)[0], expected))
+                print(f"| {name} | {layer} | {method} | " + " | ".join(f"{v:.1e}" for v in row)
+                      + " |", flush=True)
+
+    # -- 2. projection speed ---------------------------------------------------------------
+    def batched_grad(self, model, x, path, features):
+        """The gradient of each feature's strongest unit, all seeds at once."""
+        torch = self.torch
+        from torchvision.models.feature_extraction import create_feature_extractor
+
+        fx = create_feature_extractor(model, {path: "a"})
+        chunk = 128
+
+        def run():
+            xx = x.clone().requires_grad_(True)
+            a = fx(xx)["a"]
+            flat = a[0].flatten(1)
+            outs = []
+            for c0 in range(0, len(features), chunk):
+                fs = torch.as_tensor(features[c0:c0 + chunk], device=a.device)
+                pos = flat[fs].argmax(1)
+                seeds = torch.zeros((len(fs),) + a.shape, device=a.device)
+                seeds.view(len(fs), a.shape[1], -1)[torch.arange(len(fs)), fs, pos] = \
+                    flat[fs, pos]
+                (g,) = torch.autograd.grad(a, xx, seeds, is_grads_batched=True,
+                                           retain_graph=True)
+                outs.append(g[:, 0])
+            return torch.cat(outs)
+        return run
+
+    def speed(self):
+        dv, torch = self.dv, self.torch
+        from captum.attr import NeuronDeconvolution
+
+        from deconvviz.engine.precision import computing
+
+        cases = [("vgg16", ["conv3_3", "conv4_3", "conv5_3"]),
+                 ("resnet50", ["layer1", "layer2", "layer3", "layer4"])]
+        if self.small:
+            cases = [("vgg16", ["conv3_3"])]
+        print("\n## 2. Projecting every feature of a layer (max mode), seconds\n")
+        print("| model | layer | features | deconvnet | guided | gradient | Captum loop | "
+              "ratio (deconvnet) | autograd.grad batched, TF32 default | exact | "
+              "ratio (gradient, exact) |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for name, layers in cases:
+            model = self.model(name)
+            x = self.photo(model).to(self.device)
+            for layer in layers:
+                net = dv.Deconvnet(model)
+                act = net.record(x, layer).activations[layer][0]
+                features = list(range(act.shape[0] if not self.small else 16))
+                ours = {}
+                for method in ("deconvnet", "guided", "gradient"):
+                    p = net.with_method(method)
+                    ours[method], _ = self.timed(lambda p=p: p.project(x, layer, features))
+                path = net.aliases[layer]
+                captum = NeuronDeconvolution(model, model.get_submodule(path))
+                sample = features[:: max(1, len(features) // 24)]
+
+                def loop():
+                    for f in sample:
+                        flat = int(act[f].argmax())
+                        captum.attribute(x, neuron_selector=(f, flat // act.shape[-1],
+                                                             flat % act.shape[-1]))
+                cap, _ = self.timed(loop, repeat=1)
+                cap *= len(features) / len(sample)
+                run = self.batched_grad(model, x, path, features)
+                default_s, _ = self.timed(run, repeat=2)
+                with computing("exact"):
+                    exact_s, _ = self.timed(run, repeat=2)
+                print(f"| {name} | {layer} | {len(features)} | {ours['deconvnet']:.3f} | "
+                      f"{ours['guided']:.3f} | {ours['gradient']:.3f} | {cap:.2f} | "
+                      f"{cap / ours['deconvnet']:.1f}x | {default_s:.3f} | {exact_s:.3f} | "
+                      f"{exact_s / ours['gradient']:.2f}x |", flush=True)
+                del run
+                torch.cuda.empty_cache() if self.device.type == "cuda" else None
+
+    # -- 3. throughput on JPEGs ------------------------------------------------------------
+    def jpegs(self, n, classes, size=256):
+        import numpy as np
+        from PIL import Image
+
+        root = tempfile.mkdtemp(prefix="deconvviz-gpu-bench-")
+        base = np.asarray(Image.open(PHOTO).convert("RGB").resize((size, size)))
+        rng = np.random.default_rng(0)
+        for i in range(n):
+            folder = os.path.join(root, f"c{i % classes}")
+            os.makedirs(folder, exist_ok=True)
+            img = np.roll(base, int(rng.integers(0, size)), axis=1).astype(int)
+            img = np.clip(img + rng.integers(-20, 20, img.shape), 0, 255).astype("uint8")
+            Image.fromarray(img).save(os.path.join(folder, f"{i:05d}.jpg"), quality=90)
+        return root
+
+    def throughput(self):
+        dv, torch = self.dv, self.torch
+        from deconvviz.engine.graph import trace
+        from deconvviz.engine.layers import aliases_of, resolve_layer
+        from deconvviz.engine.recording import forward_to
+
+        n = 64 if self.small else self.args.images
+        batch = 8 if self.small else 128
+        workers = 1 if self.small else self.args.workers
+        folder = self.jpegs(n, classes=4)
+        print(f"\n## 3. Reading {n} JPEGs of 256 px (batch {batch}, {workers} loader "
+              f"workers), images/s\n")
+        print("| pipeline | deconvviz | bare GPU loop on tensors already there | ratio |")
+        print("|---|---:|---:|---:|")
+        scan_path = None
+        try:
+            for name, layers in [("vgg16", ["conv3_3", "conv5_3"]),
+                                 ("resnet50", ["layer2", "layer3"])]:
+                model = self.model(name)
+                out = os.path.join(folder, f"{name}.pt")
+                start = time.perf_counter()
+                dv.scan(model, folder, layers, top=9, batch_size=batch, workers=workers,
+                        out=out, progress=False)
+                self.sync()
+                ours = n / (time.perf_counter() - start)
+                traced = trace(model)
+                nodes = [resolve_layer(traced, l, aliases_of(model))[2] for l in layers]
+                forward = forward_to(traced, nodes)
+                xb = torch.randn(batch, 3, self.size, self.size, device=self.device)
+                with torch.no_grad():
+                    bare_s, _ = self.timed(lambda: forward(xb), repeat=5)
+                bare = batch / bare_s
+                print(f"| dv.scan {name} {'+'.join(layers)} | {ours:.0f} | {bare:.0f} | "
+                      f"{ours / bare:.2f} |", flush=True)
+                scan_path = scan_path or out
+            self.train(folder, n, batch, workers)
+            site = os.path.join(folder, "atlas")
+            model = self.model("vgg16")
+            layer = "conv3_3" if self.small else "conv5_3"
+            result = dv.atlas(scan_path, site, model=model, layers=[layer], progress=False)
+            hits = result.timings["hits"]
+            print(f"| dv.atlas vgg16 {layer}, {hits} hits | "
+                  f"{hits / result.timings['projection']:.0f} hits/s (projection), "
+                  f"{hits / (result.timings['projection'] + result.timings['writing']):.0f} "
+                  f"hits/s (with writing) | - | - |", flush=True)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def train(self, folder, n, batch, workers):
+        dv, torch = self.dv, self.torch
+        out = os.path.join(folder, "run")
+        result = dv.train("zfnet", folder, out, epochs=2 if self.small else 3, batch_size=batch,
+                          workers=workers, device=str(self.device), save_at=[], progress=False,
+                          resize_size=64 if self.small else None,
+                          crop_size=56 if self.small else None)
+        rates = [m.get("images_per_s", 0) for m in result.metrics][1:]
+        ours = sum(rates) / max(len(rates), 1)
+        model = self.model("zfnet").train().to(memory_format=torch.channels_last)
+        opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+        side = 56 if self.small else self.size
+        xb = torch.randn(batch, 3, side, side, device=self.device).to(
+            memory_format=torch.channels_last)
+        yb = torch.randint(0, 1000, (batch,), device=self.device)
+
+        def steps():
+            for _ in range(10):
+                with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                    enabled=self.device.type == "cuda"):
+                    loss = torch.nn.functional.cross_entropy(model(xb), yb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        bare_s, _ = self.timed(steps, repeat=2)
+        bare = 10 * batch / bare_s
+        print(f"| dv.train zfnet, epochs 2-3 | {ours:.0f} | {bare:.0f} (bf16, channels-last) | "
+              f"{ours / bare:.2f} |", flush=True)
+
+    # -- 4. occlusion -----------------------------------------------------------------------
+    def occlusion(self):
+        dv, torch = self.dv, self.torch
+        from captum.attr import Occlusion
+
+        size, stride = (16, 8) if self.small else (48, 8)
+        print(f"\n## 4. Occlusion ({size}-px square, stride {stride}, batch 256), seconds\n")
+        print("| model | positions | dv.occlusion | Captum Occlusion | ratio |")
+        print("|---|---:|---:|---:|---:|")
+        for name in (["vgg16"] if self.small else ["vgg16", "resnet50"]):
+            model = self.model(name)
+            x = self.photo(model).to(self.device)
+            ours, result = self.timed(lambda: dv.occlusion(model, x, size=size, stride=stride,
+                                                           batch_size=256), repeat=2)
+            target = int(result.targets[0]) if hasattr(result, "targets") else None
+            occ = Occlusion(model)
+
+            def captum():
+                with torch.no_grad():
+                    return occ.attribute(x, sliding_window_shapes=(3, size, size),
+                                         strides=(3, stride, stride), target=target,
+                                         perturbations_per_eval=256)
+            theirs, _ = self.timed(captum, repeat=2)
+            positions = result.probability.shape[-1] * result.probability.shape[-2]
+            print(f"| {name} | {positions} | {ours:.3f} | {theirs:.3f} | "
+                  f"{theirs / ours:.2f}x |", flush=True)
+
+
+def main(argv=None) -> None:
+    args = parse(argv)
+    import torch
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit("benchmarks/gpu.py: no CUDA GPU here (torch.cuda.is_available() is False); "
+                 "nothing measured. Run it on a GPU machine, or check the script with "
+                 "--small --device cpu.")
+    if args.device == "cpu" and not args.small:
+        sys.exit("benchmarks/gpu.py measures a GPU; on a CPU only --small (a dry run) makes "
+                 "sense: benchmarks/cone_vs_captum.py measures the CPU")
+    bench = Bench(args)
+    name = torch.cuda.get_device_name(bench.device) if bench.device.type == "cuda" else "cpu"
+    print(f"# deconvviz on {name}: torch {torch.__version__}, {os.cpu_count()} CPUs"
+          + (" (--small: a dry run, not a measurement)" if args.small else ""))
+    started = time.perf_counter()
+    for table in args.tables.split(","):
+        getattr(bench, table)()
+    print(f"\n(total {time.perf_counter() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""On a GPU: the same exact pictures as on the CPU (issue 27). Every test here is marked
+``gpu`` and skips, with the reason, where CUDA is not available (CI, this project's CPU
+machine): it costs nothing there. Run them on a GPU machine with ``pytest -m gpu``.
+
+What they hold, on CUDA, by default (``precision="exact"``):
+- each reverse-pass method on every zoo model against a float64 oracle on the CPU (the same
+  weights, ``tests/oracle.py``): <= 1e-4 of the largest value (TOLERANCE);
+- a scan against the CPU's (the same photos, decoded on the CPU): ``same_hits``;
+- the photos decoded by nvJPEG against Pillow's: GPU_JPEG_LEVELS;
+- occlusion's probabilities against the CPU's: <= 1e-5 of the largest probability;
+- ``precision="tf32"`` within TF32_ERROR of the oracle, the error docs/gpu.md states.
+"""
+import copy
+import os
+
+import pytest
+import torch
+from conftest import ALL_MODELS, EXAMPLES, zoo_model
+from oracle import oracle_project, rel_error
+
+import deconvviz as dv
+
+CUDA = torch.cuda.is_available()
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (torch.cuda.is_available() "
+                                 "is False); run with pytest -m gpu on a GPU machine")]
+
+TOLERANCE = 1e-4  # of the largest value, against the float64 oracle
+TF32_ERROR = 0.5  # docs/gpu.md: TF32 is not exact; up to 0.29 measured in the issue
+OCCLUSION_TOLERANCE = 1e-5  # of the largest probability
+# nvJPEG against libjpeg-turbo (Pillow): not yet measured; a first bound, to be confirmed by
+# the first GPU run (chroma upsampling and the IDCT may differ at sharp colour edges)
+GPU_JPEG_LEVELS = 8
+GPU_JPEG_MEAN_LEVELS = 0.5
+METHODS = ["deconvnet", "guided", "gradient"]
+
+
+def _on_cuda(model):
+    return copy.deepcopy(model).cuda()
+
+
+def _layers(net):
+    aliases = list(net.aliases)
+    return [aliases[0], aliases[len(aliases) // 2], aliases[-1]]
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_every_zoo_model_and_method_on_cuda_matches_a_float64_oracle(name, method):
+    model = zoo_model(name)
+    torch.manual_seed(1)
+    x = torch.randn(1, 3, 64, 64)
+    oracle_model = copy.deepcopy(model).double()
+    net = dv.Projector(_on_cuda(model), method=method)
+    for layer in _layers(net):
+        channels = net.record(x.cuda(), layer).activations[layer].shape[1]
+        features = [0, channels // 2, channels - 1]
+        ours = net.project(x.cuda(), layer, features).cpu().double()
+        expected = oracle_project(oracle_model, x.double(), net.aliases[layer], features,
+                                  "max", method=method)
+        assert rel_error(ours, expected) <= TOLERANCE, (name, method, layer)
+        full = net.project(x.cuda(), layer, features, cone=False).cpu().double()
+        assert rel_error(full, expected) <= TOLERANCE, (name, method, layer, "full size")
+
+
+def test_tf32_stays_within_its_documented_error_and_exact_is_back_after():
+    model = zoo_model("vgg16")
+    torch.manual_seed(1)
+    x = torch.randn(1, 3, 64, 64)
+    expected = oracle_project(copy.deepcopy(model).double(), x.double(),
+                              dv.Gradient(model).aliases["conv4_3"], [0, 5], "max",
+                              method="gradient")
+    gpu = _on_cuda(model)
+    fast = dv.Gradient(gpu, precision="tf32").project(x.cuda(), "conv4_3", [0, 5])
+    exact = dv.Gradient(gpu).project(x.cuda(), "conv4_3", [0, 5])
+    assert rel_error(fast.cpu().double(), expected) <= TF32_ERROR
+    assert rel_error(exact.cpu().double(), expected) <= TOLERANCE
+
+
+def test_a_scan_on_cuda_finds_the_cpus_hits(tmp_path, monkeypatch):
+    photos = [os.path.join(EXAMPLES, n) for n in sorted(os.listdir(EXAMPLES))
+              if n.endswith((".png", ".jpg"))]
+    model = zoo_model("vgg16")
+    kwargs = dict(top=2, batch_size=2, progress=False)
+    cpu = dv.scan(model, photos, ["conv3_3", "conv5_3"], **kwargs)
+    monkeypatch.setenv("DECONVVIZ_GPU_DECODE", "0")  # the same pixels: the CPU's decoder
+    gpu = dv.scan(_on_cuda(model), photos, ["conv3_3", "conv5_3"], **kwargs)
+    assert gpu.device == "cuda" and gpu.precision == "exact"
+    assert dv.same_hits(cpu, gpu) == []
+
+
+def test_nvjpeg_decodes_the_bundled_photos_as_pillow_does():
+    from deconvviz.data import jpeg_batches
+    from deconvviz.data.zoo import Preprocessing
+
+    prep = Preprocessing()
+    paths = [os.path.join(EXAMPLES, n) for n in sorted(os.listdir(EXAMPLES))
+             if n.endswith(".jpg")]
+    datas = [jpeg_batches.read_jpeg(p) for p in paths]
+    x, kept, failed = jpeg_batches.decode_batch(datas, paths, prep, "cuda")
+    assert kept == list(range(len(paths))) and not failed
+    std = torch.tensor(prep.std, device="cuda")[:, None, None]
+    mean = torch.tensor(prep.mean, device="cuda")[:, None, None]
+    for row, path in zip(x, paths):
+        _, rgb = dv.load_image(path, preprocessing=prep)
+        crop = ((row * std + mean) * 255).round().permute(1, 2, 0).cpu()
+        levels = (crop - torch.from_numpy(rgb).float()).abs()
+        print(f"{os.path.basename(path)}: max {levels.max():.0f}, mean {levels.mean():.3f}")
+        assert levels.max() <= GPU_JPEG_LEVELS and levels.mean() <= GPU_JPEG_MEAN_LEVELS
+
+
+@pytest.mark.parametrize("name", ["vgg16", "resnet18"])
+def test_occlusion_on_cuda_matches_the_cpu(name):
+    model = zoo_model(name)
+    x, _ = dv.load_image(os.path.join(EXAMPLES, "chelsea.png"), model)
+    x = torch.nn.functional.interpolate(x, size=(96, 96), mode="bilinear")
+    cpu = dv.occlusion(model, x, size=32, stride=16)
+    gpu = dv.occlusion(_on_cuda(model), x.cuda(), size=32, stride=16)
+    largest = abs(cpu.probability).max()
+    assert abs(gpu.probability - cpu.probability).max() <= OCCLUSION_TOLERANCE * largest
+    assert (gpu.label == cpu.label).all()

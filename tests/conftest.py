@@ -90,6 +90,41 @@ def shapes(tmp_path_factory):
     return root
 
 
+def _memory_to_spare():
+    """/dev/shm when this machine has a tmpfs there and 8 GiB of memory available, else None."""
+    try:
+        with open("/proc/meminfo") as handle:
+            info = dict(line.split(":", 1) for line in handle)
+        available = int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+    return "/dev/shm" if os.path.isdir("/dev/shm") and available > 8 * 2**30 else None
+
+
+@contextlib.contextmanager
+def scratch_folder(fallback):
+    """A new folder for training runs (ZFNet's checkpoints are 250 MB each, its training
+    state 500 MB): in memory (/dev/shm) while there is memory to spare, else under
+    ``fallback``; removed afterwards, also after a failure. Written to disk, the training
+    tests' 9 GB of checkpoints cost as much time as their training steps."""
+    import pathlib
+    import shutil
+
+    folder = pathlib.Path(tempfile.mkdtemp(prefix="deconvviz-test-",
+                                           dir=_memory_to_spare() or fallback))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def scratch(tmp_path):
+    """``scratch_folder`` for one test."""
+    with scratch_folder(tmp_path) as folder:
+        yield folder
+
+
 @pytest.fixture
 def chelsea():
     return os.path.join(EXAMPLES, "chelsea.png")

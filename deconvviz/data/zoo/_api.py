@@ -122,8 +122,8 @@ def weights_digest(model: nn.Module) -> str:
     for key, value in model.state_dict().items():
         value = value.detach().cpu().contiguous()
         digest.update(f"{key}:{value.dtype}:{tuple(value.shape)};".encode())
-        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes()
-                      if value.numel() else b"")
+        # the array's own buffer: a copy of the weights (tobytes) took half the time
+        digest.update(value.reshape(-1).view(torch.uint8).numpy() if value.numel() else b"")
     return digest.hexdigest()[:16]
 
 

@@ -41,7 +41,9 @@ def _reuse_random_builds():
     """``load_model(name, weights=None)`` draws its weights with seed 0 every time (without
     touching the global random state), so a copy of an earlier draw is bit-identical to a
     new one and takes a tenth of the time (ZFNet: 62 M weights drawn twice, by the layers'
-    own initialisation and then the paper's). The last three architectures are kept."""
+    own initialisation and then the paper's). The last three architectures are kept, and
+    every one ``zoo_model`` holds (the same draw: load_model sets eval mode and its info
+    again on the copy)."""
     import collections
     import copy
 
@@ -51,6 +53,8 @@ def _reuse_random_builds():
     draw = _api._random
 
     def reuse(spec):
+        if spec.name in _MODELS:
+            return copy.deepcopy(_MODELS[spec.name])
         if spec.name not in built:
             built[spec.name] = draw(spec)
             if len(built) > 3:
@@ -88,6 +92,42 @@ def shapes(tmp_path_factory):
     make_shapes(root / "train", per_class=16, size=64, seed=0)
     make_shapes(root / "val", per_class=4, size=64, seed=1)
     return root
+
+
+def _memory_to_spare():
+    """/dev/shm when this machine has a tmpfs there and 12 GiB of memory available, else None
+    (files there hold memory until removed: on a machine short of it, the disk is safer)."""
+    try:
+        with open("/proc/meminfo") as handle:
+            info = dict(line.split(":", 1) for line in handle)
+        available = int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+    return "/dev/shm" if os.path.isdir("/dev/shm") and available > 12 * 2**30 else None
+
+
+@contextlib.contextmanager
+def scratch_folder(fallback):
+    """A new folder for training runs (ZFNet's checkpoints are 250 MB each, its training
+    state 500 MB; at most ~3 GB at once): in memory (/dev/shm) while there is memory to
+    spare, else under ``fallback``; removed afterwards, also after a failure. Written to
+    disk, the training tests' ~9 GB of checkpoints took a sixth of their CPU time."""
+    import pathlib
+    import shutil
+
+    folder = pathlib.Path(tempfile.mkdtemp(prefix="deconvviz-test-",
+                                           dir=_memory_to_spare() or fallback))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def scratch(tmp_path):
+    """``scratch_folder`` for one test."""
+    with scratch_folder(tmp_path) as folder:
+        yield folder
 
 
 @pytest.fixture
@@ -188,7 +228,9 @@ if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ
 SLOWEST_FIRST = ["test_training.py", "test_lrp.py", "test_notebooks.py", "test_scan.py",
                  "test_training_options.py", "test_deconvnet.py", "test_paper_analyses.py",
                  "test_attribution.py", "test_browser.py", "test_methods.py", "test_cli.py",
-                 "test_cone.py", "test_atlas.py", "test_relevance_scan.py"]
+                 "test_cone.py", "test_atlas.py", "test_relevance_scan.py", "test_cli_inputs.py",
+                 "test_layers.py", "test_own_models.py", "test_modern_cnns.py", "test_zoo.py",
+                 "test_scan_distribution.py", "test_explore.py", "test_method_table.py"]
 
 
 def pytest_collection_modifyitems(items):

@@ -143,16 +143,20 @@ def test_relu6_in_every_method(method):
     assert "Hardtanh(-1.0, 1.0)" in text and "vector-Jacobian product" in text
 
 
-BEYOND_THE_ZOO = [  # torchvision's ReLU CNNs, random weights, native input size
-    (models.squeezenet1_1, "features.6", 224),
+# torchvision's ReLU CNNs, random weights, at half their native input size (112 for 224,
+# 149 for Inception's 299, odd as it is): the agreement with the oracle is the ops', not the
+# size's (the zoo's runs at 64 px); the layers' maps are still 7x7 to 16x16, and the whole
+# set takes a fifth of the time it took at native size.
+BEYOND_THE_ZOO = [
+    (models.squeezenet1_1, "features.6", 112),
     (lambda: models.inception_v3(weights=None, aux_logits=False, init_weights=True),
-     "Mixed_5c", 299),
-    (models.mnasnet0_5, "layers.9", 224),
-    (models.regnet_x_400mf, "trunk_output.block2", 224),
-    (models.resnext50_32x4d, "layer2", 224),
-    (models.wide_resnet50_2, "layer2", 224),
-    (models.vgg11_bn, "features.14", 224),
-    (models.mobilenet_v2, "features.7", 224),
+     "Mixed_5c", 149),
+    (models.mnasnet0_5, "layers.9", 112),
+    (models.regnet_x_400mf, "trunk_output.block2", 112),
+    (models.resnext50_32x4d, "layer2", 112),
+    (models.wide_resnet50_2, "layer2", 112),
+    (models.vgg11_bn, "features.14", 112),
+    (models.mobilenet_v2, "features.7", 112),
 ]
 
 

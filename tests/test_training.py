@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import SMALL, invoke
+from conftest import SMALL, invoke, scratch_folder
 from PIL import Image
 
 import deconvviz as dv
@@ -20,9 +20,8 @@ RUN = dict(epochs=6, init="kaiming", dropout=0.2, save_at=[1, 2], **SMALL)
 def run(shapes, tmp_path_factory):
     """Six epochs, with dropout (so the resume test covers its random masks). He et al.'s
     initialisation: from the paper's N(0, 1e-2) ZFNet sits at chance for many epochs."""
-    out = tmp_path_factory.mktemp("runs") / "zf"
-    result = dv.train("zfnet", shapes / "train", out, val=shapes / "val", **RUN)
-    return result
+    with scratch_folder(tmp_path_factory.mktemp("runs")) as folder:
+        yield dv.train("zfnet", shapes / "train", folder / "zf", val=shapes / "val", **RUN)
 
 
 def test_loss_falls_and_the_requested_checkpoints_load(run, shapes):
@@ -55,10 +54,10 @@ def test_loss_falls_and_the_requested_checkpoints_load(run, shapes):
 
 # Not an agreement test (scripts/kernel_matrix.sh): both runs take the same batches in one
 # process, where PyTorch's CPU kernels are deterministic whatever kernels it picked.
-def test_resume_after_an_interruption_equals_an_uninterrupted_run(run, shapes, tmp_path):
+def test_resume_after_an_interruption_equals_an_uninterrupted_run(run, shapes, scratch):
     # The fixture's settings, interrupted in epoch 1 and resumed, then stopped again just
     # after epoch 1 ended: its epoch 1 against the fixture's uninterrupted epoch 1.
-    out = tmp_path / "zf"
+    out = scratch / "zf"
 
     def stop_at(when):
         def stop(epoch, step, loss):

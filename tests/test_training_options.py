@@ -16,7 +16,7 @@ from deconvviz.data.synthetic import make_shapes
 from deconvviz.training import TrainingInterrupted, renormalise_filters
 
 
-def test_training_leaves_the_callers_random_state_alone(shapes, tmp_path, monkeypatch):
+def test_training_leaves_the_callers_random_state_alone(shapes, scratch, monkeypatch):
     import deconvviz.training.loop as training
 
     renormalised = []
@@ -25,17 +25,17 @@ def test_training_leaves_the_callers_random_state_alone(shapes, tmp_path, monkey
     torch.manual_seed(123)
     before = torch.get_rng_state()
     # one step of the whole folder, with the renormalisation off
-    dv.train("zfnet", shapes / "train", tmp_path / "r", epochs=1, save_at=[], clip_rms=0.0,
+    dv.train("zfnet", shapes / "train", scratch / "r", epochs=1, save_at=[], clip_rms=0.0,
              **{**SMALL, "batch_size": 48})
     assert torch.equal(torch.get_rng_state(), before)
     assert renormalised == []  # clip_rms=0 turns it off
 
 
-def test_filters_are_renormalised_to_rms_0_1_in_training(shapes, tmp_path):
+def test_filters_are_renormalised_to_rms_0_1_in_training(shapes, scratch):
     # A learning rate high enough that the filters blow up without the renormalisation (the
     # paper's Fig. 6(a) problem, in six steps instead of an epoch of ImageNet): He et al.'s
     # filters start near RMS 0.02; here hundreds reach 0.1 and are brought back to it.
-    result = dv.train("zfnet", shapes / "train", tmp_path / "clip", epochs=1, lr=0.2,
+    result = dv.train("zfnet", shapes / "train", scratch / "clip", epochs=1, lr=0.2,
                       dropout=0.0, init="kaiming", clip_rms=0.1, save_at=[], **SMALL)
     model = dv.load_model("zfnet", weights=result.checkpoints[-1])
     rms = torch.cat([filter_stats(m.weight)["rms"] for m in model.modules()
@@ -92,7 +92,7 @@ def test_an_unreadable_image_stops_training_with_its_name(shapes, tmp_path, work
 
 
 @pytest.mark.agreement
-def test_two_process_torchrun_matches_one_process(tmp_path):
+def test_two_process_torchrun_matches_one_process(tmp_path, scratch):
     """Dropout off and the same global batch: two gloo processes, each on half of the batch,
     average their gradients; one process sums the same terms in another order. Each tensor
     agrees to 1e-2 of its norm (relative L2; rounding gives far less, ~1e-6, and three steps
@@ -105,15 +105,15 @@ def test_two_process_torchrun_matches_one_process(tmp_path):
                           "--standalone", "-m", "deconvviz", "train", "--model", "zfnet",
                           "--epochs", "1", "--batch-size", "24", "--resize", "64", "--crop", "56",
                           "--workers", "0", "--dropout", "0", "--init", "kaiming", "--save-at",
-                          "1", "--out", str(tmp_path / "two"), str(shapes / "train")],
+                          "1", "--out", str(scratch / "two"), str(shapes / "train")],
                          capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr
-    assert two.stdout.strip().splitlines() == [str(tmp_path / "two" / "epoch_1.pt")]
+    assert two.stdout.strip().splitlines() == [str(scratch / "two" / "epoch_1.pt")]
     one_step = {**SMALL, "batch_size": 24}
-    dv.train("zfnet", shapes / "train", tmp_path / "one", epochs=1, dropout=0.0,
+    dv.train("zfnet", shapes / "train", scratch / "one", epochs=1, dropout=0.0,
              init="kaiming", save_at=[1], **one_step)
-    a = torch.load(tmp_path / "one" / "epoch_1.pt", weights_only=True)["state_dict"]
-    b = torch.load(tmp_path / "two" / "epoch_1.pt", weights_only=True)["state_dict"]
+    a = torch.load(scratch / "one" / "epoch_1.pt", weights_only=True)["state_dict"]
+    b = torch.load(scratch / "two" / "epoch_1.pt", weights_only=True)["state_dict"]
 
     def relative(x, y):
         return float((x - y).norm() / y.norm().clamp_min(1e-30))
@@ -122,11 +122,11 @@ def test_two_process_torchrun_matches_one_process(tmp_path):
     assert max(errors.values()) <= 1e-2, max(errors.items(), key=lambda kv: kv[1])
     # The tolerance separates rounding from a real difference: the same run with a learning
     # rate 10% higher is outside it.
-    dv.train("zfnet", shapes / "train", tmp_path / "lr", epochs=1, dropout=0.0, lr=0.011,
+    dv.train("zfnet", shapes / "train", scratch / "lr", epochs=1, dropout=0.0, lr=0.011,
              init="kaiming", save_at=[1], **one_step)
-    c = torch.load(tmp_path / "lr" / "epoch_1.pt", weights_only=True)["state_dict"]
+    c = torch.load(scratch / "lr" / "epoch_1.pt", weights_only=True)["state_dict"]
     assert max(relative(c[key], a[key]) for key in errors) > 1e-2
-    assert dv.load_model("zfnet", weights=tmp_path / "two" / "epoch_1.pt") is not None
+    assert dv.load_model("zfnet", weights=scratch / "two" / "epoch_1.pt") is not None
 
 
 def test_an_interrupted_command_says_how_to_resume(shapes, tmp_path, monkeypatch):
@@ -143,7 +143,7 @@ def test_an_interrupted_command_says_how_to_resume(shapes, tmp_path, monkeypatch
         "error: interrupted in epoch 2 after step 3 of 6; run again with --resume to continue"]
 
 
-def test_the_run_folders_parents_are_made_and_workers_fit_the_cores(shapes, tmp_path,
+def test_the_run_folders_parents_are_made_and_workers_fit_the_cores(shapes, tmp_path, scratch,
                                                                     monkeypatch):
     # `train --out runs/zf` once failed until runs/ existed; --workers defaulted to 4 on a
     # 2-core machine, and PyTorch warned about it; other libraries' warnings reached users.
@@ -164,6 +164,6 @@ def test_the_run_folders_parents_are_made_and_workers_fit_the_cores(shapes, tmp_
                   shapes / "train")
     assert done.returncode == 0, done.stderr
     assert seen["workers"] == 2 and "warning" not in done.stderr
-    result = dv.train("zfnet", shapes / "train", tmp_path / "new" / "runs" / "zf", epochs=1,
+    result = dv.train("zfnet", shapes / "train", scratch / "new" / "runs" / "zf", epochs=1,
                       save_at=[], **{**SMALL, "batch_size": 48})
     assert os.path.isfile(os.path.join(result.run, "last.pt"))

@@ -11,10 +11,13 @@ The user's model is never changed: the traced ``GraphModule`` shares the model's
 """
 from __future__ import annotations
 
+import os
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
+import torch
 import torch.fx as fx
 from torch import nn
 
@@ -92,6 +95,7 @@ class _PathTracer(fx.Tracer):
 
     def __init__(self) -> None:
         super().__init__()
+        self.record_stack_traces = True  # errors name the line of the user's forward
         self.module_outputs: Dict[str, List[fx.Node]] = defaultdict(list)
         self.tuple_outputs: Dict[str, int] = {}
 
@@ -193,14 +197,47 @@ def trace(model: nn.Module) -> TracedModel:
 
 
 def _where(node: fx.Node, root: str) -> str:
+    """Where the op is in the user's code: its module path, or the forward it is written in
+    with the file and line (``Net.forward (model.py:23)``)."""
     if node.op == "call_module":
         return str(node.target)
+    if _is_field(node):  # x.values: fx creates it where first used; it belongs to its source
+        return _where(node.args[0], root)
     stack = node.meta.get("nn_module_stack") or {}
+    line = _user_line(node)
     if stack:
         path, cls = list(stack.values())[-1]
-        cls_name = getattr(cls, "__name__", str(cls))
-        return f"{path} ({cls_name}.forward)" if path else f"{cls_name}.forward"
-    return f"{root}.forward"
+        cls_name = getattr(cls, "__name__", str(cls)).rsplit(".", 1)[-1]
+        where = f"{path} ({cls_name}.forward)" if path else f"{cls_name}.forward"
+    else:
+        where = f"{root}.forward"
+    return f"{where[:-1]}, {line})" if line and where.endswith(")") else \
+        f"{where} ({line})" if line else where
+
+
+def _is_field(node: fx.Node) -> bool:
+    """A named tuple's field (``torch.sort(x, 1).values``) read as an attribute."""
+    return node.op == "call_function" and node.target is getattr and len(node.args) > 1 \
+        and node.args[1] in NAMED_TUPLE_FIELDS and isinstance(node.args[0], fx.Node)
+
+
+# The fields of the named tuples torch's ops return (sort, max, min, median, topk, kthvalue,
+# mode, cummax, ...): ``values`` is item 0, ``indices`` item 1.
+NAMED_TUPLE_FIELDS = {"values": 0, "indices": 1}
+
+
+_TORCH_DIR = os.path.dirname(os.path.dirname(os.path.abspath(torch.__file__)))
+
+
+def _user_line(node: fx.Node) -> str:
+    """``file.py:23`` of the innermost frame of the node's stack outside torch, if known."""
+    trace = node.meta.get("stack_trace") or ""
+    found = ""
+    for match in re.finditer(r'File "([^"]+)", line (\d+)', trace):
+        path = os.path.abspath(match.group(1))
+        if not path.startswith(os.path.join(_TORCH_DIR, "torch") + os.sep):
+            found = f"{os.path.basename(path)}:{match.group(2)}"
+    return found
 
 
 def _flat_nodes(args) -> List[fx.Node]:

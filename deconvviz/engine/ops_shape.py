@@ -216,3 +216,19 @@ register_rule(Rule(
     functions=(operator.mul, torch.mul, operator.truediv, torch.div, operator.neg),
     methods=("mul", "mul_", "div", "div_"), parse=_parse_scale,
     window=_same_window, field=_same_field))
+
+
+# -- a named tuple's field: torch.sort(x, 1).values, torch.max(x, 1).indices -----------------
+def _parse_field(call):
+    from .graph import NAMED_TUPLE_FIELDS
+
+    name = call.arg(1, "name")
+    if name not in NAMED_TUPLE_FIELDS:
+        raise Unsupported(f".{name}")  # another attribute: the methods' exact fallback
+    return f".{name}", {"item": NAMED_TUPLE_FIELDS[name]}
+
+
+register_rule(Rule(
+    kind="field", description="the signal goes to that item of the op's result",
+    reverse=lambda op, s, ctx: [(op.inputs[0], {op.params["item"]: s})],
+    functions=(getattr,), parse=_parse_field, window=_same_window, field=_same_field))

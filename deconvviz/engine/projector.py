@@ -184,9 +184,14 @@ class Projector:
             counts[op.label] = counts.get(op.label, 0) + 1
         also = "; ".join(f"{label} ({n}x)" if n > 1 else label
                          for label, n in counts.items() if label != first.label)
+        fallback = self.method.fallback
+        why = (" (its result is an index or an integer: it does not depend differentiably on "
+               "its input, so no signal can pass through it)"
+               if fallback is not None and fallback.when is not None
+               and not fallback.when(first) else "")
         raise UnsupportedOpError(
             f"no {self.method.title} rule for {first.label} at {first.where} (graph node "
-            f"{first.name!r}) on the path from {layer!r} down to the input"
+            f"{first.name!r}){why} on the path from {layer!r} down to the input"
             + (f"; further down, no rule for: {also}" if also else "")
             + "; deconvviz will not fall back to a plain gradient. Project from a layer "
               "below it, or rewrite it with supported ops")

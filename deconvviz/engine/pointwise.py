@@ -103,6 +103,8 @@ _NOT_DIFFERENTIABLE_METHODS = {
 
 
 def _differentiable(op) -> bool:
+    if op.params.get("refused"):
+        return False
     if op.node.op == "call_function":
         return op.node.target not in _NOT_DIFFERENTIABLE_FUNCTIONS
     if op.node.op == "call_method":

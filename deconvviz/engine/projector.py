@@ -189,6 +189,8 @@ class Projector:
                "its input, so no signal can pass through it)"
                if fallback is not None and fallback.when is not None
                and not fallback.when(first) else "")
+        if first.params.get("refused"):
+            why = f" ({first.params['refused']})"
         raise UnsupportedOpError(
             f"no {self.method.title} rule for {first.label} at {first.where} (graph node "
             f"{first.name!r}){why} on the path from {layer!r} down to the input"

@@ -218,6 +218,11 @@ def record_nodes(traced: TracedModel, x: Tensor, keep: Mapping[str, str], *,
                                     "; pass the input size the model was made for "
                                     "(input_size=N; CLI: --input-size N)"
                                     if _too_small(exc) else "")) from None
+        except AssertionError as exc:  # a guard of a graph captured by torch.export
+            guard = first_line(exc).replace("Guard failed: ", "")
+            raise ArgumentError(
+                f"the model cannot run on images of shape {list(x.shape)}: its forward was "
+                f"captured by torch.export for inputs where {guard}") from None
     return recorder.recording
 
 

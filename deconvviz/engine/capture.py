@@ -204,7 +204,7 @@ def export_graph(model: nn.Module) -> Tuple[fx.GraphModule, Dict[str, List[fx.No
             if path:
                 members.setdefault((key, path), []).append(node)
     outputs: Dict[str, List[fx.Node]] = {}
-    for (key, path), inside in members.items():
+    for (_, path), inside in members.items():
         inside_set = set(inside)
         leaving = [n for n in inside if n.op != "output"
                    and any(u not in inside_set for u in n.users)]

@@ -24,6 +24,7 @@ from torch import nn
 from ..errors import UnsupportedOpError, first_line
 from . import ops as _builtin_rules  # noqa: F401  (registers the built-in rules)
 from . import pointwise as _pointwise_rules  # noqa: F401  (activations, products, the rest)
+from .ops_common import NAMED_TUPLE_FIELDS
 from .rules import Unsupported, claiming_rule, lookup_tables
 
 REFUSED = "deconvviz_refused"  # node.meta key (engine/capture.py): why no rule may take it
@@ -241,11 +242,6 @@ def _is_field(node: fx.Node) -> bool:
     """A named tuple's field (``torch.sort(x, 1).values``) read as an attribute."""
     return node.op == "call_function" and node.target is getattr and len(node.args) > 1 \
         and node.args[1] in NAMED_TUPLE_FIELDS and isinstance(node.args[0], fx.Node)
-
-
-# The fields of the named tuples torch's ops return (sort, max, min, median, topk, kthvalue,
-# mode, cummax, ...): ``values`` is item 0, ``indices`` item 1.
-NAMED_TUPLE_FIELDS = {"values": 0, "indices": 1}
 
 
 _TORCH_DIR = os.path.dirname(os.path.dirname(os.path.abspath(torch.__file__)))

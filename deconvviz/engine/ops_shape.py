@@ -19,6 +19,7 @@ from .geometry import (
     sliding_window,
 )
 from .ops_common import (
+    NAMED_TUPLE_FIELDS,
     _describe,
     _pool_params,
     _same_field,
@@ -220,8 +221,6 @@ register_rule(Rule(
 
 # -- a named tuple's field: torch.sort(x, 1).values, torch.max(x, 1).indices -----------------
 def _parse_field(call):
-    from .graph import NAMED_TUPLE_FIELDS
-
     name = call.arg(1, "name")
     if name not in NAMED_TUPLE_FIELDS:
         raise Unsupported(f".{name}")  # another attribute: the methods' exact fallback

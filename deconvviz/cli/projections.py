@@ -48,10 +48,12 @@ def models_command() -> None:
 
 @cli.command("layers")
 @model_option
-@click.option("--input-size", default=224, show_default=True, help="Side of the square input.")
+@click.option("--input-size", default=None, type=click.IntRange(1), metavar="N",
+              help="Side of the square input [default: the model's own, from its weights' "
+                   "transforms: 224 for most, 299 for Inception-v3, 300 for EfficientNet-B3].")
 @click.option("--all", "all_modules", is_flag=True, help="List every module path, not only aliases.")
 @friendly
-def layers_command(model: str, input_size: int, all_modules: bool) -> None:
+def layers_command(model: str, input_size: Optional[int], all_modules: bool) -> None:
     """List a model's layers: alias, module path, output shape and receptive field."""
     get_spec(model)
     from ..engine import list_layers

@@ -56,9 +56,10 @@ def user_frame(tb) -> str:
 
 
 def _example_sizes(model: nn.Module) -> List[int]:
-    info = getattr(model, "model_info", None)
-    own = getattr(info, "input_size", None)
-    return [int(own)] if isinstance(own, int) else [224, 64, 32]
+    from ..data.zoo import model_info
+
+    info = model_info(model)
+    return [int(info.preprocessing.crop_size)] if info is not None else [224, 64, 32]
 
 
 def _channels(model: nn.Module) -> int:

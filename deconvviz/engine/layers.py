@@ -20,10 +20,11 @@ from ..data.zoo import get_spec, load_model, model_info
 from ..errors import UnknownLayerError, closest
 from .geometry import INPUT_GEOMETRY, Geometry, same_layout_field
 from .graph import Op, TracedModel, trace
+from .layout import acts_per_position, channels_last_nodes
 from .recording import record_nodes
 from .rules import get_rule
 
-__all__ = ["Layer", "Geometry", "Measured", "list_layers", "measure", "layer_of", "layers_of",
+__all__ = ["Layer", "Geometry", "Measured", "list_layers", "own_input_size", "measure", "layer_of", "layers_of",
            "aliases_of",
            "overview_layers", "resolve_layer", "geometry"]
 
@@ -123,14 +124,25 @@ def _is_module(model: nn.Module, path: str) -> bool:
 
 
 def geometry(traced: TracedModel, shapes: Mapping[str, torch.Size]) -> Dict[str, Optional[Geometry]]:
-    """Receptive-field geometry of every node computed from the input (``None`` = global)."""
+    """Receptive-field geometry of every node computed from the input (``None`` = global).
+
+    Channels-last maps (ConvNeXt's ``permute``, LayerNorm and MLP) keep their positions, so
+    their field is their input's, as the receptive-field cone follows them."""
     geoms: Dict[str, Optional[Geometry]] = {}
+    last = channels_last_nodes(traced.ops.values())
+    first = {n: (torch.Size((s[0], s[-1], *s[1:-1])) if n in last and len(s) == 4 else s)
+             for n, s in shapes.items()}
     for op in traced.ops.values():
         if op.kind == "input":
             geoms[op.name] = INPUT_GEOMETRY
         elif op.inputs and op.name in shapes:
-            geoms[op.name] = _field(op, [geoms.get(n.name) for n in op.inputs],
-                                    [shapes.get(n.name) for n in op.inputs], shapes[op.name])
+            ins = [geoms.get(n.name) for n in op.inputs]
+            local = acts_per_position(op, last) if last else None
+            if local is None:
+                geoms[op.name] = _field(op, ins, [first.get(n.name) for n in op.inputs],
+                                        first[op.name])
+            else:
+                geoms[op.name] = ins[0] if local and len(ins) == 1 else None
     return geoms
 
 
@@ -146,14 +158,22 @@ def _field(op: Op, ins: List[Optional[Geometry]], in_shapes, out_shape) -> Optio
 ModelLike = Union[str, nn.Module]
 
 
-def list_layers(model_or_name: ModelLike, input_size: int = 224, *,
+def own_input_size(model: nn.Module) -> int:
+    """The side of the input the model runs at: its weights' transforms' crop size (299 for
+    Inception-v3, 300 for EfficientNet-B3) for a model from :func:`load_model`, else 224."""
+    info = model_info(model)
+    return int(info.preprocessing.crop_size) if info is not None else 224
+
+
+def list_layers(model_or_name: ModelLike, input_size: Optional[int] = None, *,
                 all_modules: bool = False) -> List[Layer]:
     """One :class:`Layer` per named layer, in network order.
 
     Args:
         model_or_name: a zoo name (built with random weights; geometry doesn't depend on
             them) or any ``nn.Module``.
-        input_size: side of the square input the shapes are computed for.
+        input_size: side of the square input the shapes are computed for; by default the
+            model's own (:func:`own_input_size`).
         all_modules: list every module path, not only the aliases (always so for models
             that have no aliases).
 
@@ -164,7 +184,8 @@ def list_layers(model_or_name: ModelLike, input_size: int = 224, *,
     model = load_model(model_or_name, weights=None) if isinstance(model_or_name, str) \
         else model_or_name
     traced = trace(model)
-    return layers_of(traced, aliases_of(model), measure(traced, (input_size, input_size)),
+    size = own_input_size(model) if input_size is None else int(input_size)
+    return layers_of(traced, aliases_of(model), measure(traced, (size, size)),
                      all_modules=all_modules)
 
 

@@ -240,10 +240,20 @@ def gate_factor(op) -> Optional[fx.Node]:
     return None if index is None else op.node.args[index]
 
 
+def _gated_field(op, fields, in_shapes, out_shape):
+    """A gate (a recorded constant for the deconvnet and guided backprop, as their cone has
+    it) does not widen the field: the gated factor's field. Without a gate, the union."""
+    gate = gate_factor(op)
+    if gate is None:
+        return _same_field(op, fields, in_shapes, out_shape)
+    kept = [i for i, node in enumerate(op.inputs) if node is not gate]
+    return _same_field(op, [fields[i] for i in kept], [in_shapes[i] for i in kept], out_shape)
+
+
 register_rule(Rule(
     kind="product", description="both factors, at the recorded point: signal * b to a, "
                                 "signal * a to b",
     reverse=_product, functions=(operator.mul, torch.mul, operator.imul),
     methods=("mul", "mul_"),
-    parse=_parse_product, when=_two_signals, window=_same_window, field=_same_field,
+    parse=_parse_product, when=_two_signals, window=_same_window, field=_gated_field,
     needs=frozenset({"arguments"})))

@@ -24,7 +24,16 @@ from ..data.zoo import model_info
 from ..errors import ArgumentError, UnsupportedOpError
 from .cone import bytes_per_seed, plan_cone
 from .graph import Op, TracedModel, trace
-from .layers import Layer, Measured, aliases_of, layer_of, layers_of, measure, resolve_layer
+from .layers import (
+    Layer,
+    Measured,
+    aliases_of,
+    layer_of,
+    layers_of,
+    measure,
+    own_input_size,
+    resolve_layer,
+)
 from .layout import acts_per_position, channels_last_nodes
 from .methods import DECONVNET, GRADIENT, GUIDED, get_method
 from .ops import fold_batchnorms
@@ -93,9 +102,17 @@ class Projector:
         return p.device if p is not None else None
 
     @property
+    def input_size(self) -> Tuple[int, int]:
+        """The input size the model runs at: its weights' transforms' crop (299 for
+        Inception-v3), 224 for a model deconvviz knows nothing about."""
+        side = own_input_size(self.model)
+        return (side, side)
+
+    @property
     def layers(self) -> List[Layer]:
-        """The model's named layers at 224x224 (see :func:`list_layers`), measured once."""
-        return self.layers_at((224, 224))
+        """The model's named layers at its own input size (:attr:`input_size`; see
+        :func:`list_layers`), measured once."""
+        return self.layers_at(self.input_size)
 
     def layers_at(self, size: Tuple[int, int], *, all_modules: bool = False) -> List[Layer]:
         """The named layers for inputs of ``size`` (height, width), measured once per size."""
@@ -104,12 +121,13 @@ class Projector:
 
     def layer(self, name: str, size: Optional[Tuple[int, int]] = None) -> Layer:
         """One layer (alias, module path or ``path@k``), with its shape and receptive field
-        for inputs of ``size`` (height, width; default 224x224), measured once per size.
+        for inputs of ``size`` (height, width; default the model's own :attr:`input_size`),
+        measured once per size.
 
         Raises:
             UnknownLayerError: naming the closest matches.
         """
-        return layer_of(self.traced, self.aliases, name, self._measured(size or (224, 224)),
+        return layer_of(self.traced, self.aliases, name, self._measured(size or self.input_size),
                         self._resolve(name))
 
     def _measured(self, size: Tuple[int, int]):

@@ -147,6 +147,8 @@ class TracedModel:
     output_node: fx.Node
     tuple_outputs: Dict[str, int] = field(default_factory=dict)
     capture: str = "torch.fx"  # or "torch.export", where fx could not trace the forward
+    # input size -> node name -> the axis holding its channels (engine.recording.channel_axes)
+    channel_axes: Optional[Dict[Any, Dict[str, Optional[int]]]] = None
 
     def path_to_input(self, target: fx.Node,
                       reaches: Optional[Callable[[Op], List[fx.Node]]] = None) -> List[Op]:

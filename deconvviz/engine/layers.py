@@ -20,8 +20,8 @@ from ..data.zoo import get_spec, load_model, model_info
 from ..errors import UnknownLayerError, closest
 from .geometry import INPUT_GEOMETRY, Geometry, same_layout_field
 from .graph import Op, TracedModel, trace
-from .layout import acts_per_position, channels_last_nodes
-from .recording import record_nodes
+from .layout import acts_per_position, channels_last_nodes, no_channels
+from .recording import channel_axes, record_nodes
 from .rules import get_rule
 
 __all__ = ["Layer", "Geometry", "Measured", "list_layers", "own_input_size", "measure", "layer_of", "layers_of",
@@ -36,11 +36,17 @@ class Layer:
     Attributes:
         alias: its short name (``conv3``), or ``None`` where the model has none.
         path: the dotted module path whose output it is (``features.relu3``).
-        shape: ``(C, H, W)`` of its output (``(C,)`` for fully-connected layers).
+        shape: ``(C, H, W)`` of its output (``(C,)`` for fully-connected layers), channels
+            first whatever the memory layout (a channels-last ``[N, H, W, C]`` map, as in
+            ConvNeXt's blocks and Swin's stages, is listed as ``(C, H, W)``); the raw shape
+            where the layer has no channels (a sequence of tokens).
         rf_size: receptive field in input pixels (the whole input for global layers).
         rf_stride: input pixels between neighbouring units (``None`` for global layers).
         geometry: the full :class:`Geometry` (``None`` for global layers).
         node: the name of its node in the traced graph.
+        channels_last: its output is ``[N, H, W, C]`` (its features are the last axis).
+        no_features: why it has no features deconvviz can show (a ViT's ``[N, T, D]``
+            tokens), else ``None``.
     """
 
     alias: Optional[str]
@@ -50,6 +56,14 @@ class Layer:
     rf_stride: Optional[int]
     geometry: Optional[Geometry]
     node: str
+    channels_last: bool = False
+    no_features: Optional[str] = None
+
+    @property
+    def features(self) -> Optional[int]:
+        """How many features (channels) the layer has; ``None`` where it has none deconvviz
+        can find (:attr:`no_features` says why)."""
+        return None if self.no_features is not None else self.shape[0]
 
     @property
     def name(self) -> str:
@@ -202,7 +216,8 @@ def measure(traced: TracedModel, size: Tuple[int, int]) -> Measured:
     """Shapes and receptive fields of every node, from one forward pass of a zero image of
     ``size`` (height, width)."""
     param = next(iter(traced.model.parameters()), None)
-    x = torch.zeros(1, 3, *size, device=param.device if param is not None else None)
+    x = torch.zeros(1, 3, *size, device=param.device if param is not None else None,
+                    dtype=param.dtype if param is not None else None)
     recording = record_nodes(traced, x, {}, switches=False)
     return Measured(tuple(size), recording.shapes, geometry(traced, recording.shapes))
 
@@ -217,9 +232,17 @@ def layer_of(traced: TracedModel, aliases: Mapping[str, str], name: str,
         raise UnknownLayerError(f"layer {name!r} does not output a tensor (its module returns "
                                 f"a tuple or a list); pick a module inside it")
     g = measured.geometry.get(node)
-    return Layer(alias=alias, path=path, shape=tuple(measured.shapes[node][1:]),
+    shape = tuple(measured.shapes[node][1:])
+    axes = channel_axes(traced, measured.shapes)
+    axis = axes.get(node)
+    if axis == 3:
+        shape = (shape[2], shape[0], shape[1])
+    return Layer(alias=alias, path=path, shape=shape,
                  rf_size=g.size[0] if g else measured.size[0],
-                 rf_stride=g.stride[0] if g else None, geometry=g, node=node)
+                 rf_stride=g.stride[0] if g else None, geometry=g, node=node,
+                 channels_last=axis == 3,
+                 no_features=no_channels(alias or path, measured.shapes[node],
+                                         constant=node not in axes) if axis is None else None)
 
 
 def layers_of(traced: TracedModel, aliases: Mapping[str, str], measured: Measured, *,

@@ -34,10 +34,10 @@ from .layers import (
     own_input_size,
     resolve_layer,
 )
-from .layout import acts_per_position, channels_last_nodes
+from .layout import TO_CHANNELS_LAST, acts_per_position, channels_last_nodes
 from .methods import DECONVNET, GRADIENT, GUIDED, get_method
 from .ops import fold_batchnorms
-from .recording import Recording, check_images, record_nodes
+from .recording import Recording, channel_axes, check_images, record_nodes
 from .reverse import DeconvStep, FullSize, ReversePass, ReverseStep, run
 from .rules import RuleSet
 from .seeds import Feature, _check_features, _check_seed, make_seeds, strongest
@@ -146,6 +146,11 @@ class Projector:
 
     def _node(self, layer: str) -> str:
         return self._resolve(layer)[2]
+
+    def _channels_last(self, node: str, rec: Recording) -> bool:
+        """Whether the node's map is ``[N, H, W, C]`` (its recorded activation is read
+        channels first; seeds go back channels last)."""
+        return channel_axes(self.traced, size=rec.input_shape[-2:]).get(node) == 3
 
     def reverse_pass(self, layer: str) -> ReversePass:
         """The steps from ``layer`` down to the input; raises :class:`UnsupportedOpError` if
@@ -318,6 +323,8 @@ class Projector:
 
     def _units_in_cone(self, steps, rec, node, images, features, ys, xs, values,
                        forced: bool = False) -> Optional[Tensor]:
+        if self._channels_last(node, rec) and node not in channels_last_nodes(reversed(steps.ops)):
+            return None  # channels last in a way the cone does not follow: full size
         plan = plan_cone(self.traced, steps.ops, steps.folded, self.method, rec, node,
                          require_cheaper=not forced)
         if plan is None:
@@ -379,6 +386,8 @@ class Projector:
     def _reverse(self, steps: ReversePass, rec: Recording, node: str, seeds: Tensor) -> Tensor:
         n, k = seeds.shape[:2]
         start = {node: seeds.reshape(n * k, *seeds.shape[2:])}
+        if self._channels_last(node, rec):  # seeds are channels first, as every layer's features
+            start[node] = start[node].permute(TO_CHANNELS_LAST)
         signals = run(steps.ops, start, FullSize(self.method, rec, n, k, self.traced,
                                                  steps.folded))
         shape = rec.input_shape

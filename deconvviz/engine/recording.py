@@ -10,17 +10,19 @@ The run stops as soon as the deepest requested layer is computed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Collection, Dict, Mapping, Optional, Sequence
+from typing import Collection, Dict, List, Mapping, Optional, Sequence
 
 import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import ArgumentError, first_line
+from ..errors import ArgumentError, UnsupportedOpError, first_line
 from .graph import TracedModel
+from .layout import TO_CHANNELS_FIRST, channel_axes_of, no_channels
 
-__all__ = ["Recording", "record_nodes", "check_images", "forward_to"]
+__all__ = ["Recording", "record_nodes", "check_images", "forward_to", "channel_axes",
+           "features_first"]
 
 
 @dataclass
@@ -89,8 +91,10 @@ class _Stop(Exception):
 
 class _Recorder(fx.Interpreter):
     def __init__(self, traced: TracedModel, keep: Mapping[str, str], switches: bool,
-                 inputs: Collection[str], arguments: Collection[str] = ()):
+                 inputs: Collection[str], arguments: Collection[str] = (),
+                 last: Collection[str] = ()):
         super().__init__(traced.graph_module, garbage_collect_values=True)
+        self.last = set(last)  # kept nodes whose channels are last: kept channels first
         self.switches, self.inputs, self.arguments = switches, set(inputs), set(arguments)
         self.ops = traced.ops
         self.keep = dict(keep)  # node name -> the name the caller asked for
@@ -139,7 +143,9 @@ class _Recorder(fx.Interpreter):
             self.recording.shapes[n.name] = out.shape
         if n.name in self.keep:
             # Cloned: a later in-place op (ReLU(inplace=True)) must not change what we keep.
-            self.recording.activations[self.keep[n.name]] = out.detach().clone()
+            kept = out.detach()
+            kept = kept.permute(TO_CHANNELS_FIRST) if n.name in self.last else kept
+            self.recording.activations[self.keep[n.name]] = kept.clone()
             self.pending.discard(n.name)
             if not self.pending:
                 raise _Stop
@@ -193,37 +199,116 @@ def check_images(x: object, device: Optional[torch.device] = None, *,
 
 def record_nodes(traced: TracedModel, x: Tensor, keep: Mapping[str, str], *,
                  switches: bool = True, inputs: Collection[str] = (),
-                 arguments: Collection[str] = ()) -> Recording:
+                 arguments: Collection[str] = (), partial: bool = False) -> Recording:
     """Run ``x`` through the traced model, stopping once every node in ``keep`` is computed.
 
     Args:
         traced: the traced model.
         x: images ``[N, 3, H, W]``.
-        keep: graph node name -> the key its activation is stored under.
+        keep: graph node name -> the key its activation is stored under, channels first
+            (a channels-last map ``[N, H, W, C]`` is kept as ``[N, C, H, W]``).
         switches: keep every max-pool's switches.
         inputs: graph node names whose op's input to keep (``Recording.inputs``).
         arguments: graph node names whose op's every argument to keep
             (``Recording.arguments``).
+        partial: where the model cannot run on ``x``, return what was recorded up to there
+            instead of raising.
+
+    Raises:
+        UnsupportedOpError: a node of ``keep`` whose output has no channels deconvviz can
+            find (a sequence of tokens).
     """
-    recorder = _Recorder(traced, keep, switches, inputs, arguments)
+    last = features_first(traced, keep, tuple(x.shape[-2:])) if keep else ()
+    recorder = _Recorder(traced, keep, switches, inputs, arguments, last)
     recorder.recording.input_shape = x.shape
     with torch.no_grad():
         try:
             recorder.run(x)
         except _Stop:
             pass
-        except RuntimeError as exc:  # the model cannot take this input (too small, ...)
+        except (RuntimeError, AssertionError) as exc:
+            if partial:
+                return recorder.recording
+            if isinstance(exc, AssertionError):  # a guard of a graph torch.export captured
+                guard = first_line(exc).replace("Guard failed: ", "")
+                raise ArgumentError(
+                    f"the model cannot run on images of shape {list(x.shape)}: its forward "
+                    f"was captured by torch.export for inputs where {guard}") from None
+            # the model cannot take this input (too small, ...)
             raise ArgumentError(f"the model cannot run on images of shape {list(x.shape)}: "
                                 f"{first_line(exc)}" + (
                                     "; pass the input size the model was made for "
                                     "(input_size=N; CLI: --input-size N)"
                                     if _too_small(exc) else "")) from None
-        except AssertionError as exc:  # a guard of a graph captured by torch.export
-            guard = first_line(exc).replace("Guard failed: ", "")
-            raise ArgumentError(
-                f"the model cannot run on images of shape {list(x.shape)}: its forward was "
-                f"captured by torch.export for inputs where {guard}") from None
     return recorder.recording
+
+
+def channel_axes(traced: TracedModel, shapes: Optional[Mapping[str, torch.Size]] = None, *,
+                 size: Optional[Sequence[int]] = None) -> Dict[str, Optional[int]]:
+    """Node name -> the axis holding its channels (:func:`~deconvviz.engine.layout.channel_axes_of`),
+    found once per input size from the shapes at that size (``shapes``, if already measured;
+    by default at the model's own input size) and at half that size.
+
+    A layer's features are its channels whatever the memory layout: every caller that reads
+    features (projections, scans, layer tables) reads this."""
+    if shapes is not None:
+        size = tuple(shapes[traced.input_node.name][-2:])
+    elif size is None:
+        from ..data.zoo import model_info
+
+        info = model_info(traced.model)
+        side = int(info.preprocessing.crop_size) if info is not None else 224
+        size = (side, side)
+    key = (int(size[0]), int(size[1]))
+    found = traced.channel_axes if traced.channel_axes is not None else {}
+    if key not in found:
+        if shapes is None:
+            shapes = _shapes_at(traced, key)
+        probe = _shapes_at(traced, (max(key[0] // 2, 32), max(key[1] // 2, 32)))
+        traced.__dict__.setdefault("_measured_shapes", {})[key] = dict(shapes)
+        found[key] = channel_axes_of(traced.ops.values(), shapes, probe)
+        traced.channel_axes = found
+    return found[key]
+
+
+def _shapes_at(traced: TracedModel, size) -> Mapping[str, torch.Size]:
+    param = next(iter(traced.model.parameters()), None)
+    x = torch.zeros(1, 3, *size, device=param.device if param is not None else None,
+                    dtype=param.dtype if param is not None else None)
+    return record_nodes(traced, x, {}, switches=False, partial=True).shapes
+
+
+def features_first(traced: TracedModel, nodes: Collection[str],
+                   size: Optional[Sequence[int]] = None) -> List[str]:
+    """The nodes of ``nodes`` whose channels are last (to be read channels first), for inputs
+    of ``size`` (height, width; default the model's own).
+
+    Raises:
+        UnsupportedOpError: for a node without channels deconvviz can find (tokens)."""
+    axes = channel_axes(traced, size=size)
+    last = []
+    for name in nodes:
+        if name not in axes:
+            continue  # a constant, or the model cannot run at this size (its own error follows)
+        axis = axes[name]
+        if axis is None:
+            shape = traced.__dict__["_measured_shapes"][_size_key(traced, size)][name]
+            raise UnsupportedOpError(no_channels(_layer_name(traced, name), shape))
+        if axis == 3:
+            last.append(name)
+    return last
+
+
+def _size_key(traced: TracedModel, size):
+    if size is not None:
+        return (int(size[0]), int(size[1]))
+    return next(k for k, v in traced.channel_axes.items()
+                if v is channel_axes(traced))
+
+
+def _layer_name(traced: TracedModel, node: str) -> str:
+    return next((path for path, nodes in traced.module_outputs.items()
+                 if any(n.name == node for n in nodes) and path), node)
 
 
 def _too_small(exc: BaseException) -> bool:
@@ -232,12 +317,15 @@ def _too_small(exc: BaseException) -> bool:
                                    "cannot be multiplied", "shapes cannot be", "mat1 and mat2"))
 
 
-def forward_to(traced: TracedModel, nodes: Sequence[str]) -> fx.GraphModule:
+def forward_to(traced: TracedModel, nodes: Sequence[str],
+               size: Optional[Sequence[int]] = None) -> fx.GraphModule:
     """A ``GraphModule`` that runs the model up to the deepest of ``nodes`` (graph node names)
-    and returns their outputs as a tuple: a plain forward, with autograd, for scans and for
+    and returns their outputs (channels first, see :func:`record_nodes`, for inputs of
+    ``size``: by default the model's own) as a tuple: a plain forward, with autograd, for scans and for
     methods that differentiate a unit. It shares the model's modules (hooks on them fire)."""
     graph, env = fx.Graph(), {}
     wanted = {traced.ops[n].node for n in nodes}
+    last = set(features_first(traced, nodes, size))
     outputs = {}
     for node in traced.graph_module.graph.nodes:
         if not wanted - set(outputs):
@@ -247,6 +335,9 @@ def forward_to(traced: TracedModel, nodes: Sequence[str]) -> fx.GraphModule:
             # Copied only where a later in-place op would change the activation we keep.
             outputs[node] = (graph.call_method("clone", (env[node],))
                              if _modified_in_place(node, traced.graph_module) else env[node])
+            if node.name in last:  # channels last: read channels first, as every layer
+                outputs[node] = graph.call_method("permute", (outputs[node],
+                                                              *TO_CHANNELS_FIRST))
     graph.output(tuple(outputs[traced.ops[n].node] for n in nodes))
     return fx.GraphModule(traced.graph_module, graph)
 

@@ -230,8 +230,9 @@ def _product(op, s, ctx):
     """Both factors at the recorded point: d(a*b) = s*b for a, s*a for b."""
     a, b = op.node.args[:2]
     values = ctx.arguments_of(op)
-    return [(a, _unbroadcast(s * values[b], ctx.shape(a))),
-            (b, _unbroadcast(s * values[a], ctx.shape(b)))]
+    # A factor of integers (indices, a mask) has no gradient: a constant, as in autograd.
+    return [(n, _unbroadcast(s * values[other], ctx.shape(n))) for n, other in ((a, b), (b, a))
+            if values[n].is_floating_point()]
 
 
 def gate_factor(op) -> Optional[fx.Node]:

@@ -22,6 +22,9 @@ graph calls its modules and reads its parameters.
 """
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import re
 import traceback
@@ -74,16 +77,34 @@ def _export(model: nn.Module):
     param = next(iter(model.parameters()), None)
     kwargs = dict(device=param.device, dtype=param.dtype) if param is not None else {}
     error: Optional[BaseException] = None
-    for size in _example_sizes(model):
-        x = torch.zeros(2, _channels(model), size, size, **kwargs)
-        try:
-            with torch.no_grad():
-                return export(model, (x,), strict=False,
-                              dynamic_shapes=({0: Dim.AUTO, 2: Dim.AUTO, 3: Dim.AUTO},))
-        except Exception as exc:  # export raises many kinds; all mean "cannot capture"
-            error = exc
+    with _quiet_torch_logs():
+        for size in _example_sizes(model):
+            x = torch.zeros(2, _channels(model), size, size, **kwargs)
+            try:
+                with torch.no_grad():
+                    return export(model, (x,), strict=False,
+                                  dynamic_shapes=({0: Dim.AUTO, 2: Dim.AUTO, 3: Dim.AUTO},))
+            except Exception as exc:  # export raises many kinds; all mean "cannot capture"
+                error = exc
     assert error is not None
     raise error
+
+
+@contextlib.contextmanager
+def _quiet_torch_logs():
+    """torch.export logs its guards and graphs at warning level where it fails; deconvviz
+    says what went wrong in its own error, in one line."""
+    loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
+               if name.startswith("torch")]
+    levels = [logger.level for logger in loggers]
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        with contextlib.redirect_stderr(io.StringIO()):  # it prints its partial graph there
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def _is_leaf(module: nn.Module) -> bool:

@@ -23,11 +23,11 @@ import deconvviz as dv
 
 # One small model per family, the cheapest that cover every layout: maps (most), channels
 # last (ConvNeXt, Swin), tokens (ViT), constants of the model (Swin V2's position bias).
-# MaxViT (windows of tokens, 6 s here), DenseNet, AlexNet, VGG's bigger brothers and the rest
-# run with DECONVVIZ_TEST_CLASSIFIERS=all.
-FAMILIES = ["convnext_tiny", "efficientnet_b0", "googlenet", "inception_v3", "mnasnet0_5",
-            "mobilenet_v3_small", "regnet_x_400mf", "resnet18", "shufflenet_v2_x0_5",
-            "squeezenet1_1", "swin_t", "swin_v2_t", "vgg11", "vit_b_32"]
+# MaxViT (windows of tokens, 6 s here), DenseNet, GoogLeNet, MNASNet, AlexNet and the bigger
+# members of each family run with DECONVVIZ_TEST_CLASSIFIERS=all.
+FAMILIES = ["convnext_tiny", "efficientnet_b0", "inception_v3", "mobilenet_v3_small",
+            "regnet_x_400mf", "resnet18", "shufflenet_v2_x0_5", "squeezenet1_1", "swin_t",
+            "swin_v2_t", "vgg11", "vit_b_32"]
 # Families with neither tokens nor windows: every layer has features.
 MAPS_ONLY = {"alexnet", "convnext", "densenet", "efficientnet", "googlenet", "inception",
              "mnasnet", "mobilenet", "regnet", "resnet", "resnext", "shufflenet", "squeezenet",

@@ -202,6 +202,7 @@ def trace(model: nn.Module) -> TracedModel:
                   f"on tensor values cannot be captured") from None
         graph = graph_module.graph
         module_outputs = defaultdict(list, found)
+        tracer.tuple_outputs.clear()  # what the failed trace saw is not this graph's
         capture = "torch.export"
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
     if not placeholders:

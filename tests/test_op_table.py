@@ -82,6 +82,8 @@ CASES = [
     Case("median .values", lambda x: x + torch.median(x, dim=1, keepdim=True).values),
     Case("max unpacked", _max_unpacked),
     Case("x * sort .indices", lambda x: x * torch.sort(x, dim=1).indices),
+    Case("x * max .indices.float()",
+         lambda x: x * torch.max(x, dim=1, keepdim=True).indices.float()),
     # comparisons: the mask is a recorded constant
     Case("leaky ReLU with where", lambda x: torch.where(x > 0.2, x, 0.1 * x)),
     Case("x * (x > t).float()", lambda x: x * (x > 0.3).float()),

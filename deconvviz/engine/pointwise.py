@@ -67,8 +67,12 @@ def vjp_at(op, values: Dict[fx.Node, Tensor], signal, ctx) -> List:
         try:
             out = _run(op, env)
             if isinstance(signal, dict):  # an op returning a tuple: one signal per item
-                outs = [out[i] for i in signal]
-                grads_out = list(signal.values())
+                # an item of integers (sort's indices) is a constant: no signal goes through
+                items = [(out[i], g) for i, g in signal.items()
+                         if not isinstance(out[i], Tensor) or out[i].is_floating_point()]
+                if not items:
+                    return []
+                outs, grads_out = [o for o, _ in items], [g for _, g in items]
             else:
                 outs, grads_out = [out], [signal]
             if not all(isinstance(o, Tensor) and o.requires_grad for o in outs):

@@ -12,6 +12,9 @@ Each case is held to an oracle written here, independently of the engine (float6
   linear op's transpose, any other op's exact vector-Jacobian product at the recorded forward
   point, a comparison's mask and a sort's or max's indices recorded constants (docs/deconvnet.md);
 - or a refusal, whose message must name the op and the line of this file where it is written.
+
+Single activations are also projected in their receptive-field cone, which must agree with the
+full-size pass.
 """
 import re
 from dataclasses import dataclass
@@ -171,6 +174,10 @@ def test_op(case):
         expected = oracle(model, x, 1, method)
         error = float((got - expected).abs().max() / expected.abs().max())
         assert expected.abs().max() > 0 and error <= TOLERANCE, (method, error)
+    # single activations: in the receptive-field cone (where the op lets it) as full size
+    deconvnet = net.with_method("deconvnet")
+    cone, full = (deconvnet.project(x, "conv2", [0, 2], cone=c) for c in (True, False))
+    assert float((cone - full).abs().max() / full.abs().max()) <= TOLERANCE
     if case.name in ("leaky ReLU with where", "sort .values"):
         # the conventions make a difference: the deconvnet is not the gradient here
         assert not torch.allclose(net.with_method("deconvnet").project(x, "conv2", 1, mode="map"),

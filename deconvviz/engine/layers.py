@@ -233,7 +233,7 @@ def layer_of(traced: TracedModel, aliases: Mapping[str, str], name: str,
                                 f"a tuple or a list); pick a module inside it")
     g = measured.geometry.get(node)
     shape = tuple(measured.shapes[node][1:])
-    axes = channel_axes(traced, measured.shapes)
+    axes = channel_axes(traced, measured.shapes, need=[node])
     axis = axes.get(node)
     if axis == 3:
         shape = (shape[2], shape[0], shape[1])

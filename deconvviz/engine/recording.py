@@ -91,10 +91,8 @@ class _Stop(Exception):
 
 class _Recorder(fx.Interpreter):
     def __init__(self, traced: TracedModel, keep: Mapping[str, str], switches: bool,
-                 inputs: Collection[str], arguments: Collection[str] = (),
-                 last: Collection[str] = ()):
+                 inputs: Collection[str], arguments: Collection[str] = ()):
         super().__init__(traced.graph_module, garbage_collect_values=True)
-        self.last = set(last)  # kept nodes whose channels are last: kept channels first
         self.switches, self.inputs, self.arguments = switches, set(inputs), set(arguments)
         self.ops = traced.ops
         self.keep = dict(keep)  # node name -> the name the caller asked for
@@ -143,9 +141,7 @@ class _Recorder(fx.Interpreter):
             self.recording.shapes[n.name] = out.shape
         if n.name in self.keep:
             # Cloned: a later in-place op (ReLU(inplace=True)) must not change what we keep.
-            kept = out.detach()
-            kept = kept.permute(TO_CHANNELS_FIRST) if n.name in self.last else kept
-            self.recording.activations[self.keep[n.name]] = kept.clone()
+            self.recording.activations[self.keep[n.name]] = out.detach().clone()
             self.pending.discard(n.name)
             if not self.pending:
                 raise _Stop
@@ -199,14 +195,16 @@ def check_images(x: object, device: Optional[torch.device] = None, *,
 
 def record_nodes(traced: TracedModel, x: Tensor, keep: Mapping[str, str], *,
                  switches: bool = True, inputs: Collection[str] = (),
-                 arguments: Collection[str] = (), partial: bool = False) -> Recording:
+                 arguments: Collection[str] = (), partial: bool = False,
+                 channels_first: bool = True) -> Recording:
     """Run ``x`` through the traced model, stopping once every node in ``keep`` is computed.
 
     Args:
         traced: the traced model.
         x: images ``[N, 3, H, W]``.
         keep: graph node name -> the key its activation is stored under, channels first
-            (a channels-last map ``[N, H, W, C]`` is kept as ``[N, C, H, W]``).
+            (a channels-last map ``[N, H, W, C]`` is kept as ``[N, C, H, W]``; with
+            ``channels_first=False``, as computed).
         switches: keep every max-pool's switches.
         inputs: graph node names whose op's input to keep (``Recording.inputs``).
         arguments: graph node names whose op's every argument to keep
@@ -218,8 +216,7 @@ def record_nodes(traced: TracedModel, x: Tensor, keep: Mapping[str, str], *,
         UnsupportedOpError: a node of ``keep`` whose output has no channels deconvviz can
             find (a sequence of tokens).
     """
-    last = features_first(traced, keep, tuple(x.shape[-2:])) if keep else ()
-    recorder = _Recorder(traced, keep, switches, inputs, arguments, last)
+    recorder = _Recorder(traced, keep, switches, inputs, arguments)
     recorder.recording.input_shape = x.shape
     with torch.no_grad():
         try:
@@ -240,14 +237,22 @@ def record_nodes(traced: TracedModel, x: Tensor, keep: Mapping[str, str], *,
                                     "; pass the input size the model was made for "
                                     "(input_size=N; CLI: --input-size N)"
                                     if _too_small(exc) else "")) from None
-    return recorder.recording
+    rec = recorder.recording
+    if keep and channels_first:
+        for node in features_first(traced, keep, shapes=rec.shapes):
+            rec.activations[keep[node]] = \
+                rec.activations[keep[node]].permute(TO_CHANNELS_FIRST).contiguous()
+    return rec
 
 
 def channel_axes(traced: TracedModel, shapes: Optional[Mapping[str, torch.Size]] = None, *,
-                 size: Optional[Sequence[int]] = None) -> Dict[str, Optional[int]]:
-    """Node name -> the axis holding its channels (:func:`~deconvviz.engine.layout.channel_axes_of`),
-    found once per input size from the shapes at that size (``shapes``, if already measured;
-    by default at the model's own input size) and at half that size.
+                 size: Optional[Sequence[int]] = None,
+                 need: Collection[str] = ()) -> Dict[str, Optional[int]]:
+    """Node name -> the axis holding its channels (see
+    :func:`~deconvviz.engine.layout.channel_axes_of`), for inputs of one size: from the
+    shapes at that size (``shapes``, where a forward pass already recorded them, else by a
+    forward pass at ``size``, by default the model's own input size) and at half that size.
+    Found once per size, and again where a node of ``need`` is missing.
 
     A layer's features are its channels whatever the memory layout: every caller that reads
     features (projections, scans, layer tables) reads this."""
@@ -261,9 +266,12 @@ def channel_axes(traced: TracedModel, shapes: Optional[Mapping[str, torch.Size]]
         size = (side, side)
     key = (int(size[0]), int(size[1]))
     found = traced.channel_axes if traced.channel_axes is not None else {}
-    if key not in found:
-        if shapes is None:
-            shapes = _shapes_at(traced, key)
+    known = found.get(key)
+    complete = traced.__dict__.setdefault("_complete_axes", set())
+    if known is None or (key not in complete and any(n not in known for n in need)):
+        if shapes is None or any(n not in shapes for n in need):
+            shapes = _shapes_at(traced, key)  # the whole model (as far as it runs)
+            complete.add(key)
         probe = _shapes_at(traced, (max(key[0] // 2, 32), max(key[1] // 2, 32)))
         traced.__dict__.setdefault("_measured_shapes", {})[key] = dict(shapes)
         found[key] = channel_axes_of(traced.ops.values(), shapes, probe)
@@ -275,35 +283,32 @@ def _shapes_at(traced: TracedModel, size) -> Mapping[str, torch.Size]:
     param = next(iter(traced.model.parameters()), None)
     x = torch.zeros(1, 3, *size, device=param.device if param is not None else None,
                     dtype=param.dtype if param is not None else None)
-    return record_nodes(traced, x, {}, switches=False, partial=True).shapes
+    return record_nodes(traced, x, {}, switches=False, partial=True,
+                        channels_first=False).shapes
 
 
 def features_first(traced: TracedModel, nodes: Collection[str],
-                   size: Optional[Sequence[int]] = None) -> List[str]:
+                   size: Optional[Sequence[int]] = None,
+                   shapes: Optional[Mapping[str, torch.Size]] = None) -> List[str]:
     """The nodes of ``nodes`` whose channels are last (to be read channels first), for inputs
-    of ``size`` (height, width; default the model's own).
+    of ``size`` (height, width; default the model's own) or of the recording that gave
+    ``shapes``.
 
     Raises:
         UnsupportedOpError: for a node without channels deconvviz can find (tokens)."""
-    axes = channel_axes(traced, size=size)
+    axes = channel_axes(traced, shapes, size=size, need=list(nodes))
+    measured = traced.__dict__["_measured_shapes"]
     last = []
     for name in nodes:
         if name not in axes:
             continue  # a constant, or the model cannot run at this size (its own error follows)
         axis = axes[name]
         if axis is None:
-            shape = traced.__dict__["_measured_shapes"][_size_key(traced, size)][name]
+            shape = next(s[name] for s in measured.values() if name in s)
             raise UnsupportedOpError(no_channels(_layer_name(traced, name), shape))
         if axis == 3:
             last.append(name)
     return last
-
-
-def _size_key(traced: TracedModel, size):
-    if size is not None:
-        return (int(size[0]), int(size[1]))
-    return next(k for k, v in traced.channel_axes.items()
-                if v is channel_axes(traced))
 
 
 def _layer_name(traced: TracedModel, node: str) -> str:

@@ -269,19 +269,25 @@ def channel_axes(traced: TracedModel, shapes: Optional[Mapping[str, torch.Size]]
     known = found.get(key)
     complete = traced.__dict__.setdefault("_complete_axes", set())
     if known is None or (key not in complete and any(n not in known for n in need)):
+        channels = shapes[traced.input_node.name][1] if shapes is not None else _channels(traced)
         if shapes is None or any(n not in shapes for n in need):
-            shapes = _shapes_at(traced, key)  # the whole model (as far as it runs)
+            shapes = _shapes_at(traced, key, channels)  # the whole model (as far as it runs)
             complete.add(key)
-        probe = _shapes_at(traced, (max(key[0] // 2, 32), max(key[1] // 2, 32)))
+        probe = _shapes_at(traced, (max(key[0] // 2, 32), max(key[1] // 2, 32)), channels)
         traced.__dict__.setdefault("_measured_shapes", {})[key] = dict(shapes)
         found[key] = channel_axes_of(traced.ops.values(), shapes, probe)
         traced.channel_axes = found
     return found[key]
 
 
-def _shapes_at(traced: TracedModel, size) -> Mapping[str, torch.Size]:
+def _channels(traced: TracedModel) -> int:
+    conv = next((m for m in traced.model.modules() if isinstance(m, nn.Conv2d)), None)
+    return conv.in_channels if conv is not None else 3
+
+
+def _shapes_at(traced: TracedModel, size, channels: int) -> Mapping[str, torch.Size]:
     param = next(iter(traced.model.parameters()), None)
-    x = torch.zeros(1, 3, *size, device=param.device if param is not None else None,
+    x = torch.zeros(1, channels, *size, device=param.device if param is not None else None,
                     dtype=param.dtype if param is not None else None)
     return record_nodes(traced, x, {}, switches=False, partial=True,
                         channels_first=False).shapes

@@ -150,7 +150,7 @@ class Projector:
     def _channels_last(self, node: str, rec: Recording) -> bool:
         """Whether the node's map is ``[N, H, W, C]`` (its recorded activation is read
         channels first; seeds go back channels last)."""
-        return channel_axes(self.traced, size=rec.input_shape[-2:]).get(node) == 3
+        return channel_axes(self.traced, size=rec.input_shape[-2:], need=[node]).get(node) == 3
 
     def reverse_pass(self, layer: str) -> ReversePass:
         """The steps from ``layer`` down to the input; raises :class:`UnsupportedOpError` if
@@ -234,13 +234,16 @@ class Projector:
         return rule
 
     # -- recording ------------------------------------------------------------------------
-    def record(self, x: Tensor, layers: Union[str, Sequence[str]]) -> Recording:
+    def record(self, x: Tensor, layers: Union[str, Sequence[str]], *,
+               refuse: bool = True) -> Recording:
         """Run ``x`` forward once and keep the activations of ``layers`` and the forward
         state the method reads (every max-pool's switches) up to the deepest of them.
 
         Args:
             x: normalised images ``[N, 3, H, W]`` on the model's device.
             layers: one layer name or several.
+            refuse: refuse a layer without channels (a ViT's tokens: its features could not
+                be read); ``False`` keeps it as computed, for a seed shaped like it.
 
         Returns:
             A :class:`~deconvviz.engine.recording.Recording`; ``rec.activations[layer]`` is
@@ -258,6 +261,7 @@ class Projector:
                 needs[op.name] = rule.needs
         wanted = set(self.method.needs).union(*needs.values())
         return record_nodes(self.traced, x, keep, switches="switches" in wanted,
+                            refuse=refuse,
                             inputs=[name for name, n in needs.items() if "input" in n],
                             arguments=[name for name, n in needs.items() if "arguments" in n])
 
@@ -288,7 +292,8 @@ class Projector:
         check_mode(mode)
         if (feature is None) == (seed is None):
             raise ArgumentError("give exactly one of feature= (channel index or list) or seed=")
-        steps, x, recording, act, node = self._prepare(x, layer, recording)
+        steps, x, recording, act, node = self._prepare(x, layer, recording,
+                                                       features=seed is None)
         if seed is not None:
             seeds, single = _check_seed(seed, act)
             make = lambda k0, k1: seeds[:, k0:k1]  # noqa: E731
@@ -304,12 +309,15 @@ class Projector:
         out = self._reverse_in_chunks(steps, recording, node, make, count, act.shape[0])
         return out[:, 0] if single else out
 
-    def _prepare(self, x: Tensor, layer: str, recording: Optional[Recording]):
-        """Steps, checked images, a recording holding ``layer``, its activation and node."""
+    def _prepare(self, x: Tensor, layer: str, recording: Optional[Recording],
+                 features: bool = True):
+        """Steps, checked images, a recording holding ``layer``, its activation and node
+        (``features=False``: for a seed, which reads no features: a layer without channels
+        is not refused)."""
         steps = self.reverse_pass(layer)
         x = check_images(x, self.device, model=self.model)
         if recording is None or layer not in recording.activations:
-            recording = self.record(x, layer)
+            recording = self.record(x, layer, refuse=features)
         return steps, x, recording, recording.activations[layer], self._node(layer)
 
     def _project_cone(self, steps: ReversePass, rec: Recording, node: str, act: Tensor,

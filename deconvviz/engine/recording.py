@@ -196,7 +196,7 @@ def check_images(x: object, device: Optional[torch.device] = None, *,
 def record_nodes(traced: TracedModel, x: Tensor, keep: Mapping[str, str], *,
                  switches: bool = True, inputs: Collection[str] = (),
                  arguments: Collection[str] = (), partial: bool = False,
-                 channels_first: bool = True) -> Recording:
+                 channels_first: bool = True, refuse: bool = True) -> Recording:
     """Run ``x`` through the traced model, stopping once every node in ``keep`` is computed.
 
     Args:
@@ -211,6 +211,8 @@ def record_nodes(traced: TracedModel, x: Tensor, keep: Mapping[str, str], *,
             (``Recording.arguments``).
         partial: where the model cannot run on ``x``, return what was recorded up to there
             instead of raising.
+        refuse: refuse a node of ``keep`` without channels (else keep it as computed: for a
+            projection of a seed shaped like it, which reads no features).
 
     Raises:
         UnsupportedOpError: a node of ``keep`` whose output has no channels deconvviz can
@@ -239,7 +241,7 @@ def record_nodes(traced: TracedModel, x: Tensor, keep: Mapping[str, str], *,
                                     if _too_small(exc) else "")) from None
     rec = recorder.recording
     if keep and channels_first:
-        for node in features_first(traced, keep, shapes=rec.shapes):
+        for node in features_first(traced, keep, shapes=rec.shapes, refuse=refuse):
             rec.activations[keep[node]] = \
                 rec.activations[keep[node]].permute(TO_CHANNELS_FIRST).contiguous()
     return rec
@@ -295,7 +297,8 @@ def _shapes_at(traced: TracedModel, size, channels: int) -> Mapping[str, torch.S
 
 def features_first(traced: TracedModel, nodes: Collection[str],
                    size: Optional[Sequence[int]] = None,
-                   shapes: Optional[Mapping[str, torch.Size]] = None) -> List[str]:
+                   shapes: Optional[Mapping[str, torch.Size]] = None,
+                   refuse: bool = True) -> List[str]:
     """The nodes of ``nodes`` whose channels are last (to be read channels first), for inputs
     of ``size`` (height, width; default the model's own) or of the recording that gave
     ``shapes``.
@@ -309,7 +312,7 @@ def features_first(traced: TracedModel, nodes: Collection[str],
         if name not in axes:
             continue  # a constant, or the model cannot run at this size (its own error follows)
         axis = axes[name]
-        if axis is None:
+        if axis is None and refuse:
             shape = next(s[name] for s in measured.values() if name in s)
             raise UnsupportedOpError(no_channels(_layer_name(traced, name), shape))
         if axis == 3:

@@ -270,7 +270,8 @@ def channel_axes(traced: TracedModel, shapes: Optional[Mapping[str, torch.Size]]
     found = traced.channel_axes if traced.channel_axes is not None else {}
     known = found.get(key)
     complete = traced.__dict__.setdefault("_complete_axes", set())
-    if known is None or (key not in complete and any(n not in known for n in need)):
+    seen = traced.__dict__.get("_measured_shapes", {}).get(key, {})  # constants included
+    if known is None or (key not in complete and any(n not in seen for n in need)):
         channels = shapes[traced.input_node.name][1] if shapes is not None else _channels(traced)
         if shapes is None or any(n not in shapes for n in need):
             shapes = _shapes_at(traced, key, channels)  # the whole model (as far as it runs)

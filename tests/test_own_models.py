@@ -186,7 +186,7 @@ class Thresholded(nn.Module):
 
     def forward(self, x):
         x = self.conv(x)
-        return self.head(x * (x > 0) + x * x.argmax(1, keepdim=True))
+        return self.head(x * x.argsort(1)[:, :1] + x * x.argmax(1, keepdim=True))
 
 
 def test_refusals_name_the_real_blockers():
@@ -195,4 +195,4 @@ def test_refusals_name_the_real_blockers():
     with pytest.raises(dv.UnsupportedOpError) as info:
         dv.Deconvnet(Thresholded().eval()).reverse_pass("head")
     message = str(info.value)
-    assert all(name in message for name in ["gt", "argmax"]), message
+    assert all(name in message for name in ["argsort", "argmax"]), message

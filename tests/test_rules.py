@@ -93,6 +93,12 @@ CASES = {
     "product": [(Fn(lambda m, x: x * torch.sigmoid(x.mean((2, 3), keepdim=True))),
                  lambda x, s: s * torch.sigmoid(x.mean((2, 3), keepdim=True))),
                 (Fn(lambda m, x: x * x), None)],
+    # a comparison is a recorded mask: a constant, for every method as for autograd
+    "comparison": [(Fn(lambda m, x: x * (x > 0.1).float()), lambda x, s: s * (x > 0.1)),
+                   (Fn(lambda m, x: torch.where(x > 0, x, 0.1 * x)), None)],
+    # a named tuple's field: the signal goes to that item (sort's gradient is a gather)
+    "field": [(Fn(lambda m, x: torch.sort(x, dim=1).values), None),
+              (Fn(lambda m, x: x * torch.max(x, dim=1, keepdim=True).values), None)],
 }
 
 

@@ -128,7 +128,7 @@ def default_cam_layer(net: Projector) -> str:
     while the maps keep their spatial size (VGG16: ``conv5_3``, ResNet: ``layer4``,
     DenseNet: ``norm5``, GoogLeNet: ``inception5b``)."""
     traced = net.traced
-    measured = net._measured((224, 224))
+    measured = net._measured(net.input_size)
     shapes = measured.shapes
     convs = [op for op in traced.ops.values() if op.kind == "conv"]
     if not convs:

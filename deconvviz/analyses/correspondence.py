@@ -212,7 +212,8 @@ def correspondence(model: nn.Module, x: Tensor, parts: Mapping[str, Sequence[Seq
         raise ArgumentError(f"random must be a positive number of draws, got {random!r}")
     net = Deconvnet(model)
     layers = list(layers) if layers is not None else default_probe_layers(net)
-    run = forward_to(net.traced, [net.layer(l, (height, width)).node for l in layers])
+    run = forward_to(net.traced, [net.layer(l, (height, width)).node for l in layers],
+                     (height, width))
     generator = torch.Generator().manual_seed(seed)
 
     def deltas(masked_boxes):

@@ -280,7 +280,7 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
     info = model_info(model)
     param = next(iter(model.parameters()), None)
     device = param.device if param is not None else torch.device("cpu")
-    forward = forward_to(traced, nodes)
+    forward = forward_to(traced, nodes, (prep.crop_size, prep.crop_size))
     with torch.no_grad():
         probe = forward(torch.zeros(2, 3, prep.crop_size, prep.crop_size, device=device))
     meta = {

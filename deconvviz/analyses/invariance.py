@@ -206,7 +206,7 @@ def invariance(model: nn.Module, x: Tensor, transform: str,
     layers = list(layers) if layers is not None else default_probe_layers(net)
     size = tuple(x.shape[-2:])
     nodes = [net.layer(layer, size).node for layer in layers]
-    run = forward_to(net.traced, nodes + [net.layer("", size).node])
+    run = forward_to(net.traced, nodes + [net.layer("", size).node], size)
     n = x.shape[0]
     from tqdm import tqdm
 

@@ -129,7 +129,7 @@ def occlusion(model: nn.Module, x: Tensor, layer: Optional[str] = None,
     layer = layer or default_cam_layer(net)
     node = net.layer(layer, (height, width)).node
     output = net.layer("", (height, width)).node
-    run = forward_to(net.traced, [node, output])
+    run = forward_to(net.traced, [node, output], (height, width))
     with torch.no_grad():
         act, logits = run(x)
     resolved = resolve_target(model, x, target, logits=logits)

@@ -50,21 +50,30 @@ def models_command() -> None:
 
 @cli.command("layers")
 @model_option
-@click.option("--input-size", default=224, show_default=True, help="Side of the square input.")
+@click.option("--input-size", default=None, type=click.IntRange(1), metavar="N",
+              help="Side of the square input [default: the model's own, from its weights' "
+                   "transforms: 224 for most, 299 for Inception-v3, 300 for EfficientNet-B3].")
 @click.option("--all", "all_modules", is_flag=True, help="List every module path, not only aliases.")
 @friendly
-def layers_command(model: str, input_size: int, all_modules: bool) -> None:
-    """List a model's layers: alias, module path, output shape and receptive field."""
+def layers_command(model: str, input_size: Optional[int], all_modules: bool) -> None:
+    """List a model's layers: alias, module path, output shape (channels first, whatever the
+    memory layout) and receptive field."""
     get_spec(model)
     from ..engine import list_layers
 
     rows = list_layers(model, input_size=input_size, all_modules=all_modules)
     click.echo(f"{'alias':<14} {'path':<30} {'shape':<18} {'rf size':>7} {'rf stride':>9}")
+    refused = []
     for layer in rows:
-        shape = "x".join(str(s) for s in layer.shape)
+        shape = "x".join(str(s) for s in layer.shape) + ("*" if layer.features is None else "")
         stride = str(layer.rf_stride) if layer.rf_stride is not None else "-"
         click.echo(f"{layer.alias or '-':<14} {layer.path:<30} {shape:<18} "
                    f"{layer.rf_size:>7} {stride:>9}")
+        refused += [layer.no_features] if layer.no_features else []
+    click.echo("Shapes are channels x height x width, whatever the memory layout: a layer's "
+               "features are its channels.")
+    if refused:
+        click.echo(f"* no features ({len(refused)} layers), e.g.: {refused[0]}")
 
 
 @cli.command("show")

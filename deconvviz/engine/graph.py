@@ -11,17 +11,23 @@ The user's model is never changed: the traced ``GraphModule`` shares the model's
 """
 from __future__ import annotations
 
+import os
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
+import torch
 import torch.fx as fx
 from torch import nn
 
 from ..errors import UnsupportedOpError, first_line
 from . import ops as _builtin_rules  # noqa: F401  (registers the built-in rules)
 from . import pointwise as _pointwise_rules  # noqa: F401  (activations, products, the rest)
+from .ops_common import NAMED_TUPLE_FIELDS
 from .rules import Unsupported, claiming_rule, lookup_tables
+
+REFUSED = "deconvviz_refused"  # node.meta key (engine/capture.py): why no rule may take it
 
 __all__ = ["Op", "TracedModel", "trace"]
 
@@ -92,6 +98,7 @@ class _PathTracer(fx.Tracer):
 
     def __init__(self) -> None:
         super().__init__()
+        self.record_stack_traces = True  # errors name the line of the user's forward
         self.module_outputs: Dict[str, List[fx.Node]] = defaultdict(list)
         self.tuple_outputs: Dict[str, int] = {}
 
@@ -128,6 +135,8 @@ class TracedModel:
         output_node: the node the model returns.
         tuple_outputs: module path -> how many values it returns, for modules returning a
             tuple or list (each value is the layer ``path[i]``).
+        capture: how the graph was captured: ``"torch.fx"`` (symbolic tracing), or
+            ``"torch.export"`` where that fails (:mod:`deconvviz.engine.capture`).
     """
 
     model: nn.Module
@@ -137,6 +146,9 @@ class TracedModel:
     input_node: fx.Node
     output_node: fx.Node
     tuple_outputs: Dict[str, int] = field(default_factory=dict)
+    capture: str = "torch.fx"  # or "torch.export", where fx could not trace the forward
+    # input size -> node name -> the axis holding its channels (engine.recording.channel_axes)
+    channel_axes: Optional[Dict[Any, Dict[str, Optional[int]]]] = None
 
     def path_to_input(self, target: fx.Node,
                       reaches: Optional[Callable[[Op], List[fx.Node]]] = None) -> List[Op]:
@@ -167,13 +179,31 @@ def trace(model: nn.Module) -> TracedModel:
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
     tracer = _PathTracer()
+    capture = "torch.fx"
     try:
         graph = tracer.trace(model)
-    except Exception as exc:  # fx raises many kinds of errors; all mean "not traceable"
-        raise UnsupportedOpError(
-            f"deconvviz cannot trace {type(model).__name__} with torch.fx "
-            f"({first_line(exc)}); the forward must not branch on tensor values") from None
-    graph_module = fx.GraphModule(model, graph)
+        graph_module = fx.GraphModule(model, graph)
+        module_outputs = tracer.module_outputs
+    except Exception as fx_error:  # fx raises many kinds of errors; all mean "not traceable"
+        # torch.export (non-strict) runs the forward on fake tensors: it handles len(),
+        # loops over chunks and branches on sizes, which symbolic tracing cannot.
+        from .capture import export_graph, user_frame
+
+        try:
+            graph_module, found = export_graph(model)
+        except Exception as export_error:
+            line = user_frame(export_error.__traceback__) or \
+                user_frame(fx_error.__traceback__)
+            raise UnsupportedOpError(
+                f"deconvviz cannot capture the forward of {type(model).__name__}"
+                + (f" at {line}" if line else "")
+                + f": torch.fx cannot trace it ({first_line(fx_error)}) and torch.export "
+                  f"cannot capture it ({first_line(export_error)}); a forward that branches "
+                  f"on tensor values cannot be captured") from None
+        graph = graph_module.graph
+        module_outputs = defaultdict(list, found)
+        tracer.tuple_outputs.clear()  # what the failed trace saw is not this graph's
+        capture = "torch.export"
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
     if not placeholders:
         raise UnsupportedOpError(f"{type(model).__name__}.forward takes no input")
@@ -187,20 +217,48 @@ def trace(model: nn.Module) -> TracedModel:
             from_input.add(node)
         ops[node.name] = op
     returned = output_node.args[0]
-    tracer.module_outputs[""] = [returned] if isinstance(returned, fx.Node) else []
-    return TracedModel(model, graph_module, ops, dict(tracer.module_outputs), input_node,
-                       output_node, dict(tracer.tuple_outputs))
+    module_outputs[""] = [returned] if isinstance(returned, fx.Node) else []
+    return TracedModel(model, graph_module, ops, dict(module_outputs), input_node,
+                       output_node, dict(tracer.tuple_outputs), capture)
 
 
 def _where(node: fx.Node, root: str) -> str:
+    """Where the op is in the user's code: its module path, or the forward it is written in
+    with the file and line (``Net.forward (model.py:23)``)."""
     if node.op == "call_module":
         return str(node.target)
+    if _is_field(node):  # x.values: fx creates it where first used; it belongs to its source
+        return _where(node.args[0], root)
     stack = node.meta.get("nn_module_stack") or {}
+    line = _user_line(node)
     if stack:
         path, cls = list(stack.values())[-1]
-        cls_name = getattr(cls, "__name__", str(cls))
-        return f"{path} ({cls_name}.forward)" if path else f"{cls_name}.forward"
-    return f"{root}.forward"
+        cls_name = getattr(cls, "__name__", str(cls)).rsplit(".", 1)[-1]
+        where = f"{path} ({cls_name}.forward)" if path else f"{cls_name}.forward"
+    else:
+        where = f"{root}.forward"
+    return f"{where[:-1]}, {line})" if line and where.endswith(")") else \
+        f"{where} ({line})" if line else where
+
+
+def _is_field(node: fx.Node) -> bool:
+    """A named tuple's field (``torch.sort(x, 1).values``) read as an attribute."""
+    return node.op == "call_function" and node.target is getattr and len(node.args) > 1 \
+        and node.args[1] in NAMED_TUPLE_FIELDS and isinstance(node.args[0], fx.Node)
+
+
+_TORCH_DIR = os.path.dirname(os.path.dirname(os.path.abspath(torch.__file__)))
+
+
+def _user_line(node: fx.Node) -> str:
+    """``file.py:23`` of the innermost frame of the node's stack outside torch, if known."""
+    trace = node.meta.get("stack_trace") or ""
+    found = ""
+    for match in re.finditer(r'File "([^"]+)", line (\d+)', trace):
+        path = os.path.abspath(match.group(1))
+        if not path.startswith(os.path.join(_TORCH_DIR, "torch") + os.sep):
+            found = f"{os.path.basename(path)}:{match.group(2)}"
+    return found
 
 
 def _flat_nodes(args) -> List[fx.Node]:
@@ -215,6 +273,12 @@ _SHAPE_ATTRIBUTES = {"shape", "ndim", "dtype", "device"}
 
 
 def _reads_shape(node: fx.Node) -> bool:
+    packet = getattr(node.target, "overloadpacket", None)
+    if packet is not None and packet.__name__ in ("sym_size", "sym_numel", "sym_stride",
+                                                  "sym_storage_offset", "_assert_scalar"):
+        return True  # torch.export's reads of a symbolic size
+    if node.op == "call_module" and str(node.target) == "_guards_fn":
+        return True  # torch.export's checks of the input's size
     if node.op == "call_method":
         return node.target in _SHAPE_METHODS
     if node.op == "call_function" and node.target is getattr:
@@ -231,6 +295,10 @@ def _classify(node: fx.Node, gm: fx.GraphModule, from_input: set, root: str) -> 
         return Op(node, "constant", "output", "output", inputs=inputs)
     if not inputs or _reads_shape(node):  # constants for the reverse pass: no signal flows
         return Op(node, "constant", where, str(node.target))
+    refused = node.meta.get(REFUSED)
+    if refused:  # captured by torch.export where no rule can tell what it was
+        return Op(node, "unsupported", where, str(node.target), inputs=inputs,
+                  params={"refused": refused})
     module = gm.get_submodule(str(node.target)) if node.op == "call_module" else None
     if node.op == "call_module":
         call = Call(node, "module", inputs, module, gm)
@@ -241,7 +309,9 @@ def _classify(node: fx.Node, gm: fx.GraphModule, from_input: set, root: str) -> 
     else:
         return Op(node, "unsupported", where, f"{node.op} {node.target}", inputs=inputs)
     if rule is None:
-        label = {"module": call.name if module is not None else "",
+        packet = getattr(node.target, "overloadpacket", None)  # an ATen op (torch.export)
+        label = f"aten.{packet.__name__}" if packet is not None else {
+                 "module": call.name if module is not None else "",
                  "function": f"{getattr(node.target, '__module__', '') or ''}."
                              f"{call.name}".lstrip("."),
                  "method": f"Tensor.{node.target}"}[call.kind]

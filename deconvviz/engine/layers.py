@@ -20,10 +20,11 @@ from ..data.zoo import get_spec, load_model, model_info
 from ..errors import UnknownLayerError, closest
 from .geometry import INPUT_GEOMETRY, Geometry, same_layout_field
 from .graph import Op, TracedModel, trace
-from .recording import record_nodes
+from .layout import acts_per_position, channels_last_nodes, no_channels
+from .recording import channel_axes, record_nodes
 from .rules import get_rule
 
-__all__ = ["Layer", "Geometry", "Measured", "list_layers", "measure", "layer_of", "layers_of",
+__all__ = ["Layer", "Geometry", "Measured", "list_layers", "own_input_size", "measure", "layer_of", "layers_of",
            "aliases_of",
            "overview_layers", "resolve_layer", "geometry"]
 
@@ -35,11 +36,17 @@ class Layer:
     Attributes:
         alias: its short name (``conv3``), or ``None`` where the model has none.
         path: the dotted module path whose output it is (``features.relu3``).
-        shape: ``(C, H, W)`` of its output (``(C,)`` for fully-connected layers).
+        shape: ``(C, H, W)`` of its output (``(C,)`` for fully-connected layers), channels
+            first whatever the memory layout (a channels-last ``[N, H, W, C]`` map, as in
+            ConvNeXt's blocks and Swin's stages, is listed as ``(C, H, W)``); the raw shape
+            where the layer has no channels (a sequence of tokens).
         rf_size: receptive field in input pixels (the whole input for global layers).
         rf_stride: input pixels between neighbouring units (``None`` for global layers).
         geometry: the full :class:`Geometry` (``None`` for global layers).
         node: the name of its node in the traced graph.
+        channels_last: its output is ``[N, H, W, C]`` (its features are the last axis).
+        no_features: why it has no features deconvviz can show (a ViT's ``[N, T, D]``
+            tokens), else ``None``.
     """
 
     alias: Optional[str]
@@ -49,6 +56,14 @@ class Layer:
     rf_stride: Optional[int]
     geometry: Optional[Geometry]
     node: str
+    channels_last: bool = False
+    no_features: Optional[str] = None
+
+    @property
+    def features(self) -> Optional[int]:
+        """How many features (channels) the layer has; ``None`` where it has none deconvviz
+        can find (:attr:`no_features` says why)."""
+        return None if self.no_features is not None else self.shape[0]
 
     @property
     def name(self) -> str:
@@ -123,14 +138,25 @@ def _is_module(model: nn.Module, path: str) -> bool:
 
 
 def geometry(traced: TracedModel, shapes: Mapping[str, torch.Size]) -> Dict[str, Optional[Geometry]]:
-    """Receptive-field geometry of every node computed from the input (``None`` = global)."""
+    """Receptive-field geometry of every node computed from the input (``None`` = global).
+
+    Channels-last maps (ConvNeXt's ``permute``, LayerNorm and MLP) keep their positions, so
+    their field is their input's, as the receptive-field cone follows them."""
     geoms: Dict[str, Optional[Geometry]] = {}
+    last = channels_last_nodes(traced.ops.values())
+    first = {n: (torch.Size((s[0], s[-1], *s[1:-1])) if n in last and len(s) == 4 else s)
+             for n, s in shapes.items()}
     for op in traced.ops.values():
         if op.kind == "input":
             geoms[op.name] = INPUT_GEOMETRY
         elif op.inputs and op.name in shapes:
-            geoms[op.name] = _field(op, [geoms.get(n.name) for n in op.inputs],
-                                    [shapes.get(n.name) for n in op.inputs], shapes[op.name])
+            ins = [geoms.get(n.name) for n in op.inputs]
+            local = acts_per_position(op, last) if last else None
+            if local is None:
+                geoms[op.name] = _field(op, ins, [first.get(n.name) for n in op.inputs],
+                                        first[op.name])
+            else:
+                geoms[op.name] = ins[0] if local and len(ins) == 1 else None
     return geoms
 
 
@@ -146,14 +172,22 @@ def _field(op: Op, ins: List[Optional[Geometry]], in_shapes, out_shape) -> Optio
 ModelLike = Union[str, nn.Module]
 
 
-def list_layers(model_or_name: ModelLike, input_size: int = 224, *,
+def own_input_size(model: nn.Module) -> int:
+    """The side of the input the model runs at: its weights' transforms' crop size (299 for
+    Inception-v3, 300 for EfficientNet-B3) for a model from :func:`load_model`, else 224."""
+    info = model_info(model)
+    return int(info.preprocessing.crop_size) if info is not None else 224
+
+
+def list_layers(model_or_name: ModelLike, input_size: Optional[int] = None, *,
                 all_modules: bool = False) -> List[Layer]:
     """One :class:`Layer` per named layer, in network order.
 
     Args:
         model_or_name: a zoo name (built with random weights; geometry doesn't depend on
             them) or any ``nn.Module``.
-        input_size: side of the square input the shapes are computed for.
+        input_size: side of the square input the shapes are computed for; by default the
+            model's own (:func:`own_input_size`).
         all_modules: list every module path, not only the aliases (always so for models
             that have no aliases).
 
@@ -164,7 +198,8 @@ def list_layers(model_or_name: ModelLike, input_size: int = 224, *,
     model = load_model(model_or_name, weights=None) if isinstance(model_or_name, str) \
         else model_or_name
     traced = trace(model)
-    return layers_of(traced, aliases_of(model), measure(traced, (input_size, input_size)),
+    size = own_input_size(model) if input_size is None else int(input_size)
+    return layers_of(traced, aliases_of(model), measure(traced, (size, size)),
                      all_modules=all_modules)
 
 
@@ -181,7 +216,8 @@ def measure(traced: TracedModel, size: Tuple[int, int]) -> Measured:
     """Shapes and receptive fields of every node, from one forward pass of a zero image of
     ``size`` (height, width)."""
     param = next(iter(traced.model.parameters()), None)
-    x = torch.zeros(1, 3, *size, device=param.device if param is not None else None)
+    x = torch.zeros(1, 3, *size, device=param.device if param is not None else None,
+                    dtype=param.dtype if param is not None else None)
     recording = record_nodes(traced, x, {}, switches=False)
     return Measured(tuple(size), recording.shapes, geometry(traced, recording.shapes))
 
@@ -196,9 +232,17 @@ def layer_of(traced: TracedModel, aliases: Mapping[str, str], name: str,
         raise UnknownLayerError(f"layer {name!r} does not output a tensor (its module returns "
                                 f"a tuple or a list); pick a module inside it")
     g = measured.geometry.get(node)
-    return Layer(alias=alias, path=path, shape=tuple(measured.shapes[node][1:]),
+    shape = tuple(measured.shapes[node][1:])
+    axes = channel_axes(traced, measured.shapes, need=[node])
+    axis = axes.get(node)
+    if axis == 3:
+        shape = (shape[2], shape[0], shape[1])
+    return Layer(alias=alias, path=path, shape=shape,
                  rf_size=g.size[0] if g else measured.size[0],
-                 rf_stride=g.stride[0] if g else None, geometry=g, node=node)
+                 rf_stride=g.stride[0] if g else None, geometry=g, node=node,
+                 channels_last=axis == 3,
+                 no_features=no_channels(alias or path, measured.shapes[node],
+                                         constant=node not in axes) if axis is None else None)
 
 
 def layers_of(traced: TracedModel, aliases: Mapping[str, str], measured: Measured, *,

@@ -21,8 +21,13 @@ from .geometry import (
     sliding_field,
 )
 
-__all__ = ["_pair", "_short", "_describe", "_pool_params", "_first", "_same_field",
+__all__ = ["NAMED_TUPLE_FIELDS", "_pair", "_short", "_describe", "_pool_params", "_first", "_same_field",
            "_same_window", "_sliding_field", "_vjp", "_unbroadcast", "_inside"]
+
+
+# The fields of the named tuples torch's ops return (sort, max, min, median, topk, kthvalue,
+# mode, cummax, ...): ``values`` is item 0, ``indices`` item 1.
+NAMED_TUPLE_FIELDS = {"values": 0, "indices": 1}
 
 
 # -- shared helpers --------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from .geometry import (
     sliding_window,
 )
 from .ops_common import (
+    NAMED_TUPLE_FIELDS,
     _describe,
     _pool_params,
     _same_field,
@@ -216,3 +217,17 @@ register_rule(Rule(
     functions=(operator.mul, torch.mul, operator.truediv, torch.div, operator.neg),
     methods=("mul", "mul_", "div", "div_"), parse=_parse_scale,
     window=_same_window, field=_same_field))
+
+
+# -- a named tuple's field: torch.sort(x, 1).values, torch.max(x, 1).indices -----------------
+def _parse_field(call):
+    name = call.arg(1, "name")
+    if name not in NAMED_TUPLE_FIELDS:
+        raise Unsupported(f".{name}")  # another attribute: the methods' exact fallback
+    return f".{name}", {"item": NAMED_TUPLE_FIELDS[name]}
+
+
+register_rule(Rule(
+    kind="field", description="the signal goes to that item of the op's result",
+    reverse=lambda op, s, ctx: [(op.inputs[0], {op.params["item"]: s})],
+    functions=(getattr,), parse=_parse_field, window=_same_window, field=_same_field))

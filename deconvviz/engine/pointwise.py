@@ -59,14 +59,20 @@ def vjp_at(op, values: Dict[fx.Node, Tensor], signal, ctx) -> List:
     # Inputs that are not floating point (a mask) have no gradient: constants, as in autograd.
     leaves = {n: values[n].detach().requires_grad_(True) for n in dict.fromkeys(op.inputs)
               if isinstance(values[n], Tensor) and values[n].is_floating_point()}
+    if not leaves and _all_tensors(values, op.inputs):
+        return []  # only masks and indices come in (mask.float()): a constant, as in autograd
     with torch.enable_grad():
         # Clones: an in-place op (SiLU(inplace=True)) may not write into a leaf of autograd.
         env = {n: (leaves[n].clone() if n in leaves else v) for n, v in values.items()}
         try:
             out = _run(op, env)
             if isinstance(signal, dict):  # an op returning a tuple: one signal per item
-                outs = [out[i] for i in signal]
-                grads_out = list(signal.values())
+                # an item of integers (sort's indices) is a constant: no signal goes through
+                items = [(out[i], g) for i, g in signal.items()
+                         if not isinstance(out[i], Tensor) or out[i].is_floating_point()]
+                if not items:
+                    return []
+                outs, grads_out = [o for o, _ in items], [g for _, g in items]
             else:
                 outs, grads_out = [out], [signal]
             if not all(isinstance(o, Tensor) and o.requires_grad for o in outs):
@@ -80,27 +86,29 @@ def vjp_at(op, values: Dict[fx.Node, Tensor], signal, ctx) -> List:
     return [(n, g) for n, g in zip(leaves, grads) if g is not None]
 
 
+def _all_tensors(values, nodes) -> bool:
+    return all(isinstance(values[n], Tensor) for n in nodes)
+
+
 def _exact_vjp(op, s, ctx):
     return vjp_at(op, ctx.arguments_of(op), s, ctx)
 
 
-# Ops whose output does not depend differentiably on their input: refused by every method, as
-# before (a comparison, an index, a cast to integers).
+# Ops whose output does not depend differentiably on their input: refused by every method (an
+# index, a cast to integers). A comparison is not among them: it is a recorded constant (below).
 _NOT_DIFFERENTIABLE_FUNCTIONS = {
     torch.argmax, torch.argmin, torch.argsort, torch.nonzero, torch.bucketize,
-    torch.searchsorted, torch.eq, torch.ne, torch.lt, torch.le, torch.gt, torch.ge,
-    torch.logical_and, torch.logical_or, torch.logical_not, torch.floor_divide,
-    operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge,
-    operator.floordiv, operator.and_, operator.or_, operator.invert, operator.mod,
+    torch.searchsorted, torch.floor_divide, operator.floordiv, operator.mod,
 }
 _NOT_DIFFERENTIABLE_METHODS = {
-    "argmax", "argmin", "argsort", "nonzero", "eq", "ne", "lt", "le", "gt", "ge", "long",
-    "int", "bool", "byte", "item", "tolist", "numpy", "type", "logical_and", "logical_or",
-    "logical_not", "floor_divide",
+    "argmax", "argmin", "argsort", "nonzero", "long", "int", "byte", "item", "tolist",
+    "numpy", "type", "floor_divide",
 }
 
 
 def _differentiable(op) -> bool:
+    if op.params.get("refused"):
+        return False
     if op.node.op == "call_function":
         return op.node.target not in _NOT_DIFFERENTIABLE_FUNCTIONS
     if op.node.op == "call_method":
@@ -148,6 +156,32 @@ def _nodes(args) -> List[fx.Node]:
     return found
 
 
+# -- comparisons: masks, recorded constants -------------------------------------------------
+_COMPARISON_FUNCTIONS = (operator.gt, operator.ge, operator.lt, operator.le, operator.eq,
+                         operator.ne, torch.gt, torch.ge, torch.lt, torch.le, torch.eq, torch.ne,
+                         torch.greater, torch.greater_equal, torch.less, torch.less_equal,
+                         torch.logical_and, torch.logical_or, torch.logical_not,
+                         torch.logical_xor, torch.isnan, torch.isfinite, torch.signbit,
+                         operator.and_, operator.or_, operator.xor, operator.invert)
+_COMPARISON_METHODS = ("gt", "ge", "lt", "le", "eq", "ne", "greater", "less", "logical_and",
+                       "logical_or", "logical_not", "logical_xor", "isnan", "isfinite",
+                       "signbit", "bool")
+
+
+def _parse_comparison(call):
+    name = call.name if call.kind == "function" else f".{call.name}()"
+    return f"{name}: a mask, recorded", {}
+
+
+register_rule(Rule(
+    kind="comparison",
+    description="a recorded constant: no signal goes through it (as autograd: a mask has no "
+                "gradient)",
+    reverse=lambda op, s, ctx: [], reaches=lambda op: [],
+    functions=tuple(dict.fromkeys(_COMPARISON_FUNCTIONS)), methods=_COMPARISON_METHODS,
+    parse=_parse_comparison, window=_same_window, field=_same_field))
+
+
 # -- products of two signals: gates --------------------------------------------------------
 GATE_MODULES = (nn.Sigmoid, nn.Hardsigmoid)
 _GATE_FUNCTIONS = {torch.sigmoid, F.sigmoid, F.hardsigmoid}
@@ -155,7 +189,8 @@ _GATE_METHODS = {"sigmoid", "sigmoid_"}
 # Ops that only reshape or copy on the way from a gate to the product (x * s.view(n, c, 1, 1)).
 _SHAPE_FUNCTIONS = {torch.reshape, torch.flatten, torch.unsqueeze, torch.squeeze}
 _SHAPE_METHODS = {"view", "reshape", "expand", "expand_as", "flatten", "unsqueeze", "squeeze",
-                  "contiguous", "clone"}
+                  "contiguous", "clone", "float", "to", "type_as", "half", "double"}
+_COMPARISONS = (set(_COMPARISON_FUNCTIONS), set(_COMPARISON_METHODS))
 
 
 def _is_gate(node: fx.Node, root) -> bool:
@@ -167,12 +202,12 @@ def _is_gate(node: fx.Node, root) -> bool:
             if not isinstance(module, (nn.Flatten, nn.Identity)):
                 return False
         elif node.op == "call_function":
-            if node.target in _GATE_FUNCTIONS:
+            if node.target in _GATE_FUNCTIONS or node.target in _COMPARISONS[0]:
                 return True
             if node.target not in _SHAPE_FUNCTIONS:
                 return False
         elif node.op == "call_method":
-            if node.target in _GATE_METHODS:
+            if node.target in _GATE_METHODS or node.target in _COMPARISONS[1]:
                 return True
             if node.target not in _SHAPE_METHODS:
                 return False
@@ -191,7 +226,7 @@ def _parse_product(call):
     factors = call.node.args[:2]
     gates = [i for i, f in enumerate(factors) if _is_gate(f, call.root)]
     if len(gates) == 1:
-        return "mul by a gate (sigmoid branch)", {"gate": gates[0]}
+        return "mul by a gate (sigmoid branch or mask)", {"gate": gates[0]}
     return "mul of two signals", {"gate": None}
 
 
@@ -199,8 +234,9 @@ def _product(op, s, ctx):
     """Both factors at the recorded point: d(a*b) = s*b for a, s*a for b."""
     a, b = op.node.args[:2]
     values = ctx.arguments_of(op)
-    return [(a, _unbroadcast(s * values[b], ctx.shape(a))),
-            (b, _unbroadcast(s * values[a], ctx.shape(b)))]
+    # A factor of integers (indices, a mask) has no gradient: a constant, as in autograd.
+    return [(n, _unbroadcast(s * values[other], ctx.shape(n))) for n, other in ((a, b), (b, a))
+            if values[n].is_floating_point()]
 
 
 def gate_factor(op) -> Optional[fx.Node]:
@@ -209,10 +245,20 @@ def gate_factor(op) -> Optional[fx.Node]:
     return None if index is None else op.node.args[index]
 
 
+def _gated_field(op, fields, in_shapes, out_shape):
+    """A gate (a recorded constant for the deconvnet and guided backprop, as their cone has
+    it) does not widen the field: the gated factor's field. Without a gate, the union."""
+    gate = gate_factor(op)
+    if gate is None:
+        return _same_field(op, fields, in_shapes, out_shape)
+    kept = [i for i, node in enumerate(op.inputs) if node is not gate]
+    return _same_field(op, [fields[i] for i in kept], [in_shapes[i] for i in kept], out_shape)
+
+
 register_rule(Rule(
     kind="product", description="both factors, at the recorded point: signal * b to a, "
                                 "signal * a to b",
     reverse=_product, functions=(operator.mul, torch.mul, operator.imul),
     methods=("mul", "mul_"),
-    parse=_parse_product, when=_two_signals, window=_same_window, field=_same_field,
+    parse=_parse_product, when=_two_signals, window=_same_window, field=_gated_field,
     needs=frozenset({"arguments"})))

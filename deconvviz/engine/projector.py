@@ -24,14 +24,23 @@ from ..data.zoo import model_info
 from ..errors import ArgumentError, UnsupportedOpError
 from .cone import bytes_per_seed, plan_cone
 from .graph import Op, TracedModel, trace
-from .layers import Layer, Measured, aliases_of, layer_of, layers_of, measure, resolve_layer
-from .layout import acts_per_position, channels_last_nodes
+from .layers import (
+    Layer,
+    Measured,
+    aliases_of,
+    layer_of,
+    layers_of,
+    measure,
+    own_input_size,
+    resolve_layer,
+)
+from .layout import TO_CHANNELS_LAST, acts_per_position, channels_last_nodes
 from .methods import DECONVNET, GRADIENT, GUIDED, get_method
 from .ops import fold_batchnorms
 from .plan import MEASURED as _MEASURED
 from .plan import choose, cone_share, memory_budget, rec_device, time_plans
 from .precision import check_precision, precise_method
-from .recording import Recording, check_images, record_nodes
+from .recording import Recording, channel_axes, check_images, record_nodes
 from .reverse import DeconvStep, FullSize, ReversePass, ReverseStep, run
 from .rules import RuleSet
 from .seeds import Feature, _check_features, _check_seed, make_seeds, strongest
@@ -101,9 +110,17 @@ class Projector:
         return p.device if p is not None else None
 
     @property
+    def input_size(self) -> Tuple[int, int]:
+        """The input size the model runs at: its weights' transforms' crop (299 for
+        Inception-v3), 224 for a model deconvviz knows nothing about."""
+        side = own_input_size(self.model)
+        return (side, side)
+
+    @property
     def layers(self) -> List[Layer]:
-        """The model's named layers at 224x224 (see :func:`list_layers`), measured once."""
-        return self.layers_at((224, 224))
+        """The model's named layers at its own input size (:attr:`input_size`; see
+        :func:`list_layers`), measured once."""
+        return self.layers_at(self.input_size)
 
     def layers_at(self, size: Tuple[int, int], *, all_modules: bool = False) -> List[Layer]:
         """The named layers for inputs of ``size`` (height, width), measured once per size."""
@@ -112,12 +129,13 @@ class Projector:
 
     def layer(self, name: str, size: Optional[Tuple[int, int]] = None) -> Layer:
         """One layer (alias, module path or ``path@k``), with its shape and receptive field
-        for inputs of ``size`` (height, width; default 224x224), measured once per size.
+        for inputs of ``size`` (height, width; default the model's own :attr:`input_size`),
+        measured once per size.
 
         Raises:
             UnknownLayerError: naming the closest matches.
         """
-        return layer_of(self.traced, self.aliases, name, self._measured(size or (224, 224)),
+        return layer_of(self.traced, self.aliases, name, self._measured(size or self.input_size),
                         self._resolve(name))
 
     def _measured(self, size: Tuple[int, int]):
@@ -136,6 +154,11 @@ class Projector:
 
     def _node(self, layer: str) -> str:
         return self._resolve(layer)[2]
+
+    def _channels_last(self, node: str, rec: Recording) -> bool:
+        """Whether the node's map is ``[N, H, W, C]`` (its recorded activation is read
+        channels first; seeds go back channels last)."""
+        return channel_axes(self.traced, size=rec.input_shape[-2:], need=[node]).get(node) == 3
 
     def reverse_pass(self, layer: str) -> ReversePass:
         """The steps from ``layer`` down to the input; raises :class:`UnsupportedOpError` if
@@ -192,9 +215,16 @@ class Projector:
             counts[op.label] = counts.get(op.label, 0) + 1
         also = "; ".join(f"{label} ({n}x)" if n > 1 else label
                          for label, n in counts.items() if label != first.label)
+        fallback = self.method.fallback
+        why = (" (its result is an index or an integer: it does not depend differentiably on "
+               "its input, so no signal can pass through it)"
+               if fallback is not None and fallback.when is not None
+               and not fallback.when(first) else "")
+        if first.params.get("refused"):
+            why = f" ({first.params['refused']})"
         raise UnsupportedOpError(
             f"no {self.method.title} rule for {first.label} at {first.where} (graph node "
-            f"{first.name!r}) on the path from {layer!r} down to the input"
+            f"{first.name!r}){why} on the path from {layer!r} down to the input"
             + (f"; further down, no rule for: {also}" if also else "")
             + "; deconvviz will not fall back to a plain gradient. Project from a layer "
               "below it, or rewrite it with supported ops")
@@ -213,13 +243,16 @@ class Projector:
 
     # -- recording ------------------------------------------------------------------------
     @precise_method
-    def record(self, x: Tensor, layers: Union[str, Sequence[str]]) -> Recording:
+    def record(self, x: Tensor, layers: Union[str, Sequence[str]], *,
+               refuse: bool = True) -> Recording:
         """Run ``x`` forward once and keep the activations of ``layers`` and the forward
         state the method reads (every max-pool's switches) up to the deepest of them.
 
         Args:
             x: normalised images ``[N, 3, H, W]`` on the model's device.
             layers: one layer name or several.
+            refuse: refuse a layer without channels (a ViT's tokens: its features could not
+                be read); ``False`` keeps it as computed, for a seed shaped like it.
 
         Returns:
             A :class:`~deconvviz.engine.recording.Recording`; ``rec.activations[layer]`` is
@@ -237,6 +270,7 @@ class Projector:
                 needs[op.name] = rule.needs
         wanted = set(self.method.needs).union(*needs.values())
         return record_nodes(self.traced, x, keep, switches="switches" in wanted,
+                            refuse=refuse,
                             inputs=[name for name, n in needs.items() if "input" in n],
                             arguments=[name for name, n in needs.items() if "arguments" in n])
 
@@ -271,7 +305,8 @@ class Projector:
         check_mode(mode)
         if (feature is None) == (seed is None):
             raise ArgumentError("give exactly one of feature= (channel index or list) or seed=")
-        steps, x, recording, act, node = self._prepare(x, layer, recording)
+        steps, x, recording, act, node = self._prepare(x, layer, recording,
+                                                       features=seed is None)
         if seed is not None:
             seeds, single = _check_seed(seed, act)
             make = lambda k0, k1: seeds[:, k0:k1]  # noqa: E731
@@ -288,12 +323,15 @@ class Projector:
         out = self._reverse_in_chunks(steps, recording, node, make, count, act.shape[0])
         return out[:, 0] if single else out
 
-    def _prepare(self, x: Tensor, layer: str, recording: Optional[Recording]):
-        """Steps, checked images, a recording holding ``layer``, its activation and node."""
+    def _prepare(self, x: Tensor, layer: str, recording: Optional[Recording],
+                 features: bool = True):
+        """Steps, checked images, a recording holding ``layer``, its activation and node
+        (``features=False``: for a seed, which reads no features: a layer without channels
+        is not refused)."""
         steps = self.reverse_pass(layer)
         x = check_images(x, self.device, model=self.model)
         if recording is None or layer not in recording.activations:
-            recording = self.record(x, layer)
+            recording = self.record(x, layer, refuse=features)
         return steps, x, recording, recording.activations[layer], self._node(layer)
 
     def _project_cone(self, steps: ReversePass, rec: Recording, node: str, act: Tensor,
@@ -343,6 +381,8 @@ class Projector:
         :func:`deconvviz.engine.plan.choose`), or ``None`` where there is no smaller cone."""
         if self.method.relevance:  # LRP's rules read whole maps: always the full-size pass
             return None
+        if self._channels_last(node, rec) and node not in channels_last_nodes(reversed(steps.ops)):
+            return None  # channels last in a way the cone does not follow: full size
         plan = plan_cone(self.traced, steps.ops, steps.folded, self.method, rec, node,
                          require_cheaper=not forced)
         if plan is not None:
@@ -422,6 +462,8 @@ class Projector:
     def _reverse(self, steps: ReversePass, rec: Recording, node: str, seeds: Tensor) -> Tensor:
         n, k = seeds.shape[:2]
         start = {node: seeds.reshape(n * k, *seeds.shape[2:])}
+        if self._channels_last(node, rec):  # seeds are channels first, as every layer's features
+            start[node] = start[node].permute(TO_CHANNELS_LAST)
         signals = run(steps.ops, start, FullSize(self.method, rec, n, k, self.traced,
                                                  steps.folded))
         shape = rec.input_shape

@@ -10,17 +10,19 @@ The run stops as soon as the deepest requested layer is computed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Collection, Dict, Mapping, Optional, Sequence
+from typing import Collection, Dict, List, Mapping, Optional, Sequence
 
 import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import ArgumentError, first_line
+from ..errors import ArgumentError, UnsupportedOpError, first_line
 from .graph import TracedModel
+from .layout import TO_CHANNELS_FIRST, channel_axes_of, no_channels
 
-__all__ = ["Recording", "record_nodes", "check_images", "forward_to"]
+__all__ = ["Recording", "record_nodes", "check_images", "forward_to", "channel_axes",
+           "features_first"]
 
 
 @dataclass
@@ -195,17 +197,28 @@ def check_images(x: object, device: Optional[torch.device] = None, *,
 
 def record_nodes(traced: TracedModel, x: Tensor, keep: Mapping[str, str], *,
                  switches: bool = True, inputs: Collection[str] = (),
-                 arguments: Collection[str] = ()) -> Recording:
+                 arguments: Collection[str] = (), partial: bool = False,
+                 channels_first: bool = True, refuse: bool = True) -> Recording:
     """Run ``x`` through the traced model, stopping once every node in ``keep`` is computed.
 
     Args:
         traced: the traced model.
         x: images ``[N, 3, H, W]``.
-        keep: graph node name -> the key its activation is stored under.
+        keep: graph node name -> the key its activation is stored under, channels first
+            (a channels-last map ``[N, H, W, C]`` is kept as ``[N, C, H, W]``; with
+            ``channels_first=False``, as computed).
         switches: keep every max-pool's switches.
         inputs: graph node names whose op's input to keep (``Recording.inputs``).
         arguments: graph node names whose op's every argument to keep
             (``Recording.arguments``).
+        partial: where the model cannot run on ``x``, return what was recorded up to there
+            instead of raising.
+        refuse: refuse a node of ``keep`` without channels (else keep it as computed: for a
+            projection of a seed shaped like it, which reads no features).
+
+    Raises:
+        UnsupportedOpError: a node of ``keep`` whose output has no channels deconvviz can
+            find (a sequence of tokens).
     """
     recorder = _Recorder(traced, keep, switches, inputs, arguments)
     recorder.recording.input_shape = x.shape
@@ -214,13 +227,105 @@ def record_nodes(traced: TracedModel, x: Tensor, keep: Mapping[str, str], *,
             recorder.run(x)
         except _Stop:
             pass
-        except RuntimeError as exc:  # the model cannot take this input (too small, ...)
+        except (RuntimeError, AssertionError) as exc:
+            if partial:
+                return recorder.recording
+            if isinstance(exc, AssertionError):  # a guard of a graph torch.export captured
+                guard = first_line(exc).replace("Guard failed: ", "")
+                raise ArgumentError(
+                    f"the model cannot run on images of shape {list(x.shape)}: its forward "
+                    f"was captured by torch.export for inputs where {guard}") from None
+            # the model cannot take this input (too small, ...)
             raise ArgumentError(f"the model cannot run on images of shape {list(x.shape)}: "
                                 f"{first_line(exc)}" + (
                                     "; pass the input size the model was made for "
                                     "(input_size=N; CLI: --input-size N)"
                                     if _too_small(exc) else "")) from None
-    return recorder.recording
+    rec = recorder.recording
+    if keep and channels_first:
+        for node in features_first(traced, keep, shapes=rec.shapes, refuse=refuse):
+            rec.activations[keep[node]] = \
+                rec.activations[keep[node]].permute(TO_CHANNELS_FIRST).contiguous()
+    return rec
+
+
+def channel_axes(traced: TracedModel, shapes: Optional[Mapping[str, torch.Size]] = None, *,
+                 size: Optional[Sequence[int]] = None,
+                 need: Collection[str] = ()) -> Dict[str, Optional[int]]:
+    """Node name -> the axis holding its channels (see
+    :func:`~deconvviz.engine.layout.channel_axes_of`), for inputs of one size: from the
+    shapes at that size (``shapes``, where a forward pass already recorded them, else by a
+    forward pass at ``size``, by default the model's own input size) and at half that size.
+    Found once per size, and again where a node of ``need`` is missing.
+
+    A layer's features are its channels whatever the memory layout: every caller that reads
+    features (projections, scans, layer tables) reads this."""
+    if shapes is not None:
+        size = tuple(shapes[traced.input_node.name][-2:])
+    elif size is None:
+        from ..data.zoo import model_info
+
+        info = model_info(traced.model)
+        side = int(info.preprocessing.crop_size) if info is not None else 224
+        size = (side, side)
+    key = (int(size[0]), int(size[1]))
+    found = traced.channel_axes if traced.channel_axes is not None else {}
+    known = found.get(key)
+    complete = traced.__dict__.setdefault("_complete_axes", set())
+    seen = traced.__dict__.get("_measured_shapes", {}).get(key, {})  # constants included
+    if known is None or (key not in complete and any(n not in seen for n in need)):
+        channels = shapes[traced.input_node.name][1] if shapes is not None else _channels(traced)
+        if shapes is None or any(n not in shapes for n in need):
+            shapes = _shapes_at(traced, key, channels)  # the whole model (as far as it runs)
+            complete.add(key)
+        probe = _shapes_at(traced, (max(key[0] // 2, 32), max(key[1] // 2, 32)), channels)
+        traced.__dict__.setdefault("_measured_shapes", {})[key] = dict(shapes)
+        found[key] = channel_axes_of(traced.ops.values(), shapes, probe)
+        traced.channel_axes = found
+    return found[key]
+
+
+def _channels(traced: TracedModel) -> int:
+    conv = next((m for m in traced.model.modules() if isinstance(m, nn.Conv2d)), None)
+    return conv.in_channels if conv is not None else 3
+
+
+def _shapes_at(traced: TracedModel, size, channels: int) -> Mapping[str, torch.Size]:
+    param = next(iter(traced.model.parameters()), None)
+    x = torch.zeros(1, channels, *size, device=param.device if param is not None else None,
+                    dtype=param.dtype if param is not None else None)
+    return record_nodes(traced, x, {}, switches=False, partial=True,
+                        channels_first=False).shapes
+
+
+def features_first(traced: TracedModel, nodes: Collection[str],
+                   size: Optional[Sequence[int]] = None,
+                   shapes: Optional[Mapping[str, torch.Size]] = None,
+                   refuse: bool = True) -> List[str]:
+    """The nodes of ``nodes`` whose channels are last (to be read channels first), for inputs
+    of ``size`` (height, width; default the model's own) or of the recording that gave
+    ``shapes``.
+
+    Raises:
+        UnsupportedOpError: for a node without channels deconvviz can find (tokens)."""
+    axes = channel_axes(traced, shapes, size=size, need=list(nodes))
+    measured = traced.__dict__["_measured_shapes"]
+    last = []
+    for name in nodes:
+        if name not in axes:
+            continue  # a constant, or the model cannot run at this size (its own error follows)
+        axis = axes[name]
+        if axis is None and refuse:
+            shape = next(s[name] for s in measured.values() if name in s)
+            raise UnsupportedOpError(no_channels(_layer_name(traced, name), shape))
+        if axis == 3:
+            last.append(name)
+    return last
+
+
+def _layer_name(traced: TracedModel, node: str) -> str:
+    return next((path for path, nodes in traced.module_outputs.items()
+                 if any(n.name == node for n in nodes) and path), node)
 
 
 def _too_small(exc: BaseException) -> bool:
@@ -229,12 +334,15 @@ def _too_small(exc: BaseException) -> bool:
                                    "cannot be multiplied", "shapes cannot be", "mat1 and mat2"))
 
 
-def forward_to(traced: TracedModel, nodes: Sequence[str]) -> fx.GraphModule:
+def forward_to(traced: TracedModel, nodes: Sequence[str],
+               size: Optional[Sequence[int]] = None) -> fx.GraphModule:
     """A ``GraphModule`` that runs the model up to the deepest of ``nodes`` (graph node names)
-    and returns their outputs as a tuple: a plain forward, with autograd, for scans and for
+    and returns their outputs (channels first, see :func:`record_nodes`, for inputs of
+    ``size``: by default the model's own) as a tuple: a plain forward, with autograd, for scans and for
     methods that differentiate a unit. It shares the model's modules (hooks on them fire)."""
     graph, env = fx.Graph(), {}
     wanted = {traced.ops[n].node for n in nodes}
+    last = set(features_first(traced, nodes, size))
     outputs = {}
     for node in traced.graph_module.graph.nodes:
         if not wanted - set(outputs):
@@ -244,6 +352,9 @@ def forward_to(traced: TracedModel, nodes: Sequence[str]) -> fx.GraphModule:
             # Copied only where a later in-place op would change the activation we keep.
             outputs[node] = (graph.call_method("clone", (env[node],))
                              if _modified_in_place(node, traced.graph_module) else env[node])
+            if node.name in last:  # channels last: read channels first, as every layer
+                outputs[node] = graph.call_method("permute", (outputs[node],
+                                                              *TO_CHANNELS_FIRST))
     graph.output(tuple(outputs[traced.ops[n].node] for n in nodes))
     return fx.GraphModule(traced.graph_module, graph)
 

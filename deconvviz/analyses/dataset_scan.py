@@ -313,7 +313,7 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
     try:
         if resume and partial and os.path.exists(partial):
             state = _load_checkpoint(partial, meta, device)
-        elif resume and partial and rank == 0:
+        elif resume and partial and rank_id == 0:
             warnings.warn(f"no checkpoint to resume from ({partial} does not exist): "
                           f"scanning from the start", ResumeWarning, stacklevel=2)
         gpu = jpeg_batches.on_gpu(device)

@@ -1,0 +1,511 @@
+"""Incremental exact forward passes: recompute only the window of each map an input patch can
+change (Krypton's incremental view maintenance, Nakandala et al., SIGMOD 2019).
+
+One forward pass of the unchanged image keeps every node's value (the *base*). A batch of B
+positions then changes one square of the input each, and every op recomputes only the
+window of its output that can differ from the base:
+
+- a sliding op (convolution, max and average pool) maps the rows ``[a, b)`` that changed in
+  its input to the outputs whose field meets them, ``ceil((a + pad - d(k-1)) / s)`` to
+  ``floor((b - 1 + pad) / s)``, clipped to the map (the receptive-field arithmetic of
+  :mod:`deconvviz.engine.geometry`, read forwards). It runs without padding on the input
+  rows those outputs read, sliced out of the base (padded with zeros, ``-inf`` for a
+  max-pool) with the changed window laid over them;
+- pointwise ops (ReLU and the other activations, BatchNorm, LRN across channels, dropout
+  in eval, scaling by a constant) run on the window as it is; ops joining branches
+  (additions, products, concatenation of channels) on the union of their inputs' windows;
+- an op whose inputs changed everywhere (a global pool, a fully-connected layer, anything
+  after a squeeze-excitation gate) runs in full, on the batch; so does an op with no
+  forward-window rule, from which point on a warning says so once.
+
+All B positions of a batch share each window's size (the largest of theirs, moved inside
+the map), so each op runs once per batch on stacked windows: extra rows are recomputed from
+the same inputs and equal the base. Once a window covers the whole map, the op computes in
+full. The multiply-adds of convolutions and linear layers are counted three ways: a full
+pass, the exact minimum (each position's own changed window) and what was computed.
+"""
+from __future__ import annotations
+
+import math
+import operator
+import warnings
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .geometry import leading_padding
+from .graph import Op, TracedModel
+
+__all__ = ["IncrementalForward", "Span", "IncrementalWarning"]
+
+
+class IncrementalWarning(UserWarning):
+    """An op without a forward-window rule: the incremental pass runs in full from it."""
+
+
+# Op kinds that act on each position alone (channels may mix): they run on the window.
+_POINTWISE = {"relu", "relu6", "activation", "identity", "batchnorm", "lrn", "scale", "add",
+              "product", "cat"}
+# Ops no rule claims that are pointwise all the same.
+_POINTWISE_MODULES = (nn.Sigmoid, nn.Tanh, nn.Hardsigmoid, nn.Softplus)
+_POINTWISE_FUNCTIONS = {torch.sigmoid, torch.tanh, F.sigmoid, F.tanh, F.hardsigmoid,
+                        operator.mul, operator.add, torch.mul, torch.add}
+_POINTWISE_METHODS = {"sigmoid", "tanh", "sigmoid_", "tanh_"}
+# Ops that mix every position: their output changes everywhere (no warning, nothing to save).
+_GLOBAL = {"linear", "reshape", "adaptive_avgpool", "constant"}
+_SLIDING = {"conv", "maxpool", "avgpool", "adaptive_avgpool"}
+
+
+@dataclass
+class Span:
+    """Rows ``[y0, y1)`` and columns ``[x0, x1)`` per position (each ``[B]``, long): the exact
+    part of a map that one position's patch can change."""
+
+    y0: Tensor
+    y1: Tensor
+    x0: Tensor
+    x1: Tensor
+
+    def area(self) -> Tensor:
+        return (self.y1 - self.y0).clamp_min(0) * (self.x1 - self.x0).clamp_min(0)
+
+    def union(self, other: "Span") -> "Span":
+        return Span(torch.minimum(self.y0, other.y0), torch.maximum(self.y1, other.y1),
+                    torch.minimum(self.x0, other.x0), torch.maximum(self.x1, other.x1))
+
+
+@dataclass
+class _Win:
+    """A batch of windows of one map: ``data[b]`` is rows ``ys[b]..ys[b]+h`` and columns
+    ``xs[b]..xs[b]+w`` of position b's map; everything else equals the base."""
+
+    data: Tensor
+    ys: List[int]
+    xs: List[int]
+
+    @property
+    def size(self) -> Tuple[int, int]:
+        return tuple(self.data.shape[-2:])
+
+
+def _windows_for(span: Span, bounds: Sequence[int]) -> Tuple[List[int], List[int], int, int]:
+    """Starts and the shared size of windows holding every position's span, inside the map."""
+    h = max(int((span.y1 - span.y0).max()), 1)
+    w = max(int((span.x1 - span.x0).max()), 1)
+    ys = torch.minimum(span.y0, torch.tensor(bounds[0] - h)).clamp_min(0).tolist()
+    xs = torch.minimum(span.x0, torch.tensor(bounds[1] - w)).clamp_min(0).tolist()
+    return ys, xs, h, w
+
+
+def _rows(t: Tensor) -> Tensor:
+    """``[N, C, H, W]`` -> ``[N * H * W, C]``: one row of channels per pixel (a view of a
+    channels-last tensor)."""
+    return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+
+
+def _grid(ys: Tensor, xs: Tensor, h: int, w: int, width: int) -> Tensor:
+    """``[B, h, w]`` flat pixel indices of the h x w windows at (ys[b], xs[b]) of a map
+    ``width`` pixels wide."""
+    return ((ys[:, None, None] + torch.arange(h)[:, None]) * width
+            + xs[:, None, None] + torch.arange(w))
+
+
+def _everywhere(shape, b: int) -> Span:
+    zero = torch.zeros(b, dtype=torch.long)
+    return Span(zero, zero + shape[-2], zero, zero + shape[-1])
+
+
+def _sliding_params(op: Op, shape) -> Optional[dict]:
+    """kernel, stride, dilation, leading padding and fill of a sliding op, or ``None`` where it
+    has no window rule (an average pool whose divisor changes at the border)."""
+    p = op.params
+    if op.kind == "conv":
+        return dict(kernel=p["kernel"], stride=p["stride"], dilation=p["dilation"],
+                    pad=leading_padding(p), fill=0.0)
+    if op.kind == "maxpool":
+        return dict(kernel=p["kernel"], stride=p["stride"], dilation=p["dilation"],
+                    pad=p["padding"], fill=-math.inf)
+    if op.kind == "avgpool":
+        include = _avgpool_arg(op, "count_include_pad", 5, True)
+        if (p["padding"] != (0, 0) and not include) or p["ceil_mode"]:
+            return None
+        return dict(kernel=p["kernel"], stride=p["stride"], dilation=(1, 1), pad=p["padding"],
+                    fill=0.0, divisor=_avgpool_arg(op, "divisor_override", 6, None))
+    if op.kind == "adaptive_avgpool":
+        (h, w), (oh, ow) = shape[0][-2:], shape[1][-2:]
+        if h % oh or w % ow:
+            return None
+        k = (h // oh, w // ow)
+        return dict(kernel=k, stride=k, dilation=(1, 1), pad=(0, 0), fill=0.0, divisor=None)
+    return None
+
+
+def _avgpool_arg(op: Op, name: str, index: int, default):
+    if op.module is not None:
+        return getattr(op.module, name, default)
+    args = op.node.args
+    return args[index] if len(args) > index else op.node.kwargs.get(name, default)
+
+
+def _args(node: fx.Node) -> List[fx.Node]:
+    found: List[fx.Node] = []
+    fx.node.map_arg((node.args, node.kwargs), lambda n: found.append(n) or n)
+    return found
+
+
+def _call(node: fx.Node, gm: fx.GraphModule, args, kwargs):
+    if node.op == "call_module":
+        return gm.get_submodule(str(node.target))(*args, **kwargs)
+    if node.op == "call_method":
+        return getattr(args[0], node.target)(*args[1:], **kwargs)
+    if node.op == "get_attr":
+        obj = gm
+        for part in str(node.target).split("."):
+            obj = getattr(obj, part)
+        return obj
+    return node.target(*args, **kwargs)
+
+
+def _macs(op: Op, out_shape) -> int:
+    """Multiply-adds per output position (per output value, all channels) of a conv or linear."""
+    if op.kind == "conv":
+        m = op.module
+        return m.out_channels * (m.in_channels // m.groups) * math.prod(op.params["kernel"])
+    if op.kind == "linear":
+        return op.module.in_features * op.module.out_features
+    return 0
+
+
+class IncrementalForward:
+    """Forward passes of an image whose input changes in one window per position.
+
+    Args:
+        traced: the traced model.
+        wanted: graph node names whose values :meth:`run` returns.
+    """
+
+    def __init__(self, traced: TracedModel, wanted: Sequence[str]):
+        self.traced, self.wanted = traced, list(wanted)
+        self.gm = traced.graph_module
+        ops = traced.ops
+        needed: Set[fx.Node] = set()
+        stack = [ops[n].node for n in self.wanted]
+        while stack:
+            node = stack.pop()
+            if node not in needed:
+                needed.add(node)
+                fx.node.map_arg((node.args, node.kwargs), lambda n: stack.append(n) or n)
+        self.nodes = [n for n in self.gm.graph.nodes if n in needed and n.op != "output"]
+        # Nodes whose value depends on the input (the ops on its path, and what reads their
+        # shapes: x.size(0) is the batch's size, not the base's).
+        self.live: Set[fx.Node] = set()
+        for node in self.nodes:
+            if node is traced.input_node or any(a in self.live for a in _args(node)):
+                self.live.add(node)
+        self._kinds: Dict[Any, Optional[str]] = {}
+        self._params: Dict[str, dict] = {}
+        last_use: Dict[fx.Node, int] = {}
+        for i, node in enumerate(self.nodes):
+            for arg in _args(node):
+                last_use[arg] = i
+        self.frees: Dict[int, List[fx.Node]] = {}
+        for node, i in last_use.items():
+            if node.name not in self.wanted:
+                self.frees.setdefault(i, []).append(node)
+        self.warned: Set[str] = set()
+        self.macs = {"full": 0, "minimum": 0, "computed": 0}  # summed over positions
+        self.positions = 0
+        self.spans: Dict[str, Span] = {}  # of the last run, per node: the figure's windows
+        self.base: Dict[fx.Node, Any] = {}
+        self._padded: Dict[Tuple[fx.Node, float], Tuple[Tensor, int, int]] = {}
+
+    # -- the unchanged image -------------------------------------------------------------
+    def set_base(self, x: Tensor) -> Dict[str, Tensor]:
+        """One forward pass of the unchanged image ``x`` ``[1, C, H, W]``; keeps every node's
+        value (cloned: a later in-place op must not change it). Returns the wanted values."""
+        env: Dict[fx.Node, Any] = {}
+        with torch.no_grad():
+            for node in self.nodes:
+                if node.op == "placeholder":  # channels last: windows copy whole pixels
+                    env[node] = x.contiguous(memory_format=torch.channels_last)
+                    continue
+                args = fx.node.map_arg(node.args, lambda n: env[n])
+                kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
+                out = _call(node, self.gm, args, kwargs)
+                env[node] = out.clone() if isinstance(out, Tensor) else out
+        self.base, self._padded = env, {}
+        return {n: env[self.traced.ops[n].node] for n in self.wanted}
+
+    # -- a batch of changed inputs -------------------------------------------------------
+    def run(self, patch: Tensor, ys: Sequence[int], xs: Sequence[int],
+            channels: Optional[Dict[str, int]] = None) -> Dict[str, Tensor]:
+        """The wanted values, ``[B, ...]``, for B inputs each equal to the base image except
+        for the window at ``(ys[b], xs[b])`` of ``patch[b]`` (``[B, C, h, w]``).
+
+        ``channels``: node name -> a channel; only that channel of the node is returned
+        (``[B, h, w]``), made whole from its window without building the whole map."""
+        channels = channels or {}
+        b = patch.shape[0]
+        h, w = patch.shape[-2:]
+        yt, xt = torch.tensor(list(ys)), torch.tensor(list(xs))
+        spans: Dict[fx.Node, Optional[Span]] = {
+            self.traced.input_node: Span(yt, yt + h, xt, xt + w)}
+        patch = patch.contiguous(memory_format=torch.channels_last)
+        env: Dict[fx.Node, Any] = {self.traced.input_node: _Win(patch, list(ys), list(xs))}
+        out: Dict[str, Tensor] = {}
+        self.positions += b
+        with torch.no_grad():
+            for i, node in enumerate(self.nodes):
+                if node.op != "placeholder":
+                    if node in self.live:
+                        env[node], spans[node] = self._step(node, env, spans, b)
+                    else:
+                        env[node] = self.base[node]
+                if node.name in self.wanted:
+                    c = channels.get(node.name)
+                    out[node.name] = self._whole(node, env[node], b, c)
+                for done in self.frees.get(i, ()):
+                    env.pop(done, None)
+        self.spans = {n.name: s for n, s in spans.items() if s is not None}
+        return out
+
+    def _kind(self, op: Op, node: fx.Node, shape) -> Optional[str]:
+        """``"sliding"``, ``"pointwise"``, ``"global"`` (its output changes everywhere) or
+        ``None`` (no forward-window rule)."""
+        key = (op.name, tuple(shape) if shape is not None else None)
+        if key not in self._kinds:
+            self._kinds[key] = self._classify(op, node, shape)
+        return self._kinds[key]
+
+    def _classify(self, op: Op, node: fx.Node, shape) -> Optional[str]:
+        if op.kind in _SLIDING and shape is not None:
+            params = _sliding_params(op, (self.base[op.inputs[0]].shape, shape))
+            if params is not None:
+                self._params[op.name] = params
+                return "sliding"
+        if op.kind in _GLOBAL or (op.kind == "transpose" and node.target in (torch.mean, "mean")):
+            return "global"
+        if op.kind in _POINTWISE:
+            if op.kind == "cat" and op.params.get("dim") not in (1, -3):
+                return None
+        elif not (isinstance(op.module, _POINTWISE_MODULES)
+                  or (node.op == "call_function" and node.target in _POINTWISE_FUNCTIONS)
+                  or (node.op == "call_method" and node.target in _POINTWISE_METHODS)):
+            return None
+        if shape is None or len(shape) != 4:
+            return None
+        # Maps of the output's size or broadcast ones (a gate); constants without extent.
+        ok = [True]
+
+        def check(n):
+            v = self.base.get(n)
+            if isinstance(v, Tensor) and v.dim() >= 3 and tuple(v.shape[-2:]) not in (
+                    (1, 1), tuple(shape[-2:])):
+                ok[0] = False
+            if n not in self.live and isinstance(v, Tensor) and v.dim() >= 3 \
+                    and tuple(v.shape[-2:]) != (1, 1):
+                ok[0] = False
+            return n
+        fx.node.map_arg((node.args, node.kwargs), check)
+        return "pointwise" if ok[0] else None
+
+    def _step(self, node: fx.Node, env, spans, b: int):
+        op = self.traced.ops[node.name]
+        base = self.base[node]
+        shape = base.shape if isinstance(base, Tensor) else None
+        values = [env[n] for n in op.inputs]
+        windowed = any(isinstance(v, _Win) for v in values)
+        in_spans = [spans.get(n) for n in op.inputs]
+        kind = self._kind(op, node, shape)
+        if kind is None and windowed and op.name not in self.warned:
+            self.warned.add(op.name)
+            warnings.warn(f"incremental occlusion: no forward-window rule for {op.label} at "
+                          f"{op.where}; computing in full from there", IncrementalWarning,
+                          stacklevel=4)
+        span = self._span_of(op, kind, shape, in_spans, b)
+        self._count(op, shape, span, b)
+        if windowed and kind == "sliding":
+            return self._sliding(node, op, values[0], span, shape, b), span
+        if windowed and kind == "pointwise" and all(isinstance(v, _Win) for v in values) \
+                and all(tuple(self.base[n].shape[-2:]) == tuple(shape[-2:])
+                        for n in op.inputs):
+            return self._pointwise_run(node, op, env, span, shape, b), span
+        return self._full(node, env, b, op, shape), span
+
+    # -- windows -------------------------------------------------------------------------
+    def _span_of(self, op: Op, kind, shape, in_spans, b: int) -> Optional[Span]:
+        if shape is None or len(shape) != 4:
+            return None
+        if kind in ("sliding", "pointwise") and in_spans and all(
+                s is not None for s in in_spans):
+            return self._span(op, kind, in_spans, shape)
+        return _everywhere(shape, b)
+
+    def batches(self, ys: Sequence[int], xs: Sequence[int], size: Tuple[int, int],
+                batch_size: int) -> List[List[int]]:
+        """Batches of positions (indices into ``ys``, ``xs``) whose windows have the same
+        sizes where possible: the positions sorted by their windows' sizes at every
+        convolution and pool, deepest first (a batch computes the largest of its windows)."""
+        b = len(ys)
+        yt, xt = torch.tensor(list(ys)), torch.tensor(list(xs))
+        spans: Dict[fx.Node, Optional[Span]] = {
+            self.traced.input_node: Span(yt, yt + size[0], xt, xt + size[1])}
+        keys = []
+        for node in self.nodes:
+            if node not in self.live or node.op == "placeholder":
+                continue
+            op = self.traced.ops[node.name]
+            base = self.base[node]
+            shape = base.shape if isinstance(base, Tensor) else None
+            kind = self._kind(op, node, shape)
+            spans[node] = self._span_of(op, kind, shape, [spans.get(n) for n in op.inputs], b)
+            if kind == "sliding" and spans[node] is not None:
+                s = spans[node]
+                keys.append(torch.stack([s.y1 - s.y0, s.x1 - s.x0], 1))
+        if not keys:
+            order = list(range(b))
+        else:
+            signature = torch.cat(keys[::-1], 1).tolist()
+            order = sorted(range(b), key=lambda i: (signature[i], ys[i], xs[i]))
+        return [order[k:k + batch_size] for k in range(0, b, batch_size)]
+
+    def _span(self, op: Op, kind: str, in_spans: List[Span], shape) -> Span:
+        bounds = shape[-2:]
+        if kind == "sliding":
+            s, params = in_spans[0], self._params[op.name]
+            k, st, d, pad = params["kernel"], params["stride"], params["dilation"], params["pad"]
+            ext = [d[i] * (k[i] - 1) for i in range(2)]
+
+            def lo(a, i):
+                return (-(-(a + pad[i] - ext[i]) // st[i])).clamp(0, bounds[i])
+
+            def hi(a, i):
+                return ((a - 1 + pad[i]) // st[i] + 1).clamp(0, bounds[i])
+            return Span(lo(s.y0, 0), hi(s.y1, 0), lo(s.x0, 1), hi(s.x1, 1))
+        if any(tuple(self.base[n].shape[-2:]) != tuple(bounds) for n in op.inputs):
+            return _everywhere(shape, in_spans[0].y0.shape[0])  # a broadcast gate changed
+        out = in_spans[0]
+        for s in in_spans[1:]:
+            out = out.union(s)
+        return out
+
+    def _count(self, op: Op, shape, span: Optional[Span], b: int) -> None:
+        if op.kind not in ("conv", "linear") or shape is None:
+            return
+        per = _macs(op, shape)
+        full = per * (math.prod(shape[-2:]) if op.kind == "conv" else 1)
+        self.macs["full"] += full * b
+        self.macs["minimum"] += (per * int(span.area().sum()) if op.kind == "conv"
+                                 and span is not None else full * b)
+
+    def _pointwise_run(self, node, op, env, span: Span, shape, b: int):
+        ys, xs, h, w = _windows_for(span, shape[-2:])
+        if (h, w) == tuple(shape[-2:]):
+            return self._full(node, env, b, op, shape)
+
+        def arg(n):
+            v = env[n]
+            if n in self.live:
+                return self._region(n, v, ys, xs, h, w, 0.0)
+            return v
+        args = fx.node.map_arg(node.args, arg)
+        kwargs = fx.node.map_arg(node.kwargs, arg)
+        return _Win(_call(node, self.gm, args, kwargs), ys, xs)
+
+    def _sliding(self, node, op: Op, value, span: Span, shape, b: int):
+        ys, xs, h, w = _windows_for(span, shape[-2:])
+        if (h, w) == tuple(shape[-2:]):
+            return self._full(node, {op.inputs[0]: value}, b, op, shape)
+        params = self._params[op.name]
+        if op.kind == "conv":
+            self.macs["computed"] += _macs(op, shape) * h * w * b
+        k, st, d, pad = params["kernel"], params["stride"], params["dilation"], params["pad"]
+        ry = [y * st[0] - pad[0] for y in ys]
+        rx = [x * st[1] - pad[1] for x in xs]
+        rh, rw = (h - 1) * st[0] + d[0] * (k[0] - 1) + 1, (w - 1) * st[1] + d[1] * (k[1] - 1) + 1
+        region = self._region(op.inputs[0], value, ry, rx, rh, rw, params["fill"])
+        if op.kind == "conv":
+            m = op.module
+            data = F.conv2d(region, m.weight, m.bias, st, 0, d, m.groups)
+        elif op.kind == "maxpool":
+            data = F.max_pool2d(region, k, st, 0, d)
+        else:
+            data = F.avg_pool2d(region, k, st, 0, divisor_override=params["divisor"])
+        return _Win(data, ys, xs)
+
+    def _region(self, node: fx.Node, value: "_Win", ry, rx, rh: int, rw: int,
+                fill: float) -> Tensor:
+        """``[B, C, rh, rw]`` (channels last): rows ``ry[b]..`` and columns ``rx[b]..`` of
+        each position's map (``fill`` outside it), from the base with the changed window laid
+        over it. Two indexed copies of whole rows of channels, whatever the batch."""
+        if value.ys == list(ry) and value.xs == list(rx) and value.size == (rh, rw):
+            return value.data
+        base = self.base[node]
+        b, c = value.data.shape[:2]
+        hh, ww = base.shape[-2:]
+        my = max(0, -min(ry), max(ry) + rh - hh)
+        mx = max(0, -min(rx), max(rx) + rw - ww)
+        key = (node, fill)
+        cached = self._padded.get(key)
+        if cached is None or cached[1] < my or cached[2] < mx:
+            my, mx = max(my, cached[1] if cached else 0), max(mx, cached[2] if cached else 0)
+            cached = (_rows(F.pad(base, (mx, mx, my, my), value=fill)), my, mx)
+            self._padded[key] = cached
+        source, my, mx = cached
+        ryt, rxt = torch.tensor(ry), torch.tensor(rx)
+        index = _grid(ryt + my, rxt + mx, rh, rw, ww + 2 * mx)
+        out = source.index_select(0, index.flatten())  # [B * rh * rw, C]
+        # The window's pixels, by their place in the region.
+        (h, w), wy, wx = value.size, torch.tensor(value.ys) - ryt, torch.tensor(value.xs) - rxt
+        rows = wy[:, None] + torch.arange(h)  # [B, h]
+        cols = wx[:, None] + torch.arange(w)
+        inside = (((rows >= 0) & (rows < rh))[:, :, None]
+                  & ((cols >= 0) & (cols < rw))[:, None, :]).flatten()
+        where = (torch.arange(b)[:, None, None] * (rh * rw) + rows[:, :, None] * rw
+                 + cols[:, None, :]).flatten()
+        pixels = _rows(value.data)
+        if bool(inside.all()):
+            out.index_copy_(0, where, pixels)
+        else:
+            out.index_copy_(0, where[inside], pixels[inside])
+        return out.view(b, rh, rw, c).permute(0, 3, 1, 2)
+
+    def _whole(self, node: fx.Node, value, b: int, channel: Optional[int] = None):
+        """The node's value over the whole map for every position (one channel, if given)."""
+        if not isinstance(value, _Win):
+            if isinstance(value, Tensor) and value.shape[0] != b:
+                value = value.expand(b, *value.shape[1:])
+            return value if channel is None else value[:, channel]
+        base = self.base[node]
+        hh, ww = base.shape[-2:]
+        h, w = value.size
+        where = _grid(torch.tensor(value.ys), torch.tensor(value.xs), h, w, ww)
+        where = (where + torch.arange(b)[:, None, None] * (hh * ww)).flatten()
+        if channel is not None:
+            out = base[0, channel].flatten().repeat(b)
+            out.index_copy_(0, where, value.data[:, channel].flatten())
+            return out.view(b, hh, ww)
+        out = _rows(base).repeat(b, 1)
+        out.index_copy_(0, where, _rows(value.data))
+        return out.view(b, hh, ww, -1).permute(0, 3, 1, 2)
+
+    def _full(self, node: fx.Node, env, b: int, op: Op, shape):
+        """Run the op in full on the batch (windowed inputs made whole)."""
+        def arg(n):
+            if n not in env:
+                return self.base[n]
+            v = env[n]
+            if n in self.live:
+                return self._whole(n, v, b)
+            return v
+        args = fx.node.map_arg(node.args, arg)
+        kwargs = fx.node.map_arg(node.kwargs, arg)
+        if op.kind == "conv" and shape is not None:
+            self.macs["computed"] += _macs(op, shape) * math.prod(shape[-2:]) * b
+        elif op.kind == "linear" and shape is not None:
+            self.macs["computed"] += _macs(op, shape) * b
+        return _call(node, self.gm, args, kwargs)

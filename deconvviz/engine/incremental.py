@@ -186,9 +186,13 @@ class IncrementalForward:
     Args:
         traced: the traced model.
         wanted: graph node names whose values :meth:`run` returns.
+        layout: the memory format the windows are computed in (channels last, the default,
+            copies whole pixels; ``torch.contiguous_format`` saves no copy per op where the
+            model runs so).
     """
 
-    def __init__(self, traced: TracedModel, wanted: Sequence[str]):
+    def __init__(self, traced: TracedModel, wanted: Sequence[str], *,
+                 layout: torch.memory_format = torch.channels_last):
         self.traced, self.wanted = traced, list(wanted)
         self.gm = traced.graph_module
         ops = traced.ops
@@ -216,6 +220,8 @@ class IncrementalForward:
         for node, i in last_use.items():
             if node.name not in self.wanted:
                 self.frees.setdefault(i, []).append(node)
+        # Windows are cut out of a channels-last copy of each map, whole pixels at a time.
+        self.layout = layout
         self.warned: Set[str] = set()
         self.macs = {"full": 0, "minimum": 0, "computed": 0}  # summed over positions
         self.positions = 0
@@ -228,17 +234,18 @@ class IncrementalForward:
         """One forward pass of the unchanged image ``x`` ``[1, C, H, W]``; keeps every node's
         value (cloned: a later in-place op must not change it). Returns the wanted values."""
         env: Dict[fx.Node, Any] = {}
+        kept: Dict[fx.Node, Any] = {}
         with torch.no_grad():
             for node in self.nodes:
-                if node.op == "placeholder":  # channels last: windows copy whole pixels
-                    env[node] = x.contiguous(memory_format=torch.channels_last)
+                if node.op == "placeholder":
+                    env[node] = kept[node] = x.contiguous(memory_format=self.layout)
                     continue
                 args = fx.node.map_arg(node.args, lambda n: env[n])
                 kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
-                out = _call(node, self.gm, args, kwargs)
-                env[node] = out.clone() if isinstance(out, Tensor) else out
-        self.base, self._padded = env, {}
-        return {n: env[self.traced.ops[n].node] for n in self.wanted}
+                env[node] = out = _call(node, self.gm, args, kwargs)
+                kept[node] = out.clone() if isinstance(out, Tensor) else out
+        self.base, self._padded = kept, {}
+        return {n: kept[self.traced.ops[n].node] for n in self.wanted}
 
     # -- a batch of changed inputs -------------------------------------------------------
     def run(self, patch: Tensor, ys: Sequence[int], xs: Sequence[int],
@@ -254,7 +261,7 @@ class IncrementalForward:
         yt, xt = torch.tensor(list(ys)), torch.tensor(list(xs))
         spans: Dict[fx.Node, Optional[Span]] = {
             self.traced.input_node: Span(yt, yt + h, xt, xt + w)}
-        patch = patch.contiguous(memory_format=torch.channels_last)
+        patch = patch.contiguous(memory_format=self.layout)
         env: Dict[fx.Node, Any] = {self.traced.input_node: _Win(patch, list(ys), list(xs))}
         out: Dict[str, Tensor] = {}
         self.positions += b
@@ -472,14 +479,15 @@ class IncrementalForward:
             out.index_copy_(0, where, pixels)
         else:
             out.index_copy_(0, where[inside], pixels[inside])
-        return out.view(b, rh, rw, c).permute(0, 3, 1, 2)
+        return out.view(b, rh, rw, c).permute(0, 3, 1, 2).contiguous(memory_format=self.layout)
 
     def _whole(self, node: fx.Node, value, b: int, channel: Optional[int] = None):
         """The node's value over the whole map for every position (one channel, if given)."""
         if not isinstance(value, _Win):
             if isinstance(value, Tensor) and value.shape[0] != b:
                 value = value.expand(b, *value.shape[1:])
-            return value if channel is None else value[:, channel]
+            # Cloned: a later in-place op (ReLU(inplace=True)) must not change it.
+            return value.clone() if channel is None else value[:, channel].clone()
         base = self.base[node]
         hh, ww = base.shape[-2:]
         h, w = value.size
@@ -491,7 +499,7 @@ class IncrementalForward:
             return out.view(b, hh, ww)
         out = _rows(base).repeat(b, 1)
         out.index_copy_(0, where, _rows(value.data))
-        return out.view(b, hh, ww, -1).permute(0, 3, 1, 2)
+        return out.view(b, hh, ww, -1).permute(0, 3, 1, 2).contiguous(memory_format=self.layout)
 
     def _full(self, node: fx.Node, env, b: int, op: Op, shape):
         """Run the op in full on the batch (windowed inputs made whole)."""

@@ -210,3 +210,18 @@ def test_occlusion_api_and_cli_incremental_and_plain(tmp_path, monkeypatch):
                       tmp_path / "o.npz", "x.png")
         assert done.returncode == 0, done.stderr
     assert [kw["incremental"] for kw in seen] == [True, False]
+
+
+def test_cost_without_running_matches_the_run():
+    """The dry count (for the benchmark's limit) agrees with what the passes counted."""
+    model = _hand()
+    traced = trace(model)
+    plan = IncrementalForward(traced, [traced.output_node.args[0].name])
+    plan.set_base(torch.randn(1, 3, 64, 64))
+    ys, xs = [0, 8, 48, 24, 40], [0, 48, 16, 24, 8]
+    dry = plan.cost(ys, xs, (SIZE, SIZE), 2)
+    for chunk in plan.batches(ys, xs, (SIZE, SIZE), 2):
+        plan.run(torch.zeros(len(chunk), 3, SIZE, SIZE), [ys[k] for k in chunk],
+                 [xs[k] for k in chunk])
+    assert dry == plan.macs
+    assert dry["minimum"] <= dry["computed"] < dry["full"]

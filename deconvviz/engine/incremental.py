@@ -225,7 +225,7 @@ class IncrementalForward:
         self.warned: Set[str] = set()
         self.macs = {"full": 0, "minimum": 0, "computed": 0}  # summed over positions
         self.positions = 0
-        self.spans: Dict[str, Span] = {}  # of the last run, per node: the figure's windows
+        self.last_spans: Dict[str, Span] = {}  # of the last run, per node
         self.base: Dict[fx.Node, Any] = {}
         self._padded: Dict[Tuple[fx.Node, float], Tuple[Tensor, int, int]] = {}
 
@@ -277,7 +277,7 @@ class IncrementalForward:
                     out[node.name] = self._whole(node, env[node], b, c)
                 for done in self.frees.get(i, ()):
                     env.pop(done, None)
-        self.spans = {n.name: s for n, s in spans.items() if s is not None}
+        self.last_spans = {n.name: s for n, s in spans.items() if s is not None}
         return out
 
     def _kind(self, op: Op, node: fx.Node, shape) -> Optional[str]:
@@ -352,33 +352,73 @@ class IncrementalForward:
             return self._span(op, kind, in_spans, shape)
         return _everywhere(shape, b)
 
+    def spans(self, ys: Sequence[int], xs: Sequence[int],
+              size: Tuple[int, int]) -> Dict[str, Span]:
+        """Each map's exact changed span per position (graph node name -> :class:`Span`),
+        for squares of ``size`` at (ys, xs), without running the model (after
+        :meth:`set_base`)."""
+        b = len(ys)
+        yt, xt = torch.tensor(list(ys)), torch.tensor(list(xs))
+        spans: Dict[fx.Node, Optional[Span]] = {
+            self.traced.input_node: Span(yt, yt + size[0], xt, xt + size[1])}
+        for node in self.nodes:
+            if node not in self.live or node.op == "placeholder":
+                continue
+            op, shape = self.traced.ops[node.name], self._shape(node)
+            kind = self._kind(op, node, shape)
+            spans[node] = self._span_of(op, kind, shape, [spans.get(n) for n in op.inputs], b)
+        return {n.name: s for n, s in spans.items() if s is not None}
+
+    def _shape(self, node: fx.Node):
+        base = self.base[node]
+        return base.shape if isinstance(base, Tensor) else None
+
     def batches(self, ys: Sequence[int], xs: Sequence[int], size: Tuple[int, int],
                 batch_size: int) -> List[List[int]]:
         """Batches of positions (indices into ``ys``, ``xs``) whose windows have the same
         sizes where possible: the positions sorted by their windows' sizes at every
         convolution and pool, deepest first (a batch computes the largest of its windows)."""
-        b = len(ys)
-        yt, xt = torch.tensor(list(ys)), torch.tensor(list(xs))
-        spans: Dict[fx.Node, Optional[Span]] = {
-            self.traced.input_node: Span(yt, yt + size[0], xt, xt + size[1])}
-        keys = []
-        for node in self.nodes:
-            if node not in self.live or node.op == "placeholder":
-                continue
-            op = self.traced.ops[node.name]
-            base = self.base[node]
-            shape = base.shape if isinstance(base, Tensor) else None
-            kind = self._kind(op, node, shape)
-            spans[node] = self._span_of(op, kind, shape, [spans.get(n) for n in op.inputs], b)
-            if kind == "sliding" and spans[node] is not None:
-                s = spans[node]
-                keys.append(torch.stack([s.y1 - s.y0, s.x1 - s.x0], 1))
-        if not keys:
-            order = list(range(b))
-        else:
+        spans = self.spans(ys, xs, size)
+        keys = [torch.stack([s.y1 - s.y0, s.x1 - s.x0], 1) for n, s in spans.items()
+                if self.traced.ops[n].kind in _SLIDING]
+        order = list(range(len(ys)))
+        if keys:
             signature = torch.cat(keys[::-1], 1).tolist()
-            order = sorted(range(b), key=lambda i: (signature[i], ys[i], xs[i]))
-        return [order[k:k + batch_size] for k in range(0, b, batch_size)]
+            order.sort(key=lambda i: (signature[i], ys[i], xs[i]))
+        return [order[k:k + batch_size] for k in range(0, len(ys), batch_size)]
+
+    def cost(self, ys: Sequence[int], xs: Sequence[int], size: Tuple[int, int],
+             batch_size: int) -> Dict[str, int]:
+        """Multiply-adds of the convolutions and linear layers over all positions, without
+        running the model: a full pass per position (``full``), each position's own changed
+        windows (``minimum``: the limit of an exact method, with the pools' alignment and the
+        clipping at the borders) and what :meth:`run` computes in the batches of
+        :meth:`batches` (``computed``)."""
+        out = {"full": 0, "minimum": 0, "computed": 0}
+        for chunk in self.batches(ys, xs, size, batch_size):
+            b = len(chunk)
+            spans = self.spans([ys[k] for k in chunk], [xs[k] for k in chunk], size)
+            full: Set[fx.Node] = set()
+            for node in self.nodes:
+                if node not in self.live or node.op == "placeholder":
+                    continue
+                op, shape = self.traced.ops[node.name], self._shape(node)
+                span = spans.get(node.name)
+                whole = (not op.inputs or any(n in full for n in op.inputs) or span is None
+                         or self._kind(op, node, shape) not in ("sliding", "pointwise"))
+                if not whole:
+                    h, w = _windows_for(span, shape[-2:])[2:]
+                    whole = (h, w) == tuple(shape[-2:])
+                if whole:
+                    full.add(node)
+                if op.kind in ("conv", "linear") and shape is not None:
+                    per = _macs(op, shape)
+                    area = math.prod(shape[-2:]) if op.kind == "conv" else 1
+                    out["full"] += per * area * b
+                    out["minimum"] += (per * int(span.area().sum()) if op.kind == "conv"
+                                       and span is not None else per * area * b)
+                    out["computed"] += per * (area if whole else h * w) * b
+        return out
 
     def _span(self, op: Op, kind: str, in_spans: List[Span], shape) -> Span:
         bounds = shape[-2:]

@@ -6,13 +6,15 @@ import-linter). Results draw themselves (``result.figure()``) by calling down in
 from ..choices import SCALINGS  # noqa: E402  (re-exported: the display conventions)
 from .base import FIGURE_FORMATS, PAGE_WIDTH, Figure, combine, mosaic, save_figure
 from .display import crop_window, shared_scale, to_uint8
+from .incremental import changed_windows_figure
 from .methods import comparison_grid, sanity_figure
 from .paper import correspondence_figure, invariance_figure, occlusion_figure
 from .projections import layer_overview, patch_grid, projection_grid
 from .scan_grid import scan_figure
 from .training import evolution_figure, filters_figure, training_curves
 
-__all__ = ["FIGURE_FORMATS", "Figure", "PAGE_WIDTH", "SCALINGS", "combine", "comparison_grid",
+__all__ = ["FIGURE_FORMATS", "Figure", "PAGE_WIDTH", "SCALINGS", "changed_windows_figure",
+           "combine", "comparison_grid",
            "correspondence_figure", "crop_window", "evolution_figure", "filters_figure",
            "training_curves", "invariance_figure", "occlusion_figure",
            "sanity_figure",

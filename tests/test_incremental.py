@@ -225,3 +225,15 @@ def test_cost_without_running_matches_the_run():
                  [xs[k] for k in chunk])
     assert dry == plan.macs
     assert dry["minimum"] <= dry["computed"] < dry["full"]
+
+
+def test_changed_windows_figure_draws_what_it_is_given():
+    from deconvviz.figures import changed_windows_figure
+
+    layers = [("conv1", (8, 8), (0, 3, 2, 6)), ("pool1", (4, 4), (0, 4, 0, 4))]
+    fig = changed_windows_figure(layers, title="two layers", columns=3)
+    axes = [ax for ax in fig.axes if ax.axison]
+    assert [ax.get_title() for ax in axes] == ["conv1 8x8\n3x4 (19%)", "pool1 4x4\n4x4 (100%)"]
+    window = axes[0].patches[1]  # the map, then the window
+    assert (window.get_x(), window.get_y(), window.get_width(), window.get_height()) == \
+        (2, 0, 4, 3)

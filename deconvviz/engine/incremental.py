@@ -29,7 +29,6 @@ from __future__ import annotations
 import math
 import operator
 import warnings
-from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import torch
@@ -37,8 +36,19 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .geometry import leading_padding
 from .graph import Op, TracedModel
+from .windows import (
+    Span,
+    Win,
+    call_node,
+    everywhere,
+    macs_per_position,
+    node_args,
+    pixel_grid,
+    pixel_rows,
+    sliding_params,
+    windows_for,
+)
 
 __all__ = ["IncrementalForward", "Span", "IncrementalWarning"]
 
@@ -58,126 +68,6 @@ _POINTWISE_METHODS = {"sigmoid", "tanh", "sigmoid_", "tanh_"}
 # Ops that mix every position: their output changes everywhere (no warning, nothing to save).
 _GLOBAL = {"linear", "reshape", "adaptive_avgpool", "constant"}
 _SLIDING = {"conv", "maxpool", "avgpool", "adaptive_avgpool"}
-
-
-@dataclass
-class Span:
-    """Rows ``[y0, y1)`` and columns ``[x0, x1)`` per position (each ``[B]``, long): the exact
-    part of a map that one position's patch can change."""
-
-    y0: Tensor
-    y1: Tensor
-    x0: Tensor
-    x1: Tensor
-
-    def area(self) -> Tensor:
-        return (self.y1 - self.y0).clamp_min(0) * (self.x1 - self.x0).clamp_min(0)
-
-    def union(self, other: "Span") -> "Span":
-        return Span(torch.minimum(self.y0, other.y0), torch.maximum(self.y1, other.y1),
-                    torch.minimum(self.x0, other.x0), torch.maximum(self.x1, other.x1))
-
-
-@dataclass
-class _Win:
-    """A batch of windows of one map: ``data[b]`` is rows ``ys[b]..ys[b]+h`` and columns
-    ``xs[b]..xs[b]+w`` of position b's map; everything else equals the base."""
-
-    data: Tensor
-    ys: List[int]
-    xs: List[int]
-
-    @property
-    def size(self) -> Tuple[int, int]:
-        return tuple(self.data.shape[-2:])
-
-
-def _windows_for(span: Span, bounds: Sequence[int]) -> Tuple[List[int], List[int], int, int]:
-    """Starts and the shared size of windows holding every position's span, inside the map."""
-    h = max(int((span.y1 - span.y0).max()), 1)
-    w = max(int((span.x1 - span.x0).max()), 1)
-    ys = torch.minimum(span.y0, torch.tensor(bounds[0] - h)).clamp_min(0).tolist()
-    xs = torch.minimum(span.x0, torch.tensor(bounds[1] - w)).clamp_min(0).tolist()
-    return ys, xs, h, w
-
-
-def _rows(t: Tensor) -> Tensor:
-    """``[N, C, H, W]`` -> ``[N * H * W, C]``: one row of channels per pixel (a view of a
-    channels-last tensor)."""
-    return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
-
-
-def _grid(ys: Tensor, xs: Tensor, h: int, w: int, width: int) -> Tensor:
-    """``[B, h, w]`` flat pixel indices of the h x w windows at (ys[b], xs[b]) of a map
-    ``width`` pixels wide."""
-    return ((ys[:, None, None] + torch.arange(h)[:, None]) * width
-            + xs[:, None, None] + torch.arange(w))
-
-
-def _everywhere(shape, b: int) -> Span:
-    zero = torch.zeros(b, dtype=torch.long)
-    return Span(zero, zero + shape[-2], zero, zero + shape[-1])
-
-
-def _sliding_params(op: Op, shape) -> Optional[dict]:
-    """kernel, stride, dilation, leading padding and fill of a sliding op, or ``None`` where it
-    has no window rule (an average pool whose divisor changes at the border)."""
-    p = op.params
-    if op.kind == "conv":
-        return dict(kernel=p["kernel"], stride=p["stride"], dilation=p["dilation"],
-                    pad=leading_padding(p), fill=0.0)
-    if op.kind == "maxpool":
-        return dict(kernel=p["kernel"], stride=p["stride"], dilation=p["dilation"],
-                    pad=p["padding"], fill=-math.inf)
-    if op.kind == "avgpool":
-        include = _avgpool_arg(op, "count_include_pad", 5, True)
-        if (p["padding"] != (0, 0) and not include) or p["ceil_mode"]:
-            return None
-        return dict(kernel=p["kernel"], stride=p["stride"], dilation=(1, 1), pad=p["padding"],
-                    fill=0.0, divisor=_avgpool_arg(op, "divisor_override", 6, None))
-    if op.kind == "adaptive_avgpool":
-        (h, w), (oh, ow) = shape[0][-2:], shape[1][-2:]
-        if h % oh or w % ow:
-            return None
-        k = (h // oh, w // ow)
-        return dict(kernel=k, stride=k, dilation=(1, 1), pad=(0, 0), fill=0.0, divisor=None)
-    return None
-
-
-def _avgpool_arg(op: Op, name: str, index: int, default):
-    if op.module is not None:
-        return getattr(op.module, name, default)
-    args = op.node.args
-    return args[index] if len(args) > index else op.node.kwargs.get(name, default)
-
-
-def _args(node: fx.Node) -> List[fx.Node]:
-    found: List[fx.Node] = []
-    fx.node.map_arg((node.args, node.kwargs), lambda n: found.append(n) or n)
-    return found
-
-
-def _call(node: fx.Node, gm: fx.GraphModule, args, kwargs):
-    if node.op == "call_module":
-        return gm.get_submodule(str(node.target))(*args, **kwargs)
-    if node.op == "call_method":
-        return getattr(args[0], node.target)(*args[1:], **kwargs)
-    if node.op == "get_attr":
-        obj = gm
-        for part in str(node.target).split("."):
-            obj = getattr(obj, part)
-        return obj
-    return node.target(*args, **kwargs)
-
-
-def _macs(op: Op, out_shape) -> int:
-    """Multiply-adds per output position (per output value, all channels) of a conv or linear."""
-    if op.kind == "conv":
-        m = op.module
-        return m.out_channels * (m.in_channels // m.groups) * math.prod(op.params["kernel"])
-    if op.kind == "linear":
-        return op.module.in_features * op.module.out_features
-    return 0
 
 
 class IncrementalForward:
@@ -208,13 +98,13 @@ class IncrementalForward:
         # shapes: x.size(0) is the batch's size, not the base's).
         self.live: Set[fx.Node] = set()
         for node in self.nodes:
-            if node is traced.input_node or any(a in self.live for a in _args(node)):
+            if node is traced.input_node or any(a in self.live for a in node_args(node)):
                 self.live.add(node)
         self._kinds: Dict[Any, Optional[str]] = {}
         self._params: Dict[str, dict] = {}
         last_use: Dict[fx.Node, int] = {}
         for i, node in enumerate(self.nodes):
-            for arg in _args(node):
+            for arg in node_args(node):
                 last_use[arg] = i
         self.frees: Dict[int, List[fx.Node]] = {}
         for node, i in last_use.items():
@@ -242,7 +132,7 @@ class IncrementalForward:
                     continue
                 args = fx.node.map_arg(node.args, lambda n: env[n])
                 kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
-                env[node] = out = _call(node, self.gm, args, kwargs)
+                env[node] = out = call_node(node, self.gm, args, kwargs)
                 kept[node] = out.clone() if isinstance(out, Tensor) else out
         self.base, self._padded = kept, {}
         return {n: kept[self.traced.ops[n].node] for n in self.wanted}
@@ -262,7 +152,7 @@ class IncrementalForward:
         spans: Dict[fx.Node, Optional[Span]] = {
             self.traced.input_node: Span(yt, yt + h, xt, xt + w)}
         patch = patch.contiguous(memory_format=self.layout)
-        env: Dict[fx.Node, Any] = {self.traced.input_node: _Win(patch, list(ys), list(xs))}
+        env: Dict[fx.Node, Any] = {self.traced.input_node: Win(patch, list(ys), list(xs))}
         out: Dict[str, Tensor] = {}
         self.positions += b
         with torch.no_grad():
@@ -290,7 +180,7 @@ class IncrementalForward:
 
     def _classify(self, op: Op, node: fx.Node, shape) -> Optional[str]:
         if op.kind in _SLIDING and shape is not None:
-            params = _sliding_params(op, (self.base[op.inputs[0]].shape, shape))
+            params = sliding_params(op, (self.base[op.inputs[0]].shape, shape))
             if params is not None:
                 self._params[op.name] = params
                 return "sliding"
@@ -325,7 +215,7 @@ class IncrementalForward:
         base = self.base[node]
         shape = base.shape if isinstance(base, Tensor) else None
         values = [env[n] for n in op.inputs]
-        windowed = any(isinstance(v, _Win) for v in values)
+        windowed = any(isinstance(v, Win) for v in values)
         in_spans = [spans.get(n) for n in op.inputs]
         kind = self._kind(op, node, shape)
         if kind is None and windowed and op.name not in self.warned:
@@ -337,7 +227,7 @@ class IncrementalForward:
         self._count(op, shape, span, b)
         if windowed and kind == "sliding":
             return self._sliding(node, op, values[0], span, shape, b), span
-        if windowed and kind == "pointwise" and all(isinstance(v, _Win) for v in values) \
+        if windowed and kind == "pointwise" and all(isinstance(v, Win) for v in values) \
                 and all(tuple(self.base[n].shape[-2:]) == tuple(shape[-2:])
                         for n in op.inputs):
             return self._pointwise_run(node, op, env, span, shape, b), span
@@ -350,7 +240,7 @@ class IncrementalForward:
         if kind in ("sliding", "pointwise") and in_spans and all(
                 s is not None for s in in_spans):
             return self._span(op, kind, in_spans, shape)
-        return _everywhere(shape, b)
+        return everywhere(shape, b)
 
     def spans(self, ys: Sequence[int], xs: Sequence[int],
               size: Tuple[int, int]) -> Dict[str, Span]:
@@ -407,12 +297,12 @@ class IncrementalForward:
                 whole = (not op.inputs or any(n in full for n in op.inputs) or span is None
                          or self._kind(op, node, shape) not in ("sliding", "pointwise"))
                 if not whole:
-                    h, w = _windows_for(span, shape[-2:])[2:]
+                    h, w = windows_for(span, shape[-2:])[2:]
                     whole = (h, w) == tuple(shape[-2:])
                 if whole:
                     full.add(node)
                 if op.kind in ("conv", "linear") and shape is not None:
-                    per = _macs(op, shape)
+                    per = macs_per_position(op, shape)
                     area = math.prod(shape[-2:]) if op.kind == "conv" else 1
                     out["full"] += per * area * b
                     out["minimum"] += (per * int(span.area().sum()) if op.kind == "conv"
@@ -434,7 +324,7 @@ class IncrementalForward:
                 return ((a - 1 + pad[i]) // st[i] + 1).clamp(0, bounds[i])
             return Span(lo(s.y0, 0), hi(s.y1, 0), lo(s.x0, 1), hi(s.x1, 1))
         if any(tuple(self.base[n].shape[-2:]) != tuple(bounds) for n in op.inputs):
-            return _everywhere(shape, in_spans[0].y0.shape[0])  # a broadcast gate changed
+            return everywhere(shape, in_spans[0].y0.shape[0])  # a broadcast gate changed
         out = in_spans[0]
         for s in in_spans[1:]:
             out = out.union(s)
@@ -443,14 +333,14 @@ class IncrementalForward:
     def _count(self, op: Op, shape, span: Optional[Span], b: int) -> None:
         if op.kind not in ("conv", "linear") or shape is None:
             return
-        per = _macs(op, shape)
+        per = macs_per_position(op, shape)
         full = per * (math.prod(shape[-2:]) if op.kind == "conv" else 1)
         self.macs["full"] += full * b
         self.macs["minimum"] += (per * int(span.area().sum()) if op.kind == "conv"
                                  and span is not None else full * b)
 
     def _pointwise_run(self, node, op, env, span: Span, shape, b: int):
-        ys, xs, h, w = _windows_for(span, shape[-2:])
+        ys, xs, h, w = windows_for(span, shape[-2:])
         if (h, w) == tuple(shape[-2:]):
             return self._full(node, env, b, op, shape)
 
@@ -461,15 +351,15 @@ class IncrementalForward:
             return v
         args = fx.node.map_arg(node.args, arg)
         kwargs = fx.node.map_arg(node.kwargs, arg)
-        return _Win(_call(node, self.gm, args, kwargs), ys, xs)
+        return Win(call_node(node, self.gm, args, kwargs), ys, xs)
 
     def _sliding(self, node, op: Op, value, span: Span, shape, b: int):
-        ys, xs, h, w = _windows_for(span, shape[-2:])
+        ys, xs, h, w = windows_for(span, shape[-2:])
         if (h, w) == tuple(shape[-2:]):
             return self._full(node, {op.inputs[0]: value}, b, op, shape)
         params = self._params[op.name]
         if op.kind == "conv":
-            self.macs["computed"] += _macs(op, shape) * h * w * b
+            self.macs["computed"] += macs_per_position(op, shape) * h * w * b
         k, st, d, pad = params["kernel"], params["stride"], params["dilation"], params["pad"]
         ry = [y * st[0] - pad[0] for y in ys]
         rx = [x * st[1] - pad[1] for x in xs]
@@ -482,9 +372,9 @@ class IncrementalForward:
             data = F.max_pool2d(region, k, st, 0, d)
         else:
             data = F.avg_pool2d(region, k, st, 0, divisor_override=params["divisor"])
-        return _Win(data, ys, xs)
+        return Win(data, ys, xs)
 
-    def _region(self, node: fx.Node, value: "_Win", ry, rx, rh: int, rw: int,
+    def _region(self, node: fx.Node, value: "Win", ry, rx, rh: int, rw: int,
                 fill: float) -> Tensor:
         """``[B, C, rh, rw]`` (channels last): rows ``ry[b]..`` and columns ``rx[b]..`` of
         each position's map (``fill`` outside it), from the base with the changed window laid
@@ -500,11 +390,11 @@ class IncrementalForward:
         cached = self._padded.get(key)
         if cached is None or cached[1] < my or cached[2] < mx:
             my, mx = max(my, cached[1] if cached else 0), max(mx, cached[2] if cached else 0)
-            cached = (_rows(F.pad(base, (mx, mx, my, my), value=fill)), my, mx)
+            cached = (pixel_rows(F.pad(base, (mx, mx, my, my), value=fill)), my, mx)
             self._padded[key] = cached
         source, my, mx = cached
         ryt, rxt = torch.tensor(ry), torch.tensor(rx)
-        index = _grid(ryt + my, rxt + mx, rh, rw, ww + 2 * mx)
+        index = pixel_grid(ryt + my, rxt + mx, rh, rw, ww + 2 * mx)
         out = source.index_select(0, index.flatten())  # [B * rh * rw, C]
         # The window's pixels, by their place in the region.
         (h, w), wy, wx = value.size, torch.tensor(value.ys) - ryt, torch.tensor(value.xs) - rxt
@@ -514,7 +404,7 @@ class IncrementalForward:
                   & ((cols >= 0) & (cols < rw))[:, None, :]).flatten()
         where = (torch.arange(b)[:, None, None] * (rh * rw) + rows[:, :, None] * rw
                  + cols[:, None, :]).flatten()
-        pixels = _rows(value.data)
+        pixels = pixel_rows(value.data)
         if bool(inside.all()):
             out.index_copy_(0, where, pixels)
         else:
@@ -523,7 +413,7 @@ class IncrementalForward:
 
     def _whole(self, node: fx.Node, value, b: int, channel: Optional[int] = None):
         """The node's value over the whole map for every position (one channel, if given)."""
-        if not isinstance(value, _Win):
+        if not isinstance(value, Win):
             if isinstance(value, Tensor) and value.shape[0] != b:
                 value = value.expand(b, *value.shape[1:])
             # Cloned: a later in-place op (ReLU(inplace=True)) must not change it.
@@ -531,14 +421,14 @@ class IncrementalForward:
         base = self.base[node]
         hh, ww = base.shape[-2:]
         h, w = value.size
-        where = _grid(torch.tensor(value.ys), torch.tensor(value.xs), h, w, ww)
+        where = pixel_grid(torch.tensor(value.ys), torch.tensor(value.xs), h, w, ww)
         where = (where + torch.arange(b)[:, None, None] * (hh * ww)).flatten()
         if channel is not None:
             out = base[0, channel].flatten().repeat(b)
             out.index_copy_(0, where, value.data[:, channel].flatten())
             return out.view(b, hh, ww)
-        out = _rows(base).repeat(b, 1)
-        out.index_copy_(0, where, _rows(value.data))
+        out = pixel_rows(base).repeat(b, 1)
+        out.index_copy_(0, where, pixel_rows(value.data))
         return out.view(b, hh, ww, -1).permute(0, 3, 1, 2).contiguous(memory_format=self.layout)
 
     def _full(self, node: fx.Node, env, b: int, op: Op, shape):
@@ -553,7 +443,7 @@ class IncrementalForward:
         args = fx.node.map_arg(node.args, arg)
         kwargs = fx.node.map_arg(node.kwargs, arg)
         if op.kind == "conv" and shape is not None:
-            self.macs["computed"] += _macs(op, shape) * math.prod(shape[-2:]) * b
+            self.macs["computed"] += macs_per_position(op, shape) * math.prod(shape[-2:]) * b
         elif op.kind == "linear" and shape is not None:
-            self.macs["computed"] += _macs(op, shape) * b
-        return _call(node, self.gm, args, kwargs)
+            self.macs["computed"] += macs_per_position(op, shape) * b
+        return call_node(node, self.gm, args, kwargs)

@@ -395,7 +395,8 @@ class IncrementalForward:
         source, my, mx = cached
         ryt, rxt = torch.tensor(ry), torch.tensor(rx)
         index = pixel_grid(ryt + my, rxt + mx, rh, rw, ww + 2 * mx)
-        out = source.index_select(0, index.flatten())  # [B * rh * rw, C]
+        device = source.device  # the indices are made on the CPU
+        out = source.index_select(0, index.flatten().to(device))  # [B * rh * rw, C]
         # The window's pixels, by their place in the region.
         (h, w), wy, wx = value.size, torch.tensor(value.ys) - ryt, torch.tensor(value.xs) - rxt
         rows = wy[:, None] + torch.arange(h)  # [B, h]
@@ -406,9 +407,9 @@ class IncrementalForward:
                  + cols[:, None, :]).flatten()
         pixels = pixel_rows(value.data)
         if bool(inside.all()):
-            out.index_copy_(0, where, pixels)
+            out.index_copy_(0, where.to(device), pixels)
         else:
-            out.index_copy_(0, where[inside], pixels[inside])
+            out.index_copy_(0, where[inside].to(device), pixels[inside.to(device)])
         return out.view(b, rh, rw, c).permute(0, 3, 1, 2).contiguous(memory_format=self.layout)
 
     def _whole(self, node: fx.Node, value, b: int, channel: Optional[int] = None):
@@ -425,10 +426,10 @@ class IncrementalForward:
         where = (where + torch.arange(b)[:, None, None] * (hh * ww)).flatten()
         if channel is not None:
             out = base[0, channel].flatten().repeat(b)
-            out.index_copy_(0, where, value.data[:, channel].flatten())
+            out.index_copy_(0, where.to(out.device), value.data[:, channel].flatten())
             return out.view(b, hh, ww)
         out = pixel_rows(base).repeat(b, 1)
-        out.index_copy_(0, where, pixel_rows(value.data))
+        out.index_copy_(0, where.to(out.device), pixel_rows(value.data))
         return out.view(b, hh, ww, -1).permute(0, 3, 1, 2).contiguous(memory_format=self.layout)
 
     def _full(self, node: fx.Node, env, b: int, op: Op, shape):

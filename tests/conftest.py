@@ -188,7 +188,7 @@ if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ
 SLOWEST_FIRST = ["test_training.py", "test_notebooks.py", "test_scan.py",
                  "test_training_options.py", "test_deconvnet.py", "test_paper_analyses.py",
                  "test_attribution.py", "test_browser.py", "test_methods.py", "test_cli.py",
-                 "test_cone.py", "test_atlas.py"]
+                 "test_cone.py", "test_atlas.py", "test_incremental.py"]
 
 
 def pytest_collection_modifyitems(items):

@@ -3,12 +3,19 @@
 A grey square (the preprocessing's mean colour: 0 in the normalised input) of ``size`` x
 ``size`` pixels is slid over the crop the model sees; position (i, j) puts its top-left corner
 at (i * stride, j * stride), for every position where it lies fully inside the image. For each
-position, one batched forward pass gives the summed activation of one feature map of a layer
-(panel b), the probability of the target class (d) and the most probable class (e).
-Probabilities are the softmax of the logits.
+position, a forward pass gives the summed activation of one feature map of a layer (panel b),
+the probability of the target class (d) and the most probable class (e). Probabilities are
+the softmax of the logits.
+
+By default the passes are incremental (:mod:`deconvviz.engine.incremental`): one forward
+pass of the unoccluded image keeps every layer's activations, and for a batch of positions
+each layer recomputes only the window of its output that the square can change. The results
+equal plain forward passes of the occluded images (``incremental=False``) up to the
+rounding of the convolutions (the tests hold them to 1e-5 of the largest value).
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Callable, ClassVar, List, Optional, Tuple, Union
 
@@ -22,6 +29,7 @@ from .._io import write_atomically
 from ..data.images import to_rgb
 from ..data.zoo import class_names, model_info, model_name
 from ..engine import Deconvnet
+from ..engine.incremental import IncrementalForward
 from ..engine.precision import precise
 from ..engine.recording import check_images, forward_to
 from ..engine.seeds import strongest
@@ -92,12 +100,23 @@ class OcclusionResult(Result):
                 f"of a {self.size}-px square every {self.stride} px)")
 
 
+def _can_increment(model: nn.Module) -> bool:
+    """Whether the incremental passes can hold: no BatchNorm or dropout in training mode
+    (their output would depend on the batch or on chance)."""
+    active = [type(m).__name__ for m in model.modules() if m.training and isinstance(
+        m, (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd))]
+    if active:
+        warnings.warn(f"occlusion: {active[0]} is in training mode; running plain forward "
+                      f"passes (call model.eval() for the incremental ones)", stacklevel=3)
+    return not active
+
+
 @precise
 def occlusion(model: nn.Module, x: Tensor, layer: Optional[str] = None,
               feature: Optional[int] = None, target: Union[None, int, str] = None,
               size: int = 48, stride: int = 8, batch_size: int = 64,
-              progress: Optional[Callable[[int], None]] = None,
-              precision: Optional[str] = None) -> OcclusionResult:
+              progress: Optional[Callable[[int], None]] = None, *,
+              incremental: bool = True, precision: Optional[str] = None) -> OcclusionResult:
     """Slide a grey square over each image and record a feature's activity, the target's
     probability and the predicted class (Zeiler & Fergus Fig. 7).
 
@@ -112,6 +131,8 @@ def occlusion(model: nn.Module, x: Tensor, layer: Optional[str] = None,
         size: the square's side in pixels; stride: its step.
         batch_size: occluded images per forward pass.
         progress: called with the number of positions done after each batch.
+        incremental: recompute only the window of each layer that the square can change
+            (the default; exact), or ``False`` for one plain forward pass per position.
         precision: ``"exact"`` (default: float32 throughout, TF32 off on CUDA) or
             ``"tf32"`` (faster on GPUs, not exact); see ``docs/gpu.md``.
 
@@ -147,17 +168,32 @@ def occlusion(model: nn.Module, x: Tensor, layer: Optional[str] = None,
     probability = np.zeros((n, rows, cols))
     label = np.zeros((n, rows, cols), dtype=np.int64)
     positions = [(i, j) for i in range(rows) for j in range(cols)]
+    incremental = incremental and _can_increment(model)
+    plan = IncrementalForward(net.traced, [node, output]) if incremental else None
+    batches = [positions[k:k + batch_size] for k in range(0, len(positions), batch_size)]
     for image in range(n):
         f, c = features[image], resolved.classes[image]
-        for start in range(0, len(positions), batch_size):
-            chunk = positions[start:start + batch_size]
-            batch = x[image:image + 1].repeat(len(chunk), 1, 1, 1)
-            for k, (i, j) in enumerate(chunk):
-                batch[k, :, i * stride:i * stride + size, j * stride:j * stride + size] = 0
+        if plan is not None:
+            plan.set_base(x[image:image + 1])
+            if image == 0:  # the batches of positions whose windows have the same sizes
+                batches = [[positions[k] for k in chunk] for chunk in plan.batches(
+                    [i * stride for i, _ in positions], [j * stride for _, j in positions],
+                    (size, size), batch_size)]
+        for chunk in batches:
             with torch.no_grad():
-                a, out = run(batch)
+                if plan is not None:
+                    patch = x.new_zeros(len(chunk), x.shape[1], size, size)
+                    got = plan.run(patch, [i * stride for i, _ in chunk],
+                                   [j * stride for _, j in chunk], channels={node: f})
+                    fmap, out = got[node], got[output]
+                else:
+                    batch = x[image:image + 1].repeat(len(chunk), 1, 1, 1)
+                    for k, (i, j) in enumerate(chunk):
+                        batch[k, :, i * stride:i * stride + size, j * stride:j * stride + size] = 0
+                    a, out = run(batch)
+                    fmap = a[:, f]
             p = F.softmax(out, dim=1)
-            summed = a[:, f].reshape(len(chunk), -1).sum(dim=1)
+            summed = fmap.reshape(len(chunk), -1).sum(dim=1)
             for k, (i, j) in enumerate(chunk):
                 activity[image, i, j] = float(summed[k])
                 probability[image, i, j] = float(p[k, c])

@@ -41,6 +41,9 @@ __all__: list = []  # commands, registered on deconvviz.cli.cli
 @click.option("--stride", default=8, show_default=True, type=click.IntRange(1),
               help="Its step in pixels.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
+@click.option("--plain", is_flag=True,
+              help="One full forward pass per position, instead of recomputing only the "
+                   "window of each layer that the square can change (the same results).")
 @click.option("--out", "-o", required=True, metavar="PATH",
               help="Output .png/.jpg/.pdf/.svg, or .npz for the maps.")
 @dpi_option
@@ -49,11 +52,14 @@ __all__: list = []  # commands, registered on deconvviz.cli.cli
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @friendly
 def occlude_command(model: str, layer: Optional[str], feature: Optional[int],
-                    target: Optional[str], size: int, stride: int, batch_size: int, out: str,
-                    dpi: int, weights: str, device: str, images: List[str]) -> None:
+                    target: Optional[str], size: int, stride: int, batch_size: int,
+                    plain: bool, out: str, dpi: int, weights: str, device: str,
+                    images: List[str]) -> None:
     """Slide a grey square over each IMAGE: a feature's activity, the class probability and
-    the predicted class at each position, in the paper's five panels. One forward pass per
-    position."""
+    the predicted class at each position, in the paper's five panels. One forward pass of
+    the unoccluded image keeps every layer's activations; each position then recomputes only
+    the window of each layer that the square can change (--plain: a full pass per
+    position)."""
     get_spec(model)
     check_output_path(out, result_formats("occlusion"))
     from tqdm import tqdm
@@ -68,7 +74,8 @@ def occlude_command(model: str, layer: Optional[str], feature: Optional[int],
     with tqdm(total=max(positions, 0) * x.shape[0], desc="positions", unit="pos",
               file=sys.stderr) as bar:
         result = occlusion(net_model, x, layer, feature, target, size=size, stride=stride,
-                           batch_size=batch_size, progress=bar.update)
+                           batch_size=batch_size, progress=bar.update,
+                           incremental=not plain)
     click.echo(result.save(out, dpi=dpi))
 
 

@@ -7,6 +7,7 @@ from ..choices import SCALINGS  # noqa: E402  (re-exported: the display conventi
 from .base import FIGURE_FORMATS, PAGE_WIDTH, Figure, combine, mosaic, save_figure
 from .display import crop_window, shared_scale, to_uint8
 from .feature_vis import feature_vis_grid
+from .incremental import changed_windows_figure
 from .methods import comparison_grid, sanity_figure
 from .paper import correspondence_figure, invariance_figure, occlusion_figure
 from .projections import layer_overview, patch_grid, projection_grid
@@ -14,7 +15,8 @@ from .relevance import concept_figure, relevance_rgb
 from .scan_grid import scan_figure
 from .training import evolution_figure, filters_figure, training_curves
 
-__all__ = ["FIGURE_FORMATS", "Figure", "PAGE_WIDTH", "SCALINGS", "combine", "comparison_grid",
+__all__ = ["FIGURE_FORMATS", "Figure", "PAGE_WIDTH", "SCALINGS", "changed_windows_figure",
+           "combine", "comparison_grid",
            "concept_figure", "correspondence_figure", "crop_window", "evolution_figure",
            "feature_vis_grid", "filters_figure", "relevance_rgb",
            "training_curves", "invariance_figure", "occlusion_figure",

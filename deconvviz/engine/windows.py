@@ -1,0 +1,144 @@
+"""Forward windows for the incremental passes (:mod:`deconvviz.engine.incremental`): the
+rows and columns a changed input can reach in each map, batches of windows, and the helpers
+that cut windows out of stored maps and run one traced op again.
+
+A sliding op (convolution, max or average pool) with kernel k, stride s, leading padding p
+and dilation d changes outputs ``ceil((a + p - d(k-1)) / s)`` to ``floor((b - 1 + p) / s)``
+when its input changed in rows ``a`` to ``b - 1`` (likewise columns), clipped to the map:
+the receptive-field arithmetic of :mod:`deconvviz.engine.geometry`, read forwards.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.fx as fx
+from torch import Tensor
+
+from .geometry import leading_padding
+from .graph import Op
+
+__all__ = ["Span", "Win", "windows_for", "pixel_rows", "pixel_grid", "everywhere",
+           "sliding_params", "node_args", "call_node", "macs_per_position"]
+
+
+@dataclass
+class Span:
+    """Rows ``[y0, y1)`` and columns ``[x0, x1)`` per position (each ``[B]``, long): the exact
+    part of a map that one position's patch can change."""
+
+    y0: Tensor
+    y1: Tensor
+    x0: Tensor
+    x1: Tensor
+
+    def area(self) -> Tensor:
+        return (self.y1 - self.y0).clamp_min(0) * (self.x1 - self.x0).clamp_min(0)
+
+    def union(self, other: "Span") -> "Span":
+        return Span(torch.minimum(self.y0, other.y0), torch.maximum(self.y1, other.y1),
+                    torch.minimum(self.x0, other.x0), torch.maximum(self.x1, other.x1))
+
+
+@dataclass
+class Win:
+    """A batch of windows of one map: ``data[b]`` is rows ``ys[b]..ys[b]+h`` and columns
+    ``xs[b]..xs[b]+w`` of position b's map; everything else equals the base."""
+
+    data: Tensor
+    ys: List[int]
+    xs: List[int]
+
+    @property
+    def size(self) -> Tuple[int, int]:
+        return tuple(self.data.shape[-2:])
+
+
+def windows_for(span: Span, bounds: Sequence[int]) -> Tuple[List[int], List[int], int, int]:
+    """Starts and the shared size of windows holding every position's span, inside the map."""
+    h = max(int((span.y1 - span.y0).max()), 1)
+    w = max(int((span.x1 - span.x0).max()), 1)
+    ys = torch.minimum(span.y0, torch.tensor(bounds[0] - h)).clamp_min(0).tolist()
+    xs = torch.minimum(span.x0, torch.tensor(bounds[1] - w)).clamp_min(0).tolist()
+    return ys, xs, h, w
+
+
+def pixel_rows(t: Tensor) -> Tensor:
+    """``[N, C, H, W]`` -> ``[N * H * W, C]``: one row of channels per pixel (a view of a
+    channels-last tensor)."""
+    return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+
+
+def pixel_grid(ys: Tensor, xs: Tensor, h: int, w: int, width: int) -> Tensor:
+    """``[B, h, w]`` flat pixel indices of the h x w windows at (ys[b], xs[b]) of a map
+    ``width`` pixels wide."""
+    return ((ys[:, None, None] + torch.arange(h)[:, None]) * width
+            + xs[:, None, None] + torch.arange(w))
+
+
+def everywhere(shape, b: int) -> Span:
+    zero = torch.zeros(b, dtype=torch.long)
+    return Span(zero, zero + shape[-2], zero, zero + shape[-1])
+
+
+def sliding_params(op: Op, shape) -> Optional[dict]:
+    """kernel, stride, dilation, leading padding and fill of a sliding op, or ``None`` where it
+    has no window rule (an average pool whose divisor changes at the border)."""
+    p = op.params
+    if op.kind == "conv":
+        return dict(kernel=p["kernel"], stride=p["stride"], dilation=p["dilation"],
+                    pad=leading_padding(p), fill=0.0)
+    if op.kind == "maxpool":
+        return dict(kernel=p["kernel"], stride=p["stride"], dilation=p["dilation"],
+                    pad=p["padding"], fill=-math.inf)
+    if op.kind == "avgpool":
+        include = _avgpool_arg(op, "count_include_pad", 5, True)
+        if (p["padding"] != (0, 0) and not include) or p["ceil_mode"]:
+            return None
+        return dict(kernel=p["kernel"], stride=p["stride"], dilation=(1, 1), pad=p["padding"],
+                    fill=0.0, divisor=_avgpool_arg(op, "divisor_override", 6, None))
+    if op.kind == "adaptive_avgpool":
+        (h, w), (oh, ow) = shape[0][-2:], shape[1][-2:]
+        if h % oh or w % ow:
+            return None
+        k = (h // oh, w // ow)
+        return dict(kernel=k, stride=k, dilation=(1, 1), pad=(0, 0), fill=0.0, divisor=None)
+    return None
+
+
+def _avgpool_arg(op: Op, name: str, index: int, default):
+    if op.module is not None:
+        return getattr(op.module, name, default)
+    args = op.node.args
+    return args[index] if len(args) > index else op.node.kwargs.get(name, default)
+
+
+def node_args(node: fx.Node) -> List[fx.Node]:
+    found: List[fx.Node] = []
+    fx.node.map_arg((node.args, node.kwargs), lambda n: found.append(n) or n)
+    return found
+
+
+def call_node(node: fx.Node, gm: fx.GraphModule, args, kwargs):
+    if node.op == "call_module":
+        return gm.get_submodule(str(node.target))(*args, **kwargs)
+    if node.op == "call_method":
+        return getattr(args[0], node.target)(*args[1:], **kwargs)
+    if node.op == "get_attr":
+        obj = gm
+        for part in str(node.target).split("."):
+            obj = getattr(obj, part)
+        return obj
+    return node.target(*args, **kwargs)
+
+
+def macs_per_position(op: Op, out_shape) -> int:
+    """Multiply-adds per output position (per output value, all channels) of a conv or linear."""
+    if op.kind == "conv":
+        m = op.module
+        return m.out_channels * (m.in_channels // m.groups) * math.prod(op.params["kernel"])
+    if op.kind == "linear":
+        return op.module.in_features * op.module.out_features
+    return 0

@@ -41,25 +41,11 @@ def write_pair(root: str, relative: str, projection: np.ndarray, patch: np.ndarr
     bytes. One file per hit: half the files to write, zip and serve. Fields smaller than
     :data:`MIN_TILE` are enlarged by an integer factor (nearest neighbour), so that the
     encoder's 8x8 blocks do not smear their pixels."""
-    if image_format not in IMAGE_FORMATS:
-        raise ArgumentError(f"unknown image format {image_format!r}; choose "
-                            f"{', '.join(IMAGE_FORMATS)}")
-    small = min(projection.shape[:2])
-    tiles = [projection, patch]
-    if small < MIN_TILE:
-        factor = -(-MIN_TILE // max(small, 1))
-        size = (projection.shape[1] * factor, projection.shape[0] * factor)
-        tiles = [cv2.resize(t, size, interpolation=cv2.INTER_NEAREST) for t in tiles]
+    factor = _enlargement(projection)
+    tiles = [_enlarged(t, factor) for t in (projection, patch)]
     gutter = np.full((tiles[0].shape[0], GUTTER, 3), 255, np.uint8)
-    pair = np.concatenate([tiles[0], gutter, tiles[1]], axis=1)[:, :, ::-1]  # BGR
-    ok, data = cv2.imencode(f".{image_format}", np.ascontiguousarray(pair),
-                            [_QUALITY[image_format], quality]
-                            + (_SAMPLING if image_format == "jpg" else []))
-    if not ok:
-        raise ArgumentError(f"cannot encode {relative} as {image_format}")
-    with open(os.path.join(root, relative), "wb") as handle:
-        handle.write(data)
-    return len(data)
+    return _write(root, relative, np.concatenate([tiles[0], gutter, tiles[1]], axis=1),
+                  image_format, quality)
 
 
 def relevance_tile_path(slug: str, unit: int, rank: int, image_format: str = "jpg") -> str:
@@ -72,12 +58,30 @@ def write_tile(root: str, relative: str, patch: np.ndarray, image_format: str = 
                quality: int = 88) -> int:
     """Encode one image patch (``H x W x 3`` uint8) under ``root``, enlarged as
     :func:`write_pair` enlarges small fields; returns its size in bytes."""
-    small = min(patch.shape[:2])
-    if small < MIN_TILE:
-        factor = -(-MIN_TILE // max(small, 1))
-        patch = cv2.resize(patch, (patch.shape[1] * factor, patch.shape[0] * factor),
-                           interpolation=cv2.INTER_NEAREST)
-    ok, data = cv2.imencode(f".{image_format}", np.ascontiguousarray(patch[:, :, ::-1]),
+    return _write(root, relative, _enlarged(patch, _enlargement(patch)), image_format,
+                  quality)
+
+
+def _enlargement(tile: np.ndarray) -> int:
+    """The integer factor that brings a field's short side to :data:`MIN_TILE` (1 if it is
+    that big already)."""
+    small = min(tile.shape[:2])
+    return -(-MIN_TILE // max(small, 1)) if small < MIN_TILE else 1
+
+
+def _enlarged(tile: np.ndarray, factor: int) -> np.ndarray:
+    if factor == 1:
+        return tile
+    return cv2.resize(tile, (tile.shape[1] * factor, tile.shape[0] * factor),
+                      interpolation=cv2.INTER_NEAREST)
+
+
+def _write(root: str, relative: str, rgb: np.ndarray, image_format: str, quality: int) -> int:
+    """Encode an RGB image as ``image_format`` and write it under ``root``; its size."""
+    if image_format not in IMAGE_FORMATS:
+        raise ArgumentError(f"unknown image format {image_format!r}; choose "
+                            f"{', '.join(IMAGE_FORMATS)}")
+    ok, data = cv2.imencode(f".{image_format}", np.ascontiguousarray(rgb[:, :, ::-1]),
                             [_QUALITY[image_format], quality]
                             + (_SAMPLING if image_format == "jpg" else []))
     if not ok:

@@ -23,6 +23,12 @@ Tables (random weights, the bundled chelsea photo at 224 px, mode "max"):
 4. occlusion: ``dv.occlusion`` against Captum's ``Occlusion`` (48-px square, stride 8, the
    same positions and batch of 256).
 
+5. flags: why ``"exact"`` sets what it sets: for VGG16 conv5_3 and ResNet-50 layer3, the
+   error (16 features) and the time (64 features, the cone and the full-size pass) under each
+   variant of cuDNN's settings: deterministic without the autotuner (``"exact"``), the
+   autotuner, cuDNN's own default choice, no cuDNN at all (PyTorch's native convolutions),
+   and TF32.
+
 It is self-contained: nothing outside this checkout is needed.
 """
 # ruff: noqa: B023  (the closures below are timed at once, inside the loop that binds them)
@@ -38,7 +44,7 @@ import time
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHOTO = os.path.join(HERE, "examples", "images", "chelsea.png")
-TABLES = ("agree", "speed", "throughput", "occlusion")
+TABLES = ("agree", "speed", "throughput", "occlusion", "flags")
 
 
 def parse(argv=None):
@@ -290,26 +296,38 @@ class Bench:
               f"workers), images/s\n")
         print("| pipeline | deconvviz | bare GPU loop on tensors already there | ratio |")
         print("|---|---:|---:|---:|")
+        from deconvviz.engine.precision import computing
+
         scan_path = None
         try:
+            self.decode_only(folder, batch)
             for name, layers in [("vgg16", ["conv3_3", "conv5_3"]),
                                  ("resnet50", ["layer2", "layer3"])]:
                 model = self.model(name)
                 out = os.path.join(folder, f"{name}.pt")
-                start = time.perf_counter()
-                dv.scan(model, folder, layers, top=9, batch_size=batch, workers=workers,
-                        out=out, progress=False)
-                self.sync()
-                ours = n / (time.perf_counter() - start)
                 traced = trace(model)
                 nodes = [resolve_layer(traced, l, aliases_of(model))[2] for l in layers]
                 forward = forward_to(traced, nodes)
                 xb = torch.randn(batch, 3, self.size, self.size, device=self.device)
-                with torch.no_grad():
+                for precision in ("exact", "tf32"):
+                    rates = []
+                    for _ in range(2):  # the best of two whole calls (the first warms cuDNN)
+                        start = time.perf_counter()
+                        dv.scan(model, folder, layers, top=9, batch_size=batch,
+                                workers=workers, out=out, progress=False, precision=precision)
+                        self.sync()
+                        rates.append(n / (time.perf_counter() - start))
+                    with torch.no_grad(), computing(precision):
+                        bare_s, _ = self.timed(lambda: forward(xb), repeat=5)
+                    bare = batch / bare_s
+                    ours = max(rates)
+                    print(f"| dv.scan {name} {'+'.join(layers)}, {precision} (calls: "
+                          f"{', '.join(f'{r:.0f}' for r in rates)}) | {ours:.0f} | "
+                          f"{bare:.0f} ({precision}) | {ours / bare:.2f} |", flush=True)
+                with torch.no_grad():  # PyTorch's own default (TF32 for cuDNN)
                     bare_s, _ = self.timed(lambda: forward(xb), repeat=5)
-                bare = batch / bare_s
-                print(f"| dv.scan {name} {'+'.join(layers)} | {ours:.0f} | {bare:.0f} | "
-                      f"{ours / bare:.2f} |", flush=True)
+                print(f"| (bare forward, PyTorch's default flags) | - | {batch / bare_s:.0f} | "
+                      f"- |", flush=True)
                 scan_path = scan_path or out
             self.train(folder, n, batch, workers)
             site = os.path.join(folder, "atlas")
@@ -323,6 +341,28 @@ class Bench:
                   f"hits/s (with writing) | - | - |", flush=True)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+
+    def decode_only(self, folder, batch):
+        """The reading pipeline's ceiling: the bytes already in memory, decoded, resized,
+        cropped and normalised in batches on the device (no model)."""
+        from deconvviz.data import jpeg_batches
+        from deconvviz.data.zoo import Preprocessing
+
+        paths = sorted(os.path.join(r, f) for r, _, fs in os.walk(folder) for f in fs
+                       if f.endswith(".jpg"))
+        start = time.perf_counter()
+        datas = [jpeg_batches.read_jpeg(p) for p in paths]
+        read_s = time.perf_counter() - start
+        prep = Preprocessing()
+
+        def decode():
+            for i in range(0, len(paths), batch):
+                jpeg_batches.decode_batch(datas[i:i + batch], paths[i:i + batch], prep,
+                                          str(self.device))
+        decode_s, _ = self.timed(decode, repeat=1)
+        print(f"| (reading the bytes, one process) | {len(paths) / read_s:.0f} | - | - |")
+        print(f"| (decode, resize, crop, normalise on {self.device.type}, bytes in memory) | "
+              f"{len(paths) / decode_s:.0f} | - | - |", flush=True)
 
     def train(self, folder, n, batch, workers):
         dv, torch = self.dv, self.torch
@@ -381,6 +421,70 @@ class Bench:
                   f"{theirs / ours:.2f}x |", flush=True)
 
 
+    # -- 5. the flags behind "exact" ------------------------------------------------------
+    def flags(self):
+        import contextlib
+
+        import deconvviz.engine.precision as P
+
+        torch, dv = self.torch, self.dv
+
+        @contextlib.contextmanager
+        def variant(deterministic, benchmark, cudnn=True):
+            wanted, enabled = P._wanted, torch.backends.cudnn.enabled
+
+            def patched(precision, caller):
+                flags = list(wanted(precision, caller))
+                if deterministic is not None:
+                    flags[-2], flags[-1] = deterministic, benchmark
+                return tuple(flags)
+            P._wanted = patched
+            torch.backends.cudnn.enabled = cudnn
+            try:
+                yield
+            finally:
+                P._wanted, torch.backends.cudnn.enabled = wanted, enabled
+
+        variants = [("exact: deterministic, no autotuner", "exact", None, None, True),
+                    ("float32, autotuner", "exact", False, True, True),
+                    ("float32, cuDNN's default choice", "exact", False, False, True),
+                    ("float32, no cuDNN (native)", "exact", None, None, False),
+                    ("tf32", "tf32", None, None, True)]
+        cases = [("vgg16", "conv5_3"), ("resnet50", "layer3")]
+        if self.small:
+            cases = [("vgg16", "conv3_3")]
+        n_time = 8 if self.small else 64
+        print(f"\n## 5. The flags behind 'exact': error (16 features) and seconds for "
+              f"{n_time} features\n")
+        print("| model | layer | variant | method | error | full-size s | cone s |")
+        print("|---|---|---|---|---:|---:|---:|")
+        for name, layer in cases:
+            cpu_model = self.model(name, "cpu")
+            x = self.photo(cpu_model)
+            gpu_model = self.model(name)
+            xg = x.to(self.device)
+            for method in ("deconvnet", "gradient"):
+                net_cpu = dv.Projector(cpu_model, method=method)
+                feats = list(range(16))
+                expected = self.oracle(cpu_model, x, net_cpu.aliases.get(layer, layer), feats,
+                                       method)
+                for label, precision, det, bench, cudnn in variants:
+                    with variant(det, bench, cudnn):
+                        net = dv.Projector(gpu_model, method=method, precision=precision)
+                        err = self.rel(net.project(xg, layer, feats, cone=False)[0], expected)
+                        many = list(range(n_time))
+                        full, _ = self.timed(lambda: net.project(xg, layer, many, cone=False),
+                                             repeat=2)
+                        try:
+                            cone, _ = self.timed(lambda: net.project(xg, layer, many,
+                                                                     cone=True), repeat=2)
+                        except Exception as e:  # noqa: BLE001
+                            cone = float("nan")
+                            print(f"(cone: {type(e).__name__}: {e})")
+                    print(f"| {name} | {layer} | {label} | {method} | {err:.1e} | {full:.3f} | "
+                          f"{cone:.3f} |", flush=True)
+
+
 def main(argv=None) -> None:
     args = parse(argv)
     import torch
@@ -397,9 +501,20 @@ def main(argv=None) -> None:
     print(f"# deconvviz on {name}: torch {torch.__version__}, {os.cpu_count()} CPUs"
           + (" (--small: a dry run, not a measurement)" if args.small else ""))
     started = time.perf_counter()
+    failed = []
     for table in args.tables.split(","):
-        getattr(bench, table)()
+        try:  # one table's failure still leaves the others measured
+            getattr(bench, table)()
+        except Exception:  # noqa: BLE001
+            import traceback
+
+            traceback.print_exc()
+            failed.append(table)
+    if failed:
+        print(f"\n(failed: {', '.join(failed)})")
     print(f"\n(total {time.perf_counter() - started:.0f} s)")
+    if failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ import time
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHOTO = os.path.join(HERE, "examples", "images", "chelsea.png")
+sys.path.insert(0, os.path.join(HERE, "tests"))  # the float64 oracle: tests/oracle.py
 TABLES = ("agree", "speed", "throughput", "occlusion", "flags")
 
 
@@ -102,55 +103,29 @@ class Bench:
         return x
 
     # -- 1. agreement with a float64 oracle -----------------------------------------------
-    def oracle(self, model, x, path, features, method):
-        """Projections [K, 3, H, W] by float64 autograd with the method's ReLU rule."""
-        torch = self.torch
-        F = torch.nn.functional
-        from torch.overrides import TorchFunctionMode
-
-        class Relu(torch.autograd.Function):
-            @staticmethod
-            def forward(ctx, v):
-                ctx.save_for_backward(v)
-                return v.clamp(min=0)
-
-            @staticmethod
-            def backward(ctx, g):
-                (v,) = ctx.saved_tensors
-                return g.clamp(min=0) * (v > 0) if method == "guided" else g.clamp(min=0)
-
-        relus = {F.relu, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_}
-
-        class Rules(TorchFunctionMode):
-            def __torch_function__(self, func, types, args=(), kwargs=None):
-                kwargs = kwargs or {}
-                if method != "gradient" and func in relus:
-                    return Relu.apply(args[0])
-                if method == "deconvnet" and func is F.local_response_norm:
-                    y = func(*args, **kwargs)
-                    return args[0] + (y - args[0]).detach()
-                return func(*args, **kwargs)
+    def oracle(self, model, x, path, features, method, decisions=None):
+        """Projections [K, 3, H, W] by float64 autograd on the CPU with the method's ReLU
+        rule (tests/oracle.py); ``decisions``: the ReLU masks and max-pool switches of a
+        float32 forward pass instead of float64's."""
+        from oracle import oracle_project
 
         model = copy.deepcopy(model).cpu().double()
-        captured = []
-        handle = model.get_submodule(path).register_forward_hook(
-            lambda m, i, o: captured.append(o))
-        xx = x.detach().cpu().double().requires_grad_(True)
-        try:
-            with Rules(), torch.enable_grad():
-                model(xx)
-        finally:
-            handle.remove()
-        act = captured[0]
-        out = []
-        for f in features:
-            flat = act[0, f].detach().reshape(-1)
-            pos = int(flat.argmax())
-            seed = torch.zeros_like(act)
-            seed[0, f].view(-1)[pos] = flat[pos]
-            (g,) = torch.autograd.grad((seed * act).sum(), xx, retain_graph=True)
-            out.append(g[0])
-        return torch.stack(out)
+        return oracle_project(model, x.detach().cpu().double(), path, features, "max",
+                              method=method, decisions=decisions)[0]
+
+    def decisions(self, model, x):
+        """The ReLU masks and max-pool switches of ``model(x)`` computed exactly as deconvviz
+        records them, and how many differ from float64's other than at a tie."""
+        from oracle import record_decisions, undecided
+
+        from deconvviz.engine.precision import computing
+
+        with computing("exact"):
+            ours = record_decisions(model, x)
+        reference = record_decisions(copy.deepcopy(model).cpu().double(),
+                                     x.detach().cpu().double())
+        flips = sum(int((o[1] != r[1]).sum()) for o, r in zip(ours, reference))
+        return ours, flips, undecided(ours, reference)
 
     def rel(self, a, b):
         a, b = a.detach().double().cpu(), b.detach().double().cpu()
@@ -165,9 +140,13 @@ class Bench:
         k = 4 if self.small else 16
         print("\n## 1. Agreement with a float64 oracle (16 features, max mode; largest "
               "difference / oracle's largest value)\n")
-        print("| model | layer | method | deconvviz default (exact) | precision='tf32' | "
-              "CPU float32 |")
-        print("|---|---|---|---:|---:|---:|")
+        print("The oracle decides each ReLU's mask and max-pool's switch by its own float64 "
+              "values; 'given the decisions': by the GPU's float32 forward pass (whose "
+              "decisions that differ from float64's are counted; all must be ties, within "
+              "1e-4 of the layer's largest input).\n")
+        print("| model | layer | method | deconvviz default (exact) | exact, given the "
+              "decisions | decisions that differ (not ties) | precision='tf32' | CPU float32 |")
+        print("|---|---|---|---:|---:|---|---:|---:|")
         for name, layer in cases:
             cpu_model = self.model(name, "cpu")
             x = self.photo(cpu_model)
@@ -175,22 +154,26 @@ class Bench:
             if layer is None:
                 names = [l.name for l in dv.list_layers(cpu_model)]
                 layer = names[len(names) // 2]
+            decisions, flips, wrong = self.decisions(gpu_model, x.to(self.device))
             # the oracle has the ReLU rules only: other activations (SiLU) by the gradient
             methods = (["deconvnet", "guided", "gradient"] if "efficientnet" not in name
                        else ["gradient"])
             for method in methods:
                 net_cpu = dv.Projector(cpu_model, method=method)
                 features = list(range(k))
-                expected = self.oracle(cpu_model, x, net_cpu.aliases.get(layer, layer),
-                                       features, method)
+                path = net_cpu.aliases.get(layer, layer)
+                expected = self.oracle(cpu_model, x, path, features, method)
+                given = self.oracle(cpu_model, x, path, features, method, decisions)
                 row = []
                 for precision in ("exact", "tf32"):
                     net = dv.Projector(gpu_model, method=method, precision=precision)
-                    row.append(self.rel(net.project(x.to(self.device), layer, features)[0],
-                                        expected))
-                row.append(self.rel(net_cpu.project(x, layer, features)[0], expected))
-                print(f"| {name} | {layer} | {method} | " + " | ".join(f"{v:.1e}" for v in row)
-                      + " |", flush=True)
+                    got = net.project(x.to(self.device), layer, features)[0]
+                    row.append(f"{self.rel(got, expected):.1e}")
+                    if precision == "exact":
+                        row.append(f"{self.rel(got, given):.1e}")
+                        row.append(f"{flips} ({len(wrong)})")
+                row.append(f"{self.rel(net_cpu.project(x, layer, features)[0], expected):.1e}")
+                print(f"| {name} | {layer} | {method} | " + " | ".join(row) + " |", flush=True)
 
     # -- 2. projection speed ---------------------------------------------------------------
     def batched_grad(self, model, x, path, features):
@@ -398,15 +381,24 @@ class Bench:
         dv, torch = self.dv, self.torch
         from captum.attr import Occlusion
 
+        from deconvviz.engine.precision import computing
+
         size, stride = (16, 8) if self.small else (48, 8)
         print(f"\n## 4. Occlusion ({size}-px square, stride {stride}, batch 256), seconds\n")
-        print("| model | positions | dv.occlusion | Captum Occlusion | ratio |")
-        print("|---|---:|---:|---:|---:|")
+        print("| model | positions | dv.occlusion (default) | incremental | plain | "
+              "precision='tf32' | Captum, PyTorch's default flags (TF32) | Captum, exact flags "
+              "| ratio (exact against exact) | ratio (default against Captum's default) |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for name in (["vgg16"] if self.small else ["vgg16", "resnet50"]):
             model = self.model(name)
             x = self.photo(model).to(self.device)
-            ours, result = self.timed(lambda: dv.occlusion(model, x, size=size, stride=stride,
-                                                           batch_size=256), repeat=2)
+            ours = {}
+            for label, kwargs in [("default", {}), ("incremental", {"incremental": True}),
+                                  ("plain", {"incremental": False}),
+                                  ("tf32", {"precision": "tf32"})]:
+                ours[label], result = self.timed(
+                    lambda kwargs=kwargs: dv.occlusion(model, x, size=size, stride=stride,
+                                                       batch_size=256, **kwargs), repeat=2)
             target = int(result.targets[0]) if hasattr(result, "targets") else None
             occ = Occlusion(model)
 
@@ -416,10 +408,13 @@ class Bench:
                                          strides=(3, stride, stride), target=target,
                                          perturbations_per_eval=256)
             theirs, _ = self.timed(captum, repeat=2)
+            with computing("exact"):
+                theirs_exact, _ = self.timed(captum, repeat=2)
             positions = result.probability.shape[-1] * result.probability.shape[-2]
-            print(f"| {name} | {positions} | {ours:.3f} | {theirs:.3f} | "
-                  f"{theirs / ours:.2f}x |", flush=True)
-
+            print(f"| {name} | {positions} | {ours['default']:.3f} | {ours['incremental']:.3f} "
+                  f"| {ours['plain']:.3f} | {ours['tf32']:.3f} | {theirs:.3f} | "
+                  f"{theirs_exact:.3f} | {theirs_exact / ours['default']:.2f}x | "
+                  f"{theirs / ours['default']:.2f}x |", flush=True)
 
     # -- 5. the flags behind "exact" ------------------------------------------------------
     def flags(self):

@@ -4,7 +4,12 @@ machine): it costs nothing there. Run them on a GPU machine with ``pytest -m gpu
 
 What they hold, on CUDA, by default (``precision="exact"``):
 - each reverse-pass method on every zoo model against a float64 oracle on the CPU (the same
-  weights, ``tests/oracle.py``): <= 1e-4 of the largest value (TOLERANCE);
+  weights, ``tests/oracle.py``): <= 1e-4 of the largest value (TOLERANCE), the oracle taking
+  each ReLU's mask and max-pool's switch from the GPU's float32 forward pass; and each of
+  those decisions that differs from float64's is a tie (an input within TIE of zero, or of
+  its competitor). Float32 on any device may decide a tie otherwise than float64: one ReLU
+  input at 5e-10 of its layer's largest moves VGG16's fc8 gradient by 7e-3, on the CPU too
+  (docs/gpu.md);
 - a scan against the CPU's (the same photos, decoded on the CPU): ``same_hits``;
 - the photos decoded by nvJPEG against Pillow's: GPU_JPEG_LEVELS;
 - occlusion's probabilities against the CPU's: <= 1e-5 of the largest probability;
@@ -16,7 +21,7 @@ import os
 import pytest
 import torch
 from conftest import ALL_MODELS, EXAMPLES, zoo_model
-from oracle import oracle_project, rel_error
+from oracle import oracle_project, record_decisions, rel_error, undecided
 
 import deconvviz as dv
 
@@ -26,17 +31,30 @@ pytestmark = [pytest.mark.gpu,
                                  "is False); run with pytest -m gpu on a GPU machine")]
 
 TOLERANCE = 1e-4  # of the largest value, against the float64 oracle
+TIE = 1e-4  # a decision float32 may take otherwise: an input this close (of its call's largest)
 TF32_ERROR = 0.5  # docs/gpu.md: TF32 is not exact; up to 0.29 measured in the issue
 OCCLUSION_TOLERANCE = 1e-5  # of the largest probability
-# nvJPEG against libjpeg-turbo (Pillow): not yet measured; a first bound, to be confirmed by
-# the first GPU run (chroma upsampling and the IDCT may differ at sharp colour edges)
-GPU_JPEG_LEVELS = 8
+# nvJPEG against libjpeg-turbo (Pillow), then each path's resize: measured on one H200 (CUDA
+# 13): at most 13 grey levels (grace_hopper.jpg, at a sharp edge), 0.23 on average
+GPU_JPEG_LEVELS = 16
 GPU_JPEG_MEAN_LEVELS = 0.5
 METHODS = ["deconvnet", "guided", "gradient"]
 
 
 def _on_cuda(model):
     return copy.deepcopy(model).cuda()
+
+
+def _given_decisions(model, gpu_model, x):
+    """The GPU's float32 decisions (checked to differ from float64's only at ties) and the
+    float64 model the oracle runs."""
+    from deconvviz.engine.precision import computing
+
+    with computing("exact"):
+        decisions = record_decisions(gpu_model, x.cuda())
+    oracle_model = copy.deepcopy(model).double()
+    assert undecided(decisions, record_decisions(oracle_model, x.double()), TIE) == []
+    return decisions, oracle_model
 
 
 def _layers(net):
@@ -50,14 +68,15 @@ def test_every_zoo_model_and_method_on_cuda_matches_a_float64_oracle(name, metho
     model = zoo_model(name)
     torch.manual_seed(1)
     x = torch.randn(1, 3, 64, 64)
-    oracle_model = copy.deepcopy(model).double()
-    net = dv.Projector(_on_cuda(model), method=method)
+    gpu = _on_cuda(model)
+    decisions, oracle_model = _given_decisions(model, gpu, x)
+    net = dv.Projector(gpu, method=method)
     for layer in _layers(net):
         channels = net.record(x.cuda(), layer).activations[layer].shape[1]
         features = [0, channels // 2, channels - 1]
         ours = net.project(x.cuda(), layer, features).cpu().double()
         expected = oracle_project(oracle_model, x.double(), net.aliases[layer], features,
-                                  "max", method=method)
+                                  "max", method=method, decisions=decisions)
         assert rel_error(ours, expected) <= TOLERANCE, (name, method, layer)
         full = net.project(x.cuda(), layer, features, cone=False).cpu().double()
         assert rel_error(full, expected) <= TOLERANCE, (name, method, layer, "full size")
@@ -67,14 +86,16 @@ def test_tf32_stays_within_its_documented_error_and_exact_is_back_after():
     model = zoo_model("vgg16")
     torch.manual_seed(1)
     x = torch.randn(1, 3, 64, 64)
-    expected = oracle_project(copy.deepcopy(model).double(), x.double(),
-                              dv.Gradient(model).aliases["conv4_3"], [0, 5], "max",
-                              method="gradient")
     gpu = _on_cuda(model)
+    decisions, oracle_model = _given_decisions(model, gpu, x)
+    path = dv.Gradient(model).aliases["conv4_3"]
+    expected = oracle_project(oracle_model, x.double(), path, [0, 5], "max", method="gradient")
+    given = oracle_project(oracle_model, x.double(), path, [0, 5], "max", method="gradient",
+                           decisions=decisions)
     fast = dv.Gradient(gpu, precision="tf32").project(x.cuda(), "conv4_3", [0, 5])
     exact = dv.Gradient(gpu).project(x.cuda(), "conv4_3", [0, 5])
     assert rel_error(fast.cpu().double(), expected) <= TF32_ERROR
-    assert rel_error(exact.cpu().double(), expected) <= TOLERANCE
+    assert rel_error(exact.cpu().double(), given) <= TOLERANCE
 
 
 def test_a_scan_on_cuda_finds_the_cpus_hits(tmp_path, monkeypatch):
@@ -101,21 +122,25 @@ def test_nvjpeg_decodes_the_bundled_photos_as_pillow_does():
     assert kept == list(range(len(paths))) and not failed
     std = torch.tensor(prep.std, device="cuda")[:, None, None]
     mean = torch.tensor(prep.mean, device="cuda")[:, None, None]
+    worst = []
     for row, path in zip(x, paths):
         _, rgb = dv.load_image(path, preprocessing=prep)
         crop = ((row * std + mean) * 255).round().permute(1, 2, 0).cpu()
         levels = (crop - torch.from_numpy(rgb).float()).abs()
         print(f"{os.path.basename(path)}: max {levels.max():.0f}, mean {levels.mean():.3f}")
-        assert levels.max() <= GPU_JPEG_LEVELS and levels.mean() <= GPU_JPEG_MEAN_LEVELS
+        worst.append((float(levels.max()), float(levels.mean())))
+    assert max(m for m, _ in worst) <= GPU_JPEG_LEVELS
+    assert max(m for _, m in worst) <= GPU_JPEG_MEAN_LEVELS
 
 
+@pytest.mark.parametrize("incremental", [None, True, False])
 @pytest.mark.parametrize("name", ["vgg16", "resnet18"])
-def test_occlusion_on_cuda_matches_the_cpu(name):
+def test_occlusion_on_cuda_matches_the_cpu(name, incremental):
     model = zoo_model(name)
     x, _ = dv.load_image(os.path.join(EXAMPLES, "chelsea.png"), model)
     x = torch.nn.functional.interpolate(x, size=(96, 96), mode="bilinear")
     cpu = dv.occlusion(model, x, size=32, stride=16)
-    gpu = dv.occlusion(_on_cuda(model), x.cuda(), size=32, stride=16)
+    gpu = dv.occlusion(_on_cuda(model), x.cuda(), size=32, stride=16, incremental=incremental)
     largest = abs(cpu.probability).max()
     assert abs(gpu.probability - cpu.probability).max() <= OCCLUSION_TOLERANCE * largest
     assert (gpu.label == cpu.label).all()

@@ -205,9 +205,14 @@ def _candidates(act: Tensor, indices: Tensor) -> Dict[str, Tensor]:
 
 
 def _versions() -> Dict[str, str]:
-    from importlib.metadata import version
+    """The versions a scan was made with (read from the modules themselves, so that a
+    checkout on ``PYTHONPATH``, not installed, is described too)."""
+    import torchvision
 
-    return {name: version(name) for name in ("deconvviz", "torch", "torchvision")}
+    from .. import __version__
+
+    return {"deconvviz": str(__version__), "torch": str(torch.__version__),
+            "torchvision": str(torchvision.__version__)}
 
 
 def _distributed() -> Tuple[int, int]:

@@ -100,6 +100,20 @@ class OcclusionResult(Result):
                 f"of a {self.size}-px square every {self.stride} px)")
 
 
+# On a GPU, the incremental passes pay where they compute less than this share of the plain
+# passes' multiply-adds (IncrementalForward.cost). On one H200 at 48-px squares, stride 8,
+# batch 256, float32: VGG16 (share 0.25) ran its windows at about 11 T multiply-adds/s (2.0 T
+# in 0.187 s), ResNet-50 (share 0.56, many small layers) at about 4 T (1.2 T in 0.294 s); the
+# plain passes beside them: benchmarks/README.md, the GPU's table 4.
+GPU_INCREMENTAL_SHARE = 0.4
+
+
+def _incremental_pays(cost: dict, device: torch.device) -> bool:
+    if device.type == "cpu":
+        return True
+    return cost["computed"] < GPU_INCREMENTAL_SHARE * cost["full"]
+
+
 def _can_increment(model: nn.Module) -> bool:
     """Whether the incremental passes can hold: no BatchNorm or dropout in training mode
     (their output would depend on the batch or on chance)."""
@@ -116,7 +130,8 @@ def occlusion(model: nn.Module, x: Tensor, layer: Optional[str] = None,
               feature: Optional[int] = None, target: Union[None, int, str] = None,
               size: int = 48, stride: int = 8, batch_size: int = 64,
               progress: Optional[Callable[[int], None]] = None, *,
-              incremental: bool = True, precision: Optional[str] = None) -> OcclusionResult:
+              incremental: Optional[bool] = None,
+              precision: Optional[str] = None) -> OcclusionResult:
     """Slide a grey square over each image and record a feature's activity, the target's
     probability and the predicted class (Zeiler & Fergus Fig. 7).
 
@@ -131,8 +146,11 @@ def occlusion(model: nn.Module, x: Tensor, layer: Optional[str] = None,
         size: the square's side in pixels; stride: its step.
         batch_size: occluded images per forward pass.
         progress: called with the number of positions done after each batch.
-        incremental: recompute only the window of each layer that the square can change
-            (the default; exact), or ``False`` for one plain forward pass per position.
+        incremental: ``True``: recompute only the window of each layer that the square can
+            change (exact); ``False``: one plain forward pass per position; ``None``
+            (default): the incremental passes on a CPU, and on a GPU where they compute
+            less than :data:`GPU_INCREMENTAL_SHARE` of the plain passes' multiply-adds (the
+            GPU runs the plain passes' large convolutions at a higher rate).
         precision: ``"exact"`` (default: float32 throughout, TF32 off on CUDA) or
             ``"tf32"`` (faster on GPUs, not exact); see ``docs/gpu.md``.
 
@@ -168,17 +186,21 @@ def occlusion(model: nn.Module, x: Tensor, layer: Optional[str] = None,
     probability = np.zeros((n, rows, cols))
     label = np.zeros((n, rows, cols), dtype=np.int64)
     positions = [(i, j) for i in range(rows) for j in range(cols)]
-    incremental = incremental and _can_increment(model)
-    plan = IncrementalForward(net.traced, [node, output]) if incremental else None
+    ys, xs = [i * stride for i, _ in positions], [j * stride for _, j in positions]
+    plan = None
+    if incremental is not False and _can_increment(model):
+        plan = IncrementalForward(net.traced, [node, output])
     batches = [positions[k:k + batch_size] for k in range(0, len(positions), batch_size)]
     for image in range(n):
         f, c = features[image], resolved.classes[image]
         if plan is not None:
             plan.set_base(x[image:image + 1])
-            if image == 0:  # the batches of positions whose windows have the same sizes
-                batches = [[positions[k] for k in chunk] for chunk in plan.batches(
-                    [i * stride for i, _ in positions], [j * stride for _, j in positions],
-                    (size, size), batch_size)]
+            if image == 0 and incremental is None and not _incremental_pays(
+                    plan.cost(ys, xs, (size, size), batch_size), x.device):
+                plan = None  # a GPU: the plain passes are faster
+        if plan is not None and image == 0:  # the batches whose windows have the same sizes
+            batches = [[positions[k] for k in chunk]
+                       for chunk in plan.batches(ys, xs, (size, size), batch_size)]
         for chunk in batches:
             with torch.no_grad():
                 if plan is not None:
@@ -193,11 +215,13 @@ def occlusion(model: nn.Module, x: Tensor, layer: Optional[str] = None,
                     a, out = run(batch)
                     fmap = a[:, f]
             p = F.softmax(out, dim=1)
-            summed = fmap.reshape(len(chunk), -1).sum(dim=1)
-            for k, (i, j) in enumerate(chunk):
-                activity[image, i, j] = float(summed[k])
-                probability[image, i, j] = float(p[k, c])
-                label[image, i, j] = int(p[k].argmax())
+            summed = fmap.reshape(len(chunk), -1).sum(dim=1).double().cpu().numpy()
+            wanted = p[:, c].double().cpu().numpy()  # one copy per batch, not per position
+            best = p.argmax(dim=1).cpu().numpy()
+            rows_, cols_ = np.array(chunk).T
+            activity[image, rows_, cols_] = summed
+            probability[image, rows_, cols_] = wanted
+            label[image, rows_, cols_] = best
             if progress is not None:
                 progress(len(chunk))
     p0 = F.softmax(logits, dim=1)

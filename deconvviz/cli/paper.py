@@ -75,7 +75,7 @@ def occlude_command(model: str, layer: Optional[str], feature: Optional[int],
               file=sys.stderr) as bar:
         result = occlusion(net_model, x, layer, feature, target, size=size, stride=stride,
                            batch_size=batch_size, progress=bar.update,
-                           incremental=not plain)
+                           incremental=False if plain else None)
     click.echo(result.save(out, dpi=dpi))
 
 

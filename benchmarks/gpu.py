@@ -29,6 +29,9 @@ Tables (random weights, the bundled chelsea photo at 224 px, mode "max"):
    autotuner, cuDNN's own default choice, no cuDNN at all (PyTorch's native convolutions),
    and TF32.
 
+6. featurevis: every unit of VGG16 conv5_3 (512) optimised together at 224 px with Lucid's
+   defaults, timed over ``--fv-steps`` steps (each step is the same work) and scaled to 512.
+
 It is self-contained: nothing outside this checkout is needed.
 """
 # ruff: noqa: B023  (the closures below are timed at once, inside the loop that binds them)
@@ -45,7 +48,7 @@ import time
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHOTO = os.path.join(HERE, "examples", "images", "chelsea.png")
 sys.path.insert(0, os.path.join(HERE, "tests"))  # the float64 oracle: tests/oracle.py
-TABLES = ("agree", "speed", "throughput", "occlusion", "flags")
+TABLES = ("agree", "speed", "throughput", "occlusion", "flags", "featurevis")
 
 
 def parse(argv=None):
@@ -57,6 +60,8 @@ def parse(argv=None):
                     help="tiny sizes: checks the script's code, measures nothing useful")
     ap.add_argument("--images", type=int, default=2048, help="JPEGs for the throughput table")
     ap.add_argument("--workers", type=int, default=min(12, os.cpu_count() or 1))
+    ap.add_argument("--fv-steps", type=int, default=16,
+                    help="feature visualisation: steps timed (scaled to 512)")
     args = ap.parse_args(argv)
     unknown = set(args.tables.split(",")) - set(TABLES)
     if unknown:
@@ -292,12 +297,14 @@ class Bench:
                 nodes = [resolve_layer(traced, l, aliases_of(model))[2] for l in layers]
                 forward = forward_to(traced, nodes)
                 xb = torch.randn(batch, 3, self.size, self.size, device=self.device)
-                for precision in ("exact", "tf32"):
+                scans = {}
+                for precision in ("tf32", "exact"):  # exact last: the atlas reads that one
                     rates = []
                     for _ in range(2):  # the best of two whole calls (the first warms cuDNN)
                         start = time.perf_counter()
-                        dv.scan(model, folder, layers, top=9, batch_size=batch,
-                                workers=workers, out=out, progress=False, precision=precision)
+                        scans[precision] = dv.scan(model, folder, layers, top=9,
+                                                   batch_size=batch, workers=workers, out=out,
+                                                   progress=False, precision=precision)
                         self.sync()
                         rates.append(n / (time.perf_counter() - start))
                     with torch.no_grad(), computing(precision):
@@ -311,6 +318,13 @@ class Bench:
                     bare_s, _ = self.timed(lambda: forward(xb), repeat=5)
                 print(f"| (bare forward, PyTorch's default flags) | - | {batch / bare_s:.0f} | "
                       f"- |", flush=True)
+                for layer in layers:  # how far TF32 moves the hits' values
+                    exact = scans["exact"]._tops(layer)["values"][:, 0]
+                    fast = scans["tf32"]._tops(layer)["values"][:, 0]
+                    fired = exact.isfinite() & fast.isfinite()
+                    drift = float((fast - exact)[fired].abs().max() / exact[fired].max())
+                    print(f"| (TF32 scan's strongest hits against exact, {layer}: largest "
+                          f"difference {drift:.1e} of the strongest) | - | - | - |", flush=True)
                 scan_path = scan_path or out
             self.train(folder, n, batch, workers)
             site = os.path.join(folder, "atlas")
@@ -479,6 +493,33 @@ class Bench:
                     print(f"| {name} | {layer} | {label} | {method} | {err:.1e} | {full:.3f} | "
                           f"{cone:.3f} |", flush=True)
 
+
+    # -- 6. feature visualisation -----------------------------------------------------------
+    def featurevis(self):
+        dv = self.dv
+        model = self.model("vgg16")
+        units = list(range(8 if self.small else 512))
+        steps = 2 if self.small else self.args.fv_steps
+        size = 64 if self.small else 224
+        print(f"\n## 6. Feature visualisation: {len(units)} units of VGG16 conv5_3 at {size} px, "
+              f"Lucid's defaults (128-px Fourier image, its transforms)\n")
+        print("| precision | steps timed | seconds | per step | 512 steps (scaled) |")
+        print("|---|---:|---:|---:|---:|")
+        for precision in ("exact", "tf32"):
+            from deconvviz.engine.precision import computing
+
+            def run(steps):
+                with computing(precision):
+                    return dv.feature_vis(model, "conv5_3", units, steps=steps,
+                                          input_size=size)
+            run(1)  # warm-up: cuDNN's kernels, the probe of memory per image
+            self.sync()
+            start = time.perf_counter()
+            run(steps)
+            self.sync()
+            took = time.perf_counter() - start
+            print(f"| {precision} | {steps} | {took:.1f} | {took / steps:.3f} | "
+                  f"{took / steps * 512:.0f} s |", flush=True)
 
 def main(argv=None) -> None:
     args = parse(argv)

@@ -52,3 +52,11 @@ def test_mkdocs_strict_build(tmp_path):
     assert (tmp_path / "site" / "api" / "index.html").exists()
     api = (tmp_path / "site" / "api" / "index.html").read_text()
     assert "Deconvnet" in api and "project_units" in api
+
+
+def test_the_package_says_the_version_pyproject_gives():
+    # scans record deconvviz.__version__ (also from a checkout that is not installed)
+    import re
+
+    text = open(os.path.join(ROOT, "pyproject.toml")).read()
+    assert re.search(r'^version = "([^"]+)"$', text, re.M).group(1) == dv.__version__

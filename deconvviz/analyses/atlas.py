@@ -39,7 +39,7 @@ from ..figures.atlas_tiles import (
 from ..figures.display import crop_window, to_uint8
 from . import activation_histogram
 from .scan_result import ScanResult, load_scan
-from .top_hits import check_hit_values, check_scanned_weights, strongest_hit
+from .top_hits import check_hit_values, check_scanned_weights, strongest_hit, value_check
 
 __all__ = ["atlas", "AtlasResult"]
 
@@ -272,7 +272,7 @@ def _project_all(result, net, names, slugs, by_image, root, scaling, image_forma
                 for i, path in enumerate(paths):
                     check_hit_values(path, layer, rec.activations[layer][i:i + 1],
                                      [(f, hit) for j, (_, f, _, hit) in mine if j == i],
-                                     strongest[layer])
+                                     strongest[layer], value_check(result))
                 units = [(i, f, hit.y, hit.x) for i, (_, f, _, hit) in mine]
                 pixels = net.project_units(x, layer, units, recording=rec)
                 projected.append((layer, mine, pixels.permute(0, 2, 3, 1).cpu().numpy()))

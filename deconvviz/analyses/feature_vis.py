@@ -42,6 +42,7 @@ from .._io import write_atomically
 from ..choices import FV_OBJECTIVES, weights_label
 from ..data.images import preprocessing_for
 from ..data.zoo import Preprocessing, class_names, model_info, model_name
+from ..engine.plan import memory_budget
 from ..engine.projector import Projector
 from ..engine.recording import forward_to
 from ..errors import ArgumentError
@@ -231,7 +232,7 @@ def feature_vis(model: nn.Module, layer: Optional[str] = None,
                 pre_relu: bool = True,
                 steps: int = 512, lr: float = 0.05, image_size: int = 128,
                 input_size: Optional[int] = None, seed: int = 0,
-                preprocessing: Optional[Preprocessing] = None, max_memory: int = 2**30,
+                preprocessing: Optional[Preprocessing] = None, max_memory: Optional[int] = None,
                 net: Optional[Projector] = None,
                 progress: Optional[Callable[[int, int], None]] = None) -> FeatureVisResult:
     """Optimise an image for each of ``units`` of ``layer``.
@@ -258,7 +259,8 @@ def feature_vis(model: nn.Module, layer: Optional[str] = None,
         input_size: the side the model sees (default: its preprocessing's crop size).
         seed: the seed of every image's start and random transforms.
         preprocessing: the normalisation (default: the model's; ImageNet's for others).
-        max_memory: bytes of autograd state one batch may use; larger requests are chunked.
+        max_memory: bytes of autograd state one batch may use; larger requests are chunked
+            (default: 1 GiB on a CPU, a quarter of the free memory on a GPU).
         net: a :class:`Projector` of ``model`` to reuse (its trace and layer names).
         progress: called with ``(steps done, steps in all)`` over all chunks.
 
@@ -337,7 +339,9 @@ def feature_vis(model: nn.Module, layer: Optional[str] = None,
                            device=device, dtype=dtype)
         probe_draws = draw_transforms([0], 1, transforms, seed)[0] if transforms else None
         per_image = 2 * _saved_bytes(lambda: forward(probe.rgb(), probe_draws), model) + 1
-        chunk = max(group, min(count, max_memory // per_image) // group * group)
+        budget = max_memory if max_memory is not None else (
+            memory_budget(None, device) if device.type == "cuda" else 2**30)
+        chunk = max(group, min(count, budget // per_image) // group * group)
     images, values = [], []
     start, done, total = time.perf_counter(), 0, steps * count
     for first in range(0, count, chunk):

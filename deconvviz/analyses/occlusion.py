@@ -114,6 +114,18 @@ def _incremental_pays(cost: dict, device: torch.device) -> bool:
     return cost["computed"] < GPU_INCREMENTAL_SHARE * cost["full"]
 
 
+def _occluded(image: Tensor, chunk: List[Tuple[int, int]], size: int, stride: int) -> Tensor:
+    """``image`` once per position of ``chunk``, each with its square set to zero (one
+    masked product on the image's device, not one copy per position)."""
+    at = torch.tensor(chunk, device=image.device) * stride  # [B, 2]: top, left
+    rows = torch.arange(image.shape[-2], device=image.device)
+    cols = torch.arange(image.shape[-1], device=image.device)
+    inside_y = (rows >= at[:, :1]) & (rows < at[:, :1] + size)  # [B, H]
+    inside_x = (cols >= at[:, 1:]) & (cols < at[:, 1:] + size)  # [B, W]
+    square = inside_y[:, :, None] & inside_x[:, None, :]
+    return image.unsqueeze(0).masked_fill(square.unsqueeze(1), 0)
+
+
 def _can_increment(model: nn.Module) -> bool:
     """Whether the incremental passes can hold: no BatchNorm or dropout in training mode
     (their output would depend on the batch or on chance)."""
@@ -209,10 +221,7 @@ def occlusion(model: nn.Module, x: Tensor, layer: Optional[str] = None,
                                    [j * stride for _, j in chunk], channels={node: f})
                     fmap, out = got[node], got[output]
                 else:
-                    batch = x[image:image + 1].repeat(len(chunk), 1, 1, 1)
-                    for k, (i, j) in enumerate(chunk):
-                        batch[k, :, i * stride:i * stride + size, j * stride:j * stride + size] = 0
-                    a, out = run(batch)
+                    a, out = run(_occluded(x[image], chunk, size, stride))
                     fmap = a[:, f]
             p = F.softmax(out, dim=1)
             summed = fmap.reshape(len(chunk), -1).sum(dim=1).double().cpu().numpy()

@@ -29,7 +29,7 @@ from torch import Tensor
 from .images import load_image
 from .zoo import Preprocessing
 
-__all__ = ["gpu_decodable", "read_jpeg", "preprocess", "decode_batch"]
+__all__ = ["gpu_decodable", "read_jpeg", "preprocess", "decode_batch", "pack", "unpack"]
 
 _JPEG = b"\xff\xd8\xff"
 
@@ -55,6 +55,22 @@ def read_jpeg(path: str) -> Tensor:
     with open(path, "rb") as handle:
         data = handle.read()
     return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+
+def pack(items: Sequence[Tuple[object, Tensor]]) -> Tuple[list, Tensor, List[int]]:
+    """``(key, bytes)`` pairs as one buffer: ``(keys, buffer, sizes)``. A loader's worker
+    hands each tensor over through its own shared-memory file, and the pin-memory thread pins
+    each separately: one buffer a batch, not one per JPEG."""
+    keys = [key for key, _ in items]
+    sizes = [int(data.numel()) for _, data in items]
+    buffer = torch.cat([data for _, data in items]) if items else torch.empty(0, dtype=torch.uint8)
+    return keys, buffer, sizes
+
+
+def unpack(packed: Tuple[list, Tensor, List[int]]) -> List[Tuple[object, Tensor]]:
+    """The ``(key, bytes)`` pairs of :func:`pack` (views into its buffer, not copies)."""
+    keys, buffer, sizes = packed
+    return list(zip(keys, torch.split(buffer, sizes))) if keys else []
 
 
 def preprocess(image: Tensor, prep: Preprocessing) -> Tensor:

@@ -79,8 +79,20 @@ def _sizes(size) -> List[int]:
 
 
 def collate(items):
-    """Keep the items as they are: tensors, bytes and parameters are put together on the
-    device (:func:`batches_on`)."""
+    """The items as they are, their JPEG bytes packed into one buffer
+    (:func:`~deconvviz.data.jpeg_batches.pack`: one shared-memory file a batch, not one a
+    JPEG); tensors, bytes and parameters are put together on the device (:func:`batches_on`)."""
+    raw = [(i, value) for i, (value, _, how) in enumerate(items) if how is not None]
+    kept = [(None, target, how) if how is not None else (value, target, how)
+            for value, target, how in items]
+    return kept, jpeg_batches.pack(raw)
+
+
+def _unpacked(batch):
+    items, packed = batch
+    items = list(items)
+    for i, data in jpeg_batches.unpack(packed):
+        items[i] = (data,) + tuple(items[i][1:])
     return items
 
 
@@ -102,7 +114,8 @@ def _decoded(items, raw: List[int], device) -> List[Tensor]:
         return out
 
 
-def _decode(items, device, prep: Preprocessing, crop: int) -> Tuple[Tensor, Tensor]:
+def _decode(batch, device, prep: Preprocessing, crop: int) -> Tuple[Tensor, Tensor]:
+    items = _unpacked(batch)
     raw = [i for i, (_, _, how) in enumerate(items) if how is not None]
     images = _decoded(items, raw, device) if raw else []
     rows: List[Tensor] = [None] * len(items)  # type: ignore[list-item]

@@ -238,3 +238,24 @@ def test_changed_windows_figure_draws_what_it_is_given():
     window = axes[0].patches[1]  # the map, then the window
     assert (window.get_x(), window.get_y(), window.get_width(), window.get_height()) == \
         (2, 0, 4, 3)
+
+
+def test_the_devices_choice_is_made_once_and_forcing_overrides_it(monkeypatch):
+    import importlib
+
+    occ = importlib.import_module("deconvviz.analyses.occlusion")  # the module, not the function
+    model = _hand()
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(6))
+    built = []
+    real = occ.IncrementalForward
+    monkeypatch.setattr(occ, "IncrementalForward", lambda *a, **k: built.append(1) or real(*a, **k))
+    a = dv.occlusion(model, x, layer="c", size=16, stride=8)
+    assert list(occ._CHOSEN[model].values()) == [True] and built == [1]  # a CPU: incremental
+    # as a GPU that found the plain passes faster would have recorded it:
+    occ._CHOSEN[model] = {key: False for key in occ._CHOSEN[model]}
+    b = dv.occlusion(model, x, layer="c", size=16, stride=8)
+    assert built == [1]  # the plain passes, without a dry count or a base pass
+    c = dv.occlusion(model, x, layer="c", size=16, stride=8, incremental=True)
+    assert built == [1, 1]  # forcing overrides the recorded choice
+    for other in (b, c):
+        assert abs(a.probability - other.probability).max() <= TOL * a.probability.max()

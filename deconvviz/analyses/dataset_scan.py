@@ -302,6 +302,8 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
         "images": paths, "top": top, "versions": _versions(),
         # what computed the values: a resumed scan keeps its precision, may change device
         "precision": current_precision(), "device": device.type,
+        # who decoded the JPEGs: nvJPEG's pixels differ from Pillow's by a few grey levels
+        "decoder": "nvjpeg" if jpeg_batches.on_gpu(device) else "pillow",
     }
     ranker = (RelevanceRanker(model, layers, relevance_target, relevance_method)
               if rank == "relevance" else None)
@@ -322,6 +324,8 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
     try:
         if resume and partial and os.path.exists(partial):
             state = _load_checkpoint(partial, meta, device)
+            if state.pop("decoder", meta["decoder"]) != meta["decoder"]:
+                meta["decoder"] = "mixed"  # resumed on another device
         elif resume and partial and rank_id == 0:
             warnings.warn(f"no checkpoint to resume from ({partial} does not exist): "
                           f"scanning from the start", ResumeWarning, stacklevel=2)
@@ -490,11 +494,13 @@ def _load_checkpoint(path: str, meta: dict, device) -> dict:
     if "precision" not in theirs:  # written before precision was recorded: the CPU's float32
         theirs["precision"] = "exact"
     differ = sorted(k for k in set(theirs) | set(ours)
-                    if k not in ("versions", "device") and theirs.get(k) != ours.get(k))
+                    if k not in ("versions", "device", "decoder")
+                    and theirs.get(k) != ours.get(k))
     if differ:
         raise ArgumentError(f"checkpoint {path} is from a different scan ({', '.join(differ)} "
                             f"differ); delete it or drop --resume")
     return {"done": data["done"], "skipped": [tuple(s) for s in data["skipped"]],
+            "decoder": data["meta"].get("decoder", "pillow"),
             "tops": {l: {k: v.to(device) for k, v in t.items()} for l, t in data["tops"].items()},
             "hists": {l: activation_histogram.unpack(h, device)
                       for l, h in data["histograms"].items()},

@@ -16,8 +16,9 @@ rounding of the convolutions (the tests hold them to 1e-5 of the largest value).
 from __future__ import annotations
 
 import warnings
+import weakref
 from dataclasses import dataclass
-from typing import Callable, ClassVar, List, Optional, Tuple, Union
+from typing import Callable, ClassVar, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -106,11 +107,14 @@ class OcclusionResult(Result):
 # in 0.187 s), ResNet-50 (share 0.56, many small layers) at about 4 T (1.2 T in 0.294 s); the
 # plain passes beside them: benchmarks/README.md, the GPU's table 4.
 GPU_INCREMENTAL_SHARE = 0.4
+# model -> {(layer node, height, width, size, stride, batch, device): incremental or not},
+# decided once (the decision's dry count and base pass cost ResNet-50 about 70 ms a call)
+_CHOSEN: "weakref.WeakKeyDictionary[nn.Module, Dict[tuple, bool]]" = weakref.WeakKeyDictionary()
 
 
-def _incremental_pays(cost: dict, device: torch.device) -> bool:
-    if device.type == "cpu":
-        return True
+def _incremental_pays(cost: dict) -> bool:
+    """On a GPU: whether the incremental passes compute little enough
+    (:meth:`IncrementalForward.cost`)."""
     return cost["computed"] < GPU_INCREMENTAL_SHARE * cost["full"]
 
 
@@ -200,15 +204,20 @@ def occlusion(model: nn.Module, x: Tensor, layer: Optional[str] = None,
     positions = [(i, j) for i in range(rows) for j in range(cols)]
     ys, xs = [i * stride for i, _ in positions], [j * stride for _, j in positions]
     plan = None
-    if incremental is not False and _can_increment(model):
+    chosen = _CHOSEN.setdefault(model, {})
+    key = (node, height, width, size, stride, batch_size, str(x.device))
+    if (incremental is True or incremental is None and chosen.get(key) is not False) \
+            and _can_increment(model):
         plan = IncrementalForward(net.traced, [node, output])
     batches = [positions[k:k + batch_size] for k in range(0, len(positions), batch_size)]
     for image in range(n):
         f, c = features[image], resolved.classes[image]
         if plan is not None:
             plan.set_base(x[image:image + 1])
-            if image == 0 and incremental is None and not _incremental_pays(
-                    plan.cost(ys, xs, (size, size), batch_size), x.device):
+            if image == 0 and incremental is None and key not in chosen:
+                chosen[key] = x.device.type == "cpu" or _incremental_pays(
+                    plan.cost(ys, xs, (size, size), batch_size))
+            if incremental is None and not chosen[key]:
                 plan = None  # a GPU: the plain passes are faster
         if plan is not None and image == 0:  # the batches whose windows have the same sizes
             batches = [[positions[k] for k in chunk]

@@ -77,6 +77,8 @@ class ScanResult:
         self.format: str = data.get("format", "deconvviz-scan/1")
         self.precision: Optional[str] = meta.get("precision")
         self.device: Optional[str] = meta.get("device")
+        # "pillow" (also every scan made before this was recorded), "nvjpeg" or "mixed"
+        self.decoder: str = meta.get("decoder", "pillow")
 
     @property
     def has_distribution(self) -> bool:

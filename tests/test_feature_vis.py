@@ -1,6 +1,7 @@
-"""Feature visualisation by optimisation (dv.feature_vis): it finds a hand-set template, the
-plus sign a trained unit detects, and images that beat the dataset's best; it leaves the
-model alone; it is deterministic; batching does not change a unit's image."""
+"""Feature visualisation by optimisation (dv.feature_vis): it finds a hand-set template; a
+trained plus-sign unit's image holds more of the plus than of the x, and more than a bare
+plus; images beat the dataset's best; it leaves the model alone; it is deterministic;
+batching does not change a unit's image."""
 import os
 
 import numpy as np
@@ -128,23 +129,51 @@ def plus_unit(model, x, kind):
     return int((top[kind == 1].mean(0) - top[kind == 0].mean(0)).argmax())
 
 
-def test_the_plus_unit_wants_a_plus(plus_model):
+def test_the_plus_unit_wants_a_plus_and_more(plus_model):
+    # Issue 30 asked for correlation >= 0.9 with the drawn plus over the receptive field (the
+    # template test's measure). Not met, and no faithful optimiser can meet it on this model:
+    # the unit's optimum is a plus with doubled and offset strokes and a dozen more bright
+    # pixels, and it activates the unit ~20% more than a bare plus does. Measured over 12
+    # restarts: 0.40 to 0.64 (a lone bar of the plus drawn alone scores 0.69); neither other
+    # units, pixels, more steps, transforms, longer or cleaner training reach 0.9
+    # (scripts/feature_vis_plus_study.py, docs/feature_vis.md). What is asserted instead: the
+    # image is more plus than x, has all four arms of the plus, and beats a bare plus.
     model, x, kind = plus_model
     unit = plus_unit(model, x, kind)
     result = dv.feature_vis(model, "conv2", [unit], objective="neuron", transforms=None,
-                            steps=64, image_size=SIZE, input_size=SIZE, preprocessing=RAW)
+                            images_per_unit=4, steps=64, image_size=SIZE, input_size=SIZE,
+                            preprocessing=RAW)
     y, x0 = result.position
     # conv2's (y, x) sees input rows 2y-3 .. 2y+4 (8 px): the 7-px shape fits at 4 offsets
-    window = result.images[0, 0].mean(0)[2 * y - 3:2 * y + 5, 2 * x0 - 3:2 * x0 + 5]
+    rows, cols = slice(2 * y - 3, 2 * y + 5), slice(2 * x0 - 3, 2 * x0 + 5)
+    placed = [F.pad(PLUS, (dx, 1 - dx, dy, 1 - dy)) for dy in (0, 1) for dx in (0, 1)]
+    centres = [(3 + dy, 3 + dx) for dy in (0, 1) for dx in (0, 1)]
+    d = torch.arange(1, 4)
 
-    def best(shape):
-        placed = [F.pad(shape, (dx, 1 - dx, dy, 1 - dy)) for dy in (0, 1) for dx in (0, 1)]
-        return max(corr(window, p) for p in placed)
+    def arms(window, cy, cx):
+        """Each arm's brightness (its 3 px beside the centre), at its place or a pixel to
+        either side (the first max-pool's tolerance); a missing arm scores about 0."""
+        return [max(float(window[cy + ay * d + s * abs(ax), cx + ax * d + s * abs(ay)].mean())
+                    for s in (-1, 0, 1)) for ay, ax in ((-1, 0), (1, 0), (0, -1), (0, 1))]
 
-    # Measured: 0.65 with the plus, below the issue's 0.9 (the trained unit also wants dark
-    # and coloured pixels around the plus); 0.18 with the x.
-    assert best(PLUS) >= 0.5
-    assert best(PLUS) - best(EX) >= 0.3
+    for window in result.images[0, :, :, rows, cols].mean(1):
+        # each of four random starts draws more of the plus than of the x (measured: 0.40 to
+        # 0.62 against 0.14 to 0.18; the x drawn alone scores 0.03 against the plus) ...
+        plus = [corr(window, p) for p in placed]
+        ex = max(corr(window, F.pad(EX, (dx, 1 - dx, dy, 1 - dy)))
+                 for dy in (0, 1) for dx in (0, 1))
+        assert max(plus) >= 0.35 and ex <= 0.3 and max(plus) - ex >= 0.2
+        # ... its centre and all four arms (measured: 0.77 and more; a bar, an L or a T drawn
+        # alone lacks an arm: 0.0; the x: 0.33 at most)
+        cy, cx = centres[plus.index(max(plus))]
+        assert window[cy, cx] >= 0.6 and min(arms(window, cy, cx)) >= 0.6
+    # ... and wants more than the plus: every optimum beats a white plus on black at the
+    # place the unit likes best (measured: 5.7 to 6.0 against 4.9), so the 0.9 is out of reach
+    bare = torch.zeros(4, 3, SIZE, SIZE)
+    bare[:, :, rows, cols] = torch.stack(placed)[:, None]
+    with torch.no_grad():
+        plain = dv.Deconvnet(model).record(bare, "conv2").activations["conv2"][:, unit, y, x0]
+    assert result.values[0].min() >= 1.1 * plain.max()
 
 
 def test_the_optimised_image_beats_the_datasets_best(plus_model, tmp_path):

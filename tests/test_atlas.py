@@ -290,6 +290,7 @@ def test_the_atlas_in_a_real_browser_offline(site):
             page.click("a[href='conv2.html']")
             page.wait_for_load_state("load")
             shown, lazy = visit(page.url)
+            layer_images = shown
             dead = page.locator(".unit.dead").count()
             assert shown == lazy > 200 and dead + shown == 256
             page.click("text=strongest activation")
@@ -316,4 +317,7 @@ def test_the_atlas_in_a_real_browser_offline(site):
         finally:
             browser.close()
     assert outside == [] and errors == []
-    assert any(u.endswith(".jpg") for u in requests) and len(requests) > 300
+    # every image the layer page showed was asked for (how often Chromium asks again, from its
+    # cache or after a sort, varies: a count of all requests is not a test)
+    images = {u for u in requests if u.endswith((".jpg", ".png", ".webp"))}
+    assert any(u.endswith(".jpg") for u in images) and len(images) >= layer_images

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import weakref
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
@@ -126,7 +127,7 @@ class TracedModel:
     """A model's traced graph, with every node classified.
 
     Attributes:
-        model: the user's module (unchanged).
+        model: the user's module (unchanged; held weakly, as ``model_ref``).
         graph_module: the ``torch.fx.GraphModule`` sharing the model's submodules.
         ops: one :class:`Op` per graph node, keyed by node name, in graph order.
         module_outputs: module path -> the node(s) its calls returned (several when a module
@@ -139,7 +140,7 @@ class TracedModel:
             ``"torch.export"`` where that fails (:mod:`deconvviz.engine.capture`).
     """
 
-    model: nn.Module
+    model_ref: "weakref.ReferenceType[nn.Module]"
     graph_module: fx.GraphModule
     ops: Dict[str, Op]
     module_outputs: Dict[str, List[fx.Node]]
@@ -149,6 +150,17 @@ class TracedModel:
     capture: str = "torch.fx"  # or "torch.export", where fx could not trace the forward
     # input size -> node name -> the axis holding its channels (engine.recording.channel_axes)
     channel_axes: Optional[Dict[Any, Dict[str, Optional[int]]]] = None
+
+    # layer measurements per input size (engine.layers.measure), shared by every Projector
+    measured: Dict[Any, Any] = field(default_factory=dict)
+
+    @property
+    def model(self) -> nn.Module:
+        """The user's module (held weakly: a trace never keeps a model alive)."""
+        model = self.model_ref()
+        if model is None:
+            raise ReferenceError("the traced model no longer exists")
+        return model
 
     def path_to_input(self, target: fx.Node,
                       reaches: Optional[Callable[[Op], List[fx.Node]]] = None) -> List[Op]:
@@ -169,8 +181,27 @@ class TracedModel:
         return [op for op in self.ops.values() if op.node in ancestors]
 
 
+# model -> (its structure when traced, the trace): a model is traced once while its structure
+# stays (every Projector, scan and analysis of the same model shares the trace). Held weakly,
+# and the trace holds the model weakly, so a model the caller drops is freed with its trace.
+_TRACES: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def _structure(model: nn.Module) -> tuple:
+    """What a trace depends on besides the forward's code: each module object (a replaced
+    module is a new one) with its class, mode and any forward patched onto it, and each
+    parameter and buffer object (a graph reads some of them directly)."""
+    modules = tuple((name, id(m), type(m), m.training, id(m.__dict__.get("forward")))
+                    for name, m in model.named_modules(remove_duplicate=False))
+    tensors = tuple((name, id(t)) for name, t in
+                    [*model.named_parameters(remove_duplicate=False),
+                     *model.named_buffers(remove_duplicate=False)])
+    return modules, tensors
+
+
 def trace(model: nn.Module) -> TracedModel:
-    """Trace ``model`` with ``torch.fx`` and classify each op.
+    """Trace ``model`` with ``torch.fx`` and classify each op: once per model, while its
+    modules, parameters and buffers stay the same objects.
 
     Raises:
         UnsupportedOpError: when the model cannot be traced symbolically (for example when its
@@ -178,6 +209,16 @@ def trace(model: nn.Module) -> TracedModel:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    structure = _structure(model)
+    known = _TRACES.get(model)
+    if known is not None and known[0] == structure:
+        return known[1]
+    traced = _trace(model)
+    _TRACES[model] = (structure, traced)
+    return traced
+
+
+def _trace(model: nn.Module) -> TracedModel:
     tracer = _PathTracer()
     capture = "torch.fx"
     try:
@@ -218,7 +259,7 @@ def trace(model: nn.Module) -> TracedModel:
         ops[node.name] = op
     returned = output_node.args[0]
     module_outputs[""] = [returned] if isinstance(returned, fx.Node) else []
-    return TracedModel(model, graph_module, ops, dict(module_outputs), input_node,
+    return TracedModel(weakref.ref(model), graph_module, ops, dict(module_outputs), input_node,
                        output_node, dict(tracer.tuple_outputs), capture)
 
 

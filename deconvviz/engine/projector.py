@@ -80,7 +80,7 @@ class Projector:
         self.traced: TracedModel = trace(model)
         self.aliases: Dict[str, str] = dict(aliases) if aliases is not None else aliases_of(model)
         self.max_memory = int(max_memory) if max_memory is not None else None
-        self._layers: Dict[Tuple[int, int], Measured] = {}
+        self._layers: Dict[Tuple[int, int], Measured] = self.traced.measured  # shared
         # each layer name resolved once, each reverse pass built once (per method)
         self._resolved: Dict[str, Tuple[Optional[str], str, str]] = {}
         self._passes: Dict[Tuple[int, str], "ReversePass"] = {}

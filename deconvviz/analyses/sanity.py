@@ -180,8 +180,8 @@ class _Reused:
 
         self.copied, self.x, self.nets, self.target = copied, x, nets, target
         self.options = options
-        state: Dict[str, object] = {"keep": {}, "switches": False, "inputs": set(),
-                                    "arguments": set()}
+        state: Dict[str, object] = {"keep": dict(self._net(None).recorded_state("")["keep"]),
+                                    "switches": False, "inputs": set(), "arguments": set()}
         for method in {"guided" if m == "guided_gradcam" else m for m in methods}:
             if method_table.get(method).is_reverse_pass:
                 mine = self._net(method).recorded_state("")
@@ -191,6 +191,9 @@ class _Reused:
                 state["arguments"] |= set(mine["arguments"])
         self.traced = self._net(None).traced
         self.again = Rerecorder(self.traced, x, **state)
+        self.needed = any(method_table.get(m).is_reverse_pass or m in ("gradcam",
+                                                                       "guided_gradcam")
+                          for m in methods)
         self.recording = None
         self.maps: Dict[str, Tensor] = {}
 
@@ -204,7 +207,7 @@ class _Reused:
 
     def step(self, path: Optional[str]) -> None:
         """Record the step after ``path`` was re-initialised (``None``: step 0)."""
-        if self.again.keep:
+        if self.needed:
             self.recording = self.again.record(None if path is None else [path])
         self.maps = {}
 

@@ -135,7 +135,7 @@ class Rerecorder:
         self.raw: Dict[str, object] = {}
         self.last: Optional[Recording] = None
         self.reuses = True  # False once an in-place op was seen to change a value read later
-        self.ran: List[str] = []  # the nodes the last recording ran
+        self.ran: List[str] = []  # the op nodes the last recording ran, in graph order
 
     def changed_nodes(self, modules: Collection[str]) -> Set[str]:
         """The graph nodes whose values can change when ``modules`` (paths) change: the
@@ -173,8 +173,9 @@ class Rerecorder:
             rec.cache = {k: v for k, v in self.last.cache.items()
                          if isinstance(k, tuple) and k and k[-1] in stable}
         self.raw = run.raw
-        self.ran = sorted(nodes) if nodes is not None else [
-            n.name for n in self.traced.graph_module.graph.nodes]
+        self.ran = [n.name for n in self.traced.graph_module.graph.nodes
+                    if n.op not in ("placeholder", "get_attr", "output")
+                    and (nodes is None or n.name in nodes)]
         self.last = rec
         if self.keep:
             rec.activations = dict(rec.activations)

@@ -10,10 +10,15 @@ is compared with its step-0 map:
   ``[C, H, W]`` map summed over colour channels);
 - SSIM of the absolute 2-D maps, each scaled to [0, 1] by its maximum.
 
-Both metrics come from torchmetrics. Values are averaged over the images. A map that is
+Spearman is torchmetrics'; SSIM is torchmetrics' arithmetic in float64 (:func:`ssim`).
+Values are averaged over the images. A map that is
 constant (a Grad-CAM rectified to zero everywhere) shares no rank order with the original:
 torchmetrics reports its correlations as 0. The user's model is never changed:
 the randomisation happens on a deep copy.
+
+Each step reuses what it did not change (``reuse=True``, :class:`_Reused`): one forward
+pass per step for every reverse-pass method, recomputed only from the layer re-initialised
+up, and Grad-CAM from its own layer up.
 """
 from __future__ import annotations
 

@@ -147,7 +147,7 @@ def _scores_before(reference, other):
     return {m: v / a.shape[0] for m, v in out.items()}
 
 
-def sanity_rows(dv, torch, repeats: int):
+def sanity_rows(dv, torch, repeats: int, which=("default", "4")):
     from deconvviz.analyses import sanity
 
     model = dv.load_model("vgg16", weights=None)
@@ -161,9 +161,10 @@ def sanity_rows(dv, torch, repeats: int):
         finally:
             sanity._scores = now
     rows = []
-    for label, methods in (("default (7)", None),
-                           ("4: deconvnet, guided, gradient, gradcam",
-                            ["deconvnet", "guided", "gradient", "gradcam"])):
+    sets = {"default": ("default (7)", None),
+            "4": ("4: deconvnet, guided, gradient, gradcam",
+                  ["deconvnet", "guided", "gradient", "gradcam"])}
+    for label, methods in (sets[w] for w in which):
         runs = {"before": lambda m=methods: before(m),
                 "plain": lambda m=methods: dv.sanity_check(model, x, m, reuse=False),
                 "reused": lambda m=methods: dv.sanity_check(model, x, m)}
@@ -196,6 +197,9 @@ def main() -> None:
                         help="also draw the changed window per layer (VGG16) into PNG")
     parser.add_argument("--sanity", action="store_true",
                         help="time the sanity check's cascade (before, plain, reused) instead")
+    parser.add_argument("--sanity-methods", default="default,4",
+                        help="with --sanity: 'default' (its 7 methods), '4' (deconvnet, "
+                             "guided, gradient, Grad-CAM) or both")
     args = parser.parse_args()
     import torch
 
@@ -206,7 +210,7 @@ def main() -> None:
         print("| VGG16 sanity check, methods | before s | plain s | reused s | before / reused "
               "| plain / reused | max map diff | max score diff |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|")
-        sanity_rows(dv, torch, args.repeats)
+        sanity_rows(dv, torch, args.repeats, args.sanity_methods.split(","))
         return
     print("| model | square / stride | positions | deconvviz s | Captum s | ratio | limit | "
           "multiply-adds computed | deconvviz peak MB | Captum peak MB |")

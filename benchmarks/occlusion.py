@@ -13,9 +13,15 @@ Printed per case: both times, the ratio, the limit of an exact method (a full pa
 multiply-adds over those that must be redone, each position's changed windows with the pools'
 alignment and the clipping at the borders, averaged over the grid), the share of a full
 pass's multiply-adds deconvviz computed, and each run's peak memory above the process's
-resident size before it (sampled every 2 ms from /proc). ``--sanity``: the cascading
-randomisation (``dv.sanity_check``, VGG16, its four default methods) with and without reuse
-of what it has not changed, alternately, and the largest difference between their maps.
+resident size before it (sampled every 2 ms from /proc).
+
+``--sanity``: the cascading randomisation (``dv.sanity_check``, VGG16, one 224x224 photo, all
+16 layers) with its default methods and with four (deconvnet, guided, gradient, Grad-CAM), run
+three ways alternately: as it ran before it reused anything (``reuse=False`` and SSIM by
+torchmetrics in float64, restored here), ``reuse=False`` (every method on the whole model at
+every step, SSIM computed as now) and ``reuse=True`` (the default); printed: the times, the
+ratios, and the largest difference of the maps (relative to each map's largest value) and of
+the scores between the reused and the first run.
 """
 from __future__ import annotations
 
@@ -122,6 +128,65 @@ def window_figure(dv, torch, path: str, size: int = 48, at: int = 88) -> None:
     print(save_figure(fig, path, dpi=110))
 
 
+def _scores_before(reference, other):
+    """The sanity check's scores as computed before the reuse: torchmetrics' SSIM in float64,
+    one image at a time."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+    from torchmetrics.functional.regression import spearman_corrcoef
+
+    a, b = reference.sum(dim=1).double(), other.sum(dim=1).double()
+    out = {"spearman_abs": 0.0, "spearman_signed": 0.0, "ssim": 0.0}
+    for i in range(a.shape[0]):
+        out["spearman_abs"] += float(spearman_corrcoef(b[i].abs().flatten(),
+                                                       a[i].abs().flatten()))
+        out["spearman_signed"] += float(spearman_corrcoef(b[i].flatten(), a[i].flatten()))
+        scaled = [t.abs() / t.abs().max() if t.abs().max() > 0 else t.abs()
+                  for t in (a[i], b[i])]
+        out["ssim"] += float(structural_similarity_index_measure(
+            scaled[1][None, None], scaled[0][None, None], data_range=1.0))
+    return {m: v / a.shape[0] for m, v in out.items()}
+
+
+def sanity_rows(dv, torch, repeats: int, which=("default", "4")):
+    from deconvviz.analyses import sanity
+
+    model = dv.load_model("vgg16", weights=None)
+    x, _ = dv.load_image(os.path.join(HERE, "examples", "images", "chelsea.png"), model)
+    now = sanity._scores
+
+    def before(methods):
+        sanity._scores = _scores_before
+        try:
+            return dv.sanity_check(model, x, methods, reuse=False)
+        finally:
+            sanity._scores = now
+    rows = []
+    sets = {"default": ("default (7)", None),
+            "4": ("4: deconvnet, guided, gradient, gradcam",
+                  ["deconvnet", "guided", "gradient", "gradcam"])}
+    for label, methods in (sets[w] for w in which):
+        runs = {"before": lambda m=methods: before(m),
+                "plain": lambda m=methods: dv.sanity_check(model, x, m, reuse=False),
+                "reused": lambda m=methods: dv.sanity_check(model, x, m)}
+        times, results = {k: [] for k in runs}, {}
+        for _ in range(repeats):
+            for key, fn in runs.items():
+                seconds, _, results[key] = measured(fn)
+                times[key].append(seconds)
+        first, last = results["before"], results["reused"]
+        map_diff = max(float(((first.maps[m] - last.maps[m]).abs()
+                              / first.maps[m].abs().flatten(2).amax(2)[..., None, None, None]
+                              .clamp_min(1e-30)).max()) for m in first.methods)
+        score_diff = max(abs(p - q) for m in first.methods for k in first.scores[m]
+                         for p, q in zip(first.scores[m][k], last.scores[m][k]))
+        t = {k: min(v) for k, v in times.items()}
+        rows.append((label, t["before"], t["plain"], t["reused"], map_diff, score_diff))
+        print(f"| {label} | {t['before']:.1f} | {t['plain']:.1f} | {t['reused']:.1f} | "
+              f"{t['before'] / t['reused']:.2f}x | {t['plain'] / t['reused']:.2f}x | "
+              f"{map_diff:.1g} | {score_diff:.1g} |", flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cases", default="vgg16:48:8,vgg16:16:8,resnet50:48:8")
@@ -130,12 +195,23 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--figure", default=None, metavar="PNG",
                         help="also draw the changed window per layer (VGG16) into PNG")
+    parser.add_argument("--sanity", action="store_true",
+                        help="time the sanity check's cascade (before, plain, reused) instead")
+    parser.add_argument("--sanity-methods", default="default,4",
+                        help="with --sanity: 'default' (its 7 methods), '4' (deconvnet, "
+                             "guided, gradient, Grad-CAM) or both")
     args = parser.parse_args()
     import torch
 
     import deconvviz as dv
 
     torch.set_num_threads(args.threads)
+    if args.sanity:
+        print("| VGG16 sanity check, methods | before s | plain s | reused s | before / reused "
+              "| plain / reused | max map diff | max score diff |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        sanity_rows(dv, torch, args.repeats, args.sanity_methods.split(","))
+        return
     print("| model | square / stride | positions | deconvviz s | Captum s | ratio | limit | "
           "multiply-adds computed | deconvviz peak MB | Captum peak MB |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")

@@ -231,7 +231,7 @@ SLOWEST_FIRST = ["test_training.py", "test_lrp.py", "test_notebooks.py", "test_s
                  "test_cone.py", "test_atlas.py", "test_relevance_scan.py", "test_cli_inputs.py",
                  "test_layers.py", "test_own_models.py", "test_modern_cnns.py", "test_zoo.py",
                  "test_scan_distribution.py", "test_explore.py", "test_method_table.py",
-                 "test_channel_axes.py", "test_incremental.py"]
+                 "test_sanity_reuse.py", "test_channel_axes.py", "test_incremental.py"]
 
 
 def pytest_collection_modifyitems(items):

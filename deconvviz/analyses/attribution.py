@@ -24,7 +24,7 @@ feature's map; ``map``: the whole map), as :meth:`~deconvviz.engine.Projector.pr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -35,11 +35,12 @@ from ..choices import check_mode
 from ..data.zoo import class_names
 from ..engine import Projector
 from ..engine.precision import precise
-from ..engine.recording import check_images, forward_to
+from ..engine.recording import Recording, check_images, forward_to
 from ..engine.seeds import make_seeds
 from ..errors import ArgumentError, closest
 
-__all__ = ["attribute", "list_methods", "Target", "resolve_target", "default_cam_layer"]
+__all__ = ["attribute", "list_methods", "Target", "resolve_target", "default_cam_layer",
+           "grad_cam"]
 
 
 def list_methods(kind: Optional[str] = None) -> List[str]:
@@ -243,10 +244,13 @@ def attribute(model: nn.Module, x: Tensor, method: str, target: Union[None, int,
     return _captum(method, model, x, target, net_for("gradient"), cam_layer, options)
 
 
-def _reverse(net: Projector, x: Tensor, target: Target) -> Tensor:
+def _reverse(net: Projector, x: Tensor, target: Target,
+             recording: Optional[Recording] = None) -> Tensor:
+    """A reverse-pass method's map of ``target`` (``recording``: of ``x``, holding the
+    output ``""`` and what the method reads; made here if not given)."""
     if not target.is_class:
         return net.project(x, target.layer, target.feature, mode=target.mode)
-    rec = net.record(x, "")
+    rec = recording if recording is not None else net.record(x, "")
     seed = torch.zeros_like(rec.activations[""])
     rows = torch.arange(x.shape[0])
     seed[rows, target.classes] = 1.0  # 1 at the logit, as Captum seeds
@@ -259,8 +263,6 @@ def _captum(method: str, model: nn.Module, x: Tensor, target: Target, net: Proje
             cam_layer: Optional[str], options: dict) -> Tensor:
     from captum.attr import (
         IntegratedGradients,
-        LayerAttribution,
-        LayerGradCam,
         NoiseTunnel,
         Occlusion,
         Saliency,
@@ -282,10 +284,7 @@ def _captum(method: str, model: nn.Module, x: Tensor, target: Target, net: Proje
                 raise ArgumentError(f"Grad-CAM at {name!r} cannot explain a unit of "
                                     f"{target.layer!r}, which is not above it: n/a")
         module = model.get_submodule(cam.path.partition("@")[0]) if cam.path else model
-        grad_cam = LayerGradCam(forward, module)
-        maps = grad_cam.attribute(x, target=captum_target, additional_forward_args=extra,
-                                  relu_attributions=True)
-        return LayerAttribution.interpolate(maps, tuple(x.shape[-2:]), "bilinear")
+        return grad_cam(forward, module, x, captum_target, tuple(x.shape[-2:]), extra)
     if method == "integrated_gradients":
         ig = IntegratedGradients(forward)
         return ig.attribute(x, baselines=torch.zeros_like(x), target=captum_target,
@@ -310,6 +309,18 @@ def _captum(method: str, model: nn.Module, x: Tensor, target: Target, net: Proje
                                strides=(x.shape[1], stride, stride), baselines=0.0,
                                target=captum_target, additional_forward_args=extra,
                                perturbations_per_eval=options.get("batch_size", 16))
+
+
+def grad_cam(forward, module: nn.Module, inputs, target, size: Tuple[int, int],
+             extra: Optional[tuple] = None) -> Tensor:
+    """Captum's ``LayerGradCam`` of ``module`` (rectified) in ``forward(*inputs, *extra)``,
+    upsampled bilinearly to ``size``: ``[N, 1, H, W]``."""
+    from captum.attr import LayerAttribution, LayerGradCam
+
+    maps = LayerGradCam(forward, module).attribute(inputs, target=target,
+                                                   additional_forward_args=extra,
+                                                   relu_attributions=True)
+    return LayerAttribution.interpolate(maps, size, "bilinear")
 
 
 def probabilities(model: nn.Module, x: Tensor, classes: Sequence[int]) -> List[float]:

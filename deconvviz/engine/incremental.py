@@ -41,6 +41,7 @@ from .windows import (
     Span,
     Win,
     call_node,
+    cut_batches,
     everywhere,
     macs_per_position,
     node_args,
@@ -68,6 +69,7 @@ _POINTWISE_METHODS = {"sigmoid", "tanh", "sigmoid_", "tanh_"}
 # Ops that mix every position: their output changes everywhere (no warning, nothing to save).
 _GLOBAL = {"linear", "reshape", "adaptive_avgpool", "constant"}
 _SLIDING = {"conv", "maxpool", "avgpool", "adaptive_avgpool"}
+BATCH_SLACK = 1.05  # a batch may compute this much more than its positions' own windows
 
 
 class IncrementalForward:
@@ -267,15 +269,23 @@ class IncrementalForward:
                 batch_size: int) -> List[List[int]]:
         """Batches of positions (indices into ``ys``, ``xs``) whose windows have the same
         sizes where possible: the positions sorted by their windows' sizes at every
-        convolution and pool, deepest first (a batch computes the largest of its windows)."""
+        convolution and pool, deepest first (a batch computes the largest of its windows).
+        A batch of at least a quarter of ``batch_size`` ends early where the next position
+        would make it compute more than ``BATCH_SLACK`` times its positions' own windows'
+        multiply-adds (VGG16, 16-px squares at stride 8, batch 64: 12.1% of a full pass's
+        multiply-adds instead of 13.3%, in 36 batches instead of 12)."""
         spans = self.spans(ys, xs, size)
         keys = [torch.stack([s.y1 - s.y0, s.x1 - s.x0], 1) for n, s in spans.items()
                 if self.traced.ops[n].kind in _SLIDING]
         order = list(range(len(ys)))
-        if keys:
-            signature = torch.cat(keys[::-1], 1).tolist()
-            order.sort(key=lambda i: (signature[i], ys[i], xs[i]))
-        return [order[k:k + batch_size] for k in range(0, len(ys), batch_size)]
+        if not keys:
+            return [order[k:k + batch_size] for k in range(0, len(ys), batch_size)]
+        signature = torch.cat(keys[::-1], 1).tolist()
+        order.sort(key=lambda i: (signature[i], ys[i], xs[i]))
+        convs = [(macs_per_position(self.traced.ops[n], self._shape(self.traced.ops[n].node)),
+                  (s.y1 - s.y0).tolist(), (s.x1 - s.x0).tolist())
+                 for n, s in spans.items() if self.traced.ops[n].kind == "conv"]
+        return cut_batches(order, convs, batch_size, BATCH_SLACK)
 
     def cost(self, ys: Sequence[int], xs: Sequence[int], size: Tuple[int, int],
              batch_size: int) -> Dict[str, int]:

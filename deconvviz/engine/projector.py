@@ -258,21 +258,24 @@ class Projector:
             A :class:`~deconvviz.engine.recording.Recording`; ``rec.activations[layer]`` is
             ``[N, C, h, w]``, ``rec.switches`` maps each pool to its indices.
         """
-        layers = [layers] if isinstance(layers, str) else list(layers)
-        keep = {}
-        for layer in layers:
-            keep[self._node(layer)] = layer
         x = check_images(x, self.device, model=self.model)
+        return record_nodes(self.traced, x, refuse=refuse, **self.recorded_state(layers))
+
+    def recorded_state(self, layers: Union[str, Sequence[str]]) -> Dict[str, object]:
+        """What :meth:`record` keeps of a forward pass for ``layers`` and this method's
+        reverse passes, as :func:`~deconvviz.engine.recording.record_nodes` takes it:
+        ``keep`` (node -> layer), ``switches``, ``inputs``, ``arguments``."""
+        layers = [layers] if isinstance(layers, str) else list(layers)
         needs: Dict[str, frozenset] = {}
         for op in self.traced.ops.values():
             rule = self.method.rule_of(op) if op.inputs else None
             if rule is not None:
                 needs[op.name] = rule.needs
         wanted = set(self.method.needs).union(*needs.values())
-        return record_nodes(self.traced, x, keep, switches="switches" in wanted,
-                            refuse=refuse,
-                            inputs=[name for name, n in needs.items() if "input" in n],
-                            arguments=[name for name, n in needs.items() if "arguments" in n])
+        return dict(keep={self._node(layer): layer for layer in layers},
+                    switches="switches" in wanted,
+                    inputs=[name for name, n in needs.items() if "input" in n],
+                    arguments=[name for name, n in needs.items() if "arguments" in n])
 
     # -- projection -----------------------------------------------------------------------
     @precise_method

@@ -21,7 +21,7 @@ from .geometry import leading_padding
 from .graph import Op
 
 __all__ = ["Span", "Win", "windows_for", "pixel_rows", "pixel_grid", "everywhere",
-           "sliding_params", "node_args", "call_node", "macs_per_position"]
+           "sliding_params", "node_args", "call_node", "macs_per_position", "cut_batches"]
 
 
 @dataclass
@@ -142,3 +142,28 @@ def macs_per_position(op: Op, out_shape) -> int:
     if op.kind == "linear":
         return op.module.in_features * op.module.out_features
     return 0
+
+
+def cut_batches(order: Sequence[int], convs, batch_size: int, slack: float) -> List[List[int]]:
+    """``order`` (positions sorted so that similar windows are neighbours) cut into batches
+    of at most ``batch_size``; a batch of at least a quarter of that ends early where the
+    next position would make it compute more than ``slack`` times its positions' own
+    windows' multiply-adds. ``convs``: per convolution, (multiply-adds per output position,
+    each position's window height, each position's window width)."""
+    least = max(1, batch_size // 4)
+    out: List[List[int]] = []
+    chunk: List[int] = []
+    tall, wide, own = [0] * len(convs), [0] * len(convs), 0
+    for i in order:
+        mine = sum(m * h[i] * w[i] for m, h, w in convs)
+        t = [max(a, h[i]) for a, (_, h, _) in zip(tall, convs)]
+        v = [max(a, w[i]) for a, (_, _, w) in zip(wide, convs)]
+        grown = sum(m * a * c for (m, _, _), a, c in zip(convs, t, v)) * (len(chunk) + 1)
+        if chunk and (len(chunk) >= batch_size
+                      or len(chunk) >= least and grown > slack * (own + mine)):
+            out.append(chunk)
+            chunk, own = [], 0
+            t, v = [h[i] for _, h, _ in convs], [w[i] for _, _, w in convs]
+        chunk.append(i)
+        tall, wide, own = t, v, own + mine
+    return out + [chunk] if chunk else out

@@ -64,22 +64,27 @@ class Small(nn.Module):
         return self.head(F.adaptive_max_pool2d(self.pool2(x), 1).flatten(1))
 
 
+def fit(model, opt, steps, g, drawer=draw):
+    """``steps`` of plus-or-x batches of 32 drawn by ``drawer`` from ``g``; then 256 test
+    images: ``(kind, x)``, with the model in eval mode."""
+    for _ in range(steps):
+        kind = torch.randint(0, 2, (32,), generator=g)
+        loss = F.cross_entropy(model(drawer(kind, g)), kind)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    kind = torch.randint(0, 2, (256,), generator=g)
+    return kind, drawer(kind, g)
+
+
 def main() -> None:
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     random = Small().eval()
     model = Small()
     model.load_state_dict(random.state_dict())
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(200):
-        kind = torch.randint(0, 2, (32,), generator=g)
-        loss = F.cross_entropy(model(draw(kind, g)), kind)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    kind = torch.randint(0, 2, (256,), generator=g)
-    x = draw(kind, g)
+    kind, x = fit(model, torch.optim.Adam(model.parameters(), lr=3e-3), 200, g)
     with torch.no_grad():
         accuracy = float((model(x).argmax(1) == kind).float().mean())
         top = dv.Deconvnet(model).record(x, "conv2").activations["conv2"].flatten(2).amax(2)

@@ -25,7 +25,7 @@ from deconvviz import figures
 from deconvviz.analyses.fv_image import LUCID_TRANSFORMS, Transforms
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from feature_vis_figure import RAW, SIZE, Small, draw  # noqa: E402
+from feature_vis_figure import RAW, SIZE, Small, draw, fit  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "docs", "figures", "feature_vis_plus.png")
@@ -88,15 +88,7 @@ def train(steps=60, drawer=draw, weight_decay=0.0):
     model = Small()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=weight_decay) \
         if weight_decay else torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(steps):
-        kind = torch.randint(0, 2, (32,), generator=g)
-        loss = F.cross_entropy(model(drawer(kind, g)), kind)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    kind = torch.randint(0, 2, (256,), generator=g)
-    x = drawer(kind, g)
+    kind, x = fit(model, opt, steps, g, drawer)
     with torch.no_grad():
         accuracy = float((model(x).argmax(1) == kind).float().mean())
         act = dv.Deconvnet(model).record(x, "conv2").activations["conv2"]

@@ -43,6 +43,7 @@ def _assert_same_cascade(model, x, methods, layers=None):
     return reused
 
 
+@pytest.mark.agreement
 def test_the_reused_cascade_equals_the_plain_one_for_every_default_method():
     # AlexNet: a chain with in-place ReLUs; Grad-CAM's layer (a ReLU module) is rerun from
     # the convolution under it; every LRP composite keeps the terms of the layers below.
@@ -53,6 +54,7 @@ def test_the_reused_cascade_equals_the_plain_one_for_every_default_method():
                          layers)
 
 
+@pytest.mark.agreement
 def test_the_reused_cascade_equals_the_plain_one_with_batchnorms_and_skips():
     # ResNet-18: BatchNorms folded into the convolution below them by LRP (a re-initialised
     # BatchNorm must not leave its convolution's cached terms behind), in-place additions of
@@ -85,6 +87,7 @@ def _small_net():
                          nn.Linear(4 * 5 * 5, 3)).eval()
 
 
+@pytest.mark.agreement
 def test_the_rerecorder_runs_only_what_changed_and_equals_a_plain_recording():
     model = _small_net()
     traced = trace(model)

@@ -12,21 +12,20 @@ at 0.05, seed 0.
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 import deconvviz as dv
 from deconvviz import figures
 from deconvviz.analyses.fv_image import LUCID_TRANSFORMS
-from deconvviz.data.zoo import Preprocessing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests"))  # the task: tests/plus_or_x.py
+from plus_or_x import RAW, Small, fit  # noqa: E402
+
 OUT = os.path.join(ROOT, "docs", "figures", "feature_vis_regularisers.png")
-SIZE = 40
-RAW = Preprocessing(resize_size=SIZE, crop_size=SIZE, mean=(0, 0, 0), std=(1, 1, 1))
 VARIANTS = [  # (label, options): each adds one regulariser to the one before
     ("pixels", dict(param="pixel", decorrelate=False, transforms=None)),
     ("+ Fourier 1/f", dict(param="fourier", decorrelate=False, transforms=None)),
@@ -34,48 +33,6 @@ VARIANTS = [  # (label, options): each adds one regulariser to the one before
     ("+ transforms (Lucid)", dict(param="fourier", decorrelate=True,
                                   transforms=LUCID_TRANSFORMS)),
 ]
-
-
-def draw(kind, g):
-    n = len(kind)
-    x = torch.rand(n, 3, SIZE, SIZE, generator=g) * 0.3
-    where = torch.randint(3, SIZE - 4, (n, 2), generator=g)
-    d = torch.arange(-3, 4).repeat(n)
-    i = torch.arange(n).repeat_interleave(7)
-    r, c = where[:, 0].repeat_interleave(7), where[:, 1].repeat_interleave(7)
-    plus = (kind == 1).repeat_interleave(7)
-    x[i, :, r + d, torch.where(plus, c, c + d)] = 1.0
-    x[i, :, torch.where(plus, r, r + d), torch.where(plus, c + d, c - d)] = 1.0
-    return x
-
-
-class Small(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 16, 3, padding=1)
-        self.pool1 = nn.MaxPool2d(2)
-        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
-        self.pool2 = nn.MaxPool2d(2)
-        self.head = nn.Linear(32, 2)
-
-    def forward(self, x):
-        x = self.pool1(torch.relu(self.conv1(x)))
-        x = torch.relu(self.conv2(x))
-        return self.head(F.adaptive_max_pool2d(self.pool2(x), 1).flatten(1))
-
-
-def fit(model, opt, steps, g, drawer=draw):
-    """``steps`` of plus-or-x batches of 32 drawn by ``drawer`` from ``g``; then 256 test
-    images: ``(kind, x)``, with the model in eval mode."""
-    for _ in range(steps):
-        kind = torch.randint(0, 2, (32,), generator=g)
-        loss = F.cross_entropy(model(drawer(kind, g)), kind)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    kind = torch.randint(0, 2, (256,), generator=g)
-    return kind, drawer(kind, g)
 
 
 def main() -> None:

@@ -18,21 +18,17 @@ import sys
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 import deconvviz as dv
 from deconvviz import figures
 from deconvviz.analyses.fv_image import LUCID_TRANSFORMS, Transforms
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from feature_vis_figure import RAW, SIZE, Small, draw, fit  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "tests"))  # the task: tests/plus_or_x.py
+from plus_or_x import EX, PLUS, RAW, SIZE, Small, corr, draw, fit, placements  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "docs", "figures", "feature_vis_plus.png")
-PLUS = torch.zeros(7, 7)
-PLUS[3, :] = PLUS[:, 3] = 1
-EX = torch.eye(7) + torch.eye(7).flip(1)
-EX[3, 3] = 1
 BAR = torch.zeros(7, 7)
 BAR[3, :] = 1
 ELL = torch.zeros(7, 7)
@@ -42,16 +38,6 @@ TEE[0, :] = TEE[:, 3] = 1
 ARMS = ((-1, 0), (1, 0), (0, -1), (0, 1))
 NEURON = dict(objective="neuron", transforms=None, steps=64, image_size=SIZE, input_size=SIZE,
               preprocessing=RAW)
-
-
-def corr(a, b):
-    a, b = a.flatten().double() - a.mean(), b.flatten().double() - b.mean()
-    return float((a @ b) / (a.norm() * b.norm()))
-
-
-def placements(shape):
-    """The 7-px shape at its 4 places in the unit's 8-px receptive field."""
-    return [F.pad(shape, (dx, 1 - dx, dy, 1 - dy)) for dy in (0, 1) for dx in (0, 1)]
 
 
 def best(window, shape):

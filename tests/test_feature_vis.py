@@ -10,58 +10,12 @@ import torch
 import torch.nn.functional as F
 from conftest import assert_untouched, snapshot
 from PIL import Image
+from plus_or_x import EX, PLUS, RAW, SIZE, Small, corr, fit, placements
 from torch import nn
 
 import deconvviz as dv
 from deconvviz.analyses.feature_vis import _gram_penalty, _saved_bytes
 from deconvviz.analyses.fv_image import LUCID_TRANSFORMS, draw_transforms, transform_batch
-from deconvviz.data.zoo import Preprocessing
-
-SIZE = 40  # the plus-or-x images of examples/04_your_own_model.ipynb
-RAW = Preprocessing(resize_size=SIZE, crop_size=SIZE, mean=(0, 0, 0), std=(1, 1, 1))
-PLUS = torch.zeros(7, 7)
-PLUS[3, :] = 1
-PLUS[:, 3] = 1
-EX = torch.eye(7) + torch.eye(7).flip(1)
-EX[3, 3] = 1
-
-
-def corr(a, b):
-    a, b = a.flatten().double() - a.mean(), b.flatten().double() - b.mean()
-    return float((a @ b) / (a.norm() * b.norm()))
-
-
-def draw(kind, g):
-    """The notebook's images: a 7-px plus (1) or x (0), white, at a random place in dark
-    noise; vectorised."""
-    n = len(kind)
-    x = torch.rand(n, 3, SIZE, SIZE, generator=g) * 0.3
-    where = torch.randint(3, SIZE - 4, (n, 2), generator=g)
-    d = torch.arange(-3, 4)
-    i = torch.arange(n).repeat_interleave(7)
-    r, c = where[:, 0].repeat_interleave(7), where[:, 1].repeat_interleave(7)
-    d, plus = d.repeat(n), (kind == 1).repeat_interleave(7)
-    x[i, :, r + d, torch.where(plus, c, c + d)] = 1.0  # | or \\
-    x[i, :, torch.where(plus, r, r + d), torch.where(plus, c + d, c - d)] = 1.0  # - or /
-    return x
-
-
-class Small(nn.Module):
-    """examples/04_your_own_model.ipynb's network."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 16, 3, padding=1)
-        self.pool1 = nn.MaxPool2d(2)
-        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
-        self.pool2 = nn.MaxPool2d(2)
-        self.head = nn.Linear(32, 2)
-
-    def forward(self, x):
-        x = self.pool1(torch.relu(self.conv1(x)))
-        x = torch.relu(self.conv2(x))
-        x = nn.functional.adaptive_max_pool2d(self.pool2(x), 1).flatten(1)
-        return self.head(x)
 
 
 @pytest.fixture(scope="module")
@@ -71,16 +25,7 @@ def plus_model():
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     model = Small()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(60):
-        kind = torch.randint(0, 2, (32,), generator=g)
-        loss = F.cross_entropy(model(draw(kind, g)), kind)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    kind = torch.randint(0, 2, (256,), generator=g)
-    x = draw(kind, g)
+    kind, x = fit(model, torch.optim.Adam(model.parameters(), lr=3e-3), 60, g)
     with torch.no_grad():
         assert (model(x).argmax(1) == kind).float().mean() > 0.95  # it learnt the task
     return model, x, kind
@@ -146,7 +91,7 @@ def test_the_plus_unit_wants_a_plus_and_more(plus_model):
     y, x0 = result.position
     # conv2's (y, x) sees input rows 2y-3 .. 2y+4 (8 px): the 7-px shape fits at 4 offsets
     rows, cols = slice(2 * y - 3, 2 * y + 5), slice(2 * x0 - 3, 2 * x0 + 5)
-    placed = [F.pad(PLUS, (dx, 1 - dx, dy, 1 - dy)) for dy in (0, 1) for dx in (0, 1)]
+    placed = placements(PLUS)
     centres = [(3 + dy, 3 + dx) for dy in (0, 1) for dx in (0, 1)]
     d = torch.arange(1, 4)
 
@@ -160,8 +105,7 @@ def test_the_plus_unit_wants_a_plus_and_more(plus_model):
         # each of four random starts draws more of the plus than of the x (measured: 0.40 to
         # 0.62 against 0.14 to 0.18; the x drawn alone scores 0.03 against the plus) ...
         plus = [corr(window, p) for p in placed]
-        ex = max(corr(window, F.pad(EX, (dx, 1 - dx, dy, 1 - dy)))
-                 for dy in (0, 1) for dx in (0, 1))
+        ex = max(corr(window, p) for p in placements(EX))
         assert max(plus) >= 0.35 and ex <= 0.3 and max(plus) - ex >= 0.2
         # ... its centre and all four arms (measured: 0.77 and more; a bar, an L or a T drawn
         # alone lacks an arm: 0.0; the x: 0.33 at most)

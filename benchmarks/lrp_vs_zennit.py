@@ -14,14 +14,16 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import sys
 
 import torch
-from torch import nn
 
 import deconvviz as dv
 
-PHOTO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples",
-                     "images", "chelsea.png")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PHOTO = os.path.join(ROOT, "examples", "images", "chelsea.png")
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+from lrp_oracle import without_biases  # noqa: E402  (tests/lrp_oracle.py)
 
 
 def zennit_lrp(model, x, seed, name):
@@ -40,22 +42,11 @@ def zennit_lrp(model, x, seed, name):
         return None, str(exc).splitlines()[0]
 
 
-def zero_biases(model):
-    model = copy.deepcopy(model)
-    with torch.no_grad():
-        for m in model.modules():
-            if getattr(m, "bias", None) is not None:
-                m.bias.zero_()
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.zero_()
-    return model
-
-
 def row(name):
     model = dv.load_model(name, weights=None)
     x, _ = dv.load_image(PHOTO, model=model)
     cells = [name]
-    for variant in (model, zero_biases(model)):
+    for variant in (model, without_biases(copy.deepcopy(model))):
         with torch.no_grad():
             out = variant(x)
         top = int(out.argmax())

@@ -27,6 +27,18 @@ POOLS = {F.avg_pool2d, F.adaptive_avg_pool2d, torch.mean, torch.Tensor.mean}
 LINEARISED = {torch.permute, torch.Tensor.permute, F.layer_norm}
 
 
+def without_biases(model):
+    """``model`` with every bias and BatchNorm's running mean set to zero, in place (the
+    biases absorb relevance: without them LRP's rules conserve it exactly). Returns it."""
+    with torch.no_grad():
+        for m in model.modules():
+            if getattr(m, "bias", None) is not None:
+                m.bias.zero_()
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.zero_()
+    return model
+
+
 def stab(z, e):
     return z + e * ((z == 0).to(z) + z.sign())
 

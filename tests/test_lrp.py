@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 from conftest import ALL_MODELS, assert_untouched, snapshot, zoo_model
-from lrp_oracle import oracle_lrp
+from lrp_oracle import oracle_lrp, without_biases
 from test_modern_cnns import MODERN, modern
 from torch import nn
 
@@ -70,13 +70,7 @@ def test_lrp_equals_the_oracle_and_conserves_on_every_zoo_model(name):
     models conserve too (zennit takes LRN's gradient, which does not: 0.35 on ZFNet). The
     biases and the default epsilon are held to the oracle on ResNet-18, the modern CNNs and
     zennit below."""
-    model = _double_with_random_batchnorms(zoo_model(name))
-    with torch.no_grad():
-        for m in model.modules():
-            if getattr(m, "bias", None) is not None:
-                m.bias.zero_()
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.zero_()
+    model = without_biases(_double_with_random_batchnorms(zoo_model(name)))
     size = SIZE.get(name.rstrip("0123456789"), 32)
     x = torch.randn(1, 3, size, size, dtype=torch.float64,
                     generator=torch.Generator().manual_seed(1))

@@ -130,6 +130,26 @@ def _occluded(image: Tensor, chunk: List[Tuple[int, int]], size: int, stride: in
     return image.unsqueeze(0).masked_fill(square.unsqueeze(1), 0)
 
 
+def _incremental_plan(net: Deconvnet, model: nn.Module, x: Tensor, nodes: List[str],
+                      incremental: Optional[bool], ys: List[int], xs: List[int], size: int,
+                      stride: int, batch_size: int) -> Optional[IncrementalForward]:
+    """The incremental passes with the first image as their base, or ``None`` for plain
+    passes: as ``incremental`` says, else the device's choice (incremental on a CPU; on a GPU
+    where they compute little enough), made once per model, layer, size and device."""
+    if incremental is False or not _can_increment(model):
+        return None
+    chosen = _CHOSEN.setdefault(model, {})
+    key = (nodes[0], *x.shape[-2:], size, stride, batch_size, str(x.device))
+    if incremental is None and chosen.get(key) is False:
+        return None
+    plan = IncrementalForward(net.traced, nodes)
+    plan.set_base(x[:1])
+    if incremental is None and key not in chosen:
+        chosen[key] = x.device.type == "cpu" or _incremental_pays(
+            plan.cost(ys, xs, (size, size), batch_size))
+    return plan if incremental or chosen[key] else None
+
+
 def _can_increment(model: nn.Module) -> bool:
     """Whether the incremental passes can hold: no BatchNorm or dropout in training mode
     (their output would depend on the batch or on chance)."""
@@ -203,25 +223,17 @@ def occlusion(model: nn.Module, x: Tensor, layer: Optional[str] = None,
     label = np.zeros((n, rows, cols), dtype=np.int64)
     positions = [(i, j) for i in range(rows) for j in range(cols)]
     ys, xs = [i * stride for i, _ in positions], [j * stride for _, j in positions]
-    plan = None
-    chosen = _CHOSEN.setdefault(model, {})
-    key = (node, height, width, size, stride, batch_size, str(x.device))
-    if (incremental is True or incremental is None and chosen.get(key) is not False) \
-            and _can_increment(model):
-        plan = IncrementalForward(net.traced, [node, output])
-    batches = [positions[k:k + batch_size] for k in range(0, len(positions), batch_size)]
+    plan = _incremental_plan(net, model, x, [node, output], incremental, ys, xs, size, stride,
+                             batch_size)
+    if plan is None:
+        batches = [positions[k:k + batch_size] for k in range(0, len(positions), batch_size)]
+    else:  # the batches of positions whose windows have the same sizes
+        batches = [[positions[k] for k in chunk]
+                   for chunk in plan.batches(ys, xs, (size, size), batch_size)]
     for image in range(n):
         f, c = features[image], resolved.classes[image]
-        if plan is not None:
+        if plan is not None and image > 0:  # the first image's is set
             plan.set_base(x[image:image + 1])
-            if image == 0 and incremental is None and key not in chosen:
-                chosen[key] = x.device.type == "cpu" or _incremental_pays(
-                    plan.cost(ys, xs, (size, size), batch_size))
-            if incremental is None and not chosen[key]:
-                plan = None  # a GPU: the plain passes are faster
-        if plan is not None and image == 0:  # the batches whose windows have the same sizes
-            batches = [[positions[k] for k in chunk]
-                       for chunk in plan.batches(ys, xs, (size, size), batch_size)]
         for chunk in batches:
             with torch.no_grad():
                 if plan is not None:

@@ -122,8 +122,8 @@ _RAW = "jpeg bytes"
 
 def _collate(batch):
     """A loader's batch: CPU-decoded images stacked, JPEG bytes packed into one buffer
-    (a worker hands each tensor over through its own shared-memory file, which cost about a
-    millisecond an image when each JPEG was its own tensor)."""
+    (a worker hands each tensor over through its own shared-memory file: with one tensor a
+    JPEG, a VGG16 scan on an H200 read 544 images/s, with one buffer a batch 661)."""
     good = [(i, x) for i, x, why in batch if x is not None and why != _RAW]
     raw = jpeg_batches.pack([(i, data) for i, data, why in batch if why == _RAW])
     failed = [(i, why) for i, x, why in batch if x is None]

@@ -14,7 +14,7 @@ import torch
 
 from ..errors import ArgumentError
 
-__all__ = ["resolve_device", "distributed"]
+__all__ = ["resolve_device", "distributed", "model_device"]
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -28,6 +28,16 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ArgumentError("device cuda asked for, but CUDA is not available here; use cpu")
     return device
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Where ``model`` computes: the device of its first parameter (or buffer); the CPU for a
+    model that holds neither. The one place deconvviz works this out."""
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
 
 
 @contextlib.contextmanager

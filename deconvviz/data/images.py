@@ -7,7 +7,7 @@ orientation applied; resizing and cropping are torchvision's, as in the weights'
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torchvision.transforms.functional as TF
@@ -17,11 +17,18 @@ from torch import Tensor, nn
 from ..errors import ImageError
 from .zoo import Preprocessing, get_spec, model_info
 
-__all__ = ["load_image", "load_images", "decode_image", "image_size", "preprocessing_for", "normalise", "to_rgb"]
+__all__ = ["load_image", "load_images", "image_list", "list_images", "decode_image", "image_size",
+           "preprocessing_for", "normalise", "to_rgb", "IMAGE_EXTENSIONS", "ImagesArg"]
 
 PathLike = Union[str, "os.PathLike[str]"]
-# What compare and sanity_check take: a path, a PIL image, a normalised tensor, or a list.
+# What every function that takes images takes (docs/api.md, "images"): a file, a folder, a
+# text file listing paths, a PIL image, a normalised tensor [N, 3, H, W] or [3, H, W], or a
+# list of any of these.
 ImagesArg = Union[PathLike, Image.Image, Tensor, Sequence[Union[PathLike, Image.Image, Tensor]]]
+# What a folder's images are; other files in it (a README, a .DS_Store) are skipped.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif",
+                    ".ppm", ".pgm", ".pbm", ".pnm", ".jfif")
+LIST_EXTENSIONS = (".txt", ".lst")
 
 
 def preprocessing_for(model: Union[None, str, nn.Module]) -> Preprocessing:
@@ -132,11 +139,86 @@ def load_image(path: PathLike, model: Union[None, str, nn.Module] = None, *,
     return normalise(crop, prep), rgb
 
 
+def list_images(source: PathLike, skipped: Optional[List[str]] = None) -> List[str]:
+    """The images of a folder (every non-hidden file with an image's extension, recursively,
+    in sorted order; others are appended to ``skipped``), or the paths a text file lists, one
+    per line (``#`` comments)."""
+    from ..errors import ArgumentError
+
+    source = os.fspath(source)
+    if os.path.isdir(source):
+        found, others = [], []
+        for root, dirs, files in os.walk(source):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for f in sorted(files):
+                if f.startswith("."):
+                    continue
+                path = os.path.join(root, f)
+                (found if f.lower().endswith(IMAGE_EXTENSIONS) else others).append(path)
+        if skipped is not None:
+            skipped += others
+        if not found:
+            raise ArgumentError(f"no images in {source}" + (
+                f" ({len(others)} other files; images end in "
+                f"{', '.join(IMAGE_EXTENSIONS[:6])}, ...)" if others else ""))
+        return found
+    if os.path.isfile(source):
+        with open(source, encoding="utf-8", errors="replace") as handle:
+            lines = [l.strip() for l in handle]
+        paths = [l for l in lines if l and not l.startswith("#")]
+        if not paths:
+            raise ArgumentError(f"{source} lists no image paths")
+        return paths
+    raise ArgumentError(f"image source not found: {source} (give an image, a folder or a text "
+                        f"file of paths)")
+
+
+def image_list(images: object, skipped: Optional[List[str]] = None) -> list:
+    """Every form deconvviz takes images in (:data:`ImagesArg`), as one flat list of single
+    images: file paths, ``PIL.Image`` objects and normalised tensors ``[3, H, W]``. A folder
+    or a text file of paths (``.txt``, ``.lst``) gives its images; nothing is decoded.
+
+    Raises:
+        ArgumentError: another type, an empty list, a folder without images.
+    """
+    from ..errors import ArgumentError
+
+    def expand(item, top: bool) -> list:
+        if isinstance(item, (str, os.PathLike)):
+            path = os.fspath(item)
+            if os.path.isdir(path) or (os.path.isfile(path)
+                                       and path.lower().endswith(LIST_EXTENSIONS)):
+                return list_images(path, skipped)
+            return [path]
+        if isinstance(item, Image.Image):
+            return [item]
+        if isinstance(item, Tensor) and item.dim() in (3, 4):
+            if not item.is_floating_point():
+                raise ArgumentError(f"image tensors must be floating point (normalised), got "
+                                    f"{item.dtype}; use deconvviz.load_image to prepare them")
+            return list(item) if item.dim() == 4 else [item]
+        if top and isinstance(item, (list, tuple)):
+            out = [one for sub in item for one in expand(sub, False)]
+            if not out:
+                raise ArgumentError("images is an empty list; give a file path, a folder, a PIL "
+                                    "image, a tensor [N, 3, H, W] or a list of them")
+            return out
+        raise ArgumentError(f"images must be a file path, a folder, a PIL image, a tensor "
+                            f"[N, 3, H, W] or [3, H, W], or a list of them; got "
+                            f"{type(item).__name__}")
+
+    return expand(images, True)
+
+
+def image_name(item: object, index: int) -> str:
+    """How results name an image of :func:`image_list`: its path, else ``image K``."""
+    return item if isinstance(item, str) else f"image {index}"
+
+
 def load_images(images: object, model: Union[None, str, nn.Module] = None
                 ) -> Tuple[Tensor, list, list]:
-    """Any of the ways deconvviz takes photos, as one batch: a file path, a ``PIL.Image``,
-    a list of either, or normalised tensors (``[N, 3, H, W]``, ``[3, H, W]``, or a list of
-    them), as :func:`deconvviz.compare` and :func:`deconvviz.sanity_check` take them.
+    """Any of the ways deconvviz takes photos (:data:`ImagesArg`, see :func:`image_list`), as
+    one batch, preprocessed for ``model``.
 
     Returns:
         ``(x, rgb, names)``: the normalised batch ``[N, 3, H, W]``, each image's uint8 crop
@@ -151,34 +233,17 @@ def load_images(images: object, model: Union[None, str, nn.Module] = None
 
     from ..errors import ArgumentError
 
-    if isinstance(images, (str, os.PathLike, Image.Image)) or (
-            isinstance(images, Tensor) and images.dim() == 4):
-        images = [images]
-    elif isinstance(images, Tensor) and images.dim() == 3:
-        images = [images[None]]
-    if not isinstance(images, (list, tuple)) or not images:
-        raise ArgumentError(f"images must be a file path, a PIL image, a tensor [N, 3, H, W] "
-                            f"or a list of them; got {type(images).__name__}"
-                            + (" (an empty list)" if isinstance(images, (list, tuple)) else ""))
     batches, photos, names = [], [], []
-    for image in images:
-        if isinstance(image, (str, os.PathLike)) or isinstance(image, Image.Image):
+    for index, image in enumerate(image_list(images)):
+        if isinstance(image, Tensor):
+            x = image[None]
+            batches.append(x)
+            photos += to_rgb(x, model)
+        else:
             x, rgb = load_image(image, model)
             batches.append(x)
             photos.append(rgb)
-            names.append(os.fspath(image) if not isinstance(image, Image.Image)
-                         else f"image {len(names)}")
-        elif isinstance(image, Tensor) and image.dim() in (3, 4):
-            x = image[None] if image.dim() == 3 else image
-            if not x.is_floating_point():
-                raise ArgumentError(f"image tensors must be floating point (normalised), got "
-                                    f"{x.dtype}; use deconvviz.load_image to prepare them")
-            batches.append(x)
-            photos += to_rgb(x, model)
-            names += [f"image {len(names) + k}" for k in range(x.shape[0])]
-        else:
-            raise ArgumentError(f"each image must be a file path, a PIL image or a tensor "
-                                f"[N, 3, H, W]; got {type(image).__name__}")
+        names.append(image_name(image, index))
     sizes = {tuple(b.shape[1:]) for b in batches}
     if len(sizes) > 1:
         raise ArgumentError(f"the images have different sizes ({', '.join(map(str, sizes))}); "

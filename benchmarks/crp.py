@@ -41,17 +41,17 @@ def main() -> None:
     net = dv.Projector(model, method="lrp")
     channels = 512
     sample = list(range(0, channels, channels // args.sample))[:args.sample]
-    dv.crp(net, x, "conv5_3", concepts=[0])  # warm-up
+    dv.crp(net, x, layer="conv5_3", features=[0])  # warm-up
 
     def loop(part):
         t = time.perf_counter()
-        maps = [dv.crp(net, x, "conv5_3", concepts=[c]).heatmaps for c in part]
+        maps = [dv.crp(net, x, layer="conv5_3", features=[c]).heatmaps for c in part]
         return (time.perf_counter() - t) / len(part), torch.cat(maps, dim=1)
 
     half = sample[: len(sample) // 2], sample[len(sample) // 2:]
     per_a, maps_a = loop(half[0])
     t = time.perf_counter()
-    batched = dv.crp(net, x, "conv5_3")
+    batched = dv.crp(net, x, layer="conv5_3")
     batched_s = time.perf_counter() - t
     per_b, maps_b = loop(half[1])
     loop_s = (per_a + per_b) / 2 * channels

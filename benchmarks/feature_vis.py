@@ -47,10 +47,10 @@ def main() -> None:
     batched_s, loop_s = [], []
     for _ in range(args.repeats):
         start = time.perf_counter()
-        batched = dv.feature_vis(model, "conv5", units, **options)
+        batched = dv.feature_vis(model, "conv5", features=units, **options)
         batched_s.append(time.perf_counter() - start)
         start = time.perf_counter()
-        looped = [dv.feature_vis(model, "conv5", [u], **options) for u in sample]
+        looped = [dv.feature_vis(model, "conv5", features=[u], **options) for u in sample]
         loop_s.append((time.perf_counter() - start) * len(units) / len(sample))
         print(f"batched {batched_s[-1]:.1f} s, loop {loop_s[-1]:.1f} s", flush=True)
     diff = max(float((r.images[0] - batched.images[i]).abs().max())

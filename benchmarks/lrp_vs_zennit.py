@@ -52,7 +52,7 @@ def row(name):
         top = int(out.argmax())
         seed = torch.zeros_like(out)
         seed[0, top] = out[0, top]
-        ours = dv.attribute(variant, x, "lrp")
+        ours = dv.attribute(variant, x, method="lrp").map
         theirs, error = zennit_lrp(variant, x, seed, name)
         logit = float(out[0, top])
         zen = f"{float(theirs.sum()) / logit:.3f}" if theirs is not None else f"fails: {error}"

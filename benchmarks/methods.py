@@ -51,7 +51,7 @@ def guided_speed(sample: int) -> None:
     error = 0.0
     for f in chosen:
         y, xx = divmod(int(act[f].argmax()), act.shape[-1])
-        theirs = captum.attribute(x, neuron_selector=(f, y, xx)) * float(act[f, y, xx])
+        theirs = captum.attribute(x, neuron_selector=(f, y, xx)).map * float(act[f, y, xx])
         if act[f, y, xx] > 0:
             error = max(error, rel(theirs[0], ours[f]))
     captum_s = (time.perf_counter() - start) / len(chosen) * len(features)
@@ -88,9 +88,9 @@ def captum_errors(names) -> None:
         x, _ = dv.load_image(PHOTO, model)
         with torch.no_grad():
             top = int(model(x).argmax())
-        guided = dv.attribute(model, x, "guided", target=top)
-        deconv = dv.attribute(model, x, "deconvnet", target=top)
-        ggc = dv.attribute(model, x, "guided_gradcam", target=top)
+        guided = dv.attribute(model, x, method="guided", target=top).map
+        deconv = dv.attribute(model, x, method="deconvnet", target=top).map
+        ggc = dv.attribute(model, x, method="guided_gradcam", target=top).map
         cam_layer = dv.Gradient(model).layer(default_cam_layer(dv.Gradient(model))).path
         errors = [rel(GuidedBackprop(model).attribute(x, target=top), guided),
                   rel(Deconvolution(model).attribute(x, target=top), deconv),
@@ -99,7 +99,7 @@ def captum_errors(names) -> None:
                       x, target=top, interpolate_mode="bilinear"), ggc),
                   # 0 where Captum's guided backprop is silently the plain gradient
                   rel(GuidedBackprop(model).attribute(x, target=top),
-                      dv.attribute(model, x, "gradient", target=top))]
+                      dv.attribute(model, x, method="gradient", target=top).map)]
         print(f"| {name} | " + " | ".join(f"{e:.2g}" for e in errors) + " |", flush=True)
 
 
@@ -107,7 +107,7 @@ def sanity_time() -> None:
     model = dv.load_model("vgg16", weights=None)
     x, _ = dv.load_image(PHOTO, model)
     start = time.perf_counter()
-    result = dv.sanity_check(model, x, ["deconvnet", "guided", "gradient", "gradcam"])
+    result = dv.sanity_check(model, x, methods=["deconvnet", "guided", "gradient", "gradcam"])
     seconds = time.perf_counter() - start
     print(f"\nSanity check, VGG16, {len(result.steps) - 1} layers x 4 methods: {seconds:.1f} s")
     print(result)

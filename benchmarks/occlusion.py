@@ -73,7 +73,7 @@ def occlusion_case(dv, torch, name: str, size: int, stride: int, batch: int, rep
         with torch.no_grad():
             return occluder.attribute(x, sliding_window_shapes=(3, size, size),
                                       strides=(3, stride, stride), baselines=0, target=target,
-                                      perturbations_per_eval=batch)
+                                      perturbations_per_eval=batch).map
 
     def ours():
         return dv.occlusion(model, x, target=target, size=size, stride=stride,
@@ -157,7 +157,7 @@ def sanity_rows(dv, torch, repeats: int, which=("default", "4")):
     def before(methods):
         sanity._scores = _scores_before
         try:
-            return dv.sanity_check(model, x, methods, reuse=False)
+            return dv.sanity_check(model, x, methods=methods, reuse=False)
         finally:
             sanity._scores = now
     rows = []
@@ -166,8 +166,8 @@ def sanity_rows(dv, torch, repeats: int, which=("default", "4")):
                   ["deconvnet", "guided", "gradient", "gradcam"])}
     for label, methods in (sets[w] for w in which):
         runs = {"before": lambda m=methods: before(m),
-                "plain": lambda m=methods: dv.sanity_check(model, x, m, reuse=False),
-                "reused": lambda m=methods: dv.sanity_check(model, x, m)}
+                "plain": lambda m=methods: dv.sanity_check(model, x, methods=m, reuse=False),
+                "reused": lambda m=methods: dv.sanity_check(model, x, methods=m)}
         times, results = {k: [] for k in runs}, {}
         for _ in range(repeats):
             for key, fn in runs.items():

@@ -57,7 +57,7 @@ def main() -> None:
         loader = lambda: DataLoader(_Images(paths, range(len(paths)), prep),  # noqa: E731,B023
                                     batch_size=args.batch_size, collate_fn=_collate)
         batches = [x for _, x, _ in loader()]
-        scan(model, listing.name, layers, progress=False)  # warm-up
+        scan(model, listing.name, layers=layers, progress=False)  # warm-up
         with torch.no_grad():
             bare(batches[0])
             t = time.perf_counter()
@@ -69,7 +69,7 @@ def main() -> None:
                 bare(x)
             load_forward = args.images / (time.perf_counter() - t)
         t = time.perf_counter()
-        scan(model, listing.name, layers, batch_size=args.batch_size, workers=args.workers,
+        scan(model, listing.name, layers=layers, batch_size=args.batch_size, workers=args.workers,
              progress=False)
         scanned = args.images / (time.perf_counter() - t)
         print(f"{name:<10} {','.join(layers):<24} {forward:>7.1f}/s {load_forward:>7.1f}/s "

@@ -50,7 +50,7 @@ def bare_loop(images: int, batch: int, epochs: int) -> float:
 def deconvviz_train(folder: str, out: str, batch: int, epochs: int, clip: float,
                     workers: int) -> float:
     shutil.rmtree(out, ignore_errors=True)
-    result = dv.train("zfnet", folder, out, epochs=epochs, batch_size=batch, lr=1e-3,
+    result = dv.train("zfnet", folder, out=out, epochs=epochs, batch_size=batch, lr=1e-3,
                       clip_rms=clip, workers=workers, save_at=[], progress=False)
     timed = result.metrics[1:]
     return sum(m["images_per_s"] * m["seconds"] for m in timed) / sum(m["seconds"]

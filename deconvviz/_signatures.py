@@ -27,7 +27,19 @@ def deprecated(where: str, old: str, new: str) -> None:
         return
     _warned.add((where, old))
     warnings.warn(f"{where}: {old} is deprecated and will be removed in the next release; "
-                  f"use {new}", DeprecationWarning, stacklevel=4)
+                  f"use {new}", DeprecationWarning, stacklevel=_outside())
+
+
+def _outside() -> int:
+    """The stack level of the first caller outside deconvviz (the user's line)."""
+    import os
+    import sys
+
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def reset_warnings() -> None:
@@ -35,16 +47,21 @@ def reset_warnings() -> None:
     _warned.clear()
 
 
-def api(*, renamed: Mapping[str, str] = (), legacy: Sequence[str] = ()) -> Callable[[F], F]:
+def api(*, renamed: Mapping[str, str] = (), legacy: Sequence[str] = (), legacy_from: int = POSITIONAL,
+        adapt: Mapping[str, Callable] = ()) -> Callable[[F], F]:
     """Declare a public function's old spellings.
 
     Args:
         renamed: old keyword -> new keyword (``{"x": "images", "feature": "features"}``).
-        legacy: the new names of the parameters that used to follow the positional ones, in
-            their old order: a call that still passes them by position is mapped onto them,
-            with a warning.
+        legacy: the new names of the parameters that used to be positional from position
+            ``legacy_from`` on (after ``self``), in their old order: a call that passes more
+            arguments by position than are positional now is mapped onto them, with a warning.
+        legacy_from: where ``legacy`` starts (normally after the positional parameters; lower
+            where the positional parameters themselves changed).
+        adapt: old keyword -> a function turning its value into the new one's (an old
+            callback shape into ``progress(done, total, label)``).
     """
-    renamed = dict(renamed)
+    renamed, adapt = dict(renamed), dict(adapt)
 
     def wrap(fn: F) -> F:
         params = list(inspect.signature(fn).parameters.values())
@@ -59,15 +76,18 @@ def api(*, renamed: Mapping[str, str] = (), legacy: Sequence[str] = ()) -> Calla
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
             if len(args) > len(positional):
-                extra, args = args[len(positional):], args[:len(positional)]
+                start = legacy_from + method
+                extra, args = args[start:], args[:start]
                 if len(extra) > len(legacy):
                     raise ArgumentError(f"{where} takes {len(positional) - method} arguments "
                                         f"by position, the rest by keyword; got "
-                                        f"{len(positional) + len(extra) - method}")
+                                        f"{start + len(extra) - method}")
                 for name, value in zip(legacy, extra):
                     if name in kwargs:
                         raise ArgumentError(f"{where}: {name} given twice")
-                    deprecated(where, f"passing {name} by position", f"{name}=...")
+                    deprecated(where, "passing arguments after the first two by position",
+                               "keywords (" + ", ".join(f"{n}=" for n in legacy[:len(extra)])
+                               + ")")
                     kwargs[name] = value
             for old, new in renamed.items():
                 if old in kwargs:
@@ -75,10 +95,13 @@ def api(*, renamed: Mapping[str, str] = (), legacy: Sequence[str] = ()) -> Calla
                         raise ArgumentError(f"{where}: give {new}= only ({old}= is its old "
                                             f"name)")
                     deprecated(where, f"{old}=", f"{new}=")
-                    kwargs[new] = kwargs.pop(old)
+                    value = kwargs.pop(old)
+                    kwargs[new] = adapt[old](value) if old in adapt and value is not None \
+                        else value
             return fn(*args, **kwargs)
 
-        wrapper.__deprecated__ = {"renamed": renamed, "legacy": tuple(legacy)}
+        wrapper.__deprecated__ = {"renamed": renamed, "legacy": tuple(legacy),
+                                  "legacy_from": legacy_from}
         return wrapper  # type: ignore[return-value]
 
     return wrap

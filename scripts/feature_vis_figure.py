@@ -50,7 +50,7 @@ def main() -> None:
     print(f"accuracy {accuracy:.1%}; units {units}")
     tiles, labels, notes = [], [], []
     for name, net in (("trained", model), ("random weights", random)):
-        results = [dv.feature_vis(net, "conv2", units, steps=256, image_size=80, input_size=80,
+        results = [dv.feature_vis(net, "conv2", features=units, steps=256, image_size=80, input_size=80,
                                   preprocessing=RAW, **options) for _, options in VARIANTS]
         for row, unit in enumerate(units if name == "trained" else units[:1]):
             tiles.append([r.image(row) for r in results])

@@ -18,10 +18,10 @@ def main() -> None:
     os.makedirs(OUT, exist_ok=True)
     dpi = 90
     zfnet = dv.load_model("zfnet", weights=None)
-    dv.project(zfnet, photo("chelsea.png"), "conv3").save(os.path.join(OUT, "zfnet_conv3.png"),
+    dv.project(zfnet, photo("chelsea.png"), layer="conv3").save(os.path.join(OUT, "zfnet_conv3.png"),
                                                           dpi=dpi)
     resnet = dv.load_model("resnet50", weights=None)
-    dv.project(resnet, photo("coffee.png"), "layer2", top=8).save(
+    dv.project(resnet, photo("coffee.png"), layer="layer2", top=8).save(
         os.path.join(OUT, "resnet50_layer2_patches.png"), patches=True, dpi=dpi)
     vgg = dv.load_model("vgg16", weights=None)
     rows = project_layers(vgg, photo("rocket.jpg"), ["conv1_2", "conv2_2", "conv3_3", "conv4_3",
@@ -31,9 +31,9 @@ def main() -> None:
     overview = figures.layer_overview(rows, crop=[r.crops_by_default() for r in rows])
     figures.save_figure(overview, os.path.join(OUT, "vgg16_overview.png"), dpi=dpi)
     googlenet = dv.load_model("googlenet", weights=None)
-    dv.project(googlenet, photo("grace_hopper.jpg"), "inception3b", top=8).save(
+    dv.project(googlenet, photo("grace_hopper.jpg"), layer="inception3b", top=8).save(
         os.path.join(OUT, "googlenet_inception3b_heatmap.png"), scaling="heatmap", dpi=dpi)
-    result = dv.scan(zfnet, PHOTOS, ["conv5"], top=4, progress=False)
+    result = dv.scan(zfnet, PHOTOS, layers=["conv5"], hits=4, progress=False)
     fig = result.figure("conv5", "0-7", model=zfnet)
     figures.save_figure(fig, os.path.join(OUT, "zfnet_scan_conv5.png"), dpi=dpi)
     for name in sorted(os.listdir(OUT)):

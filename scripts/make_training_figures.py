@@ -25,10 +25,10 @@ def main() -> None:
     train, val = os.path.join(tmp, "train"), os.path.join(tmp, "val")
     make_shapes(train, per_class=32, size=64, seed=0)
     make_shapes(val, per_class=8, size=64, seed=1)
-    run = dv.train("zfnet", train, os.path.join(tmp, "run"), val=val, epochs=10,
+    run = dv.train("zfnet", train, out=os.path.join(tmp, "run"), val=val, epochs=10,
                    init="kaiming", dropout=0.2, save_at=[1, 2, 5], **SMALL)
     print(run)
-    evo = dv.evolution("zfnet", run.run, val, ["conv1", "conv2", "conv5"], "random:4",
+    evo = dv.evolution("zfnet", checkpoints=run.run, images=val, layers=["conv1", "conv2", "conv5"], features="random:4",
                        progress=False)
     fig = evo.figure()
     fig.suptitle("Feature evolution (Fig. 4 layout): ZFNet on synthetic shapes\n"
@@ -40,7 +40,7 @@ def main() -> None:
     make_shapes(small, per_class=16, size=64, seed=0)
     models, labels = [], []
     for clip in (0.0, 0.1):
-        blown = dv.train("zfnet", small, os.path.join(tmp, f"lr02_clip{clip}"), epochs=1,
+        blown = dv.train("zfnet", small, out=os.path.join(tmp, f"lr02_clip{clip}"), epochs=1,
                          lr=0.2, dropout=0.0, init="kaiming", clip_rms=clip, save_at=[],
                          **SMALL)
         models.append(dv.load_model("zfnet", weights=blown.checkpoints[-1]))

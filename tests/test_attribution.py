@@ -38,7 +38,7 @@ def test_every_captum_method_runs_on_every_zoo_family_for_a_class(name):
     x = torch.randn(1, 3, 64, 64)
     target = resolve_target(model, x)
     for method in CAPTUM:
-        a = dv.attribute(model, x, method, resolved=target, **FAST)
+        a = dv.attribute(model, x, method=method, target=target.classes[0], **FAST).map
         assert a.shape == ((1, 1, 64, 64) if method == "gradcam" else (1, 3, 64, 64)), method
         assert torch.isfinite(a).all(), method
         # On random weights Grad-CAM (rectified) may be all zero, and occluding a quarter of
@@ -58,12 +58,12 @@ def test_class_targets_of_the_reverse_passes_are_exact():
     top = int(logits.argmax())
     assert logits[top] > 0
     # The gradient of the logit: Captum's Saliency (abs=False) computes the same thing.
-    ours = dv.attribute(model, x, "gradient", target=top)
+    ours = dv.attribute(model, x, method="gradient", target=top).map
     theirs = Saliency(model).attribute(x, target=top, abs=False)
     assert rel_error(ours, theirs) <= 1e-5
     # Guided backprop of the logit, against the independent oracle at the output, which
     # seeds the logit's (positive) value where dv.attribute seeds 1.
-    guided = dv.attribute(model, x, "guided")  # the top-1 class by default
+    guided = dv.attribute(model, x, method="guided").map  # the top-1 class by default
     expected = oracle_project(model, x, "", [top], mode="map", method="guided")[:, 0]
     assert rel_error(guided * float(logits[top]), expected) <= 1e-4
 
@@ -73,7 +73,7 @@ def test_occlusion_equals_occluding_by_hand():
     model = zoo_model("alexnet")
     torch.manual_seed(0)
     x = torch.randn(1, 3, 224, 224) * 3
-    a = dv.attribute(model, x, "occlusion", target=5, window=112, stride=112)
+    a = dv.attribute(model, x, method="occlusion", target=5, window=112, stride=112).map
     with torch.no_grad():
         full = float(model(x)[0, 5])
         for top, left in [(0, 0), (0, 112), (112, 0), (112, 112)]:
@@ -111,9 +111,9 @@ def test_grad_cam_cannot_explain_a_unit_below_its_layer():
     x = torch.randn(1, 3, 64, 64)
     assert default_cam_layer(dv.Gradient(model)) == "conv5_3"
     with pytest.raises(dv.ArgumentError, match="n/a"):
-        dv.attribute(model, x, "gradcam", layer="conv4_3", feature=3)
-    assert dv.attribute(model, x, "gradcam", layer="fc7", feature=3).shape == (1, 1, 64, 64)
-    result = dv.compare(model, [CHELSEA], ["guided", "gradcam"], layer="conv4_3", feature=3)
+        dv.attribute(model, x, method="gradcam", layer="conv4_3", features=3).map
+    assert dv.attribute(model, x, method="gradcam", layer="fc7", features=3).map.shape == (1, 1, 64, 64)
+    result = dv.compare(model, [CHELSEA], methods=["guided", "gradcam"], layer="conv4_3", features=3)
     assert set(result.maps) == {"guided"} and "gradcam" in result.not_applicable
     assert result.figure().axes  # drawn, with "n/a" in Grad-CAM's cell
     for m in model.modules():
@@ -130,7 +130,7 @@ def test_default_cam_layers_are_each_architectures_last_block():
 def test_compare_figure_and_arrays(tmp_path):
     model = zoo_model("alexnet")
     result = dv.compare(model, [CHELSEA, os.path.join(EXAMPLES, "coffee.png")],
-                        ["deconvnet", "gradcam", "occlusion"], window=56, stride=56)
+                        methods=["deconvnet", "gradcam", "occlusion"], window=56, stride=56)
     assert result.probabilities is not None and len(result.probabilities) == 2
     assert result.maps["gradcam"].shape == (2, 1, 224, 224)
     assert result.maps["gradcam"].amax(dim=(1, 2, 3)).min() > 0
@@ -146,7 +146,7 @@ def test_sanity_check_cascade(tmp_path):
     before = snapshot(model)
     torch.manual_seed(0)
     x = torch.randn(1, 3, 96, 96)
-    result = dv.sanity_check(model, x, ["deconvnet", "gradient", "gradcam"])
+    result = dv.sanity_check(model, x, methods=["deconvnet", "gradient", "gradcam"])
     layers = parametrised_layers(model)
     assert len(layers) == 8 and len(result.steps) == len(layers) + 1  # 5 conv + 3 linear
     assert result.steps[1] == "classifier.6" and result.steps[-1] == "features.0"
@@ -191,7 +191,7 @@ def test_show_with_guided_backprop(tmp_path):
     proc = invoke("show", "--model", "zfnet", "--weights", "none", "--layer", "conv2", "--top",
                "2", "--method", "guided", CHELSEA, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    result = dv.project(zoo_model("zfnet"), CHELSEA, "conv2", top=2, method="guided")
+    result = dv.project(zoo_model("zfnet"), CHELSEA, layer="conv2", top=2, method="guided")
     assert "(guided, max)" in result.title
     expected = dv.GuidedBackprop(zoo_model("zfnet")).project(
         dv.load_image(CHELSEA, zoo_model("zfnet"))[0], "conv2", result.features)[0]

@@ -119,7 +119,7 @@ def test_a_scan_of_a_channels_last_layer_keeps_channels(tmp_path):
 
     make_shapes(tmp_path / "photos", per_class=1, size=32, seed=0)
     model = TinyNeXt().eval()
-    result = dv.scan(model, str(tmp_path / "photos"), ["fc"], top=2, progress=False,
+    result = dv.scan(model, str(tmp_path / "photos"), layers=["fc"], hits=2, progress=False,
                      preprocessing=dv.data.zoo.Preprocessing(resize_size=32, crop_size=32))
     assert result.histogram("fc").shape[0] == 12
     assert len(result.top("fc", 11)) == 2

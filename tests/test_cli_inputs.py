@@ -97,8 +97,8 @@ def test_top_beyond_the_layers_features():
 
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).eval()
     with pytest.raises(dv.ArgumentError, match="layer '1' has 4 features; ask for top 4"):
-        dv.project(model, CHELSEA, "1", top=8)
-    assert len(dv.project(model, CHELSEA, "1", top=4)) == 4
+        dv.project(model, CHELSEA, layer="1", top=8)
+    assert len(dv.project(model, CHELSEA, layer="1", top=4)) == 4
 
 
 def test_bare_command_prints_the_help(tmp_path):
@@ -139,12 +139,12 @@ def test_the_python_api_reports_bad_images_and_keeps_going(tmp_path):
 
     (tmp_path / "bad.png").write_bytes(b"")
     model = dv.load_model("zfnet", weights=None)
-    report = dv.show(model, [CHELSEA, tmp_path / "bad.png"], "conv1", top=2,
+    report = dv.show(model, [CHELSEA, tmp_path / "bad.png"], layer="conv1", top=2,
                      out=str(tmp_path / "f.png"))
     assert report.written == [str(tmp_path / "f_chelsea.png")]
     assert [p for p, _ in report.failed] == [str(tmp_path / "bad.png")]
     assert "empty" in report.failed[0][1]
-    assert torch.is_tensor(dv.project(model, CHELSEA, "conv1", top=1).pixels)
+    assert torch.is_tensor(dv.project(model, CHELSEA, layer="conv1", top=1).pixels)
 
 
 def _a_training_folder(tmp_path):
@@ -241,15 +241,15 @@ def test_project_takes_a_tensor_or_a_pil_image_as_well_as_a_path():
 
     model = dv.load_model("zfnet", weights=None)
     x, rgb = dv.load_image(CHELSEA, model)
-    by_path = dv.project(model, CHELSEA, "conv2", features=[3])
+    by_path = dv.project(model, CHELSEA, layer="conv2", features=[3])
     with Image.open(CHELSEA) as photo:
-        by_pil = dv.project(model, photo, "conv2", features=[3])
-    by_tensor = dv.project(model, x, "conv2", features=[3])
+        by_pil = dv.project(model, photo, layer="conv2", features=[3])
+    by_tensor = dv.project(model, x, layer="conv2", features=[3])
     assert torch.equal(by_pil.pixels, by_path.pixels)
     assert torch.equal(by_tensor.pixels, by_path.pixels)
     assert abs(by_tensor.rgb.astype(int) - rgb.astype(int)).max() <= 1  # undone normalisation
     with pytest.raises(dv.ArgumentError, match="image must be a file path, a PIL image"):
-        dv.project(model, 42, "conv2")
+        dv.project(model, 42, layer="conv2")
 
 
 def test_view_crop_crops_each_row_of_a_several_layer_figure(tmp_path):
@@ -265,7 +265,7 @@ def test_view_crop_crops_each_row_of_a_several_layer_figure(tmp_path):
     import deconvviz as dv
 
     model = dv.load_model("zfnet", weights=None)
-    rows = [dv.project(model, CHELSEA, layer, top=2) for layer in ("conv1", "conv5")]
+    rows = [dv.project(model, CHELSEA, layer=layer, top=2) for layer in ("conv1", "conv5")]
     from deconvviz import figures
 
     fig = figures.layer_overview(rows, crop=[True, False])
@@ -284,7 +284,7 @@ def test_more_random_features_than_the_layer_has_is_refused(tmp_path):
     import deconvviz as dv
 
     result_path = tmp_path / "s.pt"
-    dv.scan(dv.load_model("zfnet", weights=None), [CHELSEA, COFFEE], ["conv1"], top=1,
+    dv.scan(dv.load_model("zfnet", weights=None), [CHELSEA, COFFEE], layers=["conv1"], hits=1,
             out=result_path, progress=False)
     proc = invoke("figure", result_path, "--layer", "conv1", "--features", "random:1000",
                   "--out", tmp_path / "f.png")

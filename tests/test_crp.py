@@ -25,7 +25,7 @@ def test_each_concept_equals_the_masked_model_oracle(tiny):
     before = snapshot(tiny)
     x = torch.randn(2, 3, 12, 12, dtype=torch.float64,
                     generator=torch.Generator().manual_seed(4))
-    result = dv.crp(tiny, x, "stem", target=1)
+    result = dv.crp(tiny, x, layer="stem", target=1)
     assert result.concepts == list(range(6)) and result.heatmaps.shape == (2, 6, 3, 12, 12)
     for k, channel in enumerate(result.concepts):
         oracle = oracle_lrp(tiny, x, SPEC, target=1, mask=(tiny.stem, channel))
@@ -45,16 +45,16 @@ def test_each_concept_equals_the_masked_model_oracle(tiny):
 def test_top_concepts_are_the_most_relevant_and_bad_input_is_refused(tiny):
     x = torch.randn(1, 3, 12, 12, dtype=torch.float64,
                     generator=torch.Generator().manual_seed(5))
-    every = dv.crp(tiny, x, "block")
-    top = dv.crp(tiny, x, "block", top=2)
+    every = dv.crp(tiny, x, layer="block")
+    top = dv.crp(tiny, x, layer="block", top=2)
     order = every.share[0].argsort(descending=True)[:2].tolist()
     assert top.concepts == order
     assert _rel(top.heatmaps[0, 0], every.heatmaps[0, order[0]]) <= ORACLE_TOLERANCE
     # a projector keeps its own LRP method
-    own = dv.crp(dv.Projector(tiny, method="lrp_epsilon"), x, "block", concepts=[0, 1])
+    own = dv.crp(dv.Projector(tiny, method="lrp_epsilon"), x, layer="block", features=[0, 1])
     assert own.method == "lrp_epsilon"
     assert _rel(own.heatmaps, every.heatmaps[:, :2]) > 1e-3  # not lrp's
     with pytest.raises(dv.ArgumentError, match="channels 0..5"):
-        dv.crp(tiny, x, "block", concepts=[6])
+        dv.crp(tiny, x, layer="block", features=[6])
     with pytest.raises(dv.ArgumentError, match="LRP method"):
-        dv.crp(tiny, x, "block", method="guided")
+        dv.crp(tiny, x, layer="block", method="guided")

@@ -76,7 +76,7 @@ def result():
     import os
 
     from conftest import EXAMPLES, zoo_model
-    return project(zoo_model("zfnet"), os.path.join(EXAMPLES, "chelsea.png"), "conv2", top=6)
+    return project(zoo_model("zfnet"), os.path.join(EXAMPLES, "chelsea.png"), layer="conv2", top=6)
 
 
 def test_project_picks_the_strongest_features(result):

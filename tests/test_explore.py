@@ -83,7 +83,7 @@ def test_the_forward_pass_is_recorded_once_per_image(monkeypatch):
 
 def test_tensor_input_and_scan_view(tmp_path):
     model = zoo_model("zfnet")
-    result = scan(model, [CHELSEA, COFFEE], ["conv2"], top=2, progress=False)
+    result = scan(model, [CHELSEA, COFFEE], layers=["conv2"], hits=2, progress=False)
     x, _ = dv.load_image(CHELSEA, model)
     explorer = explore(model, x, scan=result)
     explorer.layer_picker.value = "conv2"

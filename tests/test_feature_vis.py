@@ -14,7 +14,8 @@ from plus_or_x import EX, PLUS, RAW, SIZE, Small, corr, fit, placements
 from torch import nn
 
 import deconvviz as dv
-from deconvviz.analyses.feature_vis import _gram_penalty, _saved_bytes
+from deconvviz.analyses.fv_objective import gram_penalty as _gram_penalty
+from deconvviz.analyses.fv_objective import saved_bytes as _saved_bytes
 from deconvviz.analyses.fv_image import LUCID_TRANSFORMS, draw_transforms, transform_batch
 
 
@@ -46,7 +47,7 @@ def test_a_template_detector_wants_its_template(param):
     template = torch.where(PLUS + torch.eye(7) > 0, 1.0, -1.0)
     net = template_net(template - template.mean())
     before = snapshot(net)
-    result = dv.feature_vis(net, "0", [0], objective="neuron", param=param,
+    result = dv.feature_vis(net, "0", features=[0], objective="neuron", param=param,
                             decorrelate=param == "fourier", transforms=None, steps=48,
                             image_size=32, input_size=32, preprocessing=RAW)
     y, x = result.position
@@ -59,7 +60,7 @@ def test_a_template_detector_wants_its_template(param):
 def test_the_negative_objective_wants_the_negative_template():
     template = torch.where(PLUS > 0, 1.0, -1.0)
     net = template_net(template - template.mean())
-    result = dv.feature_vis(net, "0", [0], objective="neuron", negative=True, transforms=None,
+    result = dv.feature_vis(net, "0", features=[0], objective="neuron", negative=True, transforms=None,
                             steps=48, image_size=32, input_size=32, preprocessing=RAW)
     y, x = result.position
     assert corr(result.images[0, 0].mean(0)[y:y + 7, x:x + 7], template) <= -0.9
@@ -85,7 +86,7 @@ def test_the_plus_unit_wants_a_plus_and_more(plus_model):
     # image is more plus than x, has all four arms of the plus, and beats a bare plus.
     model, x, kind = plus_model
     unit = plus_unit(model, x, kind)
-    result = dv.feature_vis(model, "conv2", [unit], objective="neuron", transforms=None,
+    result = dv.feature_vis(model, "conv2", features=[unit], objective="neuron", transforms=None,
                             images_per_unit=4, steps=64, image_size=SIZE, input_size=SIZE,
                             preprocessing=RAW)
     y, x0 = result.position
@@ -130,7 +131,7 @@ def test_the_optimised_image_beats_the_datasets_best(plus_model, tmp_path):
     for i, image in enumerate(x):
         Image.fromarray((image.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)).save(
             folder / f"{i:03d}.png")
-    scan = dv.scan(model, str(folder), ["conv2"], top=1, batch_size=64, progress=False,
+    scan = dv.scan(model, str(folder), layers=["conv2"], hits=1, batch_size=64, progress=False,
                    preprocessing=RAW)
     best = torch.tensor([scan.top("conv2", f)[0].value if scan.top("conv2", f) else 0.0
                          for f in range(32)])
@@ -145,10 +146,10 @@ def test_nothing_stays_attached_after_success_and_error():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 5, 3)).eval()
     before = snapshot(net)
-    dv.feature_vis(net, "2", [0, 4], steps=2, image_size=16, input_size=16)
+    dv.feature_vis(net, "2", features=[0, 4], steps=2, image_size=16, input_size=16)
     assert_untouched(net, before)
     with pytest.raises(dv.ArgumentError, match="out of range .* 0 to 4"):
-        dv.feature_vis(net, "2", [5], steps=2, image_size=16, input_size=16)
+        dv.feature_vis(net, "2", features=[5], steps=2, image_size=16, input_size=16)
     calls = []
 
     def boom(done, total):
@@ -156,13 +157,13 @@ def test_nothing_stays_attached_after_success_and_error():
         raise RuntimeError("interrupted")
 
     with pytest.raises(RuntimeError, match="interrupted"):
-        dv.feature_vis(net, "2", [1], steps=3, image_size=16, input_size=16, progress=boom)
+        dv.feature_vis(net, "2", features=[1], steps=3, image_size=16, input_size=16, progress=boom)
     assert calls
     assert_untouched(net, before)
     net.train()
     net.append(nn.Dropout())
     with pytest.raises(dv.ArgumentError, match="training mode"):
-        dv.feature_vis(net, "2", [1], steps=1, image_size=16, input_size=16)
+        dv.feature_vis(net, "2", features=[1], steps=1, image_size=16, input_size=16)
 
 
 def test_same_seed_same_images_and_batching_changes_nothing_but_rounding():
@@ -170,16 +171,16 @@ def test_same_seed_same_images_and_batching_changes_nothing_but_rounding():
     net = nn.Sequential(nn.Conv2d(3, 6, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 8, 3),
                         nn.ReLU()).eval()
     kwargs = dict(steps=8, image_size=24, input_size=28)
-    one = dv.feature_vis(net, "4", [1, 3, 5], **kwargs)
-    again = dv.feature_vis(net, "4", [1, 3, 5], **kwargs)
+    one = dv.feature_vis(net, "4", features=[1, 3, 5], **kwargs)
+    again = dv.feature_vis(net, "4", features=[1, 3, 5], **kwargs)
     # same process, threads and device: PyTorch's CPU kernels are deterministic
     assert torch.equal(one.images, again.images)
-    other = dv.feature_vis(net, "4", [1, 3, 5], seed=1, **kwargs)
+    other = dv.feature_vis(net, "4", features=[1, 3, 5], seed=1, **kwargs)
     assert not torch.allclose(one.images, other.images, atol=1e-3)
     # a unit alone, or chunked one image at a time: its own stream, so the same image up to
     # batched kernels' rounding (stated: 1e-4 absolute on [0, 1]; a different unit is far)
-    alone = dv.feature_vis(net, "4", [3], **kwargs)
-    chunked = dv.feature_vis(net, "4", [1, 3, 5], max_memory=1, **kwargs)
+    alone = dv.feature_vis(net, "4", features=[3], **kwargs)
+    chunked = dv.feature_vis(net, "4", features=[1, 3, 5], max_memory=1, **kwargs)
     assert (alone.images[0] - one.images[1]).abs().max() <= 1e-4
     assert (chunked.images - one.images).abs().max() <= 1e-4
     assert (one.images[0] - one.images[1]).abs().max() > 1e-2
@@ -192,12 +193,12 @@ def test_a_relus_output_is_optimised_before_the_relu():
         net[0].weight.fill_(0.5)
         net[0].bias.fill_(-5.0)  # about -2.3 on the grey start, up to +30 within reach
     kwargs = dict(steps=16, image_size=16, input_size=16, transforms=None)
-    before = dv.feature_vis(net, "1", [0], **kwargs)
+    before = dv.feature_vis(net, "1", features=[0], **kwargs)
     assert before.pre_relu and "(before its ReLU)" in before.settings()
     assert before.values[0, 0] > 0  # the pre-activation, driven above zero
-    stuck = dv.feature_vis(net, "1", [0], pre_relu=False, **kwargs)
+    stuck = dv.feature_vis(net, "1", features=[0], pre_relu=False, **kwargs)
     assert not stuck.pre_relu and stuck.values[0, 0] == 0
-    start = dv.feature_vis(net, "1", [0], pre_relu=False, **dict(kwargs, steps=1))
+    start = dv.feature_vis(net, "1", features=[0], pre_relu=False, **dict(kwargs, steps=1))
     assert torch.equal(stuck.images, start.images)  # no gradient: Adam never moved it
 
 
@@ -233,9 +234,9 @@ def test_objectives_direction_logit_and_diversity():
     # a direction along one channel is that channel's objective (direction 0 starts from
     # unit 0's seeded image)
     d = dv.feature_vis(net, "1", objective="direction", directions=torch.eye(4)[[0]], **kwargs)
-    c = dv.feature_vis(net, "1", [0], **kwargs)
+    c = dv.feature_vis(net, "1", features=[0], **kwargs)
     assert torch.allclose(d.images, c.images, atol=1e-5) and d.labels == ["direction 0"]
-    logit = dv.feature_vis(net, None, [1, 2], objective="logit", **kwargs)
+    logit = dv.feature_vis(net, None, features=[1, 2], objective="logit", **kwargs)
     with torch.no_grad():
         x = (F.interpolate(logit.images[:, 0], 16) - torch.tensor([0.485, 0.456, 0.406])
              .reshape(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).reshape(1, 3, 1, 1)
@@ -245,8 +246,8 @@ def test_objectives_direction_logit_and_diversity():
     # the Gram penalty: identical maps score 1 per pair; diversity pushes a unit's images apart
     act = torch.rand(1, 4, 5, 5).expand(3, -1, -1, -1)
     assert torch.isclose(_gram_penalty(act, 3), torch.tensor(2.0))
-    plain = dv.feature_vis(net, "1", [0], images_per_unit=2, **kwargs)
-    diverse = dv.feature_vis(net, "1", [0], images_per_unit=2, diversity=100.0, **kwargs)
+    plain = dv.feature_vis(net, "1", features=[0], images_per_unit=2, **kwargs)
+    diverse = dv.feature_vis(net, "1", features=[0], images_per_unit=2, diversity=100.0, **kwargs)
     gap = (lambda r: (r.images[0, 0] - r.images[0, 1]).abs().mean())
     assert gap(diverse) > gap(plain)
 
@@ -254,7 +255,7 @@ def test_objectives_direction_logit_and_diversity():
 def test_the_result_draws_and_saves(tmp_path):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).eval()
-    result = dv.feature_vis(net, "1", [0, 3], steps=2, image_size=16, input_size=16)
+    result = dv.feature_vis(net, "1", features=[0, 3], steps=2, image_size=16, input_size=16)
     assert "2 steps" in result.settings() and "fourier, decorrelated colour" in result.settings()
     assert "the model's own weights" in result.settings()
     fig = result.figure()
@@ -279,11 +280,11 @@ def test_the_explorer_shows_what_a_unit_wants():
     explorer.layer_picker.value = "3"
     explorer.feature_picker.value = 5 if explorer.feature_picker.value != 5 else 4
     feature = explorer.feature_picker.value
-    expected = dv.feature_vis(net, "3", [feature], **options)
+    expected = dv.feature_vis(net, "3", features=[feature], **options)
     assert explorer.wanted_view.value == png_bytes(expected.image(0), 224)
     assert "2 steps" in explorer.wanted_label.value
     # a result computed beforehand: its units are shown, others say they are not in it
-    given = dv.feature_vis(net, "3", [feature], **options)
+    given = dv.feature_vis(net, "3", features=[feature], **options)
     shown = explore(net, x, feature_vis=given)
     shown.layer_picker.value = "3"
     shown.feature_picker.value = feature
@@ -300,7 +301,7 @@ def test_atlas_feature_vis_end_to_end_on_the_bundled_photos(tmp_path):
     photos = sorted(os.path.join(EXAMPLES, n) for n in os.listdir(EXAMPLES)
                     if n.endswith((".png", ".jpg")))
     model = dv.load_model("torchvision:squeezenet1_1", weights=None)
-    dv.scan(model, photos, ["features.1"], top=1, progress=False).save(tmp_path / "s.pt")
+    dv.scan(model, photos, layers=["features.1"], hits=1, progress=False).save(tmp_path / "s.pt")
     out = tmp_path / "site"
     done = invoke("atlas", tmp_path / "s.pt", "--out", out, "--feature-vis",
                   "--feature-vis-steps", "1")

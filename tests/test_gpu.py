@@ -103,9 +103,9 @@ def test_a_scan_on_cuda_finds_the_cpus_hits(tmp_path, monkeypatch):
               if n.endswith((".png", ".jpg"))]
     model = zoo_model("vgg16")
     kwargs = dict(top=2, batch_size=2, progress=False)
-    cpu = dv.scan(model, photos, ["conv3_3", "conv5_3"], **kwargs)
+    cpu = dv.scan(model, photos, layers=["conv3_3", "conv5_3"], **kwargs)
     monkeypatch.setenv("DECONVVIZ_GPU_DECODE", "0")  # the same pixels: the CPU's decoder
-    gpu = dv.scan(_on_cuda(model), photos, ["conv3_3", "conv5_3"], **kwargs)
+    gpu = dv.scan(_on_cuda(model), photos, layers=["conv3_3", "conv5_3"], **kwargs)
     assert gpu.device == "cuda" and gpu.precision == "exact"
     assert dv.same_hits(cpu, gpu) == []
 

@@ -62,11 +62,11 @@ def test_batches_equal_the_cpu_paths_augmentation_included(folder, train):
 def test_training_reads_the_gpus_way_where_it_runs(folder, tmp_path, monkeypatch):
     """The loop forced to the GPU's way on the CPU: the same run, to the bit."""
     options = dict(SMALL, epochs=1, batch_size=4, save_at=[], seed=3)
-    first = dv.train("zfnet", str(folder), tmp_path / "cpu", **options)
+    first = dv.train("zfnet", str(folder), out=tmp_path / "cpu", **options)
     monkeypatch.setattr(jpeg_batches, "on_gpu", lambda device: True)
     seen = []
     real = gpu_reading.batches_on
     monkeypatch.setattr(gpu_reading, "batches_on",
                         lambda *a: seen.append(1) or real(*a))
-    second = dv.train("zfnet", str(folder), tmp_path / "gpu_way", **options)
+    second = dv.train("zfnet", str(folder), out=tmp_path / "gpu_way", **options)
     assert seen and first.metrics[0]["train_loss"] == second.metrics[0]["train_loss"]

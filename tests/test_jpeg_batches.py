@@ -72,13 +72,13 @@ def test_a_scan_reading_jpegs_the_gpus_way_finds_the_same_hits(jpegs, monkeypatc
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 5, stride=2), torch.nn.ReLU(),
                                 torch.nn.Conv2d(8, 8, 3), torch.nn.ReLU()).eval()
     kwargs = dict(top=3, batch_size=4, progress=False, preprocessing=PREP)
-    today = dv.scan(model, str(jpegs), ["1", "3"], **kwargs)
+    today = dv.scan(model, str(jpegs), layers=["1", "3"], **kwargs)
     monkeypatch.setattr(jpeg_batches, "on_gpu", lambda device: True)
     seen = []
     real = jpeg_batches.decode_batch
     monkeypatch.setattr(jpeg_batches, "decode_batch",
                         lambda datas, *a: seen.append(len(datas)) or real(datas, *a))
-    gpu_way = dv.scan(model, str(jpegs), ["1", "3"], **kwargs)
+    gpu_way = dv.scan(model, str(jpegs), layers=["1", "3"], **kwargs)
     assert sum(seen) == 6  # every decodable JPEG went the tensor way
     assert dv.same_hits(today, gpu_way) == []
     assert [p for p, _ in gpu_way.skipped] == [p for p, _ in today.skipped] \

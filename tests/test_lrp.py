@@ -89,7 +89,7 @@ def test_lrp_equals_the_oracle_on_the_modern_cnns(name):
     before = snapshot(model)
     x = torch.randn(1, 3, 32, 32, dtype=torch.float64,
                     generator=torch.Generator().manual_seed(1))
-    ours = dv.attribute(model, x, "lrp")
+    ours = dv.attribute(model, x, method="lrp").map
     oracle = oracle_lrp(model, x, _spec(COMPOSITES[0]))
     assert oracle.abs().max() > 0
     assert _rel(ours, oracle) <= ORACLE_TOLERANCE, name
@@ -167,8 +167,8 @@ def test_zbox_takes_a_zoo_models_bounds():
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     with pytest.raises(dv.ArgumentError, match="low=..., high="):
         dv.attribute(nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten()), x[:, :, :4, :4],
-                     "lrp_zbox", target=0)
-    assert dv.attribute(model, x, "lrp_zbox").abs().sum() > 0
+                     method="lrp_zbox", target=0).map
+    assert dv.attribute(model, x, method="lrp_zbox").map.abs().sum() > 0
 
 
 @pytest.mark.parametrize("name, canonizer", [("vgg16", "VGGCanonizer"),
@@ -194,7 +194,7 @@ def test_lrp_equals_zennit(name, canonizer):
                 m.running_mean.normal_(0, 0.1, generator=g)
                 m.running_var.uniform_(0.5, 2.0, generator=g)
     x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    ours = dv.attribute(model, x, "lrp")
+    ours = dv.attribute(model, x, method="lrp").map
     with torch.no_grad():
         out = model(x)
     seed = torch.zeros_like(out)
@@ -232,7 +232,7 @@ def test_batchnorm_folds_into_the_convolution_after_it_and_a_lone_one_is_epsilon
             bn.running_mean.normal_(0, 0.3)
             bn.running_var.uniform_(0.5, 2.0)
     x = torch.randn(1, 3, 6, 6, dtype=torch.float64)
-    ours = dv.attribute(model, x, "lrp_epsilon")
+    ours = dv.attribute(model, x, method="lrp_epsilon").map
     # By hand: conv(bn(.)) is one affine map A; the epsilon rule on A is x * A^T(R / A(x)).
     e = 1e-6
     stab = lambda z: z + e * ((z == 0).double() + z.sign())  # noqa: E731
@@ -276,7 +276,7 @@ def test_methods_listed_and_composites_are_data():
     try:
         model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(16, 2))
         x = torch.randn(1, 3, 4, 4)
-        assert dv.attribute(model, x, "lrp_mine").shape == (1, 3, 4, 4)
+        assert dv.attribute(model, x, method="lrp_mine").map.shape == (1, 3, 4, 4)
         assert "lrp_mine" in dv.list_methods()
     finally:
         dv.unregister_method("lrp_mine")

@@ -35,8 +35,8 @@ def test_a_registered_method_reaches_every_caller(toy, tmp_path):
     # ZFNet's conv3 (its ReLU's output) is three ReLUs above the pixels: the toy pass is the
     # deconvnet divided by 2**3 (a power of two scales floating-point sums exactly; stated
     # tolerance 1e-6 relative).
-    ours = dv.attribute(model, x, "toy", layer="conv3", feature=5)
-    deconvnet = dv.attribute(model, x, "deconvnet", layer="conv3", feature=5)
+    ours = dv.attribute(model, x, method="toy", layer="conv3", features=5).map
+    deconvnet = dv.attribute(model, x, method="deconvnet", layer="conv3", features=5).map
     assert deconvnet.abs().max() > 0 and rel_error(ours * 8, deconvnet) <= 1e-6
     assert "half the rectified signal" in str(dv.Projector(model, method="toy")
                                               .reverse_pass("conv3"))
@@ -45,10 +45,10 @@ def test_a_registered_method_reaches_every_caller(toy, tmp_path):
                   "--method", "toy", "--top", "2", "--out", out, CHELSEA)
     assert done.returncode == 0, done.stderr
     assert "toy" in invoke("show", "--help").stdout
-    compared = dv.compare(model, [CHELSEA], ["deconvnet", "toy"], layer="conv3", feature=5)
+    compared = dv.compare(model, [CHELSEA], methods=["deconvnet", "toy"], layer="conv3", features=5)
     assert compared.titles["toy"] == "toy pass" and compared.display["toy"] == "signed"
     assert torch.equal(compared.maps["toy"], ours)
-    sanity = dv.sanity_check(model, x, ["toy"], layers=["classifier.fc8"])
+    sanity = dv.sanity_check(model, x, methods=["toy"], layers=["classifier.fc8"])
     assert sanity.titles["toy"] == "toy pass" and sanity.steps == ["original", "classifier.fc8"]
     pytest.importorskip("ipywidgets")
     explorer = dv.explore(model, CHELSEA, method="toy")
@@ -64,7 +64,7 @@ def test_after_unregistering_it_is_refused_everywhere(toy):
         assert done.returncode == 2 and "Valid methods: deconvnet, guided, gradient" in \
             done.stderr
         with pytest.raises(dv.ArgumentError, match="unknown method 'toy'"):
-            dv.attribute(zoo_model("alexnet"), torch.zeros(1, 3, 64, 64), "toy")
+            dv.attribute(zoo_model("alexnet"), torch.zeros(1, 3, 64, 64), method="toy").map
     finally:
         register_method(toy)  # the fixture removes it again
 
@@ -95,8 +95,8 @@ def test_an_attribution_without_an_implementation_is_refused_not_run_as_another(
     method_table.register(method_table.Method("mystery", "mystery", "attribution"))
     try:
         with pytest.raises(dv.ArgumentError, match="no implementation"):
-            dv.attribute(zoo_model("alexnet"), torch.zeros(1, 3, 64, 64), "mystery",
-                         target=0)
+            dv.attribute(zoo_model("alexnet"), torch.zeros(1, 3, 64, 64), method="mystery",
+                         target=0).map
     finally:
         method_table.unregister("mystery")
 
@@ -108,10 +108,10 @@ def test_compare_and_sanity_trace_the_model_once_for_every_method(monkeypatch):
     real = projector.trace
     monkeypatch.setattr(projector, "trace", lambda model: traced.append(model) or real(model))
     model = zoo_model("alexnet")
-    dv.compare(model, [CHELSEA], ["deconvnet", "guided", "gradient", "gradcam"])
+    dv.compare(model, [CHELSEA], methods=["deconvnet", "guided", "gradient", "gradcam"])
     assert len(traced) == 1
     x = torch.randn(1, 3, 96, 96)
-    dv.sanity_check(model, x, ["deconvnet", "guided", "gradient"], layers=["classifier.6"])
+    dv.sanity_check(model, x, methods=["deconvnet", "guided", "gradient"], layers=["classifier.6"])
     assert len(traced) == 2
 
 
@@ -129,7 +129,7 @@ def test_show_resolves_a_layer_name_once_and_checks_the_model_state_every_time(m
     monkeypatch.setattr(layers, "resolve_layer", counting)
     monkeypatch.setattr(projector, "resolve_layer", counting)
     model = zoo_model("zfnet")
-    result = dv.project(model, CHELSEA, "conv3", top=4)
+    result = dv.project(model, CHELSEA, layer="conv3", top=4)
     assert resolved == ["conv3"] and len(result) == 4
     # the reverse pass is built once per layer and method, but a model put in training mode
     # afterwards is still refused (its dropout and BatchNorm would differ)

@@ -219,7 +219,7 @@ def _terminate_on_call(monkeypatch, module, name, call=1):
 @pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
                     reason="signals reach the main thread only")
 def test_sigterm_cleans_up_as_ctrl_c_does(workspace, tmp_path, monkeypatch):
-    atlas_module = importlib.import_module("deconvviz.analyses.atlas")
+    atlas_module = importlib.import_module("deconvviz.analyses.atlas_pages")
     dataset_scan = importlib.import_module("deconvviz.analyses.dataset_scan")
 
     before = signal.getsignal(signal.SIGTERM)
@@ -231,7 +231,7 @@ def test_sigterm_cleans_up_as_ctrl_c_does(workspace, tmp_path, monkeypatch):
     assert signal.getsignal(signal.SIGTERM) is before  # the handler is the caller's again
 
     with monkeypatch.context() as patch:  # the second batch: the first is checkpointed
-        _terminate_on_call(patch, dataset_scan, "_merge", call=2)
+        _terminate_on_call(patch, dataset_scan, "merge", call=2)
         done = invoke("scan", "--model", MODEL, "--weights", "none", "--layers", LAYER,
                       "--batch-size", "1", "--checkpoint-every", "1", "--out", "s.pt",
                       workspace["work"] / "photos", cwd=tmp_path)
@@ -246,15 +246,15 @@ def test_sanity_check_takes_what_compare_takes():
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 5, stride=4),  # one layer to randomise
                                 torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
     x, _ = dv.load_image(CHELSEA)
-    by_tensor = dv.sanity_check(model, x, ["gradient"], target=1)
+    by_tensor = dv.sanity_check(model, x, methods=["gradient"], target=1)
     for images in (CHELSEA, [Image.open(CHELSEA)]):  # a path; a list holding a PIL image
-        other = dv.sanity_check(model, images, ["gradient"], target=1)
+        other = dv.sanity_check(model, images, methods=["gradient"], target=1)
         assert torch.equal(other.maps["gradient"], by_tensor.maps["gradient"])
-    compared = dv.compare(model, x[0], ["gradient"], target=1)  # and compare takes tensors
+    compared = dv.compare(model, x[0], methods=["gradient"], target=1)  # and compare takes tensors
     assert torch.equal(compared.maps["gradient"][0], by_tensor.maps["gradient"][0][0])
     assert compared.images == ["image 0"]
     with pytest.raises(dv.ArgumentError, match="a file path, a PIL image, a tensor"):
-        dv.sanity_check(model, 3, ["gradient"])
+        dv.sanity_check(model, 3, methods=["gradient"])
 
 
 def test_the_docs_list_every_notebook_and_install_from_the_clone():

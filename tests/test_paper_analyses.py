@@ -84,7 +84,7 @@ def test_invariance_against_transforming_by_hand():
     model = zoo_model("zfnet")
     torch.manual_seed(0)
     x = torch.randn(2, 3, 224, 224)
-    result = dv.invariance(model, x, "rotate", values=[0, 30])
+    result = dv.invariance(model, x, transform="rotate", values=[0, 30])
     assert list(result.distance) == ["conv1", "fc7"]
     assert (result.distance["conv1"][:, 0] == 0).all() and (result.distance["fc7"][:, 0] == 0).all()
     net = dv.Deconvnet(model)
@@ -106,7 +106,7 @@ def test_correspondence_against_masking_by_hand():
     torch.manual_seed(0)
     x = torch.randn(3, 3, 224, 224)
     parts = {"eye": [[10, 20, 40, 30], [30, 40, 40, 30], [100, 50, 40, 30]]}
-    result = dv.correspondence(model, x, parts, layers=["conv2", "fc7"], random=2)
+    result = dv.correspondence(model, x, parts=parts, layers=["conv2", "fc7"], random=2)
     module = model.get_submodule(dv.Deconvnet(model).aliases["conv2"])
     a0, _ = run_with_hook(model, module, x)
     masked = x.clone()
@@ -131,8 +131,8 @@ def test_figures_for_every_zoo_family(name, tmp_path):
     torch.manual_seed(0)
     x = torch.randn(2, 3, 64, 64)
     occluded = dv.occlusion(model, x[:1], size=32, stride=32)
-    moved = dv.invariance(model, x, "scale", values=[1.0, 1.4])
-    parts = dv.correspondence(model, x, {"box": [[0, 0, 16, 16], [8, 8, 16, 16]]}, random=1)
+    moved = dv.invariance(model, x, transform="scale", values=[1.0, 1.4])
+    parts = dv.correspondence(model, x, parts={"box": [[0, 0, 16, 16], [8, 8, 16, 16]]}, random=1)
     for result, stem in [(occluded, "o"), (moved, "i"), (parts, "c")]:
         for ext in (".png", ".pdf") if name == FAMILIES[0] else (".png",):  # PDF: any model
             path = result.save(tmp_path / f"{stem}{ext}", dpi=40)
@@ -207,10 +207,10 @@ def test_every_analysis_says_which_weights_drew_it():
     model = zoo_model("alexnet")  # random weights
     x = torch.randn(2, 3, 64, 64)
     results = [dv.occlusion(model, x[:1], size=32, stride=32),
-               dv.invariance(model, x, "scale", values=[1.0, 1.4], progress=False),
-               dv.correspondence(model, x, {"box": [[0, 0, 16, 16]] * 2}, random=1,
+               dv.invariance(model, x, transform="scale", values=[1.0, 1.4], progress=False),
+               dv.correspondence(model, x, parts={"box": [[0, 0, 16, 16]] * 2}, random=1,
                                  progress=False),
-               dv.sanity_check(model, x[:1], ["gradient"])]
+               dv.sanity_check(model, x[:1], methods=["gradient"])]
     for result in results:
         assert result.figure().texts[0].get_text().endswith("- untrained weights"), result
     assert results[2].table().splitlines()[-1] == "*alexnet, untrained weights*"
@@ -221,7 +221,7 @@ def test_the_invariance_figure_names_each_image_and_its_class():
     model = zoo_model("alexnet")
     torch.manual_seed(0)
     x = torch.randn(2, 3, 64, 64)
-    result = dv.invariance(model, x, "rotate", values=[0, 20, 40], images=["a.jpg", "b.png"],
+    result = dv.invariance(model, x, transform="rotate", values=[0, 20, 40], labels=["a.jpg", "b.png"],
                            progress=False)
     assert len(result.examples) == 3 and len(result.examples[0]) == 2  # every image's
     fig = result.figure()
@@ -232,10 +232,10 @@ def test_the_invariance_figure_names_each_image_and_its_class():
     assert legend == [f"a.jpg ({names[0]})", f"b.png ({names[1]})"]
     thumbnails = [ax for ax in fig.axes if ax.images]
     assert len(thumbnails) == 2 * 3  # both images, three values each
-    chosen = dv.invariance(model, x, "rotate", values=[0, 20], target=3, progress=False)
+    chosen = dv.invariance(model, x, transform="rotate", values=[0, 20], target=3, progress=False)
     assert chosen.figure().axes[-1].get_title() == "p(target class)"
     with pytest.raises(dv.ArgumentError, match="3 image labels for 2 images"):
-        dv.invariance(model, x, "rotate", images=["a", "b", "c"])
+        dv.invariance(model, x, transform="rotate", labels=["a", "b", "c"])
 
 
 @pytest.mark.agreement
@@ -247,8 +247,8 @@ def test_invariance_in_batches_equals_one_value_at_a_time():
     torch.manual_seed(0)
     x = torch.randn(2, 3, 112, 112)
     values = [0, 10, 20, 30]
-    batched = dv.invariance(model, x, "rotate", values=values, batch_size=8, progress=False)
-    single = dv.invariance(model, x, "rotate", values=values, batch_size=1, progress=False)
+    batched = dv.invariance(model, x, transform="rotate", values=values, batch_size=8, progress=False)
+    single = dv.invariance(model, x, transform="rotate", values=values, batch_size=1, progress=False)
     for layer in batched.distance:
         assert (batched.distance[layer][:, 0] == 0).all()
         assert np.allclose(batched.distance[layer], single.distance[layer], rtol=1e-4,

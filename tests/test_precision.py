@@ -79,8 +79,8 @@ def test_projector_and_analyses_compute_inside_the_context(caller_flags, monkeyp
     assert [exact_inside(f) for f in seen] == [True, False, False, True]
     assert backend_flags() == caller_flags
     seen.clear()
-    dv.attribute(model, x, "guided", layer="3", feature=1, precision="tf32")
-    dv.attribute(model, x, "guided", layer="3", feature=1)
+    dv.attribute(model, x, method="guided", layer="3", features=1, precision="tf32").map
+    dv.attribute(model, x, method="guided", layer="3", features=1).map
     assert [exact_inside(f) for f in seen] == [False, True]
 
 
@@ -102,14 +102,14 @@ def test_scans_and_projections_record_precision_and_device(tmp_path):
     prep = Preprocessing(resize_size=40, crop_size=32)
     photos = [os.path.join(EXAMPLES, "chelsea.png"), os.path.join(EXAMPLES, "rocket.jpg")]
     model = tiny()
-    default = dv.scan(model, photos, ["3"], top=1, progress=False, preprocessing=prep)
-    fast = dv.scan(model, photos, ["3"], top=1, progress=False, preprocessing=prep,
+    default = dv.scan(model, photos, layers=["3"], hits=1, progress=False, preprocessing=prep)
+    fast = dv.scan(model, photos, layers=["3"], hits=1, progress=False, preprocessing=prep,
                    precision="tf32", out=tmp_path / "s.pt")
     assert (default.precision, default.device) == ("exact", "cpu")
     assert (fast.precision, dv.load_scan(tmp_path / "s.pt").precision) == ("tf32", "tf32")
-    p = dv.project(model, photos[0], "3", features=[0], precision="tf32")
+    p = dv.project(model, photos[0], layer="3", features=[0], precision="tf32")
     assert (p.precision, p.device) == ("tf32", "cpu") and "TF32, not exact" in p.title
-    assert "exact" not in dv.project(model, photos[0], "3", features=[0]).title
+    assert "exact" not in dv.project(model, photos[0], layer="3", features=[0]).title
 
 
 @pytest.mark.skipif(not hasattr(torch.backends.cudnn, "conv"), reason="PyTorch < 2.9 has only "

@@ -20,7 +20,7 @@ def scanned(tmp_path_factory):
     model = zoo_model("zfnet")
     prep = replace(dv.model_info(model).preprocessing, resize_size=64, crop_size=64)
     out = str(tmp_path_factory.mktemp("scan") / "scan.pt")
-    result = dv.scan(model, PHOTOS, ["conv4", "conv5"], top=2, batch_size=3, progress=False,
+    result = dv.scan(model, PHOTOS, layers=["conv4", "conv5"], hits=2, batch_size=3, progress=False,
                      preprocessing=prep, rank="relevance", out=out)
     return model, prep, result, out
 
@@ -33,7 +33,7 @@ def test_relevance_hits_are_each_images_share_for_its_predicted_class(scanned):
     # one image at a time (the scan ran batches of 3): the same shares, to 1e-4 of the
     # largest (float32; PyTorch picks convolution kernels by batch size, and a share divides
     # by a sum of absolute values with cancellation in it)
-    shares = {layer: torch.cat([dv.layer_relevance(model, x[i:i + 1], layer).share
+    shares = {layer: torch.cat([dv.layer_relevance(model, x[i:i + 1], layer=layer).share
                                 for i in range(len(PHOTOS))]) for layer in ("conv4", "conv5")}
     for layer in ("conv4", "conv5"):
         for feature in (0, 7, 100):
@@ -48,7 +48,7 @@ def test_relevance_hits_are_each_images_share_for_its_predicted_class(scanned):
     assert again.relevance_top("conv5", 7) == result.relevance_top("conv5", 7)
     assert again.top("conv5", 7) == result.top("conv5", 7)
     with pytest.raises(dv.ArgumentError, match="rank is one of activation, relevance"):
-        dv.scan(model, PHOTOS[:1], ["conv5"], rank="relevant", progress=False)
+        dv.scan(model, PHOTOS[:1], layers=["conv5"], rank="relevant", progress=False)
 
 
 def test_crp_command_draws_concepts_with_reference_patches(scanned, tmp_path):

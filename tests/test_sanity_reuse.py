@@ -26,8 +26,8 @@ def _largest_difference(a, b):
 
 def _assert_same_cascade(model, x, methods, layers=None):
     before = snapshot(model)
-    plain = dv.sanity_check(model, x, methods, layers=layers, reuse=False)
-    reused = dv.sanity_check(model, x, methods, layers=layers)
+    plain = dv.sanity_check(model, x, methods=methods, layers=layers, reuse=False)
+    reused = dv.sanity_check(model, x, methods=methods, layers=layers)
     assert_untouched(model, before)
     assert reused.steps == plain.steps
     for method in methods:

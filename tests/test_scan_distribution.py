@@ -78,7 +78,7 @@ def strongest_by_brute_force(model, paths, layer):
 def test_distribution_equals_a_brute_force_oracle(model):
     # Batches of 3 against one batch of 4: values agree to rounding, so a value within 1e-5
     # (relative) of a bin edge may land on either side; no such value is tolerated elsewhere.
-    result = scan(model, PHOTOS, LAYERS, top=2, batch_size=3, progress=False)
+    result = scan(model, PHOTOS, layers=LAYERS, hits=2, batch_size=3, progress=False)
     assert result.format == "deconvviz-scan/3" and result.has_distribution
     for layer in LAYERS:
         strongest = strongest_by_brute_force(model, PHOTOS, layer)
@@ -107,9 +107,9 @@ def test_shards_merge_exactly_into_the_whole(model):
     # guarantee for the same batch, threads and device), so the counts of two disjoint
     # shards, added, equal those of the whole scan exactly (what torchrun ranks do).
     layers = ["conv2", "conv5"]
-    whole = scan(model, PHOTOS, layers, top=2, batch_size=1, progress=False)
-    even = scan(model, PHOTOS[0::2], layers, top=2, batch_size=1, progress=False)
-    odd = scan(model, PHOTOS[1::2], layers, top=2, batch_size=1, progress=False)
+    whole = scan(model, PHOTOS, layers=layers, hits=2, batch_size=1, progress=False)
+    even = scan(model, PHOTOS[0::2], layers=layers, hits=2, batch_size=1, progress=False)
+    odd = scan(model, PHOTOS[1::2], layers=layers, hits=2, batch_size=1, progress=False)
     for layer in layers:
         assert torch.equal(even.histogram(layer) + odd.histogram(layer), whole.histogram(layer))
         assert torch.equal(even.fired(layer) + odd.fired(layer), whole.fired(layer))
@@ -120,7 +120,7 @@ def test_a_resumed_scan_counts_every_image_once(model, tmp_path, monkeypatch):
     out = tmp_path / "scan.pt"
     layers = ["conv1", "conv2"]
     paths = PHOTOS + [PHOTOS[0]] * 2  # six images, three batches of two
-    whole = scan(model, paths, layers, top=2, batch_size=2, progress=False)
+    whole = scan(model, paths, layers=layers, hits=2, batch_size=2, progress=False)
     real_merge, calls = scan_module._merge, {"n": 0}
 
     def merge_then_interrupt(*args, **kwargs):
@@ -131,10 +131,10 @@ def test_a_resumed_scan_counts_every_image_once(model, tmp_path, monkeypatch):
 
     monkeypatch.setattr(scan_module, "_merge", merge_then_interrupt)
     with pytest.raises(ScanInterrupted):
-        scan(model, paths, layers, top=2, batch_size=2, out=out, checkpoint_every=1,
+        scan(model, paths, layers=layers, hits=2, batch_size=2, out=out, checkpoint_every=1,
              progress=False)
     monkeypatch.setattr(scan_module, "_merge", real_merge)
-    resumed = scan(model, paths, layers, top=2, batch_size=2, out=out, resume=True,
+    resumed = scan(model, paths, layers=layers, hits=2, batch_size=2, out=out, resume=True,
                    progress=False)
     for layer in layers:
         assert torch.equal(resumed.histogram(layer), whole.histogram(layer))
@@ -145,7 +145,7 @@ def test_a_resumed_scan_counts_every_image_once(model, tmp_path, monkeypatch):
 
 
 def test_older_scans_load_without_a_distribution(model, tmp_path):
-    result = scan(model, PHOTOS[:1], ["conv5"], top=1, progress=False)
+    result = scan(model, PHOTOS[:1], layers=["conv5"], hits=1, progress=False)
     data = {k: v for k, v in result.data.items() if k != "histograms"}
     data["format"] = "deconvviz-scan/2"
     torch.save(data, tmp_path / "old.pt")

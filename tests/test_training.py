@@ -21,7 +21,7 @@ def run(shapes, tmp_path_factory):
     """Six epochs, with dropout (so the resume test covers its random masks). He et al.'s
     initialisation: from the paper's N(0, 1e-2) ZFNet sits at chance for many epochs."""
     with scratch_folder(tmp_path_factory.mktemp("runs")) as folder:
-        yield dv.train("zfnet", shapes / "train", folder / "zf", val=shapes / "val", **RUN)
+        yield dv.train("zfnet", shapes / "train", out=folder / "zf", val=shapes / "val", **RUN)
 
 
 def test_loss_falls_and_the_requested_checkpoints_load(run, shapes):
@@ -66,11 +66,11 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(run, shapes, s
         return stop
 
     with pytest.raises(TrainingInterrupted, match="--resume"):
-        dv.train("zfnet", shapes / "train", out, val=shapes / "val", callback=stop_at((1, 2)),
+        dv.train("zfnet", shapes / "train", out=out, val=shapes / "val", callback=stop_at((1, 2)),
                  **RUN)
     assert sorted(os.listdir(out)) == ["last.pt"]
     with pytest.raises(TrainingInterrupted, match="in epoch 2 after step 1 of 6"):
-        dv.train("zfnet", shapes / "train", out, val=shapes / "val", resume=True,
+        dv.train("zfnet", shapes / "train", out=out, val=shapes / "val", resume=True,
                  callback=stop_at((2, 0)), **RUN)
     # Same machine, thread count and batches: PyTorch's CPU kernels are deterministic, so
     # the weights are bit-identical.
@@ -112,7 +112,7 @@ def test_filters_figure_and_csv(run, tmp_path):
 
 
 def test_evolution_shapes_and_figure(run, shapes, tmp_path):
-    result = dv.evolution("zfnet", run.run, shapes / "val", ["conv1", "conv5"], "random:3")
+    result = dv.evolution("zfnet", checkpoints=run.run, images=shapes / "val", layers=["conv1", "conv5"], features="random:3")
     assert result.labels == ["epoch 1", "epoch 2", "epoch 6"]
     assert result.features["conv1"] == sorted(result.features["conv1"])
     assert len(result.features["conv1"]) == 3
@@ -181,7 +181,7 @@ def test_bad_training_inputs_get_one_line_errors(case, run, shapes, tmp_path):
 
 def test_evolution_refuses_a_checkpoint_of_another_model(run, shapes):
     with pytest.raises(dv.WeightsError, match="of model zfnet, not alexnet"):
-        dv.evolution("alexnet", [run.checkpoints[0]], shapes / "val", ["conv1"])
+        dv.evolution("alexnet", checkpoints=[run.checkpoints[0]], images=shapes / "val", layers=["conv1"])
 
 
 def test_every_file_a_run_writes_loads_as_weights(run, shapes, tmp_path):
@@ -198,6 +198,6 @@ def test_every_file_a_run_writes_loads_as_weights(run, shapes, tmp_path):
     done = invoke("show", "--model", "zfnet", "--weights", last, "--layer", "conv1",
                   "--out", tmp_path / "x.png", photo)
     assert done.returncode == 0, done.stderr
-    result = dv.evolution(None, [run.checkpoints[0], last], shapes / "val", ["conv1"],
-                          [0], progress=False)
+    result = dv.evolution(None, checkpoints=[run.checkpoints[0], last], images=shapes / "val", layers=["conv1"],
+                          features=[0], progress=False)
     assert result.projections["conv1"].shape[:2] == (1, 2)

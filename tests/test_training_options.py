@@ -25,7 +25,7 @@ def test_training_leaves_the_callers_random_state_alone(shapes, scratch, monkeyp
     torch.manual_seed(123)
     before = torch.get_rng_state()
     # one step of the whole folder, with the renormalisation off
-    dv.train("zfnet", shapes / "train", scratch / "r", epochs=1, save_at=[], clip_rms=0.0,
+    dv.train("zfnet", shapes / "train", out=scratch / "r", epochs=1, save_at=[], clip_rms=0.0,
              **{**SMALL, "batch_size": 48})
     assert torch.equal(torch.get_rng_state(), before)
     assert renormalised == []  # clip_rms=0 turns it off
@@ -35,7 +35,7 @@ def test_filters_are_renormalised_to_rms_0_1_in_training(shapes, scratch):
     # A learning rate high enough that the filters blow up without the renormalisation (the
     # paper's Fig. 6(a) problem, in six steps instead of an epoch of ImageNet): He et al.'s
     # filters start near RMS 0.02; here hundreds reach 0.1 and are brought back to it.
-    result = dv.train("zfnet", shapes / "train", scratch / "clip", epochs=1, lr=0.2,
+    result = dv.train("zfnet", shapes / "train", out=scratch / "clip", epochs=1, lr=0.2,
                       dropout=0.0, init="kaiming", clip_rms=0.1, save_at=[], **SMALL)
     model = dv.load_model("zfnet", weights=result.checkpoints[-1])
     rms = torch.cat([filter_stats(m.weight)["rms"] for m in model.modules()
@@ -110,7 +110,7 @@ def test_two_process_torchrun_matches_one_process(tmp_path, scratch):
     assert two.returncode == 0, two.stderr
     assert two.stdout.strip().splitlines() == [str(scratch / "two" / "epoch_1.pt")]
     one_step = {**SMALL, "batch_size": 24}
-    dv.train("zfnet", shapes / "train", scratch / "one", epochs=1, dropout=0.0,
+    dv.train("zfnet", shapes / "train", out=scratch / "one", epochs=1, dropout=0.0,
              init="kaiming", save_at=[1], **one_step)
     a = torch.load(scratch / "one" / "epoch_1.pt", weights_only=True)["state_dict"]
     b = torch.load(scratch / "two" / "epoch_1.pt", weights_only=True)["state_dict"]
@@ -122,7 +122,7 @@ def test_two_process_torchrun_matches_one_process(tmp_path, scratch):
     assert max(errors.values()) <= 1e-2, max(errors.items(), key=lambda kv: kv[1])
     # The tolerance separates rounding from a real difference: the same run with a learning
     # rate 10% higher is outside it.
-    dv.train("zfnet", shapes / "train", scratch / "lr", epochs=1, dropout=0.0, lr=0.011,
+    dv.train("zfnet", shapes / "train", out=scratch / "lr", epochs=1, dropout=0.0, lr=0.011,
              init="kaiming", save_at=[1], **one_step)
     c = torch.load(scratch / "lr" / "epoch_1.pt", weights_only=True)["state_dict"]
     assert max(relative(c[key], a[key]) for key in errors) > 1e-2
@@ -164,6 +164,6 @@ def test_the_run_folders_parents_are_made_and_workers_fit_the_cores(shapes, tmp_
                   shapes / "train")
     assert done.returncode == 0, done.stderr
     assert seen["workers"] == 2 and "warning" not in done.stderr
-    result = dv.train("zfnet", shapes / "train", scratch / "new" / "runs" / "zf", epochs=1,
+    result = dv.train("zfnet", shapes / "train", out=scratch / "new" / "runs" / "zf", epochs=1,
                       save_at=[], **{**SMALL, "batch_size": 48})
     assert os.path.isfile(os.path.join(result.run, "last.pt"))

@@ -155,10 +155,10 @@ def test_python_and_the_command_line_share_one_default_and_results_say_it(tmp_pa
     from conftest import CHELSEA
 
     _fake_cache("resnet18", tvm.resnet18(weights=None).state_dict())
-    result = dv.project("resnet18", CHELSEA, "layer1", top=2)
+    result = dv.project("resnet18", CHELSEA, layer="layer1", top=2)
     assert result.weights == "imagenet" and "ImageNet weights" in repr(result)
     assert result.title.endswith("- ImageNet weights")
-    random = dv.project("resnet18", CHELSEA, "layer1", top=2, weights=None)
+    random = dv.project("resnet18", CHELSEA, layer="layer1", top=2, weights=None)
     assert random.weights == "random" and repr(random).endswith("untrained weights)")
     done = invoke("show", "--model", "resnet18", "--layer", "layer1", "--top", "2", "--out",
                   tmp_path / "x.png", CHELSEA)

@@ -31,15 +31,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import method_table
+from .._signatures import api
 from ..choices import check_mode
+from ..data.images import ImagesArg
 from ..data.zoo import class_names
 from ..engine import Projector
-from ..engine.precision import precise
+from ..engine.guard import images_for, runs_model
 from ..engine.recording import Recording, check_images, forward_to
 from ..engine.seeds import make_seeds
 from ..errors import ArgumentError, closest
 
-__all__ = ["attribute", "list_methods", "Target", "resolve_target", "default_cam_layer",
+__all__ = ["attribute", "attribute_map", "list_methods", "Target", "resolve_target", "default_cam_layer",
            "grad_cam"]
 
 
@@ -183,44 +185,68 @@ def _unit_seed(net: Projector, x: Tensor, target: Target) -> Tensor:
     return make_seeds(act, [target.feature], target.mode)[:, 0]
 
 
-@precise
-def attribute(model: nn.Module, x: Tensor, method: str, target: Union[None, int, str] = None,
-              layer: Optional[str] = None, feature: Optional[int] = None, mode: str = "max",
-              *, cam_layer: Optional[str] = None, nets: Optional[Dict[str, Projector]] = None,
-              resolved: Optional[Target] = None,
-              precision: Optional[str] = None, **options) -> Tensor:
+@api(renamed={"x": "images", "feature": "features"},
+     legacy=("method", "target", "layer", "features", "mode"))
+@runs_model
+def attribute(model: nn.Module, images: ImagesArg, *, method: str,
+              target: Union[None, int, str] = None, layer: Optional[str] = None,
+              features: Optional[int] = None, mode: str = "max",
+              cam_layer: Optional[str] = None, device: Optional[str] = None,
+              precision: Optional[str] = None, **options) -> "Attribution":
     """Explain a class or a unit with one method, at the input's resolution.
 
     Args:
         model: the network (eval mode; it is never changed: Captum's hooks are removed on
             every path, errors included).
-        x: normalised images ``[N, 3, H, W]`` on the model's device.
+        images: photos in any form of the glossary (docs/api.md): a path, a folder, a
+            ``PIL.Image``, a normalised tensor ``[N, 3, H, W]`` or ``[3, H, W]``, or a list.
         method: one of :func:`list_methods`.
         target: a class index or ImageNet class name (default: each image's top-1 class).
         layer: explain a unit of this layer instead (alias or module path).
-        feature: the unit's feature.
+        features: the unit's feature (channel index).
         mode: ``"max"`` (the feature's strongest activation) or ``"map"`` (its whole map).
         cam_layer: Grad-CAM's layer (default :func:`default_cam_layer`).
-        nets: reverse-pass projectors of ``model`` to reuse, by method name (a method not
-            in it is added, sharing their trace).
-        resolved: a :class:`Target` already resolved (skips a forward pass).
         **options (Any): passed to the Captum method: ``n_steps`` (integrated gradients, default
             32), ``nt_samples`` and ``stdev`` (SmoothGrad: 16 samples, noise 0.15 of the
             input's range), ``window`` and ``stride`` (occlusion: 32 and 16 pixels).
+        device: where to compute (default: where the model is).
         precision: ``"exact"`` (default: float32 throughout, TF32 off on CUDA) or
             ``"tf32"`` (faster on GPUs, not exact); see ``docs/gpu.md``.
 
     Returns:
-        ``[N, 3, H, W]``; ``[N, 1, H, W]`` for Grad-CAM.
+        An :class:`Attribution`: its ``.map`` is ``[N, 3, H, W]`` (``[N, 1, H, W]`` for
+        Grad-CAM), on the model's device.
 
     Raises:
         ArgumentError: an unknown method or class, or a target the method cannot explain
             (Grad-CAM of a unit below its layer).
 
     Examples:
-        >>> a = attribute(model, x, "guided", target="tabby")
-        >>> cam = attribute(model, x, "gradcam")          # the top-1 class, [N, 1, H, W]
+        >>> a = attribute(model, "photo.jpg", method="guided", target="tabby").map
+        >>> cam = attribute(model, x, method="gradcam")   # the top-1 class, .map [N, 1, H, W]
     """
+    if isinstance(features, (list, tuple)):
+        if len(features) != 1:
+            raise ArgumentError(f"attribute explains one unit at a time; got features "
+                                f"{list(features)}")
+        features = features[0]
+    x, rgb, names = images_for(model, images)
+    resolved = resolve_target(model, x, target, layer, features, mode)
+    result = attribute_map(model, x, method, resolved=resolved, cam_layer=cam_layer,
+                           **options)
+    return Attribution.of(result, model=model, method=method, target=resolved, rgb=rgb,
+                          images=names)
+
+
+def attribute_map(model: nn.Module, x: Tensor, method: str, target: Union[None, int, str] = None,
+                  layer: Optional[str] = None, feature: Optional[int] = None, mode: str = "max",
+                  *, cam_layer: Optional[str] = None,
+                  nets: Optional[Dict[str, Projector]] = None,
+                  resolved: Optional[Target] = None, **options) -> Tensor:
+    """:func:`attribute`'s map for analyses that already hold the batch ``x`` (normalised,
+    on the model's device) and run inside a guarded call; ``nets`` are reverse-pass
+    projectors of ``model`` to reuse, by method name, and ``resolved`` a :class:`Target`
+    already resolved (skips a forward pass)."""
     entry = method_table.get(method)
     x = check_images(x, model=model)
     target = resolved or resolve_target(model, x, target, layer, feature, mode)
@@ -239,7 +265,8 @@ def attribute(model: nn.Module, x: Tensor, method: str, target: Union[None, int,
     if entry.is_reverse_pass:
         return _reverse(net_for(method), x, target)
     if method == "guided_gradcam":
-        cam = attribute(model, x, "gradcam", cam_layer=cam_layer, nets=nets, resolved=target)
+        cam = attribute_map(model, x, "gradcam", cam_layer=cam_layer, nets=nets,
+                            resolved=target)
         return _reverse(net_for("guided"), x, target) * cam
     return _captum(method, model, x, target, net_for("gradient"), cam_layer, options)
 
@@ -328,3 +355,12 @@ def probabilities(model: nn.Module, x: Tensor, classes: Sequence[int]) -> List[f
     with torch.no_grad():
         p = F.softmax(model(x), dim=1)
     return [float(p[i, c]) for i, c in enumerate(classes)]
+
+
+class Attribution:  # STUB: replaced by the Result subclass (merge of i34-results)
+    def __init__(self, map):
+        self.map = map
+
+    @classmethod
+    def of(cls, map, **info):
+        return cls(map)

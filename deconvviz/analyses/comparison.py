@@ -8,7 +8,7 @@ Grad-CAM and occlusion).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Dict, List, Optional, Sequence, Union
+from typing import ClassVar, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -16,12 +16,13 @@ from torch import Tensor, nn
 
 from .. import figures, method_table
 from .._io import write_atomically
-from ..data.images import ImagesArg, load_images
+from .._progress import ProgressArg, progress_bar
+from .._signatures import api
+from ..data.images import ImagesArg
 from ..data.zoo import model_info, model_name
-from ..engine.precision import precise
-from ..engine.recording import check_images
+from ..engine.guard import images_for, runs_model
 from ..errors import ArgumentError
-from .attribution import Target, attribute, probabilities, resolve_target
+from .attribution import Target, attribute_map, probabilities, resolve_target
 from .result import Result
 
 __all__ = ["Comparison", "compare", "DEFAULT_METHODS"]
@@ -80,27 +81,30 @@ class Comparison(Result):
                 f"{self.target.label(0)}, methods {', '.join(self.methods)})")
 
 
-@precise
-def compare(model: nn.Module, images: ImagesArg,
-            methods: Optional[Sequence[str]] = None, *, target: Union[None, int, str] = None,
-            layer: Optional[str] = None, feature: Optional[int] = None, mode: str = "max",
-            cam_layer: Optional[str] = None,
-            progress: Optional[Callable[[str], None]] = None,
-            precision: Optional[str] = None, **options: object) -> Comparison:
+@api(legacy=("methods",), renamed={"feature": "features"})
+@runs_model
+def compare(model: nn.Module, images: ImagesArg, *,
+            methods: Optional[Sequence[str]] = None, target: Union[None, int, str] = None,
+            layer: Optional[str] = None, features: Optional[int] = None, mode: str = "max",
+            cam_layer: Optional[str] = None, progress: ProgressArg = False,
+            device: Optional[str] = None, precision: Optional[str] = None,
+            **options: object) -> Comparison:
     """Every method's attribution of one target, for each photo.
 
     Args:
         model: the network, on the device to use.
-        images: photos: a path, a ``PIL.Image``, a normalised tensor ``[N, 3, H, W]``, or a
-            list of these (see :func:`~deconvviz.data.images.load_images`).
+        images: photos in any form of the glossary (docs/api.md): a path, a folder, a
+            ``PIL.Image``, a normalised tensor ``[N, 3, H, W]`` or ``[3, H, W]``, or a list.
         methods: method names (default: deconvnet, guided, gradient, gradcam,
             guided_gradcam; see :func:`list_methods`).
         target: a class index or name (default: each image's top-1 class).
         layer: explain a unit of this layer instead (alias or module path).
-        feature: the unit's feature.
+        features: the unit's feature (channel index).
         mode: ``"max"`` (the feature's strongest activation) or ``"map"`` (its whole map).
         cam_layer: Grad-CAM's layer.
-        progress: called with each method's name once its maps (of every image) are made.
+        progress: ``True`` (a bar), ``False``, or ``progress(done, total, label)`` called
+            once each method's maps (of every image) are made, ``label`` its name.
+        device: where to compute (default: where the model is).
         **options (Any): passed to the Captum methods (see :func:`attribute`).
         precision: ``"exact"`` (default: float32 throughout, TF32 off on CUDA) or
             ``"tf32"`` (faster on GPUs, not exact); see ``docs/gpu.md``.
@@ -114,23 +118,23 @@ def compare(model: nn.Module, images: ImagesArg,
         method_table.get(method)
     if isinstance(images, (list, tuple)) and not images:
         raise ArgumentError("no images to compare")
-    x, photos, paths = load_images(images, model)
-    device = next((p.device for p in model.parameters()), None)
-    x = check_images(x.to(device), model=model)
+    x, photos, paths = images_for(model, images)
     with torch.no_grad():
         logits = model(x)
-    resolved = resolve_target(model, x, target, layer, feature, mode, logits=logits)
+    resolved = resolve_target(model, x, target, layer, features, mode, logits=logits)
     maps, not_applicable, nets = {}, {}, {}
-    for method in methods:
-        try:
-            maps[method] = attribute(model, x, method, resolved=resolved, cam_layer=cam_layer,
-                                     nets=nets, **options).detach().cpu()
-        except ArgumentError as exc:
-            if "n/a" not in str(exc):
-                raise
-            not_applicable[method] = str(exc)
-        if progress is not None:
-            progress(method)
+    with progress_bar(progress, total=len(methods), desc="methods", where="compare",
+                      legacy=lambda old: lambda done, total, label: old(label)) as bar:
+        for method in methods:
+            try:
+                maps[method] = attribute_map(model, x, method, resolved=resolved,
+                                             cam_layer=cam_layer, nets=nets,
+                                             **options).detach().cpu()
+            except ArgumentError as exc:
+                if "n/a" not in str(exc):
+                    raise
+                not_applicable[method] = str(exc)
+            bar.update(1, method)
     probs = probabilities(model, x, resolved.classes) if resolved.is_class else None
     info = model_info(model)
     return Comparison(methods, maps, not_applicable, resolved, probs,

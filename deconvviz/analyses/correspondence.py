@@ -23,12 +23,14 @@ from torch import Tensor, nn
 
 from .. import figures
 from .._io import write_atomically
+from .._progress import ProgressArg, progress_bar
+from .._signatures import api
 from ..choices import weights_label
-from ..data.images import load_image, to_rgb
+from ..data.images import ImagesArg, load_image
 from ..data.zoo import model_info, model_name
 from ..engine import Deconvnet
-from ..engine.precision import precise
-from ..engine.recording import check_images, forward_to
+from ..engine.guard import images_for, runs_model
+from ..engine.recording import forward_to
 from ..errors import ArgumentError
 from .invariance import default_probe_layers
 from .result import Result
@@ -178,22 +180,27 @@ def parts_figure(model: Union[str, nn.Module], images: Sequence[str],
     return PartBoxes(rgb, list(boxes), boxes, name).figure()
 
 
-@precise
-def correspondence(model: nn.Module, x: Tensor, parts: Mapping[str, Sequence[Sequence[int]]],
+@api(renamed={"x": "images"}, legacy=("parts", "layers", "random", "seed"))
+@runs_model
+def correspondence(model: nn.Module, images: ImagesArg, *,
+                   parts: Mapping[str, Sequence[Sequence[int]]],
                    layers: Optional[Sequence[str]] = None, random: int = 10,
-                   seed: int = 0, *, progress: bool = True,
+                   seed: int = 0, progress: ProgressArg = True, device: Optional[str] = None,
                    precision: Optional[str] = None) -> CorrespondenceResult:
     """Zeiler & Fergus Table 1 (see the module docstring).
 
     Args:
         model: the network.
-        x: the images of one kind of object, one batch ``[N, 3, H, W]`` (N >= 2).
+        images: the images of one kind of object (N >= 2), in any form of the glossary
+            (docs/api.md).
         parts: ``{"right_eye": [[x, y, w, h], ...], ...}``: one box per image and part, in
             the pixels of the crop the model sees.
         layers: the layers (default: the first convolutional and the last hidden
             fully-connected layer).
         random: draws of the random baseline; seed: their seed.
-        progress: a progress bar on stderr, counting masked batches.
+        progress: ``True`` (a bar on stderr, counting masked batches), ``False``, or
+            ``progress(done, total, label)``.
+        device: where to compute (default: where the model is).
         precision: ``"exact"`` (default: float32 throughout, TF32 off on CUDA) or
             ``"tf32"`` (faster on GPUs, not exact); see ``docs/gpu.md``.
 
@@ -203,7 +210,7 @@ def correspondence(model: nn.Module, x: Tensor, parts: Mapping[str, Sequence[Seq
     batch size may pick another kernel, with other last bits). So masks are not stacked
     into larger batches.
     """
-    x = check_images(x, model=model)
+    x, rgb, _ = images_for(model, images)
     n, _, height, width = x.shape
     if n < 2:
         raise ArgumentError("correspondence needs at least two images")
@@ -224,10 +231,8 @@ def correspondence(model: nn.Module, x: Tensor, parts: Mapping[str, Sequence[Seq
     with torch.no_grad():
         reference = run(x)
     delta, baseline = {}, {}
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(boxes) * (1 + random), unit="mask", desc="correspondence",
-               disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(progress, total=len(boxes) * (1 + random), unit="mask",
+                       desc="correspondence")
     for part, part_boxes in boxes.items():
         delta[part] = dict(zip(layers, deltas(part_boxes)))
         bar.update(1)
@@ -244,6 +249,6 @@ def correspondence(model: nn.Module, x: Tensor, parts: Mapping[str, Sequence[Seq
                           for k, l in enumerate(layers)}
     bar.close()
     info = model_info(model)
-    return CorrespondenceResult(delta, baseline, layers, list(boxes), boxes, to_rgb(x, model),
+    return CorrespondenceResult(delta, baseline, layers, list(boxes), boxes, rgb,
                                 random, model_name(model),
         weights=info.weights if info else "user")

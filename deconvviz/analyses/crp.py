@@ -21,7 +21,10 @@ from typing import Dict, List, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
+from .._signatures import api
+from ..data.images import ImagesArg
 from ..engine import Projector
+from ..engine.guard import images_for, runs_model
 from ..engine.recording import check_images
 from ..engine.reverse import FullSize, run
 from ..errors import ArgumentError
@@ -83,14 +86,30 @@ def _relevance_net(model: Union[nn.Module, Projector], method: Optional[str]) ->
     return net
 
 
-def layer_relevance(model: Union[nn.Module, Projector], x: Tensor, layer: str,
-                    target: Union[None, int, str, Sequence[int]] = None, *,
-                    method: Optional[str] = None, recording=None) -> LayerRelevance:
+@api(renamed={"x": "images"}, legacy=("layer", "target"))
+@runs_model
+def layer_relevance(model: Union[nn.Module, Projector], images: ImagesArg, *, layer: str,
+                    target: Union[None, int, str, Sequence[int]] = None,
+                    method: Optional[str] = None, device: Optional[str] = None,
+                    precision: Optional[str] = None) -> LayerRelevance:
     """The relevance of each image's class (default: its top-1) at ``layer``, seeded with the
     logit: one forward pass and the part of the LRP pass above the layer, for the batch.
-    ``method``: an LRP method (default: a projector's own, else ``lrp``)."""
-    return layer_relevances(model, x, [layer], target, method=method,
-                            recording=recording)[layer]
+
+    Args:
+        model: the network, or a :class:`~deconvviz.engine.Projector` of it.
+        images: photos in any form of the glossary (docs/api.md).
+        layer: the layer (alias or module path).
+        target: the class (index or name; default: each image's top-1), or one per image.
+        method: an LRP method (default: a projector's own, else ``lrp``).
+        device: where to compute (default: where the model is).
+        precision: ``"exact"`` (default) or ``"tf32"``.
+    """
+    x, _, _ = images_for(_model_of(model), images)
+    return layer_relevances(model, x, [layer], target, method=method)[layer]
+
+
+def _model_of(model: Union[nn.Module, Projector]) -> nn.Module:
+    return model.model if isinstance(model, Projector) else model
 
 
 def layer_relevances(model: Union[nn.Module, Projector], x: Tensor, layers: Sequence[str],
@@ -142,42 +161,49 @@ def layer_relevances(model: Union[nn.Module, Projector], x: Tensor, layers: Sequ
     return out
 
 
-def crp(model: Union[nn.Module, Projector], x: Tensor, layer: str,
-        concepts: Union[None, int, Sequence[int]] = None,
-        target: Union[None, int, str, Sequence[int]] = None, *, top: Optional[int] = None,
-        method: Optional[str] = None) -> ConceptRelevance:
+@api(renamed={"x": "images", "concepts": "features"}, legacy=("layer", "features", "target"))
+@runs_model
+def crp(model: Union[nn.Module, Projector], images: ImagesArg, *, layer: str,
+        features: Union[None, int, Sequence[int]] = None,
+        target: Union[None, int, str, Sequence[int]] = None, top: Optional[int] = None,
+        method: Optional[str] = None, device: Optional[str] = None,
+        precision: Optional[str] = None) -> ConceptRelevance:
     """Concept-conditional heatmaps: for each concept (channel of ``layer``), the class's
     relevance through that channel alone, at the pixels.
 
     Args:
         model: the network, or a :class:`~deconvviz.engine.Projector` of it.
-        x: normalised images ``[N, 3, H, W]``.
+        images: photos in any form of the glossary (docs/api.md).
         layer: the concepts' layer (alias or module path).
-        concepts: channel indices (default: every channel, or the ``top`` most relevant).
+        features: the concepts: channel indices of ``layer`` (default: every channel, or the
+            ``top`` most relevant).
         target: the class (index or ImageNet name; default: each image's top-1), or one
             class per image.
         top: the ``top`` most relevant channels (by their share summed over the images),
             most relevant first.
         method: an LRP method (default: a projector's own, else ``lrp``, zennit's
             EpsilonPlusFlat).
+        device: where to compute (default: where the model is).
+        precision: ``"exact"`` (default) or ``"tf32"``.
 
     Returns:
         A :class:`ConceptRelevance`.
 
     Examples:
-        >>> r = crp(model, x, "conv5_3", top=6)
+        >>> r = crp(model, "photo.jpg", layer="conv5_3", top=6)
         >>> r.heatmaps.shape, r.share   # [1, 6, 3, H, W], each concept's share
     """
     net = _relevance_net(model, method)
-    x = check_images(x, net.device, model=net.model)
+    x, _, _ = images_for(net.model, images)
     rec = net.record(x, [layer, ""])
-    upper = layer_relevance(net, x, layer, target, method=net.method.name, recording=rec)
+    upper = layer_relevances(net, x, [layer], target, method=net.method.name,
+                             recording=rec)[layer]
     channels = upper.relevance.shape[1]
-    if concepts is None:
+    if features is None:
         order = upper.share.sum(0).argsort(descending=True).tolist()
         chosen = order[:top] if top is not None else list(range(channels))
     else:
-        chosen = [int(concepts)] if isinstance(concepts, int) else [int(c) for c in concepts]
+        chosen = [int(features)] if isinstance(features, int) else [int(c) for c in features]
         bad = [c for c in chosen if not 0 <= c < channels]
         if bad or not chosen:
             raise ArgumentError(f"concepts are channels 0..{channels - 1} of {layer!r}, got "

@@ -15,7 +15,7 @@ from ..data.images import load_image
 from ..data.zoo import model_info, model_name
 from ..engine import Projector
 from ..figures.display import crop_window
-from .attribution import attribute, class_names
+from .attribution import attribute_map, class_names
 from .crp import ConceptRelevance, crp
 from .scan_result import ScanResult
 from .top_hits import check_scanned_weights
@@ -84,9 +84,9 @@ def concept_report(model: nn.Module, image: Union[str, Tensor], layer: str, *, t
             raise ValueError("give photo= (uint8 H x W x 3) with a tensor image")
     net = Projector(model, method=method)
     x = x.to(net.device) if net.device is not None else x
-    result = crp(net, x[:1], layer, top=top, target=target, method=method)
-    class_map = attribute(model, x[:1], method, target=result.classes[0],
-                          nets={method: net})[0].sum(0)
+    result = crp(net, x[:1], layer=layer, top=top, target=target, method=method)
+    class_map = attribute_map(model, x[:1], method, target=result.classes[0],
+                              nets={method: net})[0].sum(0)
     refs: List[List[np.ndarray]] = [[] for _ in result.concepts]
     kind = "no scan given"
     if scan is not None:

@@ -10,19 +10,22 @@ import copy
 import os
 import re
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Dict, List, Optional, Sequence, Union
+from typing import ClassVar, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 from torch import nn
 
 from .. import figures
 from .._io import write_atomically
+from .._progress import ProgressArg, progress_bar
+from .._signatures import api
 from ..choices import choose_features
+from ..data.images import ImagesArg, image_list
 from ..data.runs import run_checkpoints
 from ..data.zoo import checkpoint_model, get_spec, load_model, load_weights_into, model_info
-from ..engine.precision import precise
+from ..engine.guard import runs_model
 from ..errors import ArgumentError
-from .dataset_scan import list_images, scan
+from .dataset_scan import scan
 from .result import Result
 from .scan_result import Hit
 from .top_hits import project_hits
@@ -87,32 +90,34 @@ def _label(path: str) -> str:
         os.path.basename(path))[0]
 
 
-@precise
-def evolution(model: Union[None, str, nn.Module], checkpoints: Union[str, "os.PathLike[str]",
-                                                                Sequence[str]],
-              data: Union[str, "os.PathLike[str]", Sequence[str]], layers: Sequence[str],
-              features: Union[str, Sequence[int]] = "random:6", *, seed: int = 0,
-              method: str = "deconvnet", batch_size: int = 32, workers: int = 0,
-              device: Optional[str] = None, progress: bool = True,
-              on_checkpoint: Optional[Callable[[str], None]] = None,
-                                                                precision: Optional[str] = None) -> EvolutionResult:
+@api(renamed={"data": "images", "on_checkpoint": "progress"},
+     legacy=("checkpoints", "images", "layers", "features"), legacy_from=1,
+     adapt={"on_checkpoint": lambda old: lambda done, total, label: old(label)})
+@runs_model
+def evolution(model: Union[None, str, nn.Module], images: ImagesArg, *,
+              checkpoints: Union[str, "os.PathLike[str]", Sequence[str]],
+              layers: Sequence[str], features: Union[str, Sequence[int]] = "random:6",
+              seed: int = 0, method: str = "deconvnet", batch_size: int = 32,
+              workers: int = 0, progress: ProgressArg = True, device: Optional[str] = None,
+              precision: Optional[str] = None) -> EvolutionResult:
     """How features evolve over a series of checkpoints (Zeiler & Fergus Fig. 4).
 
     Args:
         model: a zoo name, whose checkpoints :func:`load_model` reads, or a model whose
             ``state_dict`` each checkpoint holds (it is copied, never changed); ``None``
             reads the zoo name from the first checkpoint (one written by :func:`train`).
+        images: the images scanned at each checkpoint, in any form of the glossary
+            (docs/api.md): a folder (recursive), a text file of paths, a list, ...
         checkpoints: a run folder (its ``epoch_K.pt`` files, in epoch order) or a list of
             checkpoint files, in the order to draw them.
-        data: images to scan: a folder (recursive), a text file of paths, or a list.
         layers: layer names (aliases or module paths).
         features: per layer, ``"random:6"`` (seeded by ``seed``), ``"0-5"`` or a list.
         method: the reverse pass, ``"deconvnet"``, ``"guided"`` or ``"gradient"``.
         batch_size: the scans' batch size.
         workers: the scans' ``DataLoader`` workers.
+        progress: ``True`` (a bar per scan), ``False``, or ``progress(done, total, label)``
+            called once each checkpoint is done, ``label`` its path.
         device: where to run (default: the CPU, or the given model's device).
-        progress: a progress bar per scan.
-        on_checkpoint: called with each checkpoint path once it is done.
         precision: ``"exact"`` (default: float32 throughout, TF32 off on CUDA) or
             ``"tf32"`` (faster on GPUs, not exact); see ``docs/gpu.md``.
 
@@ -139,15 +144,17 @@ def evolution(model: Union[None, str, nn.Module], checkpoints: Union[str, "os.Pa
     else:
         info = model_info(model)
         name = info.name if info is not None else type(model).__name__
-    paths = list(data) if isinstance(data, (list, tuple)) else list_images(data)
+    paths = image_list(images)
     chosen: Dict[str, List[int]] = {}
     projections: Dict[str, list] = {l: [] for l in layers}
     patches: Dict[str, list] = {l: [] for l in layers}
     hits: Dict[str, list] = {l: [] for l in layers}
+    bar = progress_bar(progress if callable(progress) else False, total=len(files),
+                       desc="checkpoints")
     for path in files:
         net = _with_weights(model, path, device)
-        result = scan(net, paths, layers, top=1, batch_size=batch_size, workers=workers,
-                      progress=progress)
+        result = scan(net, paths, layers=layers, hits=1, batch_size=batch_size,
+                      workers=workers, progress=progress is True)
         for layer in layers:
             if layer not in chosen:
                 count = result.features(layer)
@@ -158,8 +165,8 @@ def evolution(model: Union[None, str, nn.Module], checkpoints: Union[str, "os.Pa
                                        for h in found])
             patches[layer].append([h.patches[0] if h.patches else None for h in found])
             hits[layer].append([h.hits[0] if h.hits else None for h in found])
-        if on_checkpoint is not None:
-            on_checkpoint(path)
+        bar.update(1, path)
+    bar.close()
     return EvolutionResult(
         model=name, layers=layers, features=chosen, checkpoints=files,
         labels=[_label(f) for f in files],

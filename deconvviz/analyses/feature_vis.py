@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, List, Optional, Sequence, Union
+from typing import ClassVar, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -39,14 +39,19 @@ from torch import Tensor, nn
 
 from .. import figures
 from .._io import write_atomically
+from .._progress import ProgressArg, progress_bar
+from .._signatures import api
 from ..choices import FV_OBJECTIVES, weights_label
+from ..data.devices import model_device
 from ..data.images import preprocessing_for
-from ..data.zoo import Preprocessing, class_names, model_info, model_name
+from ..data.zoo import Preprocessing, model_info, model_name
+from ..engine.guard import runs_model
 from ..engine.plan import memory_budget
 from ..engine.projector import Projector
 from ..engine.recording import forward_to
 from ..errors import ArgumentError
 from .fv_image import LUCID_TRANSFORMS, ImageParam, Transforms, draw_transforms, transform_batch
+from .fv_objective import Objective, gram_penalty, saved_bytes, units_of
 from .result import Result
 
 __all__ = ["OBJECTIVES", "FeatureVisResult", "feature_vis"]
@@ -158,119 +163,103 @@ def _ranges(units: Sequence[int]) -> str:
     return ", ".join(str(u) for u in units[:8]) + (" ..." if len(units) > 8 else "")
 
 
-def _check_eval(model: nn.Module) -> None:
-    from torch.nn.modules.batchnorm import _BatchNorm
-    from torch.nn.modules.dropout import _DropoutNd
-
-    moving = [type(m).__name__ for m in model.modules()
-              if m.training and isinstance(m, (_BatchNorm, _DropoutNd))]
-    if moving:
-        raise ArgumentError(f"the model is in training mode ({moving[0]} would change every "
-                            f"step and tie the images of a batch together); call model.eval()")
-
-
-class _Objective:
-    """Each image's objective value from the layer's activations (before ``negative``)."""
-
-    def __init__(self, objective: str, units: Tensor, position=None, directions=None):
-        self.objective, self.units = objective, units
-        self.position, self.directions = position, directions
-
-    def __call__(self, act: Tensor, rows: Tensor) -> Tensor:
-        b = torch.arange(act.shape[0], device=act.device)
-        if self.objective == "direction":
-            d = self.directions[rows].to(act.dtype)
-            prod = act * d.reshape(d.shape + (1,) * (act.dim() - 2))
-            return prod.sum(1).flatten(1).mean(1) if act.dim() > 2 else prod.sum(1)
-        unit_act = act[b, self.units[rows]]
-        if unit_act.dim() == 1:  # a linear layer's output, or the logits
-            return unit_act
-        if self.objective == "neuron":
-            return unit_act[:, self.position[0], self.position[1]]
-        return unit_act.flatten(1).mean(1)
-
-
-def _gram_penalty(act: Tensor, group: int) -> Tensor:
-    """Lucid's diversity: within each group of ``group`` images, the summed cosine similarity
-    of every other image's Gram matrix (channels x channels), over ``group``."""
-    if group < 2:
-        return act.new_zeros(())
-    flat = act.flatten(2)  # [B, C, positions]
-    grams = flat @ flat.transpose(1, 2)
-    grams = grams.flatten(1)
-    grams = grams / grams.norm(dim=1, keepdim=True).clamp_min(1e-10)
-    grams = grams.reshape(-1, group, grams.shape[1])
-    sim = grams @ grams.transpose(1, 2)  # [units, group, group]
-    off = sim.sum(dim=(1, 2)) - sim.diagonal(dim1=1, dim2=2).sum(1)
-    return off.sum() / group
-
-
-def _saved_bytes(run: Callable[[], Tensor], model: nn.Module) -> int:
-    """Bytes autograd keeps for the backward pass of ``run()`` (a probe on one image),
-    without the model's weights (kept once, whatever the batch)."""
-    weights = {p.data_ptr() for p in model.parameters()} | {b.data_ptr() for b in model.buffers()}
-    seen, total = set(), [0]
-
-    def pack(t: Tensor):
-        key = (t.data_ptr(), t.numel())
-        if key not in seen and t.data_ptr() not in weights:
-            seen.add(key)
-            total[0] += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        run().sum()
-    return total[0]
-
-
-def feature_vis(model: nn.Module, layer: Optional[str] = None,
-                units: Union[None, int, Sequence[Union[int, str]]] = None, *,
+@api(renamed={"units": "features"}, legacy=("features",))
+@runs_model
+def feature_vis(model: nn.Module, layer: Optional[str] = None, *,
+                features: Union[None, int, Sequence[Union[int, str]]] = None,
                 objective: str = "channel", negative: bool = False,
                 position: Optional[Sequence[int]] = None, directions: Optional[Tensor] = None,
                 diversity: float = 0.0, images_per_unit: int = 1, param: str = "fourier",
                 decorrelate: bool = True, transforms: Optional[Transforms] = LUCID_TRANSFORMS,
-                pre_relu: bool = True,
-                steps: int = 512, lr: float = 0.05, image_size: int = 128,
-                input_size: Optional[int] = None, seed: int = 0,
+                pre_relu: bool = True, steps: int = 512, lr: float = 0.05,
+                image_size: int = 128, input_size: Optional[int] = None, seed: int = 0,
                 preprocessing: Optional[Preprocessing] = None, max_memory: Optional[int] = None,
-                net: Optional[Projector] = None,
-                progress: Optional[Callable[[int, int], None]] = None) -> FeatureVisResult:
-    """Optimise an image for each of ``units`` of ``layer``.
+                net: Optional[Projector] = None, progress: ProgressArg = False,
+                device: Optional[str] = None,
+                precision: Optional[str] = None) -> FeatureVisResult:
+    """Optimise an image for each of ``features`` of ``layer``.
 
     Args:
         model: the network in eval mode (a zoo model or any traceable CNN); never changed.
         layer: an alias or module path (``"conv5"``); ``None`` with ``objective="logit"``.
-        units: features (channel indices; default all), class indices or ImageNet names for
-            ``logit``; ignored for ``direction`` (one image per row of ``directions``).
+        features: channel indices of ``layer`` (default all); for ``logit``, class indices
+            or ImageNet names; ignored for ``direction`` (one image per row of
+            ``directions``).
         objective: one of :data:`OBJECTIVES` (see the module docstring).
         negative: minimise the objective instead.
-        position: ``(y, x)`` of a ``neuron`` in the layer's map (default its centre).
-        directions: ``[K, channels]`` for ``direction``.
-        diversity: the weight of the Gram-matrix penalty between a unit's images.
-        images_per_unit: images optimised per unit (use > 1 with ``diversity``).
-        param: ``"fourier"`` (1/f-scaled spectrum) or ``"pixel"``.
-        decorrelate: map colours through ImageNet's colour correlation.
+        position, directions: ``(y, x)`` of a ``neuron`` in the layer's map (default its
+            centre); ``[K, channels]`` for ``direction``.
+        diversity, images_per_unit: the weight of the Gram-matrix penalty between a unit's
+            images; images optimised per unit (use > 1 with ``diversity``).
+        param, decorrelate: ``"fourier"`` (1/f-scaled spectrum) or ``"pixel"``; map colours
+            through ImageNet's colour correlation.
         transforms: the random transforms of each step (:data:`LUCID_TRANSFORMS`), or ``None``.
-        pre_relu: where ``layer`` is a ReLU's output, optimise its input instead (a unit at
-            zero has no gradient to follow).
-        steps: Adam's steps (Lucid: 512).
-        lr: Adam's learning rate (Lucid: 0.05).
-        image_size: the optimised image's side (Lucid: 128), resized to ``input_size``.
-        input_size: the side the model sees (default: its preprocessing's crop size).
+        pre_relu: where ``layer`` is a ReLU's output, optimise its input (a unit at zero
+            has no gradient).
+        steps, lr: Adam's steps and learning rate (Lucid: 512, 0.05).
+        image_size, input_size: the optimised image's side (Lucid: 128), resized to the side
+            the model sees (default: its preprocessing's crop size).
         seed: the seed of every image's start and random transforms.
         preprocessing: the normalisation (default: the model's; ImageNet's for others).
         max_memory: bytes of autograd state one batch may use; larger requests are chunked
             (default: 1 GiB on a CPU, a quarter of the free memory on a GPU).
         net: a :class:`Projector` of ``model`` to reuse (its trace and layer names).
-        progress: called with ``(steps done, steps in all)`` over all chunks.
+        progress, device, precision: as everywhere (docs/api.md); progress counts
+            image-steps over all chunks.
 
-    Returns:
-        A :class:`FeatureVisResult` (``.figure()``, ``.save("grid.png")``).
+    Returns a :class:`FeatureVisResult` (``.figure()``, ``.save("grid.png")``).
 
     Examples:
-        >>> result = feature_vis(load_model("zfnet"), "conv5", range(16), steps=256)
-        >>> result.save("conv5.png")
+        >>> feature_vis(load_model("zfnet"), "conv5", features=range(16)).save("conv5.png")
     """
+    _check_options(objective, steps, images_per_unit, image_size, lr, diversity, transforms)
+    net = net if net is not None else Projector(model)
+    prep = preprocessing or preprocessing_for(model)
+    size = int(input_size or prep.crop_size)
+    found, layer_name, node, skipped = _objective_node(net, objective, layer, diversity, size,
+                                                       pre_relu)
+    run = forward_to(net.traced, [node])
+    device, dtype = model_device(model), next(
+        (p.dtype for p in model.parameters()), torch.float32)
+    shape = (1,) + tuple(found.shape)  # measured once per size by the projector
+    unit_list, labels = units_of(model, objective, features, directions, shape[1], layer_name)
+    position = _position(objective, position, shape, layer_name)
+    if objective == "direction":
+        directions = torch.as_tensor(directions).to(device=device, dtype=dtype)
+    score = Objective(objective, torch.tensor(unit_list, device=device), position, directions)
+    forward = _forward(run, prep, size, transforms, device, dtype)
+    options = dict(image_size=image_size, param=param, decorrelate=decorrelate, seed=seed,
+                   device=device, dtype=dtype, transforms=transforms)
+    count, start = len(unit_list) * images_per_unit, time.perf_counter()
+    chunk = _chunk(forward, model, count, images_per_unit, max_memory, options)
+    with progress_bar(progress, total=steps * count, desc="feature visualisation",
+                      where="feature_vis",
+                      legacy=lambda old: lambda done, total, label: old(done, total)) as bar:
+        images, values = _optimise(forward, score, unit_list, images_per_unit, chunk, steps,
+                                   lr, -1.0 if negative else 1.0, diversity, options, bar)
+    info = model_info(model)
+    return FeatureVisResult(
+        images=images, values=values, units=unit_list, labels=labels, model=model_name(model),
+        weights=info.weights if info else "user", layer=layer_name, objective=objective,
+        negative=bool(negative), param=param, decorrelate=bool(decorrelate),
+        transforms=transforms, steps=steps, lr=float(lr), seed=int(seed),
+        diversity=float(diversity), input_size=size, seconds=time.perf_counter() - start,
+        position=position, pre_relu=skipped)
+
+
+def _forward(run, prep: Preprocessing, size: int, transforms, device, dtype):
+    """``forward(rgb, draws)``: the layer's activations for images in [0, 1], transformed by
+    ``draws`` (none: as they are) and normalised as the model expects."""
+    mean = torch.tensor(prep.mean, device=device, dtype=dtype).reshape(1, 3, 1, 1)
+    std = torch.tensor(prep.std, device=device, dtype=dtype).reshape(1, 3, 1, 1)
+
+    def forward(rgb: Tensor, draws: Optional[Tensor]) -> Tensor:
+        return run((transform_batch(rgb, size, transforms, draws) - mean) / std)[0]
+
+    return forward
+
+
+def _check_options(objective, steps, images_per_unit, image_size, lr, diversity, transforms):
     if objective not in OBJECTIVES:
         raise ArgumentError(f"unknown objective {objective!r}; choose from "
                             f"{', '.join(OBJECTIVES)}")
@@ -282,10 +271,12 @@ def feature_vis(model: nn.Module, layer: Optional[str] = None,
         raise ArgumentError(f"lr must be > 0 and diversity >= 0, got {lr}, {diversity}")
     if transforms is not None and not isinstance(transforms, Transforms):
         raise ArgumentError("transforms must be a Transforms (e.g. LUCID_TRANSFORMS) or None")
-    _check_eval(model)
-    net = net if net is not None else Projector(model)
-    prep = preprocessing or preprocessing_for(model)
-    size = int(input_size or prep.crop_size)
+
+
+def _objective_node(net: Projector, objective: str, layer: Optional[str], diversity: float,
+                    size: int, pre_relu: bool):
+    """The layer the objective reads, its name in titles, the graph node optimised (a ReLU's
+    input with ``pre_relu``) and whether that ReLU was skipped."""
     if objective == "logit":
         if layer is not None:
             raise ArgumentError("a logit objective reads the model's output: leave layer out")
@@ -303,113 +294,71 @@ def feature_vis(model: nn.Module, layer: Optional[str] = None,
     if pre_relu and op.kind == "relu" and len(op.inputs) == 1 and op.inputs[0].name in \
             net.traced.ops:
         node, skipped = op.inputs[0].name, True
-    run = forward_to(net.traced, [node])
-    p = next(iter(model.parameters()), None)
-    device = p.device if p is not None else torch.device("cpu")
-    dtype = p.dtype if p is not None else torch.float32
-    shape = (1,) + tuple(found.shape)  # measured once per size by the projector
-    channels = shape[1]
-    unit_list, labels = _units(model, objective, units, directions, channels, layer_name)
-    if objective == "neuron":
-        if len(shape) != 4:
-            raise ArgumentError(f"{layer_name} has no spatial map (shape {list(shape)}): use "
-                                f"the channel objective")
-        position = tuple(position) if position is not None else (shape[2] // 2, shape[3] // 2)
-        if not (len(position) == 2 and 0 <= position[0] < shape[2]
-                and 0 <= position[1] < shape[3]):
-            raise ArgumentError(f"position {position} is outside {layer_name}'s "
-                                f"{shape[2]}x{shape[3]} map")
-    else:
-        position = None
-    if objective == "direction":
-        directions = torch.as_tensor(directions).to(device=device, dtype=dtype)
-    mean = torch.tensor(prep.mean, device=device, dtype=dtype).reshape(1, 3, 1, 1)
-    std = torch.tensor(prep.std, device=device, dtype=dtype).reshape(1, 3, 1, 1)
-    score = _Objective(objective, torch.tensor(unit_list, device=device), position, directions)
-    sign = -1.0 if negative else 1.0
-    group = images_per_unit
+    return found, layer_name, node, skipped
+
+
+def _position(objective: str, position, shape, layer_name: str):
+    """A neuron's ``(y, x)`` (default: the map's centre), checked; ``None`` otherwise."""
+    if objective != "neuron":
+        return None
+    if len(shape) != 4:
+        raise ArgumentError(f"{layer_name} has no spatial map (shape {list(shape)}): use "
+                            f"the channel objective")
+    position = tuple(position) if position is not None else (shape[2] // 2, shape[3] // 2)
+    if not (len(position) == 2 and 0 <= position[0] < shape[2]
+            and 0 <= position[1] < shape[3]):
+        raise ArgumentError(f"position {position} is outside {layer_name}'s "
+                            f"{shape[2]}x{shape[3]} map")
+    return position
+
+
+def _chunk(forward, model, count: int, group: int, max_memory, options) -> int:
+    """Images optimised per batch: all of them, or as many whole units' groups as the memory
+    budget holds (measured on one image: what autograd keeps, twice for the gradients)."""
+    if count <= group:
+        return count
+    transforms, seed, device = options["transforms"], options["seed"], options["device"]
+    probe = ImageParam([0], options["image_size"], param=options["param"],
+                       decorrelate=options["decorrelate"], seed=seed, device=device,
+                       dtype=options["dtype"])
+    probe_draws = draw_transforms([0], 1, transforms, seed)[0] if transforms else None
+    per_image = 2 * saved_bytes(lambda: forward(probe.rgb(), probe_draws), model) + 1
+    budget = max_memory if max_memory is not None else (
+        memory_budget(None, device) if device.type == "cuda" else 2**30)
+    return max(group, min(count, budget // per_image) // group * group)
+
+
+def _optimise(forward, score, unit_list, group, chunk, steps, lr, sign, diversity, options,
+              bar):
+    """Adam on every image, a chunk at a time: the images ``[units, group, 3, S, S]`` and
+    their objective values ``[units, group]`` (signed as asked)."""
+    transforms, seed, device = options["transforms"], options["seed"], options["device"]
     count = len(unit_list) * group
-
-    def forward(rgb: Tensor, draws: Optional[Tensor]) -> Tensor:
-        return run((transform_batch(rgb, size, transforms, draws) - mean) / std)[0]
-
-    chunk = count
-    if count > group:  # measured on one image: what autograd keeps, twice (the gradients)
-        probe = ImageParam([0], image_size, param=param, decorrelate=decorrelate, seed=seed,
-                           device=device, dtype=dtype)
-        probe_draws = draw_transforms([0], 1, transforms, seed)[0] if transforms else None
-        per_image = 2 * _saved_bytes(lambda: forward(probe.rgb(), probe_draws), model) + 1
-        budget = max_memory if max_memory is not None else (
-            memory_budget(None, device) if device.type == "cuda" else 2**30)
-        chunk = max(group, min(count, budget // per_image) // group * group)
     images, values = [], []
-    start, done, total = time.perf_counter(), 0, steps * count
     for first in range(0, count, chunk):
         indices = list(range(first, min(count, first + chunk)))
         rows = torch.tensor([i // group for i in indices], device=device)
         # each image's random stream is its unit's (and its place among the unit's images)
         streams = [unit_list[i // group] * group + i % group for i in indices]
-        img = ImageParam(streams, image_size, param=param, decorrelate=decorrelate, seed=seed,
-                         device=device, dtype=dtype)
+        img = ImageParam(streams, options["image_size"], param=options["param"],
+                         decorrelate=options["decorrelate"], seed=seed, device=device,
+                         dtype=options["dtype"])
         draws = draw_transforms(streams, steps, transforms, seed) if transforms else None
         optimiser = torch.optim.Adam([img.params], lr=lr)
         for step in range(steps):
             act = forward(img.rgb(), draws[step] if draws is not None else None)
             loss = -sign * score(act, rows).sum()
             if diversity:
-                loss = loss + diversity * _gram_penalty(act, group)
+                loss = loss + diversity * gram_penalty(act, group)
             img.params.grad, = torch.autograd.grad(loss, [img.params])
             optimiser.step()
-            done += len(indices)
-            if progress is not None:
-                progress(done, total)
+            bar.update(len(indices))
         with torch.no_grad():
             rgb = img.rgb()
             values.append(sign * score(forward(rgb, None), rows))
             images.append(rgb.float().cpu())
-    info = model_info(model)
-    return FeatureVisResult(
-        images=torch.cat(images).reshape(len(unit_list), group, 3, image_size, image_size),
-        values=torch.cat(values).float().cpu().reshape(len(unit_list), group),
-        units=unit_list, labels=labels, model=model_name(model),
-        weights=info.weights if info else "user", layer=layer_name, objective=objective,
-        negative=bool(negative), param=param, decorrelate=bool(decorrelate),
-        transforms=transforms, steps=steps, lr=float(lr), seed=int(seed),
-        diversity=float(diversity), input_size=size, seconds=time.perf_counter() - start,
-        position=position, pre_relu=skipped)
+    size = options["image_size"]
+    return (torch.cat(images).reshape(len(unit_list), group, 3, size, size),
+            torch.cat(values).float().cpu().reshape(len(unit_list), group))
 
 
-def _units(model, objective, units, directions, channels, layer_name):
-    """The unit indices and their labels; raises naming the valid range."""
-    if objective == "direction":
-        if directions is None:
-            raise ArgumentError("the direction objective needs directions=[K, channels]")
-        d = torch.as_tensor(directions)
-        if d.dim() == 1:
-            d = d[None]
-        if d.dim() != 2 or d.shape[1] != channels:
-            raise ArgumentError(f"directions must be [K, {channels}] for {layer_name}, got "
-                                f"{list(d.shape)}")
-        return list(range(d.shape[0])), [f"direction {i}" for i in range(d.shape[0])]
-    if units is None:
-        units = range(channels)
-    elif isinstance(units, (int, str)):
-        units = [units]
-    names = class_names(model) if objective == "logit" else None
-    out = []
-    for unit in units:
-        if objective == "logit" and isinstance(unit, str) and not unit.strip().isdigit():
-            from .attribution import _class_index
-
-            unit = _class_index(unit, names, channels)
-        unit = int(unit)
-        if not 0 <= unit < channels:
-            what = "class" if objective == "logit" else "feature"
-            raise ArgumentError(f"{what} {unit} is out of range for {layer_name}: valid are "
-                                f"0 to {channels - 1}")
-        out.append(unit)
-    if not out:
-        raise ArgumentError("no units to visualise")
-    if objective == "logit":
-        return out, [names[u] if names else f"class {u}" for u in out]
-    return out, [f"unit {u}" for u in out]

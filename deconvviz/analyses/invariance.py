@@ -22,12 +22,14 @@ from torch import Tensor, nn
 
 from .. import figures
 from .._io import write_atomically
+from .._progress import ProgressArg, progress_bar
+from .._signatures import api, deprecated
 from ..choices import TRANSFORMS
-from ..data.images import to_rgb
+from ..data.images import ImagesArg, to_rgb
 from ..data.zoo import class_names, model_info, model_name
 from ..engine import Deconvnet, Projector
-from ..engine.precision import precise
-from ..engine.recording import check_images, forward_to
+from ..engine.guard import images_for, runs_model
+from ..engine.recording import forward_to
 from ..errors import ArgumentError, closest
 from .attribution import resolve_target
 from .result import Result
@@ -169,37 +171,59 @@ class InvarianceResult(Result):
                 f"layers {', '.join(self.distance)})")
 
 
-@precise
-def invariance(model: nn.Module, x: Tensor, transform: str,
+def _old_labels(fn):
+    """Before the glossary, ``images=`` held the images' labels (the tensor came second): such
+    a call still works for one release, its labels read as ``labels=``."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        old = kwargs.get("images")
+        if len(args) >= 2 and old is not None and isinstance(old, (list, tuple)) \
+                and all(isinstance(i, str) for i in old):
+            deprecated("invariance", "images= as the images' labels", "labels=")
+            kwargs["labels"] = kwargs.pop("images")
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_old_labels
+@api(renamed={"x": "images"}, legacy=("transform", "values", "layers", "target"))
+@runs_model
+def invariance(model: nn.Module, images: ImagesArg, *, transform: str,
                values: Optional[Sequence[float]] = None,
                layers: Optional[Sequence[str]] = None,
-               target: Union[None, int, str] = None, *,
-               images: Optional[Sequence[str]] = None, batch_size: int = 16,
-               progress: bool = True, precision: Optional[str] = None) -> InvarianceResult:
+               target: Union[None, int, str] = None,
+               labels: Optional[Sequence[str]] = None, batch_size: int = 16,
+               progress: ProgressArg = True, device: Optional[str] = None,
+               precision: Optional[str] = None) -> InvarianceResult:
     """Zeiler & Fergus Fig. 5 for one transform (see the module docstring).
 
     Args:
         model: a classifier.
-        x: normalised images ``[N, 3, H, W]``.
+        images: photos in any form of the glossary (docs/api.md).
         transform: ``"translate"`` (vertical shift, pixels), ``"scale"`` or ``"rotate"``
             (degrees).
         values: the transform's values (default :func:`default_values`).
-        layers: the layers whose activations are compared (default
-            :func:`default_probe_layers`).
-        target: the class (default: each image's top-1 class before transforming).
-        images: a label per image for the figure's legend and the CSV (e.g. file names).
+        layers: the layers compared (default :func:`default_probe_layers`).
+        target: the class (default: each image's top-1 before transforming).
+        labels: a label per image for the figure's legend and the CSV (default: the images'
+            file names; ``image K`` for tensors).
         batch_size: transformed images per forward pass.
-        progress: a progress bar on stderr, counting transformed images.
+        progress, device: as everywhere (docs/api.md); progress counts transformed images.
         precision: ``"exact"`` (default: float32 throughout, TF32 off on CUDA) or
             ``"tf32"`` (faster on GPUs, not exact); see ``docs/gpu.md``.
     """
     check_transform(transform)
-    x = check_images(x, model=model)
+    x, rgb, names = images_for(model, images)
     values = list(values) if values is not None else default_values(transform)
     if not values:
         raise ArgumentError("no transform values")
-    if images is not None and len(images) != x.shape[0]:
-        raise ArgumentError(f"{len(images)} image labels for {x.shape[0]} images")
+    if labels is not None and len(labels) != x.shape[0]:
+        raise ArgumentError(f"{len(labels)} image labels for {x.shape[0]} images")
+    if labels is None and any(not n.startswith("image ") for n in names):
+        labels = names
     if batch_size < 1:
         raise ArgumentError(f"batch_size must be >= 1, got {batch_size}")
     net = Deconvnet(model)
@@ -208,8 +232,6 @@ def invariance(model: nn.Module, x: Tensor, transform: str,
     nodes = [net.layer(layer, size).node for layer in layers]
     run = forward_to(net.traced, nodes + [net.layer("", size).node], size)
     n = x.shape[0]
-    from tqdm import tqdm
-
     with torch.no_grad():
         *reference, logits = run(x)
         resolved = resolve_target(model, x, target, logits=logits)
@@ -218,8 +240,8 @@ def invariance(model: nn.Module, x: Tensor, transform: str,
         probability = np.zeros((n, len(values)))
         examples = []
         per_batch = max(1, batch_size // n)  # whole values at a time, every image of each
-        with tqdm(total=n * len(values), unit="img", desc=f"invariance ({transform})",
-                  disable=not progress, dynamic_ncols=True) as bar:
+        with progress_bar(progress, total=n * len(values), unit="img",
+                          desc=f"invariance ({transform})") as bar:
             for start in range(0, len(values), per_batch):
                 chunk = values[start:start + per_batch]
                 moved = torch.cat([apply_transform(x, transform, value) for value in chunk])
@@ -243,9 +265,9 @@ def invariance(model: nn.Module, x: Tensor, transform: str,
                 bar.update(n * len(chunk))
     info = model_info(model)
     return InvarianceResult(transform, values, distance, probability, resolved.classes,
-                            to_rgb(x, model), examples, class_names(model),
+                            rgb, examples, class_names(model),
                             model_name(model),
                             weights=info.weights if info else "user",
-                            images=[os.path.basename(os.fspath(i)) for i in images]
-                            if images is not None else None,
+                            images=[os.path.basename(os.fspath(i)) for i in labels]
+                            if labels is not None else None,
                             target_given=target is not None)

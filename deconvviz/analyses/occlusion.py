@@ -18,7 +18,7 @@ from __future__ import annotations
 import warnings
 import weakref
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Dict, List, Optional, Tuple, Union
+from typing import ClassVar, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -27,12 +27,14 @@ from torch import Tensor, nn
 
 from .. import figures
 from .._io import write_atomically
-from ..data.images import to_rgb
+from .._progress import ProgressArg, progress_bar
+from .._signatures import api
+from ..data.images import ImagesArg
 from ..data.zoo import class_names, model_info, model_name
 from ..engine import Deconvnet
+from ..engine.guard import images_for, runs_model
 from ..engine.incremental import IncrementalForward
-from ..engine.precision import precise
-from ..engine.recording import check_images, forward_to
+from ..engine.recording import forward_to
 from ..engine.seeds import strongest
 from ..errors import ArgumentError
 from .attribution import default_cam_layer, resolve_target
@@ -161,39 +163,43 @@ def _can_increment(model: nn.Module) -> bool:
     return not active
 
 
-@precise
-def occlusion(model: nn.Module, x: Tensor, layer: Optional[str] = None,
-              feature: Optional[int] = None, target: Union[None, int, str] = None,
+@api(renamed={"x": "images", "feature": "features"},
+     legacy=("layer", "features", "target", "size", "stride", "batch_size", "progress"))
+@runs_model
+def occlusion(model: nn.Module, images: ImagesArg, *, layer: Optional[str] = None,
+              features: Optional[int] = None, target: Union[None, int, str] = None,
               size: int = 48, stride: int = 8, batch_size: int = 64,
-              progress: Optional[Callable[[int], None]] = None, *,
-              incremental: Optional[bool] = None,
+              progress: ProgressArg = False, incremental: Optional[bool] = None,
+              device: Optional[str] = None,
               precision: Optional[str] = None) -> OcclusionResult:
     """Slide a grey square over each image and record a feature's activity, the target's
     probability and the predicted class (Zeiler & Fergus Fig. 7).
 
     Args:
         model: a classifier (logits ``[N, classes]``).
-        x: normalised images ``[N, 3, H, W]``.
+        images: photos in any form of the glossary (docs/api.md).
         layer: the layer whose feature map is summed (default: the top convolutional
             layer).
-        feature: the feature map (default, per image: the one with the strongest single
+        features: the feature map (default, per image: the one with the strongest single
             activation in the unoccluded image).
         target: the class (default: each image's top-1 class).
         size: the square's side in pixels; stride: its step.
         batch_size: occluded images per forward pass.
-        progress: called with the number of positions done after each batch.
+        progress: ``True`` (a bar), ``False``, or ``progress(done, total, label)`` called
+            after each batch, counting positions (over every image).
         incremental: ``True``: recompute only the window of each layer that the square can
             change (exact); ``False``: one plain forward pass per position; ``None``
             (default): the incremental passes on a CPU, and on a GPU where they compute
             less than :data:`GPU_INCREMENTAL_SHARE` of the plain passes' multiply-adds (the
             GPU runs the plain passes' large convolutions at a higher rate).
+        device: where to compute (default: where the model is).
         precision: ``"exact"`` (default: float32 throughout, TF32 off on CUDA) or
             ``"tf32"`` (faster on GPUs, not exact); see ``docs/gpu.md``.
 
     Returns:
         An :class:`OcclusionResult`.
     """
-    x = check_images(x, model=model)
+    x, rgb, _ = images_for(model, images)
     n, _, height, width = x.shape
     if not (isinstance(size, int) and isinstance(stride, int) and size > 0 and stride > 0):
         raise ArgumentError(f"size and stride are positive pixel counts, got {size}, {stride}")
@@ -208,19 +214,8 @@ def occlusion(model: nn.Module, x: Tensor, layer: Optional[str] = None,
     with torch.no_grad():
         act, logits = run(x)
     resolved = resolve_target(model, x, target, logits=logits)
-    channels = act.shape[1]
-    if feature is None:
-        features = act.reshape(n, channels, -1).amax(dim=2).argmax(dim=1).tolist()
-    elif not 0 <= int(feature) < channels:
-        raise ArgumentError(f"feature {feature} is out of range for layer {layer!r}: valid "
-                            f"features are 0 to {channels - 1}")
-    else:
-        features = [int(feature)] * n
-    rows = (height - size) // stride + 1
-    cols = (width - size) // stride + 1
-    activity = np.zeros((n, rows, cols))
-    probability = np.zeros((n, rows, cols))
-    label = np.zeros((n, rows, cols), dtype=np.int64)
+    chosen = _features_of(act, features, layer)
+    rows, cols = (height - size) // stride + 1, (width - size) // stride + 1
     positions = [(i, j) for i in range(rows) for j in range(cols)]
     ys, xs = [i * stride for i, _ in positions], [j * stride for _, j in positions]
     plan = _incremental_plan(net, model, x, [node, output], incremental, ys, xs, size, stride,
@@ -230,8 +225,48 @@ def occlusion(model: nn.Module, x: Tensor, layer: Optional[str] = None,
     else:  # the batches of positions whose windows have the same sizes
         batches = [[positions[k] for k in chunk]
                    for chunk in plan.batches(ys, xs, (size, size), batch_size)]
+    bar = progress_bar(progress, total=n * len(positions), desc="occlusion", unit="position",
+                       where="occlusion", legacy=_counting)
+    with bar:
+        maps = _sweep(x, (node, output), run, plan, batches, (rows, cols), size, stride, chosen,
+                      resolved.classes, bar)
+    return _result(model, net, x, rgb, layer, act, logits, chosen, resolved.classes, maps,
+                   size, stride)
+
+
+def _counting(old):
+    """The old ``progress(positions_in_this_batch)`` callback in the new shape."""
+    last = [0]
+
+    def report(done: int, total, label: str) -> None:
+        old(done - last[0])
+        last[0] = done
+
+    return report
+
+
+def _features_of(act: Tensor, feature: Optional[int], layer: str) -> List[int]:
+    """Each image's feature: the one given, else its strongest in the unoccluded image."""
+    n, channels = act.shape[:2]
+    if isinstance(feature, (list, tuple)) and len(feature) == 1:
+        feature = feature[0]
+    if feature is None:
+        return act.reshape(n, channels, -1).amax(dim=2).argmax(dim=1).tolist()
+    if not 0 <= int(feature) < channels:
+        raise ArgumentError(f"feature {feature} is out of range for layer {layer!r}: valid "
+                            f"features are 0 to {channels - 1}")
+    return [int(feature)] * n
+
+
+def _sweep(x, nodes, run, plan, batches, grid, size, stride, features, classes, bar):
+    """Every image's occluded positions, batch by batch: the feature's summed activity, the
+    class's probability and the predicted class, each ``[N, rows, cols]``."""
+    node, output = nodes
+    n = x.shape[0]
+    activity, probability = np.zeros((n, *grid)), np.zeros((n, *grid))
+    label = np.zeros((n, *grid), dtype=np.int64)
     for image in range(n):
-        f, c = features[image], resolved.classes[image]
+        f, c = features[image], classes[image]
         if plan is not None and image > 0:  # the first image's is set
             plan.set_base(x[image:image + 1])
         for chunk in batches:
@@ -245,18 +280,25 @@ def occlusion(model: nn.Module, x: Tensor, layer: Optional[str] = None,
                     a, out = run(_occluded(x[image], chunk, size, stride))
                     fmap = a[:, f]
             p = F.softmax(out, dim=1)
-            summed = fmap.reshape(len(chunk), -1).sum(dim=1).double().cpu().numpy()
-            wanted = p[:, c].double().cpu().numpy()  # one copy per batch, not per position
-            best = p.argmax(dim=1).cpu().numpy()
             rows_, cols_ = np.array(chunk).T
-            activity[image, rows_, cols_] = summed
-            probability[image, rows_, cols_] = wanted
-            label[image, rows_, cols_] = best
-            if progress is not None:
-                progress(len(chunk))
+            activity[image, rows_, cols_] = fmap.reshape(len(chunk), -1).sum(dim=1)\
+                .double().cpu().numpy()
+            # one copy per batch, not per position
+            probability[image, rows_, cols_] = p[:, c].double().cpu().numpy()
+            label[image, rows_, cols_] = p.argmax(dim=1).cpu().numpy()
+            bar.update(len(chunk))
+    return activity, probability, label
+
+
+def _result(model, net, x, rgb, layer, act, logits, features, classes, maps, size, stride
+            ) -> OcclusionResult:
+    """The sweep's maps with the unoccluded values, each feature's projection and its
+    strongest activation's receptive field."""
+    n, channels = act.shape[:2]
+    height, width = x.shape[-2:]
     p0 = F.softmax(logits, dim=1)
     unoccluded = act.reshape(n, channels, -1)
-    projection = torch.stack([net.project(x[i:i + 1], layer, features[i])[0]
+    projection = torch.stack([net.project(x[i:i + 1], layer, feature=features[i])[0]
                               for i in range(n)]).detach().cpu()
     geometry = net.layer(layer, (height, width)).geometry
     boxes = []
@@ -266,10 +308,9 @@ def occlusion(model: nn.Module, x: Tensor, layer: Optional[str] = None,
                      else (0, 0, height, width))
     info = model_info(model)
     return OcclusionResult(
-        activity, probability, label,
+        *maps,
         np.array([float(unoccluded[i, features[i]].sum()) for i in range(n)]),
-        np.array([float(p0[i, resolved.classes[i]]) for i in range(n)]),
-        p0.argmax(dim=1).cpu().numpy(), layer, features, resolved.classes, projection, boxes,
-        size, stride, to_rgb(x, model), class_names(model),
-        model_name(model),
+        np.array([float(p0[i, classes[i]]) for i in range(n)]),
+        p0.argmax(dim=1).cpu().numpy(), layer, features, classes, projection, boxes,
+        size, stride, rgb, class_names(model), model_name(model),
         weights=info.weights if info else "user")

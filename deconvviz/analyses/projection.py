@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable, ClassVar, List, Optional, Sequence, Tuple, Union
+from typing import ClassVar, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -16,13 +16,16 @@ from torch import Tensor, nn
 
 from .. import figures
 from .._io import FIGURE_FORMATS, check_output_path, figure_paths, write_atomically
+from .._progress import ProgressArg, progress_bar
+from .._signatures import api
 from ..choices import MAX_TOP, check_mode, check_scaling, parse_list, weights_label
-from ..data.images import load_image, to_rgb
+from ..data.images import ImagesArg, image_list, image_name, load_image, to_rgb
 from ..data.zoo import load_model, model_info, model_name
 from ..engine import Projector, Recording
 from ..engine.geometry import Geometry
+from ..engine.guard import device_for, runs_model
 from ..engine.layers import aliases_of, overview_layers
-from ..engine.precision import current_precision, precise
+from ..engine.precision import current_precision
 from ..engine.recording import check_images
 from ..engine.seeds import strongest
 from ..errors import ArgumentError, ImageError
@@ -148,7 +151,6 @@ class Projections(Result):
                 f"{weights_label(self.weights)})")
 
 
-ImageArg = Union[str, os.PathLike, Tensor, Tuple[Tensor, np.ndarray], object]  # or a PIL image
 
 
 VIEWS = ("auto", "crop", "full")
@@ -180,45 +182,47 @@ def _is_pil(image: object) -> bool:
     return isinstance(image, Image.Image)
 
 
-def _prepare(model: Union[str, nn.Module], image: ImageArg, net: Optional[Projector],
-             method: str = "deconvnet", weights: Optional[str] = "default"):
+def _prepare(model: Union[str, nn.Module], images: ImagesArg, net: Optional[Projector],
+             method: str = "deconvnet", weights: Optional[str] = "default",
+             device: Optional[str] = None):
+    """The model (loaded where a zoo name is given), its projector, and the one image as
+    ``(x, rgb, path)``, ``x`` on the model's device."""
     if isinstance(model, str):
         model = load_model(model, weights=weights)
+        if device is not None:
+            model = model.to(device_for(model, device))
     net = net or Projector(model, method=method)
-    if isinstance(image, tuple):
-        x, rgb = image
-        path = None
-    elif isinstance(image, torch.Tensor):  # the model's input; the photo is undone from it
-        x = image[None] if image.dim() == 3 else image
-        check_images(x, model=model)
-        if x.shape[0] != 1:
-            raise ArgumentError(f"project takes one image, got a batch of {x.shape[0]}; "
-                                f"project each, or use Deconvnet(model).project for a batch")
+    items = image_list(images)
+    if len(items) != 1:
+        raise ArgumentError(f"project draws one image, got {len(items)}; use show (or "
+                            f"Deconvnet(model).project for a batch)")
+    item = items[0]
+    if isinstance(item, torch.Tensor):  # the model's input; the photo is undone from it
+        x = check_images(item[None], model=model)
         rgb, path = to_rgb(x, model)[0], None
-    elif isinstance(image, (str, os.PathLike)) or _is_pil(image):
-        x, rgb = load_image(image, model)
-        path = None if _is_pil(image) else os.fspath(image)
     else:
-        raise ArgumentError(f"image must be a file path, a PIL image, a tensor [1, 3, H, W] "
-                            f"or (x, rgb) from load_image; got {type(image).__name__}")
+        x, rgb = load_image(item, model)
+        path = item if isinstance(item, str) else None
     device = net.device
     x = x.to(device) if device is not None else x
     return model, net, x, rgb, path
 
 
-@precise
-def project(model: Union[str, nn.Module], image: ImageArg, layer: str, *,
+@api(renamed={"image": "images"}, legacy=("layer",))
+@runs_model
+def project(model: Union[str, nn.Module], images: ImagesArg, *, layer: str,
             features: Optional[Sequence[int]] = None, top: int = 16, mode: str = "max",
             method: str = "deconvnet", net: Optional[Projector] = None,
-            recording: Optional[Recording] = None,
-            weights: Optional[str] = "default", precision: Optional[str] = None) -> Projections:
+            recording: Optional[Recording] = None, weights: Optional[str] = "default",
+            device: Optional[str] = None, precision: Optional[str] = None) -> Projections:
     """Project features of ``layer`` for one photo.
 
     Args:
         model: a zoo name or a model.
-        image: a file path, a ``PIL.Image``, the model's input tensor ``[1, 3, H, W]``
-            (the photo shown beside it is undone from its normalisation), or ``(x, rgb)``
-            from :func:`load_image`.
+        images: one photo in any form of the glossary (docs/api.md): a file path, a
+            ``PIL.Image``, the model's input tensor ``[1, 3, H, W]`` or ``[3, H, W]`` (the
+            photo shown beside it is undone from its normalisation), a folder or list
+            holding one image.
         layer: alias or module path.
         features: channel indices; by default the ``top`` channels with the strongest
             activation on this image, strongest first.
@@ -233,6 +237,7 @@ def project(model: Union[str, nn.Module], image: ImageArg, layer: str, *,
             ``--weights``: ``"default"`` is torchvision's ImageNet weights, ZFNet's random
             ones; ``None`` random; or a checkpoint path). The result says which
             (``weights``).
+        device: where to compute (default: where the model is).
         precision: ``"exact"`` (default: float32, TF32 off on CUDA) or ``"tf32"``; the
             result records it, with the device.
 
@@ -240,16 +245,24 @@ def project(model: Union[str, nn.Module], image: ImageArg, layer: str, *,
         A :class:`Projections` (displays itself in Jupyter).
 
     Examples:
-        >>> p = project("zfnet", "examples/images/chelsea.png", "conv3", top=8)
+        >>> p = project("zfnet", "examples/images/chelsea.png", layer="conv3", top=8)
         >>> p.save("chelsea_conv3.pdf")
     """
     check_mode(mode)
+    if isinstance(features, int):
+        features = [features]
     if features is None:
         _check_top(top)
     elif len(features) > MAX_TOP:
         raise ArgumentError(f"{len(features)} features asked for; one figure holds at most "
                             f"{MAX_TOP}: split them over several figures")
-    model, net, x, rgb, path = _prepare(model, image, net, method, weights)
+    model, net, x, rgb, path = _prepare(model, images, net, method, weights, device)
+    return _project(model, net, x, rgb, path, layer, features, top, mode, recording)
+
+
+def _project(model: nn.Module, net: Projector, x: Tensor, rgb: np.ndarray, path: Optional[str],
+             layer: str, features: Optional[Sequence[int]], top: int, mode: str,
+             recording: Optional[Recording]) -> Projections:
     if recording is None or layer not in recording.activations:
         recording = net.record(x, layer)
     act = recording.activations[layer]
@@ -273,21 +286,14 @@ def project(model: Union[str, nn.Module], image: ImageArg, layer: str, *,
         precision=net.precision or current_precision(), device=pixels.device.type)
 
 
-@precise
-def project_layers(model: Union[str, nn.Module], image: ImageArg, layers: Sequence[str], *,
-                   top: int = 6, mode: str = "max", method: str = "deconvnet",
-                   net: Optional[Projector] = None,
-                   weights: Optional[str] = "default",
-                   precision: Optional[str] = None) -> List[Projections]:
-    """:func:`project` for several layers of one photo, from one recorded forward pass."""
-    model, net, x, rgb, path = _prepare(model, image, net, method, weights)
+def project_layers(model: nn.Module, image: object, layers: Sequence[str], *, top: int = 6,
+                   mode: str = "max", net: Optional[Projector] = None) -> List[Projections]:
+    """:func:`project` for several layers of one photo, from one recorded forward pass
+    (inside a guarded call: :func:`show`)."""
+    model, net, x, rgb, path = _prepare(model, image, net)
     recording = net.record(x, list(layers))
-    results = []
-    for layer in layers:
-        p = project(model, (x, rgb), layer, top=top, mode=mode, net=net, recording=recording)
-        p.image = path
-        results.append(p)
-    return results
+    return [_project(model, net, x, rgb, path, layer, None, top, mode, recording)
+            for layer in layers]
 
 
 def _check_top(top) -> None:
@@ -304,48 +310,9 @@ class ShowReport:
     failed: List[Tuple[str, str]]  # (image, reason)
 
 
-@precise
-def show(model: nn.Module, images: Sequence[Union[str, os.PathLike]], layer: str, *,
-         features: Optional[Sequence[int]] = None, top: Optional[int] = None,
-         mode: str = "max", scaling: str = "signed", patches: bool = False,
-         view: str = "auto", out: Optional[str] = None, combine: bool = False,
-         dpi: int = 200, method: str = "deconvnet", net: Optional[Projector] = None,
-         on_image: Optional[Callable[[str], None]] = None,
-         precision: Optional[str] = None) -> ShowReport:
-    """Project and draw ``layer`` for each image, and write the figures: what
-    ``deconvviz show`` does.
-
-    Args:
-        model: the network (on the device to use).
-        images: photo paths.
-        layer: an alias or module path; a comma list, or ``"all"`` (zoo models), for one row
-            per layer.
-        features: channel indices, as in :func:`project`.
-        top: the number of strongest features, as in :func:`project` (default 16, or 6 per
-            layer with several layers).
-        mode: ``"max"`` or ``"map"``, as in :func:`project`.
-        scaling: the display convention, as in :meth:`Projections.figure`.
-        patches: pair each projection with its receptive-field patch.
-        view: ``"auto"``, ``"crop"`` or ``"full"``, as in :meth:`Projections.figure`.
-        out: the output file (see :func:`deconvviz._io.figure_paths`); ``combine`` puts every image in it.
-        dpi: resolution of raster output.
-        method: ``"deconvnet"``, ``"guided"`` or ``"gradient"``.
-        net: a projector of ``model`` to reuse (its method is used).
-        on_image: called with each image path once it is done (a progress bar's update).
-        precision: ``"exact"`` (default: float32 throughout, TF32 off on CUDA) or
-            ``"tf32"`` (faster on GPUs, not exact); see ``docs/gpu.md``.
-
-    Returns:
-        A :class:`ShowReport`. An unreadable image is reported there and the others are
-        still drawn; every other error (a bad layer, feature or output) raises before any
-        work.
-    """
-    images = [os.fspath(p) for p in images]
-    if not images:
-        raise ArgumentError("no images given")
-    check_mode(mode)
-    check_scaling(scaling)
-    _check_view(view, mode)
+def _shown_layers(model: nn.Module, layer: str, features, top, patches) -> List[str]:
+    """The layers ``show`` draws (``"all"``: the zoo model's overview), checked with the
+    options that need a single layer."""
     if top is not None and features is not None:
         raise ArgumentError("give top or features, not both")
     aliases = aliases_of(model)
@@ -355,43 +322,90 @@ def show(model: nn.Module, images: Sequence[Union[str, os.PathLike]], layer: str
         layers = overview_layers(aliases)
     else:
         layers = parse_list(layer, "layer")
-    overview = len(layers) > 1
-    if overview and (features is not None or patches):
+    if len(layers) > 1 and (features is not None or patches):
         raise ArgumentError("features and patches need a single layer")
     if top is not None:
         _check_top(top)
-    paths = figure_paths(images, model_name(model), layer, out,
-                         combine)
+    return layers
+
+
+@api(renamed={"on_image": "progress"}, legacy=("layer",),
+     adapt={"on_image": lambda old: lambda done, total, label: old(label)})
+@runs_model
+def show(model: nn.Module, images: ImagesArg, *, layer: str,
+         features: Optional[Sequence[int]] = None, top: Optional[int] = None,
+         mode: str = "max", scaling: str = "signed", patches: bool = False,
+         view: str = "auto", out: Optional[str] = None, combine: bool = False,
+         dpi: int = 200, method: str = "deconvnet", net: Optional[Projector] = None,
+         progress: ProgressArg = False, device: Optional[str] = None,
+         precision: Optional[str] = None) -> ShowReport:
+    """Project and draw ``layer`` for each image, and write the figures: what
+    ``deconvviz show`` does.
+
+    Args:
+        model: the network.
+        images: photos in any form of the glossary (docs/api.md); a figure is named after
+            its image's file (``image_K`` for a PIL image or a tensor).
+        layer: an alias or module path; a comma list, or ``"all"`` (zoo models), for one row
+            per layer.
+        features: channel indices, as in :func:`project`.
+        top: the number of strongest features, as in :func:`project` (default 16, or 6 per
+            layer with several layers).
+        mode, scaling: as in :func:`project` and :meth:`Projections.figure`.
+        patches, view: pair each projection with its receptive-field patch; ``"auto"``,
+            ``"crop"`` or ``"full"``, as in :meth:`Projections.figure`.
+        out, combine, dpi: the output file (see :func:`deconvviz._io.figure_paths`);
+            every image in it; resolution of raster output.
+        method: ``"deconvnet"``, ``"guided"`` or ``"gradient"``.
+        net: a projector of ``model`` to reuse (its method is used).
+        progress, device, precision: as everywhere (docs/api.md); progress is called once
+            each image is done, ``label`` its name.
+
+    Returns:
+        A :class:`ShowReport`. An unreadable image is reported there and the others are
+        still drawn; every other error (a bad layer, feature or output) raises before any
+        work.
+    """
+    items = image_list(images)
+    names = [image_name(item, k) for k, item in enumerate(items)]
+    check_mode(mode), check_scaling(scaling), _check_view(view, mode)
+    if isinstance(features, int):
+        features = [features]
+    layers = _shown_layers(model, layer, features, top, patches)
+    stems = [n if isinstance(item, str) else n.replace(" ", "_")
+             for n, item in zip(names, items)]
+    paths = figure_paths(stems, model_name(model), layer, out, combine)
     for path in paths:
         check_output_path(path, FIGURE_FORMATS)
     net = net or Projector(model, method=method)
     for name in layers:  # a bad layer name fails here, before any image is read
         net.reverse_pass(name)
 
-    def draw(image_path: str):
-        if overview:
-            results = project_layers(model, image_path, layers, top=top or 6, mode=mode,
-                                     net=net)
+    def draw(item):
+        if len(layers) > 1:
+            results = project_layers(model, item, layers, top=top or 6, mode=mode, net=net)
             return lambda fig=None: figures.layer_overview(
                 results, scaling=scaling, fig=fig,
                 crop=[_crops(r, view) for r in results])
-        result = project(model, image_path, layers[0], features=features, top=top or 16,
-                         mode=mode, net=net)
+        model_, net_, x, rgb, path = _prepare(model, item, net)
+        result = _project(model_, net_, x, rgb, path, layers[0], features, top or 16, mode,
+                          None)
         return lambda fig=None: result.figure(scaling, patches=patches, view=view, fig=fig)
 
     written, failed, drawings = [], [], []
-    for image_path, path in zip(images, paths * len(images) if combine else paths):
-        try:
-            drawing = draw(image_path)
-        except ImageError as exc:
-            failed.append((image_path, str(exc)))
-        else:
-            if combine:
-                drawings.append(drawing)
+    with progress_bar(progress, total=len(items), desc="images", unit="image") as bar:
+        for item, name, path in zip(items, names,
+                                    paths * len(items) if combine else paths):
+            try:
+                drawing = draw(item)
+            except ImageError as exc:
+                failed.append((name, str(exc)))
             else:
-                written.append(figures.save_figure(drawing(), path, dpi=dpi))
-        if on_image is not None:
-            on_image(image_path)
+                if combine:
+                    drawings.append(drawing)
+                else:
+                    written.append(figures.save_figure(drawing(), path, dpi=dpi))
+            bar.update(1, name)
     if combine and drawings:
         height = drawings[0]().get_size_inches()[1]
         written.append(figures.save_figure(figures.combine(drawings, height=height), paths[0],

@@ -26,7 +26,7 @@ import copy
 import csv
 import io
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Dict, List, Optional, Sequence, Union
+from typing import ClassVar, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -34,14 +34,15 @@ from torch import Tensor, nn
 
 from .. import figures, method_table
 from .._io import write_atomically
-from ..data.images import ImagesArg, load_images, to_rgb
+from .._progress import ProgressArg, progress_bar
+from .._signatures import api
+from ..data.images import ImagesArg, to_rgb
 from ..data.zoo import model_info, model_name
 from ..engine import Projector
 from ..engine.graph import TracedModel, trace
-from ..engine.precision import precise
-from ..engine.recording import check_images
+from ..engine.guard import images_for, runs_model
 from ..errors import ArgumentError
-from .attribution import _reverse, attribute, default_cam_layer, grad_cam, resolve_target
+from .attribution import _reverse, attribute_map, default_cam_layer, grad_cam, resolve_target
 from .result import Result
 
 __all__ = ["SanityResult", "sanity_check", "parametrised_layers", "ssim", "METRICS",
@@ -230,7 +231,7 @@ class _Reused:
             cam = self._grad_cam()
             if cam is not None:
                 return cam
-        return attribute(self.copied, self.x, method, resolved=self.target, nets=self.nets,
+        return attribute_map(self.copied, self.x, method, resolved=self.target, nets=self.nets,
                          **self.options)
 
     def _grad_cam(self) -> Optional[Tensor]:
@@ -260,26 +261,29 @@ class _Reused:
                         self.target.classes, tuple(self.x.shape[-2:]))
 
 
-@precise
-def sanity_check(model: nn.Module, x: ImagesArg, methods: Optional[Sequence[str]] = None, *,
+@api(renamed={"x": "images"}, legacy=("methods",))
+@runs_model
+def sanity_check(model: nn.Module, images: ImagesArg, *,
+                 methods: Optional[Sequence[str]] = None,
                  target: Union[None, int, str] = None, seed: int = 0,
-                 layers: Optional[Sequence[str]] = None,
-                 progress: Optional[Callable[[str], None]] = None, reuse: bool = True,
+                 layers: Optional[Sequence[str]] = None, progress: ProgressArg = False,
+                 reuse: bool = True, device: Optional[str] = None,
                  precision: Optional[str] = None, **options) -> SanityResult:
     """Adebayo's cascading randomisation of ``model``'s layers, top down, and how much each
     method's map changes (see the module docstring).
 
     Args:
         model: the network (never changed: a copy is randomised).
-        x: the images, as :func:`compare` takes them: a path, a ``PIL.Image``, a
-            normalised tensor ``[N, 3, H, W]``, or a list of these.
+        images: photos in any form of the glossary (docs/api.md): a path, a folder, a
+            ``PIL.Image``, a normalised tensor ``[N, 3, H, W]`` or ``[3, H, W]``, or a list.
         methods: method names (default: deconvnet, guided, gradient, gradcam).
         target: the class explained (default: each image's top-1 class on ``model``).
         seed: seeds the re-initialisations (step k uses ``seed + k``).
         layers: the parametrised layers to randomise, bottom to top (default: all of them,
             :func:`parametrised_layers`).
-        progress: called after each map is made (one per method and step: ``(1 +
-            len(layers)) * len(methods)`` calls), with ``"layer: method"``.
+        progress: ``True`` (a bar), ``False``, or ``progress(done, total, label)`` called
+            after each map is made (one per method and step: ``(1 + len(layers)) *
+            len(methods)`` calls), ``label`` ``"layer: method"``.
         reuse: reuse at each step what it did not change (default): one forward pass of
             the copy shared by every reverse-pass method, in which only the layer just
             re-initialised and what depends on it run again, LRP's terms of the layers below
@@ -287,8 +291,7 @@ def sanity_check(model: nn.Module, x: ImagesArg, methods: Optional[Sequence[str]
             ``reuse=False``, which runs every method on the whole model at every step
             (``tests/test_sanity_reuse.py``: to 1e-6 of each map's largest value).
         **options (Any): passed to the Captum methods (see :func:`attribute`).
-        precision: ``"exact"`` (default: float32 throughout, TF32 off on CUDA) or
-            ``"tf32"`` (faster on GPUs, not exact); see ``docs/gpu.md``.
+        device, precision: as everywhere (docs/api.md).
 
     Returns:
         A :class:`SanityResult`; its step 0 is the model as given (every score 1).
@@ -296,9 +299,7 @@ def sanity_check(model: nn.Module, x: ImagesArg, methods: Optional[Sequence[str]
     methods = list(methods or DEFAULT_METHODS)
     for method in methods:
         method_table.get(method)
-    x, _, _ = load_images(x, model)
-    device = next((p.device for p in model.parameters()), None)
-    x = check_images(x.to(device) if device is not None else x, model=model)
+    x, _, _ = images_for(model, images)
     resolved = resolve_target(model, x, target)
     if not resolved.is_class:
         raise ArgumentError("the sanity check explains a class")
@@ -311,6 +312,9 @@ def sanity_check(model: nn.Module, x: ImagesArg, methods: Optional[Sequence[str]
         raise ArgumentError("the model has no layers with parameters to randomise")
     names, collected = ["original"], {m: [] for m in methods}
     reused = _Reused(copied, x, methods, nets, resolved, options) if reuse else None
+    bar = progress_bar(progress, total=(1 + len(order)) * len(methods), desc="sanity check",
+                       where="sanity_check",
+                       legacy=lambda old: lambda done, total, label: old(label))
     for k, path in enumerate([None] + order[::-1]):
         if path is not None:
             module = copied.get_submodule(path)
@@ -325,10 +329,10 @@ def sanity_check(model: nn.Module, x: ImagesArg, methods: Optional[Sequence[str]
             reused.step(path)
         for method in methods:
             made = (reused.attribute(method) if reused is not None else
-                    attribute(copied, x, method, resolved=resolved, nets=nets, **options))
+                    attribute_map(copied, x, method, resolved=resolved, nets=nets, **options))
             collected[method].append(made.detach().cpu())
-            if progress is not None:
-                progress(f"{path or 'original'}: {method}")
+            bar.update(1, f"{path or 'original'}: {method}")
+    bar.close()
     maps = {m: torch.stack(v) for m, v in collected.items()}
     scores = {m: {metric: [] for metric in METRICS} for m in methods}
     for method in methods:

@@ -142,7 +142,16 @@ class ScanResult:
 
     def load_image(self, path: str):
         """``(x, rgb)`` of one of the scan's photos, preprocessed as the scan did; a missing
-        photo's message says how to open a scan whose photos moved."""
+        photo's message says how to open a scan whose photos moved. An image the scan was
+        given in memory (``image K``) is read from the result itself."""
+        inline = self.data.get("inline_images") or {}
+        if path in inline:
+            x = inline[path][None]
+            prep = self.preprocessing
+            mean = torch.tensor(prep.mean)[:, None, None]
+            std = torch.tensor(prep.std)[:, None, None]
+            rgb = ((x[0] * std + mean).clamp(0, 1).permute(1, 2, 0).numpy() * 255).round()
+            return x, rgb.astype("uint8")
         if not os.path.exists(path):
             moved = ("" if self.image_root is not None else
                      "; if the scan's photos moved, give their new folder with --image-root "

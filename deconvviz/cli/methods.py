@@ -60,9 +60,9 @@ def compare_command(model: str, target: Optional[str], layer: Optional[str],
 
     with tqdm(total=len(names), desc=f"compare ({len(images)} images)", unit="method",
               file=sys.stderr) as bar:
-        result = compare(net_model, images, names, target=target, layer=layer,
-                         feature=feature, mode=mode, cam_layer=cam_layer,
-                         progress=lambda _: bar.update())
+        result = compare(net_model, images, methods=names, target=target, layer=layer,
+                         features=feature, mode=mode, cam_layer=cam_layer,
+                         progress=lambda *_: bar.update())
     click.echo(result.save(out, dpi=dpi))
 
 
@@ -107,8 +107,8 @@ def sanity_command(model: str, methods: Optional[str], target: Optional[str], se
     steps = 1 + len(parametrised_layers(net_model))
     with tqdm(total=steps * len(names), desc="sanity (layers x methods)", unit="map",
               file=sys.stderr) as bar:
-        result = sanity_check(net_model, x.to(dev), names, target=target, seed=seed,
-                              progress=lambda _: bar.update())
+        result = sanity_check(net_model, x.to(dev), methods=names, target=target, seed=seed,
+                              progress=lambda *_: bar.update())
     click.echo(result.save(out, dpi=dpi))
     if csv_path is not None:
         click.echo(result.save(csv_path))

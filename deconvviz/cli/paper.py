@@ -74,8 +74,9 @@ def occlude_command(model: str, layer: Optional[str], feature: Optional[int],
     positions = ((x.shape[-2] - size) // stride + 1) * ((x.shape[-1] - size) // stride + 1)
     with tqdm(total=max(positions, 0) * x.shape[0], desc="positions", unit="pos",
               file=sys.stderr) as bar:
-        result = occlusion(net_model, x, layer, feature, target, size=size, stride=stride,
-                           batch_size=batch_size, progress=bar.update,
+        result = occlusion(net_model, x, layer=layer, features=feature, target=target,
+                           size=size, stride=stride, batch_size=batch_size,
+                           progress=lambda done, total, label: bar.update(done - bar.n),
                            incremental=False if plain else None)
     click.echo(result.save(out, dpi=dpi))
 
@@ -115,7 +116,8 @@ def invariance_command(model: str, transform: str, layers: Optional[str],
 
     net_model, x = load_images_and_model(model, weights, device, images)
     names = parse_list(layers, "--layers") if layers else None
-    results = [invariance(net_model, x, t, layers=names, target=target, images=images)
+    results = [invariance(net_model, x, transform=t, layers=names, target=target,
+                          labels=images)
                for t in transforms]
     click.echo(save_figure(invariance_figure(results), out, dpi=dpi))
     if csv_path is not None:
@@ -176,5 +178,5 @@ def correspondence_command(model: str, parts: str, layers: Optional[str], draws:
 
     net_model, x = load_images_and_model(model, weights, device, images)
     names = parse_list(layers, "--layers") if layers else None
-    result = correspondence(net_model, x, boxes, names, random=draws, seed=seed)
+    result = correspondence(net_model, x, parts=boxes, layers=names, random=draws, seed=seed)
     click.echo(result.save(out, dpi=dpi))

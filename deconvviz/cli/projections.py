@@ -129,9 +129,9 @@ def show_command(model: str, layer: str, top: Optional[int], features: Optional[
     net_model = load_model(model, weights=weights).to(resolve_device(device))
     with tqdm(total=len(images), desc="images", unit="img", file=sys.stderr,
               disable=len(images) < 2) as bar:
-        report = show(net_model, images, layer, features=chosen, top=top, mode=mode,
+        report = show(net_model, images, layer=layer, features=chosen, top=top, mode=mode,
                       scaling=scaling, patches=patches, view=view, out=out, combine=combine,
-                      dpi=dpi, method=method, on_image=lambda _: bar.update())
+                      dpi=dpi, method=method, progress=lambda *_: bar.update())
     for path in report.written:
         click.echo(path)
     for _image, reason in report.failed:
@@ -209,13 +209,14 @@ def optimize_command(model: str, layer: Optional[str], features: str, objective:
     net_model = load_model(model, weights=weights).to(resolve_device(device))
     bars: list = []  # the progress bar, opened at the first step (after the checks)
 
-    def progress(done: int, total: int) -> None:
+    def progress(done: int, total: int, label: str) -> None:
         if not bars:
             bars.append(tqdm(total=total, desc="image steps", unit="step", file=sys.stderr))
         bars[0].update(done - bars[0].n)
 
     try:
-        result = feature_vis(net_model, layer, units, objective=objective, negative=negative,
+        result = feature_vis(net_model, layer, features=units, objective=objective,
+                             negative=negative,
                              param=param, decorrelate=not no_decorrelate,
                              transforms=None if no_transforms else LUCID_TRANSFORMS,
                              steps=steps, lr=lr, image_size=image_size, input_size=input_size,

@@ -73,7 +73,8 @@ def scan_command(model: str, layers: str, top: int, out: str, batch_size: int, w
     names = parse_list(layers, "--layers")
     with distributed(device) as (rank, dev):
         net_model = load_model(model, weights=weights).to(dev)
-        result = scan(net_model, source, names, top=top, batch_size=batch_size, workers=workers,
+        result = scan(net_model, source, layers=names, hits=top, batch_size=batch_size,
+                      workers=workers,
                       out=out, resume=resume, checkpoint_every=checkpoint_every, rank=ranking,
                       relevance_target=relevance_class)
         if rank == 0:

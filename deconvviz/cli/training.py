@@ -89,7 +89,7 @@ def train_command(model: str, data: str, val: Optional[str], out: str, epochs: i
                       else (os.cpu_count() or 1))
     from ..training import train
 
-    result = train(model, data, out, val=val, epochs=epochs, batch_size=batch_size, lr=lr,
+    result = train(model, data, out=out, val=val, epochs=epochs, batch_size=batch_size, lr=lr,
                    momentum=momentum, weight_decay=weight_decay, dropout=dropout,
                    clip_rms=clip_rms, init=init, resize_size=resize_size,
                    crop_size=crop_size, workers=workers, device=device, seed=seed,
@@ -142,9 +142,10 @@ def evolution_command(checkpoints: List[str], data: str, layers: str, features: 
     source = run_checkpoints(checkpoints[0]) if len(checkpoints) == 1 and \
         os.path.isdir(checkpoints[0]) else list(checkpoints)
     with tqdm(total=len(source), desc="checkpoints", unit="ckpt", file=sys.stderr) as bar:
-        result = evolution(model, source, data, names, features, seed=seed, method=method,
-                           batch_size=batch_size, device=str(resolve_device(device)),
-                           progress=False, on_checkpoint=lambda _: bar.update())
+        result = evolution(model, data, checkpoints=source, layers=names, features=features,
+                           seed=seed, method=method, batch_size=batch_size,
+                           device=str(resolve_device(device)),
+                           progress=lambda *_: bar.update())
     if out.lower().endswith(".npz"):
         click.echo(result.save(out))
     else:

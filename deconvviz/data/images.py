@@ -203,8 +203,8 @@ def image_list(images: object, skipped: Optional[List[str]] = None) -> list:
                 raise ArgumentError("images is an empty list; give a file path, a folder, a PIL "
                                     "image, a tensor [N, 3, H, W] or a list of them")
             return out
-        raise ArgumentError(f"images must be a file path, a folder, a PIL image, a tensor "
-                            f"[N, 3, H, W] or [3, H, W], or a list of them; got "
+        raise ArgumentError(f"images must be a file path, a PIL image, a tensor [N, 3, H, W] "
+                            f"or [3, H, W], a folder, or a list of them; got "
                             f"{type(item).__name__}")
 
     return expand(images, True)

@@ -18,12 +18,15 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
 from .._io import check_writable_folder, write_atomically
+from .._progress import ProgressArg, progress_bar
+from .._signatures import api
 from ..choices import INITS, PAPER_SAVE_AT
 from ..data import jpeg_batches
 from ..data.devices import distributed, resolve_device
 from ..data.images import preprocessing_for
 from ..data.runs import METRICS, run_checkpoints
 from ..data.zoo import Preprocessing, checkpoint_payload, get_spec
+from ..engine.guard import runs_model
 from ..errors import ArgumentError, first_line
 from . import gpu_reading
 from .recipe import (
@@ -52,63 +55,132 @@ from .recipe import (
 __all__ = ["train"]
 
 
-def train(model: str, data: Union[str, "os.PathLike[str]"], out: Union[str, "os.PathLike[str]"],
-          *, val: Union[None, str, "os.PathLike[str]"] = None, epochs: int = 70,
+@api(legacy=("out",))
+@runs_model
+def train(model: str, data: Union[str, "os.PathLike[str]"], *,
+          out: Union[str, "os.PathLike[str]"],
+          val: Union[None, str, "os.PathLike[str]"] = None, epochs: int = 70,
           batch_size: int = 128, lr: float = 1e-2, momentum: float = 0.9,
           weight_decay: float = 0.0, dropout: Optional[float] = None, clip_rms: float = 0.1,
           init: str = "auto", resize_size: Optional[int] = None, crop_size: Optional[int] = None,
-          workers: int = 4, device: str = "auto", seed: int = 0,
+          workers: int = 4, device: Optional[str] = None, seed: int = 0,
           save_at: Sequence[int] = PAPER_SAVE_AT, keep_all: bool = False, resume: bool = False,
           patience: int = 2, checkpoint_every: int = 1000, amp: Optional[bool] = None,
-          progress: bool = True,
-          callback: Optional[Callable[[int, int, float], None]] = None) -> TrainResult:
+          progress: ProgressArg = True,
+          callback: Optional[Callable[[int, int, float], None]] = None,
+          precision: Optional[str] = None) -> TrainResult:
     """Train zoo model ``model`` from scratch on the image folder ``data``.
 
     Args:
         model: a zoo name (``"zfnet"``, ``"alexnet"``, ...); its classifier gets one output
             per class of ``data``.
         data: a ``torchvision.datasets.ImageFolder`` tree (``data/<class>/<image>``).
-        out: the run folder (created; its parent must exist).
-        val: a validation tree with the same classes (or some of them).
-        epochs: epochs in all (the paper: 70).
-        batch_size: the global mini-batch (split across ``torchrun`` processes).
-        lr: SGD's learning rate.
-        momentum: SGD's momentum.
-        weight_decay: SGD's weight decay (L2).
+        out, val: the run folder (created; its parent must exist); a validation tree with
+            the same classes (or some of them).
+        epochs, batch_size: epochs in all (the paper: 70); the global mini-batch (split
+            across ``torchrun`` processes).
+        lr, momentum, weight_decay: SGD's learning rate, momentum and weight decay (L2).
         dropout: the dropout probability of every ``nn.Dropout`` (``None``: the model's
             own, 0.5 in fc6/fc7 for ZFNet and AlexNet; 0 turns dropout off).
         clip_rms: the filter renormalisation radius (0: off).
         init: ``"auto"`` (ZFNet's N(0, 1e-2); other models their own), ``"normal"`` (N(0,
             1e-2) weights, zero biases everywhere) or ``"kaiming"`` (He et al.'s normal
             initialisation, zero biases: trains much sooner than the paper's).
-        resize_size: the short side before cropping (default 256, or the model's
-            preprocessing).
-        crop_size: the side of the random crop (default 224, or the model's).
-        workers: ``DataLoader`` worker processes per process.
-        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``.
+        resize_size, crop_size: the short side before cropping and the side of the random
+            crop (default 256 and 224, or the model's preprocessing).
+        device: ``None``/``"auto"`` (CUDA where there is one), ``"cpu"``, ``"cuda:1"``, ...
         seed: seeds the initial weights, the data order, augmentation and dropout.
-        save_at: epochs whose checkpoints are kept (the last epoch's always is).
-        keep_all: keep every epoch's checkpoint.
-        resume: continue the run in ``out`` from its ``last.pt``.
-        patience: epochs without improvement before the learning rate is divided by 10.
-        checkpoint_every: steps between ``last.pt`` saves within an epoch.
+        save_at, keep_all: epochs whose checkpoints are kept (the last epoch's always is);
+            keep every epoch's.
+        resume: continue the run in ``out`` from its ``last.pt``; patience: epochs without
+            improvement before the learning rate is divided by 10.
+        checkpoint_every, workers: steps between ``last.pt`` saves within an epoch;
+            ``DataLoader`` worker processes per process.
         amp: bfloat16 autocast (default: on CUDA, off on CPU).
-        progress: a progress bar on stderr with images/s.
+        progress: as everywhere (docs/api.md), counting images.
         callback: ``callback(epoch, step, loss)`` after every step (epoch from 1, step from 0
-            within the epoch); an exception it raises stops training (``KeyboardInterrupt``
-            saves ``last.pt`` first, as Ctrl-C does).
+            within the epoch): the training loss, not only progress; an exception it raises
+            stops training (``KeyboardInterrupt`` saves ``last.pt`` first, as Ctrl-C does).
+        precision: ``"exact"`` (default: float32, TF32 off on CUDA) or ``"tf32"``.
 
-    Returns:
-        A :class:`TrainResult`.
+    Returns a :class:`TrainResult`; raises :class:`ArgumentError` for a missing or empty
+    folder, a single class, a run folder holding a run (without ``resume``) or a different
+    one (with it).
 
-    Raises:
-        ArgumentError: a missing or empty folder, a single class, a run folder that already
-            holds a run (without ``resume``) or a different one (with it).
-
-    Examples:
-        >>> train("zfnet", "imagenette2/train", "runs/zf", val="imagenette2/val", epochs=30)
+    Example: ``train("zfnet", "imagenette2/train", out="runs/zf", val="imagenette2/val")``.
     """
     spec = get_spec(model)
+    _check_numbers(epochs, batch_size, workers, checkpoint_every, patience, lr, momentum,
+                   weight_decay, clip_rms, dropout, init)
+    save_epochs = _check_save_at(save_at)
+    out = os.path.abspath(os.fspath(out))
+    state_path = _state_path(out, resume)
+    folder, val_folder = _folders(data, val)
+    prep = _preprocessing(spec.name, resize_size, crop_size)
+    world = _world(batch_size, len(folder), data)
+    config = _Config(model=spec.name, data=os.path.abspath(os.fspath(data)),
+                     val=os.path.abspath(os.fspath(val)) if val is not None else None,
+                     classes=tuple(folder.classes), images=_fingerprint(folder),
+                     batch_size=batch_size, lr=lr,
+                     momentum=momentum, weight_decay=weight_decay, dropout=dropout,
+                     clip_rms=clip_rms, init=init, resize_size=prep.resize_size,
+                     crop_size=prep.crop_size, seed=seed, patience=patience, world=world)
+    with _process(device, world) as (rank, dev):
+        if rank == 0:
+            os.makedirs(out, exist_ok=True)
+            check_writable_folder(state_path)  # before any work, not at the first save
+        # the data order, augmentation and dropout are seeded here; the caller's random
+        # state is left as it was
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            return _Run(config, out, folder, val_folder, prep, rank, world, dev,
+                        epochs=epochs, workers=workers, save_epochs=save_epochs,
+                        keep_all=keep_all, resume=resume, checkpoint_every=checkpoint_every,
+                        amp=(dev.type == "cuda") if amp is None else amp, progress=progress,
+                        callback=callback).run()
+
+
+def _preprocessing(name: str, resize_size: Optional[int], crop_size: Optional[int]
+                   ) -> Preprocessing:
+    base = preprocessing_for(name)
+    prep = Preprocessing(resize_size=resize_size or base.resize_size,
+                         crop_size=crop_size or base.crop_size, mean=base.mean, std=base.std)
+    if prep.crop_size > prep.resize_size:
+        raise ArgumentError(f"crop size {prep.crop_size} is larger than the resize "
+                            f"{prep.resize_size}")
+    return prep
+
+
+def _world(batch_size: int, images: int, data) -> int:
+    """The number of ``torchrun`` processes, checked against the batch size."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if batch_size % world:
+        raise ArgumentError(f"the batch size {batch_size} does not split evenly across "
+                            f"{world} processes")
+    if images < batch_size:
+        raise ArgumentError(f"{data} holds {images} images, fewer than one batch of "
+                            f"{batch_size}; use a smaller --batch-size")
+    return world
+
+
+@contextlib.contextmanager
+def _process(device: Optional[str], world: int):
+    """``(rank, device)`` of this process: in a process group of its own under torchrun,
+    the caller's where it already joined one."""
+    already = dist.is_available() and dist.is_initialized()
+    device = "auto" if device is None else str(device)
+    group = distributed(device) if world > 1 and not already else contextlib.nullcontext()
+    with group as joined:
+        if joined is not None:
+            yield joined
+            return
+        rank, dev = (dist.get_rank() if already else 0), resolve_device(device)
+        if already and dev.type == "cuda" and dev.index is None:  # the caller's group
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        yield rank, dev
+
+
+def _check_numbers(epochs, batch_size, workers, checkpoint_every, patience, lr, momentum,
+                   weight_decay, clip_rms, dropout, init) -> None:
     if epochs < 1 or batch_size < 1 or workers < 0 or checkpoint_every < 1 or patience < 0:
         raise ArgumentError("epochs, batch size and checkpoint interval must be >= 1, workers "
                             "and patience >= 0")
@@ -119,8 +191,10 @@ def train(model: str, data: Union[str, "os.PathLike[str]"], out: Union[str, "os.
         raise ArgumentError(f"dropout must be in [0, 1), got {dropout}")
     if init not in INITS:
         raise ArgumentError(f"init must be one of {', '.join(INITS)}, got {init!r}")
-    save_epochs = _check_save_at(save_at)
-    out = os.path.abspath(os.fspath(out))
+
+
+def _state_path(out: str, resume: bool) -> str:
+    """The run's ``last.pt``, checked against ``resume``."""
     state_path = os.path.join(out, "last.pt")
     if os.path.exists(out) and not os.path.isdir(out):
         raise ArgumentError(f"{out} is a file; the run folder must be a folder")
@@ -129,6 +203,12 @@ def train(model: str, data: Union[str, "os.PathLike[str]"], out: Union[str, "os.
     if not resume and os.path.exists(state_path):
         raise ArgumentError(f"{out} already holds a training run; use --resume to continue it "
                             f"or choose another folder")
+    return state_path
+
+
+def _folders(data, val):
+    """The training folder (two classes at least) and the validation folder, its classes
+    mapped onto the training ones."""
     folder = _image_folder(os.fspath(data), "training")
     if len(folder.classes) < 2:
         raise ArgumentError(f"training needs at least two classes (sub-folders) in {data}; "
@@ -142,46 +222,7 @@ def train(model: str, data: Union[str, "os.PathLike[str]"], out: Union[str, "os.
                                 + (" ..." if len(folder.classes) > 10 else ""))
         val_folder.samples = [(p, folder.class_to_idx[val_folder.classes[t]])
                               for p, t in val_folder.samples]
-    base = preprocessing_for(spec.name)
-    prep = Preprocessing(resize_size=resize_size or base.resize_size,
-                         crop_size=crop_size or base.crop_size, mean=base.mean, std=base.std)
-    if prep.crop_size > prep.resize_size:
-        raise ArgumentError(f"crop size {prep.crop_size} is larger than the resize "
-                            f"{prep.resize_size}")
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if batch_size % world:
-        raise ArgumentError(f"the batch size {batch_size} does not split evenly across "
-                            f"{world} processes")
-    if len(folder) < batch_size:
-        raise ArgumentError(f"{data} holds {len(folder)} images, fewer than one batch of "
-                            f"{batch_size}; use a smaller --batch-size")
-    config = _Config(model=spec.name, data=os.path.abspath(os.fspath(data)),
-                     val=os.path.abspath(os.fspath(val)) if val is not None else None,
-                     classes=tuple(folder.classes), images=_fingerprint(folder),
-                     batch_size=batch_size, lr=lr,
-                     momentum=momentum, weight_decay=weight_decay, dropout=dropout,
-                     clip_rms=clip_rms, init=init, resize_size=prep.resize_size,
-                     crop_size=prep.crop_size, seed=seed, patience=patience, world=world)
-    already = dist.is_available() and dist.is_initialized()
-    group = distributed(device) if world > 1 and not already else contextlib.nullcontext()
-    with group as joined:
-        if joined is not None:
-            rank, dev = joined
-        else:
-            rank, dev = (dist.get_rank() if already else 0), resolve_device(device)
-            if already and dev.type == "cuda" and dev.index is None:  # the caller's group
-                dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        if rank == 0:
-            os.makedirs(out, exist_ok=True)
-            check_writable_folder(state_path)  # before any work, not at the first save
-        # the data order, augmentation and dropout are seeded here; the caller's random
-        # state is left as it was
-        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-            return _Run(config, out, folder, val_folder, prep, rank, world, dev,
-                        epochs=epochs, workers=workers, save_epochs=save_epochs,
-                        keep_all=keep_all, resume=resume, checkpoint_every=checkpoint_every,
-                        amp=(dev.type == "cuda") if amp is None else amp, progress=progress,
-                        callback=callback).run()
+    return folder, val_folder
 
 
 class _Run:
@@ -280,8 +321,6 @@ class _Run:
         return loader
 
     def run(self) -> TrainResult:
-        from tqdm import tqdm
-
         config = self.config
         steps = len(self.train_set) // config.batch_size
         per_epoch = steps * config.batch_size
@@ -291,9 +330,9 @@ class _Run:
             self.train_set.epoch = epoch
             sampler = _Batches(len(self.train_set), config.batch_size, self.rank, self.world,
                                config.seed, epoch, start=self.step)
-            bar = tqdm(total=per_epoch, initial=self.step * config.batch_size, unit="img",
-                       desc=f"epoch {epoch}/{self.epochs}", dynamic_ncols=True,
-                       disable=not self.progress or self.rank != 0)
+            bar = progress_bar(self.progress if self.rank == 0 else False, total=per_epoch,
+                               initial=self.step * config.batch_size, unit="img",
+                               desc=f"epoch {epoch}/{self.epochs}")
             started = time.perf_counter()
             try:
                 for x, y in self._loader(self.train_set, sampler):

@@ -75,7 +75,7 @@ def run_captum(model_name, layer, mode, threads, sample) -> dict:
         else:
             weights = act[f].clone()
             selector = lambda out, f=f, w=weights: (out[:, f] * w).flatten(1).sum(1)  # noqa: E731
-        results[f] = captum.attribute(x, neuron_selector=selector).map[0].detach()
+        results[f] = captum.attribute(x, neuron_selector=selector)[0].detach()
     seconds = time.perf_counter() - start
     worst = 0.0
     for f, theirs in results.items():

@@ -51,7 +51,7 @@ def guided_speed(sample: int) -> None:
     error = 0.0
     for f in chosen:
         y, xx = divmod(int(act[f].argmax()), act.shape[-1])
-        theirs = captum.attribute(x, neuron_selector=(f, y, xx)).map * float(act[f, y, xx])
+        theirs = captum.attribute(x, neuron_selector=(f, y, xx)) * float(act[f, y, xx])
         if act[f, y, xx] > 0:
             error = max(error, rel(theirs[0], ours[f]))
     captum_s = (time.perf_counter() - start) / len(chosen) * len(features)

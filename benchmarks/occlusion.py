@@ -73,7 +73,7 @@ def occlusion_case(dv, torch, name: str, size: int, stride: int, batch: int, rep
         with torch.no_grad():
             return occluder.attribute(x, sliding_window_shapes=(3, size, size),
                                       strides=(3, stride, stride), baselines=0, target=target,
-                                      perturbations_per_eval=batch).map
+                                      perturbations_per_eval=batch)
 
     def ours():
         return dv.occlusion(model, x, target=target, size=size, stride=stride,

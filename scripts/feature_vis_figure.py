@@ -52,8 +52,8 @@ def main() -> None:
     for name, net in (("trained", model), ("random weights", random)):
         results = [dv.feature_vis(net, "conv2", features=units, steps=256, image_size=80, input_size=80,
                                   preprocessing=RAW, **options) for _, options in VARIANTS]
-        for row, unit in enumerate(units if name == "trained" else units[:1]):
-            tiles.append([r.image(row) for r in results])
+        for unit in (units if name == "trained" else units[:1]):
+            tiles.append([r.image(unit) for r in results])
             labels.append(f"unit {unit}" + (", random" if name != "trained" else ""))
             notes.append([v for v, _ in VARIANTS] if not notes else
                          [""] * len(VARIANTS))  # the columns named once, in the first row

@@ -62,7 +62,7 @@ def test_seeds_at_the_borders_and_corners():
     features = torch.tensor([3 * i for i in range(len(spots))])
     ys, xs = torch.tensor([s[0] for s in spots]), torch.tensor([s[1] for s in spots])
     values = torch.rand(len(spots)) + 0.5
-    ours = plan.project(images, features, layer=ys, xs, values)
+    ours = plan.project(images, features, ys, xs, values)
     for i in range(len(spots)):
         seed = torch.zeros_like(act)
         seed[images[i], features[i], ys[i], xs[i]] = values[i]

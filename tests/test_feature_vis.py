@@ -152,7 +152,7 @@ def test_nothing_stays_attached_after_success_and_error():
         dv.feature_vis(net, "2", features=[5], steps=2, image_size=16, input_size=16)
     calls = []
 
-    def boom(done, total):
+    def boom(done, total, label):
         calls.append(done)
         raise RuntimeError("interrupted")
 
@@ -281,14 +281,14 @@ def test_the_explorer_shows_what_a_unit_wants():
     explorer.feature_picker.value = 5 if explorer.feature_picker.value != 5 else 4
     feature = explorer.feature_picker.value
     expected = dv.feature_vis(net, "3", features=[feature], **options)
-    assert explorer.wanted_view.value == png_bytes(expected.image(0), 224)
+    assert explorer.wanted_view.value == png_bytes(expected.image(feature), 224)
     assert "2 steps" in explorer.wanted_label.value
     # a result computed beforehand: its units are shown, others say they are not in it
     given = dv.feature_vis(net, "3", features=[feature], **options)
     shown = explore(net, x, feature_vis=given)
     shown.layer_picker.value = "3"
     shown.feature_picker.value = feature
-    assert shown.wanted_view.value == png_bytes(given.image(0), 224)
+    assert shown.wanted_view.value == png_bytes(given.image(feature), 224)
     shown.feature_picker.value = (feature + 1) % 6
     assert "not in the result" in shown.wanted_label.value
     assert_untouched(net, before)

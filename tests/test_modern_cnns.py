@@ -137,8 +137,8 @@ def test_the_cone_stays_local_through_gates(name):
     # The gradient runs into the gate's branch, a global pool: the whole image, said so.
     gradient = dv.Gradient(model)
     assert "Receptive-field cone: not used" in str(gradient.reverse_pass(layer))
-    assert torch.equal(gradient.project(x, layer, layer=3, cone=True),
-                       gradient.project(x, layer, layer=3, cone=False))
+    assert torch.equal(gradient.project(x, layer, 3, cone=True),
+                       gradient.project(x, layer, 3, cone=False))
 
 
 class Branching(nn.Module):

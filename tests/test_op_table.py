@@ -176,7 +176,7 @@ def test_op(case):
         assert expected.abs().max() > 0 and error <= TOLERANCE, (method, error)
     # single activations: in the receptive-field cone (where the op lets it) as full size
     deconvnet = net.with_method("deconvnet")
-    cone, full = (deconvnet.project(x, "conv2", layer=[0, 2], cone=c) for c in (True, False))
+    cone, full = (deconvnet.project(x, "conv2", [0, 2], cone=c) for c in (True, False))
     assert float((cone - full).abs().max() / full.abs().max()) <= TOLERANCE
     if case.name in ("leaky ReLU with where", "sort .values"):
         # the conventions make a difference: the deconvnet is not the gradient here

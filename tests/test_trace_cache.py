@@ -49,7 +49,7 @@ def test_one_trace_while_the_structure_stays():
     after = dv.Deconvnet(model).project(x, "conv2", [1])
     fresh = dv.Deconvnet(copy.deepcopy(model))  # another model object: its own trace
     assert fresh.traced is not net.traced
-    assert torch.equal(after, fresh.project(x, "conv2", layer=[1]))
+    assert torch.equal(after, fresh.project(x, "conv2", [1]))
     assert torch.allclose(after, 4 * before, rtol=1e-5)  # the seed's value and conv2^T double
 
 
@@ -57,7 +57,7 @@ def test_a_changed_structure_is_traced_again():
     model = _model()
     x = torch.randn(1, 3, 16, 16)
     first = dv.Deconvnet(model)
-    expected = first.project(x, "conv2", layer=[0])
+    expected = first.project(x, "conv2", [0])
     seen = {id(first.traced)}
 
     model.conv2 = nn.Conv2d(4, 5, 3, padding=1)  # a replaced module

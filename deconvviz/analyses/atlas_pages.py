@@ -135,11 +135,11 @@ def feature_vis_tiles(model, net, result, names, slugs, root, options, rank_id, 
         mine = list(range(result.features(layer)))[rank_id::world]
         if not mine:
             continue
-        made = feature_vis(model, layer, mine, net=net, **options)
+        made = feature_vis(model, layer, features=mine, net=net, **options)
         settings = made.settings()
-        for row, unit in enumerate(made.units):
+        for unit in made.units:
             path = os.path.join(root, slugs[layer], "img", f"u{unit}_fv.png")
-            if not cv2.imwrite(path, made.image(row)[:, :, ::-1]):
+            if not cv2.imwrite(path, made.image(unit)[:, :, ::-1]):
                 raise OSError(f"cannot write {path}")
     return settings, time.perf_counter() - started
 

@@ -60,10 +60,11 @@ class Comparison(Result):
     titles: Dict[str, str] = field(default_factory=method_table.titles)
     kind: ClassVar[str] = "comparison"  # saves .npz besides the figure
 
-    def row_label(self, image: int) -> str:
-        label = self.target.label(image)
+    def row_label(self, index: int) -> str:
+        """The label of image ``index``'s row: its target, and its probability for a class."""
+        label = self.target.label(index)
         if self.probabilities is not None:
-            label += f", p = {self.probabilities[image]:.3f}"
+            label += f", p = {self.probabilities[index]:.3f}"
         return label
 
     def figure(self, *, fig=None):

@@ -120,21 +120,31 @@ class FeatureVisResult(Result):
                 f"{extra}; {param} {size} px -> {self.input_size} px; {robust}; "
                 f"{self.steps} steps Adam {self.lr:g}, seed {self.seed}")
 
-    def image(self, row: int, index: int = 0) -> np.ndarray:
-        """Row ``row``'s image ``index`` as ``H x W x 3`` uint8."""
+    def image(self, feature: int, index: int = 0) -> np.ndarray:
+        """Feature ``feature``'s image ``index`` (of ``images_per_unit``) as ``H x W x 3``
+        uint8: the unit's own number (a channel, class or direction index), whatever its row.
+
+        Raises:
+            ArgumentError: a unit this result does not hold, or an ``index`` past its images.
+        """
+        row = self.row_of(feature)
+        if not 0 <= index < self.images.shape[1]:
+            raise ArgumentError(f"image {index} of unit {feature}: this result holds "
+                                f"{self.images.shape[1]} per unit (0 to "
+                                f"{self.images.shape[1] - 1})")
         return _uint8(self.images[row, index])
 
-    def row_of(self, unit: int) -> int:
-        """The row of ``unit`` (a feature, class or direction index)."""
-        if unit not in self.units:
-            raise ArgumentError(f"unit {unit} was not optimised; this result holds "
+    def row_of(self, feature: int) -> int:
+        """The row of ``feature`` (a feature, class or direction index)."""
+        if feature not in self.units:
+            raise ArgumentError(f"unit {feature} was not optimised; this result holds "
                                 f"{_ranges(self.units)}")
-        return self.units.index(unit)
+        return self.units.index(feature)
 
     def figure(self, *, ncols: Optional[int] = None, values: bool = True):
         """A grid: one tile per image, titled with its unit (and objective value), under a
         title naming the weights, objective, parametrisation and steps."""
-        tiles = [[self.image(r, i) for i in range(self.images.shape[1])]
+        tiles = [[_uint8(self.images[r, i]) for i in range(self.images.shape[1])]
                  for r in range(len(self.units))]
         notes = [[f"{float(v):.3g}" for v in row] for row in self.values] if values else None
         return figures.feature_vis_grid(tiles, self.labels, self.settings(), notes=notes,

@@ -111,7 +111,7 @@ def test_grad_cam_cannot_explain_a_unit_below_its_layer():
     x = torch.randn(1, 3, 64, 64)
     assert default_cam_layer(dv.Gradient(model)) == "conv5_3"
     with pytest.raises(dv.ArgumentError, match="n/a"):
-        dv.attribute(model, x, method="gradcam", layer="conv4_3", features=3).map
+        dv.attribute(model, x, method="gradcam", layer="conv4_3", features=3)
     assert dv.attribute(model, x, method="gradcam", layer="fc7", features=3).map.shape == (1, 1, 64, 64)
     result = dv.compare(model, [CHELSEA], methods=["guided", "gradcam"], layer="conv4_3", features=3)
     assert set(result.maps) == {"guided"} and "gradcam" in result.not_applicable

@@ -14,9 +14,9 @@ from plus_or_x import EX, PLUS, RAW, SIZE, Small, corr, fit, placements
 from torch import nn
 
 import deconvviz as dv
+from deconvviz.analyses.fv_image import LUCID_TRANSFORMS, draw_transforms, transform_batch
 from deconvviz.analyses.fv_objective import gram_penalty as _gram_penalty
 from deconvviz.analyses.fv_objective import saved_bytes as _saved_bytes
-from deconvviz.analyses.fv_image import LUCID_TRANSFORMS, draw_transforms, transform_batch
 
 
 @pytest.fixture(scope="module")

@@ -64,7 +64,7 @@ def test_after_unregistering_it_is_refused_everywhere(toy):
         assert done.returncode == 2 and "Valid methods: deconvnet, guided, gradient" in \
             done.stderr
         with pytest.raises(dv.ArgumentError, match="unknown method 'toy'"):
-            dv.attribute(zoo_model("alexnet"), torch.zeros(1, 3, 64, 64), method="toy").map
+            dv.attribute(zoo_model("alexnet"), torch.zeros(1, 3, 64, 64), method="toy")
     finally:
         register_method(toy)  # the fixture removes it again
 
@@ -96,7 +96,7 @@ def test_an_attribution_without_an_implementation_is_refused_not_run_as_another(
     try:
         with pytest.raises(dv.ArgumentError, match="no implementation"):
             dv.attribute(zoo_model("alexnet"), torch.zeros(1, 3, 64, 64), method="mystery",
-                         target=0).map
+                         target=0)
     finally:
         method_table.unregister("mystery")
 

@@ -79,8 +79,8 @@ def test_projector_and_analyses_compute_inside_the_context(caller_flags, monkeyp
     assert [exact_inside(f) for f in seen] == [True, False, False, True]
     assert backend_flags() == caller_flags
     seen.clear()
-    dv.attribute(model, x, method="guided", layer="3", features=1, precision="tf32").map
-    dv.attribute(model, x, method="guided", layer="3", features=1).map
+    dv.attribute(model, x, method="guided", layer="3", features=1, precision="tf32")
+    dv.attribute(model, x, method="guided", layer="3", features=1)
     assert [exact_inside(f) for f in seen] == [False, True]
 
 

@@ -74,11 +74,15 @@ def parse_list(text: str, what: str = "list") -> List[str]:
     return items
 
 
-def parse_features(spec: str) -> List[int]:
-    """``"3,17,40-47"`` -> ``[3, 17, 40, ..., 47]``."""
-    out: List[int] = []
+def parse_features(spec: str, names: bool = False) -> list:
+    """``"3,17,40-47"`` -> ``[3, 17, 40, ..., 47]``; with ``names`` (a logit objective's
+    classes), an item that is not a number is kept as a class name (``"281,tabby"``)."""
+    out: list = []
     for part in str(spec).split(","):
         part = part.strip()
+        if names and part and not part.replace("-", "").isdigit():
+            out.append(part)
+            continue
         try:
             if "-" in part[1:]:
                 lo, hi = part.split("-", 1)

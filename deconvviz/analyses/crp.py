@@ -151,8 +151,8 @@ def layer_relevances(model: Union[nn.Module, Projector], x: Tensor, layers: Sequ
             done = index
             found[layer] = signals.get(node)
     out = {}
-    for layer in layers:
-        act = rec.activations[layer]
+    for layer in layers:  # the output's activations are recorded once, as ""
+        act = rec.activations[layer if layer in rec.activations else ""]
         relevance = found[layer]
         relevance = torch.zeros_like(act) if relevance is None else relevance.reshape(act.shape)
         channel = relevance.flatten(2).sum(-1) if relevance.dim() > 2 else relevance
@@ -195,6 +195,10 @@ def crp(model: Union[nn.Module, Projector], images: ImagesArg, *, layer: str,
     """
     net = _relevance_net(model, method)
     x, _, _ = images_for(net.model, images)
+    if net._node(layer) == net._node(""):
+        raise ArgumentError(f"{layer!r} is the model's output: its only concept relevant to "
+                            f"a class is that class itself; CRP's concepts are the channels "
+                            f"of a layer below it (`deconvviz layers` lists them)")
     rec = net.record(x, [layer, ""])
     upper = layer_relevances(net, x, [layer], target, method=net.method.name,
                              recording=rec)[layer]

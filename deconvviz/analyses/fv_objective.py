@@ -94,6 +94,10 @@ def units_of(model, objective, units, directions, channels, layer_name):
             from .attribution import _class_index
 
             unit = _class_index(unit, names, channels)
+        elif isinstance(unit, str) and not unit.strip().lstrip("-").isdigit():
+            raise ArgumentError(f"feature {unit!r}: a layer's features are channel numbers "
+                                f"(0 to {channels - 1}); class names are for "
+                                f"objective='logit'")
         unit = int(unit)
         if not 0 <= unit < channels:
             what = "class" if objective == "logit" else "feature"

@@ -192,7 +192,7 @@ def optimize_command(model: str, layer: Optional[str], features: str, objective:
     """
     from .._io import result_formats
 
-    units = parse_features(features)
+    units = parse_features(features, names=objective == "logit")
     if objective == "logit" and layer is not None:
         raise ArgumentError("--objective logit reads the model's output: leave out --layer")
     if objective != "logit" and layer is None:

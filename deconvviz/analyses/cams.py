@@ -1,0 +1,269 @@
+"""The CAM family: class activation maps of one or several layers, weighted by gradients
+(Grad-CAM and its variants), by the class score of masked inputs (Score-CAM), by the score
+drop of ablated channels (Ablation-CAM), or by the activations' first principal component
+(Eigen-CAM).
+
+Conventions (the same for every member, and pytorch-grad-cam's, so that the maps can be
+compared): the class score is the logit; a layer's map is rectified, scaled to [0, 1] per image
+(``(m - min) / (max - min + 1e-7)``) and upsampled bilinearly (half-pixel centres, as
+``cv2.resize``) to the input; several layers' maps are rectified, averaged and scaled again.
+A layer is a module: its output is captured by a forward hook, *copied* before any later
+in-place op can overwrite it (torchvision's DenseNet applies ``ReLU(inplace=True)`` to
+``features.norm5``'s output: pytorch-grad-cam reads the overwritten values), and its gradient
+is the gradient of the score with respect to that output.
+
+Where deconvviz departs from pytorch-grad-cam, it follows the papers:
+
+- Ablation-CAM (Desai & Ramaswamy 2020) ablates a channel by setting it to zero;
+  pytorch-grad-cam sets it to ``min(activations) - 1e7`` whenever the layer's minimum is not
+  0 (a layer before its ReLU). After a ReLU both give zero, and the same maps.
+- Eigen-CAM's principal component has no sign of its own; deconvviz orients it to correlate
+  positively with the activations' mean over channels (pytorch-grad-cam keeps the SVD's sign,
+  which may rectify the map away).
+
+Speed: Score-CAM runs the model once per channel (its masked inputs differ everywhere), in
+batches; Ablation-CAM runs only what lies above the layer, from the layer's recorded
+activations and whatever else the rest of the model reads (a residual's other branch), not
+the whole model for every batch of ablations.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Dict, Iterator, List, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, fx, nn
+
+from ..errors import ArgumentError
+
+__all__ = ["CAMS", "GRADIENT_CAMS", "cam_maps", "scale", "projection", "ablation_tail"]
+
+# Weighted by the gradient of the class score at the layer.
+GRADIENT_CAMS = ("gradcam", "hirescam", "gradcam_elementwise", "gradcam_plus_plus",
+                 "xgradcam", "layercam", "eigengradcam")
+CAMS = GRADIENT_CAMS + ("eigencam", "scorecam", "ablationcam")
+SCALE_EPS = 1e-7  # pytorch-grad-cam's scale_cam_image
+
+
+def scale(maps: Tensor, size: Tuple[int, int] = None) -> Tensor:
+    """``[N, h, w]`` maps, each shifted to 0 and divided by its max (+1e-7), then resized
+    bilinearly to ``size`` (``[N, H, W]``)."""
+    flat = maps.flatten(1)
+    maps = maps - flat.min(1).values[:, None, None]
+    maps = maps / (SCALE_EPS + maps.flatten(1).max(1).values[:, None, None])
+    if size is not None and tuple(maps.shape[-2:]) != tuple(size):
+        maps = F.interpolate(maps[:, None], size=size, mode="bilinear",
+                             align_corners=False)[:, 0]
+    return maps
+
+
+def projection(maps: Tensor, orient: bool = True) -> Tensor:
+    """The first principal component of each image's channels ``[N, K, h, w]`` -> ``[N, h,
+    w]`` (centred over positions, as Eigen-CAM); oriented to correlate positively with the
+    channels' mean (``orient``)."""
+    out = []
+    for a in maps.nan_to_num(0.0):
+        flat = a.reshape(a.shape[0], -1).T.double()  # positions x channels
+        flat = flat - flat.mean(0)
+        _, _, vt = torch.linalg.svd(flat, full_matrices=False)
+        proj = flat @ vt[0]
+        if orient and float(proj @ flat.mean(1)) < 0:
+            proj = -proj
+        out.append(proj.reshape(a.shape[1:]).to(maps.dtype))
+    return torch.stack(out)
+
+
+@contextmanager
+def _captured(modules: Sequence[nn.Module]) -> Iterator[Dict[int, Dict[str, Tensor]]]:
+    """Each module's output (a copy, safe from later in-place ops) and, after a backward
+    pass, the gradient with respect to it; the hooks are removed on every path."""
+    found: Dict[int, Dict[str, Tensor]] = {}
+    handles = []
+
+    def hook(index):
+        def save(module, inputs, output):
+            found[index] = {"activations": output.detach().clone()}
+            if output.requires_grad:
+                output.register_hook(lambda g: found[index].__setitem__("gradients", g))
+        return save
+
+    try:
+        for i, module in enumerate(modules):
+            handles.append(module.register_forward_hook(hook(i)))
+        yield found
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _weighted(method: str, a: Tensor, g: Tensor, eigen_smooth: bool) -> Tensor:
+    """A gradient CAM's map of one layer before rectification: ``[N, h, w]``."""
+    if method == "eigengradcam":
+        return projection(g * a, orient=False)
+    if method in ("hirescam", "gradcam_elementwise", "layercam"):
+        terms = {"hirescam": g * a, "gradcam_elementwise": (g * a).clamp_min(0),
+                 "layercam": g.clamp_min(0) * a}[method]
+        return projection(terms, orient=False) if eigen_smooth else terms.sum(1)
+    if method == "gradcam":
+        weights = g.mean((2, 3))
+    elif method == "gradcam_plus_plus":
+        g2, g3 = g ** 2, g ** 3
+        aij = g2 / (2 * g2 + a.sum((2, 3), keepdim=True) * g3 + 1e-6)
+        aij = torch.where(g != 0, aij, torch.zeros_like(aij))
+        weights = (g.clamp_min(0) * aij).sum((2, 3))
+    elif method == "xgradcam":
+        weights = (g * a / (a.sum((2, 3), keepdim=True) + 1e-7)).sum((2, 3))
+    else:
+        raise ArgumentError(f"unknown CAM {method!r}; choose from {', '.join(CAMS)}")
+    return _combine(weights, a, eigen_smooth)
+
+
+def _combine(weights: Tensor, a: Tensor, eigen_smooth: bool) -> Tensor:
+    weighted = weights[:, :, None, None] * a
+    return projection(weighted, orient=False) if eigen_smooth else weighted.sum(1)
+
+
+def _scores(model: nn.Module, batch: Tensor, classes: Tensor) -> Tensor:
+    return model(batch)[torch.arange(batch.shape[0], device=batch.device), classes]
+
+
+def _score_cam(model, x: Tensor, a: Tensor, classes: List[int], batch_size: int) -> Tensor:
+    """Score-CAM's weights ``[N, K]``: the softmax over channels of the class logit of the
+    input masked by each channel's upsampled, min-max normalised map."""
+    up = F.interpolate(a, size=x.shape[-2:], mode="bilinear", align_corners=True)
+    flat = up.flatten(2)
+    lo, hi = flat.min(2).values[:, :, None, None], flat.max(2).values[:, :, None, None]
+    masks = (up - lo) / (hi - lo + 1e-8)
+    weights = []
+    with torch.no_grad():
+        for i, c in enumerate(classes):
+            scores = []
+            for k0 in range(0, masks.shape[1], batch_size):
+                batch = x[i:i + 1] * masks[i, k0:k0 + batch_size, None]
+                target = torch.full((batch.shape[0],), c, device=x.device)
+                scores.append(_scores(model, batch, target))
+            weights.append(torch.softmax(torch.cat(scores), dim=0))
+    return torch.stack(weights)
+
+
+def ablation_tail(traced_module: fx.GraphModule, node_name: str
+                  ) -> Tuple[fx.GraphModule, List[fx.Node]]:
+    """The part of the graph above ``node_name``: a module taking the values of its
+    frontier (the layer's output first, then whatever else it reads from below, a residual's
+    other branch), returning the model's output."""
+    nodes = list(traced_module.graph.nodes)
+    target = next(n for n in nodes if n.name == node_name)
+    above, stack = set(), list(target.users)
+    while stack:
+        node = stack.pop()
+        if node not in above and node.op != "output":
+            above.add(node)
+            stack.extend(node.users)
+    frontier = [target]
+    for node in nodes:
+        if node in above or node.op == "output":
+            frontier += [a for a in node.all_input_nodes
+                         if a not in above and a.op != "get_attr" and a not in frontier]
+    graph = fx.Graph()
+    env = {a: graph.placeholder(f"{a.name}_value") for a in frontier}
+    for node in nodes:
+        if node in above or node.op in ("output", "get_attr"):
+            env[node] = graph.node_copy(node, lambda n: env[n])
+    return fx.GraphModule(traced_module, graph), frontier
+
+
+class _Recorder(fx.Interpreter):
+    """Runs the graph once, keeping (copies of) the values of ``wanted`` nodes."""
+
+    def __init__(self, module, wanted):
+        super().__init__(module)
+        self.wanted, self.values = set(wanted), {}
+
+    def run_node(self, n):
+        value = super().run_node(n)
+        if n in self.wanted:
+            self.values[n] = value.detach().clone() if isinstance(value, Tensor) else value
+        return value
+
+
+def _ablation_cam(traced_module: fx.GraphModule, node_name: str, x: Tensor,
+                  classes: List[int], batch_size: int) -> Tuple[Tensor, Tensor]:
+    """Ablation-CAM's activations and weights ``[N, K]``: ``(score - score with channel k at
+    zero) / score``, each ablation run through the layers above only."""
+    tail, frontier = ablation_tail(traced_module, node_name)
+    with torch.no_grad():
+        recorder = _Recorder(traced_module, frontier)
+        out = recorder.run(x)
+        values = [recorder.values[n] for n in frontier]
+        a = values[0]
+        n, k = a.shape[:2]
+        original = out[torch.arange(n), torch.as_tensor(classes)]
+        weights = torch.empty(n, k, dtype=a.dtype, device=a.device)
+        for i, c in enumerate(classes):
+            for k0 in range(0, k, batch_size):
+                ks = torch.arange(k0, min(k, k0 + batch_size), device=a.device)
+                ablated = a[i:i + 1].repeat(len(ks), 1, 1, 1)
+                ablated[torch.arange(len(ks)), ks] = 0.0
+                rest = [v[i:i + 1].expand(len(ks), *v.shape[1:])
+                        if isinstance(v, Tensor) and v.dim() and v.shape[0] == n else v
+                        for v in values[1:]]
+                scores = tail(ablated, *rest)[:, c]
+                weights[i, ks] = (original[i] - scores) / original[i]
+    return a, weights
+
+
+def _layer_map(model, traced_module, method: str, module: nn.Module, node: str, x: Tensor,
+               classes: List[int], eigen_smooth: bool, batch_size: int) -> Tensor:
+    """One layer's CAM, before rectification: ``[N, h, w]``."""
+    if method == "ablationcam":
+        a, weights = _ablation_cam(traced_module, node, x, classes, batch_size)
+        return _combine(weights, a, eigen_smooth)
+    target = torch.as_tensor(classes, device=x.device)
+    with _captured([module]) as found:
+        if method in GRADIENT_CAMS:
+            with torch.enable_grad():
+                inputs = x.detach().requires_grad_(True)
+                _scores(model, inputs, target).sum().backward(inputs=[inputs])
+        else:
+            with torch.no_grad():
+                model(x)
+    a = found[0]["activations"]
+    if a.dim() != 4:
+        raise ArgumentError(f"a CAM needs a layer with a spatial map; this one's output is "
+                            f"{list(a.shape)}")
+    if method == "eigencam":
+        return projection(a)
+    if method == "scorecam":
+        return _combine(_score_cam(model, x, a, classes, batch_size), a, eigen_smooth)
+    return _weighted(method, a, found[0]["gradients"], eigen_smooth)
+
+
+def cam_maps(model: nn.Module, x: Tensor, method: str, layers: Sequence[Tuple[nn.Module, str]],
+             classes: List[int], *, traced_module: fx.GraphModule = None,
+             eigen_smooth: bool = False, aug_smooth: bool = False,
+             batch_size: int = 32) -> Tensor:
+    """``method``'s CAM of each image's class, fused over ``layers`` (``(module, graph node
+    name)`` pairs): ``[N, 1, H, W]`` in [0, 1].
+
+    ``aug_smooth`` averages the maps of six augmented inputs (flipped or not, times 0.9, 1
+    and 1.1), each flipped back; ``eigen_smooth`` takes the first principal component of the
+    weighted activations instead of their sum."""
+    if method not in CAMS:
+        raise ArgumentError(f"unknown CAM {method!r}; choose from {', '.join(CAMS)}")
+    if aug_smooth:
+        maps = []
+        for flip in (False, True):
+            for factor in (0.9, 1.0, 1.1):
+                moved = x.flip(-1) if flip else x
+                made = cam_maps(model, moved * factor, method, layers, classes,
+                                traced_module=traced_module, eigen_smooth=eigen_smooth,
+                                batch_size=batch_size)
+                maps.append(made.flip(-1) if flip else made)
+        return torch.stack(maps).mean(0)
+    size = tuple(x.shape[-2:])
+    per_layer = [scale(_layer_map(model, traced_module, method, module, node, x, classes,
+                                  eigen_smooth, batch_size).clamp_min(0), size)
+                 for module, node in layers]
+    fused = torch.stack(per_layer, 1).clamp_min(0).mean(1)
+    return scale(fused)[:, None]

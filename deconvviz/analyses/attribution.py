@@ -38,8 +38,9 @@ from ..engine.precision import precise
 from ..engine.recording import Recording, check_images, forward_to
 from ..engine.seeds import make_seeds
 from ..errors import ArgumentError, closest
+from .attribution_result import Attribution
 
-__all__ = ["attribute", "list_methods", "Target", "resolve_target", "default_cam_layer",
+__all__ = ["attribute", "Attribution", "list_methods", "Target", "resolve_target", "default_cam_layer",
            "grad_cam"]
 
 

@@ -52,7 +52,7 @@ from ..engine.recording import forward_to
 from ..errors import ArgumentError, DeconvvizError, ImageError, Interrupted
 from . import activation_histogram
 from .relevance_scan import RANKS, RelevanceRanker
-from .scan_result import FORMAT, ScanResult
+from .scan_result import FORMAT, ScanResult, write_scan
 
 __all__ = ["scan", "list_images", "ScanInterrupted", "ResumeWarning"]
 
@@ -395,7 +395,7 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
                                                     for l, t in rel_tops.items()}}
                                 if ranker is not None else {})})
         if out is not None and rank_id == 0:
-            result.save(out)
+            write_scan(result, out)
         if world > 1:
             dist.barrier()
         if partial and os.path.exists(partial):

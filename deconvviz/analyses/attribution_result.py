@@ -67,8 +67,10 @@ class Attribution(Result):
                 them (one per image), a label or a list of labels, or ``None``.
             model: the model (its zoo name and weights are read from it) or its name.
             weights: the weights' label, where ``model`` is a name.
-            layer, features: the unit explained, where ``target`` does not say.
-            rgb, images: the photos as the network saw them, and their names.
+            layer: the unit's layer, where ``target`` does not say.
+            features: the unit's feature(s), where ``target`` does not say.
+            rgb: the photos as the network saw them (``H x W x 3`` uint8 each).
+            images: the photos' names.
         """
         if map.dim() != 4:
             raise ArgumentError(f"an attribution map is [N, C, H, W], got {list(map.shape)}")

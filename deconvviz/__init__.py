@@ -42,7 +42,8 @@ _PUBLIC = {
     "scan": "analyses", "same_hits": "analyses", "atlas": "analyses",
     "AtlasResult": "analyses",
     "train": "training", "TrainResult": "training", "evolution": "analyses",
-    "EvolutionResult": "analyses", "filters": "analyses", "filter_figure": "analyses",
+    "EvolutionResult": "analyses", "filters": "analyses", "Attribution": "analyses",
+    "TrainingModeError": "engine.guard",
     "FilterResult": "analyses", "read_metrics": "training",
     "feature_vis": "analyses", "FeatureVisResult": "analyses",
     "explore": "explorer",
@@ -50,12 +51,21 @@ _PUBLIC = {
 
 __all__ = sorted(_PUBLIC)
 
+# removed aliases, kept one release with a DeprecationWarning: name -> (what to use, module)
+_DEPRECATED = {"filter_figure": ("filters(...).figure()", "analyses.filters")}
+
 
 def __getattr__(name: str):
     if name in _PUBLIC:
         value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
         globals()[name] = value
         return value
+    if name in _DEPRECATED:
+        from ._signatures import deprecated
+
+        new, module = _DEPRECATED[name]
+        deprecated(__name__, name, new)
+        return getattr(importlib.import_module(f".{module}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -64,12 +74,12 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # for type checkers, IDEs and the API docs: the same names, eagerly
-    from .analyses import (AtlasResult, Comparison, ConceptRelevance, CorrespondenceResult,
+    from .analyses import (AtlasResult, Attribution, Comparison, ConceptRelevance, CorrespondenceResult,
                            EvolutionResult, FeatureVisResult, FilterResult, LayerRelevance,
                            crp, feature_vis, layer_relevance,
                            InvarianceResult, OcclusionResult, Projections, SanityResult,
                            ScanResult, ShowReport, atlas, attribute, compare,
-                           correspondence, evolution, filter_figure, filters, invariance,
+                           correspondence, evolution, filters, invariance,
                            list_methods, load_scan, occlusion, project,
                            same_hits, sanity_check, scan, show)
     from .data.images import load_image

@@ -15,13 +15,13 @@ from typing import Callable, List, Optional, Sequence
 
 from .errors import OutputError
 
-__all__ = ["FIGURE_FORMATS", "DATA_FORMATS", "result_formats", "check_output_path",
+__all__ = ["FIGURE_FORMATS", "DATA_FORMATS", "UNDRAWN", "result_formats", "check_output_path",
            "check_output_folder", "check_writable_folder", "figure_paths", "write_atomically",
            "safe_name", "is_folder_path"]
 
 FIGURE_FORMATS = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
 # What each kind of result saves besides its figure, written once: the results
-# (deconvviz.analyses.result.Result) and the command line (before torch is imported) read it.
+# (deconvviz.results.Result) and the command line (before torch is imported) read it.
 DATA_FORMATS = {
     "projections": (".npy", ".npz"),
     "comparison": (".npz",),
@@ -32,12 +32,24 @@ DATA_FORMATS = {
     "evolution": (".npz",),
     "filters": (".csv",),
     "feature_vis": (".npz",),
+    "attribution": (".pt", ".npy"),
+    "scan": (".pt",),
+    "atlas": (".csv",),  # the atlas itself is its folder
+    "training": (".csv",),
+    "concept_relevance": (".csv", ".pt"),
+    "layer_relevance": (".csv", ".pt"),
+    "concept_report": (".csv", ".npz"),
+    "show": (".csv",),
 }
+# The kinds of result that have no figure (show's report: the files it wrote): they save
+# their data only.
+UNDRAWN = frozenset({"show"})
 
 
 def result_formats(kind: str) -> tuple:
-    """The file types a result of ``kind`` saves to: its figure's, then its data's."""
-    return FIGURE_FORMATS + DATA_FORMATS[kind]
+    """The file types a result of ``kind`` saves to: its figure's (none if it cannot draw),
+    then its data's."""
+    return (() if kind in UNDRAWN else FIGURE_FORMATS) + DATA_FORMATS[kind]
 
 
 def check_writable_folder(path: str) -> str:

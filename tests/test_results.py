@@ -1,12 +1,15 @@
 """One result shape: every analysis' result draws, shows and saves itself through
-deconvviz.analyses.result.Result, in the file types written once in deconvviz._io."""
+deconvviz.results.Result, in the file types written once in deconvviz._io (tests of each
+result type: test_results_api)."""
 import pytest
 import torch
 from conftest import zoo_model
 
 import deconvviz as dv
 import deconvviz.analyses  # noqa: F401  (every result class)
-from deconvviz._io import DATA_FORMATS, FIGURE_FORMATS
+import deconvviz.analyses.crp_report  # noqa: F401  (ConceptReport)
+import deconvviz.training  # noqa: F401  (TrainResult)
+from deconvviz._io import DATA_FORMATS, FIGURE_FORMATS, UNDRAWN
 from deconvviz.analyses.result import Result
 
 
@@ -14,7 +17,8 @@ def test_every_result_class_saves_the_formats_written_once():
     classes = {cls.kind: cls for cls in Result.__subclasses__()}
     assert set(classes) == set(DATA_FORMATS)  # no kind without its class, nor the reverse
     for kind, cls in classes.items():
-        assert cls.formats() == FIGURE_FORMATS + DATA_FORMATS[kind]
+        figure = () if kind in UNDRAWN else FIGURE_FORMATS  # a result with no figure
+        assert cls.formats() == figure + DATA_FORMATS[kind]
         assert "save" not in vars(cls) and "_repr_png_" not in vars(cls), cls  # shared
 
 

@@ -16,15 +16,16 @@ themselves.
   first-layer filter diagnostics (Fig. 6).
 - :mod:`.feature_vis`: the image each unit wants, by optimisation (:func:`feature_vis`).
 """
+from . import filters as _filters
 from .atlas import AtlasResult, atlas
-from .attribution import attribute, list_methods
+from .attribution import Attribution, attribute, list_methods
 from .comparison import Comparison, compare
 from .correspondence import CorrespondenceResult, correspondence
 from .crp import ConceptRelevance, LayerRelevance, crp, layer_relevance
 from .dataset_scan import scan
 from .evolution import EvolutionResult, evolution
 from .feature_vis import FeatureVisResult, feature_vis
-from .filters import FilterResult, filter_figure, filter_stats, filters
+from .filters import FilterResult, filter_stats, filters
 from .invariance import InvarianceResult, invariance
 from .occlusion import OcclusionResult, occlusion
 from .projection import Projections, ShowReport, project, project_layers, show
@@ -35,8 +36,14 @@ from .top_hits import FeatureHits, project_hits, top_hits_figure
 __all__ = ["ConceptRelevance", "LayerRelevance", "crp", "layer_relevance",
            "AtlasResult", "atlas", "EvolutionResult", "FeatureVisResult", "feature_vis",
            "FilterResult", "evolution",
-           "filter_figure", "filter_stats", "filters", "Comparison", "CorrespondenceResult",
+           "Attribution", "filter_stats", "filters", "Comparison", "CorrespondenceResult",
            "InvarianceResult", "OcclusionResult", "correspondence", "invariance", "occlusion",
            "SanityResult", "attribute", "compare", "list_methods", "sanity_check", "FeatureHits",
            "Hit", "Projections", "ScanResult", "ShowReport", "load_scan", "project",
            "project_hits", "project_layers", "same_hits", "scan", "top_hits_figure", "show"]
+
+from .._signatures import deprecated_names  # noqa: E402
+
+# removed aliases, kept one release with a DeprecationWarning
+__getattr__ = deprecated_names(__name__, {
+    "filter_figure": ("filters(...).figure()", lambda: _filters.filter_figure)})

@@ -8,7 +8,6 @@ as one small image; :mod:`deconvviz.figures.atlas_site` then writes the pages. U
 """
 from __future__ import annotations
 
-import base64
 import os
 import shutil
 import time
@@ -25,10 +24,9 @@ from ..choices import TILE_SCALINGS
 from ..engine import Projector
 from ..engine.guard import device_for, runs_model
 from ..errors import ArgumentError
-from ..figures.atlas_site import SiteInfo, SiteLayer, layer_slugs, write_site
+from ..figures.atlas_site import layer_slugs, write_site
 from ..figures.atlas_tiles import (
     IMAGE_FORMATS,
-    thumbnail_grid,
 )
 from .atlas_pages import (
     feature_vis_tiles,
@@ -37,75 +35,12 @@ from .atlas_pages import (
     site_info,
     site_layers,
 )
+from .atlas_result import AtlasResult
 from .scan_result import ScanResult, load_scan
 from .top_hits import check_scanned_weights
 
 __all__ = ["atlas", "AtlasResult"]
 
-
-
-class AtlasResult:
-    """The atlas :func:`atlas` wrote: where it is, what it holds, and what it cost.
-
-    Attributes:
-        path: the atlas's folder; ``index`` its ``index.html``.
-        layers: per layer, its units as the pages show them.
-        timings: seconds spent projecting (images read, forward and reverse passes) and
-            writing (cropping, scaling, encoding the tiles, summed over the threads that
-            encode them while the next images are projected; ``pages``: writing the pages),
-            summed over processes under ``torchrun``; and ``files``, ``bytes``, ``hits``,
-            ``images``.
-
-    In Jupyter it shows the first layer's units (each one's strongest projection) and a link.
-    """
-
-    def __init__(self, path: str, info: SiteInfo, layers: List[SiteLayer], timings: dict):
-        self.path = path
-        self.index = os.path.join(path, "index.html")
-        self.info = info
-        self.layers = layers
-        self.timings = timings
-
-    def unit_page(self, layer: str, unit: int) -> str:
-        """The path of a unit's page (what a paper links to)."""
-        for site_layer in self.layers:
-            if site_layer.name == layer:
-                if not 0 <= unit < len(site_layer.units):
-                    raise ArgumentError(f"unit {unit} is out of range for layer {layer!r}: "
-                                        f"valid units are 0 to {len(site_layer.units) - 1}")
-                return os.path.join(self.path, site_layer.slug, f"{unit}.html")
-        raise ArgumentError(f"layer {layer!r} is not in this atlas; it has "
-                            f"{', '.join(l.name for l in self.layers)}")
-
-    def grid(self, layer: Optional[str] = None, count: int = 64):
-        """A uint8 image of a layer's first ``count`` units (grey: never fired)."""
-        chosen = self.layers[0] if layer is None else next(
-            (l for l in self.layers if l.name == layer), None)
-        if chosen is None:
-            raise ArgumentError(f"layer {layer!r} is not in this atlas")
-        return thumbnail_grid(self.path, chosen, self.info.image_format, count=count)
-
-    def _repr_png_(self) -> bytes:
-        import cv2
-
-        return cv2.imencode(".png", self.grid()[:, :, ::-1])[1].tobytes()
-
-    def _repr_html_(self) -> str:
-        import html
-
-        png = base64.b64encode(self._repr_png_()).decode()
-        first = self.layers[0]
-        link = os.path.relpath(self.index) if not os.path.relpath(self.index).startswith("..") \
-            else "file://" + os.path.abspath(self.index)
-        return (f'<div><p><a href="{html.escape(link)}" target="_blank">{html.escape(link)}</a>'
-                f": {self.info.model}, {sum(len(l.units) for l in self.layers):,} units. "
-                f"{html.escape(first.name)}'s first {min(64, len(first.units))} units "
-                f"(grey: never fired):</p><img src=\"data:image/png;base64,{png}\"></div>")
-
-    def __repr__(self) -> str:
-        return (f"AtlasResult({self.index}, {self.info.model}, "
-                f"{sum(len(l.units) for l in self.layers)} units in "
-                f"{', '.join(l.name for l in self.layers)})")
 
 
 def _rank_world():

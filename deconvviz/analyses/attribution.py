@@ -40,8 +40,9 @@ from ..engine.guard import images_for, runs_model
 from ..engine.recording import Recording, check_images, forward_to
 from ..engine.seeds import make_seeds
 from ..errors import ArgumentError, closest
+from .attribution_result import Attribution
 
-__all__ = ["attribute", "attribute_map", "list_methods", "Target", "resolve_target", "default_cam_layer",
+__all__ = ["attribute", "attribute_map", "Attribution", "list_methods", "Target", "resolve_target", "default_cam_layer",
            "grad_cam"]
 
 
@@ -356,11 +357,3 @@ def probabilities(model: nn.Module, x: Tensor, classes: Sequence[int]) -> List[f
         p = F.softmax(model(x), dim=1)
     return [float(p[i, c]) for i, c in enumerate(classes)]
 
-
-class Attribution:  # STUB: replaced by the Result subclass (merge of i34-results)
-    def __init__(self, map):
-        self.map = map
-
-    @classmethod
-    def of(cls, map, **info):
-        return cls(map)

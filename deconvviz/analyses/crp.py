@@ -15,12 +15,14 @@ VGG16's conv5_3), and to the part that flows through it otherwise.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Union
+from dataclasses import dataclass, fields
+from typing import ClassVar, Dict, List, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
+from .. import figures
+from .._io import write_atomically
 from .._signatures import api
 from ..data.images import ImagesArg
 from ..engine import Projector
@@ -28,20 +30,24 @@ from ..engine.guard import images_for, runs_model
 from ..engine.recording import check_images
 from ..engine.reverse import FullSize, run
 from ..errors import ArgumentError
+from ..results import Result
 from .attribution import resolve_target
 
 __all__ = ["crp", "ConceptRelevance", "LayerRelevance", "layer_relevance", "layer_relevances"]
 
 
 @dataclass
-class LayerRelevance:
-    """A class's relevance at a layer, for a batch of images.
+class LayerRelevance(Result):
+    """A class's relevance at a layer, for a batch of images: ``figure()`` draws each
+    channel's share, ``to_dict()``/``to_csv()`` list it per image and channel, ``save``
+    writes ``.csv`` or ``.pt`` (every field).
 
     Attributes:
         relevance: ``[N, C, h, w]`` (``[N, C]`` for a linear layer).
         channel: ``[N, C]``: each channel's relevance summed over positions.
         share: ``[N, C]``: ``channel`` over the sum of the absolute values of ``channel``.
         classes: the class explained for each image; logits: their logits (the seeds).
+        layer, method: where and how it was computed.
     """
 
     relevance: Tensor
@@ -49,11 +55,32 @@ class LayerRelevance:
     share: Tensor
     classes: List[int]
     logits: Tensor
+    layer: Optional[str] = None
+    method: Optional[str] = None
+    kind: ClassVar[str] = "layer_relevance"
+
+    def figure(self, *, fig=None):
+        """Each image's relevance share per channel, a bar per channel."""
+        return figures.channel_relevance(
+            self.channel.detach().cpu().numpy(), self.share.detach().cpu().numpy(),
+            [f"image {n}: class {c}" for n, c in enumerate(self.classes)],
+            title=f"relevance at {self.layer or 'the layer'} per channel ({self.method})",
+            fig=fig)
+
+    def _table(self) -> Dict[str, list]:
+        """One row per image and channel: image, class, channel, relevance, share."""
+        return _rows(self.classes, list(range(self.channel.shape[1])), self.channel,
+                     self.share, "channel")
+
+    def _save_data(self, path: str, ext: str) -> str:
+        return super()._save_data(path, ext) if ext == ".csv" else _save_fields(self, path)
 
 
 @dataclass
-class ConceptRelevance:
-    """:func:`crp`'s result.
+class ConceptRelevance(Result):
+    """:func:`crp`'s result: ``figure()`` draws the concepts' heatmaps (a row per image),
+    ``to_dict()``/``to_csv()`` list each concept's relevance and share per image, ``save``
+    writes ``.csv`` or ``.pt`` (every field).
 
     Attributes:
         heatmaps: ``[N, K, 3, H, W]``: each concept's conditional heatmap (sum over the
@@ -71,6 +98,40 @@ class ConceptRelevance:
     layer: str
     method: str
     classes: List[int]
+    kind: ClassVar[str] = "concept_relevance"
+
+    def figure(self, *, fig=None):
+        """One row per image, one conditional heatmap per concept (red positive, blue
+        negative relevance), titled with the concept's channel and share."""
+        maps = self.heatmaps.detach().sum(2).cpu().numpy()
+        return figures.concept_heatmaps(
+            maps, self.concepts, self.share.tolist(),
+            [f"class {c}" for c in self.classes],
+            title=f"CRP: the concepts of {self.layer} ({self.method})", fig=fig)
+
+    def _table(self) -> Dict[str, list]:
+        """One row per image and concept: image, class, concept, relevance, share."""
+        return _rows(self.classes, self.concepts, self.relevance, self.share, "concept")
+
+    def _save_data(self, path: str, ext: str) -> str:
+        return super()._save_data(path, ext) if ext == ".csv" else _save_fields(self, path)
+
+
+def _rows(classes: List[int], channels: List[int], relevance: Tensor, share: Tensor,
+          name: str) -> Dict[str, list]:
+    pairs = [(n, k) for n in range(len(classes)) for k in range(len(channels))]
+    return {"image": [n for n, _ in pairs], "class": [classes[n] for n, _ in pairs],
+            name: [channels[k] for _, k in pairs],
+            "relevance": [float(relevance[n, k]) for n, k in pairs],
+            "share": [float(share[n, k]) for n, k in pairs]}
+
+
+def _save_fields(result: Result, path: str) -> str:
+    """Every field to a ``.pt`` file (tensors on the CPU; ``torch.load(weights_only=True)``
+    reads it)."""
+    values = {f.name: getattr(result, f.name) for f in fields(result)}
+    data = {k: v.detach().cpu() if isinstance(v, Tensor) else v for k, v in values.items()}
+    return write_atomically(path, lambda f: torch.save(data, f))
 
 
 def _relevance_net(model: Union[nn.Module, Projector], method: Optional[str]) -> Projector:
@@ -157,7 +218,8 @@ def layer_relevances(model: Union[nn.Module, Projector], x: Tensor, layers: Sequ
         relevance = torch.zeros_like(act) if relevance is None else relevance.reshape(act.shape)
         channel = relevance.flatten(2).sum(-1) if relevance.dim() > 2 else relevance
         share = channel / channel.abs().sum(1, keepdim=True).clamp_min(1e-30)
-        out[layer] = LayerRelevance(relevance, channel, share, list(classes), logits[rows, cls])
+        out[layer] = LayerRelevance(relevance, channel, share, list(classes), logits[rows, cls],
+                                    layer, net.method.name)
     return out
 
 

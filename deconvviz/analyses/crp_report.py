@@ -5,16 +5,18 @@ activation-maximising ones; the figure says which)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Union
+from typing import ClassVar, Dict, List, Optional, Union
 
 import numpy as np
 from torch import Tensor, nn
 
 from .. import figures
+from .._io import write_atomically
 from ..data.images import load_image
 from ..data.zoo import model_info, model_name
 from ..engine import Projector
 from ..figures.display import crop_window
+from ..results import Result
 from .attribution import attribute_map, class_names
 from .crp import ConceptRelevance, crp
 from .scan_result import ScanResult
@@ -24,9 +26,11 @@ __all__ = ["ConceptReport", "concept_report", "reference_patches"]
 
 
 @dataclass
-class ConceptReport:
+class ConceptReport(Result):
     """:func:`concept_report`'s result: the CRP result, the photo, the class's heatmap and
-    each concept's reference patches; ``figure()`` draws it, ``save(path)`` writes it."""
+    each concept's reference patches; ``figure()`` draws it, ``save(path)`` writes it (or
+    its data: ``.csv`` each concept's relevance and share, ``.npz`` the arrays), and
+    ``to_dict()``/``to_csv()`` give the concepts' table."""
 
     relevance: ConceptRelevance
     photo: np.ndarray
@@ -34,6 +38,7 @@ class ConceptReport:
     references: List[List[np.ndarray]]
     reference_kind: str
     title: str
+    kind: ClassVar[str] = "concept_report"
 
     def figure(self, **options):
         r = self.relevance
@@ -42,11 +47,26 @@ class ConceptReport:
                                       r.share[0].tolist(), self.references, title=self.title,
                                       reference_title=self.reference_kind, **options)
 
-    def _repr_png_(self) -> bytes:
-        return self.figure()._repr_png_()
+    def _table(self) -> Dict[str, list]:
+        """The image's concepts (its class's relevance, most relevant first): their
+        channel, relevance and share, and how many reference patches each has."""
+        r = self.relevance
+        table = r.to_dict()
+        table["references"] = [len(self.references[k]) for k in range(len(r.concepts))]
+        return table
 
-    def save(self, path: str, *, dpi: Optional[float] = None) -> str:
-        return figures.save_figure(self.figure(), path, dpi=dpi)
+    def _save_data(self, path: str, ext: str) -> str:
+        if ext == ".csv":
+            return super()._save_data(path, ext)
+        r = self.relevance
+        arrays = {"photo": self.photo, "class_map": self.class_map,
+                  "heatmaps": r.heatmaps[0].sum(1).cpu().numpy(),
+                  "concepts": np.asarray(r.concepts), "share": r.share[0].cpu().numpy(),
+                  "relevance": r.relevance[0].cpu().numpy(), "title": np.asarray(self.title)}
+        for k, patches in enumerate(self.references):
+            for j, patch in enumerate(patches):
+                arrays[f"reference_{k}_{j}"] = patch
+        return write_atomically(path, lambda f: np.savez_compressed(f, **arrays))
 
 
 def reference_patches(scan: ScanResult, net: Projector, layer: str, feature: int,

@@ -66,7 +66,7 @@ from .scan_checkpoint import (
 )
 from .scan_distributed import distributed, gather
 from .scan_loading import ScanImages, collate, on_device, one_ahead
-from .scan_result import FORMAT, ScanResult
+from .scan_result import FORMAT, ScanResult, write_scan
 from .scan_tops import candidates, empty_tops, merge
 
 __all__ = ["scan", "ScanInterrupted", "ResumeWarning"]
@@ -306,7 +306,7 @@ def _finish(state, world, rank_id, items, names, meta, partial, out, ranker, not
                          **({"inline_images": _inline(inline, meta)} if inline else {}),
                          **({"not_images": not_images} if not_images else {})})
     if out is not None and rank_id == 0:
-        result.save(out)
+        write_scan(result, out)
     if world > 1:
         dist.barrier()
     if partial and os.path.exists(partial):

@@ -303,11 +303,22 @@ def _check_top(top) -> None:
 
 
 @dataclass
-class ShowReport:
-    """What :func:`show` did: the files written, and the images it could not read."""
+class ShowReport(Result):
+    """What :func:`show` did: the files written, and the images it could not read. It has
+    no figure (its figures are the files): ``to_dict()``, ``to_csv()`` and
+    ``save("report.csv")`` list both, one row per file or image."""
 
     written: List[str]
     failed: List[Tuple[str, str]]  # (image, reason)
+    kind: ClassVar[str] = "show"
+
+    def _table(self):
+        """``status`` (written or failed), ``path`` (the file written, or the image) and
+        ``reason`` (why it failed; empty for a written file)."""
+        rows = [("written", p, "") for p in self.written] + \
+            [("failed", image, reason) for image, reason in self.failed]
+        return {"status": [r[0] for r in rows], "path": [r[1] for r in rows],
+                "reason": [r[2] for r in rows]}
 
 
 def _shown_layers(model: nn.Module, layer: str, features, top, patches) -> List[str]:

@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import ClassVar, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
-from .._io import check_output_path, write_atomically
+from .._io import write_atomically
 from ..data.images import load_image
 from ..data.zoo import Preprocessing, load_model
 from ..errors import ArgumentError, ImageError, WeightsError, first_line
+from ..results import Result
 from . import activation_histogram, top_hits
 
-__all__ = ["ScanResult", "Hit", "load_scan", "same_hits", "VALUE_RTOL", "FORMAT",
-           "READABLE"]
+__all__ = ["ScanResult", "Hit", "load_scan", "same_hits", "write_scan", "VALUE_RTOL",
+           "FORMAT", "READABLE"]
 
 # 2: positive hits only, runner-ups, the weights' digest; 3: each feature's distribution
 FORMAT = "deconvviz-scan/3"
@@ -35,8 +36,13 @@ class Hit:
     x: int
 
 
-class ScanResult:
+class ScanResult(Result):
     """The outcome of :func:`scan`, as saved on disk and returned by :func:`load_scan`.
+
+    ``save("scan.pt")`` writes the scan (what :func:`load_scan` reads), ``save("fig.png")``
+    (``.jpg .pdf .svg``) its figure, :meth:`figure`; ``to_dict()``/``to_csv()`` give every
+    hit as a table. Jupyter shows its summary, not the figure: drawing projects the hits
+    through the model again.
 
     Attributes:
         model, weights: what was scanned with.
@@ -57,6 +63,9 @@ class ScanResult:
         format: the file format it was written in (``deconvviz-scan/1`` to ``/3``); the
             distribution of activations (:meth:`histogram`) is recorded from format 3 on.
     """
+
+    kind: ClassVar[str] = "scan"
+    shown_in_jupyter: ClassVar[bool] = False  # the figure runs the model
 
     def __init__(self, data: dict, *, origin: Optional[str] = None,
                  image_root: Union[None, str, os.PathLike] = None) -> None:
@@ -221,10 +230,20 @@ class ScanResult:
                 for v, i, y, x in zip(tops["values"][feature], tops["images"][feature],
                                       tops["ys"][feature], tops["xs"][feature]) if int(i) >= 0]
 
-    def save(self, path: Union[str, os.PathLike]) -> str:
-        """Write the result (atomically) where :func:`load_scan` can read it."""
-        path = check_output_path(os.fspath(path), formats=None)
-        return write_atomically(path, lambda f: torch.save(self.data, f))
+    def _save_data(self, path: str, ext: str) -> str:
+        return write_scan(self, path)
+
+    def _table(self) -> Dict[str, list]:
+        """Every hit: layer, feature, rank (0 strongest), value, image and map position."""
+        columns: Dict[str, list] = {k: [] for k in ("layer", "feature", "rank", "value",
+                                                    "image", "y", "x")}
+        for layer in self.layer_names:
+            for feature in range(self.features(layer)):
+                for rank, hit in enumerate(self.top(layer, feature)):
+                    for key, value in zip(columns, (layer, feature, rank, hit.value,
+                                                    hit.image, hit.y, hit.x)):
+                        columns[key].append(value)
+        return columns
 
     @property
     def images_read(self) -> int:
@@ -240,6 +259,12 @@ class ScanResult:
     def __repr__(self) -> str:
         return (f"ScanResult({self.model}, layers {', '.join(self.layer_names)}, "
                 f"{self.images_read} images read, {len(self.skipped)} skipped, top {self.k})")
+
+
+def write_scan(result: ScanResult, path: Union[str, os.PathLike]) -> str:
+    """Write a scan (atomically) where :func:`load_scan` can read it, under any file name
+    (``deconvviz scan --out`` takes any; ``ScanResult.save`` takes ``.pt``)."""
+    return write_atomically(os.fspath(path), lambda f: torch.save(result.data, f))
 
 
 def load_scan(path: Union[str, os.PathLike],

@@ -4,20 +4,20 @@ A figure never runs a model: this package imports neither the engine nor the zoo
 import-linter). Results draw themselves (``result.figure()``) by calling down into it.
 """
 from ..choices import SCALINGS  # noqa: E402  (re-exported: the display conventions)
-from .base import FIGURE_FORMATS, PAGE_WIDTH, Figure, combine, mosaic, save_figure
+from .base import FIGURE_FORMATS, PAGE_WIDTH, Figure, combine, mosaic, picture, save_figure
 from .display import crop_window, shared_scale, to_uint8
 from .feature_vis import feature_vis_grid
 from .incremental import changed_windows_figure
-from .methods import comparison_grid, sanity_figure
+from .methods import attribution_figure, comparison_grid, sanity_figure
 from .paper import correspondence_figure, invariance_figure, occlusion_figure
 from .projections import layer_overview, patch_grid, projection_grid
-from .relevance import concept_figure, relevance_rgb
+from .relevance import channel_relevance, concept_figure, concept_heatmaps, relevance_rgb
 from .scan_grid import scan_figure
 from .training import evolution_figure, filters_figure, training_curves
 
-__all__ = ["FIGURE_FORMATS", "Figure", "PAGE_WIDTH", "SCALINGS", "changed_windows_figure",
-           "combine", "comparison_grid",
-           "concept_figure", "correspondence_figure", "crop_window", "evolution_figure",
+__all__ = ["FIGURE_FORMATS", "Figure", "PAGE_WIDTH", "SCALINGS", "attribution_figure",
+           "changed_windows_figure", "channel_relevance", "combine", "comparison_grid",
+           "concept_figure", "concept_heatmaps", "picture", "correspondence_figure", "crop_window", "evolution_figure",
            "feature_vis_grid", "filters_figure", "relevance_rgb",
            "training_curves", "invariance_figure", "occlusion_figure",
            "sanity_figure",

@@ -21,7 +21,7 @@ from matplotlib.figure import FigureBase, SubFigure
 from .._io import FIGURE_FORMATS, check_output_path, write_atomically
 from ..choices import check_scaling
 
-__all__ = ["Figure", "PAGE_WIDTH", "TILE_FONT", "mosaic", "combine", "save_figure",
+__all__ = ["Figure", "PAGE_WIDTH", "TILE_FONT", "mosaic", "combine", "save_figure", "picture",
            "show_tile", "grid_shape", "finish", "FIGURE_FORMATS", "check_scaling"]
 
 
@@ -91,6 +91,22 @@ def combine(draw: Sequence[Callable[[object], object]], *, height: float) -> Fig
     subs = fig.subfigures(len(draw), 1, squeeze=False)
     for sub, fn in zip(subs[:, 0], draw):
         fn(sub)
+    return fig
+
+
+def picture(image: np.ndarray, *, title: Optional[str] = None, dpi: float = 100) -> Figure:
+    """A figure of one uint8 ``H x W x 3`` image at its own size (one pixel a pixel at
+    ``dpi``), with an optional title above it."""
+    height, width = image.shape[:2]
+    band = 0.3 if title else 0.0  # inches above the image for the title
+    fig = Figure(figsize=(width / dpi, height / dpi + band), dpi=dpi)
+    share = band / (height / dpi + band)
+    ax = fig.add_axes((0, 0, 1, 1 - share))
+    ax.imshow(image, interpolation="nearest")
+    ax.axis("off")
+    if title:
+        fig.text(0.5, 1 - share / 2, fitted(title, fig, TILE_FONT + 1), ha="center",
+                 va="center", fontsize=TILE_FONT + 1)
     return fig
 
 

@@ -12,10 +12,10 @@ from typing import Optional
 from matplotlib.figure import FigureBase
 
 from ..choices import weights_label
-from .base import PAGE_WIDTH, TILE_FONT, Figure, finish, show_tile
+from .base import PAGE_WIDTH, TILE_FONT, Figure, finish, fitted, show_tile
 from .display import to_uint8
 
-__all__ = ["comparison_grid", "sanity_figure"]
+__all__ = ["comparison_grid", "sanity_figure", "attribution_figure"]
 
 
 def _tile(result, method: str, maps, index: int, photo):
@@ -101,4 +101,34 @@ def sanity_figure(result, *, image: int = 0, max_columns: int = 10,
     fig.suptitle(f"{result.model}: cascading randomisation, target "
                  f"{result.target.label(image)} - {weights_label(result.weights)}",
                  fontsize=TILE_FONT + 2)
+    return finish(fig)
+
+
+def attribution_figure(maps, scaling: str, labels, *, photos=None, title: str = "",
+                       method_title: str = "", fig: Optional[FigureBase] = None) -> Figure:
+    """One method's attributions, one row per image: the photo (where it is known), then
+    the map in the method's display convention, as in :func:`comparison_grid`.
+
+    Args:
+        maps: ``[N, C, H, W]`` attributions (``C`` is 3, or 1 for a CAM).
+        scaling: the method's display convention (``signed`` or ``heatmap``).
+        labels: each image's row label (its target).
+        photos: the crops the network saw, ``H x W x 3`` uint8 each, or ``None``.
+        title: the figure's title; ``method_title`` heads the maps' column.
+    """
+    rows, cols = len(maps), 1 + (photos is not None)
+    if fig is None:
+        tile = min(2.0, PAGE_WIDTH / cols)
+        fig = Figure(figsize=(max(3.5, tile * cols + 0.3), tile * rows * 1.18 + 0.5),
+                     layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for r in range(rows):
+        photo = photos[r] if photos is not None else None
+        if photo is not None:
+            show_tile(axes[r, 0], photo, "input" if r == 0 else None)
+        show_tile(axes[r, cols - 1], to_uint8(maps[r], scaling, photo=photo),
+                  method_title if r == 0 else None)
+        axes[r, 0].set_ylabel(labels[r], fontsize=TILE_FONT)
+    if title:
+        fig.suptitle(fitted(title, fig, TILE_FONT + 2), fontsize=TILE_FONT + 2)
     return finish(fig)

@@ -11,10 +11,11 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import numpy as np
+from matplotlib.figure import FigureBase
 
-from .base import PAGE_WIDTH, TILE_FONT, Figure, fitted, show_tile
+from .base import PAGE_WIDTH, TILE_FONT, Figure, finish, fitted, show_tile
 
-__all__ = ["relevance_rgb", "concept_figure"]
+__all__ = ["relevance_rgb", "concept_figure", "concept_heatmaps", "channel_relevance"]
 
 
 def relevance_rgb(heat: np.ndarray) -> np.ndarray:
@@ -66,3 +67,54 @@ def concept_figure(photo: np.ndarray, class_map: np.ndarray, maps: Sequence[np.n
             axes[row, 1].text(0.5, 0.5, "no scan", ha="center", va="center", fontsize=TILE_FONT)
     fig.suptitle(fitted(title, fig, 8), fontsize=8)
     return fig
+
+
+def concept_heatmaps(maps: Sequence[Sequence[np.ndarray]], concepts: Sequence[int],
+                     shares: Sequence[Sequence[float]], labels: Sequence[str], *, title: str,
+                     fig: Optional[FigureBase] = None) -> Figure:
+    """CRP's conditional heatmaps: one row per image (``labels``: its class), one column per
+    concept, each titled with its channel and its share of the layer's relevance.
+
+    Args:
+        maps: per image, each concept's heatmap ``H x W`` (summed over colour channels).
+        concepts: the concepts' channels, in column order.
+        shares: per image, each concept's share of the layer's relevance.
+    """
+    rows, columns = len(maps), len(concepts)
+    if fig is None:
+        tile = min(1.4, PAGE_WIDTH / max(columns, 1))
+        fig = Figure(figsize=(tile * columns + 0.4, tile * rows * 1.15 + 0.4),
+                     layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for r in range(rows):
+        for c, channel in enumerate(concepts):
+            show_tile(axes[r, c], relevance_rgb(maps[r][c]),
+                      f"#{channel}: {100 * shares[r][c]:.1f}%")
+        axes[r, 0].set_ylabel(labels[r], fontsize=TILE_FONT)
+    fig.suptitle(fitted(title, fig, 8), fontsize=8)
+    return finish(fig)
+
+
+def channel_relevance(channel: np.ndarray, share: np.ndarray, labels: Sequence[str], *,
+                      title: str, fig: Optional[FigureBase] = None) -> Figure:
+    """A class's relevance at a layer, channel by channel: one bar chart per image (its
+    share of the layer's relevance per channel, red positive, blue negative).
+
+    Args:
+        channel: ``[N, C]`` relevance per channel (its sign colours the bars).
+        share: ``[N, C]`` each channel's share of the layer's relevance.
+        labels: each image's class.
+    """
+    rows = len(labels)
+    fig = fig or Figure(figsize=(PAGE_WIDTH, 1.6 * rows + 0.5), layout="constrained")
+    axes = fig.subplots(rows, 1, squeeze=False)[:, 0]
+    for ax, values, signs, label in zip(axes, share, channel, labels):
+        colours = np.where(np.asarray(signs) >= 0, "tab:red", "tab:blue")
+        ax.bar(np.arange(len(values)), 100 * np.asarray(values), color=colours, width=1.0)
+        ax.axhline(0, color="0.5", linewidth=0.5)
+        ax.set_ylabel("share (%)", fontsize=TILE_FONT)
+        ax.set_title(label, fontsize=TILE_FONT + 1)
+        ax.tick_params(labelsize=TILE_FONT - 1)
+    axes[-1].set_xlabel("channel", fontsize=TILE_FONT)
+    fig.suptitle(fitted(title, fig, 8), fontsize=8)
+    return finish(fig)

@@ -7,7 +7,7 @@ import contextlib
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import ClassVar, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -19,6 +19,7 @@ from .. import figures
 from ..data.images import decode_image
 from ..data.zoo import Preprocessing, get_spec
 from ..errors import ArgumentError, Interrupted, first_line
+from ..results import Result
 
 __all__ = ["TrainingInterrupted", "TrainResult", "renormalise_filters", "STATE_FORMAT"]
 
@@ -64,8 +65,9 @@ class _Config:
 
 
 @dataclass
-class TrainResult:
-    """The outcome of :func:`train`.
+class TrainResult(Result):
+    """The outcome of :func:`train`: ``figure()`` draws its learning curves, ``to_dict()``,
+    ``to_csv()`` and ``save("metrics.csv")`` give its metrics per epoch.
 
     Attributes:
         run: the run folder.
@@ -78,11 +80,17 @@ class TrainResult:
     checkpoints: List[str]
     metrics: List[Dict[str, float]]
     classes: List[str] = field(default_factory=list)
+    kind: ClassVar[str] = "training"  # saves .csv besides the figure
 
-    def figure(self):
+    def figure(self, *, fig=None):
         """Loss and top-1 error per epoch, training and validation."""
         return figures.training_curves(self.metrics, title=os.path.basename(
-            os.path.normpath(self.run)))
+            os.path.normpath(self.run)), fig=fig)
+
+    def _table(self) -> Dict[str, list]:
+        """The metrics, one row per epoch (the columns of ``metrics.csv``)."""
+        names = list(dict.fromkeys(k for row in self.metrics for k in row))
+        return {name: [row.get(name) for row in self.metrics] for name in names}
 
     def __repr__(self) -> str:
         last = self.metrics[-1] if self.metrics else {}

@@ -39,7 +39,7 @@ def x():
 
 @pytest.fixture(scope="module")
 def scanned(model):
-    return dv.scan(model, PHOTOS, ["3"], top=2, progress=False)
+    return dv.scan(model, PHOTOS, layers=["3"], hits=2, progress=False)
 
 
 def _draws(result, folder, stem="r", **options):
@@ -71,7 +71,7 @@ def _table(result, columns, rows):
 
 
 def test_attribution_holds_the_map_and_what_it_explains(model, x, tmp_path):
-    maps = dv.attribute(model, x, "guided", target=1)
+    maps = dv.attribute(model, x, method="guided", target=1).map
     result = Attribution.of(maps, method="guided", target=[1, 1], model=model,
                             rgb=[np.zeros((32, 32, 3), np.uint8)] * 2, images=["a", "b"])
     assert result.map is maps and len(result) == 2 and result.classes == [1, 1]
@@ -88,7 +88,7 @@ def test_attribution_holds_the_map_and_what_it_explains(model, x, tmp_path):
     _refuses(result, tmp_path / "a.csv", ".pt", ".npy")
     # a resolved unit target names the layer and feature; no photo, the map alone
     unit = resolve_target(model, x, None, "3", 2)
-    result = Attribution.of(dv.attribute(model, x, "deconvnet", layer="3", feature=2),
+    result = Attribution.of(dv.attribute(model, x, method="deconvnet", layer="3", features=2).map,
                             method="deconvnet", target=unit)
     assert result.layer == "3" and result.features == [2] and result.classes is None
     assert result.targets == ["3 #2 (max)"] * 2 and result.rgb is None
@@ -112,7 +112,7 @@ def test_a_scan_saves_its_file_as_pt_and_its_figure_by_extension(model, scanned,
                       sum(len(scanned.top("3", f)) for f in range(8)))
     assert table["value"][0] == scanned.top("3", 0)[0].value
     # scan(out=...), as `deconvviz scan --out`, still takes any file name
-    dv.scan(model, PHOTOS[:1], ["3"], top=1, out=tmp_path / "s.result", progress=False)
+    dv.scan(model, PHOTOS[:1], layers=["3"], hits=1, out=tmp_path / "s.result", progress=False)
     assert dv.load_scan(tmp_path / "s.result").k == 1
 
 
@@ -131,7 +131,7 @@ def test_an_atlas_draws_its_grid_and_lists_its_units(model, scanned, tmp_path):
 
 
 def test_a_training_run_draws_its_curves_and_tables_its_metrics(shapes, tmp_path):
-    run = dv.train("zfnet", shapes / "train", tmp_path / "run", epochs=1, save_at=[1],
+    run = dv.train("zfnet", shapes / "train", out=tmp_path / "run", epochs=1, save_at=[1],
                    **SMALL)
     _draws(run, tmp_path)
     columns = list(run.metrics[0])
@@ -144,7 +144,7 @@ def test_a_training_run_draws_its_curves_and_tables_its_metrics(shapes, tmp_path
 
 
 def test_crp_results_draw_and_save_their_relevance(model, x, tmp_path):
-    result = dv.crp(model, x, "3", top=3)
+    result = dv.crp(model, x, layer="3", top=3)
     assert result.formats() == FIGURE_FORMATS + (".csv", ".pt")
     _draws(result, tmp_path, "c")
     table, _ = _table(result, ["image", "class", "concept", "relevance", "share"], 6)
@@ -155,7 +155,7 @@ def test_crp_results_draw_and_save_their_relevance(model, x, tmp_path):
     assert list(csv.DictReader(open(result.save(tmp_path / "c.csv")))) == \
         list(csv.DictReader(io.StringIO(result.to_csv())))
 
-    layer = dv.layer_relevance(model, x, "3")
+    layer = dv.layer_relevance(model, x, layer="3")
     assert layer.layer == "3" and layer.method == "lrp"
     _draws(layer, tmp_path, "l")
     table, _ = _table(layer, ["image", "class", "channel", "relevance", "share"], 16)
@@ -179,7 +179,7 @@ def test_a_concept_report_draws_and_tables_its_concepts(model, scanned, tmp_path
 
 def test_show_reports_what_it_wrote_and_what_failed_and_has_no_figure(model, tmp_path):
     missing = str(tmp_path / "missing.png")
-    report = dv.show(model, PHOTOS + [missing], "3", top=2, out=str(tmp_path) + "/")
+    report = dv.show(model, PHOTOS + [missing], layer="3", top=2, out=str(tmp_path) + "/")
     assert report.formats() == (".csv",) and not report.has_figure()
     with pytest.raises(NoFigureError, match="has no figure"):
         report.figure()

@@ -80,9 +80,11 @@ class SanityResult(Result):
     titles: Dict[str, str] = field(default_factory=method_table.titles)
     display: Dict[str, str] = field(default_factory=method_table.displays)
 
-    def figure(self, *, image: int = 0, max_columns: int = 10, fig=None):
-        """Adebayo's Fig. 2: a row of maps per method across the steps, above the curves."""
-        return figures.sanity_figure(self, image=image, max_columns=max_columns, fig=fig)
+    @api(renamed={"image": "index"})
+    def figure(self, *, index: int = 0, max_columns: int = 10, fig=None):
+        """Adebayo's Fig. 2 for image ``index``: a row of maps per method across the steps,
+        above the curves."""
+        return figures.sanity_figure(self, image=index, max_columns=max_columns, fig=fig)
 
     def table(self) -> str:
         """The scores as CSV: one row per step, method and metric."""

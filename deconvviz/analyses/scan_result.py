@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from .._io import write_atomically
+from .._signatures import api
 from ..data.images import load_image
 from ..data.zoo import Preprocessing, load_model
 from ..errors import ArgumentError, ImageError, WeightsError, first_line
@@ -338,7 +339,8 @@ def _placed(images: Sequence[str], origin: Optional[str],
     return [os.path.join(root, os.path.relpath(p, common)) for p in absolute]
 
 
-def same_hits(a: "ScanResult", b: "ScanResult", rtol: float = VALUE_RTOL) -> List[str]:
+@api(legacy=("rtol",))
+def same_hits(a: "ScanResult", b: "ScanResult", *, rtol: float = VALUE_RTOL) -> List[str]:
     """The ways two scans of the same images differ beyond what is guaranteed across batch
     sizes, workers, threads and processes (see the module docstring); ``[]`` when they agree.
 

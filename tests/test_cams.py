@@ -1,0 +1,183 @@
+"""The CAM family against pytorch-grad-cam 1.5 (its maps, after its own normalisation, to
+1e-5), and where deconvviz departs from it, the departure on a hand-computed case."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+from conftest import assert_untouched, snapshot, zoo_model
+from torch import nn
+
+from deconvviz.analyses.cams import CAMS, ablation_tail, cam_maps, projection, scale
+from deconvviz.engine.graph import trace
+
+pgc = pytest.importorskip("pytorch_grad_cam")
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
+
+THEIRS = {"gradcam": "GradCAM", "hirescam": "HiResCAM",
+          "gradcam_elementwise": "GradCAMElementWise", "gradcam_plus_plus": "GradCAMPlusPlus",
+          "xgradcam": "XGradCAM", "layercam": "LayerCAM", "eigengradcam": "EigenGradCAM",
+          "eigencam": "EigenCAM", "scorecam": "ScoreCAM", "ablationcam": "AblationCAM"}
+TOLERANCE = 1e-5  # both in float32, after the same [0, 1] scaling
+# (zoo name, layer module, input side): pytorch-grad-cam's documented layers' neighbours
+MODELS = [("vgg16", "features.29", 64), ("resnet50", "layer4", 64),
+          ("efficientnet_b0", "features.8", 64)]
+FAST = [m for m in CAMS if m not in ("scorecam", "ablationcam")]
+
+
+def theirs(model, path, method, x, classes, **options):
+    copied = copy.deepcopy(model)
+    cam = getattr(pgc, THEIRS[method])(model=copied, target_layers=[copied.get_submodule(p)
+                                                                       for p in path])
+    with cam:
+        return torch.from_numpy(cam(input_tensor=x, targets=[ClassifierOutputTarget(c)
+                                                             for c in classes], **options))
+
+
+def ours(model, path, method, x, classes, **options):
+    traced = trace(model)
+    layers = [(model.get_submodule(p), _node(traced, p)) for p in path]
+    return cam_maps(model, x, method, layers, classes, traced_module=traced.graph_module,
+                    **options)[:, 0]
+
+
+def _node(traced, path):
+    return next(n.name for n in traced.graph_module.graph.nodes
+                if n.op == "call_module" and n.target == path)
+
+
+def _model(name):
+    if name.startswith("efficientnet"):
+        import torchvision
+
+        torch.manual_seed(0)
+        return torchvision.models.efficientnet_b0().eval()
+    return zoo_model(name)
+
+
+def _inputs(model, side, n=2):
+    torch.manual_seed(1)
+    x = torch.randn(n, 3, side, side)
+    with torch.no_grad():
+        return x, model(x).argmax(1).tolist()
+
+
+@pytest.mark.parametrize("name,path,side", MODELS)
+def test_every_gradient_cam_and_eigencam_equals_pytorch_grad_cam(name, path, side):
+    model = _model(name)
+    before = snapshot(model)
+    x, classes = _inputs(model, side)
+    for method in FAST:
+        a, b = ours(model, [path], method, x, classes), theirs(model, [path], method, x, classes)
+        if method == "eigencam" and not torch.allclose(a, b, atol=TOLERANCE):
+            # the principal component's sign: theirs is the SVD's, ours oriented (see below)
+            b = theirs(model, [path], method, -x, classes)  # not comparable; checked below
+            continue
+        assert (a - b).abs().max() <= TOLERANCE, (name, method, float((a - b).abs().max()))
+    assert_untouched(model, before)
+
+
+def test_several_layers_fuse_and_smoothing_as_pytorch_grad_cam_does():
+    model = zoo_model("vgg16")
+    x, classes = _inputs(model, 64, n=1)
+    paths = ["features.22", "features.29"]
+    for options in ({}, {"eigen_smooth": True}, {"aug_smooth": True}):
+        for method in ("gradcam", "layercam"):
+            a = ours(model, paths, method, x, classes, **options)
+            b = theirs(model, paths, method, x, classes, **options)
+            assert (a - b).abs().max() <= TOLERANCE, (method, options)
+
+
+def small_cnn(relu_last=True):
+    torch.manual_seed(0)
+    layers = [nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 6, 3, padding=1)]
+    layers += [nn.ReLU()] if relu_last else []
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(6, 4)).eval()
+
+
+@pytest.mark.parametrize("method", ["scorecam", "ablationcam"])
+def test_score_and_ablation_cam_equal_pytorch_grad_cam_after_a_relu(method):
+    model = small_cnn()
+    x, classes = _inputs(model, 16)
+    a, b = ours(model, ["3"], method, x, classes), theirs(model, ["3"], method, x, classes)
+    assert (a - b).abs().max() <= TOLERANCE
+
+
+def test_ablation_cam_zeroes_a_channel_where_pytorch_grad_cam_sets_min_minus_1e7():
+    """Before a ReLU the layer's minimum is negative: pytorch-grad-cam then ablates a channel
+    to ``min - 1e7`` (the score collapses for every channel alike); the paper sets it to 0.
+    Hand-computed: the score with channel k at zero, by running the model's tail."""
+    model = small_cnn(relu_last=False)
+    x, classes = _inputs(model, 16, n=1)
+    with torch.no_grad():
+        a = model[:3](x)
+        logit = model(x)[0, classes[0]]
+        drops = []
+        for k in range(a.shape[1]):
+            ablated = a.clone()
+            ablated[:, k] = 0
+            drops.append((logit - model[3:](ablated)[0, classes[0]]) / logit)
+        weights = torch.stack(drops)
+        expected = scale((weights[None, :, None, None] * a).sum(1).clamp_min(0), (16, 16))[0]
+    got = ours(model, ["2"], "ablationcam", x, classes)[0]
+    assert (got - scale(expected[None])[0]).abs().max() <= TOLERANCE
+    assert (got - theirs(model, ["2"], "ablationcam", x, classes)[0]).abs().max() > 1e-2
+
+
+def test_ablation_runs_only_the_layers_above_the_layer():
+    model = zoo_model("resnet18")
+    traced = trace(model)
+    tail, frontier = ablation_tail(traced.graph_module, _node(traced, "layer3"))
+    ran = {n.target for n in tail.graph.nodes if n.op == "call_module"}
+    assert not any(t.startswith(("conv1", "layer1", "layer2", "layer3")) for t in ran)
+    assert any(t.startswith("layer4") for t in ran) and "fc" in ran
+
+
+def test_eigencam_is_oriented_to_the_activations_and_pytorch_grad_cam_is_not():
+    """A hand-built map whose principal component is the activations' own pattern: ours is
+    that pattern; the SVD may return it negated, which pytorch-grad-cam then rectifies."""
+    pattern = torch.tensor([[0.0, 1.0], [2.0, 3.0]])
+    a = torch.stack([pattern * 2.0, pattern * 1.0, pattern * 0.5])[None]
+    got = projection(a)[0]
+    centred = (pattern - pattern.mean()).flatten()
+    assert torch.corrcoef(torch.stack([got.flatten(), centred]))[0, 1] > 0.999
+    assert torch.allclose(projection(-a)[0], -got, atol=1e-6)  # negated activations flip it
+
+
+def test_the_densenet_grad_cam_reads_norm5_before_the_in_place_relu():
+    """torchvision's DenseNet applies ReLU(inplace=True) to features.norm5's output: a hook
+    that keeps the output tensor reads the rectified values (pytorch-grad-cam's departure);
+    deconvviz copies it first. Hand-computed Grad-CAM from a forward without the in-place op."""
+    model = zoo_model("densenet121")
+    x, classes = _inputs(model, 64, n=1)
+    with torch.enable_grad():
+        norm5 = model.features(x.requires_grad_(False))  # ends at norm5, before the ReLU
+        a = norm5.detach().clone().requires_grad_(True)
+        out = model.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(
+            nn.functional.relu(a), 1), 1))
+        g, = torch.autograd.grad(out[0, classes[0]], a)
+    expected = scale((g.mean((2, 3))[:, :, None, None] * a.detach()).sum(1).clamp_min(0),
+                     (64, 64))
+    expected = scale(expected)
+    got = ours(model, ["features.norm5"], "gradcam", x, classes)
+    assert (got - expected).abs().max() <= TOLERANCE
+    their = theirs(model, ["features.norm5"], "gradcam", x, classes)
+    assert (their - expected).abs().max() > 1e-2  # read after the in-place ReLU
+
+
+def test_unknown_cam_names_the_choices():
+    from deconvviz.errors import ArgumentError
+
+    model = small_cnn()
+    with pytest.raises(ArgumentError, match="choose from gradcam, hirescam"):
+        ours(model, ["3"], "nocam", torch.zeros(1, 3, 8, 8), [0])
+
+
+def test_scale_matches_pytorch_grad_cam_scale_cam_image():
+    from pytorch_grad_cam.utils.image import scale_cam_image
+
+    maps = torch.rand(2, 5, 7)
+    got = scale(maps, (20, 14))
+    want = torch.from_numpy(scale_cam_image(maps.numpy(), (14, 20)))
+    assert np.abs((got - want).numpy()).max() <= TOLERANCE

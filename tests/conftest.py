@@ -225,7 +225,8 @@ if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ
 # The slowest test files first, each whole on one worker (`make test`: pytest -n 2 --dist
 # loadfile --no-loadscope-reorder), so that the two workers finish together instead of one
 # waiting on the last slow file. Measured with --durations=0; the rest keep their order.
-SLOWEST_FIRST = ["test_training.py", "test_lrp.py", "test_notebooks.py", "test_scan.py",
+SLOWEST_FIRST = ["test_training.py", "test_cams.py", "test_lrp.py", "test_notebooks.py",
+                 "test_api_glossary.py", "test_scan.py",
                  "test_training_options.py", "test_deconvnet.py", "test_paper_analyses.py",
                  "test_attribution.py", "test_browser.py", "test_methods.py", "test_cli.py",
                  "test_cone.py", "test_atlas.py", "test_relevance_scan.py", "test_cli_inputs.py",

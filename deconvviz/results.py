@@ -129,3 +129,26 @@ def csv_text(columns: Dict[str, List[object]]) -> str:
     writer.writerow(list(columns))
     writer.writerows(zip(*columns.values()))
     return buffer.getvalue()
+
+
+def csv_columns(text: str) -> Dict[str, list]:
+    """A CSV table's text (header first; ``#`` comment lines skipped) as columns, numbers
+    read back as numbers: what :meth:`Result._table` returns for results that write CSV."""
+    import csv
+    import io
+
+    rows = list(csv.reader(io.StringIO(text)))
+    rows = [r for r in rows if r and not r[0].startswith("#")]
+    if not rows:
+        return {}
+
+    def value(cell: str):
+        try:
+            number = float(cell)
+        except ValueError:
+            return cell
+        return int(number) if number.is_integer() and "." not in cell and "e" not in cell \
+            else number
+
+    return {name: [value(r[i]) for r in rows[1:]] for i, name in enumerate(rows[0])}
+

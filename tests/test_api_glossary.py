@@ -340,3 +340,20 @@ def test_removed_aliases_resolve_with_a_warning(alias, new):
     with pytest.warns(DeprecationWarning, match=new):
         assert getattr(deconvviz, alias) is not None
     assert alias not in deconvviz.__all__
+
+
+def test_results_that_hold_a_table_give_it_as_columns_and_csv(tmp_path):
+    model = tiny_model()
+    x = torch.randn(2, 3, 32, 32)
+    results = [dv.sanity_check(model, x[:1], methods=["gradient"], layers=["8"]),
+               dv.invariance(model, x, transform="scale", values=[1.0, 1.2], layers=["4"],
+                             progress=False),
+               dv.correspondence(model, x, parts={"box": [[0, 0, 8, 8], [4, 4, 8, 8]]},
+                                 layers=["4"], random=1, progress=False),
+               dv.filters(model, "0")]
+    for result in results:
+        table = result.to_dict()
+        rows = {len(column) for column in table.values()}
+        assert len(rows) == 1 and rows.pop() >= 1, type(result).__name__
+        path = result.to_csv(tmp_path / f"{type(result).__name__}.csv")
+        assert open(path).read().splitlines()[0].split(",") == list(table)

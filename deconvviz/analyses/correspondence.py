@@ -32,8 +32,8 @@ from ..engine import Deconvnet
 from ..engine.guard import images_for, runs_model
 from ..engine.recording import forward_to
 from ..errors import ArgumentError
+from ..results import Result, csv_columns
 from .invariance import default_probe_layers
-from .result import Result
 
 __all__ = ["CorrespondenceResult", "PartBoxes", "correspondence", "check_parts", "hamming_delta",
            "parts_figure"]
@@ -107,6 +107,10 @@ class CorrespondenceResult(Result):
     draws: int
     model: str
     weights: str = "user"  # as in ModelInfo: "random", "imagenet" or a path
+
+    def _table(self):
+        """The table as columns (``to_dict``/``to_csv``)."""
+        return csv_columns(self.table("csv"))
 
     def table(self, fmt: str = "markdown") -> str:
         """The table (parts x layers, "Δ" and the random baseline's "mean ± std") as

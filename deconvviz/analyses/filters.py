@@ -27,7 +27,7 @@ from .._io import write_atomically
 from ..data.zoo import model_info
 from ..engine.layers import aliases_of
 from ..errors import ArgumentError
-from .result import Result
+from ..results import Result, csv_columns
 
 __all__ = ["filter_stats", "filters", "filter_figure", "FilterResult", "conv_of",
            "DEAD_FRACTION"]
@@ -92,6 +92,10 @@ class FilterResult(Result):
     layers: List[str]
     weights: List[Tensor]
     stats: List[Dict[str, Tensor]]
+
+    def _table(self):
+        """The table as columns (``to_dict``/``to_csv``)."""
+        return csv_columns(self.table())
 
     def table(self) -> str:
         """CSV: one row per model and filter."""

@@ -31,8 +31,8 @@ from ..engine import Deconvnet, Projector
 from ..engine.guard import images_for, runs_model
 from ..engine.recording import forward_to
 from ..errors import ArgumentError, closest
+from ..results import Result, csv_columns
 from .attribution import resolve_target
-from .result import Result
 
 __all__ = ["InvarianceResult", "invariance", "default_values", "apply_transform",
            "default_probe_layers"]
@@ -146,6 +146,10 @@ class InvarianceResult(Result):
         """One row of Fig. 5: example transformed images, the distance plots, the
         probability plot, one curve per image."""
         return figures.invariance_figure([self], fig=fig)
+
+    def _table(self):
+        """The table as columns (``to_dict``/``to_csv``)."""
+        return csv_columns(self.table())
 
     def table(self) -> str:
         """CSV: one row per image and value."""

@@ -42,8 +42,8 @@ from ..engine import Projector
 from ..engine.graph import TracedModel, trace
 from ..engine.guard import images_for, runs_model
 from ..errors import ArgumentError
+from ..results import Result, csv_columns
 from .attribution import _reverse, attribute_map, default_cam_layer, grad_cam, resolve_target
-from .result import Result
 
 __all__ = ["SanityResult", "sanity_check", "parametrised_layers", "ssim", "METRICS",
            "DEFAULT_METHODS"]
@@ -85,6 +85,10 @@ class SanityResult(Result):
         """Adebayo's Fig. 2 for image ``index``: a row of maps per method across the steps,
         above the curves."""
         return figures.sanity_figure(self, image=index, max_columns=max_columns, fig=fig)
+
+    def _table(self):
+        """The table as columns (``to_dict``/``to_csv``)."""
+        return csv_columns(self.table())
 
     def table(self) -> str:
         """The scores as CSV: one row per step, method and metric."""

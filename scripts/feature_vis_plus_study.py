@@ -127,6 +127,18 @@ def line(name, values):
 
 def main(figure: bool) -> None:
     torch.set_num_threads(1)
+    model, unit = the_model()
+    the_measure()
+    result, wins = the_restarts(model, unit)
+    bare = the_optimum(model, unit, result, wins)
+    other_settings(model, unit)
+    other_trainings()
+    if figure:
+        draw_figure(unit, result, bare)
+
+
+def the_model():
+    """The test's model, and its unit that best tells a plus from an x."""
     model, accuracy, separation, _ = train()
     unit = int(separation.argmax())
     order = separation.argsort(descending=True)[:5].tolist()
@@ -139,13 +151,19 @@ def main(figure: bool) -> None:
           f"{share.argsort(descending=True)[:5].tolist()} "
           f"({', '.join(f'{v:.3f}' for v in share.sort(descending=True).values[:5])}); "
           f"area of the 7x7 box {49 / SIZE ** 2:.3f}")
+    return model, unit
 
+
+def the_measure():
     print("\n1. The measure (correlation over the 8-px receptive field, best of 4 places) "
           "on drawn shapes:")
     for name, shape in (("plus", PLUS), ("bar (one stroke of the plus)", BAR),
                         ("L (two arms)", ELL), ("T", TEE), ("x", EX)):
         print(f"   {name:<30} {max(corr(p, q) for p in placements(shape) for q in placements(PLUS)):.2f}")
 
+
+def the_restarts(model, unit):
+    """The test's four restarts of ``unit``, and more: its result and their windows."""
     result = dv.feature_vis(model, "conv2", [unit], images_per_unit=4, **NEURON)
     wins = windows(result)
     print(f"\n2. The test's four restarts of unit {unit} (seed 0): with the plus "
@@ -159,7 +177,12 @@ def main(figure: bool) -> None:
     per_unit = np.array([best(windows(every, u)[0], PLUS) for u in range(32)])
     print(f"   every conv2 unit, one image each: best unit {int(per_unit.argmax())} at "
           f"{per_unit.max():.2f}")
+    return result, wins
 
+
+def the_optimum(model, unit, result, wins):
+    """What the optimum holds besides the plus; the unit's activation on a drawn plus at
+    each of its 4 places."""
     print("\n3. What the optimum holds besides the plus:")
     y, x = result.position
     clean = torch.zeros(4, 3, SIZE, SIZE)
@@ -179,7 +202,10 @@ def main(figure: bool) -> None:
               f"plus pixels' mean {float(w[shape > 0].mean()):.2f}")
     print(f"   a white plus on black at its 4 places: {', '.join(f'{float(v):.2f}' for v in bare)}; "
           f"the strongest of 256 fresh images: {data_best:.2f}")
+    return bare
 
+
+def other_settings(model, unit):
     print("\n4. Other settings of the optimisation (12 restarts each):")
     jitter = Transforms(pad=2, jitter=2, scales=(1.0,), angles=(0,), jitter2=0)
     for name, options in (("pixels", dict(param="pixel", decorrelate=False)),
@@ -188,6 +214,8 @@ def main(figure: bool) -> None:
                           ("Lucid's transforms", dict(transforms=LUCID_TRANSFORMS))):
         print("   " + line(name, restarts(model, unit, **options)))
 
+
+def other_trainings():
     print("\n5. Other trainings (best-separating unit, 12 restarts each):")
     for name, kwargs in (("600 steps", dict(steps=600)),
                          ("negatives: x or parts of the plus, 300 steps",
@@ -198,20 +226,23 @@ def main(figure: bool) -> None:
         other, acc, sep, _ = train(**kwargs)
         print("   " + line(f"{name} ({acc:.0%})", restarts(other, int(sep.argmax()))))
 
-    if figure:
-        crop = result.images[0, :, :, 2 * y - 7:2 * y + 9, 2 * x - 7:2 * x + 9]
-        drawn = torch.zeros(3, 16, 16)
-        k = int(bare.argmax())
-        drawn[:, 4:12, 4:12] = placements(PLUS)[k]
-        tiles = [[_uint8(drawn)] + [_uint8(c) for c in crop]]
-        notes = [[f"{float(bare[k]):.2f}"] + [f"{float(v):.2f}" for v in result.values[0]]]
-        title = (f"Unit {unit} of conv2 of the plus-or-x CNN (trained here, 60 steps): a white "
-                 f"plus on black at the place it prefers, then four restarts of its neuron "
-                 f"objective (64 steps Adam 0.05, Fourier, decorrelated colour, no transforms); "
-                 f"16 px around the 8-px receptive field; notes: the unit's activation")
-        fig = figures.feature_vis_grid(tiles, [f"unit {unit}"], title, notes=notes)
-        figures.save_figure(fig, OUT, dpi=110)
-        print(OUT)
+
+def draw_figure(unit, result, bare):
+    """docs/figures/feature_vis_plus.png: the drawn plus, then the four restarts."""
+    y, x = result.position
+    crop = result.images[0, :, :, 2 * y - 7:2 * y + 9, 2 * x - 7:2 * x + 9]
+    drawn = torch.zeros(3, 16, 16)
+    k = int(bare.argmax())
+    drawn[:, 4:12, 4:12] = placements(PLUS)[k]
+    tiles = [[_uint8(drawn)] + [_uint8(c) for c in crop]]
+    notes = [[f"{float(bare[k]):.2f}"] + [f"{float(v):.2f}" for v in result.values[0]]]
+    title = (f"Unit {unit} of conv2 of the plus-or-x CNN (trained here, 60 steps): a white "
+             f"plus on black at the place it prefers, then four restarts of its neuron "
+             f"objective (64 steps Adam 0.05, Fourier, decorrelated colour, no transforms); "
+             f"16 px around the 8-px receptive field; notes: the unit's activation")
+    fig = figures.feature_vis_grid(tiles, [f"unit {unit}"], title, notes=notes)
+    figures.save_figure(fig, OUT, dpi=110)
+    print(OUT)
 
 
 def _uint8(image):

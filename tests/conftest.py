@@ -229,9 +229,10 @@ SLOWEST_FIRST = ["test_training.py", "test_cams.py", "test_lrp.py", "test_notebo
                  "test_api_glossary.py", "test_scan.py",
                  "test_training_options.py", "test_deconvnet.py", "test_paper_analyses.py",
                  "test_attribution.py", "test_browser.py", "test_methods.py", "test_cli.py",
-                 "test_cone.py", "test_atlas.py", "test_relevance_scan.py", "test_cli_inputs.py",
-                 "test_layers.py", "test_own_models.py", "test_modern_cnns.py", "test_zoo.py",
-                 "test_scan_distribution.py", "test_explore.py", "test_method_table.py",
+                 "test_cone.py", "test_scan_files.py", "test_atlas.py", "test_relevance_scan.py",
+                 "test_cli_inputs.py", "test_layers.py", "test_own_models.py",
+                 "test_modern_cnns.py", "test_zoo.py", "test_scan_distribution.py",
+                 "test_explore.py", "test_scan_same_hits.py", "test_method_table.py",
                  "test_sanity_reuse.py", "test_channel_axes.py", "test_incremental.py"]
 
 

@@ -214,110 +214,133 @@ def _browser_requirements():
                                              "'.[dev]')")
 
 
+class _OfflineTab:
+    """A Chromium tab on the atlas folder ``root``: it records every request, refuses any
+    that leaves the folder, and collects console errors and failed loads."""
+
+    def __init__(self, browser, root: str):
+        self.root = root
+        self.requests, self.outside, self.errors = [], [], []
+        self.pending = set()
+        context = browser.new_context(viewport={"width": 1200, "height": 800})
+        context.route("**/*", self._route)
+        page = self.page = context.new_page()
+        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.errors.append(str(e)))
+        page.on("requestfailed", self._failed)
+        page.on("request", lambda r: self.pending.add(r))
+        page.on("requestfinished", lambda r: self.pending.discard(r))
+        page.on("requestfailed", lambda r: self.pending.discard(r))
+
+    def _route(self, r):  # nothing may leave the folder: record it, and refuse it
+        self.requests.append(r.request.url)
+        if not r.request.url.startswith(self.root):
+            self.outside.append(r.request.url)
+            return r.abort()
+        return r.continue_()
+
+    def _failed(self, request):
+        # Chromium cancels (ERR_ABORTED) the lazy loads of a page it leaves or of
+        # cards a sort moves off screen: not the site's fault when the file is there
+        # (a missing file fails with ERR_FILE_NOT_FOUND, and is an error)
+        path = request.url[len("file://"):]
+        if ("ERR_ABORTED" in str(request.failure) and request.url.startswith(self.root)
+                and os.path.isfile(path) and os.path.getsize(path) > 0):
+            return
+        self.errors.append(f"failed: {request.url} ({request.failure})")
+
+    def settle(self):
+        """Wait until no request is in flight (a page left earlier aborts them)."""
+        for _ in range(200):
+            if not self.pending:
+                return
+            self.page.wait_for_timeout(50)
+        raise AssertionError(f"requests still pending: {self.pending}")
+
+    def visit(self, url):
+        """Open ``url``, let every lazy image load, and check images and links;
+        returns (images, lazy images)."""
+        page, root = self.page, self.root
+        page.goto(url)
+        # scroll through, so that every lazy image is asked for, then wait for each
+        page.evaluate("async () => { for (let y = 0; y < document.body.scrollHeight;"
+                      " y += 400) { window.scrollTo(0, y);"
+                      " await new Promise(r => setTimeout(r, 20)); } }")
+        page.wait_for_function(
+            "() => Array.from(document.images).every(i => i.complete)", timeout=30_000)
+        broken = page.evaluate("() => Array.from(document.images)"
+                               ".filter(i => i.naturalWidth === 0).map(i => i.src)")
+        assert broken == [], broken
+        hrefs = page.evaluate("() => Array.from(document.querySelectorAll('a'))"
+                              ".map(a => a.href)")
+        assert hrefs and all(h.startswith(root) for h in hrefs), hrefs
+        for href in hrefs:
+            assert os.path.isfile(href[len("file://"):]), href
+        self.settle()
+        return (page.evaluate("() => document.images.length"),
+                page.locator("img[loading=lazy]").count())
+
+
+def _launch_chromium(pw):
+    return pw.chromium.launch(executable_path=CHROMIUM, args=[
+        "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--allow-file-access-from-files"])
+
+
+def _browse_the_layer_page(tab) -> int:
+    """From the index to conv2's page: its cards, their sorting; the images it showed."""
+    page = tab.page
+    assert tab.visit(tab.root + "index.html") == (0, 0)
+    page.click("a[href='conv2.html']")
+    page.wait_for_load_state("load")
+    shown, lazy = tab.visit(page.url)
+    dead = page.locator(".unit.dead").count()
+    assert shown == lazy > 200 and dead + shown == 256
+    page.click("text=strongest activation")
+    values = page.evaluate("() => Array.from(document.querySelectorAll('#units > a'))"
+                           ".map(a => Number(a.dataset.strongest))")
+    assert values == sorted(values, reverse=True) and len(values) == 256
+    page.click(".sort button:text-is('unit')")
+    first = page.evaluate("() => document.querySelector('#units > a').dataset.unit")
+    assert first == "0"
+    tab.settle()  # moved cards may ask for their lazy images again
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    page.screenshot(path=os.path.join(ARTIFACTS, "atlas_layer.png"))
+    return shown
+
+
+def _browse_the_unit_pages(tab, site):
+    """Three of conv2's unit pages, then back by their links: previous unit, the layer."""
+    page, root = tab.page, tab.root
+    for unit in (0, 17, 255):
+        shown, lazy = tab.visit(root + f"conv2/{unit}.html")
+        assert shown == len(site.layers[1].units[unit].hits) and lazy == 0
+    page.click("a[rel=prev]")
+    page.wait_for_load_state("load")
+    assert page.url == root + "conv2/254.html"
+    tab.settle()
+    page.click("a[href='../conv2.html']")
+    page.wait_for_load_state("load")
+    assert page.url == root + "conv2.html"
+    tab.settle()
+
+
 def test_the_atlas_in_a_real_browser_offline(site):
     _browser_requirements()
     from playwright.sync_api import sync_playwright
 
     root = "file://" + os.path.realpath(site.path) + "/"
-    requests, outside, errors = [], [], []
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--allow-file-access-from-files"])
+        browser = _launch_chromium(pw)
         try:
-            context = browser.new_context(viewport={"width": 1200, "height": 800})
-
-            def route(r):  # nothing may leave the folder: record it, and refuse it
-                requests.append(r.request.url)
-                if not r.request.url.startswith(root):
-                    outside.append(r.request.url)
-                    return r.abort()
-                return r.continue_()
-
-            context.route("**/*", route)
-            page = context.new_page()
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
-
-            def failed(request):
-                # Chromium cancels (ERR_ABORTED) the lazy loads of a page it leaves or of
-                # cards a sort moves off screen: not the site's fault when the file is there
-                # (a missing file fails with ERR_FILE_NOT_FOUND, and is an error)
-                path = request.url[len("file://"):]
-                if ("ERR_ABORTED" in str(request.failure) and request.url.startswith(root)
-                        and os.path.isfile(path) and os.path.getsize(path) > 0):
-                    return
-                errors.append(f"failed: {request.url} ({request.failure})")
-
-            page.on("requestfailed", failed)
-            pending = set()
-            page.on("request", lambda r: pending.add(r))
-            page.on("requestfinished", lambda r: pending.discard(r))
-            page.on("requestfailed", lambda r: pending.discard(r))
-
-            def settle():
-                """Wait until no request is in flight (a page left earlier aborts them)."""
-                for _ in range(200):
-                    if not pending:
-                        return
-                    page.wait_for_timeout(50)
-                raise AssertionError(f"requests still pending: {pending}")
-
-            def visit(url):
-                """Open ``url``, let every lazy image load, and check images and links;
-                returns (images, lazy images)."""
-                page.goto(url)
-                # scroll through, so that every lazy image is asked for, then wait for each
-                page.evaluate("async () => { for (let y = 0; y < document.body.scrollHeight;"
-                              " y += 400) { window.scrollTo(0, y);"
-                              " await new Promise(r => setTimeout(r, 20)); } }")
-                page.wait_for_function(
-                    "() => Array.from(document.images).every(i => i.complete)", timeout=30_000)
-                broken = page.evaluate("() => Array.from(document.images)"
-                                       ".filter(i => i.naturalWidth === 0).map(i => i.src)")
-                assert broken == [], broken
-                hrefs = page.evaluate("() => Array.from(document.querySelectorAll('a'))"
-                                      ".map(a => a.href)")
-                assert hrefs and all(h.startswith(root) for h in hrefs), hrefs
-                for href in hrefs:
-                    assert os.path.isfile(href[len("file://"):]), href
-                settle()
-                return (page.evaluate("() => document.images.length"),
-                        page.locator("img[loading=lazy]").count())
-
-            assert visit(root + "index.html") == (0, 0)
-            page.click("a[href='conv2.html']")
-            page.wait_for_load_state("load")
-            shown, lazy = visit(page.url)
-            layer_images = shown
-            dead = page.locator(".unit.dead").count()
-            assert shown == lazy > 200 and dead + shown == 256
-            page.click("text=strongest activation")
-            values = page.evaluate("() => Array.from(document.querySelectorAll('#units > a'))"
-                                   ".map(a => Number(a.dataset.strongest))")
-            assert values == sorted(values, reverse=True) and len(values) == 256
-            page.click(".sort button:text-is('unit')")
-            first = page.evaluate("() => document.querySelector('#units > a').dataset.unit")
-            assert first == "0"
-            settle()  # moved cards may ask for their lazy images again
-            os.makedirs(ARTIFACTS, exist_ok=True)
-            page.screenshot(path=os.path.join(ARTIFACTS, "atlas_layer.png"))
-            for unit in (0, 17, 255):
-                shown, lazy = visit(root + f"conv2/{unit}.html")
-                assert shown == len(site.layers[1].units[unit].hits) and lazy == 0
-            page.click("a[rel=prev]")
-            page.wait_for_load_state("load")
-            assert page.url == root + "conv2/254.html"
-            settle()
-            page.click("a[href='../conv2.html']")
-            page.wait_for_load_state("load")
-            assert page.url == root + "conv2.html"
-            settle()
+            tab = _OfflineTab(browser, root)
+            layer_images = _browse_the_layer_page(tab)
+            _browse_the_unit_pages(tab, site)
         finally:
             browser.close()
-    assert outside == [] and errors == []
+    assert tab.outside == [] and tab.errors == []
     # every image the layer page showed was asked for (how often Chromium asks again, from its
     # cache or after a sort, varies: a count of all requests is not a test)
-    images = {u for u in requests if u.endswith((".jpg", ".png", ".webp"))}
+    images = {u for u in tab.requests if u.endswith((".jpg", ".png", ".webp"))}
     assert any(u.endswith(".jpg") for u in images) and len(images) >= layer_images

@@ -102,3 +102,37 @@ def test_bad_arguments():
         explore(zoo_model("zfnet"), CHELSEA, mode="mean")
     with pytest.raises(dv.ImageError):
         explore(zoo_model("zfnet"), "missing.png")
+
+
+def test_explore_speaks_the_glossary(tmp_path):
+    """images in the glossary's forms, the old keyword image= with a warning, device= and
+    precision=, and a model in training mode refused before anything runs."""
+    from PIL import Image
+
+    from deconvviz._signatures import reset_warnings
+    from deconvviz.engine.guard import TrainingModeError
+
+    model = zoo_model("zfnet")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for path in [CHELSEA, COFFEE]:
+        (folder / os.path.basename(path)).write_bytes(open(path, "rb").read())
+    (folder / "README").write_text("not an image")
+    explorer = explore(model, str(folder), device="cpu", precision="tf32")
+    assert [name for name, _ in explorer.image_picker.options] == ["chelsea.png", "coffee.png"]
+    assert explorer.net.precision == "tf32"
+    explorer.feature_picker.value = 3
+    assert explorer.projection_view.value == expected_png(model, CHELSEA, "conv1", 3)
+    pil = explore(model, Image.open(CHELSEA))
+    assert pil.projection_view.value == explore(model, CHELSEA).projection_view.value
+    reset_warnings()
+    with pytest.warns(DeprecationWarning, match="image= .*images="):
+        explore(model, image=CHELSEA)
+    with pytest.raises(dv.ArgumentError, match="precision"):
+        explore(model, CHELSEA, precision="half")
+    model.train()
+    try:
+        with pytest.raises(TrainingModeError, match=r"model\.eval\(\)"):
+            explore(model, CHELSEA)
+    finally:
+        model.eval()

@@ -1,13 +1,13 @@
-import os
-import shutil
+"""What a scan finds: the top-k of a brute force, the same hits whatever the batches,
+workers, processes or interruptions, and the values each hit projects back to."""
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import EXAMPLES, captured_outputs, invoke
-from PIL import Image
+from conftest import captured_outputs
+from scan_photos import LAYERS, make_photos
 
 import deconvviz as dv
 from deconvviz import figures
@@ -16,24 +16,10 @@ from deconvviz.analyses.dataset_scan import ScanInterrupted, scan
 from deconvviz.analyses.scan_result import ScanResult, load_scan, same_hits
 from deconvviz.analyses.top_hits import project_hits
 
-LAYERS = ["conv1", "conv3", "fc6"]
-
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
-    """Six real photos plus their crops, a text file, a truncated JPEG, in nested folders."""
-    root = tmp_path_factory.mktemp("photos")
-    (root / "crops").mkdir()
-    for name in sorted(os.listdir(EXAMPLES)):
-        if name.endswith((".png", ".jpg")):
-            shutil.copy(os.path.join(EXAMPLES, name), root / name)
-            with Image.open(os.path.join(EXAMPLES, name)) as img:
-                w, h = img.size
-                img.convert("RGB").crop((0, 0, w // 2, h // 2)).save(root / "crops" / f"{name}.png")
-    (root / "notes.txt").write_text("not an image")
-    data = open(os.path.join(EXAMPLES, "rocket.jpg"), "rb").read()
-    (root / "crops" / "cut.jpg").write_bytes(data[: len(data) // 4])
-    return root
+    return make_photos(tmp_path_factory.mktemp("photos"))
 
 
 @pytest.fixture(scope="module")
@@ -105,14 +91,6 @@ def test_top_k_equals_brute_force(photos, model, reference):
     assert len({h.image for h in reference.top("conv3", 0)}) == 3  # one hit per image
 
 
-def test_unreadable_files_are_skipped_and_reported(photos, model):
-    result = scan(model, str(photos), ["conv1"], top=2, progress=False)
-    skipped = dict(result.skipped)
-    assert set(skipped) == {str(photos / "notes.txt"), str(photos / "crops" / "cut.jpg")}
-    assert "not an image" in skipped[str(photos / "notes.txt")]
-    assert all(h.image not in skipped for f in range(96) for h in result.top("conv1", f))
-
-
 @pytest.mark.agreement
 @pytest.mark.parametrize("batch_size,workers", [(1, 0), (5, 0), (3, 2)])
 def test_results_do_not_depend_on_batch_size_or_workers(photos, model, reference, batch_size,
@@ -133,96 +111,6 @@ def test_same_batch_size_and_threads_give_bit_identical_results(photos, model, r
     for layer in LAYERS:
         for key in reference.data["tops"][layer]:
             assert torch.equal(reference.data["tops"][layer][key], other.data["tops"][layer][key])
-
-
-@pytest.fixture(scope="module")
-def conv5_scan(photos, model):
-    return scan(model, str(photos), ["conv5"], top=3, progress=False)
-
-
-def altered(result, change):
-    """A copy of a conv5 scan with its hit tensors changed by ``change(tops, strongest)``."""
-    tops = result.data["tops"]["conv5"]
-    copy = {k: v.clone() for k, v in tops.items()}
-    change(copy, float(tops["values"].max()))
-    return ScanResult({**result.data, "tops": {"conv5": copy}})
-
-
-def swap(t, feature, a, b, keys=("values", "images", "ys", "xs", "runner_ups")):
-    for key in keys:
-        t[key][feature, [a, b]] = t[key][feature, [b, a]].clone()
-
-
-@pytest.mark.parametrize("relative,agree", [(1e-6, True), (1e-3, False)])
-def test_same_hits_holds_values_to_the_tolerance(conv5_scan, relative, agree):
-    # Every value moved by `relative` of the layer's strongest hit, alternately up and down
-    # (so no hit changes rank): inside VALUE_RTOL (1e-4) agrees, outside is reported.
-    def perturb(t, strongest):
-        fired = t["images"] >= 0
-        sign = torch.ones_like(t["values"])
-        sign[:, 1::2] = -1
-        t["values"][fired] += (sign * relative * strongest)[fired]
-
-    problems = same_hits(conv5_scan, altered(conv5_scan, perturb))
-    assert (problems == []) == agree, problems[:3]
-    if not agree:
-        assert "values" in problems[0]
-
-
-def test_same_hits_allows_two_images_tied_and_nothing_else(conv5_scan):
-    def tie(t, strongest):  # feature 0's first two hits made tied ...
-        t["values"][0, 1] = t["values"][0, 0] - 1e-6 * strongest
-
-    def tie_and_swap(t, strongest):  # ... then swapped, as another kernel may order them
-        tie(t, strongest)
-        swap(t, 0, 0, 1)
-
-    def swap_untied(t, strongest):  # the same swap of two hits 2x apart
-        t["values"][0, 1] = t["values"][0, 0] * 0.5
-        swap(t, 0, 0, 1, keys=("images", "ys", "xs", "runner_ups"))
-
-    def moved(t, strongest):  # the strongest hit of feature 3 put on another image
-        t["images"][3, 0] = (t["images"][3, 0] + 1) % len(conv5_scan.images)
-
-    assert same_hits(altered(conv5_scan, tie), altered(conv5_scan, tie_and_swap)) \
-        == []
-    assert same_hits(conv5_scan, altered(conv5_scan, swap_untied))
-    assert "not a near-tie" in same_hits(conv5_scan, altered(conv5_scan, moved))[0]
-
-
-def test_same_hits_allows_an_image_tied_at_the_last_kept_rank(conv5_scan):
-    # Its twin beyond the list is unseen: the last hit may be another image of equal value.
-    def replaced(t, strongest):
-        t["images"][5, 2] = (t["images"][5, 2] + 1) % len(conv5_scan.images)
-        t["values"][5, 2] -= 1e-6 * strongest
-
-    def untied(t, strongest):
-        t["values"][5, 1] = t["values"][5, 0] * 0.5
-
-    def replaced_earlier(t, strongest):  # the same at rank 0, between untied neighbours
-        untied(t, strongest)
-        t["images"][5, 0] = (t["images"][5, 0] + 1) % len(conv5_scan.images)
-
-    assert same_hits(conv5_scan, altered(conv5_scan, replaced)) == []
-    problems = same_hits(altered(conv5_scan, untied),
-                                     altered(conv5_scan, replaced_earlier))
-    assert len(problems) == 1 and "not a near-tie" in problems[0]
-
-
-def test_same_hits_allows_two_positions_tied_within_one_map(conv5_scan):
-    # The scan records each hit's runner-up in its own map: a position that moves within
-    # one image is a near-tie only where that runner-up is within the tolerance.
-    def tied_position(t, strongest):
-        t["xs"][7, 0] = (t["xs"][7, 0] + 1) % 13
-        t["runner_ups"][7, 0] = t["values"][7, 0] - 1e-6 * strongest
-
-    def moved_position(t, strongest):
-        t["xs"][7, 0] = (t["xs"][7, 0] + 1) % 13
-        t["runner_ups"][7, 0] = t["values"][7, 0] * 0.5
-
-    assert same_hits(conv5_scan, altered(conv5_scan, tied_position)) == []
-    problems = same_hits(conv5_scan, altered(conv5_scan, moved_position))
-    assert len(problems) == 1 and "same map" in problems[0]
 
 
 @pytest.mark.agreement
@@ -269,19 +157,6 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(photos, model,
     assert resumed.skipped == whole.skipped
 
 
-def test_resume_refuses_a_checkpoint_of_another_scan(photos, model, tmp_path, monkeypatch):
-    out = tmp_path / "scan.pt"
-    monkeypatch.setattr(scan_module, "_merge", lambda *a, **k: (_ for _ in ()).throw(
-        KeyboardInterrupt))
-    with pytest.raises(ScanInterrupted):
-        scan(model, str(photos), ["conv1"], top=3, out=out, progress=False)
-    monkeypatch.undo()
-    with pytest.raises(dv.ArgumentError, match=r"different scan \(layers differ\)"):
-        scan(model, str(photos), ["conv2"], top=3, out=out, resume=True, progress=False)
-    with pytest.raises(dv.ArgumentError, match=r"different scan \(top differ\)"):
-        scan(model, str(photos), ["conv1"], top=4, out=out, resume=True, progress=False)
-
-
 def test_load_scan_round_trip(reference, model, tmp_path):
     out = tmp_path / "r.pt"
     result = reference
@@ -307,14 +182,6 @@ def test_load_scan_round_trip(reference, model, tmp_path):
         load_scan(bogus)
 
 
-def test_text_file_of_paths(photos, model, tmp_path):
-    listing = tmp_path / "list.txt"
-    names = ["chelsea.png", "coffee.png"]
-    listing.write_text("# two photos\n" + "\n".join(str(photos / n) for n in names) + "\n\n")
-    result = scan(model, str(listing), ["conv5"], top=2, progress=False)
-    assert result.images == [str(photos / n) for n in names]
-
-
 @pytest.mark.agreement
 def test_two_process_torchrun_equals_one_process(photos, model, tmp_path):
     out = tmp_path / "two.pt"
@@ -337,21 +204,6 @@ def test_two_process_torchrun_equals_one_process(photos, model, tmp_path):
         assert torch.equal(b.histogram(layer).sum(dim=1), one.histogram(layer).sum(dim=1))
         moved = int((b.histogram(layer) - one.histogram(layer)).abs().sum()) // 2
         assert moved <= 0.002 * one.images_read * one.features(layer), (layer, moved)
-
-
-def test_figure_command_on_a_saved_result(photos, model, tmp_path):
-    out = tmp_path / "r.pt"
-    scan(model, str(photos), ["conv2", "conv5"], top=9, out=out, progress=False)
-    png = tmp_path / "fig2.png"
-    res = invoke("figure", out, "--layer", "conv5", "--features", "random:6", "--dpi", "100",
-                 "--out", png)
-    assert res.returncode == 0, res.stderr
-    with Image.open(png) as img:
-        assert img.width == 700 and img.height > 200
-    bad = invoke("figure", out, "--layer", "conv5", "--features", "0,999", "--out",
-                 tmp_path / "x.png")
-    assert bad.returncode == 2 and "valid features are 0 to 255" in bad.stderr
-    assert not (tmp_path / "x.png").exists()
 
 
 @pytest.mark.agreement
@@ -409,97 +261,3 @@ def test_a_feature_that_never_fires_keeps_no_hits(photos, model):
         hits = result.top("conv3", f)
         assert len(hits) == min(5, int(fired[f])), f
         assert all(h.value > 0 for h in hits)
-
-
-def test_result_and_its_figure_count_the_same_images(photos, model):
-    result = scan(model, str(photos), ["conv5"], top=2, progress=False)
-    read = len(result.images) - len(result.skipped)
-    assert read == result.images_read == 8 and len(result.skipped) == 2  # 4 photos, 4 crops
-    assert f"{read} images read, 2 skipped" in repr(result)
-    fig = result.figure("conv5", "0-1", model=model)
-    assert f"of {read} images" in fig.texts[0].get_text()
-
-
-def test_a_folder_without_a_readable_image_is_an_error(tmp_path, model):
-    # It once gave a 0-image result and exit 0, and `figure` then drew an empty grid.
-    folder = tmp_path / "notes"
-    folder.mkdir()
-    for name in ("a.txt", "b.jpg"):
-        (folder / name).write_text("not an image")
-    out = tmp_path / "s.pt"
-    with pytest.raises(dv.ImageError, match=r"no readable image: all 2 file\(s\) were skipped"):
-        scan(model, str(folder), ["conv1"], out=out, progress=False)
-    assert not out.exists() and not (tmp_path / "s.pt.partial").exists()
-    done = invoke("scan", "--model", "zfnet", "--weights", "none", "--layers", "conv1",
-                  "--out", out, folder)
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines()[-1].startswith(
-        f"error: no readable image: all 2 file(s) were skipped; the first, {folder / 'a.txt'}")
-
-
-def test_the_cli_lists_the_skipped_files(photos, tmp_path):
-    done = invoke("scan", "--model", "zfnet", "--weights", "none", "--layers", "conv1",
-                  "--top", "1", "--out", tmp_path / "s.pt", photos)
-    assert done.returncode == 0, done.stderr
-    assert "see result.skipped" not in done.stderr
-    assert f"  {photos / 'notes.txt'}: " in done.stderr
-    assert f"  {photos / 'crops' / 'cut.jpg'}: " in done.stderr
-
-
-def test_figure_refuses_other_weights_than_the_scans(photos, model, tmp_path):
-    # A scan with random weights, a figure asked for with a trained checkpoint: it once drew
-    # the checkpoint's projections beside the random weights' patches, titled "untrained".
-    out = tmp_path / "s.pt"
-    scan(model, [str(photos / "chelsea.png")], ["conv1"], top=1, out=out, progress=False)
-    other = dv.load_model("zfnet", weights=None)
-    with torch.no_grad():
-        other.features.conv1.weight.mul_(2)
-    checkpoint = tmp_path / "w.pt"
-    torch.save(other.state_dict(), checkpoint)
-    done = invoke("figure", out, "--layer", "conv1", "--features", "0-3", "--weights",
-                  checkpoint, "--out", tmp_path / "f.png")
-    assert done.returncode == 2 and not (tmp_path / "f.png").exists()
-    line = done.stderr.strip().splitlines()[-1]
-    assert line.startswith("error: the scan ran with random weights (digest ")
-    assert f"weights {checkpoint} differ" in line
-    with pytest.raises(dv.WeightsError, match="the scan ran with random weights"):
-        load_scan(out).figure("conv1", "0-3", model=other)
-    # Its own weights draw it, and the title says which they are.
-    fig = load_scan(out).figure("conv1", "0-3", model=model)
-    assert fig.texts[0].get_text().endswith("- untrained weights")
-
-
-def test_a_feature_without_hits_is_an_empty_slot_not_a_patch(photos, model):
-    result = scan(model, str(photos), ["conv3"], top=5, progress=False)
-    counts = {f: len(result.top("conv3", f)) for f in range(result.features("conv3"))}
-    never = next(f for f, n in counts.items() if n == 0)
-    few = next(f for f, n in counts.items() if 0 < n < 5)
-    fig = result.figure("conv3", f"{never},{few}", model=model)
-    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
-    assert f"#{never} (never fired)" in titles
-    assert f"#{few} ({counts[few]} of 5 hits)" in titles
-
-
-def test_two_scans_never_share_one_checkpoint(photos, model, tmp_path):
-    out = tmp_path / "s.pt"
-    lock = tmp_path / "s.pt.partial.lock"
-    lock.write_text(str(os.getppid()))  # a live process holds it: a second scan refuses
-    with pytest.raises(dv.ArgumentError, match=f"another scan \\(process {os.getppid()}\\) is "
-                                               f"writing {out}"):
-        scan(model, [str(photos / "chelsea.png")], ["conv1"], top=1, out=out, progress=False)
-    ended = subprocess.Popen([sys.executable, "-c", "pass"])  # left by a scan that ended
-    ended.wait()
-    lock.write_text(str(ended.pid))
-    scan(model, [str(photos / "chelsea.png")], ["conv1"], top=1, out=out, progress=False)
-    assert out.exists() and not lock.exists()
-
-
-def test_memory_and_file_size_follow_the_hits_that_can_be_kept(photos, model, tmp_path):
-    # --top 100000 on a few images once preallocated 100000 slots per feature (268 MB).
-    out = tmp_path / "s.pt"
-    paths = [str(photos / "chelsea.png"), str(photos / "coffee.png")]
-    result = scan(model, paths, ["conv1", "conv5"], top=100_000, out=out, progress=False)
-    assert result.k == 100_000  # as asked; at most one hit per image can be kept
-    assert result.data["tops"]["conv5"]["values"].shape == (256, 2)
-    assert out.stat().st_size < 100_000
-    assert len(result.top("conv1", 0)) <= 2

@@ -69,11 +69,11 @@ def run(name, size, repeats, batch_size=32):
     layers = [(model.get_submodule(LAYERS[name]), node)]
     rows = []
     for method, theirs_class in (("ablationcam", pgc.AblationCAM), ("scorecam", pgc.ScoreCAM)):
-        def ours():
+        def ours(method=method):
             return cam_maps(model, x, method, layers, classes, traced_module=graph_module,
                             batch_size=batch_size)
 
-        def theirs():
+        def theirs(theirs_class=theirs_class):
             with theirs_class(model=model, target_layers=[layers[0][0]]) as cam:
                 cam.batch_size = batch_size
                 return torch.from_numpy(cam(input_tensor=x, targets=[

@@ -137,7 +137,7 @@ class SpeedTables:
 
             def run(steps):
                 with computing(precision):
-                    return dv.feature_vis(model, "conv5_3", units, steps=steps,
+                    return dv.feature_vis(model, "conv5_3", features=units, steps=steps,
                                           input_size=size)
             run(1)  # warm-up: cuDNN's kernels, the probe of memory per image
             self.sync()

@@ -60,7 +60,7 @@ class ThroughputTables:
                     rates = []
                     for _ in range(2):  # the best of two whole calls (the first warms cuDNN)
                         start = time.perf_counter()
-                        scans[precision] = dv.scan(model, folder, layers, top=9,
+                        scans[precision] = dv.scan(model, folder, layers=layers, hits=9,
                                                    batch_size=batch, workers=workers, out=out,
                                                    progress=False, precision=precision)
                         self.sync()
@@ -122,7 +122,7 @@ class ThroughputTables:
     def train(self, folder, n, batch, workers):
         dv, torch = self.dv, self.torch
         out = os.path.join(folder, "run")
-        result = dv.train("zfnet", folder, out, epochs=2 if self.small else 3, batch_size=batch,
+        result = dv.train("zfnet", folder, out=out, epochs=2 if self.small else 3, batch_size=batch,
                           workers=workers, device=str(self.device), save_at=[], progress=False,
                           resize_size=64 if self.small else None,
                           crop_size=56 if self.small else None)

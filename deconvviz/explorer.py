@@ -298,15 +298,15 @@ class _Parts:
                 self.wanted_label.value = (f"not in the result given ({given.layer}, "
                                            f"{len(given.units)} units)")
                 return
-            image, settings = given.image(given.row_of(feature)), given.settings()
+            image, settings = given.image(feature), given.settings()
         else:
             if (layer, feature) not in self._wanted:
                 from .analyses.feature_vis import feature_vis
 
                 options = dict(given) if isinstance(given, dict) else {}
-                result = feature_vis(self.model, layer, [feature], net=self.nets["deconvnet"],
+                result = feature_vis(self.model, layer, features=[feature], net=self.nets["deconvnet"],
                                      **options)
-                self._wanted[(layer, feature)] = (result.image(0), result.settings())
+                self._wanted[(layer, feature)] = (result.image(feature), result.settings())
             image, settings = self._wanted[(layer, feature)]
         self.wanted_view.value = png_bytes(image, 224)
         self.wanted_label.value = f"<small>{settings}</small>"

@@ -114,7 +114,7 @@ def restarts(model, unit, seeds=(0, 1, 2), **options):
     """Correlations with the plus of 4 images per seed (each from its own random start)."""
     out = []
     for seed in seeds:
-        result = dv.feature_vis(model, "conv2", [unit], images_per_unit=4, seed=seed,
+        result = dv.feature_vis(model, "conv2", features=[unit], images_per_unit=4, seed=seed,
                                 **dict(NEURON, **options))
         out += [best(w, PLUS) for w in windows(result)]
     return np.array(out)
@@ -164,16 +164,16 @@ def the_measure():
 
 def the_restarts(model, unit):
     """The test's four restarts of ``unit``, and more: its result and their windows."""
-    result = dv.feature_vis(model, "conv2", [unit], images_per_unit=4, **NEURON)
+    result = dv.feature_vis(model, "conv2", features=[unit], images_per_unit=4, **NEURON)
     wins = windows(result)
     print(f"\n2. The test's four restarts of unit {unit} (seed 0): with the plus "
           f"{[round(best(w, PLUS), 2) for w in wins]}, with the x "
           f"{[round(best(w, EX), 2) for w in wins]}")
-    seed0 = dv.feature_vis(model, "conv2", [unit], **NEURON)
+    seed0 = dv.feature_vis(model, "conv2", features=[unit], **NEURON)
     print(f"   the single image of the earlier test (seed 0, unit's own stream): "
           f"{best(windows(seed0)[0], PLUS):.2f}")
     print("   " + line("12 restarts (seeds 0-2, 4 images each)", restarts(model, unit)))
-    every = dv.feature_vis(model, "conv2", list(range(32)), **NEURON)
+    every = dv.feature_vis(model, "conv2", features=list(range(32)), **NEURON)
     per_unit = np.array([best(windows(every, u)[0], PLUS) for u in range(32)])
     print(f"   every conv2 unit, one image each: best unit {int(per_unit.argmax())} at "
           f"{per_unit.max():.2f}")

@@ -31,7 +31,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def scanned(model):
-    return dv.scan(model, PHOTOS, LAYERS, top=2, progress=False)
+    return dv.scan(model, PHOTOS, layers=LAYERS, hits=2, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +173,7 @@ def test_an_image_changed_since_the_scan_is_refused(model, tmp_path):
     folder.mkdir()
     shutil.copy(PHOTOS[0], folder / "a.png")
     shutil.copy(PHOTOS[1], folder / "b.png")
-    result = dv.scan(model, str(folder), ["conv1"], top=2, progress=False)
+    result = dv.scan(model, str(folder), layers=["conv1"], hits=2, progress=False)
     shutil.copy(PHOTOS[2], folder / "b.png")
     before = snapshot(model)
     with pytest.raises(dv.ImageError, match="changed since the scan"):

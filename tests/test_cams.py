@@ -7,7 +7,6 @@ from conftest import assert_untouched, snapshot, zoo_model
 from torch import nn
 
 import deconvviz as dv
-
 from deconvviz.analyses.cams import CAMS, ablation_tail, cam_maps, projection, scale
 from deconvviz.engine.graph import trace
 

@@ -30,7 +30,7 @@ def test_scan_into_a_read_only_folder_fails_before_any_work(tmp_path, monkeypatc
     folder = tmp_path / "ro"
     folder.mkdir()
     make_read_only(monkeypatch, folder)
-    import deconvviz.analyses.dataset_scan as scan_module
+    import deconvviz.analyses.scan_loading as scan_module
 
     monkeypatch.setattr(scan_module, "load_image", lambda *a, **k: pytest.fail("read an image"))
     result = invoke("scan", *ZF, "--layers", "conv1", "--out", str(folder / "r.pt"), EXAMPLES)

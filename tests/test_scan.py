@@ -1,5 +1,6 @@
 """What a scan finds: the top-k of a brute force, the same hits whatever the batches,
 workers, processes or interruptions, and the values each hit projects back to."""
+import os
 import subprocess
 import sys
 
@@ -15,6 +16,7 @@ from deconvviz.analyses import dataset_scan as scan_module
 from deconvviz.analyses.dataset_scan import ScanInterrupted, scan
 from deconvviz.analyses.scan_result import ScanResult, load_scan, same_hits
 from deconvviz.analyses.top_hits import project_hits
+from deconvviz.data.images import list_images
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +32,7 @@ def model():
 @pytest.fixture(scope="module")
 def reference(photos, model):
     """The scan the agreement tests compare against: batches of 4, no workers."""
-    return scan(model, str(photos), LAYERS, top=3, batch_size=4, progress=False)
+    return scan(model, str(photos), layers=LAYERS, hits=3, batch_size=4, progress=False)
 
 
 def brute_force(model, result, k):
@@ -78,7 +80,7 @@ def brute_force(model, result, k):
 def test_top_k_equals_brute_force(photos, model, reference):
     # The brute force runs every image in one batch, the scan in batches of 4: the same hits
     # and values to VALUE_RTOL of each layer's strongest hit, near-ties aside (same_hits).
-    paths = scan_module.list_images(str(photos))
+    paths = [os.path.abspath(p) for p in list_images(str(photos))]
     assert reference.images == paths
     expected = brute_force(model, reference, 3)
     assert same_hits(expected, reference) == []
@@ -98,7 +100,7 @@ def test_results_do_not_depend_on_batch_size_or_workers(photos, model, reference
     # What is guaranteed across batch sizes (PyTorch's convolutions and matrix products may
     # differ in the last bits): values to VALUE_RTOL of the layer's strongest hit, the same
     # hits but for near-ties. One-image batches take other kernels, and are not special-cased.
-    other = scan(model, str(photos), LAYERS, top=3, batch_size=batch_size, workers=workers,
+    other = scan(model, str(photos), layers=LAYERS, hits=3, batch_size=batch_size, workers=workers,
                  progress=False)
     assert same_hits(reference, other) == []
 
@@ -107,7 +109,7 @@ def test_results_do_not_depend_on_batch_size_or_workers(photos, model, reference
 def test_same_batch_size_and_threads_give_bit_identical_results(photos, model, reference):
     # PyTorch's guarantee on one device: the same batches and thread count, the same bits
     # (loader workers only decode images).
-    other = scan(model, str(photos), LAYERS, top=3, batch_size=4, workers=2, progress=False)
+    other = scan(model, str(photos), layers=LAYERS, hits=3, batch_size=4, workers=2, progress=False)
     for layer in LAYERS:
         for key in reference.data["tops"][layer]:
             assert torch.equal(reference.data["tops"][layer][key], other.data["tops"][layer][key])
@@ -116,7 +118,7 @@ def test_same_batch_size_and_threads_give_bit_identical_results(photos, model, r
 @pytest.mark.agreement
 def test_runner_ups_are_each_maps_second_strongest_position(photos, model):
     paths = [str(photos / "chelsea.png"), str(photos / "coffee.png")]
-    result = scan(model, paths, ["conv2"], top=2, progress=False)
+    result = scan(model, paths, layers=["conv2"], hits=2, progress=False)
     x = torch.cat([dv.load_image(p, model)[0] for p in paths])
     act = dv.Deconvnet(model).record(x, "conv2").activations["conv2"].flatten(2)
     ordered = act.sort(dim=2, descending=True).values
@@ -134,7 +136,7 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(photos, model,
                                                                   tmp_path, monkeypatch):
     out = tmp_path / "scan.pt"
     whole = reference  # batches of 4, as the interrupted and resumed runs
-    real_merge, calls = scan_module._merge, {"n": 0}
+    real_merge, calls = scan_module.merge, {"n": 0}
 
     def merge_then_interrupt(*args, **kwargs):
         calls["n"] += 1
@@ -142,13 +144,13 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(photos, model,
             raise KeyboardInterrupt
         return real_merge(*args, **kwargs)
 
-    monkeypatch.setattr(scan_module, "_merge", merge_then_interrupt)
+    monkeypatch.setattr(scan_module, "merge", merge_then_interrupt)
     with pytest.raises(ScanInterrupted, match="--resume"):
-        scan(model, str(photos), LAYERS, top=3, batch_size=4, out=out, checkpoint_every=2,
+        scan(model, str(photos), layers=LAYERS, hits=3, batch_size=4, out=out, checkpoint_every=2,
              progress=False)
     assert not out.exists() and (tmp_path / "scan.pt.partial").exists()
-    monkeypatch.setattr(scan_module, "_merge", real_merge)
-    resumed = scan(model, str(photos), LAYERS, top=3, batch_size=4, out=out, resume=True,
+    monkeypatch.setattr(scan_module, "merge", real_merge)
+    resumed = scan(model, str(photos), layers=LAYERS, hits=3, batch_size=4, out=out, resume=True,
                    progress=False)
     assert not (tmp_path / "scan.pt.partial").exists()
     for layer in LAYERS:
@@ -191,7 +193,7 @@ def test_two_process_torchrun_equals_one_process(photos, model, tmp_path):
                           "--batch-size", "2", "--out", str(out), str(photos)],
                          capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr
-    one = scan(model, str(photos), ["conv2", "fc7"], top=3, batch_size=2, progress=False)
+    one = scan(model, str(photos), layers=["conv2", "fc7"], hits=3, batch_size=2, progress=False)
     b = load_scan(out)
     assert one.skipped == b.skipped and len(one.skipped) == 2
     assert b.weights_digest == one.weights_digest  # the same seeded random weights
@@ -208,7 +210,7 @@ def test_two_process_torchrun_equals_one_process(photos, model, tmp_path):
 
 @pytest.mark.agreement
 def test_projected_hits_match_their_scan_values(photos, model):
-    result = scan(model, str(photos), ["conv3"], top=9, progress=False)
+    result = scan(model, str(photos), layers=["conv3"], hits=9, progress=False)
     hits = project_hits(result, "conv3", [0, 10], model=model)
     assert [h.feature for h in hits] == [0, 10]
     net = dv.Deconvnet(model)
@@ -232,7 +234,7 @@ def test_a_layer_rectified_in_place_afterwards_keeps_its_own_values(photos):
     with torch.no_grad():
         model[0].bias[0] = -100.0  # feature 0 is negative everywhere
     names = ["chelsea.png", "coffee.png"]
-    result = scan(model, [str(photos / n) for n in names], ["0"], top=2, progress=False)
+    result = scan(model, [str(photos / n) for n in names], layers=["0"], hits=2, progress=False)
     x = torch.cat([dv.load_image(photos / n)[0] for n in names])
     with torch.no_grad():
         conv = model[0](x)
@@ -251,7 +253,7 @@ def test_a_layer_rectified_in_place_afterwards_keeps_its_own_values(photos):
 def test_a_feature_that_never_fires_keeps_no_hits(photos, model):
     # ZFNet conv3 with random weights has features whose strongest activation is 0 on
     # every photo: they keep no hits, never a 0.0 at (0, 0).
-    result = scan(model, str(photos), ["conv3"], top=5, progress=False)
+    result = scan(model, str(photos), layers=["conv3"], hits=5, progress=False)
     x = torch.cat([dv.load_image(p, model)[0] for p in result.images
                    if p not in dict(result.skipped)])
     act = dv.Deconvnet(model).record(x, "conv3").activations["conv3"]

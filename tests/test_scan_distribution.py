@@ -121,7 +121,7 @@ def test_a_resumed_scan_counts_every_image_once(model, tmp_path, monkeypatch):
     layers = ["conv1", "conv2"]
     paths = PHOTOS + [PHOTOS[0]] * 2  # six images, three batches of two
     whole = scan(model, paths, layers=layers, hits=2, batch_size=2, progress=False)
-    real_merge, calls = scan_module._merge, {"n": 0}
+    real_merge, calls = scan_module.merge, {"n": 0}
 
     def merge_then_interrupt(*args, **kwargs):
         calls["n"] += 1
@@ -129,11 +129,11 @@ def test_a_resumed_scan_counts_every_image_once(model, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_merge(*args, **kwargs)
 
-    monkeypatch.setattr(scan_module, "_merge", merge_then_interrupt)
+    monkeypatch.setattr(scan_module, "merge", merge_then_interrupt)
     with pytest.raises(ScanInterrupted):
         scan(model, paths, layers=layers, hits=2, batch_size=2, out=out, checkpoint_every=1,
              progress=False)
-    monkeypatch.setattr(scan_module, "_merge", real_merge)
+    monkeypatch.setattr(scan_module, "merge", real_merge)
     resumed = scan(model, paths, layers=layers, hits=2, batch_size=2, out=out, resume=True,
                    progress=False)
     for layer in layers:

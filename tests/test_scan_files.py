@@ -27,7 +27,7 @@ def model():
 
 
 def test_unreadable_files_are_skipped_and_reported(photos, model):
-    result = scan(model, str(photos), ["conv1"], top=2, progress=False)
+    result = scan(model, str(photos), layers=["conv1"], hits=2, progress=False)
     skipped = dict(result.skipped)
     assert set(skipped) == {str(photos / "notes.txt"), str(photos / "crops" / "cut.jpg")}
     assert "not an image" in skipped[str(photos / "notes.txt")]
@@ -39,25 +39,25 @@ def test_resume_refuses_a_checkpoint_of_another_scan(photos, model, tmp_path, mo
     monkeypatch.setattr(scan_module, "_merge", lambda *a, **k: (_ for _ in ()).throw(
         KeyboardInterrupt))
     with pytest.raises(ScanInterrupted):
-        scan(model, str(photos), ["conv1"], top=3, out=out, progress=False)
+        scan(model, str(photos), layers=["conv1"], hits=3, out=out, progress=False)
     monkeypatch.undo()
     with pytest.raises(dv.ArgumentError, match=r"different scan \(layers differ\)"):
-        scan(model, str(photos), ["conv2"], top=3, out=out, resume=True, progress=False)
+        scan(model, str(photos), layers=["conv2"], hits=3, out=out, resume=True, progress=False)
     with pytest.raises(dv.ArgumentError, match=r"different scan \(top differ\)"):
-        scan(model, str(photos), ["conv1"], top=4, out=out, resume=True, progress=False)
+        scan(model, str(photos), layers=["conv1"], hits=4, out=out, resume=True, progress=False)
 
 
 def test_text_file_of_paths(photos, model, tmp_path):
     listing = tmp_path / "list.txt"
     names = ["chelsea.png", "coffee.png"]
     listing.write_text("# two photos\n" + "\n".join(str(photos / n) for n in names) + "\n\n")
-    result = scan(model, str(listing), ["conv5"], top=2, progress=False)
+    result = scan(model, str(listing), layers=["conv5"], hits=2, progress=False)
     assert result.images == [str(photos / n) for n in names]
 
 
 def test_figure_command_on_a_saved_result(photos, model, tmp_path):
     out = tmp_path / "r.pt"
-    scan(model, str(photos), ["conv2", "conv5"], top=9, out=out, progress=False)
+    scan(model, str(photos), layers=["conv2", "conv5"], hits=9, out=out, progress=False)
     png = tmp_path / "fig2.png"
     res = invoke("figure", out, "--layer", "conv5", "--features", "random:6", "--dpi", "100",
                  "--out", png)
@@ -71,7 +71,7 @@ def test_figure_command_on_a_saved_result(photos, model, tmp_path):
 
 
 def test_result_and_its_figure_count_the_same_images(photos, model):
-    result = scan(model, str(photos), ["conv5"], top=2, progress=False)
+    result = scan(model, str(photos), layers=["conv5"], hits=2, progress=False)
     read = len(result.images) - len(result.skipped)
     assert read == result.images_read == 8 and len(result.skipped) == 2  # 4 photos, 4 crops
     assert f"{read} images read, 2 skipped" in repr(result)
@@ -87,7 +87,7 @@ def test_a_folder_without_a_readable_image_is_an_error(tmp_path, model):
         (folder / name).write_text("not an image")
     out = tmp_path / "s.pt"
     with pytest.raises(dv.ImageError, match=r"no readable image: all 2 file\(s\) were skipped"):
-        scan(model, str(folder), ["conv1"], out=out, progress=False)
+        scan(model, str(folder), layers=["conv1"], out=out, progress=False)
     assert not out.exists() and not (tmp_path / "s.pt.partial").exists()
     done = invoke("scan", "--model", "zfnet", "--weights", "none", "--layers", "conv1",
                   "--out", out, folder)
@@ -109,7 +109,7 @@ def test_figure_refuses_other_weights_than_the_scans(photos, model, tmp_path):
     # A scan with random weights, a figure asked for with a trained checkpoint: it once drew
     # the checkpoint's projections beside the random weights' patches, titled "untrained".
     out = tmp_path / "s.pt"
-    scan(model, [str(photos / "chelsea.png")], ["conv1"], top=1, out=out, progress=False)
+    scan(model, [str(photos / "chelsea.png")], layers=["conv1"], hits=1, out=out, progress=False)
     other = dv.load_model("zfnet", weights=None)
     with torch.no_grad():
         other.features.conv1.weight.mul_(2)
@@ -129,7 +129,7 @@ def test_figure_refuses_other_weights_than_the_scans(photos, model, tmp_path):
 
 
 def test_a_feature_without_hits_is_an_empty_slot_not_a_patch(photos, model):
-    result = scan(model, str(photos), ["conv3"], top=5, progress=False)
+    result = scan(model, str(photos), layers=["conv3"], hits=5, progress=False)
     counts = {f: len(result.top("conv3", f)) for f in range(result.features("conv3"))}
     never = next(f for f, n in counts.items() if n == 0)
     few = next(f for f, n in counts.items() if 0 < n < 5)
@@ -145,11 +145,11 @@ def test_two_scans_never_share_one_checkpoint(photos, model, tmp_path):
     lock.write_text(str(os.getppid()))  # a live process holds it: a second scan refuses
     with pytest.raises(dv.ArgumentError, match=f"another scan \\(process {os.getppid()}\\) is "
                                                f"writing {out}"):
-        scan(model, [str(photos / "chelsea.png")], ["conv1"], top=1, out=out, progress=False)
+        scan(model, [str(photos / "chelsea.png")], layers=["conv1"], hits=1, out=out, progress=False)
     ended = subprocess.Popen([sys.executable, "-c", "pass"])  # left by a scan that ended
     ended.wait()
     lock.write_text(str(ended.pid))
-    scan(model, [str(photos / "chelsea.png")], ["conv1"], top=1, out=out, progress=False)
+    scan(model, [str(photos / "chelsea.png")], layers=["conv1"], hits=1, out=out, progress=False)
     assert out.exists() and not lock.exists()
 
 
@@ -157,7 +157,7 @@ def test_memory_and_file_size_follow_the_hits_that_can_be_kept(photos, model, tm
     # --top 100000 on a few images once preallocated 100000 slots per feature (268 MB).
     out = tmp_path / "s.pt"
     paths = [str(photos / "chelsea.png"), str(photos / "coffee.png")]
-    result = scan(model, paths, ["conv1", "conv5"], top=100_000, out=out, progress=False)
+    result = scan(model, paths, layers=["conv1", "conv5"], hits=100_000, out=out, progress=False)
     assert result.k == 100_000  # as asked; at most one hit per image can be kept
     assert result.data["tops"]["conv5"]["values"].shape == (256, 2)
     assert out.stat().st_size < 100_000

@@ -21,7 +21,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def conv5_scan(photos, model):
-    return scan(model, str(photos), ["conv5"], top=3, progress=False)
+    return scan(model, str(photos), layers=["conv5"], hits=3, progress=False)
 
 
 def altered(result, change):

@@ -7,13 +7,22 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH_INDEX ?=
 
-.PHONY: setup demo test lint agreement coverage clean
+.PHONY: setup demo test lint agreement coverage clean torch-hint
 
 $(VENV)/.runtime: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(MAKE) --no-print-directory torch-hint
 	$(if $(TORCH_INDEX),$(BIN)/pip install -q --index-url $(TORCH_INDEX) torch torchvision)
 	$(BIN)/pip install -q -e .
 	touch $@
+
+# Before the install: where no GPU is seen (no nvidia-smi) and TORCH_INDEX is unset, how to
+# take the CPU build instead of the default wheels' CUDA libraries.
+torch-hint:
+	@$(if $(TORCH_INDEX),:,command -v nvidia-smi >/dev/null 2>&1 || echo "No GPU here (no \
+	nvidia-smi): PyTorch's default wheels bring several GB of CUDA libraries. For its \
+	~700-MB CPU build, stop now (Ctrl-C) and run: make demo \
+	TORCH_INDEX=https://download.pytorch.org/whl/cpu")
 
 $(VENV)/.test: $(VENV)/.runtime
 	$(BIN)/pip install -q -e ".[dev]"

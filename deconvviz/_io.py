@@ -58,12 +58,28 @@ def check_writable_folder(path: str) -> str:
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise OutputError(f"output folder does not exist: {folder}")
+    missing = _missing_folder(os.path.dirname(os.fspath(path)))
+    if missing is not None:  # "nodir/../x.pt": the OS needs nodir, abspath drops it
+        raise OutputError(f"output folder does not exist: {missing} (in {path})")
     try:
         fd, probe = tempfile.mkstemp(prefix=".deconvviz-probe-", dir=folder)
     except OSError as exc:
         raise OutputError(f"cannot write to {folder}: {exc.strerror or exc}") from None
     os.close(fd)
     os.unlink(probe)
+    return folder
+
+
+def _missing_folder(folder: str) -> Optional[str]:
+    """The first folder on the way to ``folder``, as the OS walks it (``..`` after a folder
+    needs that folder), that is not there; ``None`` when all are."""
+    if os.path.isdir(folder or os.curdir):
+        return None
+    walked = os.sep if os.path.isabs(folder) else ""
+    for part in filter(None, folder.split(os.sep)):
+        walked = os.path.join(walked, part)
+        if not os.path.isdir(walked):
+            return walked
     return folder
 
 
@@ -86,6 +102,9 @@ def check_output_folder(path: str, marker: str) -> str:
     one written before (it holds ``marker``, and will be replaced); never a file or a folder
     of other things. Returns the absolute path."""
     final = os.path.abspath(os.fspath(path)).rstrip(os.sep)
+    missing = _missing_folder(os.path.dirname(os.fspath(path).rstrip(os.sep)))
+    if missing is not None:
+        raise OutputError(f"output folder does not exist: {missing} (in {path})")
     if os.path.exists(final) and not os.path.isdir(final):
         raise OutputError(f"{path} is a file; give a new or empty folder")
     if os.path.isdir(final) and os.listdir(final) and \

@@ -12,7 +12,8 @@ from .errors import ArgumentError, UnknownPrecisionError
 __all__ = ["MODES", "SCALINGS", "TILE_SCALINGS", "TRANSFORMS", "INITS", "PAPER_SAVE_AT", "MAX_TOP",
            "PRECISIONS", "check_precision",
            "parse_list", "parse_features", "choose_features", "check_mode",
-           "check_scaling", "weights_label"]
+           "check_scaling", "weights_label", "check_weights", "where_computed",
+           "check_feature_vis_options", "check_relevance_options"]
 
 MODES = ("max", "map")
 SCALINGS = ("signed", "shared", "paper", "heatmap")
@@ -43,6 +44,82 @@ def weights_label(weights: str) -> str:
     if weights == "user":
         return "the model's own weights"
     return f"weights {os.path.basename(weights)}"
+
+
+def check_feature_vis_options(objective: str, *, steps: int = 512, images_per_unit: int = 1,
+                              image_size: int = 128, lr: float = 0.05, diversity: float = 0.0,
+                              position=None, directions=None) -> None:
+    """:func:`deconvviz.feature_vis`'s options that need no model, checked without torch:
+    the objective, counts, a finite learning rate and diversity, and no option that would
+    do nothing (a position without the neuron objective, directions without the direction
+    one, diversity with one image per unit)."""
+    import math
+
+    if objective not in FV_OBJECTIVES:
+        raise ArgumentError(f"unknown objective {objective!r}; choose from "
+                            f"{', '.join(FV_OBJECTIVES)}")
+    for name, value in (("steps", steps), ("images_per_unit", images_per_unit),
+                        ("image_size", image_size)):
+        if not isinstance(value, int) or value < 1:
+            raise ArgumentError(f"{name} must be a positive integer, got {value!r}")
+    if not (math.isfinite(lr) and math.isfinite(diversity)) or not lr > 0 or diversity < 0:
+        raise ArgumentError(f"lr must be a finite number > 0 and diversity a finite number "
+                            f">= 0, got {lr}, {diversity}")
+    if position is not None and objective != "neuron":
+        raise ArgumentError(f"position picks one neuron: give objective='neuron' with it "
+                            f"(the {objective} objective has no position)")
+    if directions is not None and objective != "direction":
+        raise ArgumentError(f"directions are the direction objective's: give "
+                            f"objective='direction' with them (not {objective!r})")
+    if diversity and images_per_unit < 2:
+        raise ArgumentError(f"diversity {diversity:g} compares a unit's images with each "
+                            f"other: give images_per_unit=2 or more with it "
+                            f"(--images-per-unit 2)")
+
+
+def check_relevance_options(rank: str, relevance_target=None,
+                            relevance_method: str = "lrp") -> None:
+    """:func:`deconvviz.scan`'s relevance options only act with ``rank="relevance"``."""
+    if rank != "relevance" and (relevance_target is not None or relevance_method != "lrp"):
+        given = "relevance_target" if relevance_target is not None else "relevance_method"
+        raise ArgumentError(f"{given} ranks images by relevance: give rank='relevance' with "
+                            f"it (--rank relevance)")
+
+
+def where_computed(device, precision) -> str:
+    """How a title names where and how a result was computed: ``""`` on a CPU (whatever the
+    precision: TF32 exists only on CUDA, so a CPU's answers are exact), ``"on cuda"``, and
+    ``"on cuda, TF32, not exact"`` where TF32 was in force there."""
+    if device in (None, "cpu"):
+        return ""
+    tf32 = precision not in (None, "exact") and str(device).startswith("cuda")
+    return f"on {device}" + (f", {precision.upper()}, not exact" if tf32 else "")
+
+
+def check_weights(weights) -> None:
+    """Refuse, without torch, weights that cannot be a checkpoint: a path (anything but
+    ``None``, ``"default"`` or ``"none"``) that is a folder (naming a checkpoint inside, a
+    training run's last epoch first) or no file at all (:class:`WeightsError`)."""
+    import os
+
+    from .errors import WeightsError
+
+    if weights is None or (isinstance(weights, str) and weights.lower() in ("default", "none")):
+        return
+    path = os.fspath(weights)
+    if os.path.isdir(path):
+        inside = sorted(f for f in os.listdir(path) if f.endswith(".pt"))
+        epochs = [f for f in inside if f.startswith("epoch_")]
+        if epochs:
+            hint = (f"; it holds a training run: give one of its checkpoints, e.g. "
+                    f"{os.path.join(path, epochs[-1])}")
+        else:
+            hint = f"; give one of its files, e.g. {os.path.join(path, inside[-1])}" \
+                if inside else ""
+        raise WeightsError(f"weights {path} is a folder, not a checkpoint file{hint}")
+    if not os.path.isfile(path):
+        raise WeightsError(f"weights file not found: {path} "
+                           f"(use 'default', 'none' or the path of a checkpoint)")
 
 
 def check_mode(mode: str) -> str:

@@ -12,9 +12,11 @@ from torch import Tensor, nn
 
 from .. import figures
 from .._io import write_atomically
+from ..choices import weights_label
 from ..data.images import load_image
 from ..data.zoo import model_info, model_name
 from ..engine import Projector
+from ..errors import ArgumentError
 from ..figures.display import crop_window
 from ..results import Result
 from .attribution import attribute_map, class_names
@@ -102,6 +104,11 @@ def concept_report(model: nn.Module, image: Union[str, Tensor], layer: str, *, t
         x = image
         if photo is None:
             raise ValueError("give photo= (uint8 H x W x 3) with a tensor image")
+    if scan is not None:  # before any work: a scan of another model or other weights
+        check_scanned_weights(scan, model)
+    if references < 1:
+        raise ArgumentError(f"references must be at least 1 (reference patches per concept), "
+                            f"got {references}; leave out the scan for none")
     net = Projector(model, method=method)
     x = x.to(net.device) if net.device is not None else x
     result = crp(net, x[:1], layer=layer, top=top, target=target, method=method)
@@ -110,7 +117,6 @@ def concept_report(model: nn.Module, image: Union[str, Tensor], layer: str, *, t
     refs: List[List[np.ndarray]] = [[] for _ in result.concepts]
     kind = "no scan given"
     if scan is not None:
-        check_scanned_weights(scan, model)
         by = "relevance" if scan.has_relevance else "activation"
         kind = f"{by}-maximising patches"
         refs = [reference_patches(scan, net, layer, c, references, by) for c in result.concepts]
@@ -118,7 +124,7 @@ def concept_report(model: nn.Module, image: Union[str, Tensor], layer: str, *, t
     cls = result.classes[0]
     label = names[cls] if names and cls < len(names) else f"class {cls}"
     info = model_info(model)
-    weights = info.weights if info is not None else "user weights"
+    weights = weights_label(info.weights if info is not None else "user")
     title = (f"CRP: {model_name(model)} ({weights}), {label}, the {len(result.concepts)} most "
              f"relevant concepts of {layer} ({net.method.title})")
     return ConceptReport(result, photo, class_map.cpu().numpy(), refs, kind, title)

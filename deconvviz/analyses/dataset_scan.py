@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader
 from .._io import check_output_path
 from .._progress import ProgressArg, progress_bar
 from .._signatures import api
+from ..choices import check_relevance_options
 from ..data import jpeg_batches
 from ..data.devices import model_device
 from ..data.images import ImagesArg, image_list, image_name, load_image, preprocessing_for
@@ -141,6 +142,7 @@ def scan(model: nn.Module, images: ImagesArg, *, layers: Sequence[str], hits: in
         Hit(value=..., image='/home/me/photos/cat.jpg', y=6, x=4)
     """
     layers = _check_arguments(hits, batch_size, workers, checkpoint_every, layers, rank, out)
+    check_relevance_options(rank, relevance_target, relevance_method)
     not_images: List[str] = []
     items = [os.path.abspath(i) if isinstance(i, str) else i
              for i in image_list(images, not_images)]

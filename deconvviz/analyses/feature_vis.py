@@ -41,12 +41,18 @@ from .. import figures
 from .._io import write_atomically
 from .._progress import ProgressArg, progress_bar
 from .._signatures import api
-from ..choices import FV_OBJECTIVES, weights_label
+from ..choices import (
+    FV_OBJECTIVES,
+    check_feature_vis_options,
+    weights_label,
+    where_computed,
+)
 from ..data.devices import model_device
 from ..data.images import preprocessing_for
 from ..data.zoo import Preprocessing, model_info, model_name
 from ..engine.guard import runs_model
 from ..engine.plan import memory_budget
+from ..engine.precision import current_precision
 from ..engine.projector import Projector
 from ..engine.recording import forward_to
 from ..errors import ArgumentError
@@ -80,6 +86,8 @@ class FeatureVisResult(Result):
         diversity: the Gram penalty's weight; input_size: the side the model saw.
         seconds: the time taken; position: the neuron's ``(y, x)`` (``neuron`` only).
         pre_relu: the layer's ReLU was left out (its input optimised).
+        precision, device: how and where it was computed (``"exact"`` or ``"tf32"``;
+            ``"cpu"``, ``"cuda"``...); the title names them off the CPU.
     """
 
     kind: ClassVar[str] = "feature_vis"
@@ -104,6 +112,8 @@ class FeatureVisResult(Result):
     seconds: float = 0.0
     position: Optional[tuple] = field(default=None)
     pre_relu: bool = False
+    precision: Optional[str] = None
+    device: Optional[str] = None
 
     def settings(self) -> str:
         """One line: weights, layer, objective, parametrisation, transforms and steps."""
@@ -116,9 +126,11 @@ class FeatureVisResult(Result):
             "no transforms"
         extra = f", diversity {self.diversity:g}" if self.diversity else ""
         layer = self.layer + (" (before its ReLU)" if self.pre_relu else "")
+        where = where_computed(self.device, self.precision)
         return (f"{self.model} ({weights_label(self.weights)}) {layer}: {what}"
                 f"{extra}; {param} {size} px -> {self.input_size} px; {robust}; "
-                f"{self.steps} steps Adam {self.lr:g}, seed {self.seed}")
+                f"{self.steps} steps Adam {self.lr:g}, seed {self.seed}"
+                + (f"; {where}" if where else ""))
 
     def image(self, feature: int, index: int = 0) -> np.ndarray:
         """Feature ``feature``'s image ``index`` (of ``images_per_unit``) as ``H x W x 3``
@@ -214,15 +226,15 @@ def feature_vis(model: nn.Module, layer: Optional[str] = None, *,
         max_memory: bytes of autograd state one batch may use; larger requests are chunked
             (default: 1 GiB on a CPU, a quarter of the free memory on a GPU).
         net: a :class:`Projector` of ``model`` to reuse (its trace and layer names).
-        progress, device, precision: as everywhere (docs/api.md); progress counts
-            image-steps over all chunks.
+        progress, device, precision: as everywhere (docs/api.md); progress counts image-steps.
 
     Returns a :class:`FeatureVisResult` (``.figure()``, ``.save("grid.png")``).
 
     Examples:
         >>> feature_vis(load_model("zfnet"), "conv5", features=range(16)).save("conv5.png")
     """
-    _check_options(objective, steps, images_per_unit, image_size, lr, diversity, transforms)
+    _check_options(objective, steps, images_per_unit, image_size, lr, diversity, transforms,
+                   position, directions)
     net = net if net is not None else Projector(model)
     prep = preprocessing or preprocessing_for(model)
     size = int(input_size or prep.crop_size)
@@ -251,10 +263,10 @@ def feature_vis(model: nn.Module, layer: Optional[str] = None, *,
     return FeatureVisResult(
         images=images, values=values, units=unit_list, labels=labels, model=model_name(model),
         weights=info.weights if info else "user", layer=layer_name, objective=objective,
-        negative=bool(negative), param=param, decorrelate=bool(decorrelate),
-        transforms=transforms, steps=steps, lr=float(lr), seed=int(seed),
+        negative=bool(negative), param=param, decorrelate=bool(decorrelate), seed=int(seed),
+        transforms=transforms, steps=steps, lr=float(lr), position=position, pre_relu=skipped,
         diversity=float(diversity), input_size=size, seconds=time.perf_counter() - start,
-        position=position, pre_relu=skipped)
+        precision=current_precision(), device=device.type)
 
 
 def _forward(run, prep: Preprocessing, size: int, transforms, device, dtype):
@@ -269,16 +281,11 @@ def _forward(run, prep: Preprocessing, size: int, transforms, device, dtype):
     return forward
 
 
-def _check_options(objective, steps, images_per_unit, image_size, lr, diversity, transforms):
-    if objective not in OBJECTIVES:
-        raise ArgumentError(f"unknown objective {objective!r}; choose from "
-                            f"{', '.join(OBJECTIVES)}")
-    for name, value in (("steps", steps), ("images_per_unit", images_per_unit),
-                        ("image_size", image_size)):
-        if not isinstance(value, int) or value < 1:
-            raise ArgumentError(f"{name} must be a positive integer, got {value!r}")
-    if not lr > 0 or diversity < 0:
-        raise ArgumentError(f"lr must be > 0 and diversity >= 0, got {lr}, {diversity}")
+def _check_options(objective, steps, images_per_unit, image_size, lr, diversity, transforms,
+                   position, directions):
+    check_feature_vis_options(objective, steps=steps, images_per_unit=images_per_unit,
+                              image_size=image_size, lr=lr, diversity=diversity,
+                              position=position, directions=directions)
     if transforms is not None and not isinstance(transforms, Transforms):
         raise ArgumentError("transforms must be a Transforms (e.g. LUCID_TRANSFORMS) or None")
 

@@ -18,7 +18,14 @@ from .. import figures
 from .._io import FIGURE_FORMATS, check_output_path, figure_paths, write_atomically
 from .._progress import ProgressArg, progress_bar
 from .._signatures import api
-from ..choices import MAX_TOP, check_mode, check_scaling, parse_list, weights_label
+from ..choices import (
+    MAX_TOP,
+    check_mode,
+    check_scaling,
+    parse_list,
+    weights_label,
+    where_computed,
+)
 from ..data.images import ImagesArg, image_list, image_name, load_image, to_rgb
 from ..data.zoo import load_model, model_info, model_name
 from ..engine import Projector, Recording
@@ -53,7 +60,7 @@ class Projections(Result):
         weights: which weights (as :class:`ModelInfo` says: ``"random"``, ``"imagenet"``,
             a checkpoint path, or ``"user"`` for a model deconvviz did not load).
         precision, device: how and where it was computed (``"exact"`` or ``"tf32"``;
-            ``"cpu"``, ``"cuda"``...); the title names them unless exact on a CPU.
+            ``"cpu"``, ``"cuda"``...); the title names them off the CPU (TF32 on CUDA only).
     """
 
     kind: ClassVar[str] = "projections"
@@ -103,11 +110,9 @@ class Projections(Result):
     def title(self) -> str:
         name = os.path.basename(self.image) if self.image else "image"
         how = self.mode if self.method == "deconvnet" else f"{self.method}, {self.mode}"
-        where = [f"on {self.device}"] if self.device not in (None, "cpu") else []
-        if self.precision not in (None, "exact"):
-            where.append(f"{self.precision.upper()}, not exact")
+        where = where_computed(self.device, self.precision)
         return (f"{self.model} {self.layer} ({how}) - {name} - {weights_label(self.weights)}"
-                + (f" - {', '.join(where)}" if where else ""))
+                + (f" - {where}" if where else ""))
 
     def tile_titles(self) -> List[str]:
         return [f"#{f}  {v:.3g}" for f, v in zip(self.features, self.values)]

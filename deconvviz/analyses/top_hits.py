@@ -10,10 +10,10 @@ from torch import nn
 
 from .. import figures
 from ..choices import choose_features, weights_label
-from ..data.zoo import model_info, weights_digest
+from ..data.zoo import model_info, model_name, weights_digest
 from ..engine import Projector
 from ..engine.precision import precise
-from ..errors import ImageError, WeightsError
+from ..errors import ArgumentError, ImageError, WeightsError
 from ..figures.display import crop_window
 
 __all__ = ["FeatureHits", "project_hits", "top_hits_figure", "check_scanned_weights",
@@ -145,7 +145,12 @@ def check_hit_values(image: str, layer: str, act, hits, strongest: float,
 
 def check_scanned_weights(result, model: nn.Module) -> None:
     """Refuse to project a scan's hits through other weights than those that found them
-    (they would draw the other weights' response beside patches they did not choose)."""
+    (they would draw the other weights' response beside patches they did not choose), or
+    through another model than the one scanned (named as such, before the weights)."""
+    name = model_name(model)
+    if getattr(result, "model", None) not in (None, name):  # another model: not the weights
+        raise ArgumentError(f"the scan is of {result.model}, not {name}: draw it with "
+                            f"{result.model} (--model {result.model}) or scan {name} first")
     if result.weights_digest is None:  # a scan of format 1 did not record it
         return
     digest = weights_digest(model)

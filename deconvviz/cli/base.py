@@ -22,6 +22,7 @@ from ..choices import (
     MODES,
     PRECISIONS,
     check_precision,
+    check_weights,
     parse_list,
 )
 from ..data.zoo import list_models
@@ -29,7 +30,7 @@ from ..errors import ArgumentError, Interrupted, first_line
 
 __all__ = ["cli", "main", "friendly", "model_option", "weights_option", "device_option",
            "dpi_option", "method_option", "scan_weights_option", "image_root_option", "target_options", "method_list",
-           "load_images_and_model"]
+           "load_images_and_model", "check_layer", "check_layers"]
 
 
 
@@ -51,9 +52,10 @@ class _OneLineErrors(click.Group):
             try:
                 result = super().main(args, prog_name=prog_name, standalone_mode=False,
                                       **extra)
-            except click.exceptions.Abort:
-                click.echo("error: terminated" if terminated else "error: aborted", err=True)
-                sys.exit(_TERMINATED if terminated else 1)
+            except click.exceptions.Abort:  # Ctrl-C outside a command (click's own)
+                click.echo("error: terminated" if terminated else f"error: {_CTRL_C}",
+                           err=True)
+                sys.exit(_TERMINATED if terminated else _Interrupted.exit_code)
             except click.ClickException as exc:
                 click.echo(f"error: {exc.format_message()}", err=True)
                 sys.exit(_TERMINATED if terminated else exc.exit_code)
@@ -61,6 +63,7 @@ class _OneLineErrors(click.Group):
 
 
 _TERMINATED = 143  # the shell's code for SIGTERM (128 + 15)
+_CTRL_C = "interrupted (Ctrl-C)"
 
 
 @contextlib.contextmanager
@@ -107,6 +110,11 @@ def friendly(command):
                 if debug:
                     raise
                 raise _Interrupted(_one_line(exc)) from None
+            except KeyboardInterrupt as exc:  # every command: exit 130 (143 for SIGTERM)
+                if debug:
+                    raise
+                raise _Interrupted("terminated" if str(exc).startswith("terminated")
+                                   else _CTRL_C) from None
             except ValueError as exc:  # every deconvviz input error is a ValueError
                 if debug:
                     raise
@@ -140,8 +148,43 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
         click.echo(f"warning: {message}", err=True)
 
 
+def _checked(check):
+    """A click callback running a light check of deconvviz's (no torch): a bad value is one
+    ``error:`` line with exit code 2 before any model is built."""
+
+    def callback(ctx, param, value):
+        try:
+            return check(value, param) if value is not None else value
+        except ValueError as error:  # every deconvviz input error
+            raise _InputError(str(error)) from None
+
+    return callback
+
+
+def _weights(value, param):
+    check_weights(value)
+    return value
+
+
+def _layer(value, param):
+    if not value.strip():
+        raise ArgumentError(f"{param.opts[0]} is empty; give a layer's alias or module path "
+                            f"(`deconvviz layers --model NAME` lists them)")
+    return value
+
+
+def _layers(value, param):
+    parse_list(value, param.opts[0])
+    return value
+
+
+check_layer = _checked(_layer)  # callback of an option naming one layer
+check_layers = _checked(_layers)  # and of one naming a comma list of layers
+
+
 def weights_option(f):
     return click.option("--weights", default="default", show_default=True, metavar="WEIGHTS",
+                        callback=_checked(_weights),
                         help="'default' (torchvision's ImageNet weights; timm's pretrained "
                              "ones for timm:NAME), 'none' (random), or a checkpoint FILE.")(f)
 
@@ -149,6 +192,7 @@ def weights_option(f):
 def scan_weights_option(f):
     """``--weights`` of the commands that redraw a scan: by default the scan's own."""
     return click.option("--weights", default=None, metavar="WEIGHTS",
+                        callback=_checked(_weights),
                         help="The weights to redraw with [default: the scan's own]: 'default' "
                              "(torchvision's ImageNet weights; timm's pretrained ones for "
                              "timm:NAME), 'none' (random), or a checkpoint FILE. They must be "
@@ -257,7 +301,7 @@ def target_options(f):
         click.option("--target", default=None, metavar="CLASS",
                      help="A class index or ImageNet class name [default: each image's "
                           "top-1 class]."),
-        click.option("--layer", "-l", default=None,
+        click.option("--layer", "-l", default=None, callback=check_layer,
                      help="Explain a unit of this layer instead of a class."),
         click.option("--feature", default=None, type=click.IntRange(0),
                      help="The unit's feature (with --layer)."),

@@ -12,6 +12,7 @@ from .._io import DATA_FORMATS, FIGURE_FORMATS, check_output_path, result_format
 from ..data.zoo import get_spec
 from ..errors import ArgumentError
 from .base import (
+    check_layer,
     cli,
     device_option,
     dpi_option,
@@ -31,7 +32,7 @@ __all__: list = []  # commands, registered on deconvviz.cli.cli
 @click.option("--methods", default=None, metavar="LIST",
               help=f"Comma list of {', '.join(method_table.names())} [default: "
                    f"{', '.join(method_table.COMPARE_DEFAULT)}].")
-@click.option("--cam-layer", default=None, help="Grad-CAM's layer [default: the last "
+@click.option("--cam-layer", default=None, callback=check_layer, help="Grad-CAM's layer [default: the last "
                                                 "convolutional block].")
 @click.option("--out", "-o", required=True, metavar="PATH",
               help="Output .png/.jpg/.pdf/.svg, or .npz for the maps.")
@@ -116,7 +117,8 @@ def sanity_command(model: str, methods: Optional[str], target: Optional[str], se
 
 @cli.command("crp", short_help="CRP: a layer's most relevant concepts for one image's class.")
 @model_option
-@click.option("--layer", "-l", required=True, help="The concepts' layer (alias or module path).")
+@click.option("--layer", "-l", required=True, callback=check_layer,
+              help="The concepts' layer (alias or module path).")
 @click.option("--target", default=None, metavar="CLASS",
               help="A class index or name [default: the image's top-1 class].")
 @click.option("--top", default=6, show_default=True, type=click.IntRange(1),
@@ -125,7 +127,7 @@ def sanity_command(model: str, methods: Optional[str], target: Optional[str], se
               help="A scan of the same model and weights holding --layer: each concept's "
                    "reference patches (its relevance-maximising hits if the scan ranked by "
                    "relevance, else its activation-maximising ones).")
-@click.option("--references", default=4, show_default=True, type=click.IntRange(0),
+@click.option("--references", default=4, show_default=True, type=click.IntRange(1),
               help="Reference patches per concept.")
 @click.option("--method", default="lrp", show_default=True,
               help="An LRP method (lrp, lrp_epsilon_gamma_box, lrp_epsilon_alpha2beta1_flat, "

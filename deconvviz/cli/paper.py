@@ -15,6 +15,8 @@ from ..choices import (
 from ..data.zoo import get_spec
 from ..errors import ArgumentError
 from .base import (
+    check_layer,
+    check_layers,
     cli,
     device_option,
     dpi_option,
@@ -29,7 +31,7 @@ __all__: list = []  # commands, registered on deconvviz.cli.cli
 
 @cli.command("occlude", short_help="Occlusion sensitivity (Zeiler & Fergus Fig. 7).")
 @model_option
-@click.option("--layer", "-l", default=None,
+@click.option("--layer", "-l", default=None, callback=check_layer,
               help="The layer whose feature map is summed [default: the top convolutional "
                    "layer].")
 @click.option("--feature", default=None, type=click.IntRange(0),
@@ -85,7 +87,7 @@ def occlude_command(model: str, layer: Optional[str], feature: Optional[int],
 @model_option
 @click.option("--transform", default=",".join(TRANSFORMS), show_default=True, metavar="LIST",
               help=f"Comma list of {', '.join(TRANSFORMS)}.")
-@click.option("--layers", "-l", default=None,
+@click.option("--layers", "-l", default=None, callback=check_layers,
               help="Comma list [default: the first convolutional and last hidden fully-"
                    "connected layer].")
 @click.option("--target", default=None, metavar="CLASS",
@@ -135,7 +137,7 @@ def invariance_command(model: str, transform: str, layers: Optional[str],
 @click.option("--parts", required=True, type=click.Path(),
               help='A JSON file {"part": [[x, y, w, h], ...], ...}: one box per IMAGE, in '
                    'the pixels of the crop the model sees.')
-@click.option("--layers", "-l", default=None,
+@click.option("--layers", "-l", default=None, callback=check_layers,
               help="Comma list [default: the first convolutional and last hidden fully-"
                    "connected layer].")
 @click.option("--random", "draws", default=10, show_default=True, type=click.IntRange(1),

@@ -7,14 +7,18 @@ from typing import Optional
 import click
 
 from .._io import FIGURE_FORMATS, check_output_folder, check_output_path
+from .._progress import StepEstimate
 from ..choices import (
     SCALINGS,
     TILE_SCALINGS,
+    check_relevance_options,
     parse_features,
     parse_list,
 )
 from ..data.zoo import get_spec
+from ..errors import ArgumentError
 from .base import (
+    check_layers,
     cli,
     device_option,
     dpi_option,
@@ -31,7 +35,8 @@ __all__: list = []  # commands, registered on deconvviz.cli.cli
 
 @cli.command("scan", short_help="The top activations of every feature across a folder of images.")
 @model_option
-@click.option("--layers", "-l", required=True, help="Comma list of layers, e.g. conv1,conv3,conv5.")
+@click.option("--layers", "-l", required=True, callback=check_layers,
+              help="Comma list of layers, e.g. conv1,conv3,conv5.")
 @click.option("--top", default=9, show_default=True, type=click.IntRange(1),
               help="Hits kept per feature.")
 @click.option("--out", "-o", required=True, metavar="RESULT", help="Where to write the result.")
@@ -66,6 +71,7 @@ def scan_command(model: str, layers: str, top: int, out: str, batch_size: int, w
     """
     get_spec(model)
     check_output_path(out, formats=None)
+    check_relevance_options(ranking, relevance_class)
     from ..analyses import scan
     from ..data.devices import distributed
     from ..data.zoo import load_model
@@ -91,8 +97,8 @@ def scan_command(model: str, layers: str, top: int, out: str, batch_size: int, w
 
 @cli.command("figure", short_help="Redraw Zeiler & Fergus Fig. 2 from a scan result.")
 @click.argument("result_path", metavar="RESULT", type=click.Path())
-@click.option("--layer", "-l", default=None, help="Layer(s) of the scan, comma list "
-                                                  "[default: all of them].")
+@click.option("--layer", "-l", default=None, callback=check_layers,
+              help="Layer(s) of the scan, comma list [default: all of them].")
 @click.option("--features", default="0-15", show_default=True, metavar="LIST",
               help="Feature indices (3,17,40-47) or random:N for a seeded random subset.")
 @click.option("--seed", default=0, show_default=True, help="Seed for random:N.")
@@ -133,8 +139,8 @@ def figure_command(result_path: str, layer: Optional[str], features: str, seed: 
 @click.argument("result_path", metavar="RESULT", type=click.Path())
 @click.option("--out", "-o", required=True, metavar="FOLDER",
               help="The site's folder (created; an earlier atlas there is replaced).")
-@click.option("--layer", "-l", default=None, help="Layer(s) of the scan, comma list "
-                                                  "[default: all of them].")
+@click.option("--layer", "-l", default=None, callback=check_layers,
+              help="Layer(s) of the scan, comma list [default: all of them].")
 @click.option("--scaling", type=click.Choice(TILE_SCALINGS), default="signed",
               show_default=True, help="Display convention of the projections.")
 @click.option("--image-format", type=click.Choice(["jpg", "webp"]), default="jpg",
@@ -142,15 +148,16 @@ def figure_command(result_path: str, layer: Optional[str], features: str, seed: 
 @click.option("--feature-vis", is_flag=True,
               help="Also each unit's optimised image (what it wants) on its page, beside its "
                    "hits and their projections: `deconvviz optimize`'s defaults.")
-@click.option("--feature-vis-steps", default=512, show_default=True, type=click.IntRange(1),
-              help="Adam steps of each optimised image (with --feature-vis).")
+@click.option("--feature-vis-steps", default=None, type=click.IntRange(1), metavar="N",
+              help="Adam steps of each optimised image (with --feature-vis) [default: 512].")
 @method_option
 @scan_weights_option
 @image_root_option
 @device_option
 @friendly
 def atlas_command(result_path: str, out: str, layer: Optional[str], scaling: str,
-                  image_format: str, feature_vis: bool, feature_vis_steps: int, method: str,
+                  image_format: str, feature_vis: bool, feature_vis_steps: Optional[int],
+                  method: str,
                   weights: Optional[str], image_root: Optional[str], device: str) -> None:
     """Write a static website of every unit of a scan RESULT: an index, a page per layer
     (every unit's strongest hit, sortable by activation and by how often it fires) and a
@@ -160,6 +167,9 @@ def atlas_command(result_path: str, out: str, layer: Optional[str], scaling: str
 
     Under torchrun (--nproc_per_node=N) the processes share the images.
     """
+    if feature_vis_steps is not None and not feature_vis:
+        raise ArgumentError("--feature-vis-steps sets the optimised images' steps: add "
+                            "--feature-vis")
     names = parse_list(layer, "--layer") if layer else None
     check_output_folder(out, "atlas.json")
     from ..analyses import atlas, load_scan
@@ -175,9 +185,14 @@ def atlas_command(result_path: str, out: str, layer: Optional[str], scaling: str
             model = load_model(result.model, weights=weights).to(dev)
         elif result.weights != "user":
             model = result.load_model().to(dev)
+        steps = feature_vis_steps or 512
+        estimate = StepEstimate(lambda line: rank == 0 and click.echo(line, err=True),
+                                steps=steps, device=dev.type,
+                                hint="--feature-vis-steps fewer for a quicker look")
         site = atlas(result, out, model=model, layers=names, method=method, scaling=scaling,
                      image_format=image_format,
-                     feature_vis={"steps": feature_vis_steps} if feature_vis else None)
+                     feature_vis={"steps": steps, "progress": estimate} if feature_vis
+                     else None)
         if rank == 0:
             t = site.timings
             click.echo(f"{sum(len(l.units) for l in site.layers):,} units, {t['hits']:,} hits "

@@ -12,12 +12,15 @@ from ..choices import (
     INITS,
     PAPER_SAVE_AT,
     SCALINGS,
+    check_weights,
     parse_features,
     parse_list,
 )
 from ..data.zoo import get_spec
 from ..errors import ArgumentError
 from .base import (
+    check_layer,
+    check_layers,
     cli,
     device_option,
     dpi_option,
@@ -104,7 +107,8 @@ def train_command(model: str, data: str, val: Optional[str], out: str, epochs: i
 @click.argument("checkpoints", nargs=-1, required=True, type=click.Path())
 @click.option("--data", required=True, type=click.Path(),
               help="The images to find each feature's strongest activation in.")
-@click.option("--layers", "-l", required=True, help="Comma list, e.g. conv1,conv2,conv3.")
+@click.option("--layers", "-l", required=True, callback=check_layers,
+              help="Comma list, e.g. conv1,conv2,conv3.")
 @click.option("--features", default="random:6", show_default=True, metavar="LIST",
               help="Per layer: indices (3,17,40-47) or random:N (seeded).")
 @click.option("--seed", default=0, show_default=True, help="Seed for random:N.")
@@ -158,7 +162,7 @@ def evolution_command(checkpoints: List[str], data: str, layers: str, features: 
 @click.option("--weights", "weights", multiple=True, metavar="WEIGHTS",
               help="'default', 'none' or a checkpoint FILE; repeat it for several panels "
                    "[default: default].")
-@click.option("--layer", "-l", default=None,
+@click.option("--layer", "-l", default=None, callback=check_layer,
               help="The conv layer (path or alias) [default: the first convolution].")
 @click.option("--scaling", type=click.Choice(["layer", "filter"]), default="layer",
               show_default=True, help="One scale per panel, or per filter.")
@@ -180,8 +184,9 @@ def filters_command(models: List[str], weights: List[str], layer: Optional[str],
     if len(models) != len(weights):
         raise ArgumentError(f"{len(models)} --model for {len(weights)} --weights: give one "
                             f"model, one weights, or as many of each")
-    for name in models:
+    for name, weight in zip(models, weights):
         get_spec(name)
+        check_weights(weight)
     check_output_path(out, FIGURE_FORMATS)
     if csv_path is not None:
         check_output_path(csv_path, DATA_FORMATS["filters"])

@@ -18,7 +18,8 @@ from ..errors import ImageError
 from .zoo import Preprocessing, get_spec, model_info
 
 __all__ = ["load_image", "load_images", "image_list", "list_images", "decode_image", "image_size",
-           "preprocessing_for", "normalise", "to_rgb", "IMAGE_EXTENSIONS", "ImagesArg"]
+           "preprocessing_for", "normalise", "to_rgb", "IMAGE_EXTENSIONS", "ImagesArg",
+           "SmallImageWarning"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 # What every function that takes images takes (docs/api.md, "images"): a file, a folder, a
@@ -29,6 +30,12 @@ ImagesArg = Union[PathLike, Image.Image, Tensor, Sequence[Union[PathLike, Image.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif",
                     ".ppm", ".pgm", ".pbm", ".pnm", ".jfif")
 LIST_EXTENSIONS = (".txt", ".lst")
+# A photo enlarged more than this to the model's input holds little it can see: a warning.
+MAX_ENLARGEMENT = 8
+
+
+class SmallImageWarning(UserWarning):
+    """A photo much smaller than the model's input (enlarged more than 8 times)."""
 
 
 def preprocessing_for(model: Union[None, str, nn.Module]) -> Preprocessing:
@@ -132,6 +139,15 @@ def load_image(path: PathLike, model: Union[None, str, nn.Module] = None, *,
     prep = preprocessing or preprocessing_for(model)
     photo = _to_rgb(ImageOps.exif_transpose(path)) if isinstance(path, Image.Image) \
         else decode_image(path)
+    if min(photo.size) * MAX_ENLARGEMENT < prep.resize_size:
+        import warnings
+
+        name = os.path.basename(os.fspath(path)) if not isinstance(path, Image.Image) \
+            else "a PIL image"
+        warnings.warn(f"{name} is {photo.size[0]}x{photo.size[1]} pixels: enlarged "
+                      f"{prep.resize_size / min(photo.size):.0f} times to the model's "
+                      f"{prep.resize_size}-pixel side, it holds little the model can see",
+                      SmallImageWarning, stacklevel=2)
     image = TF.pil_to_tensor(photo)
     image = TF.resize(image, [prep.resize_size], antialias=True)
     crop = TF.center_crop(image, [prep.crop_size])

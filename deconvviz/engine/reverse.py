@@ -64,7 +64,8 @@ class ReversePass:
         return [step.op for step in self.steps]
 
     def __str__(self) -> str:
-        head = f"{self.method.title.capitalize()} from {self.layer!r}" + (
+        title = self.method.title  # "LRP ε-z⁺-flat" keeps its capitals
+        head = f"{title[:1].upper() + title[1:]} from {self.layer!r}" + (
             f" ({self.path})" if self.path != self.layer else "") + f": {len(self.steps)} steps"
         return "\n".join([head] + [f"  {s}" for s in self.steps] + ["  -> input pixels",
                                                                      self.cone_note])

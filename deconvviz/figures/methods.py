@@ -54,6 +54,19 @@ def comparison_grid(result, *, fig: Optional[FigureBase] = None) -> Figure:
     return finish(fig)
 
 
+def _wrapped(label: str, width: int) -> str:
+    """``label`` in lines of at most ``width`` characters, broken after dots (a module path's
+    parts); a part longer than a line is cut into pieces."""
+    parts = [piece for part in label.replace(".", ".\n").split("\n")
+             for piece in ([part[i:i + width] for i in range(0, len(part), width)] or [""])]
+    lines = [""]
+    for part in parts:
+        if lines[-1] and len(lines[-1]) + len(part) > width:
+            lines.append("")
+        lines[-1] += part
+    return "\n".join(lines)
+
+
 def sanity_figure(result, *, image: int = 0, max_columns: int = 10,
                   fig: Optional[FigureBase] = None) -> Figure:
     """Adebayo et al.'s Fig. 2: for each method a row of maps as the layers are re-initialised
@@ -76,14 +89,16 @@ def sanity_figure(result, *, image: int = 0, max_columns: int = 10,
     top, bottom = fig.subfigures(2, 1, height_ratios=[tile * rows * 1.15 + 0.3, 2.3])
     axes = top.subplots(rows, len(shown), squeeze=False)
     photo = result.rgb[image]
+    # a column's label stays over its column: wrapped at dots to the tile's width, level
+    width = int(PAGE_WIDTH / (len(shown) + 1.5) * 72 / ((TILE_FONT - 1.5) * 0.6))
     for r, method in enumerate(result.methods):
         maps = result.maps[method]
         for c, k in enumerate(shown):
             title = ("original" if k == 0 else result.steps[k]) if r == 0 else None
             show_tile(axes[r, c], _tile(result, method, maps[k], image, photo), title)
             if r == 0 and title:
-                axes[r, c].set_title(title, fontsize=TILE_FONT - 1.5, pad=2, rotation=30,
-                                     ha="left")
+                axes[r, c].set_title(_wrapped(title, width), fontsize=TILE_FONT - 1.5,
+                                     pad=2)
         axes[r, 0].set_ylabel(result.titles.get(method, method), fontsize=TILE_FONT)
     curves = bottom.subplots(1, 3, sharey=True)
     names = {"spearman_abs": "Spearman, |map|", "spearman_signed": "Spearman, signed map",

@@ -12,7 +12,10 @@ from typing import List, Mapping, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from ...choices import weights_label  # noqa: F401  (re-exported)
+from ...choices import (
+    check_weights,
+    weights_label,  # noqa: F401  (re-exported)
+)
 from ...errors import WeightsError, first_line
 from ._registry import get_spec
 
@@ -356,19 +359,7 @@ def _imagenet(name: str, build, weights_enum) -> nn.Module:
 
 
 def _read_checkpoint(path: str) -> object:
-    if os.path.isdir(path):
-        inside = sorted(f for f in os.listdir(path) if f.endswith(".pt"))
-        epochs = [f for f in inside if f.startswith("epoch_")]
-        if epochs:
-            hint = (f"; it holds a training run: give one of its checkpoints, e.g. "
-                    f"{os.path.join(path, epochs[-1])}")
-        else:
-            hint = f"; give one of its files, e.g. {os.path.join(path, inside[-1])}" \
-                if inside else ""
-        raise WeightsError(f"weights {path} is a folder, not a checkpoint file{hint}")
-    if not os.path.isfile(path):
-        raise WeightsError(f"weights file not found: {path} "
-                           f"(use 'default', 'none' or the path of a checkpoint)")
+    check_weights(path)  # a folder, or no file: named without torch (the CLI's check too)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

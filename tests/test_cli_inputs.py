@@ -248,7 +248,7 @@ def test_project_takes_a_tensor_or_a_pil_image_as_well_as_a_path():
     assert torch.equal(by_pil.pixels, by_path.pixels)
     assert torch.equal(by_tensor.pixels, by_path.pixels)
     assert abs(by_tensor.rgb.astype(int) - rgb.astype(int)).max() <= 1  # undone normalisation
-    with pytest.raises(dv.ArgumentError, match="image must be a file path, a PIL image"):
+    with pytest.raises(dv.ArgumentError, match="images must be a file path, a PIL image"):
         dv.project(model, 42, layer="conv2")
 
 

@@ -127,7 +127,7 @@ def test_explore_speaks_the_glossary(tmp_path):
     assert pil.projection_view.value == explore(model, CHELSEA).projection_view.value
     reset_warnings()
     with pytest.warns(DeprecationWarning, match="image= .*images="):
-        explore(model, images=CHELSEA)
+        explore(model, image=CHELSEA)
     with pytest.raises(dv.ArgumentError, match="precision"):
         explore(model, CHELSEA, precision="half")
     model.train()

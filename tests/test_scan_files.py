@@ -29,14 +29,18 @@ def model():
 def test_unreadable_files_are_skipped_and_reported(photos, model):
     result = scan(model, str(photos), layers=["conv1"], hits=2, progress=False)
     skipped = dict(result.skipped)
-    assert set(skipped) == {str(photos / "notes.txt"), str(photos / "crops" / "cut.jpg")}
-    assert "not an image" in skipped[str(photos / "notes.txt")]
+    # A file that is not an image by its extension is not an unreadable image (issue 35,
+    # item 19): it is listed apart, and never read.
+    assert set(skipped) == {str(photos / "crops" / "cut.jpg")}
+    assert "truncated" in skipped[str(photos / "crops" / "cut.jpg")]
+    assert result.data["not_images"] == [str(photos / "notes.txt")]
+    assert str(photos / "notes.txt") not in result.images
     assert all(h.image not in skipped for f in range(96) for h in result.top("conv1", f))
 
 
 def test_resume_refuses_a_checkpoint_of_another_scan(photos, model, tmp_path, monkeypatch):
     out = tmp_path / "scan.pt"
-    monkeypatch.setattr(scan_module, "_merge", lambda *a, **k: (_ for _ in ()).throw(
+    monkeypatch.setattr(scan_module, "merge", lambda *a, **k: (_ for _ in ()).throw(
         KeyboardInterrupt))
     with pytest.raises(ScanInterrupted):
         scan(model, str(photos), layers=["conv1"], hits=3, out=out, progress=False)
@@ -73,8 +77,8 @@ def test_figure_command_on_a_saved_result(photos, model, tmp_path):
 def test_result_and_its_figure_count_the_same_images(photos, model):
     result = scan(model, str(photos), layers=["conv5"], hits=2, progress=False)
     read = len(result.images) - len(result.skipped)
-    assert read == result.images_read == 8 and len(result.skipped) == 2  # 4 photos, 4 crops
-    assert f"{read} images read, 2 skipped" in repr(result)
+    assert read == result.images_read == 8 and len(result.skipped) == 1  # 4 photos, 4 crops
+    assert f"{read} images read, 1 skipped" in repr(result)
     fig = result.figure("conv5", "0-1", model=model)
     assert f"of {read} images" in fig.texts[0].get_text()
 
@@ -86,14 +90,14 @@ def test_a_folder_without_a_readable_image_is_an_error(tmp_path, model):
     for name in ("a.txt", "b.jpg"):
         (folder / name).write_text("not an image")
     out = tmp_path / "s.pt"
-    with pytest.raises(dv.ImageError, match=r"no readable image: all 2 file\(s\) were skipped"):
+    with pytest.raises(dv.ImageError, match=r"no readable image: all 1 file\(s\) were skipped"):
         scan(model, str(folder), layers=["conv1"], out=out, progress=False)
     assert not out.exists() and not (tmp_path / "s.pt.partial").exists()
     done = invoke("scan", "--model", "zfnet", "--weights", "none", "--layers", "conv1",
                   "--out", out, folder)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith(
-        f"error: no readable image: all 2 file(s) were skipped; the first, {folder / 'a.txt'}")
+        f"error: no readable image: all 1 file(s) were skipped; the first, {folder / 'b.jpg'}")
 
 
 def test_the_cli_lists_the_skipped_files(photos, tmp_path):
@@ -101,8 +105,13 @@ def test_the_cli_lists_the_skipped_files(photos, tmp_path):
                   "--top", "1", "--out", tmp_path / "s.pt", photos)
     assert done.returncode == 0, done.stderr
     assert "see result.skipped" not in done.stderr
-    assert f"  {photos / 'notes.txt'}: " in done.stderr
     assert f"  {photos / 'crops' / 'cut.jpg'}: " in done.stderr
+    assert "notes.txt" not in done.stderr  # not an image: listed only with --verbose
+    done = invoke("scan", "--model", "zfnet", "--weights", "none", "--layers", "conv1",
+                  "--hits", "1", "--out", tmp_path / "v.pt", "--verbose", photos)
+    assert done.returncode == 0, done.stderr
+    assert f"not images (skipped by extension): 1 file(s):\n  {photos / 'notes.txt'}\n" \
+        in done.stderr
 
 
 def test_figure_refuses_other_weights_than_the_scans(photos, model, tmp_path):

@@ -258,9 +258,7 @@ def project(model: Union[str, nn.Module], images: ImagesArg, *, layer: str,
         features = [features]
     if features is None:
         _check_top(top)
-    elif len(features) > MAX_TOP:
-        raise ArgumentError(f"{len(features)} features asked for; one figure holds at most "
-                            f"{MAX_TOP}: split them over several figures")
+    _check_count(features)
     model, net, x, rgb, path = _prepare(model, images, net, method, weights, device)
     return _project(model, net, x, rgb, path, layer, features, top, mode, recording)
 
@@ -301,6 +299,12 @@ def project_layers(model: nn.Module, image: object, layers: Sequence[str], *, to
             for layer in layers]
 
 
+def _check_count(features) -> None:
+    if features is not None and len(features) > MAX_TOP:
+        raise ArgumentError(f"{len(features)} features asked for; one figure holds at most "
+                            f"{MAX_TOP}: split them over several figures")
+
+
 def _check_top(top) -> None:
     if not isinstance(top, int) or isinstance(top, bool) or not 1 <= top <= MAX_TOP:
         raise ArgumentError(f"top must be a number of features from 1 to {MAX_TOP} (one "
@@ -331,6 +335,7 @@ def _shown_layers(model: nn.Module, layer: str, features, top, patches) -> List[
     options that need a single layer."""
     if top is not None and features is not None:
         raise ArgumentError("give top or features, not both")
+    _check_count(features)
     aliases = aliases_of(model)
     if layer == "all":
         if not aliases:

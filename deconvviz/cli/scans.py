@@ -37,9 +37,11 @@ __all__: list = []  # commands, registered on deconvviz.cli.cli
 @model_option
 @click.option("--layers", "-l", required=True, callback=check_layers,
               help="Comma list of layers, e.g. conv1,conv3,conv5.")
-@click.option("--top", default=9, show_default=True, type=click.IntRange(1),
-              help="Hits kept per feature.")
+@click.option("--hits", "--top", "top", default=9, show_default=True, type=click.IntRange(1),
+              help="Hits kept per feature (--top: its old name, kept one release).")
 @click.option("--out", "-o", required=True, metavar="RESULT", help="Where to write the result.")
+@click.option("--verbose", "-v", is_flag=True,
+              help="Also list the files of SOURCE that are not images (skipped, by extension).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
 @click.option("--workers", default=0, show_default=True, type=click.IntRange(0),
               help="DataLoader worker processes.")
@@ -59,7 +61,8 @@ __all__: list = []  # commands, registered on deconvviz.cli.cli
 @device_option
 @click.argument("source", type=click.Path())
 @friendly
-def scan_command(model: str, layers: str, top: int, out: str, batch_size: int, workers: int,
+def scan_command(model: str, layers: str, top: int, out: str, verbose: bool, batch_size: int,
+                 workers: int,
                  resume: bool, checkpoint_every: int, ranking: str, relevance_class: Optional[int],
                  weights: str, device: str, source: str) -> None:
     """Find the strongest activations of every feature of LAYERS across SOURCE (a folder of
@@ -92,6 +95,12 @@ def scan_command(model: str, layers: str, top: int, out: str, batch_size: int, w
                 if len(result.skipped) > 10:
                     click.echo(f"  and {len(result.skipped) - 10} more (result.skipped in "
                                f"Python lists them all)", err=True)
+            others = result.data.get("not_images", [])
+            if verbose and others:
+                click.echo(f"not images (skipped by extension): {len(others)} file(s):",
+                           err=True)
+                for path in others:
+                    click.echo(f"  {path}", err=True)
             click.echo(out)
 
 

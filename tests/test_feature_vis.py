@@ -64,7 +64,7 @@ def test_the_negative_objective_wants_the_negative_template():
                             steps=48, image_size=32, input_size=32, preprocessing=RAW)
     y, x = result.position
     assert corr(result.images[0, 0].mean(0)[y:y + 7, x:x + 7], template) <= -0.9
-    assert result.values[0, 0] > 0  # the negated activation, maximised
+    assert result.values[0, 0] < 0  # the unit's own activation, minimised (issue 35)
 
 
 def plus_unit(model, x, kind):

@@ -23,6 +23,7 @@ from ..data.zoo import model_info, model_name
 from ..engine.guard import images_for, runs_model
 from ..errors import ArgumentError
 from .attribution import Target, attribute_map, probabilities, resolve_target
+from .map_check import notes_for
 from .result import Result
 
 __all__ = ["Comparison", "compare", "DEFAULT_METHODS"]
@@ -44,6 +45,10 @@ class Comparison(Result):
         rgb: the crops the network saw, ``N x H x W x 3`` uint8.
         images: the photos' paths (``image K`` for a PIL image or a tensor).
         model: the model's name; ``trained`` is ``False`` for random weights.
+        notes: method -> per image, why its map is not an answer (``None`` where it is):
+            "numerically zero", or for relevance methods "relevance not conserved: the
+            input holds R of the logit" (:func:`~deconvviz.analyses.map_check.check_map`);
+            the figure writes it under the tile.
     """
 
     methods: List[str]
@@ -58,6 +63,7 @@ class Comparison(Result):
     weights: str = "user"  # as in ModelInfo: "random", "imagenet" or a path
     display: Dict[str, str] = field(default_factory=method_table.displays)
     titles: Dict[str, str] = field(default_factory=method_table.titles)
+    notes: Dict[str, List[Optional[str]]] = field(default_factory=dict)
     kind: ClassVar[str] = "comparison"  # saves .npz besides the figure
 
     def row_label(self, index: int) -> str:
@@ -73,6 +79,8 @@ class Comparison(Result):
 
     def _save_data(self, path: str, ext: str) -> str:
         arrays = {f"map_{m}": t.cpu().numpy() for m, t in self.maps.items()}
+        arrays.update({f"notes_{m}": np.asarray([n or "" for n in notes])
+                       for m, notes in self.notes.items()})
         return write_atomically(path, lambda f: np.savez_compressed(
             f, rgb=np.stack(self.rgb), methods=np.asarray(self.methods),
             images=np.asarray(self.images), **arrays))
@@ -123,7 +131,7 @@ def compare(model: nn.Module, images: ImagesArg, *,
     with torch.no_grad():
         logits = model(x)
     resolved = resolve_target(model, x, target, layer, features, mode, logits=logits)
-    maps, not_applicable, nets = {}, {}, {}
+    maps, not_applicable, nets, notes = {}, {}, {}, {}
     with progress_bar(progress, total=len(methods), desc="methods", where="compare",
                       legacy=lambda old: lambda done, total, label: old(label)) as bar:
         for method in methods:
@@ -131,6 +139,8 @@ def compare(model: nn.Module, images: ImagesArg, *,
                 maps[method] = attribute_map(model, x, method, resolved=resolved,
                                              cam_layer=cam_layer, nets=nets,
                                              **options).detach().cpu()
+                notes[method] = notes_for(model, x, method, resolved, maps[method],
+                                          net=next(iter(nets.values()), None), logits=logits)
             except ArgumentError as exc:
                 if "n/a" not in str(exc):
                     raise
@@ -141,5 +151,6 @@ def compare(model: nn.Module, images: ImagesArg, *,
     return Comparison(methods, maps, not_applicable, resolved, probs,
                       photos, paths,
                       model_name(model),
-                      info.trained if info else True, info.weights if info else "user")
+                      info.trained if info else True, info.weights if info else "user",
+                      notes=notes)
 

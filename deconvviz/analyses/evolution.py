@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Dict, List, Optional, Sequence, Union
 
 import numpy as np
@@ -50,6 +50,10 @@ class EvolutionResult(Result):
         hits: per layer, ``hits[layer][f][c]``: feature ``f``'s strongest activation under
             checkpoint ``c`` (a :class:`~deconvviz.analyses.scan_result.Hit`).
         method: the reverse pass used.
+        notes: per layer, ``notes[layer][f][c]``: why feature ``f``'s tile under checkpoint
+            ``c`` is not an answer ("never fired": no image made it fire; "numerically
+            zero", ...: :func:`~deconvviz.analyses.map_check.check_map`), ``None`` where it
+            is; the figure writes it under the tile.
     """
 
     kind: ClassVar[str] = "evolution"
@@ -63,6 +67,7 @@ class EvolutionResult(Result):
     patches: Dict[str, np.ndarray]
     hits: Dict[str, List[List[Hit]]]
     method: str = "deconvnet"
+    notes: Dict[str, List[List[Optional[str]]]] = field(default_factory=dict)
 
     def figure(self, *, scaling: str = "signed", patches: bool = False):
         """Zeiler & Fergus Fig. 4: a block per layer, a row per feature, a column per
@@ -71,12 +76,15 @@ class EvolutionResult(Result):
         return figures.evolution_figure(
             {l: self.projections[l] for l in self.layers}, self.features, self.labels,
             patches={l: self.patches[l] for l in self.layers} if patches else None,
-            scaling=scaling, title=f"{self.model}{how}: feature evolution during training")
+            scaling=scaling, title=f"{self.model}{how}: feature evolution during training",
+            notes=self.notes)
 
     def _save_data(self, path: str, ext: str) -> str:
         arrays = {f"{l}_projections": self.projections[l] for l in self.layers}
         arrays.update({f"{l}_features": np.array(self.features[l]) for l in self.layers})
         arrays["labels"] = np.array(self.labels)
+        arrays.update({f"{l}_notes": np.array([[n or "" for n in row] for row in self.notes[l]])
+                       for l in self.layers if l in self.notes})
         return write_atomically(path, lambda f: np.savez_compressed(f, **arrays))
 
     def __repr__(self) -> str:
@@ -149,6 +157,7 @@ def evolution(model: Union[None, str, nn.Module], images: ImagesArg, *,
     projections: Dict[str, list] = {l: [] for l in layers}
     patches: Dict[str, list] = {l: [] for l in layers}
     hits: Dict[str, list] = {l: [] for l in layers}
+    notes: Dict[str, list] = {l: [] for l in layers}
     bar = progress_bar(progress if callable(progress) else False, total=len(files),
                        desc="checkpoints")
     for path in files:
@@ -165,6 +174,7 @@ def evolution(model: Union[None, str, nn.Module], images: ImagesArg, *,
                                        for h in found])
             patches[layer].append([h.patches[0] if h.patches else None for h in found])
             hits[layer].append([h.hits[0] if h.hits else None for h in found])
+            notes[layer].append([h.notes[0] if h.hits else "never fired" for h in found])
         bar.update(1, path)
     bar.close()
     return EvolutionResult(
@@ -172,7 +182,8 @@ def evolution(model: Union[None, str, nn.Module], images: ImagesArg, *,
         labels=[_label(f) for f in files],
         projections={l: _stack(projections[l], chw=True) for l in layers},
         patches={l: _stack(patches[l], chw=False) for l in layers},
-        hits={l: [list(col) for col in zip(*hits[l])] for l in layers}, method=method)
+        hits={l: [list(col) for col in zip(*hits[l])] for l in layers}, method=method,
+        notes={l: [list(col) for col in zip(*notes[l])] for l in layers})
 
 
 def _with_weights(model: Union[str, nn.Module], path: str, device: Optional[str]) -> nn.Module:

@@ -57,7 +57,7 @@ from ..engine.projector import Projector
 from ..engine.recording import forward_to
 from ..errors import ArgumentError
 from .fv_image import LUCID_TRANSFORMS, ImageParam, Transforms, draw_transforms, transform_batch
-from .fv_objective import Objective, gram_penalty, saved_bytes, units_of
+from .fv_objective import Objective, gram_penalty, saved_bytes, step_gradient, units_of
 from .result import Result
 
 __all__ = ["OBJECTIVES", "FeatureVisResult", "feature_vis"]
@@ -72,8 +72,15 @@ class FeatureVisResult(Result):
     Attributes:
         images: ``[units, images_per_unit, 3, S, S]`` in ``[0, 1]`` (CPU), at the optimised
             image's own resolution.
-        values: ``[units, images_per_unit]``: the objective on each final image, resized to
-            the model's input without random transforms (negated for ``negative``).
+        values: ``[units, images_per_unit]``: the unit's activation (the objective before
+            ``negative`` negates it: a minimised unit's value is its own, negative) on each
+            final image, resized to the model's input without random transforms.
+        reached: ``[units, images_per_unit]`` bool: a gradient of the objective reached
+            the image at some step (``False``: the unit does not depend on the image, e.g.
+            a zero filter, and its image is its start).
+        fired: ``[units, images_per_unit]`` bool where the layer's ReLU was left out
+            (``pre_relu``) and the objective maximised: the unit's ReLU output is > 0
+            somewhere on its final image (a direction: a unit it weighs); else ``None``.
         units: the unit (feature, class or direction index) of each row.
         labels: the rows' names.
         model: the model's zoo name (its class name outside the zoo).
@@ -114,6 +121,8 @@ class FeatureVisResult(Result):
     pre_relu: bool = False
     precision: Optional[str] = None
     device: Optional[str] = None
+    reached: Optional[Tensor] = None
+    fired: Optional[Tensor] = None
 
     def settings(self) -> str:
         """One line: weights, layer, objective, parametrisation, transforms and steps."""
@@ -130,7 +139,33 @@ class FeatureVisResult(Result):
         return (f"{self.model} ({weights_label(self.weights)}) {layer}: {what}"
                 f"{extra}; {param} {size} px -> {self.input_size} px; {robust}; "
                 f"{self.steps} steps Adam {self.lr:g}, seed {self.seed}"
-                + (f"; {where}" if where else ""))
+                + (f"; {where}" if where else "") + f"; values: {self.value_name()}")
+
+    def value_name(self) -> str:
+        """What :attr:`values` are, for titles and tables."""
+        if self.objective == "logit":
+            what = "the class's logit"
+        elif self.objective == "direction":
+            what = "the activation along the direction"
+        else:
+            what = "the unit's activation" + (" (mean of its map)"
+                                              if self.objective == "channel" else "")
+        return what + (", minimised" if self.negative else "")
+
+    def notes(self, values: bool = True) -> List[List[str]]:
+        """Each tile's note: its value (with ``values``), or why there is none ("no gradient
+        reached the image", "never fired")."""
+        out = []
+        for r, row in enumerate(self.values):
+            out.append([])
+            for i, v in enumerate(row):
+                if self.reached is not None and not bool(self.reached[r, i]):
+                    out[-1].append("no gradient reached the image")
+                elif self.fired is not None and not bool(self.fired[r, i]):
+                    out[-1].append("never fired")
+                else:
+                    out[-1].append(f"{float(v):.3g}" if values else "")
+        return out
 
     def image(self, feature: int, index: int = 0) -> np.ndarray:
         """Feature ``feature``'s image ``index`` (of ``images_per_unit``) as ``H x W x 3``
@@ -154,11 +189,13 @@ class FeatureVisResult(Result):
         return self.units.index(feature)
 
     def figure(self, *, ncols: Optional[int] = None, values: bool = True):
-        """A grid: one tile per image, titled with its unit (and objective value), under a
-        title naming the weights, objective, parametrisation and steps."""
+        """A grid: one tile per image, titled with its unit and value (the unit's
+        activation; ``values=False`` leaves it out), or with why it has none ("no gradient
+        reached the image", "never fired"), under a title naming the weights, objective,
+        parametrisation, steps and what the values are."""
         tiles = [[_uint8(self.images[r, i]) for i in range(self.images.shape[1])]
                  for r in range(len(self.units))]
-        notes = [[f"{float(v):.3g}" for v in row] for row in self.values] if values else None
+        notes = self.notes(values)
         return figures.feature_vis_grid(tiles, self.labels, self.settings(), notes=notes,
                                         ncols=ncols)
 
@@ -166,9 +203,12 @@ class FeatureVisResult(Result):
         import io
 
         buffer = io.BytesIO()
+        flags = {name: getattr(self, name).numpy() for name in ("reached", "fired")
+                 if getattr(self, name) is not None}
         np.savez_compressed(buffer, images=self.images.numpy(), values=self.values.numpy(),
                             units=np.asarray(self.units), labels=np.asarray(self.labels),
-                            settings=np.asarray(self.settings()))
+                            settings=np.asarray(self.settings()),
+                            value_name=np.asarray(self.value_name()), **flags)
         data = buffer.getvalue()
         return write_atomically(path, lambda f: f.write(data))
 
@@ -257,8 +297,9 @@ def feature_vis(model: nn.Module, layer: Optional[str] = None, *,
     with progress_bar(progress, total=steps * count, desc="feature visualisation",
                       where="feature_vis",
                       legacy=lambda old: lambda done, total, label: old(done, total)) as bar:
-        images, values = _optimise(forward, score, unit_list, images_per_unit, chunk, steps,
-                                   lr, -1.0 if negative else 1.0, diversity, options, bar)
+        images, values, reached, fired = _optimise(
+            forward, score, unit_list, images_per_unit, chunk, steps, lr,
+            -1.0 if negative else 1.0, diversity, options, bar)
     info = model_info(model)
     return FeatureVisResult(
         images=images, values=values, units=unit_list, labels=labels, model=model_name(model),
@@ -266,6 +307,8 @@ def feature_vis(model: nn.Module, layer: Optional[str] = None, *,
         negative=bool(negative), param=param, decorrelate=bool(decorrelate), seed=int(seed),
         transforms=transforms, steps=steps, lr=float(lr), position=position, pre_relu=skipped,
         diversity=float(diversity), input_size=size, seconds=time.perf_counter() - start,
+        reached=reached,
+        fired=fired if skipped and not negative else None,
         precision=current_precision(), device=device.type)
 
 
@@ -347,11 +390,13 @@ def _chunk(forward, model, count: int, group: int, max_memory, options) -> int:
 
 def _optimise(forward, score, unit_list, group, chunk, steps, lr, sign, diversity, options,
               bar):
-    """Adam on every image, a chunk at a time: the images ``[units, group, 3, S, S]`` and
-    their objective values ``[units, group]`` (signed as asked)."""
+    """Adam on every image, a chunk at a time: the images ``[units, group, 3, S, S]``, their
+    objective values before ``sign`` ``[units, group]``, whether a gradient of the objective
+    ever reached each image and whether each unit is > 0 somewhere on its final image (both
+    ``[units, group]`` bool)."""
     transforms, seed, device = options["transforms"], options["seed"], options["device"]
     count = len(unit_list) * group
-    images, values = [], []
+    images, values, reached, fired = [], [], [], []
     for first in range(0, count, chunk):
         indices = list(range(first, min(count, first + chunk)))
         rows = torch.tensor([i // group for i in indices], device=device)
@@ -362,20 +407,23 @@ def _optimise(forward, score, unit_list, group, chunk, steps, lr, sign, diversit
                          dtype=options["dtype"])
         draws = draw_transforms(streams, steps, transforms, seed) if transforms else None
         optimiser = torch.optim.Adam([img.params], lr=lr)
+        moved = torch.zeros(len(indices), dtype=torch.bool, device=device)
         for step in range(steps):
             act = forward(img.rgb(), draws[step] if draws is not None else None)
-            loss = -sign * score(act, rows).sum()
-            if diversity:
-                loss = loss + diversity * gram_penalty(act, group)
-            img.params.grad, = torch.autograd.grad(loss, [img.params])
+            objective = -sign * score(act, rows).sum()
+            penalty = diversity * gram_penalty(act, group) if diversity else None
+            img.params.grad = step_gradient(img.params, objective, penalty, moved)
             optimiser.step()
             bar.update(len(indices))
         with torch.no_grad():
             rgb = img.rgb()
-            values.append(sign * score(forward(rgb, None), rows))
+            act = forward(rgb, None)
+            values.append(score(act, rows))
+            fired.append(score.fired(act, rows).cpu())
+            reached.append(moved.cpu())
             images.append(rgb.float().cpu())
-    size = options["image_size"]
-    return (torch.cat(images).reshape(len(unit_list), group, 3, size, size),
-            torch.cat(values).float().cpu().reshape(len(unit_list), group))
-
+    size, shape = options["image_size"], (len(unit_list), group)
+    return (torch.cat(images).reshape(*shape, 3, size, size),
+            torch.cat(values).float().cpu().reshape(shape),
+            torch.cat(reached).reshape(shape), torch.cat(fired).reshape(shape))
 

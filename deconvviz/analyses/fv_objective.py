@@ -3,7 +3,7 @@ image's objective value from the layer's activations, Lucid's diversity term, an
 memory one image's optimisation keeps."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor, nn
@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from ..data.zoo import class_names
 from ..errors import ArgumentError
 
-__all__ = ["Objective", "gram_penalty", "saved_bytes", "units_of"]
+__all__ = ["Objective", "gram_penalty", "saved_bytes", "step_gradient", "units_of"]
 
 
 class Objective:
@@ -34,6 +34,18 @@ class Objective:
             return unit_act[:, self.position[0], self.position[1]]
         return unit_act.flatten(1).mean(1)
 
+    def fired(self, act: Tensor, rows: Tensor) -> Tensor:
+        """Whether each image's unit is > 0 where the objective reads it (a ReLU's input:
+        the ReLU's output is not all zero); a direction: any unit it weighs."""
+        b = torch.arange(act.shape[0], device=act.device)
+        if self.objective == "direction":
+            d = self.directions[rows] != 0
+            return ((act > 0) & d.reshape(d.shape + (1,) * (act.dim() - 2))).flatten(1).any(1)
+        unit_act = act[b, self.units[rows]]
+        if self.objective == "neuron" and unit_act.dim() > 1:
+            unit_act = unit_act[:, self.position[0], self.position[1]]
+        return (unit_act > 0).reshape(len(b), -1).any(1)
+
 
 
 def gram_penalty(act: Tensor, group: int) -> Tensor:
@@ -49,6 +61,22 @@ def gram_penalty(act: Tensor, group: int) -> Tensor:
     sim = grams @ grams.transpose(1, 2)  # [units, group, group]
     off = sim.sum(dim=(1, 2)) - sim.diagonal(dim1=1, dim2=2).sum(1)
     return off.sum() / group
+
+
+def step_gradient(params: Tensor, objective: Tensor, penalty: Optional[Tensor],
+                  moved: Tensor) -> Tensor:
+    """The step's gradient of ``objective`` (plus the diversity ``penalty``), marking in
+    ``moved`` each image the objective's own gradient reached (not all zero): until every
+    image is marked, the objective's gradient is taken apart from the penalty's, which
+    reaches every image whatever the unit."""
+    if penalty is None or bool(moved.all()):
+        grad, = torch.autograd.grad(objective if penalty is None else objective + penalty,
+                                    [params])
+        moved |= grad.flatten(1).ne(0).any(1)
+        return grad
+    grad, = torch.autograd.grad(objective, [params], retain_graph=True)
+    moved |= grad.flatten(1).ne(0).any(1)
+    return grad + torch.autograd.grad(penalty, [params])[0]
 
 
 

@@ -34,9 +34,10 @@ from ..engine.guard import device_for, runs_model
 from ..engine.layers import aliases_of, overview_layers
 from ..engine.precision import current_precision
 from ..engine.recording import check_images
-from ..engine.seeds import strongest
+from ..engine.seeds import make_seeds, strongest
 from ..errors import ArgumentError, ImageError
 from ..figures.display import crop_window, shared_scale, to_uint8
+from .map_check import map_notes
 from .result import Result
 
 __all__ = ["Projections", "ShowReport", "project", "project_layers", "show"]
@@ -61,6 +62,12 @@ class Projections(Result):
             a checkpoint path, or ``"user"`` for a model deconvviz did not load).
         precision, device: how and where it was computed (``"exact"`` or ``"tf32"``;
             ``"cpu"``, ``"cuda"``...); the title names them off the CPU (TF32 on CUDA only).
+        fired: per feature, whether it fired on this image (its strongest activation is
+            > 0); a feature that did not is titled "never fired", not with its value.
+        notes: per feature, why its projection is not an answer (``None`` where it is):
+            "numerically zero", or for relevance "relevance not conserved"
+            (:func:`~deconvviz.analyses.map_check.check_map`, seeded with the activation);
+            drawn under the tile.
     """
 
     kind: ClassVar[str] = "projections"
@@ -80,6 +87,8 @@ class Projections(Result):
     weights: str = "user"
     precision: Optional[str] = None
     device: Optional[str] = None
+    fired: Optional[List[bool]] = None
+    notes: Optional[List[Optional[str]]] = None
 
     def __len__(self) -> int:
         return len(self.features)
@@ -115,7 +124,17 @@ class Projections(Result):
                 + (f" - {where}" if where else ""))
 
     def tile_titles(self) -> List[str]:
-        return [f"#{f}  {v:.3g}" for f, v in zip(self.features, self.values)]
+        """Each tile's title: the feature and its strongest activation, or "never fired"."""
+        fired = self.fired if self.fired is not None else [True] * len(self)
+        return [f"#{f}  {v:.3g}" if up else f"#{f} never fired"
+                for f, v, up in zip(self.features, self.values, fired)]
+
+    def tile_notes(self) -> List[Optional[str]]:
+        """What each tile says under it: why its projection is not an answer (``None``
+        where it is, and where the title already says it never fired)."""
+        notes = self.notes if self.notes is not None else [None] * len(self)
+        fired = self.fired if self.fired is not None else [True] * len(self)
+        return [n if up else None for n, up in zip(notes, fired)]
 
     def crops_by_default(self) -> bool:
         """Whether the paper's view (each projection cropped to its receptive field) suits
@@ -145,7 +164,9 @@ class Projections(Result):
             f, pixels=self.pixels.cpu().numpy(), features=np.asarray(self.features),
             values=self.values, positions=self.positions, rgb=self.rgb,
             layer=self.layer, model=self.model, mode=self.mode,
-            precision=str(self.precision), device=str(self.device)))
+            precision=str(self.precision), device=str(self.device),
+            fired=np.asarray(self.fired if self.fired is not None else [True] * len(self)),
+            notes=np.asarray([n or "" for n in self.tile_notes()])))
 
     def __repr__(self) -> str:
         shape = "x".join(str(s) for s in self.pixels.shape[1:])
@@ -278,6 +299,7 @@ def _project(model: nn.Module, net: Projector, x: Tensor, rgb: np.ndarray, path:
         features = torch.argsort(peaks, descending=True, stable=True)[:top].tolist()
     pixels = net.project(x, layer, list(features), mode=mode, recording=recording)[0]
     values, ys, xs = strongest(act, list(features))
+    seeds = make_seeds(act[:1], list(features), mode)[0].double().flatten(1).sum(1)
     layer_info = net.layer(layer, tuple(recording.input_shape[-2:]))
     info = model_info(model)
     return Projections(
@@ -286,7 +308,9 @@ def _project(model: nn.Module, net: Projector, x: Tensor, rgb: np.ndarray, path:
         model=model_name(model), mode=mode,
         geometry=layer_info.geometry, trained=info.trained if info else True,
         image=path, method=net.method.name, weights=info.weights if info else "user",
-        precision=net.precision or current_precision(), device=pixels.device.type)
+        precision=net.precision or current_precision(), device=pixels.device.type,
+        fired=(values[0] > 0).tolist(),
+        notes=map_notes(pixels, seeds.tolist(), bool(net.method.relevance), what="activation"))
 
 
 def project_layers(model: nn.Module, image: object, layers: Sequence[str], *, top: int = 6,

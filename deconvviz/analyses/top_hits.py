@@ -1,7 +1,7 @@
 """A scan's top hits, projected: what Zeiler & Fergus Fig. 2 shows of each feature."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Union
 
 import numpy as np
@@ -15,6 +15,7 @@ from ..engine import Projector
 from ..engine.precision import precise
 from ..errors import ArgumentError, ImageError, WeightsError
 from ..figures.display import crop_window
+from .map_check import check_map
 
 __all__ = ["FeatureHits", "project_hits", "top_hits_figure", "check_scanned_weights",
            "check_hit_values", "VALUE_CHECK", "VALUE_CHECK_TF32",
@@ -31,6 +32,9 @@ class FeatureHits:
         projections: each hit's projection cropped to its receptive field (float
             ``h x w x 3`` arrays, zero outside the image).
         patches: K uint8 photo patches under the same fields (black outside the image).
+        notes: per hit, why its projection is not an answer (``None`` where it is):
+            :func:`~deconvviz.analyses.map_check.check_map` of the whole projection,
+            seeded with the hit's activation.
     """
 
     layer: str
@@ -38,6 +42,7 @@ class FeatureHits:
     hits: list
     projections: List[np.ndarray]
     patches: List[np.ndarray]
+    notes: List[Optional[str]] = field(default_factory=list)
 
 
 def project_hits(result, layer: str, features: Sequence[int], *,
@@ -67,7 +72,7 @@ def project_hits(result, layer: str, features: Sequence[int], *,
         for slot, hit in enumerate(hits):
             by_image.setdefault(hit.image, []).append((f, slot, hit))
     crops: dict = {}
-    device = net.device
+    device, relevance = net.device, bool(net.method.relevance)
     from tqdm import tqdm
 
     for image, items in tqdm(by_image.items(), total=len(by_image), unit="img",
@@ -85,9 +90,10 @@ def project_hits(result, layer: str, features: Sequence[int], *,
             top, left, h, w = (geom.window(hit.y, hit.x) if geom is not None
                                else (0, 0) + tuple(rgb.shape[:2]))
             crop = crop_window(pixels[k].permute(1, 2, 0).numpy(), top, left, h, w)
-            crops[(f, slot)] = (crop, crop_window(rgb, top, left, h, w))
-    return [FeatureHits(layer, f, hits, [crops[(f, s)][0] for s in range(len(hits))],
-                        [crops[(f, s)][1] for s in range(len(hits))])
+            crops[(f, slot)] = (crop, crop_window(rgb, top, left, h, w),
+                                check_map(pixels[k], hit.value, relevance, what="activation"))
+    return [FeatureHits(layer, f, hits, *([crops[(f, s)][i] for s in range(len(hits))]
+                                          for i in range(3)))
             for f, hits in per_feature.items()]
 
 

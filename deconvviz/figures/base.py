@@ -22,7 +22,8 @@ from .._io import FIGURE_FORMATS, check_output_path, write_atomically
 from ..choices import check_scaling
 
 __all__ = ["Figure", "PAGE_WIDTH", "TILE_FONT", "mosaic", "combine", "save_figure", "picture",
-           "show_tile", "grid_shape", "finish", "FIGURE_FORMATS", "check_scaling"]
+           "show_tile", "show_note", "wrapped", "grid_shape", "finish", "FIGURE_FORMATS",
+           "check_scaling"]
 
 
 class Figure(matplotlib.figure.Figure):
@@ -52,6 +53,20 @@ def show_tile(ax, image, title: Optional[str] = None) -> None:
         spine.set_linewidth(0.3)
     if title:
         ax.set_title(title, fontsize=TILE_FONT, pad=2)
+
+
+def wrapped(text: str, width: int = 24) -> str:
+    """``text`` on lines of at most ``width`` characters: a note fits under its tile."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width)) or text
+
+
+def show_note(ax, note: Optional[str], width: int = 24) -> None:
+    """Write ``note`` (why a tile is not an answer: "numerically zero", "never fired")
+    under the tile, wrapped to ``width`` characters (about the tile's width)."""
+    if note:
+        ax.set_xlabel(wrapped(note, width), fontsize=TILE_FONT - 1, color="0.25", labelpad=2)
 
 
 def fitted(text: str, fig: FigureBase, fontsize: float) -> str:

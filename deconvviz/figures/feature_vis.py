@@ -9,7 +9,7 @@ import numpy as np
 from matplotlib.figure import FigureBase
 
 from ..errors import ArgumentError
-from .base import PAGE_WIDTH, TILE_FONT, Figure, finish, fitted, grid_shape, show_tile
+from .base import PAGE_WIDTH, TILE_FONT, Figure, finish, fitted, grid_shape, show_tile, wrapped
 
 __all__ = ["feature_vis_grid"]
 
@@ -18,7 +18,8 @@ def feature_vis_grid(tiles: Sequence[Sequence[np.ndarray]], labels: Sequence[str
                      *, notes: Optional[Sequence[Sequence[str]]] = None,
                      ncols: Optional[int] = None, fig: Optional[FigureBase] = None) -> Figure:
     """Tiles (``H x W x 3`` uint8), ``tiles[unit][image]``, laid out unit after unit; each
-    titled with its unit's label and, when given, its note (the objective's value).
+    titled with its unit's label and, when given, its note (the unit's value, or why it has
+    none: "never fired").
 
     With one image per unit the units fill a square-ish grid (``ncols`` wide); with several,
     each unit is a row."""
@@ -44,6 +45,7 @@ def feature_vis_grid(tiles: Sequence[Sequence[np.ndarray]], labels: Sequence[str
         r, i = flat[k]
         name = labels[r] if i == 0 or per == 1 else ""
         note = notes[r][i] if notes is not None else ""
-        show_tile(ax, tiles[r][i], " ".join(t for t in (name, note) if t) or None)
+        heading = " ".join(t for t in (name, note) if t)  # wrapped: a reason is long
+        show_tile(ax, tiles[r][i], wrapped(heading, 20) if heading else None)
     fig.suptitle(fitted(title, fig, TILE_FONT + 1), fontsize=TILE_FONT + 1)
     return finish(fig)

@@ -12,7 +12,7 @@ from typing import Optional
 from matplotlib.figure import FigureBase
 
 from ..choices import weights_label
-from .base import PAGE_WIDTH, TILE_FONT, Figure, finish, fitted, show_tile
+from .base import PAGE_WIDTH, TILE_FONT, Figure, finish, fitted, show_note, show_tile
 from .display import to_uint8
 
 __all__ = ["comparison_grid", "sanity_figure", "attribution_figure"]
@@ -24,7 +24,8 @@ def _tile(result, method: str, maps, index: int, photo):
 
 def comparison_grid(result, *, fig: Optional[FigureBase] = None) -> Figure:
     """One row per image, one column per method, the photo first; a method that cannot
-    explain the target shows "n/a".
+    explain the target shows "n/a", and a map that is not an answer says why under its tile
+    (``result.notes``: "numerically zero", "relevance not conserved").
 
     Args:
         result (Comparison): the maps to draw.
@@ -44,6 +45,7 @@ def comparison_grid(result, *, fig: Optional[FigureBase] = None) -> Figure:
             title = result.titles.get(method, method) if r == 0 else None
             if method in result.maps:
                 show_tile(ax, _tile(result, method, result.maps[method], r, photo), title)
+                show_note(ax, (getattr(result, "notes", {}).get(method) or [None] * rows)[r])
             else:
                 show_tile(ax, photo * 0 + 255, title)
                 ax.text(0.5, 0.5, "n/a", ha="center", va="center", transform=ax.transAxes,

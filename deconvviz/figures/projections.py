@@ -2,7 +2,8 @@
 
 They take :class:`~deconvviz.analyses.projection.Projections` results (any object with the
 same attributes will do) and draw them; tile titles give the feature index and its
-activation value.
+activation value ("never fired" where it did not fire), and a note under a tile says why its
+projection is not an answer ("numerically zero").
 """
 from __future__ import annotations
 
@@ -13,9 +14,14 @@ from matplotlib.figure import FigureBase
 
 from ..choices import check_scaling, weights_label
 from ..errors import ArgumentError
-from .base import PAGE_WIDTH, TILE_FONT, Figure, finish, fitted, grid_shape, show_tile
+from .base import PAGE_WIDTH, TILE_FONT, Figure, finish, fitted, grid_shape, show_note, show_tile
 
 __all__ = ["projection_grid", "patch_grid", "layer_overview"]
+
+
+def _notes(p) -> list:
+    """Each tile's note (why it is not an answer), for results that have them."""
+    return p.tile_notes() if hasattr(p, "tile_notes") else [None] * len(p)
 
 
 def _photo_panel(fig, p) -> None:
@@ -50,8 +56,9 @@ def projection_grid(p, *, scaling: str = "signed", ncols: Optional[int] = None,
         left, grid_fig = fig.subfigures(1, 2, width_ratios=[rows, cols], wspace=0.02)
         _photo_panel(left, p)
     axes = grid_fig.subplots(rows, cols, squeeze=False)
-    for ax, image, title in zip(axes.flat, tiles, p.tile_titles()):
+    for ax, image, title, note in zip(axes.flat, tiles, p.tile_titles(), _notes(p)):
         show_tile(ax, image, title)
+        show_note(ax, note)
     for ax in list(axes.flat)[len(p):]:
         ax.set_visible(False)
     side = tiles[0].shape[0] if tiles else 0
@@ -70,9 +77,11 @@ def patch_grid(p, *, scaling: str = "signed", ncols: Optional[int] = None,
         fig = Figure(figsize=(PAGE_WIDTH, PAGE_WIDTH / (2 * cols) * rows * 1.15 + 0.45),
                      layout="constrained")
     axes = fig.subplots(rows, 2 * cols, squeeze=False)
-    for i, ((proj, patch), title) in enumerate(zip(p.patches(scaling), p.tile_titles())):
+    for i, ((proj, patch), title, note) in enumerate(zip(p.patches(scaling), p.tile_titles(),
+                                                         _notes(p))):
         r, c = divmod(i, cols)
         show_tile(axes[r, 2 * c], proj, title)
+        show_note(axes[r, 2 * c], note)
         show_tile(axes[r, 2 * c + 1], patch, "patch")
     for ax in list(axes.flat)[2 * len(p):]:
         ax.set_visible(False)
@@ -112,8 +121,9 @@ def layer_overview(results: Sequence, *, scaling: str = "signed",
                       fontsize=TILE_FONT + 1.5, transform=label_ax.transAxes)
         row_crop = crop[r] if isinstance(crop, (list, tuple)) else crop
         images = [c for c, _ in p.patches(scaling)] if row_crop else p.images(scaling)
-        for c, (image, title) in enumerate(zip(images, p.tile_titles())):
+        for c, (image, title, note) in enumerate(zip(images, p.tile_titles(), _notes(p))):
             show_tile(axes[r, c + 1], image, title)
+            show_note(axes[r, c + 1], note)
         for c in range(len(p), cols):
             axes[r, c + 1].set_visible(False)
     first = results[0]

@@ -10,7 +10,7 @@ from matplotlib.figure import FigureBase
 
 from ..choices import check_scaling
 from ..errors import ArgumentError
-from .base import PAGE_WIDTH, TILE_FONT, Figure, finish, show_tile
+from .base import PAGE_WIDTH, TILE_FONT, Figure, finish, show_note, show_tile
 from .display import shared_scale, to_uint8
 
 __all__ = ["evolution_figure", "filters_figure", "training_curves"]
@@ -19,6 +19,7 @@ __all__ = ["evolution_figure", "filters_figure", "training_curves"]
 def evolution_figure(projections: Mapping[str, np.ndarray], features: Mapping[str, Sequence[int]],
                      labels: Sequence[str], *, patches: Optional[Mapping[str, np.ndarray]] = None,
                      scaling: str = "signed", title: str = "",
+                     notes: Optional[Mapping[str, Sequence[Sequence[Optional[str]]]]] = None,
                      fig: Optional[FigureBase] = None) -> Figure:
     """Zeiler & Fergus Fig. 4: a block per layer, side by side as in the paper, each with a
     row per feature and a column per checkpoint; tiles sized so the whole fits a page width.
@@ -30,6 +31,8 @@ def evolution_figure(projections: Mapping[str, np.ndarray], features: Mapping[st
         patches: per layer, ``[features, checkpoints, H, W, 3]`` uint8 image patches drawn
             to the right of each projection.
         scaling: display convention of each projection.
+        notes: per layer, ``notes[layer][feature][checkpoint]``: why a tile is not an answer
+            ("never fired", "numerically zero"), written under it; ``None`` where it is.
     """
     check_scaling(scaling)
     layers = [l for l in projections if len(projections[l])]
@@ -64,6 +67,7 @@ def evolution_figure(projections: Mapping[str, np.ndarray], features: Mapping[st
                 tile = to_uint8(arr[f, c], scaling, vmax=vmax, photo=photo)
                 ax = axes[f, c * per]
                 show_tile(ax, tile, heads[c] if f == 0 else None)
+                show_note(ax, notes[layer][f][c] if notes and layer in notes else None, 12)
                 if patches:
                     show_tile(axes[f, c * per + 1], patches[layer][f, c])
             axes[f, 0].set_ylabel(f"#{features[layer][f]}", fontsize=TILE_FONT - 1, rotation=0,

@@ -71,3 +71,18 @@ def test_the_readme_says_what_the_guard_does():
 
     readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
     assert "A model in training mode is refused\nby every function that runs a model" in readme
+
+
+# items 4 and 7, for dv.attribute: a map that is not an answer says so in the result and
+# the figure
+def test_an_attribution_that_is_numerically_zero_says_so():
+    model = small_cnn()
+    with torch.no_grad():
+        model[7].weight.zero_()  # no gradient reaches the input: the map is exactly zero
+    result = dv.attribute(model, torch.randn(1, 3, 16, 16), method="gradient", target=0)
+    assert result.map.abs().max() == 0
+    assert result.notes[0].startswith("numerically zero")
+    labels = [ax.get_xlabel() for ax in result.figure().axes]
+    assert any(label.startswith("numerically zero") for label in labels)
+    fine = dv.attribute(small_cnn(), torch.randn(1, 3, 16, 16), method="gradient", target=0)
+    assert fine.notes == [None]

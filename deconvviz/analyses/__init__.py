@@ -28,9 +28,10 @@ from .feature_vis import FeatureVisResult, feature_vis
 from .filters import FilterResult, filter_stats, filters
 from .invariance import InvarianceResult, invariance
 from .occlusion import OcclusionResult, occlusion
-from .projection import Projections, ShowReport, project, project_layers, show
+from .projection import Projections, project, project_layers
 from .sanity import SanityResult, sanity_check
 from .scan_result import Hit, ScanResult, load_scan, same_hits
+from .showing import ShowReport, show
 from .top_hits import FeatureHits, project_hits, top_hits_figure
 
 __all__ = ["ConceptRelevance", "LayerRelevance", "crp", "layer_relevance",

@@ -40,6 +40,7 @@ from ..engine.guard import images_for, runs_model
 from ..engine.recording import Recording, check_images, forward_to
 from ..engine.seeds import make_seeds
 from ..errors import ArgumentError, closest
+from . import map_check
 from .attribution_result import Attribution
 
 __all__ = ["attribute", "attribute_map", "Attribution", "list_methods", "Target", "resolve_target", "default_cam_layer",
@@ -236,7 +237,8 @@ def attribute(model: nn.Module, images: ImagesArg, *, method: str,
     result = attribute_map(model, x, method, resolved=resolved, cam_layer=cam_layer,
                            **options)
     return Attribution.of(result, model=model, method=method, target=resolved, rgb=rgb,
-                          images=names)
+                          images=names,
+                          notes=map_check.notes_for(model, x, method, resolved, result))
 
 
 def attribute_map(model: nn.Module, x: Tensor, method: str, target: Union[None, int, str] = None,

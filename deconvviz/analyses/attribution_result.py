@@ -50,6 +50,7 @@ class Attribution(Result):
     rgb: Optional[List[np.ndarray]] = None
     images: Optional[List[str]] = None
     display: str = field(default="signed")
+    notes: Optional[List[Optional[str]]] = None  # per image: why its map is not an answer
     kind: ClassVar[str] = "attribution"  # saves .pt and .npy besides the figure
 
     @classmethod
@@ -57,7 +58,8 @@ class Attribution(Result):
            model: Union[None, str, nn.Module] = None, weights: Optional[str] = None,
            layer: Optional[str] = None, features: Union[None, int, Sequence[int]] = None,
            rgb: Optional[Sequence[np.ndarray]] = None,
-           images: Optional[Sequence[str]] = None) -> "Attribution":
+           images: Optional[Sequence[str]] = None,
+           notes: Optional[Sequence[Optional[str]]] = None) -> "Attribution":
         """The result of ``map`` (``[N, C, H, W]``, as :func:`attribute` returns it).
 
         Args:
@@ -88,7 +90,8 @@ class Attribution(Result):
         return cls(map, method, labels, classes, layer,
                    None if features is None else [int(f) for f in features], name, trained_as,
                    None if rgb is None else list(rgb), None if images is None else list(images),
-                   method_table.displays().get(method, "signed"))
+                   method_table.displays().get(method, "signed"),
+                   None if notes is None else list(notes))
 
     def __len__(self) -> int:
         return self.map.shape[0]
@@ -100,7 +103,8 @@ class Attribution(Result):
                  f" - {weights_label(self.weights)}")
         return figures.attribution_figure(
             self.map.detach().cpu(), self.display, self.targets, photos=self.rgb, title=title,
-            method_title=method_table.titles().get(self.method, self.method), fig=fig)
+            method_title=method_table.titles().get(self.method, self.method), fig=fig,
+            notes=self.notes)
 
     def to_dict(self) -> Dict[str, object]:
         """Every field: ``map`` the tensor, ``rgb`` a list of arrays (or ``None``), the rest
@@ -108,7 +112,7 @@ class Attribution(Result):
         return {"map": self.map, "method": self.method, "targets": list(self.targets),
                 "classes": self.classes, "layer": self.layer, "features": self.features,
                 "model": self.model, "weights": self.weights, "images": self.images,
-                "rgb": self.rgb, "display": self.display}
+                "rgb": self.rgb, "display": self.display, "notes": self.notes}
 
     def _save_data(self, path: str, ext: str) -> str:
         if ext == ".npy":

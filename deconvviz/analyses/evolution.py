@@ -147,11 +147,7 @@ def evolution(model: Union[None, str, nn.Module], images: ImagesArg, *,
         if model is None:
             raise ArgumentError(f"{files[0]} does not say which model it is (a plain state "
                                 f"dict, not a deconvviz checkpoint); give the model (--model)")
-    if isinstance(model, str):
-        name = get_spec(model).name
-    else:
-        info = model_info(model)
-        name = info.name if info is not None else type(model).__name__
+    name = _name_of(model)
     paths = image_list(images)
     chosen: Dict[str, List[int]] = {}
     projections: Dict[str, list] = {l: [] for l in layers}
@@ -184,6 +180,13 @@ def evolution(model: Union[None, str, nn.Module], images: ImagesArg, *,
         patches={l: _stack(patches[l], chw=False) for l in layers},
         hits={l: [list(col) for col in zip(*hits[l])] for l in layers}, method=method,
         notes={l: [list(col) for col in zip(*notes[l])] for l in layers})
+
+
+def _name_of(model: Union[str, nn.Module]) -> str:
+    if isinstance(model, str):
+        return get_spec(model).name
+    info = model_info(model)
+    return info.name if info is not None else type(model).__name__
 
 
 def _with_weights(model: Union[str, nn.Module], path: str, device: Optional[str]) -> nn.Module:

@@ -280,9 +280,8 @@ def feature_vis(model: nn.Module, layer: Optional[str] = None, *,
     size = int(input_size or prep.crop_size)
     found, layer_name, node, skipped = _objective_node(net, objective, layer, diversity, size,
                                                        pre_relu)
-    run = forward_to(net.traced, [node])
-    device, dtype = model_device(model), next(
-        (p.dtype for p in model.parameters()), torch.float32)
+    run, device = forward_to(net.traced, [node]), model_device(model)
+    dtype = next((p.dtype for p in model.parameters()), torch.float32)
     shape = (1,) + tuple(found.shape)  # measured once per size by the projector
     unit_list, labels = units_of(model, objective, features, directions, shape[1], layer_name)
     position = _position(objective, position, shape, layer_name)
@@ -295,8 +294,7 @@ def feature_vis(model: nn.Module, layer: Optional[str] = None, *,
     count, start = len(unit_list) * images_per_unit, time.perf_counter()
     chunk = _chunk(forward, model, count, images_per_unit, max_memory, options)
     with progress_bar(progress, total=steps * count, desc="feature visualisation",
-                      where="feature_vis",
-                      legacy=lambda old: lambda done, total, label: old(done, total)) as bar:
+                      where="feature_vis", legacy=lambda old: lambda d, t, _: old(d, t)) as bar:
         images, values, reached, fired = _optimise(
             forward, score, unit_list, images_per_unit, chunk, steps, lr,
             -1.0 if negative else 1.0, diversity, options, bar)
@@ -307,8 +305,7 @@ def feature_vis(model: nn.Module, layer: Optional[str] = None, *,
         negative=bool(negative), param=param, decorrelate=bool(decorrelate), seed=int(seed),
         transforms=transforms, steps=steps, lr=float(lr), position=position, pre_relu=skipped,
         diversity=float(diversity), input_size=size, seconds=time.perf_counter() - start,
-        reached=reached,
-        fired=fired if skipped and not negative else None,
+        reached=reached, fired=fired if skipped and not negative else None,
         precision=current_precision(), device=device.type)
 
 

@@ -122,7 +122,8 @@ def sanity_figure(result, *, image: int = 0, max_columns: int = 10,
 
 
 def attribution_figure(maps, scaling: str, labels, *, photos=None, title: str = "",
-                       method_title: str = "", fig: Optional[FigureBase] = None) -> Figure:
+                       method_title: str = "", fig: Optional[FigureBase] = None,
+                       notes=None) -> Figure:
     """One method's attributions, one row per image: the photo (where it is known), then
     the map in the method's display convention, as in :func:`comparison_grid`.
 
@@ -145,6 +146,7 @@ def attribution_figure(maps, scaling: str, labels, *, photos=None, title: str = 
             show_tile(axes[r, 0], photo, "input" if r == 0 else None)
         show_tile(axes[r, cols - 1], to_uint8(maps[r], scaling, photo=photo),
                   method_title if r == 0 else None)
+        show_note(axes[r, cols - 1], notes[r] if notes else None)
         axes[r, 0].set_ylabel(labels[r], fontsize=TILE_FONT)
     if title:
         fig.suptitle(fitted(title, fig, TILE_FONT + 2), fontsize=TILE_FONT + 2)

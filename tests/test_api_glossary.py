@@ -357,3 +357,17 @@ def test_results_that_hold_a_table_give_it_as_columns_and_csv(tmp_path):
         assert len(rows) == 1 and rows.pop() >= 1, type(result).__name__
         path = result.to_csv(tmp_path / f"{type(result).__name__}.csv")
         assert open(path).read().splitlines()[0].split(",") == list(table)
+
+
+def test_the_api_page_holds_every_public_signature_as_generated():
+    import subprocess
+    import sys
+
+    root = os.path.join(os.path.dirname(__file__), "..")
+    done = subprocess.run([sys.executable, os.path.join(root, "scripts", "api_table.py"),
+                           "--check"], capture_output=True, text=True, cwd=root,
+                          env={**os.environ, "PYTHONPATH": root})
+    assert done.returncode == 0, done.stdout + done.stderr
+    page = open(os.path.join(root, "docs", "api.md")).read()
+    for qualname, _ in CALLABLES:
+        assert f"| `{qualname}` |" in page, qualname

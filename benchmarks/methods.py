@@ -43,7 +43,7 @@ def guided_speed(sample: int) -> None:
     act = net.record(x, "conv4_3").activations["conv4_3"][0]
     features = list(range(act.shape[0]))
     start = time.perf_counter()
-    ours = net.project(x, "conv4_3", features)[0]
+    ours = net.project(x, "conv4_3", features=features)[0]
     deconvviz_s = time.perf_counter() - start
     captum = NeuronGuidedBackprop(model, model.get_submodule(net.aliases["conv4_3"]))
     chosen = features[:: max(1, len(features) // sample)][:sample]

@@ -251,7 +251,7 @@ def _explorer_class(widgets):
             layer, feature = self.layer_picker.value, int(self.feature_picker.value)
             rec = self.recording
             act = rec.activations[layer]
-            pixels = self.net.project(self._x, layer, feature, mode=self.mode_picker.value,
+            pixels = self.net.project(self._x, layer, features=feature, mode=self.mode_picker.value,
                                       recording=rec)[0].cpu()
             rgb = self.images[self.image_picker.value][2]
             shown = to_uint8(pixels, self.scaling_picker.value,

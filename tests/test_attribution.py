@@ -194,5 +194,5 @@ def test_show_with_guided_backprop(tmp_path):
     result = dv.project(zoo_model("zfnet"), CHELSEA, "conv2", top=2, method="guided")
     assert "(guided, max)" in result.title
     expected = dv.GuidedBackprop(zoo_model("zfnet")).project(
-        dv.load_image(CHELSEA, zoo_model("zfnet"))[0], "conv2", result.features)[0]
+        dv.load_image(CHELSEA, zoo_model("zfnet"))[0], "conv2", features=result.features)[0]
     assert torch.equal(result.pixels, expected)

@@ -18,7 +18,7 @@ COFFEE = os.path.join(EXAMPLES, "coffee.png")
 def expected_png(model, path, layer, feature, mode="max", scaling="signed",
                  method="deconvnet"):
     x, rgb = dv.load_image(path, model)
-    p = dv.Projector(model, method=method).project(x, layer, feature, mode=mode)[0]
+    p = dv.Projector(model, method=method).project(x, layer, features=feature, mode=mode)[0]
     return png_bytes(to_uint8(p, scaling, vmax=float(p.abs().max()), photo=rgb), 224)
 
 

@@ -46,21 +46,21 @@ def test_measured_plans_give_the_full_passes_projections(monkeypatch):
     model = two_convs()
     x = torch.randn(2, 3, 12, 12)
     features = [0, 1, 2, 3, 4]
-    full = dv.Gradient(model).project(x, "3", features, cone=False)
+    full = dv.Gradient(model).project(x, "3", features=features, cone=False)
     monkeypatch.setattr(projector_module, "choose", lambda share, device: "measure")
     monkeypatch.setattr(plan_module, "MEASURED", {})
     monkeypatch.setattr(projector_module, "_MEASURED", plan_module.MEASURED)
     net = dv.Gradient(model)
-    measured = net.project(x, "3", features)
+    measured = net.project(x, "3", features=features)
     assert len(plan_module.MEASURED) == 1
     key = next(iter(plan_module.MEASURED))
     assert rel_error(measured, full) <= 1e-5 and measured.shape == full.shape
     for decided in ("full", "cone"):
         plan_module.MEASURED[key] = decided
-        again = net.project(x, "3", features)
+        again = net.project(x, "3", features=features)
         assert rel_error(again, full) <= 1e-5
-        units = net.project_units(x, "3", [(1, 4, 2, 3)])
+        units = net.project_units(x, "3", units=[(1, 4, 2, 3)])
         assert units.shape == (1, 3, 12, 12)
     plan_module.MEASURED.clear()
     plan_module.MEASURED[key] = "full"  # a cached "full" with no measurement: full pass
-    assert rel_error(net.project(x, "3", [2]), full[:, 2:3]) <= 1e-5
+    assert rel_error(net.project(x, "3", features=[2]), full[:, 2:3]) <= 1e-5

@@ -119,7 +119,7 @@ def test_rule_reverse_equals_autograd(kind, index):
     with torch.no_grad():
         out = model(x)
     s = torch.randn_like(out)
-    got = net.project(x, "", seed=s)
+    got = net.project(x, "", signal=s)
     if expected_rule is not None:
         expected = expected_rule(x, s)
     else:

@@ -256,7 +256,7 @@ def occlusion(model: nn.Module, x: Tensor, layer: Optional[str] = None,
                 progress(len(chunk))
     p0 = F.softmax(logits, dim=1)
     unoccluded = act.reshape(n, channels, -1)
-    projection = torch.stack([net.project(x[i:i + 1], layer, features[i])[0]
+    projection = torch.stack([net.project(x[i:i + 1], layer, features=features[i])[0]
                               for i in range(n)]).detach().cpu()
     geometry = net.layer(layer, (height, width)).geometry
     boxes = []

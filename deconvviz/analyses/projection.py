@@ -260,7 +260,7 @@ def project(model: Union[str, nn.Module], image: ImageArg, layer: str, *,
                                 f"{channels} or fewer")
         peaks = act[0].reshape(channels, -1).max(dim=1).values
         features = torch.argsort(peaks, descending=True, stable=True)[:top].tolist()
-    pixels = net.project(x, layer, list(features), mode=mode, recording=recording)[0]
+    pixels = net.project(x, layer, features=list(features), mode=mode, recording=recording)[0]
     values, ys, xs = strongest(act, list(features))
     layer_info = net.layer(layer, tuple(recording.input_shape[-2:]))
     info = model_info(model)

@@ -34,7 +34,6 @@ from .methods import (
 from .projector import (
                         MODES,
                         Deconvnet,
-                        DeconvStep,
                         Gradient,
                         GuidedBackprop,
                         Projector,
@@ -44,7 +43,7 @@ from .projector import (
 from .recording import Recording
 from .rules import Rule, RuleSet, register_rule, registered_rules, rule_table
 
-__all__ = ["Composite", "relevance_method", "DECONVNET", "GRADIENT", "GUIDED", "DeconvStep", "Deconvnet", "Gradient",
+__all__ = ["Composite", "relevance_method", "DECONVNET", "GRADIENT", "GUIDED", "Deconvnet", "Gradient",
            "GuidedBackprop", "Layer", "MODES", "Projector", "Recording",
            "ReversePass", "ReverseStep", "Rule", "RuleSet", "get_method", "list_layers",
            "register_method", "register_rule", "registered_rules", "rule_table",

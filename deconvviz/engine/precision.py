@@ -114,7 +114,7 @@ def computing(precision: Optional[str] = None) -> Iterator[str]:
 
     Examples:
         >>> with computing("exact"):
-        ...     p = Gradient(model).project(x, "conv5_3", [0, 1])
+        ...     p = Gradient(model).project(x, "conv5_3", features=[0, 1])
     """
     outer = current_precision()
     name = check_precision(precision) if precision is not None else (outer or "exact")

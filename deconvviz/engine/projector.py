@@ -19,11 +19,15 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Uni
 import torch
 from torch import Tensor, nn
 
+from .._signatures import api
 from ..choices import MODES, check_mode
+from ..data.devices import model_device
+from ..data.images import ImagesArg, load_images
 from ..data.zoo import model_info
 from ..errors import ArgumentError, UnsupportedOpError
 from .cone import bytes_per_seed, plan_cone
 from .graph import Op, TracedModel, trace
+from .guard import runs_model
 from .layers import (
     Layer,
     Measured,
@@ -39,14 +43,14 @@ from .methods import DECONVNET, GRADIENT, GUIDED, get_method
 from .ops import fold_batchnorms
 from .plan import MEASURED as _MEASURED
 from .plan import choose, cone_share, memory_budget, rec_device, time_plans
-from .precision import check_precision, precise_method
+from .precision import check_precision
 from .recording import Recording, channel_axes, check_images, record_nodes
-from .reverse import DeconvStep, FullSize, ReversePass, ReverseStep, run
+from .reverse import FullSize, ReversePass, ReverseStep, run
 from .rules import RuleSet
 from .seeds import Feature, _check_features, _check_seed, make_seeds, strongest
 
-__all__ = ["Projector", "Deconvnet", "GuidedBackprop", "Gradient", "ReverseStep", "DeconvStep",
-           "ReversePass", "MODES"]
+__all__ = ["Projector", "Deconvnet", "GuidedBackprop", "Gradient", "ReverseStep", "ReversePass",
+           "MODES"]
 
 
 
@@ -104,10 +108,9 @@ class Projector:
 
     # -- layers ---------------------------------------------------------------------------
     @property
-    def device(self) -> Optional[torch.device]:
-        """The device of the model's parameters (``None`` for a model without any)."""
-        p = next(iter(self.model.parameters()), None)
-        return p.device if p is not None else None
+    def device(self) -> torch.device:
+        """Where the model computes (:func:`~deconvviz.data.devices.model_device`)."""
+        return model_device(self.model)
 
     @property
     def input_size(self) -> Tuple[int, int]:
@@ -241,24 +244,37 @@ class Projector:
             rule.check(op, layer)
         return rule
 
-    # -- recording ------------------------------------------------------------------------
-    @precise_method
-    def record(self, x: Tensor, layers: Union[str, Sequence[str]], *,
+    # -- images and recording ----------------------------------------------------------------
+    def _batch(self, images: ImagesArg) -> Tensor:
+        """``images`` in any form of :func:`~deconvviz.data.images.load_images` as the checked
+        batch ``[N, 3, H, W]`` on the model's device (a batch tensor is taken as it is)."""
+        if not (isinstance(images, Tensor) and images.dim() == 4):
+            images = load_images(images, self.model)[0].to(self.device)
+        return check_images(images, self.device, model=self.model)
+
+    @api(renamed={"x": "images"})
+    @runs_model
+    def record(self, images: ImagesArg, layers: Union[str, Sequence[str]], *,
                refuse: bool = True) -> Recording:
-        """Run ``x`` forward once and keep the activations of ``layers`` and the forward
+        """Run ``images`` forward once and keep the activations of ``layers`` and the forward
         state the method reads (every max-pool's switches) up to the deepest of them.
 
         Args:
-            x: normalised images ``[N, 3, H, W]`` on the model's device.
+            images: normalised images ``[N, 3, H, W]`` on the model's device, or any form of
+                :func:`~deconvviz.data.images.load_images` (paths, a folder, PIL images,
+                ``[3, H, W]``), preprocessed for the model.
             layers: one layer name or several.
             refuse: refuse a layer without channels (a ViT's tokens: its features could not
-                be read); ``False`` keeps it as computed, for a seed shaped like it.
+                be read); ``False`` keeps it as computed, for a signal shaped like it.
 
         Returns:
             A :class:`~deconvviz.engine.recording.Recording`; ``rec.activations[layer]`` is
             ``[N, C, h, w]``, ``rec.switches`` maps each pool to its indices.
         """
-        x = check_images(x, self.device, model=self.model)
+        return self._record(self._batch(images), layers, refuse=refuse)
+
+    def _record(self, x: Tensor, layers: Union[str, Sequence[str]], *,
+                refuse: bool = True) -> Recording:
         return record_nodes(self.traced, x, refuse=refuse, **self.recorded_state(layers))
 
     def recorded_state(self, layers: Union[str, Sequence[str]]) -> Dict[str, object]:
@@ -278,21 +294,25 @@ class Projector:
                     arguments=[name for name, n in needs.items() if "arguments" in n])
 
     # -- projection -----------------------------------------------------------------------
-    @precise_method
-    def project(self, x: Tensor, layer: str, feature: Optional[Feature] = None, *,
-                mode: str = "max", seed: Optional[Tensor] = None,
+    @api(renamed={"x": "images", "feature": "features", "seed": "signal"}, legacy=("features",))
+    @runs_model
+    def project(self, images: ImagesArg, layer: str, *, features: Optional[Feature] = None,
+                mode: str = "max", signal: Optional[Tensor] = None,
                 recording: Optional[Recording] = None, cone: Optional[bool] = None) -> Tensor:
         """Project activations of ``layer`` back to pixel space.
 
         Args:
-            x: normalised images ``[N, 3, H, W]``.
+            images: normalised images ``[N, 3, H, W]`` on the model's device, or any form of
+                :func:`~deconvviz.data.images.load_images` (paths, a folder, PIL images,
+                ``[3, H, W]``), preprocessed for the model.
             layer: an alias (``"conv3_3"``) or module path (``"features.15"``).
-            feature: a channel index, or a list of them (one projection each).
+            features: a channel index, or a list of them (one projection each).
             mode: ``"max"``: only the feature's strongest activation in each image keeps its
                 value (first in row-major order on ties); ``"map"``: the feature's whole map.
-            seed: instead of ``feature``: any tensor shaped like the layer's activation
-                ``[N, C, h, w]`` (or ``[N, K, C, h, w]`` for K seeds per image).
-            recording: a :class:`Recording` of ``x`` holding ``layer`` (skips the forward).
+            signal: instead of ``features``: any tensor shaped like the layer's activation
+                ``[N, C, h, w]`` (or ``[N, K, C, h, w]`` for K signals per image).
+            recording: a :class:`Recording` of ``images`` holding ``layer`` (skips the
+                forward).
             cone: for ``mode="max"``, compute each projection only inside its receptive-field
                 cone (the same result, much faster for shallow and middle layers). ``None``
                 (default): the faster exact plan for this layer and device
@@ -302,24 +322,35 @@ class Projector:
                 full-size pass.
 
         Returns:
-            ``[N, 3, H, W]`` for one feature or a seed; ``[N, K, 3, H, W]`` for a list of K
-            features (or seeds ``[N, K, ...]``).
+            ``[N, 3, H, W]`` for one feature or a signal; ``[N, K, 3, H, W]`` for a list of K
+            features (or signals ``[N, K, ...]``).
+
+        Examples:
+            >>> p = Deconvnet(model).project("photo.jpg", "conv3", features=[3, 7])
         """
+        return self._project(self._batch(images), layer, features=features, mode=mode,
+                             signal=signal, recording=recording, cone=cone)
+
+    def _project(self, x: Tensor, layer: str, *, features: Optional[Feature] = None,
+                 mode: str = "max", signal: Optional[Tensor] = None,
+                 recording: Optional[Recording] = None, cone: Optional[bool] = None) -> Tensor:
+        """:meth:`project` on a checked batch, unguarded (for loops inside a guarded call)."""
         check_mode(mode)
-        if (feature is None) == (seed is None):
-            raise ArgumentError("give exactly one of feature= (channel index or list) or seed=")
-        steps, x, recording, act, node = self._prepare(x, layer, recording,
-                                                       features=seed is None)
-        if seed is not None:
-            seeds, single = _check_seed(seed, act)
+        if (features is None) == (signal is None):
+            raise ArgumentError("give exactly one of features= (channel index or list) or "
+                                "signal=")
+        steps, recording, act, node = self._prepare(x, layer, recording,
+                                                    features=signal is None)
+        if signal is not None:
+            seeds, single = _check_seed(signal, act)
             make = lambda k0, k1: seeds[:, k0:k1]  # noqa: E731
             count = seeds.shape[1]
         else:
-            features, single = _check_features(feature, act.shape[1], layer)
-            make = lambda k0, k1: make_seeds(act, features[k0:k1], mode)  # noqa: E731
-            count = len(features)
+            chosen, single = _check_features(features, act.shape[1], layer)
+            make = lambda k0, k1: make_seeds(act, chosen[k0:k1], mode)  # noqa: E731
+            count = len(chosen)
             if mode == "max" and cone is not False:
-                out = self._project_cone(steps, recording, node, act, features, cone is True,
+                out = self._project_cone(steps, recording, node, act, chosen, cone is True,
                                          make)
                 if out is not None:
                     return out[:, 0] if single else out
@@ -328,14 +359,13 @@ class Projector:
 
     def _prepare(self, x: Tensor, layer: str, recording: Optional[Recording],
                  features: bool = True):
-        """Steps, checked images, a recording holding ``layer``, its activation and node
-        (``features=False``: for a seed, which reads no features: a layer without channels
-        is not refused)."""
+        """Steps, a recording of the checked batch ``x`` holding ``layer``, its activation and
+        node (``features=False``: for a signal, which reads no features: a layer without
+        channels is not refused)."""
         steps = self.reverse_pass(layer)
-        x = check_images(x, self.device, model=self.model)
         if recording is None or layer not in recording.activations:
-            recording = self.record(x, layer, refuse=features)
-        return steps, x, recording, recording.activations[layer], self._node(layer)
+            recording = self._record(x, layer, refuse=features)
+        return steps, recording, recording.activations[layer], self._node(layer)
 
     def _project_cone(self, steps: ReversePass, rec: Recording, node: str, act: Tensor,
                       features: List[int], forced: bool = False,
@@ -412,17 +442,26 @@ class Projector:
                 return None
         return self._run_cone(plan, images, features, ys, xs, values)
 
-    @precise_method
-    def project_units(self, x: Tensor, layer: str, units: Sequence[Tuple[int, int, int, int]],
-                      *, recording: Optional[Recording] = None) -> Tensor:
+    @api(renamed={"x": "images"}, legacy=("units",))
+    @runs_model
+    def project_units(self, images: ImagesArg, layer: str, *,
+                      units: Sequence[Tuple[int, int, int, int]],
+                      recording: Optional[Recording] = None) -> Tensor:
         """Project single activations chosen by position: each unit is ``(image, feature, y,
         x)`` (y = x = 0 for fully-connected layers), seeded with its own value.
+
+        Args:
+            images: as for :meth:`project`.
+            layer: an alias or module path.
+            units: ``(image, feature, y, x)`` of each activation.
+            recording: a :class:`Recording` of ``images`` holding ``layer``.
 
         Returns:
             ``[S, 3, H, W]``, one projection per unit, computed in the receptive-field cone
             where that is cheaper than the full-size pass.
         """
-        steps, x, recording, act, node = self._prepare(x, layer, recording)
+        x = self._batch(images)
+        steps, recording, act, node = self._prepare(x, layer, recording)
         if not units:
             raise ArgumentError("no units to project")
         images, features, ys, xs = (torch.tensor(c, device=act.device) for c in zip(*units))
@@ -442,12 +481,12 @@ class Projector:
         index = (torch.arange(len(units)), features, ys, xs) if act.dim() == 4 else \
             (torch.arange(len(units)), features)
         seeds[index] = values
-        # Each unit's seed goes with its own image's recording: group them per image.
+        # Each unit's signal goes with its own image's recording: group them per image.
         out = act.new_zeros(len(units), *recording.input_shape[1:])
         for image in images.unique().tolist():
             mine = (images == image).nonzero()[:, 0]
-            out[mine] = self.project(x[image:image + 1], layer, seed=seeds[mine][None],
-                                     recording=recording.image(image))[0]
+            out[mine] = self._project(x[image:image + 1], layer, signal=seeds[mine][None],
+                                      recording=recording.image(image))[0]
         return out
 
     def _reverse_in_chunks(self, steps: ReversePass, rec: Recording, node: str,
@@ -490,8 +529,8 @@ class Deconvnet(Projector):
 
     Examples:
         >>> net = Deconvnet(load_model("vgg16", weights=None))
-        >>> p = net.project(x, layer="conv3_3", feature=12)          # [N, 3, H, W]
-        >>> p = net.project(x, layer="features.15", feature=[3, 7])  # [N, 2, 3, H, W]
+        >>> p = net.project(x, "conv3_3", features=12)           # [N, 3, H, W]
+        >>> p = net.project(x, "features.15", features=[3, 7])   # [N, 2, 3, H, W]
         >>> print(net.reverse_pass("conv3_3"))                       # one line per step
     """
 
@@ -504,7 +543,7 @@ class GuidedBackprop(Projector):
     and masked by the forward input's sign, every other op takes its true gradient.
 
     Examples:
-        >>> p = GuidedBackprop(model).project(x, layer="conv4_3", feature=[0, 1])
+        >>> p = GuidedBackprop(model).project(x, "conv4_3", features=[0, 1])
     """
 
     method = GUIDED
@@ -515,7 +554,7 @@ class Gradient(Projector):
     respect to the input, computed by the same engine: every op takes its true gradient.
 
     Examples:
-        >>> p = Gradient(model).project(x, layer="conv4_3", feature=3)
+        >>> p = Gradient(model).project(x, "conv4_3", features=3)
     """
 
     method = GRADIENT

@@ -24,7 +24,7 @@ from .ops import conv_weight
 from .recording import Recording
 from .rules import RuleSet
 
-__all__ = ["FullSize", "run", "ReverseStep", "ReversePass", "DeconvStep"]
+__all__ = ["FullSize", "run", "ReverseStep", "ReversePass"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,6 @@ class ReverseStep:
         return f"{self.op.where:<44} {self.op.label:<36} {self.rule}"
 
 
-DeconvStep = ReverseStep  # the name of earlier releases
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ module              job
 ``plan``            the fastest exact plan per layer and device: the cone or the full-size pass
 ==================  ===========================================================================
 """
+from ..method_table import LrpRule, register_composite
 from .layers import Layer, list_layers
 from .lrp import Composite, relevance_method
 from .methods import (
@@ -28,17 +29,19 @@ from .methods import (
     GRADIENT,
     GUIDED,
     get_method,
+    register_lrp_rule,
     register_method,
+    unregister_lrp_rule,
     unregister_method,
 )
 from .projector import (
-                        MODES,
-                        Deconvnet,
-                        Gradient,
-                        GuidedBackprop,
-                        Projector,
-                        ReversePass,
-                        ReverseStep,
+    MODES,
+    Deconvnet,
+    Gradient,
+    GuidedBackprop,
+    Projector,
+    ReversePass,
+    ReverseStep,
 )
 from .recording import Recording
 from .rules import Rule, RuleSet, register_rule, registered_rules, rule_table
@@ -47,4 +50,5 @@ __all__ = ["Composite", "relevance_method", "DECONVNET", "GRADIENT", "GUIDED", "
            "GuidedBackprop", "Layer", "MODES", "Projector", "Recording",
            "ReversePass", "ReverseStep", "Rule", "RuleSet", "get_method", "list_layers",
            "register_method", "register_rule", "registered_rules", "rule_table",
-           "unregister_method"]
+           "unregister_method", "register_lrp_rule", "unregister_lrp_rule", "LrpRule",
+           "register_composite"]

@@ -22,7 +22,7 @@ from .choices import MODES, SCALINGS, check_mode, check_scaling
 from .data.images import load_image, preprocessing_for
 from .data.zoo import load_model
 from .engine import Projector
-from .engine.seeds import strongest
+from .engine.passes.seeds import strongest
 from .errors import ArgumentError
 from .figures import mosaic
 from .figures.display import crop_window, to_uint8

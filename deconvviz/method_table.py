@@ -3,7 +3,7 @@
 The command line's choices, :func:`deconvviz.list_methods`, :func:`deconvviz.attribute`, the
 explorer's picker, :func:`deconvviz.compare` and :func:`deconvviz.sanity_check` all read this
 table: a method's name, title, kind, display convention and what it can explain are written
-here once. The reverse passes' rules live in the engine (:mod:`deconvviz.engine.methods`); a new
+here once. The reverse passes' rules live in the engine (:mod:`deconvviz.engine.catalogue.methods`); a new
 reverse-pass method is one call of :func:`deconvviz.engine.register_method` with its rule set,
 which adds it to the engine and to this table.
 

@@ -16,7 +16,7 @@ import time
 import torch
 
 import deconvviz as dv
-from deconvviz.engine.layers import aliases_of, overview_layers
+from deconvviz.engine.passes.layers import aliases_of, overview_layers
 
 
 def main(command: str, folder: str) -> int:

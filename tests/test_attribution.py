@@ -20,7 +20,7 @@ FAST = dict(n_steps=2, nt_samples=2, window=32, stride=32)  # small settings for
 
 def test_the_method_list_is_the_tables():
     from deconvviz import method_table
-    from deconvviz.engine.lrp import COMPOSITES, RULE_METHODS
+    from deconvviz.engine.catalogue.lrp import COMPOSITES, RULE_METHODS
 
     lrp = [c.name for c in (*COMPOSITES, *RULE_METHODS)]
     assert dv.list_methods() == method_table.names() == ["deconvnet", "guided", "gradient",

@@ -6,7 +6,7 @@ from oracle import oracle_project, rel_error
 from torch import nn
 
 import deconvviz as dv
-from deconvviz.engine.cone import plan_cone
+from deconvviz.engine.passes.cone import plan_cone
 
 TOLERANCE = 1e-4  # relative max error between the cone and the full-size pass
 

@@ -12,8 +12,8 @@ from test_modern_cnns import MODERN, modern
 from torch import nn
 
 import deconvviz as dv
-from deconvviz.engine.lrp import COMPOSITES, RULE_METHODS, Composite, relevance_method
-from deconvviz.engine.methods import METHODS
+from deconvviz.engine.catalogue.lrp import COMPOSITES, RULE_METHODS, Composite, relevance_method
+from deconvviz.engine.catalogue.methods import METHODS
 
 ORACLE_TOLERANCE = 1e-9  # float64 on both sides: the same sums in a different order
 ZENNIT_TOLERANCE = 1e-5  # float32, relative to the largest value (the bound)

@@ -86,7 +86,7 @@ def test_a_rule_in_the_table_needs_a_builder():
     method_table.register_lrp_rule(LrpRule("unbuilt", "unbuilt"))
     try:
         with pytest.raises(ImportError, match="unbuilt"):
-            from deconvviz.engine.lrp_layers import check_terms
+            from deconvviz.engine.catalogue.lrp_layers import check_terms
             check_terms()
         register_composite(Composite("lrp_unbuilt", "LRP unbuilt", first=None,
                                      conv="unbuilt", linear="unbuilt"))

@@ -7,8 +7,8 @@ from conftest import ZOO, assert_untouched, captured_outputs, snapshot, zoo_mode
 from oracle import oracle_project, rel_error
 
 import deconvviz as dv
-from deconvviz.engine.cone import plan_cone
-from deconvviz.engine.seeds import make_seeds
+from deconvviz.engine.passes.cone import plan_cone
+from deconvviz.engine.passes.seeds import make_seeds
 
 TOLERANCE = 1e-4  # relative max error against the oracle
 CLASSES = {"guided": dv.GuidedBackprop, "gradient": dv.Gradient}

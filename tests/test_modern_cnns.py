@@ -12,7 +12,7 @@ from torch import nn
 from torchvision import models
 
 import deconvviz as dv
-from deconvviz.engine.cone import plan_cone
+from deconvviz.engine.passes.cone import plan_cone
 
 TOLERANCE = 1e-4
 METHODS = ["deconvnet", "guided", "gradient"]

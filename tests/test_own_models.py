@@ -10,6 +10,7 @@ from torchvision import models
 from torchvision.ops import StochasticDepth
 
 import deconvviz as dv
+from deconvviz.engine.guard import TrainingModeError
 
 TOLERANCE = 1e-4
 
@@ -95,7 +96,8 @@ def test_a_module_returning_a_tuple_is_addressed_by_index():
 def test_dropout_in_training_mode_is_refused_and_the_model_left_alone():
     model = dv.load_model("alexnet", weights=None).train()
     before = snapshot(model)
-    with pytest.raises(dv.UnsupportedOpError, match=r"training mode.*model\.eval\(\)"):
+    # refused by the guard every model-running call passes through, before any forward
+    with pytest.raises(TrainingModeError, match=r"training mode.*model\.eval\(\)"):
         dv.Deconvnet(model).project(torch.randn(1, 3, 64, 64), "fc7", features=3)
     assert_untouched(model, before)
     model.eval()

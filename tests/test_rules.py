@@ -146,7 +146,7 @@ def test_a_method_without_a_rule_for_an_op_refuses_it_by_name():
 
 
 def test_methods_are_named_and_listed():
-    from deconvviz.engine.methods import METHODS as rule_sets
+    from deconvviz.engine.catalogue.methods import METHODS as rule_sets
 
     assert dv.list_methods("reverse pass") == list(rule_sets)
     assert list(rule_sets)[:4] == ["deconvnet", "guided", "gradient", "lrp"]  # then LRP's

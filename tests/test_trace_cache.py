@@ -1,4 +1,4 @@
-"""A model is traced once while its structure stays (engine/graph.py's cache): every Projector,
+"""A model is traced once while its structure stays (engine/passes/graph.py's cache): every Projector,
 scan and analysis of it shares the trace and its measured layers. A replaced module,
 parameter or buffer, a mode switch or a patched forward traces again; weights changed in
 place need no new trace (the graph calls the model's own modules); a model the caller drops
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import deconvviz as dv
-from deconvviz.engine import graph
+from deconvviz.engine.passes import graph
 
 
 class _Small(nn.Module):

@@ -34,9 +34,9 @@ from .. import method_table
 from ..choices import check_mode
 from ..data.zoo import class_names
 from ..engine import Projector
+from ..engine.passes.recording import Recording, check_images, forward_to
+from ..engine.passes.seeds import make_seeds
 from ..engine.precision import precise
-from ..engine.recording import Recording, check_images, forward_to
-from ..engine.seeds import make_seeds
 from ..errors import ArgumentError, closest
 
 __all__ = ["attribute", "list_methods", "Target", "resolve_target", "default_cam_layer",

@@ -18,8 +18,8 @@ from .. import figures, method_table
 from .._io import write_atomically
 from ..data.images import ImagesArg, load_images
 from ..data.zoo import model_info, model_name
+from ..engine.passes.recording import check_images
 from ..engine.precision import precise
-from ..engine.recording import check_images
 from ..errors import ArgumentError
 from .attribution import Target, attribute, probabilities, resolve_target
 from .result import Result

@@ -27,8 +27,8 @@ from ..choices import weights_label
 from ..data.images import load_image, to_rgb
 from ..data.zoo import model_info, model_name
 from ..engine import Deconvnet
+from ..engine.passes.recording import check_images, forward_to
 from ..engine.precision import precise
-from ..engine.recording import check_images, forward_to
 from ..errors import ArgumentError
 from .invariance import default_probe_layers
 from .result import Result

@@ -22,8 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from ..engine import Projector
-from ..engine.recording import check_images
-from ..engine.reverse import FullSize, run
+from ..engine.passes.recording import check_images
+from ..engine.passes.reverse import FullSize, run
 from ..errors import ArgumentError
 from .attribution import resolve_target
 

@@ -45,10 +45,10 @@ from .._io import check_output_path, write_atomically
 from ..data import jpeg_batches
 from ..data.images import load_image, preprocessing_for
 from ..data.zoo import Preprocessing, model_info, model_name, weights_digest
-from ..engine.graph import trace
-from ..engine.layers import aliases_of, resolve_layer
+from ..engine.passes.graph import trace
+from ..engine.passes.layers import aliases_of, resolve_layer
+from ..engine.passes.recording import forward_to
 from ..engine.precision import current_precision, precise
-from ..engine.recording import forward_to
 from ..errors import ArgumentError, DeconvvizError, ImageError, Interrupted
 from . import activation_histogram
 from .relevance_scan import RANKS, RelevanceRanker

@@ -26,8 +26,8 @@ from ..choices import TRANSFORMS
 from ..data.images import to_rgb
 from ..data.zoo import class_names, model_info, model_name
 from ..engine import Deconvnet, Projector
+from ..engine.passes.recording import check_images, forward_to
 from ..engine.precision import precise
-from ..engine.recording import check_images, forward_to
 from ..errors import ArgumentError, closest
 from .attribution import resolve_target
 from .result import Result

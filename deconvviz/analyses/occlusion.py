@@ -7,7 +7,7 @@ position, a forward pass gives the summed activation of one feature map of a lay
 the probability of the target class (d) and the most probable class (e). Probabilities are
 the softmax of the logits.
 
-By default the passes are incremental (:mod:`deconvviz.engine.incremental`): one forward
+By default the passes are incremental (:mod:`deconvviz.engine.passes.incremental`): one forward
 pass of the unoccluded image keeps every layer's activations, and for a batch of positions
 each layer recomputes only the window of its output that the square can change. The results
 equal plain forward passes of the occluded images (``incremental=False``) up to the
@@ -30,10 +30,10 @@ from .._io import write_atomically
 from ..data.images import to_rgb
 from ..data.zoo import class_names, model_info, model_name
 from ..engine import Deconvnet
-from ..engine.incremental import IncrementalForward
+from ..engine.passes.incremental import IncrementalForward
+from ..engine.passes.recording import check_images, forward_to
+from ..engine.passes.seeds import strongest
 from ..engine.precision import precise
-from ..engine.recording import check_images, forward_to
-from ..engine.seeds import strongest
 from ..errors import ArgumentError
 from .attribution import default_cam_layer, resolve_target
 from .result import Result

@@ -20,11 +20,11 @@ from ..choices import MAX_TOP, check_mode, check_scaling, parse_list, weights_la
 from ..data.images import load_image, to_rgb
 from ..data.zoo import load_model, model_info, model_name
 from ..engine import Projector, Recording
-from ..engine.geometry import Geometry
-from ..engine.layers import aliases_of, overview_layers
+from ..engine.catalogue.geometry import Geometry
+from ..engine.passes.layers import aliases_of, overview_layers
+from ..engine.passes.recording import check_images
+from ..engine.passes.seeds import strongest
 from ..engine.precision import current_precision, precise
-from ..engine.recording import check_images
-from ..engine.seeds import strongest
 from ..errors import ArgumentError, ImageError
 from ..figures.display import crop_window, shared_scale, to_uint8
 from .result import Result

@@ -22,9 +22,8 @@ module              job
 ==================  ===========================================================================
 """
 from ..method_table import LrpRule, register_composite
-from .layers import Layer, list_layers
-from .lrp import Composite, relevance_method
-from .methods import (
+from .catalogue.lrp import Composite, relevance_method
+from .catalogue.methods import (
     DECONVNET,
     GRADIENT,
     GUIDED,
@@ -34,6 +33,9 @@ from .methods import (
     unregister_lrp_rule,
     unregister_method,
 )
+from .catalogue.rules import Rule, RuleSet, register_rule, registered_rules, rule_table
+from .passes.layers import Layer, list_layers
+from .passes.recording import Recording
 from .projector import (
     MODES,
     Deconvnet,
@@ -43,8 +45,6 @@ from .projector import (
     ReversePass,
     ReverseStep,
 )
-from .recording import Recording
-from .rules import Rule, RuleSet, register_rule, registered_rules, rule_table
 
 __all__ = ["Composite", "relevance_method", "DECONVNET", "GRADIENT", "GUIDED", "Deconvnet", "Gradient",
            "GuidedBackprop", "Layer", "MODES", "Projector", "Recording",

@@ -3,8 +3,8 @@
 A :class:`~deconvviz.method_table.Composite` (data, in the method table, as are the rules'
 names, titles and parameters) names the rule of each kind of layer with weights (the first
 layer, the other convolutions, the linear layers; the rules' term builders are in
-:mod:`deconvviz.engine.lrp_layers`) and its constants; :func:`relevance_method` turns it into a
-:class:`~deconvviz.engine.rules.RuleSet`, which :func:`~deconvviz.engine.register_method`
+:mod:`deconvviz.engine.catalogue.lrp_layers`) and its constants; :func:`relevance_method` turns it into a
+:class:`~deconvviz.engine.catalogue.rules.RuleSet`, which :func:`~deconvviz.engine.register_method`
 makes a method like any other (``--method``, ``dv.attribute``, ``compare``, ``sanity``). The
 rest of the graph needs no per-architecture code:
 
@@ -20,7 +20,7 @@ rest of the graph needs no per-architecture code:
   down the gated factor unchanged, none into the gate; a product of two signals that is not
   a gate gives each factor half;
 - BatchNorm folds into the adjacent convolution, before or after it, from the graph
-  (:func:`~deconvviz.engine.lrp_layers.fold_partner`); a BatchNorm with no convolution
+  (:func:`~deconvviz.engine.catalogue.lrp_layers.fold_partner`); a BatchNorm with no convolution
   next to it is an affine layer under the ε rule;
 - every other op autograd can differentiate (LayerNorm, permute, sigmoid) takes the z-rule
   of its linearisation at the recorded point, ``x · Jᵀ(R / y)`` for each input (exact LRP-0
@@ -36,8 +36,8 @@ from typing import Dict
 
 import torch
 
-from ..errors import ArgumentError, UnsupportedOpError
-from ..method_table import COMPOSITES, RULE_METHODS, Composite, resolve_rule
+from ...errors import ArgumentError, UnsupportedOpError
+from ...method_table import COMPOSITES, RULE_METHODS, Composite, resolve_rule
 from .lrp_layers import TERMS, fold_partner, is_first_layer, layer_reverse, stabilize
 from .ops_common import _unbroadcast, _vjp
 from .pointwise import EXACT_VJP, _run, gate_factor, vjp_at

@@ -42,8 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .. import method_table
-from ..errors import ArgumentError
+from ... import method_table
+from ...errors import ArgumentError
 from .ops import batchnorm_scale
 
 __all__ = ["stabilize", "fold_partner", "is_first_layer", "layer_reverse", "bounds_of",
@@ -197,7 +197,7 @@ def bounds_of(values, model, x: Tensor, title: str = "z^B") -> Tuple[Tensor, Ten
     model's mean and std)."""
     low, high = values.get("low"), values.get("high")
     if low is None or high is None:
-        from ..data.zoo import model_info  # noqa: PLC0415  (data sits below the engine)
+        from ...data.zoo import model_info  # noqa: PLC0415  (data sits below the engine)
 
         pre = getattr(model_info(model), "preprocessing", None)
         if pre is None:

@@ -1,11 +1,11 @@
 """Methods as rule sets: what differs between reverse-pass methods, and nothing else.
 
-Every op kind's registered rule (:mod:`deconvviz.engine.ops`, :mod:`deconvviz.engine.pointwise`)
+Every op kind's registered rule (:mod:`deconvviz.engine.catalogue.ops`, :mod:`deconvviz.engine.catalogue.pointwise`)
 is the op's exact transpose where the op is linear, unpooling through the switches for
 max-pools (which is also the max-pool's gradient), and the exact vector-Jacobian product at
 the recorded forward point for every other op autograd can differentiate (each method's
 ``fallback``). A method names the rules of the ops where methods differ. To add a method, add
-a :class:`~deconvviz.engine.rules.RuleSet` here and register it in :data:`METHODS`.
+a :class:`~deconvviz.engine.catalogue.rules.RuleSet` here and register it in :data:`METHODS`.
 
 =============  ========================  ==============================  ===================  =====================
 method         ReLU                      other activations f             LRN                  gate * x
@@ -28,7 +28,7 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 
-from .. import method_table
+from ... import method_table
 from .lrp import relevance_method
 from .lrp_layers import TermBuilder, register_terms
 from .ops_common import _same_window, _unbroadcast
@@ -227,7 +227,7 @@ def unregister_method(name: str) -> None:
 def register_lrp_rule(rule: method_table.LrpRule, terms: TermBuilder) -> None:
     """Add an LRP rule: its entry in the method table (name, title, parameters) and its term
     builder (``terms(at)`` -> ``(groups, terms)``, see
-    :class:`~deconvviz.engine.lrp_layers.LayerAt`). Composites then name it like any rule.
+    :class:`~deconvviz.engine.catalogue.lrp_layers.LayerAt`). Composites then name it like any rule.
 
     Examples:
         >>> register_lrp_rule(LrpRule("mine", "mine", ("epsilon",)), my_terms)

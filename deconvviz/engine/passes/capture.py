@@ -4,7 +4,7 @@
 ``torch.cat(list(reversed(x.chunk(2, dim=1))), dim=1)`` (``len`` of a proxy), or Python control
 flow on sizes. ``torch.export`` (non-strict) runs the forward on fake tensors and handles
 these, but returns a graph of ATen ops. This module turns that graph back into the graph
-:mod:`deconvviz.engine.graph` classifies, so that the same rules apply:
+:mod:`deconvviz.engine.passes.graph` classifies, so that the same rules apply:
 
 - every call of a leaf module (``Conv2d``, ``ReLU``, ``MaxPool2d``, ... the modules fx keeps as
   leaves) whose ATen ops take one input and give one output becomes one ``call_module`` node
@@ -35,7 +35,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from .rules import get_rule, lookup_tables
+from ..catalogue.rules import get_rule, lookup_tables
 
 __all__ = ["export_graph", "user_frame"]
 
@@ -59,7 +59,7 @@ def user_frame(tb) -> str:
 
 
 def _example_sizes(model: nn.Module) -> List[int]:
-    from ..data.zoo import model_info
+    from ...data.zoo import model_info
 
     info = model_info(model)
     return [int(info.preprocessing.crop_size)] if info is not None else [224, 64, 32]
@@ -126,7 +126,7 @@ def _torch_function(target):
         return None
     name = packet.__name__
     _, functions, _ = lookup_tables()
-    from .rules import _GUARDED  # the rules that share a target
+    from ..catalogue.rules import _GUARDED  # the rules that share a target
 
     claimed = set(functions) | {t for (kind, t) in _GUARDED if kind == "function"}
     for candidate in (_RENAMED.get(name), getattr(F, name, None), getattr(torch, name, None)):

@@ -8,7 +8,7 @@ window of its output that can differ from the base:
 - a sliding op (convolution, max and average pool) maps the rows ``[a, b)`` that changed in
   its input to the outputs whose field meets them, ``ceil((a + pad - d(k-1)) / s)`` to
   ``floor((b - 1 + pad) / s)``, clipped to the map (the receptive-field arithmetic of
-  :mod:`deconvviz.engine.geometry`, read forwards). It runs without padding on the input
+  :mod:`deconvviz.engine.catalogue.geometry`, read forwards). It runs without padding on the input
   rows those outputs read, sliced out of the base (padded with zeros, ``-inf`` for a
   max-pool) with the changed window laid over them;
 - pointwise ops (ReLU and the other activations, BatchNorm, LRN across channels, dropout

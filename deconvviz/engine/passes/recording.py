@@ -17,7 +17,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import ArgumentError, UnsupportedOpError, first_line
+from ...errors import ArgumentError, UnsupportedOpError, first_line
 from .graph import TracedModel
 from .layout import TO_CHANNELS_FIRST, channel_axes_of, no_channels
 
@@ -253,7 +253,7 @@ def channel_axes(traced: TracedModel, shapes: Optional[Mapping[str, torch.Size]]
                  size: Optional[Sequence[int]] = None,
                  need: Collection[str] = ()) -> Dict[str, Optional[int]]:
     """Node name -> the axis holding its channels (see
-    :func:`~deconvviz.engine.layout.channel_axes_of`), for inputs of one size: from the
+    :func:`~deconvviz.engine.passes.layout.channel_axes_of`), for inputs of one size: from the
     shapes at that size (``shapes``, where a forward pass already recorded them, else by a
     forward pass at ``size``, by default the model's own input size) and at half that size.
     Found once per size, and again where a node of ``need`` is missing.
@@ -263,7 +263,7 @@ def channel_axes(traced: TracedModel, shapes: Optional[Mapping[str, torch.Size]]
     if shapes is not None:
         size = tuple(shapes[traced.input_node.name][-2:])
     elif size is None:
-        from ..data.zoo import model_info
+        from ...data.zoo import model_info
 
         info = model_info(traced.model)
         side = int(info.preprocessing.crop_size) if info is not None else 224

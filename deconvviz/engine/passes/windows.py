@@ -1,11 +1,11 @@
-"""Forward windows for the incremental passes (:mod:`deconvviz.engine.incremental`): the
+"""Forward windows for the incremental passes (:mod:`deconvviz.engine.passes.incremental`): the
 rows and columns a changed input can reach in each map, batches of windows, and the helpers
 that cut windows out of stored maps and run one traced op again.
 
 A sliding op (convolution, max or average pool) with kernel k, stride s, leading padding p
 and dilation d changes outputs ``ceil((a + p - d(k-1)) / s)`` to ``floor((b - 1 + p) / s)``
 when its input changed in rows ``a`` to ``b - 1`` (likewise columns), clipped to the map:
-the receptive-field arithmetic of :mod:`deconvviz.engine.geometry`, read forwards.
+the receptive-field arithmetic of :mod:`deconvviz.engine.catalogue.geometry`, read forwards.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import torch
 import torch.fx as fx
 from torch import Tensor
 
-from .geometry import leading_padding
+from ..catalogue.geometry import leading_padding
 from .graph import Op
 
 __all__ = ["Span", "Win", "windows_for", "pixel_rows", "pixel_grid", "everywhere",

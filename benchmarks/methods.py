@@ -31,7 +31,9 @@ PHOTO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def rel(a, b) -> float:
-    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
+    from deconvviz.engine.precision import rel_error
+
+    return rel_error(a, b)
 
 
 def guided_speed(sample: int) -> None:

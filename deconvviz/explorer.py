@@ -185,10 +185,8 @@ def _explorer_class(widgets):
         def _images(self, image):
             if isinstance(image, Tensor):
                 x = image if image.dim() == 4 else image[None]
-                prep = preprocessing_for(self.model)
-                mean = torch.tensor(prep.mean)[:, None, None]
-                std = torch.tensor(prep.std)[:, None, None]
-                rgb = ((x[0].cpu() * std + mean).clamp(0, 1) * 255).round().byte()
+                rgb = (preprocessing_for(self.model).denormalise(x[0].cpu()).clamp(0, 1)
+                       * 255).round().byte()
                 return [("tensor", x, rgb.permute(1, 2, 0).numpy())]
             paths = [image] if isinstance(image, (str, os.PathLike)) else list(image)
             if not paths:

@@ -14,6 +14,7 @@ from torch import nn
 import deconvviz as dv
 from deconvviz.engine.catalogue.lrp import COMPOSITES, RULE_METHODS, Composite, relevance_method
 from deconvviz.engine.catalogue.methods import METHODS
+from deconvviz.engine.precision import rel_error
 
 ORACLE_TOLERANCE = 1e-9  # float64 on both sides: the same sums in a different order
 ZENNIT_TOLERANCE = 1e-5  # float32, relative to the largest value (the bound)
@@ -43,8 +44,7 @@ def _double_with_random_batchnorms(model, seed=3):
     return model
 
 
-def _rel(a, b):
-    return float((a - b).abs().max() / b.abs().max())
+_rel = rel_error  # max |a - b| / max |b|
 
 
 def _logit_seed(net, x):

@@ -12,12 +12,11 @@ from torch import nn
 
 import deconvviz as dv
 from deconvviz.engine import DECONVNET, Rule, RuleSet, register_rule, registered_rules
+from deconvviz.engine.precision import rel_error
 
 TOLERANCE = 1e-6  # relative max error against autograd, float32
 
 
-def rel_error(a, b):
-    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
 
 
 class Fn(nn.Module):

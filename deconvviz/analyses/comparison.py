@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from .. import figures, method_table
 from .._io import write_atomically
+from ..data.devices import model_device
 from ..data.images import ImagesArg, load_images
 from ..data.zoo import model_info, model_name
 from ..engine.passes.recording import check_images
@@ -115,8 +116,7 @@ def compare(model: nn.Module, images: ImagesArg,
     if isinstance(images, (list, tuple)) and not images:
         raise ArgumentError("no images to compare")
     x, photos, paths = load_images(images, model)
-    device = next((p.device for p in model.parameters()), None)
-    x = check_images(x.to(device), model=model)
+    x = check_images(x.to(model_device(model)), model=model)
     with torch.no_grad():
         logits = model(x)
     resolved = resolve_target(model, x, target, layer, feature, mode, logits=logits)

@@ -43,7 +43,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from .._io import check_output_path, write_atomically
 from ..data import jpeg_batches
+from ..data.devices import model_device
 from ..data.images import load_image, preprocessing_for
+from ..data.prefetch import one_ahead
 from ..data.zoo import Preprocessing, model_info, model_name, weights_digest
 from ..engine.passes.graph import trace
 from ..engine.passes.layers import aliases_of, resolve_layer
@@ -149,21 +151,6 @@ def _on_device(batch, device, paths: Sequence[str], prep: Preprocessing):
             indices += [ids[p] for p in kept]
             x = decoded if x is None else torch.cat([x, decoded])
     return indices, x, failed
-
-
-def _one_ahead(batches, prepare):
-    """``prepare(batch)`` for each batch, the next one prepared before the current one is
-    handed on, so that reading and decoding overlap the model's work."""
-    iterator = iter(batches)
-    try:
-        ready = prepare(next(iterator))
-    except StopIteration:
-        return
-    for batch in iterator:
-        following = prepare(batch)
-        yield ready
-        ready = following
-    yield ready
 
 
 _KEYS = ("values", "images", "ys", "xs", "runner_ups")
@@ -288,8 +275,7 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
     nodes = [node for _, _, node in resolved]
     prep = preprocessing or preprocessing_for(model)
     info = model_info(model)
-    param = next(iter(model.parameters()), None)
-    device = param.device if param is not None else torch.device("cpu")
+    device = model_device(model)
     forward = forward_to(traced, nodes, (prep.crop_size, prep.crop_size))
     with torch.no_grad():
         probe = forward(torch.zeros(2, 3, prep.crop_size, prep.crop_size, device=device))
@@ -337,7 +323,7 @@ def scan(model: nn.Module, source: Union[str, os.PathLike, Sequence[str]], layer
         loader = DataLoader(_Images(paths, shard[state["done"]:], prep, gpu=gpu),
                             batch_size=batch_size, num_workers=workers, collate_fn=_collate,
                             pin_memory=device.type == "cuda")
-        batches = _one_ahead(loader, lambda b: _on_device(b, device, paths, prep))
+        batches = one_ahead(loader, lambda b: _on_device(b, device, paths, prep))
         from tqdm import tqdm
 
         bar = tqdm(total=len(shard), initial=state["done"], unit="img", desc=f"scan {meta['model']}",

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from .. import figures
 from .._io import write_atomically
 from ..choices import FV_OBJECTIVES, weights_label
+from ..data.devices import model_device, model_dtype
 from ..data.images import preprocessing_for
 from ..data.zoo import Preprocessing, class_names, model_info, model_name
 from ..engine.passes.plan import memory_budget
@@ -304,9 +305,7 @@ def feature_vis(model: nn.Module, layer: Optional[str] = None,
             net.traced.ops:
         node, skipped = op.inputs[0].name, True
     run = forward_to(net.traced, [node])
-    p = next(iter(model.parameters()), None)
-    device = p.device if p is not None else torch.device("cpu")
-    dtype = p.dtype if p is not None else torch.float32
+    device, dtype = model_device(model), model_dtype(model) or torch.float32
     shape = (1,) + tuple(found.shape)  # measured once per size by the projector
     channels = shape[1]
     unit_list, labels = _units(model, objective, units, directions, channels, layer_name)

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from .. import figures, method_table
 from .._io import write_atomically
+from ..data.devices import model_device
 from ..data.images import ImagesArg, load_images, to_rgb
 from ..data.zoo import model_info, model_name
 from ..engine import Projector
@@ -297,8 +298,7 @@ def sanity_check(model: nn.Module, x: ImagesArg, methods: Optional[Sequence[str]
     for method in methods:
         method_table.get(method)
     x, _, _ = load_images(x, model)
-    device = next((p.device for p in model.parameters()), None)
-    x = check_images(x.to(device) if device is not None else x, model=model)
+    x = check_images(x.to(model_device(model)), model=model)
     resolved = resolve_target(model, x, target)
     if not resolved.is_class:
         raise ArgumentError("the sanity check explains a class")

@@ -35,7 +35,7 @@ import torch
 from ..choices import PRECISIONS, check_precision
 
 __all__ = ["computing", "current_precision", "precise", "precise_method", "PRECISIONS",
-           "backend_flags", "check_precision"]
+           "backend_flags", "check_precision", "rel_error", "REL_ERROR_FLOOR"]
 
 _state = threading.local()
 F = TypeVar("F", bound=Callable)
@@ -156,3 +156,16 @@ def precise_method(fn: F) -> F:
             return fn(self, *args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+REL_ERROR_FLOOR = 1e-30
+"""The least denominator of :func:`rel_error`: two all-zero tensors agree (error 0), and any
+difference from an all-zero reference is a huge error."""
+
+
+def rel_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The relative max error of ``a`` against the reference ``b``: ``max |a - b| / max |b|``
+    (the denominator at least :data:`REL_ERROR_FLOOR`). The one measure deconvviz's tests,
+    benchmarks and documentation state tolerances in."""
+    a, b = a.detach(), b.detach()
+    return float((a - b).abs().max()) / max(float(b.abs().max()), REL_ERROR_FLOOR)

@@ -214,7 +214,7 @@ class Projector:
         batch ``[N, 3, H, W]`` on the model's device (a batch tensor is taken as it is)."""
         if not (isinstance(images, Tensor) and images.dim() == 4):
             images = load_images(images, self.model)[0].to(self.device)
-        return check_images(images, self.device, model=self.model)
+        return check_images(images, model=self.model)  # the model says where, if it has weights
 
     @api(renamed={"x": "images"})
     @runs_model

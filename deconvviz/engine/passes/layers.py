@@ -16,6 +16,7 @@ from typing import Dict, List, Mapping, Optional, Tuple, Union
 import torch
 from torch import nn
 
+from ...data.devices import model_device, model_dtype
 from ...data.zoo import get_spec, load_model, model_info
 from ...errors import UnknownLayerError, closest
 from ..catalogue.geometry import INPUT_GEOMETRY, Geometry, same_layout_field
@@ -215,9 +216,8 @@ class Measured:
 def measure(traced: TracedModel, size: Tuple[int, int]) -> Measured:
     """Shapes and receptive fields of every node, from one forward pass of a zero image of
     ``size`` (height, width)."""
-    param = next(iter(traced.model.parameters()), None)
-    x = torch.zeros(1, 3, *size, device=param.device if param is not None else None,
-                    dtype=param.dtype if param is not None else None)
+    x = torch.zeros(1, 3, *size, device=model_device(traced.model),
+                    dtype=model_dtype(traced.model))
     recording = record_nodes(traced, x, {}, switches=False)
     return Measured(tuple(size), recording.shapes, geometry(traced, recording.shapes))
 

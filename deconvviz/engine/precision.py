@@ -34,7 +34,7 @@ import torch
 
 from ..choices import PRECISIONS, check_precision
 
-__all__ = ["computing", "current_precision", "precise", "precise_method", "PRECISIONS",
+__all__ = ["computing", "current_precision", "precise", "PRECISIONS",
            "backend_flags", "check_precision", "rel_error", "REL_ERROR_FLOOR"]
 
 _state = threading.local()
@@ -143,17 +143,6 @@ def precise(fn: F) -> F:
             precision = signature.bind_partial(*args, **kwargs).arguments.get("precision")
         with computing(precision):
             return fn(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def precise_method(fn: F) -> F:
-    """Run a method inside :func:`computing` at its object's ``precision`` attribute."""
-
-    @functools.wraps(fn)
-    def wrapper(self, *args, **kwargs):
-        with computing(getattr(self, "precision", None)):
-            return fn(self, *args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
 

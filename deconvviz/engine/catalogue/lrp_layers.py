@@ -11,7 +11,6 @@ take no input). With ``x⁺ = max(x, 0)``, ``W⁺ = max(W, 0)`` (and ``⁻`` for
 rule            denominator(s)                                                     terms
 ==============  =================================================================  ==========
 ``epsilon``     ``z = Wx + b``                                                     ``x·Wᵀ(R/z)``
-``zplus``       ``z = W⁺x⁺ + b⁺ + W⁻x⁻``                                           ``x⁺·W⁺ᵀ(R/z) + x⁻·W⁻ᵀ(R/z)``
 ``alphabeta``   ``z⁺ = W⁺x⁺ + b⁺ + W⁻x⁻``, ``z⁻ = W⁻x⁺ + b⁻ + W⁺x⁻``               ``α(x⁺·W⁺ᵀ + x⁻·W⁻ᵀ)(R/z⁺) − β(x⁺·W⁻ᵀ + x⁻·W⁺ᵀ)(R/z⁻)``
 ``gamma``       as αβ with ``W + γW⁺``, ``W + γW⁻`` (``b + γb⁺``, ``b + γb⁻``),    each side for the outputs of its sign
                 ``y = Wx + b > 0`` or ``< 0``
@@ -20,7 +19,11 @@ rule            denominator(s)                                                  
 ``zbox``        ``z = Wx + b − (W⁺l + b⁺) − (W⁻h + b⁻)``                           ``(x·Wᵀ − l·W⁺ᵀ − h·W⁻ᵀ)(R/z)``
 ==============  =================================================================  ==========
 
-Every denominator is stabilised as zennit does: ``z + e·(sign(z) + [z = 0])``.
+Every denominator is stabilised as zennit does: ``z + e·(sign(z) + [z = 0])``. ``zplus``,
+``alpha2beta1`` and ``alpha1beta0`` are presets of ``alphabeta`` (α, β = 1, 0; 2, 1; 1, 0):
+the rules' names, titles and parameters are data in :mod:`deconvviz.method_table`, and each
+rule's arithmetic is one term builder in :data:`TERMS`, checked complete when this module
+loads.
 
 BatchNorm is folded from the graph, without per-architecture code: one that directly follows
 a convolution (or linear layer) whose only user it is rides on its weights and bias (as

@@ -47,7 +47,7 @@ def run_deconvviz(model_name, layer, mode, threads) -> dict:
     net = dv.Deconvnet(model)
     channels = net.record(x, layer).activations[layer].shape[1]
     start = time.perf_counter()
-    out = net.project(x, layer, list(range(channels)), mode=mode)  # forward + reverse
+    out = net.project(x, layer, features=list(range(channels)), mode=mode)  # forward + reverse
     seconds = time.perf_counter() - start
     torch.save(out[0], os.environ["DECONVVIZ_BENCH_OUT"])
     return {"seconds": seconds, "features": channels, "peak_mb": peak_mb()}

@@ -22,6 +22,7 @@ from dataclasses import replace
 import torch
 
 import deconvviz as dv
+from deconvviz.engine.precision import rel_error
 
 PHOTO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples",
                      "images", "chelsea.png")
@@ -56,7 +57,7 @@ def main() -> None:
     per_b, maps_b = loop(half[1])
     loop_s = (per_a + per_b) / 2 * channels
     looped = torch.cat([maps_a, maps_b], dim=1)
-    err = float((batched.heatmaps[:, sample] - looped).abs().max() / looped.abs().max())
+    err = rel_error(batched.heatmaps[:, sample], looped)
     print("| model | layer | image | concepts | batched s | loop s (from "
           f"{len(sample)}) | ratio | max rel. difference |")
     print("|---|---|---|---:|---:|---:|---:|---:|")

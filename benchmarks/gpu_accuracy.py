@@ -42,12 +42,12 @@ class AccuracyTables:
                 row = []
                 for precision in ("exact", "tf32"):
                     net = dv.Projector(gpu_model, method=method, precision=precision)
-                    got = net.project(x.to(self.device), layer, features)[0]
+                    got = net.project(x.to(self.device), layer, features=features)[0]
                     row.append(f"{self.rel(got, expected):.1e}")
                     if precision == "exact":
                         row.append(f"{self.rel(got, given):.1e}")
                         row.append(f"{flips} ({len(wrong)})")
-                row.append(f"{self.rel(net_cpu.project(x, layer, features)[0], expected):.1e}")
+                row.append(f"{self.rel(net_cpu.project(x, layer, features=features)[0], expected):.1e}")
                 print(f"| {name} | {layer} | {method} | " + " | ".join(row) + " |", flush=True)
 
     # -- 5. the flags behind "exact" ------------------------------------------------------
@@ -100,12 +100,12 @@ class AccuracyTables:
                 for label, precision, det, bench, cudnn in variants:
                     with variant(det, bench, cudnn):
                         net = dv.Projector(gpu_model, method=method, precision=precision)
-                        err = self.rel(net.project(xg, layer, feats, cone=False)[0], expected)
+                        err = self.rel(net.project(xg, layer, features=feats, cone=False)[0], expected)
                         many = list(range(n_time))
-                        full, _ = self.timed(lambda: net.project(xg, layer, many, cone=False),
+                        full, _ = self.timed(lambda: net.project(xg, layer, features=many, cone=False),
                                              repeat=2)
                         try:
-                            cone, _ = self.timed(lambda: net.project(xg, layer, many,
+                            cone, _ = self.timed(lambda: net.project(xg, layer, features=many,
                                                                      cone=True), repeat=2)
                         except Exception as e:  # noqa: BLE001
                             cone = float("nan")

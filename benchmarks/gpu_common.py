@@ -76,5 +76,6 @@ class BenchBase:
         return ours, flips, undecided(ours, reference)
 
     def rel(self, a, b):
-        a, b = a.detach().double().cpu(), b.detach().double().cpu()
-        return float((a - b).abs().max() / b.abs().max().clamp_min(1e-300))
+        from deconvviz.engine.precision import rel_error
+
+        return rel_error(a.detach().double().cpu(), b.detach().double().cpu())

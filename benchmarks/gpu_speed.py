@@ -58,7 +58,7 @@ class SpeedTables:
                 ours = {}
                 for method in ("deconvnet", "guided", "gradient"):
                     p = net.with_method(method)
-                    ours[method], _ = self.timed(lambda p=p: p.project(x, layer, features))
+                    ours[method], _ = self.timed(lambda p=p: p.project(x, layer, features=features))
                 path = net.aliases[layer]
                 captum = NeuronDeconvolution(model, model.get_submodule(path))
                 sample = features[:: max(1, len(features) // 24)]

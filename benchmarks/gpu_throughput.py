@@ -30,9 +30,9 @@ class ThroughputTables:
 
     def throughput(self):
         dv, torch = self.dv, self.torch
-        from deconvviz.engine.graph import trace
-        from deconvviz.engine.layers import aliases_of, resolve_layer
-        from deconvviz.engine.recording import forward_to
+        from deconvviz.engine.passes.graph import trace
+        from deconvviz.engine.passes.layers import aliases_of, resolve_layer
+        from deconvviz.engine.passes.recording import forward_to
 
         n = 64 if self.small else self.args.images
         batch = 8 if self.small else 128

@@ -19,6 +19,7 @@ import sys
 import torch
 
 import deconvviz as dv
+from deconvviz.engine.precision import rel_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHOTO = os.path.join(ROOT, "examples", "images", "chelsea.png")
@@ -56,7 +57,7 @@ def row(name):
         theirs, error = zennit_lrp(variant, x, seed, name)
         logit = float(out[0, top])
         zen = f"{float(theirs.sum()) / logit:.3f}" if theirs is not None else f"fails: {error}"
-        diff = (f"{float((ours - theirs).abs().max() / theirs.abs().max()):.1e}"
+        diff = (f"{rel_error(ours, theirs):.1e}"
                 if theirs is not None else "-")
         cells += [zen, f"{float(ours.sum()) / logit:.3f}", diff]
     return cells

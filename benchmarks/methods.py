@@ -31,7 +31,9 @@ PHOTO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def rel(a, b) -> float:
-    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
+    from deconvviz.engine.precision import rel_error
+
+    return rel_error(a, b)
 
 
 def guided_speed(sample: int) -> None:
@@ -43,7 +45,7 @@ def guided_speed(sample: int) -> None:
     act = net.record(x, "conv4_3").activations["conv4_3"][0]
     features = list(range(act.shape[0]))
     start = time.perf_counter()
-    ours = net.project(x, "conv4_3", features)[0]
+    ours = net.project(x, "conv4_3", features=features)[0]
     deconvviz_s = time.perf_counter() - start
     captum = NeuronGuidedBackprop(model, model.get_submodule(net.aliases["conv4_3"]))
     chosen = features[:: max(1, len(features) // sample)][:sample]

@@ -60,8 +60,8 @@ def occlusion_case(dv, torch, name: str, size: int, stride: int, batch: int, rep
     import torch.nn.functional as F
     from captum.attr import Occlusion
 
-    from deconvviz.engine.graph import trace
-    from deconvviz.engine.incremental import IncrementalForward
+    from deconvviz.engine.passes.graph import trace
+    from deconvviz.engine.passes.incremental import IncrementalForward
 
     model = dv.load_model(name, weights=None)
     x, _ = dv.load_image(os.path.join(HERE, "examples", "images", "chelsea.png"), model)
@@ -101,7 +101,7 @@ def occlusion_case(dv, torch, name: str, size: int, stride: int, batch: int, rep
 
 def window_figure(dv, torch, path: str, size: int = 48, at: int = 88) -> None:
     """The docs' figure: VGG16's changed window per convolution and pool for one square."""
-    from deconvviz.engine.incremental import IncrementalForward
+    from deconvviz.engine.passes.incremental import IncrementalForward
     from deconvviz.figures import changed_windows_figure, save_figure
 
     model = dv.load_model("vgg16", weights=None)

@@ -3,7 +3,7 @@
 >>> import deconvviz as dv
 >>> model = dv.load_model("zfnet", weights=None)
 >>> x, rgb = dv.load_image("examples/images/chelsea.png", model)
->>> p = dv.Deconvnet(model).project(x, layer="conv3", feature=[0, 1, 2])
+>>> p = dv.Deconvnet(model).project(x, "conv3", features=[0, 1, 2])
 
 The package is layered, imports running one way (see docs/architecture.md):
 ``cli``/``explorer`` -> ``analyses`` -> ``engine`` | ``figures`` -> ``data`` -> ``errors``,
@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from ._signatures import deprecated as _deprecated
 from ._version import __version__  # noqa: E402,F401
 
 # public name -> the module that defines it
@@ -26,7 +27,7 @@ _PUBLIC = {
     "load_model": "data.zoo", "model_info": "data.zoo", "weights_digest": "data.zoo",
     "load_image": "data.images",
     "Deconvnet": "engine", "GuidedBackprop": "engine", "Gradient": "engine",
-    "Projector": "engine", "DeconvStep": "engine",
+    "Projector": "engine",
     "ReverseStep": "engine", "ReversePass": "engine", "Recording": "engine",
     "Layer": "engine", "list_layers": "engine", "list_methods": "analyses",
     "register_method": "engine", "unregister_method": "engine", "RuleSet": "engine",
@@ -56,6 +57,8 @@ _DEPRECATED = {"filter_figure": ("filters(...).figure()", "analyses.filters")}
 
 
 def __getattr__(name: str):
+    if name == "DeconvStep":  # kept one release: it is ReverseStep
+        return _deprecated(__name__, name, "ReverseStep") or __getattr__("ReverseStep")
     if name in _PUBLIC:
         value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
         globals()[name] = value
@@ -85,7 +88,7 @@ if TYPE_CHECKING:  # for type checkers, IDEs and the API docs: the same names, e
     from .data.images import load_image
     from .data.zoo import (ModelInfo, UntrainedWarning, list_models, load_model, model_info,
                            weights_digest)
-    from .engine import (Composite, Deconvnet, DeconvStep, Gradient, GuidedBackprop, Layer,
+    from .engine import (Composite, Deconvnet, Gradient, GuidedBackprop, Layer,
                          Projector, Recording, ReversePass, ReverseStep, RuleSet, list_layers,
                          register_method, relevance_method, unregister_method)
     from .errors import (ArgumentError, DeconvvizError, ImageError, OutputError,

@@ -24,8 +24,8 @@ from .data.images import ImagesArg, load_images
 from .data.zoo import load_model
 from .engine import Projector
 from .engine.guard import device_for, runs_model
+from .engine.passes.seeds import strongest
 from .engine.precision import check_precision, computing
-from .engine.seeds import strongest
 from .errors import ArgumentError
 from .figures import mosaic
 from .figures.display import crop_window, to_uint8
@@ -270,7 +270,7 @@ class _Parts:
         layer, feature = self.layer_picker.value, int(self.feature_picker.value)
         rec = self.recording
         act = rec.activations[layer]
-        pixels = self.net.project(self._x, layer, feature, mode=self.mode_picker.value,
+        pixels = self.net.project(self._x, layer, features=feature, mode=self.mode_picker.value,
                                   recording=rec)[0].cpu()
         rgb = self.images[self.image_picker.value][2]
         shown = to_uint8(pixels, self.scaling_picker.value,

@@ -3,7 +3,7 @@
 The command line's choices, :func:`deconvviz.list_methods`, :func:`deconvviz.attribute`, the
 explorer's picker, :func:`deconvviz.compare` and :func:`deconvviz.sanity_check` all read this
 table: a method's name, title, kind, display convention and what it can explain are written
-here once. The reverse passes' rules live in the engine (:mod:`deconvviz.engine.methods`); a new
+here once. The reverse passes' rules live in the engine (:mod:`deconvviz.engine.catalogue.methods`); a new
 reverse-pass method is one call of :func:`deconvviz.engine.register_method` with its rule set,
 which adds it to the engine and to this table.
 
@@ -26,13 +26,16 @@ method                       kind           display     explains         channel
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .errors import ArgumentError, closest
 
 __all__ = ["Method", "KINDS", "DISPLAYS", "TARGETS", "get", "names", "titles", "entries",
-           "displays", "COMPARE_DEFAULT", "SANITY_DEFAULT", "register", "unregister", "check", "REVERSE", "ATTRIBUTION"]
+           "displays", "COMPARE_DEFAULT", "SANITY_DEFAULT", "register", "unregister", "check",
+           "REVERSE", "ATTRIBUTION", "LrpRule", "RulePreset", "Composite", "lrp_rules",
+           "rule_names", "resolve_rule", "composites", "register_lrp_rule",
+           "unregister_lrp_rule", "register_composite", "COMPOSITES", "RULE_METHODS"]
 
 REVERSE = "reverse pass"  # an exact reverse pass on deconvviz's engine
 ATTRIBUTION = "attribution"  # Captum's (or built from Captum's and a reverse pass)
@@ -55,6 +58,7 @@ class Method:
         explains: what it can explain: ``"unit"`` (a feature of a layer), ``"class"``.
         channels: the channels of its map: 3 (per colour), or 1 (Grad-CAM's map).
         summary: one line: what it does.
+        relevance: an LRP method (its maps are relevance: CRP and relevance scans take it).
     """
 
     name: str
@@ -64,15 +68,16 @@ class Method:
     explains: Tuple[str, ...] = TARGETS
     channels: int = 3
     summary: str = ""
+    relevance: bool = False
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
             raise ArgumentError(f"a method's name is one word (letters, digits, _), got "
                                 f"{self.name!r}")
-        for field, value, valid in [("kind", self.kind, KINDS),
-                                    ("display", self.display, DISPLAYS)]:
+        for attr, value, valid in [("kind", self.kind, KINDS),
+                                   ("display", self.display, DISPLAYS)]:
             if value not in valid:
-                raise ArgumentError(f"a method's {field} is one of {', '.join(valid)}, got "
+                raise ArgumentError(f"a method's {attr} is one of {', '.join(valid)}, got "
                                     f"{value!r}")
         bad = [t for t in self.explains if t not in TARGETS]
         if bad or not self.explains:
@@ -93,23 +98,9 @@ _BUILT_IN = (
            summary="Springenberg et al.: the gradient, rectified and masked at every ReLU"),
     Method("gradient", "gradient", REVERSE,
            summary="the exact gradient of the unit or class with respect to the pixels"),
-    # LRP (deconvviz.engine.lrp): zennit's composites, then one method per rule
-    Method("lrp", "LRP ε-z⁺-flat", REVERSE,
-           summary="LRP, zennit's EpsilonPlusFlat: flat on the first layer, z+ on "
-                   "convolutions, epsilon on linear layers"),
-    Method("lrp_epsilon_gamma_box", "LRP ε-γ-box", REVERSE,
-           summary="LRP, zennit's EpsilonGammaBox: z^B on the pixels, gamma on convolutions, "
-                   "epsilon on linear layers"),
-    Method("lrp_epsilon_alpha2beta1_flat", "LRP ε-α2β1-flat", REVERSE,
-           summary="LRP, zennit's EpsilonAlpha2Beta1Flat: flat on the first layer, alpha=2 "
-                   "beta=1 on convolutions, epsilon on linear layers"),
-    *(Method(f"lrp_{rule}", f"LRP {title}", REVERSE,
-             summary=f"LRP's {title} rule on every convolution and linear layer")
-      for rule, title in (("epsilon", "ε"), ("zplus", "z⁺"), ("alpha2beta1", "α2β1"),
-                          ("alpha1beta0", "α1β0"), ("gamma", "γ"), ("flat", "flat"),
-                          ("wsquare", "w²"))),
-    Method("lrp_zbox", "LRP z^B", REVERSE,
-           summary="LRP's z^B rule on the pixels, epsilon on every other layer"),
+    # then LRP's composites (from the table below), then Captum's
+)
+_ATTRIBUTIONS = (
     Method("gradcam", "Grad-CAM", ATTRIBUTION, "heatmap", ("class", "unit"), 1,
            summary="Captum's LayerGradCam at the last convolutional block, upsampled"),
     Method("guided_gradcam", "guided Grad-CAM", ATTRIBUTION, "signed", ("class", "unit"),
@@ -121,6 +112,195 @@ _BUILT_IN = (
     Method("occlusion", "occlusion", ATTRIBUTION, "heatmap", ("class", "unit"),
            summary="Captum's Occlusion: the output's drop under a sliding mean-colour square"),
 )
+# LRP's vocabulary -------------------------------------------------------------------------
+PARAMETERS = ("epsilon", "stabilizer", "gamma", "alpha", "beta", "low", "high")
+"""A composite's constants, which its rules read (each rule names the ones it reads)."""
+
+
+@dataclass(frozen=True)
+class LrpRule:
+    """An LRP rule for the layers with weights (convolutions, linear layers).
+
+    Attributes:
+        name: what composites name it by (``Composite(conv="gamma")``).
+        title: how method titles write it.
+        parameters: the composite's constants it reads (of :data:`PARAMETERS`; every rule
+            also reads ``stabilizer``).
+        first_only: a rule only for the layer that reads the pixels (z^B).
+        summary: one line: its formula.
+    """
+
+    name: str
+    title: str
+    parameters: Tuple[str, ...] = ()
+    first_only: bool = False
+    summary: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name.isidentifier():
+            raise ArgumentError(f"an LRP rule's name is one word, got {self.name!r}")
+        bad = [p for p in self.parameters if p not in PARAMETERS]
+        if bad:
+            raise ArgumentError(f"LRP rule {self.name!r}: unknown parameter(s) {bad}; a rule "
+                                f"reads some of {', '.join(PARAMETERS)}")
+
+
+@dataclass(frozen=True)
+class RulePreset:
+    """A name users type for a rule with some of its parameters set (``alpha2beta1``)."""
+
+    name: str
+    rule: str
+    title: str
+    values: Mapping[str, float] = field(default_factory=dict)
+
+
+_RULES: Dict[str, LrpRule] = {r.name: r for r in (
+    LrpRule("epsilon", "ε", ("epsilon",), summary="z = Wx + b (stabilised by ε): x·Wᵀ(R/z)"),
+    LrpRule("alphabeta", "αβ", ("alpha", "beta"),
+            summary="α times the positive contributions' share, minus β times the negative's"),
+    LrpRule("gamma", "γ", ("gamma",), summary="W + γW⁺ for positive outputs, W + γW⁻ for "
+                                              "negative ones"),
+    LrpRule("flat", "flat", summary="all weights one: relevance spread evenly over the field"),
+    LrpRule("wsquare", "w²", summary="z = W²1 + b²: relevance by the squared weights"),
+    LrpRule("zbox", "z^B", ("low", "high"), first_only=True,
+            summary="the pixels' bounds: x·Wᵀ − l·W⁺ᵀ − h·W⁻ᵀ"),
+)}
+_PRESETS: Dict[str, RulePreset] = {p.name: p for p in (
+    RulePreset("zplus", "alphabeta", "z⁺", {"alpha": 1.0, "beta": 0.0}),
+    RulePreset("alpha2beta1", "alphabeta", "α2β1", {"alpha": 2.0, "beta": 1.0}),
+    RulePreset("alpha1beta0", "alphabeta", "α1β0", {"alpha": 1.0, "beta": 0.0}),
+)}
+# the order names are offered in (and one single-rule method each, lrp_<name>)
+_RULE_ORDER = ["epsilon", "zplus", "alpha2beta1", "alpha1beta0", "gamma", "flat", "wsquare",
+               "zbox"]
+
+
+def lrp_rules() -> Dict[str, LrpRule]:
+    """Every LRP rule, by name."""
+    return dict(_RULES)
+
+
+def rule_names() -> List[str]:
+    """The names a composite may give a kind of layer: the presets and rules, in order (a
+    rule whose parameters are all the composite's, such as ``alphabeta``, after them)."""
+    return _RULE_ORDER + [r for r in _RULES if r not in _RULE_ORDER]
+
+
+def resolve_rule(name: str) -> Tuple[LrpRule, Dict[str, float]]:
+    """``(rule, values)`` of a rule or preset name: the rule and the parameters the name sets
+    (none for a rule's own name)."""
+    if name in _PRESETS:
+        preset = _PRESETS[name]
+        return _RULES[preset.rule], dict(preset.values)
+    if name in _RULES:
+        return _RULES[name], {}
+    raise ArgumentError(f"unknown LRP rule {name!r}; choose one of {', '.join(rule_names())}")
+
+
+def rule_title(name: str) -> str:
+    """How titles write a rule or preset name."""
+    return _PRESETS[name].title if name in _PRESETS else resolve_rule(name)[0].title
+
+
+@dataclass(frozen=True)
+class Composite:
+    """An LRP composite: which rule each kind of layer with weights takes, and its constants.
+
+    Attributes:
+        name: the method's name (``--method NAME``).
+        title: how figures name it.
+        first: the rule (or preset) of a layer that reads the image (``None``: its kind's).
+        conv: the rule of every other convolution.
+        linear: the rule of every other linear layer.
+        epsilon: the ε rule's ε.
+        stabilizer: every other rule's stabiliser (zennit's default 1e-6).
+        gamma: the γ rule's γ.
+        alpha, beta: the αβ rule's α and β (a preset such as ``alpha2beta1`` sets its own).
+        low, high: z^B's bounds per input channel (``None``: from the zoo model's
+            preprocessing, the normalised [0, 1] range).
+        summary: one line for the method table.
+
+    Examples:
+        >>> mine = Composite("lrp_mine", "LRP γ-ε", first="flat", conv="gamma", gamma=0.1)
+        >>> register_composite(mine)  # then method="lrp_mine" everywhere
+    """
+
+    name: str
+    title: str
+    first: Optional[str] = "flat"
+    conv: str = "zplus"
+    linear: str = "epsilon"
+    epsilon: float = 1e-6
+    stabilizer: float = 1e-6
+    gamma: float = 0.25
+    alpha: float = 2.0
+    beta: float = 1.0
+    low: Optional[Sequence[float]] = None
+    high: Optional[Sequence[float]] = None
+    summary: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        for where in ("first", "conv", "linear"):
+            name = getattr(self, where)
+            if name is None and where == "first":
+                continue
+            if name not in _RULES and name not in _PRESETS:
+                raise ArgumentError(f"unknown LRP rule {name!r} for {where} layers; choose "
+                                    f"one of {', '.join(rule_names())}")
+            if where != "first" and resolve_rule(name)[0].first_only:
+                raise ArgumentError(f"{name} is a rule for the layer that reads the pixels: "
+                                    f"give it as first={name!r}")
+        if min(self.epsilon, self.stabilizer, self.gamma, self.alpha, self.beta) < 0:
+            raise ArgumentError("epsilon, stabilizer, gamma, alpha and beta are >= 0")
+
+    def rules(self) -> List[str]:
+        """The rule (or preset) names it uses."""
+        return [r for r in (self.first, self.conv, self.linear) if r is not None]
+
+    def parameters(self, name: str) -> Dict[str, object]:
+        """The constants the rule (or preset) ``name`` runs with here: the composite's, the
+        preset's values over them."""
+        values: Dict[str, object] = {p: getattr(self, p) for p in PARAMETERS}
+        values.update(resolve_rule(name)[1])
+        return values
+
+
+def _zennit(name: str, title: str, first: str, conv: str, zennit: str, said: str) -> Composite:
+    return Composite(name, title, first=first, conv=conv, linear="epsilon",
+                     summary=f"LRP, zennit's {zennit}: {said}, epsilon on linear layers")
+
+
+COMPOSITES = (
+    _zennit("lrp", "LRP ε-z⁺-flat", "flat", "zplus", "EpsilonPlusFlat",
+            "flat on the first layer, z+ on convolutions"),
+    _zennit("lrp_epsilon_gamma_box", "LRP ε-γ-box", "zbox", "gamma", "EpsilonGammaBox",
+            "z^B on the pixels, gamma on convolutions"),
+    _zennit("lrp_epsilon_alpha2beta1_flat", "LRP ε-α2β1-flat", "flat", "alpha2beta1",
+            "EpsilonAlpha2Beta1Flat", "flat on the first layer, alpha=2 beta=1 on convolutions"),
+)
+"""zennit's composites, by their names in zennit."""
+
+
+def _single(rule: str) -> Composite:
+    if rule == "zbox":
+        return Composite("lrp_zbox", "LRP z^B", first="zbox", conv="epsilon", linear="epsilon",
+                         summary="LRP's z^B rule on the pixels, epsilon on every other layer")
+    return Composite(f"lrp_{rule}", f"LRP {rule_title(rule)}", first=None, conv=rule,
+                     linear=rule, summary=f"LRP's {rule} rule on every convolution and linear "
+                                          f"layer")
+
+
+RULE_METHODS = tuple(_single(rule) for rule in _RULE_ORDER)
+"""One method per rule: the rule on every layer with weights (z^B on the first, ε above)."""
+_COMPOSITES: Dict[str, Composite] = {c.name: c for c in (*COMPOSITES, *RULE_METHODS)}
+
+
+def _relevance_entry(c: Composite) -> Method:
+    return Method(c.name, c.title, REVERSE, summary=c.summary, relevance=True)
+
+
+_BUILT_IN = (*_BUILT_IN, *(_relevance_entry(c) for c in _COMPOSITES.values()), *_ATTRIBUTIONS)
 _TABLE: Dict[str, Method] = {m.name: m for m in _BUILT_IN}
 
 COMPARE_DEFAULT = ("deconvnet", "guided", "gradient", "gradcam", "guided_gradcam")
@@ -146,6 +326,7 @@ def unregister(name: str) -> None:
         raise ArgumentError(f"{name!r} is built in and cannot be removed")
     get(name)
     del _TABLE[name]
+    _COMPOSITES.pop(name, None)
 
 
 def get(name: str) -> Method:
@@ -185,3 +366,37 @@ def titles() -> Dict[str, str]:
 def displays() -> Dict[str, str]:
     """Method name -> display convention (``"signed"`` or ``"heatmap"``), for figures."""
     return {m.name: m.display for m in _TABLE.values()}
+
+
+def composites() -> Dict[str, Composite]:
+    """Every LRP composite (the built-in ones and those registered), by method name."""
+    return dict(_COMPOSITES)
+
+
+def register_composite(composite: Composite) -> Method:
+    """Add an LRP composite: a method like any other (``method=composite.name`` in every
+    function, ``--method`` on the command line), its rule set built by the engine from this
+    entry. :func:`unregister` removes it."""
+    method = register(_relevance_entry(composite))
+    _COMPOSITES[composite.name] = composite
+    return method
+
+
+def register_lrp_rule(rule: LrpRule) -> LrpRule:
+    """Add an LRP rule to the vocabulary (its term builder is the engine's:
+    :func:`deconvviz.engine.register_lrp_rule` adds both)."""
+    if rule.name in _RULES or rule.name in _PRESETS:
+        raise ArgumentError(f"an LRP rule named {rule.name!r} exists already")
+    _RULES[rule.name] = rule
+    return rule
+
+
+def unregister_lrp_rule(name: str) -> None:
+    """Remove a rule added with :func:`register_lrp_rule` (no composite may still use it)."""
+    if name in _RULE_ORDER or name in ("alphabeta",) or name not in _RULES:
+        raise ArgumentError(f"{name!r} is not an LRP rule added with register_lrp_rule")
+    users = [c.name for c in _COMPOSITES.values() if name in c.rules()]
+    if users:
+        raise ArgumentError(f"LRP rule {name!r} is used by {', '.join(users)}: unregister "
+                            f"them first")
+    del _RULES[name]

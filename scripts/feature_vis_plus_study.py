@@ -93,7 +93,7 @@ def projection_share(model, n=32):
     for i in range(n):
         r, c = where[i].tolist()
         x[i, :, r, c - 3:c + 4] = x[i, :, r - 3:r + 4, c] = 1.0
-        energy = net.project(x[i:i + 1], "conv2", list(range(32)))[0].abs().sum(1)
+        energy = net.project(x[i:i + 1], "conv2", features=list(range(32)))[0].abs().sum(1)
         share += energy[:, r - 3:r + 4, c - 3:c + 4].sum((1, 2)) / energy.sum((1, 2)).clamp_min(
             1e-12)
     return share / n

@@ -8,7 +8,7 @@ import os
 import sys
 
 from deconvviz.engine import registered_rules, rule_table
-from deconvviz.engine.methods import METHODS
+from deconvviz.engine.catalogue.methods import METHODS
 
 PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs",
                     "deconvnet.md")

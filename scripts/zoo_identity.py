@@ -16,7 +16,7 @@ import time
 import torch
 
 import deconvviz as dv
-from deconvviz.engine.layers import aliases_of, overview_layers
+from deconvviz.engine.passes.layers import aliases_of, overview_layers
 
 
 def main(command: str, folder: str) -> int:
@@ -35,7 +35,7 @@ def main(command: str, folder: str) -> int:
                 channels = rec.activations[layer].shape[1]
                 for mode in ("max", "map"):
                     start = time.time()
-                    out = net.project(x, layer, [0, channels // 2], mode=mode, recording=rec)
+                    out = net.project(x, layer, features=[0, channels // 2], mode=mode, recording=rec)
                     path = os.path.join(folder, f"{name}_{method}_{layer}_{mode}.pt")
                     if command == "save":
                         torch.save(out, path)

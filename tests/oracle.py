@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from deconvviz.engine.precision import rel_error  # noqa: F401  (max |a - b| / max |b|)
+
 _RELUS = {F.relu, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_}
 
 
@@ -247,9 +249,3 @@ def plain_gradient(model, x, module_path, feature):
     return torch.autograd.grad(flat.max(dim=1).values.sum(), xx)[0]
 
 
-def rel_error(a, b):
-    """max |a - b| / max |b| (0 when both are all-zero)."""
-    scale = b.abs().max()
-    if scale == 0:
-        return float(a.detach().abs().max())
-    return float((a - b).detach().abs().max() / scale)

@@ -107,7 +107,7 @@ def test_tiles_are_the_hits_projections_and_patches(site, scanned, model):
         window = net.layer(layer).geometry.window(hit.y, hit.x)
         seed = torch.zeros_like(net.record(x, layer).activations[layer])
         seed[0, unit, hit.y, hit.x] = float(hit.value)
-        full = net.project(x, layer, seed=seed)[0].permute(1, 2, 0).numpy()
+        full = net.project(x, layer, signal=seed)[0].permute(1, 2, 0).numpy()
         patch = crop_window(rgb, *window)
         expected = {"projection": to_uint8(crop_window(full, *window), photo=patch),
                     "patch": patch}

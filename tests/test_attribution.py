@@ -20,7 +20,7 @@ FAST = dict(n_steps=2, nt_samples=2, window=32, stride=32)  # small settings for
 
 def test_the_method_list_is_the_tables():
     from deconvviz import method_table
-    from deconvviz.engine.lrp import COMPOSITES, RULE_METHODS
+    from deconvviz.engine.catalogue.lrp import COMPOSITES, RULE_METHODS
 
     lrp = [c.name for c in (*COMPOSITES, *RULE_METHODS)]
     assert dv.list_methods() == method_table.names() == ["deconvnet", "guided", "gradient",
@@ -194,5 +194,5 @@ def test_show_with_guided_backprop(tmp_path):
     result = dv.project(zoo_model("zfnet"), CHELSEA, layer="conv2", top=2, method="guided")
     assert "(guided, max)" in result.title
     expected = dv.GuidedBackprop(zoo_model("zfnet")).project(
-        dv.load_image(CHELSEA, zoo_model("zfnet"))[0], "conv2", result.features)[0]
+        dv.load_image(CHELSEA, zoo_model("zfnet"))[0], "conv2", features=result.features)[0]
     assert torch.equal(result.pixels, expected)

@@ -8,7 +8,7 @@ from torch import nn
 
 import deconvviz as dv
 from deconvviz.analyses.cams import CAMS, ablation_tail, cam_maps, projection, scale
-from deconvviz.engine.graph import trace
+from deconvviz.engine.passes.graph import trace
 
 pgc = pytest.importorskip("pytorch_grad_cam")
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402

@@ -20,6 +20,7 @@ from torch import nn
 from torchvision import models
 
 import deconvviz as dv
+from deconvviz.engine.precision import rel_error
 
 # One small model per family, the cheapest that cover every layout: maps (most), channels
 # last (ConvNeXt, Swin), tokens (ViT), constants of the model (Swin V2's position bias).
@@ -103,14 +104,14 @@ def test_a_channels_last_layer_projects_its_channels():
     seed = torch.zeros_like(out)
     seed[..., 10] = out[..., 10].detach()
     (expected,) = torch.autograd.grad(out, xx, seed)
-    got = net.project(x, "fc", 10, mode="map")
-    assert float((got - expected).abs().max() / expected.abs().max()) <= 1e-12
+    got = net.project(x, "fc", features=10, mode="map")
+    assert rel_error(got, expected) <= 1e-12
     act = net.record(x, "fc").activations["fc"]
     assert act.shape == (2, 12, 8, 8)
     assert torch.equal(act, out.detach().permute(0, 3, 1, 2))
     # the strongest unit of feature 10, projected in its cone and by the full-size pass
-    cone = net.project(x, "fc", 10, cone=True)
-    full = net.project(x, "fc", 10, cone=False)
+    cone = net.project(x, "fc", features=10, cone=True)
+    full = net.project(x, "fc", features=10, cone=False)
     assert float((cone - full).abs().max() / full.abs().max()) <= 1e-12
 
 
@@ -135,7 +136,7 @@ def test_token_layers_are_refused_with_a_sentence():
     model = models.vit_b_32(image_size=64).eval()
     with pytest.raises(dv.UnsupportedOpError, match="tokens.*not a map of channels"):
         dv.Deconvnet(model).project(torch.randn(1, 3, 64, 64), "encoder.layers.encoder_layer_5",
-                                    3)
+                                    features=3)
 
 
 def test_layers_lists_swin_channels_first():

@@ -205,7 +205,7 @@ def test_python_features_that_are_not_indices(feature, message):
 
     net = dv.Deconvnet(dv.load_model("zfnet", weights=None))
     with pytest.raises(dv.ArgumentError, match=message.replace("[", r"\[")):
-        net.project(torch.zeros(1, 3, 64, 64), "conv1", feature)
+        net.project(torch.zeros(1, 3, 64, 64), "conv1", features=feature)
 
 
 @pytest.mark.parametrize("x,message", [
@@ -222,7 +222,7 @@ def test_python_images_the_model_cannot_take(x, message):
 
     net = dv.Deconvnet(dv.load_model("zfnet", weights=None))
     with pytest.raises(dv.ArgumentError, match=re.escape(message)) as info:
-        net.project(x, "conv2", 0)
+        net.project(x, "conv2", features=0)
     assert "While executing" not in str(info.value)
 
 

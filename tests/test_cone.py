@@ -6,7 +6,7 @@ from oracle import oracle_project, rel_error
 from torch import nn
 
 import deconvviz as dv
-from deconvviz.engine.cone import plan_cone
+from deconvviz.engine.passes.cone import plan_cone
 
 TOLERANCE = 1e-4  # relative max error between the cone and the full-size pass
 
@@ -32,8 +32,8 @@ def test_cone_equals_the_full_size_pass_on_every_zoo_family(name):
     for layer in _cone_layers(net, x):
         channels = net.record(x, layer).activations[layer].shape[1]
         features = [0, channels // 2, channels - 1]
-        cone = net.project(x, layer, features, cone=True)
-        full = net.project(x, layer, features, cone=False)
+        cone = net.project(x, layer, features=features, cone=True)
+        full = net.project(x, layer, features=features, cone=False)
         assert rel_error(cone, full) <= TOLERANCE, (name, layer)
         assert full.abs().max() > 0
 
@@ -44,9 +44,9 @@ def test_cone_equals_the_full_size_pass_on_every_zoo_family(name):
 def test_cone_on_odd_input_sizes(name, size):
     net = dv.Deconvnet(zoo_model(name))
     x = torch.randn(1, 3, size, size)
-    cone = net.project(x, "conv3", list(range(0, 384, 40)), cone=True)
+    cone = net.project(x, "conv3", features=list(range(0, 384, 40)), cone=True)
     assert cone.shape[-2:] == (size, size)
-    assert rel_error(cone, net.project(x, "conv3", list(range(0, 384, 40)), cone=False)) <= TOLERANCE
+    assert rel_error(cone, net.project(x, "conv3", features=list(range(0, 384, 40)), cone=False)) <= TOLERANCE
 
 
 @pytest.mark.agreement
@@ -66,7 +66,7 @@ def test_seeds_at_the_borders_and_corners():
     for i in range(len(spots)):
         seed = torch.zeros_like(act)
         seed[images[i], features[i], ys[i], xs[i]] = values[i]
-        full = net.project(x, "conv3_3", seed=seed, cone=False)[images[i]]
+        full = net.project(x, "conv3_3", signal=seed, cone=False)[images[i]]
         assert rel_error(ours[i], full) <= TOLERANCE, spots[i]
         assert full.abs().max() > 0
 
@@ -102,8 +102,8 @@ def test_cone_on_unusual_ops_matches_full_and_oracle():
     x = torch.randn(2, 3, 45, 45)
     plan, _ = _plan(net, x, "", cheaper=False)
     assert plan is not None
-    cone = net.project(x, "", list(range(16)), cone=True)
-    assert rel_error(cone, net.project(x, "", list(range(16)), cone=False)) <= TOLERANCE
+    cone = net.project(x, "", features=list(range(16)), cone=True)
+    assert rel_error(cone, net.project(x, "", features=list(range(16)), cone=False)) <= TOLERANCE
     assert rel_error(cone, oracle_project(model, x, "", list(range(16)))) <= TOLERANCE
 
 
@@ -119,8 +119,8 @@ def test_small_memory_budget_gives_the_same_result():
     model = zoo_model("zfnet")
     x = torch.randn(1, 3, 224, 224)
     features = list(range(0, 384, 12))
-    whole = dv.Deconvnet(model).project(x, "conv3", features)
-    tiny = dv.Deconvnet(model, max_memory=1).project(x, "conv3", features)
+    whole = dv.Deconvnet(model).project(x, "conv3", features=features)
+    tiny = dv.Deconvnet(model, max_memory=1).project(x, "conv3", features=features)
     # One seed per chunk: convolutions of another batch size may differ in the last bits.
     assert rel_error(tiny, whole) <= 1e-6
 
@@ -133,11 +133,11 @@ def test_project_units_equals_single_seeds(layer):
     act = net.record(x, layer).activations[layer]
     units = [(1, 5, 3, 20), (0, 7, 0, 0), (1, 200, 25, 25)] if act.dim() == 4 else \
         [(1, 5, 0, 0), (0, 7, 0, 0)]
-    out = net.project_units(x, layer, units)
+    out = net.project_units(x, layer, units=units)
     for i, (n, f, y, xx) in enumerate(units):
         seed = torch.zeros_like(act)
         index = (n, f, y, xx) if act.dim() == 4 else (n, f)
         seed[index] = act[index]
-        assert rel_error(out[i], net.project(x, layer, seed=seed, cone=False)[n]) <= TOLERANCE
+        assert rel_error(out[i], net.project(x, layer, signal=seed, cone=False)[n]) <= TOLERANCE
     with pytest.raises(dv.ArgumentError, match="outside layer"):
-        net.project_units(x, layer, [(2, 0, 0, 0)])
+        net.project_units(x, layer, units=[(2, 0, 0, 0)])

@@ -7,7 +7,7 @@ from lrp_oracle import SEEN, oracle_lrp
 from test_lrp import ORACLE_TOLERANCE, _double_with_random_batchnorms, _rel, _Tiny
 
 import deconvviz as dv
-from deconvviz.engine.lrp import COMPOSITES
+from deconvviz.engine.catalogue.lrp import COMPOSITES
 
 
 @pytest.fixture(scope="module")

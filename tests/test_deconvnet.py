@@ -7,6 +7,7 @@ from oracle import oracle_project, plain_gradient, rel_error
 from torch import nn
 
 import deconvviz as dv
+from deconvviz.engine.guard import TrainingModeError
 
 TOLERANCE = 1e-4  # relative max error against the oracle
 
@@ -36,7 +37,7 @@ def test_hand_worked_example():
     # Down: 8 -> conv2^T: A -16, B 8 -> unpool: A -16 at (0,1), B 8 at (1,1) -> rectify: A 0,
     # B 8 -> conv1^T of B's [[0,1],[1,0]] from (1,1): x(1,2) = 8, x(2,1) = 8.
     net = dv.Deconvnet(hand_net())
-    p = net.project(HAND_X, "relu2", 0)
+    p = net.project(HAND_X, "relu2", features=0)
     expected = torch.tensor([[[[0., 0., 0.], [0., 0., 8.], [0., 8., 0.]]]])
     assert torch.equal(p, expected)
     # The plain gradient (seeded 1, so times 8) masks with the forward ReLU instead and keeps
@@ -49,7 +50,7 @@ def test_overlapping_pool_windows_add_up():
     x = torch.tensor([[[[1., 2., 1.], [2., 5., 2.], [1., 2., 1.]]]])
     net = dv.Deconvnet(nn.Sequential(nn.MaxPool2d(2, stride=1)))
     # All four 2x2 windows pick the centre: its projection is the sum of the four values.
-    p = net.project(x, "0", 0, mode="map")
+    p = net.project(x, "0", features=0, mode="map")
     assert p[0, 0, 1, 1] == 20.0 and p.sum() == 20.0
     # nn.MaxUnpool2d overwrites instead, keeping just one of them.
     out, idx = F.max_pool2d(x, 2, 1, return_indices=True)
@@ -71,7 +72,7 @@ def test_agrees_with_the_oracle_on_every_zoo_model(name, mode):
     for layer in _layers(name):
         channels = net.record(x, layer).activations[layer].shape[1]
         features = [0, channels // 2, channels - 1]
-        ours = net.project(x, layer, features, mode=mode)
+        ours = net.project(x, layer, features=features, mode=mode)
         assert ours.shape == (2, 3, 3, 64, 64)
         expected = oracle_project(model, x, net.aliases[layer], features, mode)
         assert rel_error(ours, expected) <= TOLERANCE, (name, layer)
@@ -93,7 +94,7 @@ def test_agrees_with_captum_up_to_a_positive_scale(name, layer):
         flat = int(act[feature].argmax())
         y, xx = divmod(flat, act.shape[-1])
         theirs = captum.attribute(x, neuron_selector=(feature, y, xx))
-        ours = net.project(x, layer, feature)
+        ours = net.project(x, layer, features=feature)
         value = float(act[feature, y, xx])
         assert value > 0
         # deconvviz seeds the activation's value; Captum seeds 1.
@@ -119,7 +120,7 @@ def test_functional_relus_are_not_a_plain_gradient(model_fn, layer):
     net = dv.Deconvnet(model)
     x = torch.randn(1, 3, 112, 112)
     path = net.aliases.get(layer, layer)
-    ours = net.project(x, layer, 3)
+    ours = net.project(x, layer, features=3)
     assert rel_error(ours, oracle_project(model, x, path, [3])[:, 0]) <= TOLERANCE
     gradient = plain_gradient(model, x, path, 3)
     assert rel_error(gradient, ours) > 0.1
@@ -137,7 +138,7 @@ def test_exact_output_size_on_odd_inputs(name, size):
     model = zoo_model(name)
     net = dv.Deconvnet(model)
     x = torch.randn(1, 3, size, size)
-    ours = net.project(x, "conv2", [0, 9])
+    ours = net.project(x, "conv2", features=[0, 9])
     assert ours.shape == (1, 2, 3, size, size)
     assert rel_error(ours, oracle_project(model, x, net.aliases["conv2"], [0, 9])) <= TOLERANCE
 
@@ -146,7 +147,7 @@ def test_transposed_conv_restores_alexnet_conv1_size():
     net = dv.Deconvnet(zoo_model("alexnet"))
     x = torch.randn(1, 3, 224, 224)
     assert net.record(x, "conv1").activations["conv1"].shape[-1] == 55
-    assert net.project(x, "conv1", 0).shape == (1, 3, 224, 224)
+    assert net.project(x, "conv1", features=0).shape == (1, 3, 224, 224)
 
 
 class Reused(nn.Module):
@@ -172,7 +173,7 @@ def test_inplace_and_reused_relus():
     net = dv.Deconvnet(model)
     x = torch.randn(2, 3, 37, 37)
     for layer, call in [("relu@0", 0), ("relu@1", 1), ("conv3", 0)]:
-        ours = net.project(x, layer, [0, 5], mode="map")
+        ours = net.project(x, layer, features=[0, 5], mode="map")
         expected = oracle_project(model, x, layer.split("@")[0], [0, 5], "map", call=call)
         assert rel_error(ours, expected) <= TOLERANCE
         assert ours.abs().max() > 0
@@ -187,9 +188,9 @@ def test_seed_argument_and_several_seeds_per_image():
     act = net.record(x, "conv2").activations["conv2"]
     seed = torch.zeros_like(act)
     seed[:, 4] = act[:, 4]
-    assert torch.equal(net.project(x, "conv2", seed=seed), net.project(x, "conv2", 4, mode="map"))
+    assert torch.equal(net.project(x, "conv2", signal=seed), net.project(x, "conv2", features=4, mode="map"))
     both = torch.stack([seed, seed * 2], dim=1)
-    out = net.project(x, "conv2", seed=both)
+    out = net.project(x, "conv2", signal=both)
     assert out.shape == (2, 2, 3, 224, 224)
     assert torch.allclose(out[:, 1], 2 * out[:, 0])
 
@@ -199,8 +200,8 @@ def test_chunking_does_not_change_the_result():
     model = zoo_model("vgg16")
     x = torch.randn(1, 3, 64, 64)
     # map mode: the full-size pass (the cone has its own test)
-    whole = dv.Deconvnet(model).project(x, "conv3_3", list(range(12)), mode="map")
-    tiny = dv.Deconvnet(model, max_memory=1).project(x, "conv3_3", list(range(12)), mode="map")
+    whole = dv.Deconvnet(model).project(x, "conv3_3", features=list(range(12)), mode="map")
+    tiny = dv.Deconvnet(model, max_memory=1).project(x, "conv3_3", features=list(range(12)), mode="map")
     assert rel_error(tiny, whole) <= 1e-6
 
 
@@ -209,7 +210,7 @@ def test_max_mode_keeps_the_first_maximum_on_ties():
     with torch.no_grad():
         conv.weight.fill_(1.0)
     x = torch.tensor([[[[0., 2.], [2., 1.]]]])
-    p = dv.Deconvnet(nn.Sequential(conv)).project(x, "0", 0)
+    p = dv.Deconvnet(nn.Sequential(conv)).project(x, "0", features=0)
     assert torch.equal(p, torch.tensor([[[[0., 2.], [0., 0.]]]]))
 
 
@@ -246,25 +247,61 @@ def test_an_op_without_a_rule_raises_naming_it():
     net = dv.Deconvnet(Gated().eval())
     x = torch.randn(1, 3, 16, 16)
     with pytest.raises(dv.UnsupportedOpError, match=r"argmax at Gated.forward \(test_deconvnet.py:\d+\).*index.*plain gradient"):
-        net.project(x, "head", 0)
-    assert net.project(x, "conv", 0).shape == (1, 3, 16, 16)
+        net.project(x, "head", features=0)
+    assert net.project(x, "conv", features=0).shape == (1, 3, 16, 16)
 
 
 def test_batchnorm_in_training_mode_is_refused():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).train()
-    with pytest.raises(dv.UnsupportedOpError, match="model.eval"):
-        dv.Deconvnet(model).project(torch.randn(2, 3, 8, 8), "2", 0)
+    # refused by the guard every model-running call passes through, before any forward
+    with pytest.raises(TrainingModeError, match="model.eval"):
+        dv.Deconvnet(model).project(torch.randn(2, 3, 8, 8), "2", features=0)
     assert model.training
 
 
+def test_project_takes_every_form_of_images(tmp_path):
+    """One image [3, H, W], a PIL image and a path give what the batch [1, 3, H, W] gives."""
+    from PIL import Image
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 5, 3)).eval()
+    net = dv.Deconvnet(model)
+    photo = Image.fromarray((torch.rand(20, 20, 3) * 255).to(torch.uint8).numpy())
+    photo.save(tmp_path / "photo.png")
+    x = dv.load_image(photo, model)[0]
+    expected = net.project(x, "2", features=[1, 3])
+    assert torch.equal(net.project(x[0], "2", features=[1, 3]), expected)
+    assert torch.equal(net.project(photo, "2", features=[1, 3]), expected)
+    assert torch.equal(net.project(str(tmp_path / "photo.png"), "2", features=[1, 3]), expected)
+    assert torch.equal(net.record([photo], "2").activations["2"],
+                       net.record(x, "2").activations["2"])
+
+
+def test_old_spellings_of_project_warn_and_work():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 5, 3)).eval()
+    net, x = dv.Deconvnet(model), torch.randn(1, 3, 12, 12)
+    expected = net.project(x, "2", features=2)
+    signal = torch.zeros_like(net.record(x, "2").activations["2"])
+    from deconvviz._signatures import reset_warnings
+
+    reset_warnings()
+    with pytest.warns(DeprecationWarning, match="features"):
+        assert torch.equal(net.project(x, "2", 2), expected)
+    with pytest.warns(DeprecationWarning, match="feature="):
+        assert torch.equal(net.project(images=x, layer="2", feature=2), expected)
+    with pytest.warns(DeprecationWarning, match="seed="):
+        assert net.project(x, "2", seed=signal).abs().sum() == 0
+    with pytest.warns(DeprecationWarning, match="ReverseStep"):
+        assert dv.DeconvStep is dv.ReverseStep
+
+
 @pytest.mark.parametrize("call,error", [
-    (lambda net, x: net.project(x, "conv9", 0), dv.UnknownLayerError),
-    (lambda net, x: net.project(x, "conv3", 384), dv.ArgumentError),
-    (lambda net, x: net.project(x, "conv3", [0, -1]), dv.ArgumentError),
-    (lambda net, x: net.project(x, "conv3", seed=torch.zeros(1, 5, 13, 13)), dv.ArgumentError),
-    (lambda net, x: net.project(x[0], "conv3", 0), dv.ArgumentError),
-    (lambda net, x: net.project(x.long(), "conv3", 0), dv.ArgumentError),
-    (lambda net, x: net.project(x, "conv3", 0, mode="mean"), dv.ArgumentError),
+    (lambda net, x: net.project(x, "conv9", features=0), dv.UnknownLayerError),
+    (lambda net, x: net.project(x, "conv3", features=384), dv.ArgumentError),
+    (lambda net, x: net.project(x, "conv3", features=[0, -1]), dv.ArgumentError),
+    (lambda net, x: net.project(x, "conv3", signal=torch.zeros(1, 5, 13, 13)), dv.ArgumentError),
+    (lambda net, x: net.project(x[0, 0], "conv3", features=0), dv.ArgumentError),
+    (lambda net, x: net.project(x.long(), "conv3", features=0), dv.ArgumentError),
+    (lambda net, x: net.project(x, "conv3", features=0, mode="mean"), dv.ArgumentError),
     (lambda net, x: net.project(x, "conv3"), dv.ArgumentError),
 ])
 def test_bad_arguments_raise_and_leave_the_model_untouched(call, error):
@@ -278,7 +315,7 @@ def test_bad_arguments_raise_and_leave_the_model_untouched(call, error):
 
 def test_out_of_range_feature_names_the_range():
     with pytest.raises(dv.ArgumentError, match="valid features are 0 to 383"):
-        dv.Deconvnet(zoo_model("zfnet")).project(torch.randn(1, 3, 224, 224), "conv3", 400)
+        dv.Deconvnet(zoo_model("zfnet")).project(torch.randn(1, 3, 224, 224), "conv3", features=400)
 
 
 @pytest.mark.parametrize("name", ["zfnet", "googlenet", "resnet18", "densenet121"])
@@ -288,17 +325,19 @@ def test_model_untouched_after_success_even_under_no_grad_and_in_train_mode(name
     net = dv.Deconvnet(model)
     layer = list(net.aliases)[2]
     with torch.no_grad():
-        out = net.project(torch.randn(1, 3, 96, 96), layer, [0, 1])
+        out = net.project(torch.randn(1, 3, 96, 96), layer, features=[0, 1])
     assert out.abs().sum() > 0
     assert_untouched(model, before)
 
 
 def test_user_model_in_training_mode_keeps_its_flag():
-    # Dropout in training mode is refused (its random masks would make the picture a draw);
+    # Dropout in training mode is refused (its random masks would make the picture a draw),
+    # by the guard, before any forward (below the dropout too: docs/api.md, "Guards");
     # deconvviz does not switch the model to eval mode behind the user's back.
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Dropout(0.5), nn.Conv2d(4, 2, 3)).train()
     before = snapshot(model)
-    with pytest.raises(dv.UnsupportedOpError, match="model.eval()"):
-        dv.Deconvnet(model).project(torch.randn(1, 3, 12, 12), "3", 1)
-    assert_untouched(model, before)
-    assert dv.Deconvnet(model).project(torch.randn(1, 3, 12, 12), "1", 1).shape == (1, 3, 12, 12)
+    for layer in ("3", "1"):
+        with pytest.raises(TrainingModeError, match="model.eval()"):
+            dv.Deconvnet(model).project(torch.randn(1, 3, 12, 12), layer, features=1)
+        assert_untouched(model, before)
+    assert dv.Deconvnet(model.eval()).project(torch.randn(1, 3, 12, 12), "1", features=1).shape == (1, 3, 12, 12)

@@ -17,6 +17,7 @@ import deconvviz as dv
 from deconvviz.analyses.fv_image import LUCID_TRANSFORMS, draw_transforms, transform_batch
 from deconvviz.analyses.fv_objective import gram_penalty as _gram_penalty
 from deconvviz.analyses.fv_objective import saved_bytes as _saved_bytes
+from deconvviz.data.zoo import Preprocessing
 
 
 @pytest.fixture(scope="module")
@@ -238,8 +239,7 @@ def test_objectives_direction_logit_and_diversity():
     assert torch.allclose(d.images, c.images, atol=1e-5) and d.labels == ["direction 0"]
     logit = dv.feature_vis(net, None, features=[1, 2], objective="logit", **kwargs)
     with torch.no_grad():
-        x = (F.interpolate(logit.images[:, 0], 16) - torch.tensor([0.485, 0.456, 0.406])
-             .reshape(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).reshape(1, 3, 1, 1)
+        x = Preprocessing().normalise(F.interpolate(logit.images[:, 0], 16))  # ImageNet's
         assert torch.allclose(net(x)[[0, 1], [1, 2]], logit.values[:, 0], rtol=1e-4)
     with pytest.raises(dv.ArgumentError, match="choose from channel, neuron"):
         dv.feature_vis(net, "1", objective="mean", **kwargs)

@@ -74,11 +74,11 @@ def test_every_zoo_model_and_method_on_cuda_matches_a_float64_oracle(name, metho
     for layer in _layers(net):
         channels = net.record(x.cuda(), layer).activations[layer].shape[1]
         features = [0, channels // 2, channels - 1]
-        ours = net.project(x.cuda(), layer, features).cpu().double()
+        ours = net.project(x.cuda(), layer, features=features).cpu().double()
         expected = oracle_project(oracle_model, x.double(), net.aliases[layer], features,
                                   "max", method=method, decisions=decisions)
         assert rel_error(ours, expected) <= TOLERANCE, (name, method, layer)
-        full = net.project(x.cuda(), layer, features, cone=False).cpu().double()
+        full = net.project(x.cuda(), layer, features=features, cone=False).cpu().double()
         assert rel_error(full, expected) <= TOLERANCE, (name, method, layer, "full size")
 
 
@@ -92,8 +92,8 @@ def test_tf32_stays_within_its_documented_error_and_exact_is_back_after():
     expected = oracle_project(oracle_model, x.double(), path, [0, 5], "max", method="gradient")
     given = oracle_project(oracle_model, x.double(), path, [0, 5], "max", method="gradient",
                            decisions=decisions)
-    fast = dv.Gradient(gpu, precision="tf32").project(x.cuda(), "conv4_3", [0, 5])
-    exact = dv.Gradient(gpu).project(x.cuda(), "conv4_3", [0, 5])
+    fast = dv.Gradient(gpu, precision="tf32").project(x.cuda(), "conv4_3", features=[0, 5])
+    exact = dv.Gradient(gpu).project(x.cuda(), "conv4_3", features=[0, 5])
     assert rel_error(fast.cpu().double(), expected) <= TF32_ERROR
     assert rel_error(exact.cpu().double(), given) <= TOLERANCE
 
@@ -120,12 +120,10 @@ def test_nvjpeg_decodes_the_bundled_photos_as_pillow_does():
     datas = [jpeg_batches.read_jpeg(p) for p in paths]
     x, kept, failed = jpeg_batches.decode_batch(datas, paths, prep, "cuda")
     assert kept == list(range(len(paths))) and not failed
-    std = torch.tensor(prep.std, device="cuda")[:, None, None]
-    mean = torch.tensor(prep.mean, device="cuda")[:, None, None]
     worst = []
     for row, path in zip(x, paths):
         _, rgb = dv.load_image(path, preprocessing=prep)
-        crop = ((row * std + mean) * 255).round().permute(1, 2, 0).cpu()
+        crop = (prep.denormalise(row) * 255).round().permute(1, 2, 0).cpu()
         levels = (crop - torch.from_numpy(rgb).float()).abs()
         print(f"{os.path.basename(path)}: max {levels.max():.0f}, mean {levels.mean():.3f}")
         worst.append((float(levels.max()), float(levels.mean())))

@@ -65,8 +65,7 @@ def test_load_image_gives_the_models_input_and_the_crop(chelsea):
     assert x.shape == (1, 3, 224, 224) and x.dtype == torch.float32
     assert rgb.shape == (224, 224, 3) and rgb.dtype == np.uint8
     prep = Preprocessing()
-    mean, std = torch.tensor(prep.mean)[:, None, None], torch.tensor(prep.std)[:, None, None]
-    back = x[0] * std + mean  # x is exactly the crop, normalised
+    back = prep.denormalise(x[0])  # x is exactly the crop, normalised
     assert torch.allclose(back * 255, torch.from_numpy(rgb).permute(2, 0, 1).float(), atol=1e-3)
 
 

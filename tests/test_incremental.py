@@ -1,4 +1,4 @@
-"""Incremental occlusion (engine/incremental.py) against plain forward passes of the occluded
+"""Incremental occlusion (engine/passes/incremental.py) against plain forward passes of the occluded
 images: every zoo model, a hand-written CNN, EfficientNet-B0 (squeeze-excitation), an op with
 no forward-window rule, and the multiply-add count on a hand-computed case.
 
@@ -21,9 +21,9 @@ from conftest import ALL_MODELS, assert_untouched, invoke, snapshot, zoo_model
 from torch import nn
 
 import deconvviz as dv
-from deconvviz.engine.graph import trace
-from deconvviz.engine.incremental import IncrementalForward, IncrementalWarning
-from deconvviz.engine.recording import forward_to
+from deconvviz.engine.passes.graph import trace
+from deconvviz.engine.passes.incremental import IncrementalForward, IncrementalWarning
+from deconvviz.engine.passes.recording import forward_to
 
 TOL = 1e-5
 SIZE = 16

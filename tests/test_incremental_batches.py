@@ -1,6 +1,6 @@
 """Incremental occlusion's batches: cut short where a batch would compute more than
 BATCH_SLACK times its positions' own windows, never longer than asked, every position once."""
-from deconvviz.engine.windows import cut_batches
+from deconvviz.engine.passes.windows import cut_batches
 
 
 def test_batches_end_where_the_windows_would_grow_too_much():

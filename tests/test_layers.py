@@ -48,8 +48,8 @@ def test_unknown_layer_suggests_and_says_how_to_list():
 def test_alias_and_module_path_are_the_same_layer():
     net = dv.Deconvnet(zoo_model("vgg16"))
     x = torch.randn(1, 3, 64, 64)
-    a = net.project(x, "conv3_3", 5)
-    b = net.project(x, "features.15", 5)
+    a = net.project(x, "conv3_3", features=5)
+    b = net.project(x, "features.15", features=5)
     assert torch.equal(a, b)
 
 

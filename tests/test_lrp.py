@@ -12,8 +12,9 @@ from test_modern_cnns import MODERN, modern
 from torch import nn
 
 import deconvviz as dv
-from deconvviz.engine.lrp import COMPOSITES, RULE_METHODS, Composite, relevance_method
-from deconvviz.engine.methods import METHODS
+from deconvviz.engine.catalogue.lrp import COMPOSITES, RULE_METHODS, Composite, relevance_method
+from deconvviz.engine.catalogue.methods import METHODS
+from deconvviz.engine.precision import rel_error
 
 ORACLE_TOLERANCE = 1e-9  # float64 on both sides: the same sums in a different order
 ZENNIT_TOLERANCE = 1e-5  # float32, relative to the largest value (the bound)
@@ -43,8 +44,7 @@ def _double_with_random_batchnorms(model, seed=3):
     return model
 
 
-def _rel(a, b):
-    return float((a - b).abs().max() / b.abs().max())
+_rel = rel_error  # max |a - b| / max |b|
 
 
 def _logit_seed(net, x):
@@ -76,7 +76,7 @@ def test_lrp_equals_the_oracle_and_conserves_on_every_zoo_model(name):
                     generator=torch.Generator().manual_seed(1))
     net = dv.Projector(model, method=relevance_method(TINY))
     rec, seed, logit = _logit_seed(net, x)
-    ours = net.project(x, "", seed=seed, recording=rec)
+    ours = net.project(x, "", signal=seed, recording=rec)
     oracle = oracle_lrp(model, x, _spec(TINY))
     assert oracle.abs().max() > 0
     assert _rel(ours, oracle) <= ORACLE_TOLERANCE, name
@@ -134,7 +134,7 @@ ALL_COMPOSITES = [replace(c, **BOUNDS) for c in [*COMPOSITES, *RULE_METHODS]]
 def _tiny_lrp(model, x, composite):
     net = dv.Projector(model, method=relevance_method(composite))
     rec, seed, _ = _logit_seed(net, x)
-    return net.project(x, "", seed=seed, recording=rec)
+    return net.project(x, "", signal=seed, recording=rec)
 
 
 @pytest.mark.parametrize("composite", ALL_COMPOSITES, ids=lambda c: c.name)

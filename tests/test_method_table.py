@@ -116,7 +116,7 @@ def test_compare_and_sanity_trace_the_model_once_for_every_method(monkeypatch):
 
 
 def test_show_resolves_a_layer_name_once_and_checks_the_model_state_every_time(monkeypatch):
-    import deconvviz.engine.layers as layers
+    import deconvviz.engine.passes.layers as layers
     import deconvviz.engine.projector as projector
 
     resolved = []

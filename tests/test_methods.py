@@ -7,8 +7,8 @@ from conftest import ZOO, assert_untouched, captured_outputs, snapshot, zoo_mode
 from oracle import oracle_project, rel_error
 
 import deconvviz as dv
-from deconvviz.engine.cone import plan_cone
-from deconvviz.engine.seeds import make_seeds
+from deconvviz.engine.passes.cone import plan_cone
+from deconvviz.engine.passes.seeds import make_seeds
 
 TOLERANCE = 1e-4  # relative max error against the oracle
 CLASSES = {"guided": dv.GuidedBackprop, "gradient": dv.Gradient}
@@ -36,11 +36,11 @@ def test_agrees_with_the_oracle_on_every_zoo_model(name, method):
         for mode in ("max", "map"):
             expected = oracle_project(model, x, net.aliases[layer], features, mode,
                                       method=method)
-            full = net.project(x, layer, features, mode=mode, cone=False, recording=rec)
+            full = net.project(x, layer, features=features, mode=mode, cone=False, recording=rec)
             assert rel_error(full, expected) <= TOLERANCE, (name, layer, mode)
             nonzero += int(expected.abs().max() > 0)
             if mode == "max":  # the default: the cone wherever it is cheaper
-                cone = net.project(x, layer, features, recording=rec)
+                cone = net.project(x, layer, features=features, recording=rec)
                 assert rel_error(cone, expected) <= TOLERANCE, (name, layer, "cone")
     assert nonzero >= 2  # the comparisons are not all between zero maps
     first = _two_layers(net)[0]
@@ -68,7 +68,7 @@ def test_gradient_equals_autograd_to_float_precision(name):
     for mode in ("max", "map"):
         seed = make_seeds(act, [5], mode)[:, 0]
         (expected,) = torch.autograd.grad(captured[0], xx, seed, retain_graph=True)
-        ours = net.project(x, layer, 5, mode=mode, cone=False)
+        ours = net.project(x, layer, features=5, mode=mode, cone=False)
         assert rel_error(ours, expected) <= 1e-6
         assert expected.abs().max() > 0
 
@@ -81,14 +81,14 @@ def test_the_tolerance_tells_float_rounding_from_a_wrong_projection():
     x = torch.randn(1, 3, 64, 64)
     expected = oracle_project(model, x, dv.Gradient(model).aliases["conv3_3"], [4],
                               method="guided")
-    ours = dv.GuidedBackprop(model).project(x, "conv3_3", [4])
+    ours = dv.GuidedBackprop(model).project(x, "conv3_3", features=[4])
     scale = float(expected.abs().max())
     noise = torch.randn_like(expected).sign()
     assert rel_error(ours, expected) <= TOLERANCE
     assert rel_error(ours + 0.5 * TOLERANCE * scale * noise, expected) <= TOLERANCE
     assert rel_error(ours + 3 * TOLERANCE * scale * noise, expected) > TOLERANCE
     # and a real rule difference (the deconvnet's ReLU instead of guided backprop's) is far out
-    assert rel_error(dv.Deconvnet(model).project(x, "conv3_3", [4]), expected) > 100 * TOLERANCE
+    assert rel_error(dv.Deconvnet(model).project(x, "conv3_3", features=[4]), expected) > 100 * TOLERANCE
 
 
 @pytest.mark.agreement
@@ -102,7 +102,7 @@ def test_gradient_equals_autograd_to_float_precision_with_batchnorm_and_branches
         model(xx)
     (expected,) = torch.autograd.grad(captured[0], xx, make_seeds(act, [9], "max")[:, 0])
     # BatchNorm scales ride on the convolution weights and branches add in graph order.
-    assert rel_error(net.project(x, "layer2", 9), expected) <= 1e-6
+    assert rel_error(net.project(x, "layer2", features=9), expected) <= 1e-6
 
 
 @pytest.mark.agreement
@@ -126,7 +126,7 @@ def test_captum_guided_backprop_is_right_only_where_relus_are_modules(name, laye
             selector, value = (feature, y, xx), float(act[feature, y, xx])
         assert value != 0
         theirs = value * captum.attribute(x, neuron_selector=selector)
-        ours = net.project(x, layer, feature)
+        ours = net.project(x, layer, features=feature)
         assert rel_error(ours, oracle_project(model, x, net.aliases[layer], [feature],
                                               method="guided")[:, 0]) <= TOLERANCE
         errors.append(rel_error(theirs, ours))
@@ -141,7 +141,7 @@ def test_captum_guided_backprop_is_right_only_where_relus_are_modules(name, laye
 def test_three_methods_differ_where_they_should():
     model = zoo_model("vgg16")
     x = torch.randn(1, 3, 112, 112)
-    maps = {m: cls(model).project(x, "conv3_3", 4) for m, cls in
+    maps = {m: cls(model).project(x, "conv3_3", features=4) for m, cls in
             [("deconvnet", dv.Deconvnet), ("guided", dv.GuidedBackprop),
              ("gradient", dv.Gradient)]}
     assert rel_error(maps["guided"], maps["gradient"]) > 0.05

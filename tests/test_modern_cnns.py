@@ -12,7 +12,7 @@ from torch import nn
 from torchvision import models
 
 import deconvviz as dv
-from deconvviz.engine.cone import plan_cone
+from deconvviz.engine.passes.cone import plan_cone
 
 TOLERANCE = 1e-4
 METHODS = ["deconvnet", "guided", "gradient"]
@@ -61,7 +61,7 @@ def test_every_method_matches_the_oracle(name):
             channels = net.record(x, layer).activations[layer].shape[1]
             features = [0, channels // 2]
             for mode in ("max", "map"):
-                ours = net.project(x, layer, features, mode=mode)
+                ours = net.project(x, layer, features=features, mode=mode)
                 oracle = modern_oracle(model, x, layer, features, mode, method)
                 assert oracle.abs().max() > 0, (method, layer, mode)
                 err = rel_error(ours, oracle)
@@ -110,7 +110,7 @@ def test_functional_forms_gates_and_other_ops(method):
     text = str(net.reverse_pass("c3"))
     assert "vector-Jacobian product" in text  # LayerNorm, permute, chunk, abs, division
     for mode in ("max", "map"):
-        ours = net.project(x, "c3", [0, 5], mode=mode)
+        ours = net.project(x, "c3", features=[0, 5], mode=mode)
         expected = modern_oracle(model, x, "c3", [0, 5], mode, method)
         assert expected.abs().max() > 0
         assert rel_error(ours, expected) <= TOLERANCE, mode
@@ -131,14 +131,14 @@ def test_the_cone_stays_local_through_gates(name):
                          steps.ops[0].name, require_cheaper=False)
         assert plan is not None  # the cone runs (not the full-size pass again)
         features = list(range(0, 24, 3))
-        cone = net.project(x, layer, features, cone=True)
-        full = net.project(x, layer, features, cone=False)
+        cone = net.project(x, layer, features=features, cone=True)
+        full = net.project(x, layer, features=features, cone=False)
         assert rel_error(cone, full) <= TOLERANCE, method
     # The gradient runs into the gate's branch, a global pool: the whole image, said so.
     gradient = dv.Gradient(model)
     assert "Receptive-field cone: not used" in str(gradient.reverse_pass(layer))
-    assert torch.equal(gradient.project(x, layer, 3, cone=True),
-                       gradient.project(x, layer, 3, cone=False))
+    assert torch.equal(gradient.project(x, layer, features=3, cone=True),
+                       gradient.project(x, layer, features=3, cone=False))
 
 
 class Branching(nn.Module):
@@ -180,8 +180,8 @@ def test_a_product_of_two_signals_in_the_cone(method):
     steps = net.reverse_pass("c")
     assert plan_cone(net.traced, steps.ops, steps.folded, net.method, net.record(x, "c"),
                      steps.ops[0].name, require_cheaper=False) is not None
-    cone = net.project(x, "c", [0, 1, 2], cone=True)
-    assert rel_error(cone, net.project(x, "c", [0, 1, 2], cone=False)) <= TOLERANCE
+    cone = net.project(x, "c", features=[0, 1, 2], cone=True)
+    assert rel_error(cone, net.project(x, "c", features=[0, 1, 2], cone=False)) <= TOLERANCE
     assert rel_error(cone, modern_oracle(model, x, "c", [0, 1, 2], "max", method)) <= TOLERANCE
 
 
@@ -200,7 +200,7 @@ def test_an_op_autograd_cannot_differentiate_refuses_when_it_runs(method):
     before = snapshot(model)
     with pytest.raises(dv.UnsupportedOpError, match=r"no .* rule for Tensor.to at .*Rounded"
                                                     r".*autograd cannot differentiate it"):
-        dv.Projector(model, method=method).project(torch.randn(1, 3, 9, 9), "b", 0)
+        dv.Projector(model, method=method).project(torch.randn(1, 3, 9, 9), "b", features=0)
     assert_untouched(model, before)
 
 
@@ -217,6 +217,6 @@ def test_the_cone_follows_channels_last_maps(method):
     assert "projected in their cone" in str(steps)
     assert plan_cone(net.traced, steps.ops, steps.folded, net.method, net.record(x, layer),
                      steps.ops[0].name, require_cheaper=False) is not None
-    cone = net.project(x, layer, features, cone=True)
-    assert rel_error(cone, net.project(x, layer, features, cone=False)) <= TOLERANCE
+    cone = net.project(x, layer, features=features, cone=True)
+    assert rel_error(cone, net.project(x, layer, features=features, cone=False)) <= TOLERANCE
     assert rel_error(cone, modern_oracle(model, x, layer, features, "max", method)) <= TOLERANCE

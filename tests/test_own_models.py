@@ -10,6 +10,7 @@ from torchvision import models
 from torchvision.ops import StochasticDepth
 
 import deconvviz as dv
+from deconvviz.engine.guard import TrainingModeError
 
 TOLERANCE = 1e-4
 
@@ -44,7 +45,7 @@ def test_shape_arithmetic_traces_as_constants(idiom, mode):
     torch.manual_seed(0)
     model = LeNetish(idiom).eval()
     x = torch.randn(2, 3, 32, 32)
-    ours = dv.Deconvnet(model).project(x, "fc1", [1, 4], mode=mode)
+    ours = dv.Deconvnet(model).project(x, "fc1", features=[1, 4], mode=mode)
     expected = oracle_project(model, x, "fc1", [1, 4], mode)
     assert rel_error(ours, expected) <= TOLERANCE and expected.abs().max() > 0
 
@@ -74,12 +75,12 @@ def test_a_module_returning_a_tuple_is_addressed_by_index():
     model = Branchy().eval()
     net = dv.Deconvnet(model)
     with pytest.raises(dv.UnknownLayerError, match=r"returns 2 values .* heads\[0\], heads\[1\]"):
-        net.project(torch.randn(1, 3, 16, 16), "heads", 0)
+        net.project(torch.randn(1, 3, 16, 16), "heads", features=0)
     paths = [layer.path for layer in dv.list_layers(model)]
     assert "heads[0]" in paths and "heads[1]" in paths  # shown by `deconvviz layers`
     x = torch.randn(2, 3, 16, 16)
     with captured_outputs(model.heads, index=1) as captured:
-        ours = net.project(x, "heads[1]", 3, mode="map")
+        ours = net.project(x, "heads[1]", features=3, mode="map")
         xx = x.clone().requires_grad_(True)
         model(xx)
     # By hand: seed the second output's map with its values; the deconvnet rectifies at the
@@ -95,11 +96,12 @@ def test_a_module_returning_a_tuple_is_addressed_by_index():
 def test_dropout_in_training_mode_is_refused_and_the_model_left_alone():
     model = dv.load_model("alexnet", weights=None).train()
     before = snapshot(model)
-    with pytest.raises(dv.UnsupportedOpError, match=r"training mode.*model\.eval\(\)"):
-        dv.Deconvnet(model).project(torch.randn(1, 3, 64, 64), "fc7", 3)
+    # refused by the guard every model-running call passes through, before any forward
+    with pytest.raises(TrainingModeError, match=r"training mode.*model\.eval\(\)"):
+        dv.Deconvnet(model).project(torch.randn(1, 3, 64, 64), "fc7", features=3)
     assert_untouched(model, before)
     model.eval()
-    assert dv.Deconvnet(model).project(torch.randn(1, 3, 64, 64), "fc7", 3).shape == \
+    assert dv.Deconvnet(model).project(torch.randn(1, 3, 64, 64), "fc7", features=3).shape == \
         (1, 3, 64, 64)
 
 
@@ -117,7 +119,7 @@ def test_stochastic_depth_is_the_identity_in_eval_mode():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), Residual()).eval()
     x = torch.randn(2, 3, 16, 16)
-    ours = dv.Deconvnet(model).project(x, "1", [0, 2], mode="map")
+    ours = dv.Deconvnet(model).project(x, "1", features=[0, 2], mode="map")
     assert rel_error(ours, oracle_project(model, x, "1", [0, 2], "map")) <= TOLERANCE
     model.train()
     with pytest.raises(dv.UnsupportedOpError, match="stochastic_depth.*training mode"):
@@ -135,7 +137,7 @@ def test_relu6_in_every_method(method):
     x = torch.randn(2, 3, 20, 20)
     net = dv.Projector(model, method=method)
     for mode in ("max", "map"):
-        ours = net.project(x, "4", [0, 5], mode=mode)
+        ours = net.project(x, "4", features=[0, 5], mode=mode)
         expected = oracle_project(model, x, "4", [0, 5], mode, method=method)
         assert rel_error(ours, expected) <= TOLERANCE, mode
     # Hardtanh(-1, 1) is no rectifier: like any other op, its exact vector-Jacobian product
@@ -172,7 +174,7 @@ def test_beyond_the_zoo(build, layer, size):
     channels = net.record(x, layer).activations[layer].shape[1]
     for mode in ("max", "map"):
         features = [0, channels // 2]
-        ours = net.project(x, layer, features, mode=mode)
+        ours = net.project(x, layer, features=features, mode=mode)
         expected = oracle_project(model, x, layer, features, mode)
         assert rel_error(ours, expected) <= TOLERANCE, mode
         assert expected.abs().max() > 0

@@ -1,5 +1,5 @@
 """The projector's choice of exact plan: the receptive-field cone or the full-size pass, by
-the cone's share of the multiply-adds and the device (engine/plan.py), measured once on a GPU
+the cone's share of the multiply-adds and the device (engine/passes/plan.py), measured once on a GPU
 near the break-even point. Both plans give the same projections."""
 import pytest
 import torch
@@ -7,9 +7,10 @@ from oracle import rel_error
 from torch import nn
 
 import deconvviz as dv
-from deconvviz.engine import plan as plan_module
-from deconvviz.engine import projector as projector_module
-from deconvviz.engine.plan import choose, cone_share, memory_budget
+from deconvviz.engine.passes import cone_plan as cone_plan_module
+from deconvviz.engine.passes import plan as plan_module
+from deconvviz.engine.passes.cone_plan import cone_plan
+from deconvviz.engine.passes.plan import choose, cone_share, memory_budget
 
 
 def two_convs():
@@ -24,8 +25,8 @@ def test_cone_share_counts_multiply_adds_by_hand():
     ReLU costs 1, a convolution 3*3*in_channels multiply-adds."""
     net = dv.Deconvnet(two_convs())
     x = torch.randn(1, 3, 8, 8)
-    steps, _, rec, _, node = net._prepare(x, "3", None)
-    plan = net._cone_plan(steps, rec, node, forced=True)
+    steps, rec, _, node = net._prepare(x, "3", None)
+    plan = cone_plan(net, steps, rec, node, forced=True)
     cone = 5 * 1 + 5 * 9 * 4 * 1 + 4 * 1 * 9 + 4 * 9 * 3 * 9
     full = (5 + 5 * 9 * 4 + 4 + 4 * 9 * 3) * 64
     assert cone_share(plan, steps.ops) == pytest.approx(cone / full, rel=1e-12)
@@ -46,21 +47,21 @@ def test_measured_plans_give_the_full_passes_projections(monkeypatch):
     model = two_convs()
     x = torch.randn(2, 3, 12, 12)
     features = [0, 1, 2, 3, 4]
-    full = dv.Gradient(model).project(x, "3", features, cone=False)
-    monkeypatch.setattr(projector_module, "choose", lambda share, device: "measure")
+    full = dv.Gradient(model).project(x, "3", features=features, cone=False)
+    monkeypatch.setattr(cone_plan_module, "choose", lambda share, device: "measure")
     monkeypatch.setattr(plan_module, "MEASURED", {})
-    monkeypatch.setattr(projector_module, "_MEASURED", plan_module.MEASURED)
+    monkeypatch.setattr(cone_plan_module, "_MEASURED", plan_module.MEASURED)
     net = dv.Gradient(model)
-    measured = net.project(x, "3", features)
+    measured = net.project(x, "3", features=features)
     assert len(plan_module.MEASURED) == 1
     key = next(iter(plan_module.MEASURED))
     assert rel_error(measured, full) <= 1e-5 and measured.shape == full.shape
     for decided in ("full", "cone"):
         plan_module.MEASURED[key] = decided
-        again = net.project(x, "3", features)
+        again = net.project(x, "3", features=features)
         assert rel_error(again, full) <= 1e-5
-        units = net.project_units(x, "3", [(1, 4, 2, 3)])
+        units = net.project_units(x, "3", units=[(1, 4, 2, 3)])
         assert units.shape == (1, 3, 12, 12)
     plan_module.MEASURED.clear()
     plan_module.MEASURED[key] = "full"  # a cached "full" with no measurement: full pass
-    assert rel_error(net.project(x, "3", [2]), full[:, 2:3]) <= 1e-5
+    assert rel_error(net.project(x, "3", features=[2]), full[:, 2:3]) <= 1e-5

@@ -54,7 +54,7 @@ def test_exact_sets_float32_and_gives_the_callers_flags_back(caller_flags):
 def test_flags_come_back_after_an_error_in_a_projection(caller_flags):
     net = dv.Deconvnet(tiny())
     with pytest.raises(dv.ArgumentError):
-        net.project(torch.randn(1, 3, 16, 16), "3", feature=99)  # out of range
+        net.project(torch.randn(1, 3, 16, 16), "3", features=99)  # out of range
     assert backend_flags() == caller_flags
     with pytest.raises(KeyError), computing("exact"):
         raise KeyError("boom")
@@ -71,11 +71,11 @@ def test_projector_and_analyses_compute_inside_the_context(caller_flags, monkeyp
     monkeypatch.setattr(projector, "record_nodes",
                         lambda *a, **k: seen.append(backend_flags()) or real(*a, **k))
     model, x = tiny(), torch.randn(1, 3, 16, 16)
-    dv.Deconvnet(model).project(x, "3", feature=[0, 1])
-    dv.Deconvnet(model, precision="tf32").project(x, "3", feature=0)
+    dv.Deconvnet(model).project(x, "3", features=[0, 1])
+    dv.Deconvnet(model, precision="tf32").project(x, "3", features=0)
     with computing("tf32"):
-        dv.Gradient(model).project(x, "3", feature=0)  # inherits tf32
-        dv.Gradient(model, precision="exact").project(x, "3", feature=0)  # its own
+        dv.Gradient(model).project(x, "3", features=0)  # inherits tf32
+        dv.Gradient(model, precision="exact").project(x, "3", features=0)  # its own
     assert [exact_inside(f) for f in seen] == [True, False, False, True]
     assert backend_flags() == caller_flags
     seen.clear()

@@ -12,12 +12,11 @@ from torch import nn
 
 import deconvviz as dv
 from deconvviz.engine import DECONVNET, Rule, RuleSet, register_rule, registered_rules
+from deconvviz.engine.precision import rel_error
 
 TOLERANCE = 1e-6  # relative max error against autograd, float32
 
 
-def rel_error(a, b):
-    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
 
 
 class Fn(nn.Module):
@@ -119,7 +118,7 @@ def test_rule_reverse_equals_autograd(kind, index):
     with torch.no_grad():
         out = model(x)
     s = torch.randn_like(out)
-    got = net.project(x, "", seed=s)
+    got = net.project(x, "", signal=s)
     if expected_rule is not None:
         expected = expected_rule(x, s)
     else:
@@ -146,7 +145,7 @@ def test_a_method_without_a_rule_for_an_op_refuses_it_by_name():
 
 
 def test_methods_are_named_and_listed():
-    from deconvviz.engine.methods import METHODS as rule_sets
+    from deconvviz.engine.catalogue.methods import METHODS as rule_sets
 
     assert dv.list_methods("reverse pass") == list(rule_sets)
     assert list(rule_sets)[:4] == ["deconvnet", "guided", "gradient", "lrp"]  # then LRP's

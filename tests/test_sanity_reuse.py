@@ -11,9 +11,9 @@ from torch import nn
 
 import deconvviz as dv
 from deconvviz.analyses.sanity import DEFAULT_METHODS, ssim
-from deconvviz.engine.graph import trace
-from deconvviz.engine.recording import record_nodes
-from deconvviz.engine.rerecord import Rerecorder
+from deconvviz.engine.passes.graph import trace
+from deconvviz.engine.passes.recording import record_nodes
+from deconvviz.engine.passes.rerecord import Rerecorder
 
 TOL = 1e-6  # of each map's largest value, and of each score
 

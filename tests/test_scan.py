@@ -220,7 +220,7 @@ def test_projected_hits_match_their_scan_values(photos, model):
         # The strongest hit's crop is the full projection of that activation, cropped.
         top = fh.hits[0]
         x, _ = dv.load_image(top.image, model)
-        full = net.project(x, "conv3", fh.feature)[0]
+        full = net.project(x, "conv3", features=fh.feature)[0]
         assert np.isclose(np.abs(fh.projections[0]).sum(), float(full.abs().sum()), rtol=1e-5)
     fig = figures.scan_figure([hits])
     assert len(fig.axes) >= 4

@@ -1,4 +1,4 @@
-"""A model is traced once while its structure stays (engine/graph.py's cache): every Projector,
+"""A model is traced once while its structure stays (engine/passes/graph.py's cache): every Projector,
 scan and analysis of it shares the trace and its measured layers. A replaced module,
 parameter or buffer, a mode switch or a patched forward traces again; weights changed in
 place need no new trace (the graph calls the model's own modules); a model the caller drops
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import deconvviz as dv
-from deconvviz.engine import graph
+from deconvviz.engine.passes import graph
 
 
 class _Small(nn.Module):
@@ -39,17 +39,17 @@ def test_one_trace_while_the_structure_stays():
     model = _model()
     x = torch.randn(1, 3, 16, 16)
     net = dv.Deconvnet(model)
-    before = net.project(x, "conv2", [1])
+    before = net.project(x, "conv2", features=[1])
     assert dv.Gradient(model).traced is net.traced
     assert dv.Deconvnet(model)._layers is net._layers  # the measured layers are shared too
     with torch.no_grad():  # weights changed in place: the same trace computes with them
         model.conv2.weight.mul_(2)
         model.conv2.bias.mul_(2)
     assert dv.Deconvnet(model).traced is net.traced
-    after = dv.Deconvnet(model).project(x, "conv2", [1])
+    after = dv.Deconvnet(model).project(x, "conv2", features=[1])
     fresh = dv.Deconvnet(copy.deepcopy(model))  # another model object: its own trace
     assert fresh.traced is not net.traced
-    assert torch.equal(after, fresh.project(x, "conv2", [1]))
+    assert torch.equal(after, fresh.project(x, "conv2", features=[1]))
     assert torch.allclose(after, 4 * before, rtol=1e-5)  # the seed's value and conv2^T double
 
 
@@ -57,14 +57,14 @@ def test_a_changed_structure_is_traced_again():
     model = _model()
     x = torch.randn(1, 3, 16, 16)
     first = dv.Deconvnet(model)
-    expected = first.project(x, "conv2", [0])
+    expected = first.project(x, "conv2", features=[0])
     seen = {id(first.traced)}
 
     model.conv2 = nn.Conv2d(4, 5, 3, padding=1)  # a replaced module
     net = dv.Deconvnet(model)
     assert id(net.traced) not in seen
     seen.add(id(net.traced))
-    assert not torch.allclose(net.project(x, "conv2", [0]), expected)
+    assert not torch.allclose(net.project(x, "conv2", features=[0]), expected)
 
     model.conv1.weight = nn.Parameter(model.conv1.weight.detach() * -1)  # a replaced parameter
     assert id(dv.Deconvnet(model).traced) not in seen
@@ -84,7 +84,7 @@ def test_a_dropped_model_is_freed_with_its_trace():
         model = _model(branch)
         net = dv.Deconvnet(model)
         assert net.traced.capture == capture
-        net.project(torch.randn(1, 3, 16, 16), "conv2", [0])
+        net.project(torch.randn(1, 3, 16, 16), "conv2", features=[0])
         assert model in graph._TRACES
         alive = weakref.ref(model)
         del model, net

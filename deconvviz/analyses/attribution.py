@@ -37,8 +37,8 @@ from ..data.images import ImagesArg
 from ..data.zoo import class_names
 from ..engine import Projector
 from ..engine.guard import images_for, runs_model
-from ..engine.recording import Recording, check_images, forward_to
-from ..engine.seeds import make_seeds
+from ..engine.passes.recording import Recording, check_images, forward_to
+from ..engine.passes.seeds import make_seeds
 from ..errors import ArgumentError, closest
 from . import map_check
 from .attribution_result import Attribution
@@ -279,14 +279,14 @@ def _reverse(net: Projector, x: Tensor, target: Target,
     """A reverse-pass method's map of ``target`` (``recording``: of ``x``, holding the
     output ``""`` and what the method reads; made here if not given)."""
     if not target.is_class:
-        return net.project(x, target.layer, target.feature, mode=target.mode)
+        return net.project(x, target.layer, features=target.feature, mode=target.mode)
     rec = recording if recording is not None else net.record(x, "")
     seed = torch.zeros_like(rec.activations[""])
     rows = torch.arange(x.shape[0])
     seed[rows, target.classes] = 1.0  # 1 at the logit, as Captum seeds
     if net.method.relevance:  # LRP: the logit itself, which the relevance then conserves
         seed[rows, target.classes] = rec.activations[""][rows, target.classes]
-    return net.project(x, "", seed=seed, recording=rec)
+    return net.project(x, "", signal=seed, recording=rec)
 
 
 def _captum(method: str, model: nn.Module, x: Tensor, target: Target, net: Projector,

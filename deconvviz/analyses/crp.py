@@ -27,8 +27,8 @@ from .._signatures import api
 from ..data.images import ImagesArg
 from ..engine import Projector
 from ..engine.guard import images_for, runs_model
-from ..engine.recording import check_images
-from ..engine.reverse import FullSize, run
+from ..engine.passes.recording import check_images
+from ..engine.passes.reverse import FullSize, run
 from ..errors import ArgumentError
 from ..results import Result
 from .attribution import resolve_target

@@ -47,12 +47,13 @@ from ..choices import check_relevance_options
 from ..data import jpeg_batches
 from ..data.devices import model_device
 from ..data.images import ImagesArg, image_list, image_name, load_image, preprocessing_for
+from ..data.prefetch import one_ahead
 from ..data.zoo import Preprocessing, model_info, model_name, weights_digest
-from ..engine.graph import trace
 from ..engine.guard import runs_model
-from ..engine.layers import aliases_of, resolve_layer
+from ..engine.passes.graph import trace
+from ..engine.passes.layers import aliases_of, resolve_layer
+from ..engine.passes.recording import forward_to
 from ..engine.precision import current_precision
-from ..engine.recording import forward_to
 from ..errors import ArgumentError, ImageError, Interrupted
 from . import activation_histogram
 from .relevance_scan import RANKS, RelevanceRanker
@@ -66,7 +67,7 @@ from .scan_checkpoint import (
     settled,
 )
 from .scan_distributed import distributed, gather
-from .scan_loading import ScanImages, collate, on_device, one_ahead
+from .scan_loading import ScanImages, collate, on_device
 from .scan_result import FORMAT, ScanResult, write_scan
 from .scan_tops import candidates, empty_tops, merge
 

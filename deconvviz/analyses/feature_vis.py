@@ -21,7 +21,7 @@ the model expects, runs the model up to the layer and takes an Adam step on the 
   matrices, summed over pairs, so that they show different facets of the unit.
 
 The model is run through a graph copy of its forward pass up to the layer
-(:func:`~deconvviz.engine.recording.forward_to`): nothing is attached to it, and only the
+(:func:`~deconvviz.engine.passes.recording.forward_to`): nothing is attached to it, and only the
 images' gradients are computed (the weights' ``.grad`` stay untouched). The same seed, device
 and thread count give the same images; each image's start and random transforms come from
 its own seeded stream, so a unit's image does not depend on which others share its batch
@@ -51,10 +51,10 @@ from ..data.devices import model_device
 from ..data.images import preprocessing_for
 from ..data.zoo import Preprocessing, model_info, model_name
 from ..engine.guard import runs_model
-from ..engine.plan import memory_budget
+from ..engine.passes.plan import memory_budget
+from ..engine.passes.recording import forward_to
 from ..engine.precision import current_precision
 from ..engine.projector import Projector
-from ..engine.recording import forward_to
 from ..errors import ArgumentError
 from .fv_image import LUCID_TRANSFORMS, ImageParam, Transforms, draw_transforms, transform_batch
 from .fv_objective import Objective, gram_penalty, saved_bytes, step_gradient, units_of

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from .. import figures
 from .._io import write_atomically
 from ..data.zoo import model_info
-from ..engine.layers import aliases_of
+from ..engine.passes.layers import aliases_of
 from ..errors import ArgumentError
 from ..results import Result, csv_columns
 

@@ -29,7 +29,7 @@ from ..data.images import ImagesArg, to_rgb
 from ..data.zoo import class_names, model_info, model_name
 from ..engine import Deconvnet, Projector
 from ..engine.guard import images_for, runs_model
-from ..engine.recording import forward_to
+from ..engine.passes.recording import forward_to
 from ..errors import ArgumentError, closest
 from ..results import Result, csv_columns
 from .attribution import resolve_target

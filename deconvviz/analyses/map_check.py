@@ -28,9 +28,9 @@ import torch
 from torch import Tensor, nn
 
 from .. import method_table
-from ..engine.methods import get_method
+from ..engine.catalogue.methods import get_method
+from ..engine.passes.seeds import make_seeds
 from ..engine.projector import Projector
-from ..engine.seeds import make_seeds
 
 __all__ = ["ZERO_SHARE", "RELEVANCE_KEPT", "check_map", "map_notes", "is_relevance",
            "seed_totals", "seed_word", "notes_for"]

@@ -7,7 +7,7 @@ position, a forward pass gives the summed activation of one feature map of a lay
 the probability of the target class (d) and the most probable class (e). Probabilities are
 the softmax of the logits.
 
-By default the passes are incremental (:mod:`deconvviz.engine.incremental`): one forward
+By default the passes are incremental (:mod:`deconvviz.engine.passes.incremental`): one forward
 pass of the unoccluded image keeps every layer's activations, and for a batch of positions
 each layer recomputes only the window of its output that the square can change. The results
 equal plain forward passes of the occluded images (``incremental=False``) up to the
@@ -33,9 +33,9 @@ from ..data.images import ImagesArg
 from ..data.zoo import class_names, model_info, model_name
 from ..engine import Deconvnet
 from ..engine.guard import images_for, runs_model
-from ..engine.incremental import IncrementalForward
-from ..engine.recording import forward_to
-from ..engine.seeds import strongest
+from ..engine.passes.incremental import IncrementalForward
+from ..engine.passes.recording import forward_to
+from ..engine.passes.seeds import strongest
 from ..errors import ArgumentError
 from .attribution import default_cam_layer, resolve_target
 from .result import Result
@@ -298,7 +298,7 @@ def _result(model, net, x, rgb, layer, act, logits, features, classes, maps, siz
     height, width = x.shape[-2:]
     p0 = F.softmax(logits, dim=1)
     unoccluded = act.reshape(n, channels, -1)
-    projection = torch.stack([net.project(x[i:i + 1], layer, feature=features[i])[0]
+    projection = torch.stack([net.project(x[i:i + 1], layer, features=features[i])[0]
                               for i in range(n)]).detach().cpu()
     geometry = net.layer(layer, (height, width)).geometry
     boxes = []

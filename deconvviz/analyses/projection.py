@@ -26,11 +26,11 @@ from ..choices import (
 from ..data.images import ImagesArg, image_list, load_image, to_rgb
 from ..data.zoo import load_model, model_info, model_name
 from ..engine import Projector, Recording
-from ..engine.geometry import Geometry
+from ..engine.catalogue.geometry import Geometry
 from ..engine.guard import device_for, runs_model
+from ..engine.passes.recording import check_images
+from ..engine.passes.seeds import make_seeds, strongest
 from ..engine.precision import current_precision
-from ..engine.recording import check_images
-from ..engine.seeds import make_seeds, strongest
 from ..errors import ArgumentError
 from ..figures.display import crop_window, shared_scale, to_uint8
 from .map_check import map_notes
@@ -291,7 +291,7 @@ def _project(model: nn.Module, net: Projector, x: Tensor, rgb: np.ndarray, path:
                                 f"{channels} or fewer")
         peaks = act[0].reshape(channels, -1).max(dim=1).values
         features = torch.argsort(peaks, descending=True, stable=True)[:top].tolist()
-    pixels = net.project(x, layer, list(features), mode=mode, recording=recording)[0]
+    pixels = net.project(x, layer, features=list(features), mode=mode, recording=recording)[0]
     values, ys, xs = strongest(act, list(features))
     seeds = make_seeds(act[:1], list(features), mode)[0].double().flatten(1).sum(1)
     layer_info = net.layer(layer, tuple(recording.input_shape[-2:]))

@@ -39,8 +39,8 @@ from .._signatures import api
 from ..data.images import ImagesArg, to_rgb
 from ..data.zoo import model_info, model_name
 from ..engine import Projector
-from ..engine.graph import TracedModel, trace
 from ..engine.guard import images_for, runs_model
+from ..engine.passes.graph import TracedModel, trace
 from ..errors import ArgumentError
 from ..results import Result, csv_columns
 from .attribution import _reverse, attribute_map, default_cam_layer, grad_cam, resolve_target
@@ -182,13 +182,13 @@ class _Reused:
     """A cascade's step for the reverse-pass methods and Grad-CAM, reusing what the step
     did not change: one recording of the copy per step, shared by every reverse-pass method,
     in which only the layer re-initialised and everything above it run again
-    (:class:`~deconvviz.engine.rerecord.Rerecorder`, which also keeps LRP's terms of the
+    (:class:`~deconvviz.engine.passes.rerecord.Rerecorder`, which also keeps LRP's terms of the
     layers below); Grad-CAM runs forward from its layer's input only. Other methods run as
     :func:`attribute` runs them."""
 
     def __init__(self, copied: nn.Module, x: Tensor, methods: Sequence[str], nets: dict,
                  target, options: dict):
-        from ..engine.rerecord import Rerecorder
+        from ..engine.passes.rerecord import Rerecorder
 
         self.copied, self.x, self.nets, self.target = copied, x, nets, target
         self.options = options

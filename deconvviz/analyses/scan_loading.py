@@ -13,7 +13,7 @@ from ..data.images import load_image
 from ..data.zoo import Preprocessing
 from ..errors import DeconvvizError
 
-__all__ = ["ScanImages", "collate", "on_device", "one_ahead"]
+__all__ = ["ScanImages", "collate", "on_device"]
 
 
 class ScanImages(Dataset):
@@ -46,7 +46,6 @@ class ScanImages(Dataset):
 _RAW = "jpeg bytes"
 
 
-
 def collate(batch):
     """A loader's batch: CPU-decoded images stacked, JPEG bytes packed into one buffer
     (a worker hands each tensor over through its own shared-memory file: with one tensor a
@@ -57,7 +56,6 @@ def collate(batch):
     if not good:
         return [], None, failed, raw
     return [i for i, _ in good], torch.stack([x for _, x in good]), failed, raw
-
 
 
 def on_device(batch, device, paths: Sequence[str], prep: Preprocessing):
@@ -77,19 +75,3 @@ def on_device(batch, device, paths: Sequence[str], prep: Preprocessing):
             indices += [ids[p] for p in kept]
             x = decoded if x is None else torch.cat([x, decoded])
     return indices, x, failed
-
-
-
-def one_ahead(batches, prepare):
-    """``prepare(batch)`` for each batch, the next one prepared before the current one is
-    handed on, so that reading and decoding overlap the model's work."""
-    iterator = iter(batches)
-    try:
-        ready = prepare(next(iterator))
-    except StopIteration:
-        return
-    for batch in iterator:
-        following = prepare(batch)
-        yield ready
-        ready = following
-    yield ready

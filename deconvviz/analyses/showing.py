@@ -20,7 +20,7 @@ from ..data.images import ImagesArg, image_list, image_name
 from ..data.zoo import model_name
 from ..engine import Projector
 from ..engine.guard import runs_model
-from ..engine.layers import aliases_of, overview_layers
+from ..engine.passes.layers import aliases_of, overview_layers
 from ..errors import ArgumentError, ImageError
 from .projection import (
     _check_count,

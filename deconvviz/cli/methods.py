@@ -146,7 +146,7 @@ def crp_command(model: str, layer: str, target: Optional[str], top: int,
     heatmap, its share of the layer's relevance and reference patches from a scan."""
     get_spec(model)
     method_table.check(method, method_table.REVERSE)
-    if not method.startswith("lrp"):
+    if not method_table.get(method).relevance:
         raise ArgumentError(f"CRP needs an LRP method (lrp, lrp_<rule>, ...), not {method!r}")
     check_output_path(out, FIGURE_FORMATS)
     from ..analyses import load_scan

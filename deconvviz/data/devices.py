@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterator, Tuple
+from typing import Iterator, Optional, Tuple
 
 import torch
 
 from ..errors import ArgumentError
 
-__all__ = ["resolve_device", "distributed", "model_device"]
+__all__ = ["resolve_device", "distributed", "model_device", "model_dtype"]
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -38,6 +38,14 @@ def model_device(model: torch.nn.Module) -> torch.device:
     for tensor in model.buffers():
         return tensor.device
     return torch.device("cpu")
+
+
+def model_dtype(model: torch.nn.Module) -> Optional[torch.dtype]:
+    """The dtype of ``model``'s first parameter (what its inputs must be); ``None`` for a model
+    without parameters."""
+    for tensor in model.parameters():
+        return tensor.dtype
+    return None
 
 
 @contextlib.contextmanager

@@ -108,8 +108,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 def normalise(crop: Tensor, preprocessing: Preprocessing) -> Tensor:
     """uint8 ``[3, H, W]`` -> the normalised float ``[1, 3, H, W]`` the model expects."""
-    x = TF.normalize(crop.float() / 255.0, list(preprocessing.mean), list(preprocessing.std))
-    return x.unsqueeze(0)
+    return preprocessing.normalise(crop.float() / 255.0).unsqueeze(0)
 
 
 def load_image(path: PathLike, model: Union[None, str, nn.Module] = None, *,
@@ -271,10 +270,6 @@ def load_images(images: object, model: Union[None, str, nn.Module] = None
 def to_rgb(x: Tensor, model: Union[None, str, nn.Module] = None) -> list:
     """Normalised images ``[N, 3, H, W]`` back to ``H x W x 3`` uint8 photos, undoing the
     model's normalisation (ImageNet's for models outside the zoo)."""
-    import torch
 
-    prep = preprocessing_for(model)
-    mean = torch.tensor(prep.mean)[:, None, None]
-    std = torch.tensor(prep.std)[:, None, None]
-    photos = (x.detach().float().cpu() * std + mean).clamp(0, 1)
+    photos = preprocessing_for(model).denormalise(x.detach().float().cpu()).clamp(0, 1)
     return [(p.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for p in photos]

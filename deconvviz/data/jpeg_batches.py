@@ -82,9 +82,7 @@ def preprocess(image: Tensor, prep: Preprocessing) -> Tensor:
 
 def normalise_batch(crops: Tensor, prep: Preprocessing) -> Tensor:
     """uint8 crops ``[B, 3, c, c]`` -> normalised float32, on their device."""
-    mean = torch.tensor(prep.mean, device=crops.device).view(1, 3, 1, 1)
-    std = torch.tensor(prep.std, device=crops.device).view(1, 3, 1, 1)
-    return (crops.float() / 255.0 - mean) / std
+    return prep.normalise(crops.float() / 255.0)
 
 
 def _decode(datas: List[Tensor], device) -> List[Tensor]:
@@ -93,6 +91,23 @@ def _decode(datas: List[Tensor], device) -> List[Tensor]:
     with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders for TorchCodec
         warnings.simplefilter("ignore")
         return decode_jpeg(datas, mode=ImageReadMode.RGB, device=device)
+
+
+def decode_on(datas: List[Tensor], device) -> List[Optional[Tensor]]:
+    """JPEG bytes decoded on ``device`` (uint8 ``[3, H, W]``), the whole batch at once; a
+    batch the decoder refuses is decoded image by image, and an image it refuses is ``None``
+    (the caller's fallback: Pillow on the CPU). The one place the GPU decoder's refusals are
+    handled."""
+    try:
+        return list(_decode(datas, device))
+    except RuntimeError:
+        images: List[Optional[Tensor]] = []
+        for data in datas:
+            try:
+                images.append(_decode([data], device)[0])
+            except RuntimeError:
+                images.append(None)
+        return images
 
 
 def decode_batch(datas: Sequence[Tensor], paths: Sequence[str], prep: Preprocessing,
@@ -105,16 +120,7 @@ def decode_batch(datas: Sequence[Tensor], paths: Sequence[str], prep: Preprocess
         decoder could read. A batch the GPU refuses as a whole is decoded image by image;
         an image it refuses goes through :func:`load_image` on the CPU.
     """
-    datas = list(datas)
-    try:
-        images: List[Optional[Tensor]] = list(_decode(datas, device))
-    except RuntimeError:
-        images = []
-        for data in datas:
-            try:
-                images.append(_decode([data], device)[0])
-            except RuntimeError:
-                images.append(None)
+    images = decode_on(list(datas), device)
     crops, kept, failed = [], [], []
     for i, image in enumerate(images):
         if image is not None:

@@ -1,51 +1,46 @@
-"""The engine: tracing, recording, op rules and methods, one reverse loop, the cone, geometry.
+"""The engine: a front door over the passes that walk a traced graph, over the catalogue of
+rules they ask (imports run that way only; import-linter holds it, docs/architecture.md).
 
-==================  ===========================================================================
-module              job
-==================  ===========================================================================
-``graph``           trace a model with torch.fx; classify every node by the rule that claims it
-``rules``           the :class:`Rule` and :class:`RuleSet` types and the rule registry
-``ops``             the built-in rule of every op kind (one registration each)
-``pointwise``       activations, products (gates) and the exact-VJP fallback for other ops
-``methods``         methods as rule sets (deconvnet, guided backprop, gradient, LRP's)
-``lrp``             LRP: composites as data, the relevance rules of every op kind
-``lrp_layers``      LRP's rules of layers with weights, BatchNorm folded from the graph
-``geometry``        receptive-field and window arithmetic, padding resolved once
-``recording``       one forward pass: activations, switches, inputs a method reads
-``reverse``         the one reverse loop, and its full-size context
-``cone``            the receptive-field cone: windows, and its context for the reverse loop
-``layout``          channels-last maps (ConvNeXt's permutes) and the ops acting per position
-``layers``          layer names, aliases, shapes and receptive fields
-``projector``       :class:`Projector` / :class:`Deconvnet`: the engine's front door
-``precision``       float32 throughout by default (TF32 off on CUDA), restoring the caller's flags
-``plan``            the fastest exact plan per layer and device: the cone or the full-size pass
-==================  ===========================================================================
+=========================  ====================================================================
+part                       job
+=========================  ====================================================================
+``projector``              :class:`Projector` / :class:`Deconvnet`: the engine's front door
+``guard``                  eval mode first, device and precision, the model given back unchanged
+``precision``              float32 throughout by default (TF32 off on CUDA); ``rel_error``
+``passes``                 trace and capture, layout, layers, recording and re-recording, the
+                           reverse loop, the cone and its plan, the incremental forward
+``catalogue``              rules and rule sets: every op kind's rule, methods, LRP's rules and
+                           composites (their vocabulary is data in :mod:`deconvviz.method_table`)
+=========================  ====================================================================
 """
-from .layers import Layer, list_layers
-from .lrp import Composite, relevance_method
-from .methods import (
+from ..method_table import LrpRule, register_composite
+from .catalogue.lrp import Composite, relevance_method
+from .catalogue.methods import (
     DECONVNET,
     GRADIENT,
     GUIDED,
     get_method,
+    register_lrp_rule,
     register_method,
+    unregister_lrp_rule,
     unregister_method,
 )
+from .catalogue.rules import Rule, RuleSet, register_rule, registered_rules, rule_table
+from .passes.layers import Layer, list_layers
+from .passes.recording import Recording
 from .projector import (
-                        MODES,
-                        Deconvnet,
-                        DeconvStep,
-                        Gradient,
-                        GuidedBackprop,
-                        Projector,
-                        ReversePass,
-                        ReverseStep,
+    MODES,
+    Deconvnet,
+    Gradient,
+    GuidedBackprop,
+    Projector,
+    ReversePass,
+    ReverseStep,
 )
-from .recording import Recording
-from .rules import Rule, RuleSet, register_rule, registered_rules, rule_table
 
-__all__ = ["Composite", "relevance_method", "DECONVNET", "GRADIENT", "GUIDED", "DeconvStep", "Deconvnet", "Gradient",
+__all__ = ["Composite", "relevance_method", "DECONVNET", "GRADIENT", "GUIDED", "Deconvnet", "Gradient",
            "GuidedBackprop", "Layer", "MODES", "Projector", "Recording",
            "ReversePass", "ReverseStep", "Rule", "RuleSet", "get_method", "list_layers",
            "register_method", "register_rule", "registered_rules", "rule_table",
-           "unregister_method"]
+           "unregister_method", "register_lrp_rule", "unregister_lrp_rule", "LrpRule",
+           "register_composite"]

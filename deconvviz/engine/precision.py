@@ -34,8 +34,8 @@ import torch
 
 from ..choices import PRECISIONS, check_precision
 
-__all__ = ["computing", "current_precision", "precise", "precise_method", "PRECISIONS",
-           "backend_flags", "check_precision"]
+__all__ = ["computing", "current_precision", "precise", "PRECISIONS",
+           "backend_flags", "check_precision", "rel_error", "REL_ERROR_FLOOR"]
 
 _state = threading.local()
 F = TypeVar("F", bound=Callable)
@@ -114,7 +114,7 @@ def computing(precision: Optional[str] = None) -> Iterator[str]:
 
     Examples:
         >>> with computing("exact"):
-        ...     p = Gradient(model).project(x, "conv5_3", [0, 1])
+        ...     p = Gradient(model).project(x, "conv5_3", features=[0, 1])
     """
     outer = current_precision()
     name = check_precision(precision) if precision is not None else (outer or "exact")
@@ -147,12 +147,14 @@ def precise(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def precise_method(fn: F) -> F:
-    """Run a method inside :func:`computing` at its object's ``precision`` attribute."""
+REL_ERROR_FLOOR = 1e-30
+"""The least denominator of :func:`rel_error`: two all-zero tensors agree (error 0), and any
+difference from an all-zero reference is a huge error."""
 
-    @functools.wraps(fn)
-    def wrapper(self, *args, **kwargs):
-        with computing(getattr(self, "precision", None)):
-            return fn(self, *args, **kwargs)
 
-    return wrapper  # type: ignore[return-value]
+def rel_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The relative max error of ``a`` against the reference ``b``: ``max |a - b| / max |b|``
+    (the denominator at least :data:`REL_ERROR_FLOOR`). The one measure deconvviz's tests,
+    benchmarks and documentation state tolerances in."""
+    a, b = a.detach(), b.detach()
+    return float((a - b).abs().max()) / max(float(b.abs().max()), REL_ERROR_FLOOR)

@@ -1,7 +1,7 @@
 """Projecting activations back to pixels: the engine's front door.
 
 A :class:`Projector` traces a model once, records forward passes, and runs a method's reverse
-pass (a :class:`~deconvviz.engine.rules.RuleSet`) from any layer down to the input, on full-size
+pass (a :class:`~deconvviz.engine.catalogue.rules.RuleSet`) from any layer down to the input, on full-size
 maps or inside each activation's receptive-field cone. :class:`Deconvnet` is the projector of
 Zeiler & Fergus's deconvnet; the rules of each op kind are listed in the documentation
 ("How the deconvnet is computed"), generated from the registered rules.
@@ -19,12 +19,19 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Uni
 import torch
 from torch import Tensor, nn
 
+from .._signatures import api
 from ..choices import MODES, check_mode
+from ..data.devices import model_device
+from ..data.images import ImagesArg, load_images
 from ..data.zoo import model_info
-from ..errors import ArgumentError, UnsupportedOpError
-from .cone import bytes_per_seed, plan_cone
-from .graph import Op, TracedModel, trace
-from .layers import (
+from ..errors import ArgumentError
+from .catalogue.methods import DECONVNET, GRADIENT, GUIDED, get_method
+from .catalogue.ops import fold_batchnorms
+from .catalogue.rules import RuleSet
+from .guard import runs_model
+from .passes.cone_plan import project_cone, units_in_cone
+from .passes.graph import Op, TracedModel, trace
+from .passes.layers import (
     Layer,
     Measured,
     aliases_of,
@@ -34,19 +41,15 @@ from .layers import (
     own_input_size,
     resolve_layer,
 )
-from .layout import TO_CHANNELS_LAST, acts_per_position, channels_last_nodes
-from .methods import DECONVNET, GRADIENT, GUIDED, get_method
-from .ops import fold_batchnorms
-from .plan import MEASURED as _MEASURED
-from .plan import choose, cone_share, memory_budget, rec_device, time_plans
-from .precision import check_precision, precise_method
-from .recording import Recording, channel_axes, check_images, record_nodes
-from .reverse import DeconvStep, FullSize, ReversePass, ReverseStep, run
-from .rules import RuleSet
-from .seeds import Feature, _check_features, _check_seed, make_seeds, strongest
+from .passes.layout import TO_CHANNELS_LAST, acts_per_position, channels_last_nodes
+from .passes.plan import memory_budget, rec_device
+from .passes.recording import Recording, channel_axes, check_images, record_nodes
+from .passes.reverse import FullSize, ReversePass, ReverseStep, refuse, run, supported_rule
+from .passes.seeds import Feature, _check_features, _check_seed, make_seeds
+from .precision import check_precision
 
-__all__ = ["Projector", "Deconvnet", "GuidedBackprop", "Gradient", "ReverseStep", "DeconvStep",
-           "ReversePass", "MODES"]
+__all__ = ["Projector", "Deconvnet", "GuidedBackprop", "Gradient", "ReverseStep", "ReversePass",
+           "MODES"]
 
 
 
@@ -62,7 +65,7 @@ class Projector:
         aliases: layer aliases (name -> module path); by default the zoo's, if any.
         max_memory: bytes the reverse pass may use for its signals; seeds are processed in
             chunks that fit. By default 512 MiB on a CPU, a quarter of the free memory on a
-            GPU (:func:`deconvviz.engine.plan.memory_budget`).
+            GPU (:func:`deconvviz.engine.passes.plan.memory_budget`).
         precision: ``"exact"`` (float32 throughout, TF32 off on CUDA) or ``"tf32"`` (faster
             on GPUs, not exact; see :mod:`deconvviz.engine.precision`); ``None`` (default):
             that of the deconvviz call it runs in, else ``"exact"``.
@@ -104,10 +107,9 @@ class Projector:
 
     # -- layers ---------------------------------------------------------------------------
     @property
-    def device(self) -> Optional[torch.device]:
-        """The device of the model's parameters (``None`` for a model without any)."""
-        p = next(iter(self.model.parameters()), None)
-        return p.device if p is not None else None
+    def device(self) -> torch.device:
+        """Where the model computes (:func:`~deconvviz.data.devices.model_device`)."""
+        return model_device(self.model)
 
     @property
     def input_size(self) -> Tuple[int, int]:
@@ -182,11 +184,11 @@ class Projector:
         missing = [op for op in reversed(ops) if op.kind != "input"
                    and self.method.rule_of(op) is None]
         if missing:
-            self._refuse(missing, layer)
+            refuse(self.method, missing, layer)
         for op in reversed(ops):
             if op.kind == "input":
                 continue
-            rule = self._check_supported(op, layer)
+            rule = supported_rule(self.method, op, layer)
             steps.append(ReverseStep(op, rule.description))
         return ReversePass(layer, path, tuple(steps), fold_batchnorms([s.op for s in steps]),
                            self.method, self._cone_stop(steps))
@@ -206,64 +208,42 @@ class Projector:
                 return step.op
         return None
 
-    def _refuse(self, missing: List[Op], layer: str) -> None:
-        """One error naming the first op on the way down without a rule, and every other
-        kind of op on the path that has none, so that a model's real blockers show at once."""
-        first = missing[0]
-        counts: Dict[str, int] = {}
-        for op in missing[1:]:
-            counts[op.label] = counts.get(op.label, 0) + 1
-        also = "; ".join(f"{label} ({n}x)" if n > 1 else label
-                         for label, n in counts.items() if label != first.label)
-        fallback = self.method.fallback
-        why = (" (its result is an index or an integer: it does not depend differentiably on "
-               "its input, so no signal can pass through it)"
-               if fallback is not None and fallback.when is not None
-               and not fallback.when(first) else "")
-        if first.params.get("refused"):
-            why = f" ({first.params['refused']})"
-        raise UnsupportedOpError(
-            f"no {self.method.title} rule for {first.label} at {first.where} (graph node "
-            f"{first.name!r}){why} on the path from {layer!r} down to the input"
-            + (f"; further down, no rule for: {also}" if also else "")
-            + "; deconvviz will not fall back to a plain gradient. Project from a layer "
-              "below it, or rewrite it with supported ops")
+    # -- images and recording ----------------------------------------------------------------
+    def _batch(self, images: ImagesArg) -> Tensor:
+        """``images`` in any form of :func:`~deconvviz.data.images.load_images` as the checked
+        batch ``[N, 3, H, W]`` on the model's device (a batch tensor is taken as it is)."""
+        if not (isinstance(images, Tensor) and images.dim() == 4):
+            images = load_images(images, self.model)[0].to(self.device)
+        return check_images(images, model=self.model)  # the model says where, if it has weights
 
-    def _check_supported(self, op: Op, layer: str):
-        rule = self.method.rule_of(op)
-        if rule is None:
-            raise UnsupportedOpError(
-                f"no {self.method.title} rule for {op.label} at {op.where} (graph node "
-                f"{op.name!r}) on the path from {layer!r} down to the input; deconvviz will "
-                f"not fall back to a plain gradient. Project from a layer below it, or "
-                f"rewrite it with supported ops")
-        if rule.check is not None:
-            rule.check(op, layer)
-        return rule
-
-    # -- recording ------------------------------------------------------------------------
-    @precise_method
-    def record(self, x: Tensor, layers: Union[str, Sequence[str]], *,
+    @api(renamed={"x": "images"})
+    @runs_model
+    def record(self, images: ImagesArg, layers: Union[str, Sequence[str]], *,
                refuse: bool = True) -> Recording:
-        """Run ``x`` forward once and keep the activations of ``layers`` and the forward
+        """Run ``images`` forward once and keep the activations of ``layers`` and the forward
         state the method reads (every max-pool's switches) up to the deepest of them.
 
         Args:
-            x: normalised images ``[N, 3, H, W]`` on the model's device.
+            images: normalised images ``[N, 3, H, W]`` on the model's device, or any form of
+                :func:`~deconvviz.data.images.load_images` (paths, a folder, PIL images,
+                ``[3, H, W]``), preprocessed for the model.
             layers: one layer name or several.
             refuse: refuse a layer without channels (a ViT's tokens: its features could not
-                be read); ``False`` keeps it as computed, for a seed shaped like it.
+                be read); ``False`` keeps it as computed, for a signal shaped like it.
 
         Returns:
-            A :class:`~deconvviz.engine.recording.Recording`; ``rec.activations[layer]`` is
+            A :class:`~deconvviz.engine.passes.recording.Recording`; ``rec.activations[layer]`` is
             ``[N, C, h, w]``, ``rec.switches`` maps each pool to its indices.
         """
-        x = check_images(x, self.device, model=self.model)
+        return self._record(self._batch(images), layers, refuse=refuse)
+
+    def _record(self, x: Tensor, layers: Union[str, Sequence[str]], *,
+                refuse: bool = True) -> Recording:
         return record_nodes(self.traced, x, refuse=refuse, **self.recorded_state(layers))
 
     def recorded_state(self, layers: Union[str, Sequence[str]]) -> Dict[str, object]:
         """What :meth:`record` keeps of a forward pass for ``layers`` and this method's
-        reverse passes, as :func:`~deconvviz.engine.recording.record_nodes` takes it:
+        reverse passes, as :func:`~deconvviz.engine.passes.recording.record_nodes` takes it:
         ``keep`` (node -> layer), ``switches``, ``inputs``, ``arguments``."""
         layers = [layers] if isinstance(layers, str) else list(layers)
         needs: Dict[str, frozenset] = {}
@@ -278,49 +258,64 @@ class Projector:
                     arguments=[name for name, n in needs.items() if "arguments" in n])
 
     # -- projection -----------------------------------------------------------------------
-    @precise_method
-    def project(self, x: Tensor, layer: str, feature: Optional[Feature] = None, *,
-                mode: str = "max", seed: Optional[Tensor] = None,
+    @api(renamed={"x": "images", "feature": "features", "seed": "signal"}, legacy=("features",))
+    @runs_model
+    def project(self, images: ImagesArg, layer: str, *, features: Optional[Feature] = None,
+                mode: str = "max", signal: Optional[Tensor] = None,
                 recording: Optional[Recording] = None, cone: Optional[bool] = None) -> Tensor:
         """Project activations of ``layer`` back to pixel space.
 
         Args:
-            x: normalised images ``[N, 3, H, W]``.
+            images: normalised images ``[N, 3, H, W]`` on the model's device, or any form of
+                :func:`~deconvviz.data.images.load_images` (paths, a folder, PIL images,
+                ``[3, H, W]``), preprocessed for the model.
             layer: an alias (``"conv3_3"``) or module path (``"features.15"``).
-            feature: a channel index, or a list of them (one projection each).
+            features: a channel index, or a list of them (one projection each).
             mode: ``"max"``: only the feature's strongest activation in each image keeps its
                 value (first in row-major order on ties); ``"map"``: the feature's whole map.
-            seed: instead of ``feature``: any tensor shaped like the layer's activation
-                ``[N, C, h, w]`` (or ``[N, K, C, h, w]`` for K seeds per image).
-            recording: a :class:`Recording` of ``x`` holding ``layer`` (skips the forward).
+            signal: instead of ``features``: any tensor shaped like the layer's activation
+                ``[N, C, h, w]`` (or ``[N, K, C, h, w]`` for K signals per image).
+            recording: a :class:`Recording` of ``images`` holding ``layer`` (skips the
+                forward).
             cone: for ``mode="max"``, compute each projection only inside its receptive-field
                 cone (the same result, much faster for shallow and middle layers). ``None``
                 (default): the faster exact plan for this layer and device
-                (:mod:`deconvviz.engine.plan`: the cone's share of the multiply-adds against
+                (:mod:`deconvviz.engine.passes.plan`: the cone's share of the multiply-adds against
                 its rate on the device, measured once on a GPU near the break-even point);
                 ``True``: the cone wherever the layer allows it; ``False``: always the
                 full-size pass.
 
         Returns:
-            ``[N, 3, H, W]`` for one feature or a seed; ``[N, K, 3, H, W]`` for a list of K
-            features (or seeds ``[N, K, ...]``).
+            ``[N, 3, H, W]`` for one feature or a signal; ``[N, K, 3, H, W]`` for a list of K
+            features (or signals ``[N, K, ...]``).
+
+        Examples:
+            >>> p = Deconvnet(model).project("photo.jpg", "conv3", features=[3, 7])
         """
+        return self._project(self._batch(images), layer, features=features, mode=mode,
+                             signal=signal, recording=recording, cone=cone)
+
+    def _project(self, x: Tensor, layer: str, *, features: Optional[Feature] = None,
+                 mode: str = "max", signal: Optional[Tensor] = None,
+                 recording: Optional[Recording] = None, cone: Optional[bool] = None) -> Tensor:
+        """:meth:`project` on a checked batch, unguarded (for loops inside a guarded call)."""
         check_mode(mode)
-        if (feature is None) == (seed is None):
-            raise ArgumentError("give exactly one of feature= (channel index or list) or seed=")
-        steps, x, recording, act, node = self._prepare(x, layer, recording,
-                                                       features=seed is None)
-        if seed is not None:
-            seeds, single = _check_seed(seed, act)
+        if (features is None) == (signal is None):
+            raise ArgumentError("give exactly one of features= (channel index or list) or "
+                                "signal=")
+        steps, recording, act, node = self._prepare(x, layer, recording,
+                                                    features=signal is None)
+        if signal is not None:
+            seeds, single = _check_seed(signal, act)
             make = lambda k0, k1: seeds[:, k0:k1]  # noqa: E731
             count = seeds.shape[1]
         else:
-            features, single = _check_features(feature, act.shape[1], layer)
-            make = lambda k0, k1: make_seeds(act, features[k0:k1], mode)  # noqa: E731
-            count = len(features)
+            chosen, single = _check_features(features, act.shape[1], layer)
+            make = lambda k0, k1: make_seeds(act, chosen[k0:k1], mode)  # noqa: E731
+            count = len(chosen)
             if mode == "max" and cone is not False:
-                out = self._project_cone(steps, recording, node, act, features, cone is True,
-                                         make)
+                out = project_cone(self, steps, recording, node, act, chosen, cone is True,
+                                   make)
                 if out is not None:
                     return out[:, 0] if single else out
         out = self._reverse_in_chunks(steps, recording, node, make, count, act.shape[0])
@@ -328,101 +323,34 @@ class Projector:
 
     def _prepare(self, x: Tensor, layer: str, recording: Optional[Recording],
                  features: bool = True):
-        """Steps, checked images, a recording holding ``layer``, its activation and node
-        (``features=False``: for a seed, which reads no features: a layer without channels
-        is not refused)."""
+        """Steps, a recording of the checked batch ``x`` holding ``layer``, its activation and
+        node (``features=False``: for a signal, which reads no features: a layer without
+        channels is not refused)."""
         steps = self.reverse_pass(layer)
-        x = check_images(x, self.device, model=self.model)
         if recording is None or layer not in recording.activations:
-            recording = self.record(x, layer, refuse=features)
-        return steps, x, recording, recording.activations[layer], self._node(layer)
+            recording = self._record(x, layer, refuse=features)
+        return steps, recording, recording.activations[layer], self._node(layer)
 
-    def _project_cone(self, steps: ReversePass, rec: Recording, node: str, act: Tensor,
-                      features: List[int], forced: bool = False,
-                      make: Optional[Callable[[int, int], Tensor]] = None) -> Optional[Tensor]:
-        """``[N, K, 3, H, W]`` through the cone, or ``None`` where the full-size pass is the
-        faster plan (``make``: the full pass's seeds, for a one-time measurement)."""
-        n, k = act.shape[0], len(features)
-        values, ys, xs = (t.reshape(-1) for t in strongest(act, features))
-        images = torch.arange(n, device=act.device).repeat_interleave(k)
-        chosen = torch.as_tensor(features, device=act.device).repeat(n)
-        plan = self._cone_plan(steps, rec, node, forced)
-        if plan is None:
-            return None
-        head = 0
-        parts = []
-        if not forced and plan.choice == "measure":
-            key = (node, self.method.name, tuple(rec.input_shape), str(act.device))
-            decided = _MEASURED.get(key)
-            if decided is None and make is not None and k > 1:
-                head = max(1, min(k // 2, 8))  # the first seeds of each image, by both plans
-                mine = (torch.arange(n * k, device=act.device) % k) < head
-                idx = mine.nonzero()[:, 0]
-                decided, first = time_plans(
-                    key, lambda: self._run_cone(plan, images[idx], chosen[idx], ys[idx],
-                                                xs[idx], values[idx]),
-                    lambda: self._reverse_in_chunks(steps, rec, node, make, head, n),
-                    act.device)
-                parts.append(first.reshape(n, head, *first.shape[1:]))
-            if decided == "full":
-                if head:
-                    rest = self._reverse_in_chunks(
-                        steps, rec, node, lambda k0, k1: make(head + k0, head + k1), k - head, n)
-                    return torch.cat(parts + [rest], dim=1)
-                return None
-        elif not forced and plan.choice == "full":
-            return None
-        rest = (torch.arange(n * k, device=act.device) % k) >= head
-        idx = rest.nonzero()[:, 0]
-        if len(idx):
-            out = self._run_cone(plan, images[idx], chosen[idx], ys[idx], xs[idx], values[idx])
-            parts.append(out.reshape(n, k - head, *out.shape[1:]))
-        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
-
-    def _cone_plan(self, steps: ReversePass, rec: Recording, node: str, forced: bool = False):
-        """The cone's plan with ``choice`` set (``"cone"``, ``"full"`` or ``"measure"``, see
-        :func:`deconvviz.engine.plan.choose`), or ``None`` where there is no smaller cone."""
-        if self.method.relevance:  # LRP's rules read whole maps: always the full-size pass
-            return None
-        if self._channels_last(node, rec) and node not in channels_last_nodes(reversed(steps.ops)):
-            return None  # channels last in a way the cone does not follow: full size
-        plan = plan_cone(self.traced, steps.ops, steps.folded, self.method, rec, node,
-                         require_cheaper=not forced)
-        if plan is not None:
-            plan.share = cone_share(plan, steps.ops)
-            plan.choice = "cone" if forced else choose(plan.share, rec_device(rec))
-        return plan
-
-    def _run_cone(self, plan, images, features, ys, xs, values) -> Tensor:
-        budget = memory_budget(self.max_memory, values.device)
-        chunk = max(1, budget // bytes_per_seed(plan.windows, plan.rec, plan.shapes))
-        with torch.no_grad():
-            return torch.cat([plan.project(images[i:i + chunk], features[i:i + chunk],
-                                           ys[i:i + chunk], xs[i:i + chunk], values[i:i + chunk])
-                              for i in range(0, len(images), chunk)])
-
-    def _units_in_cone(self, steps, rec, node, images, features, ys, xs, values,
-                       forced: bool = False) -> Optional[Tensor]:
-        plan = self._cone_plan(steps, rec, node, forced)
-        if plan is None or plan.choice == "full":
-            return None
-        if plan.choice == "measure":  # as measured by project(), where it has been
-            key = (node, self.method.name, tuple(rec.input_shape), str(values.device))
-            if _MEASURED.get(key) == "full":
-                return None
-        return self._run_cone(plan, images, features, ys, xs, values)
-
-    @precise_method
-    def project_units(self, x: Tensor, layer: str, units: Sequence[Tuple[int, int, int, int]],
-                      *, recording: Optional[Recording] = None) -> Tensor:
+    @api(renamed={"x": "images"}, legacy=("units",))
+    @runs_model
+    def project_units(self, images: ImagesArg, layer: str, *,
+                      units: Sequence[Tuple[int, int, int, int]],
+                      recording: Optional[Recording] = None) -> Tensor:
         """Project single activations chosen by position: each unit is ``(image, feature, y,
         x)`` (y = x = 0 for fully-connected layers), seeded with its own value.
+
+        Args:
+            images: as for :meth:`project`.
+            layer: an alias or module path.
+            units: ``(image, feature, y, x)`` of each activation.
+            recording: a :class:`Recording` of ``images`` holding ``layer``.
 
         Returns:
             ``[S, 3, H, W]``, one projection per unit, computed in the receptive-field cone
             where that is cheaper than the full-size pass.
         """
-        steps, x, recording, act, node = self._prepare(x, layer, recording)
+        x = self._batch(images)
+        steps, recording, act, node = self._prepare(x, layer, recording)
         if not units:
             raise ArgumentError("no units to project")
         images, features, ys, xs = (torch.tensor(c, device=act.device) for c in zip(*units))
@@ -435,19 +363,19 @@ class Projector:
             raise ArgumentError(f"unit {first} is outside layer {layer!r} of shape "
                                 f"{list(act.shape)}")
         values = act[images, features, ys, xs] if act.dim() == 4 else act[images, features]
-        out = self._units_in_cone(steps, recording, node, images, features, ys, xs, values)
+        out = units_in_cone(self, steps, recording, node, images, features, ys, xs, values)
         if out is not None:
             return out
         seeds = act.new_zeros(len(units), *act.shape[1:])
         index = (torch.arange(len(units)), features, ys, xs) if act.dim() == 4 else \
             (torch.arange(len(units)), features)
         seeds[index] = values
-        # Each unit's seed goes with its own image's recording: group them per image.
+        # Each unit's signal goes with its own image's recording: group them per image.
         out = act.new_zeros(len(units), *recording.input_shape[1:])
         for image in images.unique().tolist():
             mine = (images == image).nonzero()[:, 0]
-            out[mine] = self.project(x[image:image + 1], layer, seed=seeds[mine][None],
-                                     recording=recording.image(image))[0]
+            out[mine] = self._project(x[image:image + 1], layer, signal=seeds[mine][None],
+                                      recording=recording.image(image))[0]
         return out
 
     def _reverse_in_chunks(self, steps: ReversePass, rec: Recording, node: str,
@@ -490,8 +418,8 @@ class Deconvnet(Projector):
 
     Examples:
         >>> net = Deconvnet(load_model("vgg16", weights=None))
-        >>> p = net.project(x, layer="conv3_3", feature=12)          # [N, 3, H, W]
-        >>> p = net.project(x, layer="features.15", feature=[3, 7])  # [N, 2, 3, H, W]
+        >>> p = net.project(x, "conv3_3", features=12)           # [N, 3, H, W]
+        >>> p = net.project(x, "features.15", features=[3, 7])   # [N, 2, 3, H, W]
         >>> print(net.reverse_pass("conv3_3"))                       # one line per step
     """
 
@@ -504,7 +432,7 @@ class GuidedBackprop(Projector):
     and masked by the forward input's sign, every other op takes its true gradient.
 
     Examples:
-        >>> p = GuidedBackprop(model).project(x, layer="conv4_3", feature=[0, 1])
+        >>> p = GuidedBackprop(model).project(x, "conv4_3", features=[0, 1])
     """
 
     method = GUIDED
@@ -515,7 +443,7 @@ class Gradient(Projector):
     respect to the input, computed by the same engine: every op takes its true gradient.
 
     Examples:
-        >>> p = Gradient(model).project(x, layer="conv4_3", feature=3)
+        >>> p = Gradient(model).project(x, "conv4_3", features=3)
     """
 
     method = GRADIENT

@@ -1,7 +1,7 @@
 """The changed window of each layer for one occluder position (the occlusion docs' figure).
 
 It draws what it is given: per layer its name, its map's size and the rows and columns the
-square can change (``deconvviz.engine.incremental.IncrementalForward.spans`` computes them).
+square can change (``deconvviz.engine.passes.incremental.IncrementalForward.spans`` computes them).
 """
 from __future__ import annotations
 

@@ -25,6 +25,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ..data import jpeg_batches
+from ..data.prefetch import one_ahead
 from ..data.zoo import Preprocessing
 
 __all__ = ["EncodedImages", "collate", "batches_on"]
@@ -99,19 +100,13 @@ def _unpacked(batch):
 def _decoded(items, raw: List[int], device) -> List[Tensor]:
     """The JPEGs decoded on ``device``, a batch at once; one the GPU refuses, by Pillow (whose
     error, naming the file, is the CPU's path's too)."""
-    try:
-        return list(jpeg_batches._decode([items[i][0] for i in raw], device))
-    except RuntimeError:
-        from ..data.images import decode_image
+    from ..data.images import decode_image
 
-        out = []
-        for i in raw:
-            try:
-                out.append(jpeg_batches._decode([items[i][0]], device)[0])
-            except RuntimeError:
-                photo = decode_image(items[i][2][4])  # raises ImageError naming the file
-                out.append(TF.pil_to_tensor(photo).to(device))
-        return out
+    decoded = jpeg_batches.decode_on([items[i][0] for i in raw], device)
+    # refused by the GPU: Pillow (raises ImageError naming the file)
+    return [image if image is not None
+            else TF.pil_to_tensor(decode_image(items[i][2][4])).to(device)
+            for i, image in zip(raw, decoded)]
 
 
 def _decode(batch, device, prep: Preprocessing, crop: int) -> Tuple[Tensor, Tensor]:
@@ -126,7 +121,7 @@ def _decode(batch, device, prep: Preprocessing, crop: int) -> Tuple[Tensor, Tens
         rows[i] = image.flip(-1) if flipped else image
     if raw:
         x = F2.to_dtype(torch.stack([rows[i] for i in raw]), torch.float32, scale=True)
-        x = F2.normalize(x, list(prep.mean), list(prep.std))
+        x = prep.normalise(x)
         for k, i in enumerate(raw):
             rows[i] = x[k]
     for i, (value, _, how) in enumerate(items):
@@ -139,13 +134,4 @@ def _decode(batch, device, prep: Preprocessing, crop: int) -> Tuple[Tensor, Tens
 def batches_on(loader, device, prep: Preprocessing) -> Iterator[Tuple[Tensor, Tensor]]:
     """``(x, y)`` on ``device`` for each batch of ``loader`` (made with :func:`collate`),
     the next batch decoded before the current one is handed on."""
-    iterator = iter(loader)
-    try:
-        ready = _decode(next(iterator), device, prep, prep.crop_size)
-    except StopIteration:
-        return
-    for items in iterator:
-        following = _decode(items, device, prep, prep.crop_size)
-        yield ready
-        ready = following
-    yield ready
+    return one_ahead(loader, lambda items: _decode(items, device, prep, prep.crop_size))

@@ -39,6 +39,24 @@ class Preprocessing:
     mean: Tuple[float, float, float] = IMAGENET_MEAN
     std: Tuple[float, float, float] = IMAGENET_STD
 
+    def tensors(self, like):
+        """``(mean, std)`` as ``[3, 1, 1]`` tensors of ``like``'s dtype and device."""
+        import torch
+
+        return tuple(torch.tensor(v, dtype=like.dtype, device=like.device).reshape(3, 1, 1)
+                     for v in (self.mean, self.std))
+
+    def normalise(self, pixels):
+        """Pixels in [0, 1] (``[N, 3, H, W]`` or ``[3, H, W]``, float) -> the model's input:
+        ``(pixels - mean) / std``. The one place deconvviz normalises."""
+        mean, std = self.tensors(pixels)
+        return (pixels - mean) / std
+
+    def denormalise(self, x):
+        """The model's input back to pixels in [0, 1] (not clamped): ``x * std + mean``."""
+        mean, std = self.tensors(x)
+        return x * std + mean
+
     @classmethod
     def from_weights(cls, weights: object) -> "Preprocessing":
         """Read the preprocessing off a torchvision weights enum's ``transforms()``."""

@@ -2,7 +2,7 @@
 
 - ``activation``: the pointwise activations other than ReLU and ReLU6 (LeakyReLU, SiLU, GELU,
   Hardswish, Mish, ELU), modules and functions. Each method supplies its reverse
-  (:mod:`deconvviz.engine.methods`): the deconvnet rectifies the signal, guided backprop
+  (:mod:`deconvviz.engine.catalogue.methods`): the deconvnet rectifies the signal, guided backprop
   multiplies the rectified signal by the activation's derivative at the recorded input, the
   gradient multiplies the signal by it.
 - ``product``: a ``mul`` of two tensors that both come from the image (squeeze-excitation,
@@ -28,7 +28,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import UnsupportedOpError, first_line
+from ...errors import UnsupportedOpError, first_line
 from .ops_common import _same_field, _same_window, _unbroadcast
 from .rules import Rule, Unsupported, register_rule
 

@@ -1,11 +1,11 @@
 """Methods as rule sets: what differs between reverse-pass methods, and nothing else.
 
-Every op kind's registered rule (:mod:`deconvviz.engine.ops`, :mod:`deconvviz.engine.pointwise`)
+Every op kind's registered rule (:mod:`deconvviz.engine.catalogue.ops`, :mod:`deconvviz.engine.catalogue.pointwise`)
 is the op's exact transpose where the op is linear, unpooling through the switches for
 max-pools (which is also the max-pool's gradient), and the exact vector-Jacobian product at
 the recorded forward point for every other op autograd can differentiate (each method's
 ``fallback``). A method names the rules of the ops where methods differ. To add a method, add
-a :class:`~deconvviz.engine.rules.RuleSet` here and register it in :data:`METHODS`.
+a :class:`~deconvviz.engine.catalogue.rules.RuleSet` here and register it in :data:`METHODS`.
 
 =============  ========================  ==============================  ===================  =====================
 method         ReLU                      other activations f             LRN                  gate * x
@@ -28,14 +28,15 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 
-from .. import method_table
-from .lrp import COMPOSITES, RULE_METHODS, relevance_method
+from ... import method_table
+from .lrp import relevance_method
+from .lrp_layers import TermBuilder, register_terms
 from .ops_common import _same_window, _unbroadcast
 from .pointwise import EXACT_VJP, activation_vjp, gate_factor, vjp_at
 from .rules import RuleSet, get_rule
 
 __all__ = ["DECONVNET", "GUIDED", "GRADIENT", "METHODS", "get_method", "register_method",
-           "unregister_method"]
+           "unregister_method", "register_lrp_rule", "unregister_lrp_rule"]
 
 
 def _rectify(op, s, ctx):
@@ -181,16 +182,20 @@ GRADIENT = RuleSet(
 factors' at the recorded point)."""
 
 METHODS: Dict[str, RuleSet] = {m.name: m for m in (DECONVNET, GUIDED, GRADIENT)}
-# LRP: zennit's three composites and one method per rule (deconvviz.engine.lrp)
-METHODS.update({c.name: relevance_method(c) for c in (*COMPOSITES, *RULE_METHODS)})
 """The reverse passes' rule sets, by method name (their names, titles and display conventions
-are in :mod:`deconvviz.method_table`)."""
+are in :mod:`deconvviz.method_table`); an LRP composite's is built from its entry there, on
+first use."""
+_BUILT_FROM: Dict[str, method_table.Composite] = {}
 
 
 def get_method(name: str) -> RuleSet:
     """The rule set of a reverse-pass method, by name; any other name is refused, naming the
     reverse-pass methods."""
     method_table.check(name, method_table.REVERSE)
+    composite = method_table.composites().get(name)
+    if composite is not None and _BUILT_FROM.get(name) is not composite:
+        METHODS[name] = relevance_method(composite)
+        _BUILT_FROM[name] = composite
     return METHODS[name]
 
 
@@ -198,7 +203,8 @@ def register_method(rules: RuleSet, *, display: str = "signed",
                     explains: Sequence[str] = method_table.TARGETS,
                     summary: str = "") -> RuleSet:
     """Add a reverse-pass method: its rule set here, its name and title (``rules.name``,
-    ``rules.title``), display convention and targets to :mod:`deconvviz.method_table`.
+    ``rules.title``), display convention and targets to :mod:`deconvviz.method_table`
+    (an LRP composite is simpler as data: :func:`deconvviz.method_table.register_composite`).
 
     Examples:
         >>> register_method(RuleSet(name="mine", title="my method", overrides={...}))
@@ -206,12 +212,43 @@ def register_method(rules: RuleSet, *, display: str = "signed",
     """
     method_table.register(method_table.Method(
         rules.name, rules.title, method_table.REVERSE, display, tuple(explains),
-        summary=summary))
+        summary=summary, relevance=rules.relevance))
     METHODS[rules.name] = rules
     return rules
 
 
 def unregister_method(name: str) -> None:
-    """Remove a method added with :func:`register_method`."""
+    """Remove a method added with :func:`register_method` or
+    :func:`~deconvviz.method_table.register_composite`."""
     method_table.unregister(name)
     METHODS.pop(name, None)
+
+
+def register_lrp_rule(rule: method_table.LrpRule, terms: TermBuilder) -> None:
+    """Add an LRP rule: its entry in the method table (name, title, parameters) and its term
+    builder (``terms(at)`` -> ``(groups, terms)``, see
+    :class:`~deconvviz.engine.catalogue.lrp_layers.LayerAt`). Composites then name it like any rule.
+
+    Examples:
+        >>> register_lrp_rule(LrpRule("mine", "mine", ("epsilon",)), my_terms)
+        >>> register_composite(Composite("lrp_mine", "LRP mine", first=None, conv="mine",
+        ...                              linear="mine"))
+    """
+    method_table.register_lrp_rule(rule)
+    try:
+        register_terms(rule.name, terms)
+    except Exception:
+        method_table.unregister_lrp_rule(rule.name)
+        raise
+
+
+def unregister_lrp_rule(name: str) -> None:
+    """Remove a rule added with :func:`register_lrp_rule`."""
+    from .lrp_layers import TERMS
+
+    method_table.unregister_lrp_rule(name)
+    TERMS.pop(name, None)
+
+
+for _name in method_table.composites():  # the built-in composites' rule sets, built at import
+    get_method(_name)

@@ -7,7 +7,7 @@ F is the product of the strides in between and lo/hi follow from the kernels and
 (each rule's ``window``); where branches meet (residual additions, concatenations) the window
 is the union of the branches' windows. All seeds of a layer share the windows' sizes, only
 their offsets differ, so the reverse pass runs on stacked windows, through the same reverse
-loop as the full-size pass (:mod:`deconvviz.engine.reverse`), with this module's context:
+loop as the full-size pass (:mod:`deconvviz.engine.passes.reverse`), with this module's context:
 
 - each op's rule runs in its window version (``cone_reverse``) where it has one: transposed
   convolutions run without padding on the window and zero what lands outside the map, exactly
@@ -29,12 +29,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .geometry import SEED_WINDOW, Pair, Window
+from ..catalogue.geometry import SEED_WINDOW, Pair, Window
+from ..catalogue.rules import RuleSet
 from .graph import Op, TracedModel
 from .layout import acts_per_position, channels_last_nodes
 from .recording import Recording
 from .reverse import FullSize, run
-from .rules import RuleSet
 
 __all__ = ["ConePlan", "plan_cone", "cone_windows", "cone_is_cheaper", "bytes_per_seed"]
 
@@ -183,7 +183,7 @@ class ConePlan:
                  last: FrozenSet[str] = frozenset()):
         self.traced, self.ops, self.rec, self.layer_node = traced, ops_down, rec, layer_node
         self.windows, self.folded, self.rules = windows, folded, rules
-        self.last = last  # nodes holding channels-last maps (see engine/layout.py)
+        self.last = last  # nodes holding channels-last maps (see engine/passes/layout.py)
         self.shapes = _channels_first(rec.shapes, last)
         self.natural = {op.name: _window_of(op, windows[op.name], rec.shapes, rules, last)
                         for op in ops_down if op.name in windows}

@@ -1,6 +1,6 @@
 """The op rules of average pools, transposes, reshapes, concatenation, addition and scaling
-by a constant: one :func:`~deconvviz.engine.rules.register_rule` per op kind (see
-:mod:`deconvviz.engine.ops`, which imports this module after its own rules, in that order).
+by a constant: one :func:`~deconvviz.engine.catalogue.rules.register_rule` per op kind (see
+:mod:`deconvviz.engine.catalogue.ops`, which imports this module after its own rules, in that order).
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import UnsupportedOpError
+from ...errors import UnsupportedOpError
 from .geometry import (
     Geometry,
     Window,

@@ -6,7 +6,7 @@ any model (``features.15``) works too. A module called several times in one forw
 addressed as ``path@0``, ``path@1``, ...
 
 Shapes and receptive fields are measured from the traced graph, never typed in: each op's
-rule gives its receptive-field arithmetic (:mod:`deconvviz.engine.geometry`).
+rule gives its receptive-field arithmetic (:mod:`deconvviz.engine.catalogue.geometry`).
 """
 from __future__ import annotations
 
@@ -16,13 +16,14 @@ from typing import Dict, List, Mapping, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from ..data.zoo import get_spec, load_model, model_info
-from ..errors import UnknownLayerError, closest
-from .geometry import INPUT_GEOMETRY, Geometry, same_layout_field
+from ...data.devices import model_device, model_dtype
+from ...data.zoo import get_spec, load_model, model_info
+from ...errors import UnknownLayerError, closest
+from ..catalogue.geometry import INPUT_GEOMETRY, Geometry, same_layout_field
+from ..catalogue.rules import get_rule
 from .graph import Op, TracedModel, trace
 from .layout import acts_per_position, channels_last_nodes, no_channels
 from .recording import channel_axes, record_nodes
-from .rules import get_rule
 
 __all__ = ["Layer", "Geometry", "Measured", "list_layers", "own_input_size", "measure", "layer_of", "layers_of",
            "aliases_of",
@@ -215,9 +216,8 @@ class Measured:
 def measure(traced: TracedModel, size: Tuple[int, int]) -> Measured:
     """Shapes and receptive fields of every node, from one forward pass of a zero image of
     ``size`` (height, width)."""
-    param = next(iter(traced.model.parameters()), None)
-    x = torch.zeros(1, 3, *size, device=param.device if param is not None else None,
-                    dtype=param.dtype if param is not None else None)
+    x = torch.zeros(1, 3, *size, device=model_device(traced.model),
+                    dtype=model_dtype(traced.model))
     recording = record_nodes(traced, x, {}, switches=False)
     return Measured(tuple(size), recording.shapes, geometry(traced, recording.shapes))
 

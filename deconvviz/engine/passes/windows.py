@@ -1,27 +1,24 @@
-"""Forward windows for the incremental passes (:mod:`deconvviz.engine.incremental`): the
+"""Forward windows for the incremental passes (:mod:`deconvviz.engine.passes.incremental`): the
 rows and columns a changed input can reach in each map, batches of windows, and the helpers
 that cut windows out of stored maps and run one traced op again.
 
 A sliding op (convolution, max or average pool) with kernel k, stride s, leading padding p
 and dilation d changes outputs ``ceil((a + p - d(k-1)) / s)`` to ``floor((b - 1 + p) / s)``
 when its input changed in rows ``a`` to ``b - 1`` (likewise columns), clipped to the map:
-the receptive-field arithmetic of :mod:`deconvviz.engine.geometry`, read forwards.
+the receptive-field arithmetic of :mod:`deconvviz.engine.catalogue.geometry`, read forwards
+(each op kind's part: :mod:`deconvviz.engine.catalogue.forward_windows`).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import torch
 import torch.fx as fx
 from torch import Tensor
 
-from .geometry import leading_padding
-from .graph import Op
-
 __all__ = ["Span", "Win", "windows_for", "pixel_rows", "pixel_grid", "everywhere",
-           "sliding_params", "node_args", "call_node", "macs_per_position", "cut_batches"]
+           "node_args", "call_node", "cut_batches"]
 
 
 @dataclass
@@ -83,38 +80,6 @@ def everywhere(shape, b: int) -> Span:
     return Span(zero, zero + shape[-2], zero, zero + shape[-1])
 
 
-def sliding_params(op: Op, shape) -> Optional[dict]:
-    """kernel, stride, dilation, leading padding and fill of a sliding op, or ``None`` where it
-    has no window rule (an average pool whose divisor changes at the border)."""
-    p = op.params
-    if op.kind == "conv":
-        return dict(kernel=p["kernel"], stride=p["stride"], dilation=p["dilation"],
-                    pad=leading_padding(p), fill=0.0)
-    if op.kind == "maxpool":
-        return dict(kernel=p["kernel"], stride=p["stride"], dilation=p["dilation"],
-                    pad=p["padding"], fill=-math.inf)
-    if op.kind == "avgpool":
-        include = _avgpool_arg(op, "count_include_pad", 5, True)
-        if (p["padding"] != (0, 0) and not include) or p["ceil_mode"]:
-            return None
-        return dict(kernel=p["kernel"], stride=p["stride"], dilation=(1, 1), pad=p["padding"],
-                    fill=0.0, divisor=_avgpool_arg(op, "divisor_override", 6, None))
-    if op.kind == "adaptive_avgpool":
-        (h, w), (oh, ow) = shape[0][-2:], shape[1][-2:]
-        if h % oh or w % ow:
-            return None
-        k = (h // oh, w // ow)
-        return dict(kernel=k, stride=k, dilation=(1, 1), pad=(0, 0), fill=0.0, divisor=None)
-    return None
-
-
-def _avgpool_arg(op: Op, name: str, index: int, default):
-    if op.module is not None:
-        return getattr(op.module, name, default)
-    args = op.node.args
-    return args[index] if len(args) > index else op.node.kwargs.get(name, default)
-
-
 def node_args(node: fx.Node) -> List[fx.Node]:
     found: List[fx.Node] = []
     fx.node.map_arg((node.args, node.kwargs), lambda n: found.append(n) or n)
@@ -132,16 +97,6 @@ def call_node(node: fx.Node, gm: fx.GraphModule, args, kwargs):
             obj = getattr(obj, part)
         return obj
     return node.target(*args, **kwargs)
-
-
-def macs_per_position(op: Op, out_shape) -> int:
-    """Multiply-adds per output position (per output value, all channels) of a conv or linear."""
-    if op.kind == "conv":
-        m = op.module
-        return m.out_channels * (m.in_channels // m.groups) * math.prod(op.params["kernel"])
-    if op.kind == "linear":
-        return op.module.in_features * op.module.out_features
-    return 0
 
 
 def cut_batches(order: Sequence[int], convs, batch_size: int, slack: float) -> List[List[int]]:

@@ -1,7 +1,7 @@
 """Rules: everything deconvviz knows about one kind of op, and rule sets (methods).
 
 A :class:`Rule` is registered once per op kind (``conv``, ``relu``, ``maxpool``, ...) in
-:mod:`deconvviz.engine.ops`. It holds
+:mod:`deconvviz.engine.catalogue.ops`. It holds
 
 - which modules, functions and tensor methods are that kind, and how to read their
   parameters (``parse``);
@@ -174,7 +174,7 @@ class RuleSet:
         fallback: the rule of every op no other rule of the method takes (an op no rule
             claims, or whose call its rule cannot undo); its ``when(op)`` says which ops it
             can take. ``None``: such ops are refused.
-        relevance: an LRP rule set (:mod:`deconvviz.engine.lrp`): a class is seeded with its
+        relevance: an LRP rule set (:mod:`deconvviz.engine.catalogue.lrp`): a class is seeded with its
             logit, not 1, and the receptive-field cone is not used (its rules read whole maps).
     """
 

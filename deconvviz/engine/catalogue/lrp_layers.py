@@ -11,7 +11,6 @@ take no input). With ``x⁺ = max(x, 0)``, ``W⁺ = max(W, 0)`` (and ``⁻`` for
 rule            denominator(s)                                                     terms
 ==============  =================================================================  ==========
 ``epsilon``     ``z = Wx + b``                                                     ``x·Wᵀ(R/z)``
-``zplus``       ``z = W⁺x⁺ + b⁺ + W⁻x⁻``                                           ``x⁺·W⁺ᵀ(R/z) + x⁻·W⁻ᵀ(R/z)``
 ``alphabeta``   ``z⁺ = W⁺x⁺ + b⁺ + W⁻x⁻``, ``z⁻ = W⁻x⁺ + b⁻ + W⁺x⁻``               ``α(x⁺·W⁺ᵀ + x⁻·W⁻ᵀ)(R/z⁺) − β(x⁺·W⁻ᵀ + x⁻·W⁺ᵀ)(R/z⁻)``
 ``gamma``       as αβ with ``W + γW⁺``, ``W + γW⁻`` (``b + γb⁺``, ``b + γb⁻``),    each side for the outputs of its sign
                 ``y = Wx + b > 0`` or ``< 0``
@@ -20,7 +19,11 @@ rule            denominator(s)                                                  
 ``zbox``        ``z = Wx + b − (W⁺l + b⁺) − (W⁻h + b⁻)``                           ``(x·Wᵀ − l·W⁺ᵀ − h·W⁻ᵀ)(R/z)``
 ==============  =================================================================  ==========
 
-Every denominator is stabilised as zennit does: ``z + e·(sign(z) + [z = 0])``.
+Every denominator is stabilised as zennit does: ``z + e·(sign(z) + [z = 0])``. ``zplus``,
+``alpha2beta1`` and ``alpha1beta0`` are presets of ``alphabeta`` (α, β = 1, 0; 2, 1; 1, 0):
+the rules' names, titles and parameters are data in :mod:`deconvviz.method_table`, and each
+rule's arithmetic is one term builder in :data:`TERMS`, checked complete when this module
+loads.
 
 BatchNorm is folded from the graph, without per-architecture code: one that directly follows
 a convolution (or linear layer) whose only user it is rides on its weights and bias (as
@@ -35,21 +38,19 @@ modified input is zero everywhere (``x⁻`` after a ReLU) is skipped: it adds ex
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..errors import ArgumentError
+from ... import method_table
+from ...errors import ArgumentError
 from .ops import batchnorm_scale
 
-__all__ = ["LAYER_RULES", "stabilize", "fold_partner", "is_first_layer", "layer_reverse",
-           "bounds_of"]
-
-LAYER_RULES = ("epsilon", "zplus", "alpha2beta1", "alpha1beta0", "gamma", "flat", "wsquare",
-               "zbox")
-"""The rules a composite can give a convolution or linear layer."""
+__all__ = ["stabilize", "fold_partner", "is_first_layer", "layer_reverse", "bounds_of",
+           "LayerAt", "TERMS", "register_terms", "check_terms"]
 
 _PASSING = ("identity", "reshape")  # ops between the image and a first layer
 
@@ -193,18 +194,18 @@ def _add(*parts: Optional[Tensor]) -> Tensor:
     return out
 
 
-def bounds_of(composite, model, x: Tensor) -> Tuple[Tensor, Tensor]:
-    """z^B's lowest and highest input values, per channel: the composite's, else the
-    normalised [0, 1] range of the model's preprocessing (a zoo model's mean and std)."""
-    if composite.low is not None and composite.high is not None:
-        low, high = composite.low, composite.high
-    else:
-        from ..data.zoo import model_info  # noqa: PLC0415  (data sits below the engine)
+def bounds_of(values, model, x: Tensor, title: str = "z^B") -> Tuple[Tensor, Tensor]:
+    """z^B's lowest and highest input values, per channel: ``values["low"]`` and
+    ``values["high"]``, else the normalised [0, 1] range of the model's preprocessing (a zoo
+    model's mean and std)."""
+    low, high = values.get("low"), values.get("high")
+    if low is None or high is None:
+        from ...data.zoo import model_info  # noqa: PLC0415  (data sits below the engine)
 
         pre = getattr(model_info(model), "preprocessing", None)
         if pre is None:
             raise ArgumentError(
-                f"the z^B rule of {composite.title!r} needs the input's bounds: this model "
+                f"the z^B rule of {title!r} needs the input's bounds: this model "
                 f"has no preprocessing facts; give Composite(low=..., high=...)")
         low = [(0 - m) / s for m, s in zip(pre.mean, pre.std)]
         high = [(1 - m) / s for m, s in zip(pre.mean, pre.std)]
@@ -216,48 +217,116 @@ def bounds_of(composite, model, x: Tensor) -> Tuple[Tensor, Tensor]:
     return channels(low).expand_as(x), channels(high).expand_as(x)
 
 
-def _terms(rule: str, op, ctx, composite):
-    """``(groups, terms)`` of ``rule`` on the layer ``op`` at the recorded input:
-    groups ``[(stabilised denominator, mask or None)]``, terms ``[(coef, input or None,
-    weight, group)]``; both over the N images."""
-    x, w, b = _affine(op, ctx)
-    f = lambda i, ww, bb: _forward(op, i, ww, bb)  # noqa: E731
-    e = composite.epsilon if rule == "epsilon" else composite.stabilizer
-    if rule == "epsilon":
-        return [(stabilize(f(x, w, b), e), None)], [(1.0, x, w, 0)]
+@dataclass(frozen=True)
+class LayerAt:
+    """What a rule's term builder reads of one layer at the recorded input: the input ``x``,
+    weight ``w`` and bias ``b`` (BatchNorms folded), the constants its composite gives the
+    rule (``values``: epsilon, stabilizer, gamma, alpha, beta, low, high), and the layer's
+    forward with given weights (``forward(x, w, b)``)."""
+
+    op: object
+    x: Tensor
+    w: Tensor
+    b: Optional[Tensor]
+    values: Mapping[str, object]
+    model: object
+    title: str
+
+    def forward(self, x: Tensor, w: Tensor, b: Optional[Tensor]) -> Tensor:
+        return _forward(self.op, x, w, b)
+
+    def stabilize(self, z: Tensor) -> Tensor:
+        """``z`` with the composite's stabiliser (zennit's default 1e-6)."""
+        return stabilize(z, self.values["stabilizer"])
+
+
+# A rule's terms: ``(groups, terms)`` at the recorded input, groups ``[(stabilised
+# denominator, mask or None)]``, terms ``[(coef, input or None, weight, group)]``, over N images.
+TermBuilder = Callable[[LayerAt], Tuple[List, List]]
+
+
+def _epsilon(at: LayerAt):
+    return [(stabilize(at.forward(at.x, at.w, at.b), at.values["epsilon"]), None)], \
+        [(1.0, at.x, at.w, 0)]
+
+
+def _alphabeta(at: LayerAt):
+    alpha, beta = at.values["alpha"], at.values["beta"]
+    x, w, b, f = at.x, at.w, at.b, at.forward
     xp, xn, wp, wn = _pos(x), _neg(x), _pos(w), _neg(w)
-    if rule in ("zplus", "alpha2beta1", "alpha1beta0"):
-        alpha, beta = {"zplus": (1.0, 0.0), "alpha1beta0": (1.0, 0.0),
-                       "alpha2beta1": (2.0, 1.0)}[rule]
-        groups = [(stabilize(f(xp, wp, _pos(b)) + f(xn, wn, None), e), None)]
-        terms = [(alpha, xp, wp, 0), (alpha, xn, wn, 0)]
-        if beta:
-            groups.append((stabilize(f(xp, wn, _neg(b)) + f(xn, wp, None), e), None))
-            terms += [(-beta, xp, wn, 1), (-beta, xn, wp, 1)]
-        return groups, terms
-    if rule == "gamma":
-        g = composite.gamma
-        wpp, wpn = w + g * wp, w + g * wn
-        bp = None if b is None else b + g * _pos(b)
-        bn = None if b is None else b + g * _neg(b)
-        y = f(x, w, b)
-        groups = [(stabilize(f(xp, wpp, bp) + f(xn, wpn, None), e), (y > 0).to(y)),
-                  (stabilize(f(xp, wpn, bn) + f(xn, wpp, None), e), (y < 0).to(y))]
-        return groups, [(1.0, xp, wpp, 0), (1.0, xn, wpn, 0), (1.0, xp, wpn, 1),
-                        (1.0, xn, wpp, 1)]
-    if rule == "flat":
-        ones = torch.ones_like(w)
-        return [(stabilize(f(torch.ones_like(x), ones, None), e), None)], [(1.0, None, ones, 0)]
-    if rule == "wsquare":
-        w2 = w * w
-        return ([(stabilize(f(torch.ones_like(x), w2, None if b is None else b * b), e), None)],
-                [(1.0, None, w2, 0)])
-    if rule == "zbox":
-        low, high = bounds_of(composite, ctx.traced.model, x)
-        z = f(x, w, b) - f(low, wp, _pos(b)) - f(high, wn, _neg(b))
-        return [(stabilize(z, e), None)], [(1.0, x, w, 0), (-1.0, low, wp, 0),
-                                           (-1.0, high, wn, 0)]
-    raise ArgumentError(f"unknown LRP rule {rule!r}; choose one of {', '.join(LAYER_RULES)}")
+    groups = [(at.stabilize(f(xp, wp, _pos(b)) + f(xn, wn, None)), None)]
+    terms = [(alpha, xp, wp, 0), (alpha, xn, wn, 0)]
+    if beta:
+        groups.append((at.stabilize(f(xp, wn, _neg(b)) + f(xn, wp, None)), None))
+        terms += [(-beta, xp, wn, 1), (-beta, xn, wp, 1)]
+    return groups, terms
+
+
+def _gamma(at: LayerAt):
+    g, x, w, b, f = at.values["gamma"], at.x, at.w, at.b, at.forward
+    xp, xn = _pos(x), _neg(x)
+    wpp, wpn = w + g * _pos(w), w + g * _neg(w)
+    bp = None if b is None else b + g * _pos(b)
+    bn = None if b is None else b + g * _neg(b)
+    y = f(x, w, b)
+    groups = [(at.stabilize(f(xp, wpp, bp) + f(xn, wpn, None)), (y > 0).to(y)),
+              (at.stabilize(f(xp, wpn, bn) + f(xn, wpp, None)), (y < 0).to(y))]
+    return groups, [(1.0, xp, wpp, 0), (1.0, xn, wpn, 0), (1.0, xp, wpn, 1), (1.0, xn, wpp, 1)]
+
+
+def _flat(at: LayerAt):
+    ones = torch.ones_like(at.w)
+    return [(at.stabilize(at.forward(torch.ones_like(at.x), ones, None)), None)], \
+        [(1.0, None, ones, 0)]
+
+
+def _wsquare(at: LayerAt):
+    w2, b = at.w * at.w, at.b
+    return ([(at.stabilize(at.forward(torch.ones_like(at.x), w2, None if b is None else b * b)),
+              None)], [(1.0, None, w2, 0)])
+
+
+def _zbox(at: LayerAt):
+    x, w, b, f = at.x, at.w, at.b, at.forward
+    wp, wn = _pos(w), _neg(w)
+    low, high = bounds_of(at.values, at.model, x, at.title)
+    z = f(x, w, b) - f(low, wp, _pos(b)) - f(high, wn, _neg(b))
+    return [(at.stabilize(z), None)], [(1.0, x, w, 0), (-1.0, low, wp, 0), (-1.0, high, wn, 0)]
+
+
+TERMS: Dict[str, TermBuilder] = {"epsilon": _epsilon, "alphabeta": _alphabeta, "gamma": _gamma,
+                                 "flat": _flat, "wsquare": _wsquare, "zbox": _zbox}
+"""Each LRP rule of :mod:`deconvviz.method_table`'s vocabulary -> its term builder."""
+
+
+def check_terms() -> None:
+    """Every rule of the method table has a term builder (checked when this module loads)."""
+    missing = [name for name in method_table.lrp_rules() if name not in TERMS]
+    if missing:
+        raise ImportError(f"LRP rule(s) {', '.join(missing)} of deconvviz.method_table have no "
+                          f"term builder in {__name__}.TERMS")
+
+
+check_terms()
+
+
+def register_terms(name: str, builder: TermBuilder) -> None:
+    """Add the term builder of a new rule (:func:`deconvviz.engine.register_lrp_rule`)."""
+    if name in TERMS:
+        raise ArgumentError(f"LRP rule {name!r} has a term builder already")
+    TERMS[name] = builder
+
+
+def _terms(rule: str, op, ctx, composite):
+    """``(groups, terms)`` of ``rule`` (a rule or preset name) on the layer ``op``."""
+    x, w, b = _affine(op, ctx)
+    kind, _ = method_table.resolve_rule(rule)
+    builder = TERMS.get(kind.name)
+    if builder is None:
+        raise ArgumentError(f"LRP rule {kind.name!r} has no term builder: add it with "
+                            f"deconvviz.engine.register_lrp_rule")
+    return builder(LayerAt(op, x, w, b, composite.parameters(rule), ctx.traced.model,
+                           composite.title))
 
 
 def _prepared(rule: str, op, ctx, composite):

@@ -1,9 +1,10 @@
 """Layer-wise relevance propagation (LRP) as rule sets on the engine: composites as data.
 
-A :class:`Composite` names the rule of each kind of layer with weights (the first layer, the
-other convolutions, the linear layers; the rules are in :mod:`deconvviz.engine.lrp_layers`)
-and its constants; :func:`relevance_method` turns it into a
-:class:`~deconvviz.engine.rules.RuleSet`, which :func:`~deconvviz.engine.register_method`
+A :class:`~deconvviz.method_table.Composite` (data, in the method table, as are the rules'
+names, titles and parameters) names the rule of each kind of layer with weights (the first
+layer, the other convolutions, the linear layers; the rules' term builders are in
+:mod:`deconvviz.engine.catalogue.lrp_layers`) and its constants; :func:`relevance_method` turns it into a
+:class:`~deconvviz.engine.catalogue.rules.RuleSet`, which :func:`~deconvviz.engine.register_method`
 makes a method like any other (``--method``, ``dv.attribute``, ``compare``, ``sanity``). The
 rest of the graph needs no per-architecture code:
 
@@ -19,7 +20,7 @@ rest of the graph needs no per-architecture code:
   down the gated factor unchanged, none into the gate; a product of two signals that is not
   a gate gives each factor half;
 - BatchNorm folds into the adjacent convolution, before or after it, from the graph
-  (:func:`~deconvviz.engine.lrp_layers.fold_partner`); a BatchNorm with no convolution
+  (:func:`~deconvviz.engine.catalogue.lrp_layers.fold_partner`); a BatchNorm with no convolution
   next to it is an affine layer under the ε rule;
 - every other op autograd can differentiate (LayerNorm, permute, sigmoid) takes the z-rule
   of its linearisation at the recorded point, ``x · Jᵀ(R / y)`` for each input (exact LRP-0
@@ -30,71 +31,26 @@ logit when relevance is conserved), a unit's with its activation.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Dict, Optional, Sequence
+from dataclasses import replace
+from typing import Dict
 
 import torch
 
-from ..errors import ArgumentError, UnsupportedOpError
-from .lrp_layers import LAYER_RULES, fold_partner, is_first_layer, layer_reverse, stabilize
+from ...errors import ArgumentError, UnsupportedOpError
+from ...method_table import COMPOSITES, RULE_METHODS, Composite, resolve_rule
+from .lrp_layers import TERMS, fold_partner, is_first_layer, layer_reverse, stabilize
 from .ops_common import _unbroadcast, _vjp
 from .pointwise import EXACT_VJP, _run, gate_factor, vjp_at
 from .rules import RuleSet, get_rule
 
-__all__ = ["Composite", "relevance_method", "COMPOSITES", "RULE_METHODS", "LAYER_RULES"]
+__all__ = ["Composite", "relevance_method", "rule_for", "COMPOSITES", "RULE_METHODS"]
 
 
-@dataclass(frozen=True)
-class Composite:
-    """An LRP composite: which rule each kind of layer with weights takes, and its constants.
-
-    Attributes:
-        name: the method's name (``--method NAME``).
-        title: how figures name it.
-        first: the rule of a layer that reads the image (``None``: its kind's rule).
-        conv: the rule of every other convolution.
-        linear: the rule of every other linear layer.
-        epsilon: the ε rule's ε.
-        stabilizer: every other rule's stabiliser (zennit's default 1e-6).
-        gamma: the γ rule's γ.
-        low, high: z^B's bounds per input channel (``None``: from the zoo model's
-            preprocessing, the normalised [0, 1] range).
-        summary: one line for the method table.
-
-    Examples:
-        >>> mine = Composite("lrp_mine", "LRP γ-ε", first="flat", conv="gamma", gamma=0.1)
-        >>> dv.register_method(relevance_method(mine), display="signed")
-    """
-
-    name: str
-    title: str
-    first: Optional[str] = "flat"
-    conv: str = "zplus"
-    linear: str = "epsilon"
-    epsilon: float = 1e-6
-    stabilizer: float = 1e-6
-    gamma: float = 0.25
-    low: Optional[Sequence[float]] = None
-    high: Optional[Sequence[float]] = None
-    summary: str = field(default="", compare=False)
-
-    def __post_init__(self) -> None:
-        for where in ("first", "conv", "linear"):
-            rule = getattr(self, where)
-            if (rule is not None or where != "first") and rule not in LAYER_RULES:
-                raise ArgumentError(f"unknown LRP rule {rule!r} for {where} layers; choose one "
-                                    f"of {', '.join(LAYER_RULES)}")
-        if "zbox" in (self.conv, self.linear):
-            raise ArgumentError("z^B (zbox) is a rule for the layer that reads the pixels: "
-                                "give it as first='zbox'")
-        if self.epsilon < 0 or self.stabilizer < 0 or self.gamma < 0:
-            raise ArgumentError("epsilon, stabilizer and gamma are >= 0")
-
-    def rule_for(self, op, traced) -> str:
-        """The rule this composite gives the layer ``op``."""
-        if self.first is not None and is_first_layer(op, traced):
-            return self.first
-        return self.conv if op.kind == "conv" else self.linear
+def rule_for(composite: Composite, op, traced) -> str:
+    """The rule (or preset) name ``composite`` gives the layer ``op``."""
+    if composite.first is not None and is_first_layer(op, traced):
+        return composite.first
+    return composite.conv if op.kind == "conv" else composite.linear
 
 
 # -- the other ops' relevance rules ---------------------------------------------------------
@@ -223,9 +179,13 @@ def relevance_method(composite: Composite) -> RuleSet:
     """The rule set of an LRP composite (register it with
     :func:`~deconvviz.engine.register_method` to use it by name)."""
     c = composite
+    missing = [r for r in c.rules() if resolve_rule(r)[0].name not in TERMS]
+    if missing:
+        raise ArgumentError(f"LRP rule(s) {', '.join(missing)} of {c.name!r} have no term "
+                            f"builder: add each with deconvviz.engine.register_lrp_rule")
 
     def layer(op, s, ctx):
-        return layer_reverse(c.rule_for(op, ctx.traced), op, s, ctx, c)
+        return layer_reverse(rule_for(c, op, ctx.traced), op, s, ctx, c)
 
     def transpose(op, s, ctx):
         return _z_linear(op, s, ctx, c) if _is_mean(op) else _vjp(op, s, ctx)
@@ -259,33 +219,3 @@ def relevance_method(composite: Composite) -> RuleSet:
                                    "x * J^T(R / y)")
     return RuleSet(name=c.name, title=c.title, overrides=overrides, fallback=fallback,
                    relevance=True)
-
-
-# zennit's composites, by their names in zennit
-EPSILON_PLUS_FLAT = Composite(
-    "lrp", "LRP ε-z⁺-flat", first="flat", conv="zplus", linear="epsilon",
-    summary="LRP, zennit's EpsilonPlusFlat: flat on the first layer, z+ on convolutions, "
-            "epsilon on linear layers")
-EPSILON_GAMMA_BOX = Composite(
-    "lrp_epsilon_gamma_box", "LRP ε-γ-box", first="zbox", conv="gamma", linear="epsilon",
-    summary="LRP, zennit's EpsilonGammaBox: z^B on the pixels, gamma on convolutions, "
-            "epsilon on linear layers")
-EPSILON_ALPHA2_BETA1_FLAT = Composite(
-    "lrp_epsilon_alpha2beta1_flat", "LRP ε-α2β1-flat", first="flat", conv="alpha2beta1",
-    linear="epsilon",
-    summary="LRP, zennit's EpsilonAlpha2Beta1Flat: flat on the first layer, alpha=2 beta=1 on "
-            "convolutions, epsilon on linear layers")
-COMPOSITES = (EPSILON_PLUS_FLAT, EPSILON_GAMMA_BOX, EPSILON_ALPHA2_BETA1_FLAT)
-
-_SINGLE_TITLES = {"epsilon": "ε", "zplus": "z⁺", "alpha2beta1": "α2β1", "alpha1beta0": "α1β0",
-                  "gamma": "γ", "flat": "flat", "wsquare": "w²", "zbox": "z^B"}
-RULE_METHODS = tuple(
-    Composite(f"lrp_{rule}", f"LRP {_SINGLE_TITLES[rule]}",
-              first="zbox" if rule == "zbox" else None,
-              conv="epsilon" if rule == "zbox" else rule,
-              linear="epsilon" if rule == "zbox" else rule,
-              summary=(f"LRP's {rule} rule on every convolution and linear layer"
-                       if rule != "zbox" else
-                       "LRP's z^B rule on the pixels, epsilon on every other layer"))
-    for rule in LAYER_RULES)
-"""One method per rule: the rule on every layer with weights (z^B on the first, ε above)."""

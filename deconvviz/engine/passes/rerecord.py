@@ -111,7 +111,7 @@ class _Rerun(_Recorder):
 
 class Rerecorder:
     """Record ``x`` through ``traced`` again and again while modules change (see the module
-    docstring); each recording equals :func:`~deconvviz.engine.recording.record_nodes`'s.
+    docstring); each recording equals :func:`~deconvviz.engine.passes.recording.record_nodes`'s.
 
     Args:
         traced: the traced model.

@@ -1,15 +1,15 @@
-"""The built-in op rules: one :func:`~deconvviz.engine.rules.register_rule` per op kind.
+"""The built-in op rules: one :func:`~deconvviz.engine.catalogue.rules.register_rule` per op kind.
 
-Adding an op means adding one rule here (or in :mod:`deconvviz.engine.ops_shape`, for shape
+Adding an op means adding one rule here (or in :mod:`deconvviz.engine.catalogue.ops_shape`, for shape
 and arithmetic ops, registered after these; the helpers they share are in
-:mod:`deconvviz.engine.ops_common`): what it matches, how it reads its parameters, its
+:mod:`deconvviz.engine.catalogue.ops_common`): what it matches, how it reads its parameters, its
 reverse step (full size and, where different, on the cone's windows), its window and its
 receptive-field arithmetic. The documentation's rule tables are generated from these
 registrations (``deconvviz.engine.rule_table``).
 
-Reverse functions take ``(op, signal, ctx)``: the forward :class:`~deconvviz.engine.graph.Op`,
+Reverse functions take ``(op, signal, ctx)``: the forward :class:`~deconvviz.engine.passes.graph.Op`,
 the signal coming down onto its output (``[N*K, ...]``: K seeds for each of N images, or S
-stacked windows in the cone) and the pass's context (:mod:`deconvviz.engine.reverse`), and
+stacked windows in the cone) and the pass's context (:mod:`deconvviz.engine.passes.reverse`), and
 return ``(input node, signal)`` for each of the op's inputs that come from the image.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import stochastic_depth
 
-from ..errors import UnsupportedOpError
+from ...errors import UnsupportedOpError
 from .geometry import (
     Window,
     leading_padding,

@@ -17,7 +17,8 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import ArgumentError, UnsupportedOpError, first_line
+from ...data.devices import model_device, model_dtype
+from ...errors import ArgumentError, UnsupportedOpError, first_line
 from .graph import TracedModel
 from .layout import TO_CHANNELS_FIRST, channel_axes_of, no_channels
 
@@ -178,12 +179,12 @@ def check_images(x: object, device: Optional[torch.device] = None, *,
         raise ArgumentError(f"images must be floating point (normalised), got {x.dtype}; "
                             f"use deconvviz.load_image to prepare them")
     if model is not None:
-        param = next(iter(model.parameters()), None)
-        if param is not None:
-            device = param.device if device is None else device
-            if x.dtype != param.dtype:
+        dtype = model_dtype(model)
+        if dtype is not None:  # a model with weights: they say where and in what it computes
+            device = model_device(model) if device is None else device
+            if x.dtype != dtype:
                 raise ArgumentError(f"images are {x.dtype} but the model's weights are "
-                                    f"{param.dtype}; convert them with x.to({param.dtype})")
+                                    f"{dtype}; convert them with x.to({dtype})")
         conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
         if conv is not None and x.shape[1] != conv.in_channels:
             raise ArgumentError(
@@ -253,7 +254,7 @@ def channel_axes(traced: TracedModel, shapes: Optional[Mapping[str, torch.Size]]
                  size: Optional[Sequence[int]] = None,
                  need: Collection[str] = ()) -> Dict[str, Optional[int]]:
     """Node name -> the axis holding its channels (see
-    :func:`~deconvviz.engine.layout.channel_axes_of`), for inputs of one size: from the
+    :func:`~deconvviz.engine.passes.layout.channel_axes_of`), for inputs of one size: from the
     shapes at that size (``shapes``, where a forward pass already recorded them, else by a
     forward pass at ``size``, by default the model's own input size) and at half that size.
     Found once per size, and again where a node of ``need`` is missing.
@@ -263,7 +264,7 @@ def channel_axes(traced: TracedModel, shapes: Optional[Mapping[str, torch.Size]]
     if shapes is not None:
         size = tuple(shapes[traced.input_node.name][-2:])
     elif size is None:
-        from ..data.zoo import model_info
+        from ...data.zoo import model_info
 
         info = model_info(traced.model)
         side = int(info.preprocessing.crop_size) if info is not None else 224
@@ -291,9 +292,8 @@ def _channels(traced: TracedModel) -> int:
 
 
 def _shapes_at(traced: TracedModel, size, channels: int) -> Mapping[str, torch.Size]:
-    param = next(iter(traced.model.parameters()), None)
-    x = torch.zeros(1, channels, *size, device=param.device if param is not None else None,
-                    dtype=param.dtype if param is not None else None)
+    x = torch.zeros(1, channels, *size, device=model_device(traced.model),
+                    dtype=model_dtype(traced.model))
     return record_nodes(traced, x, {}, switches=False, partial=True,
                         channels_first=False).shapes
 

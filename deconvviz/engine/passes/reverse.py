@@ -2,11 +2,11 @@
 what a pass is (:class:`ReversePass`: its steps, printable, and whether the cone applies).
 
 :func:`run` walks the ops from the projected layer down to the input, hands the signal on
-each op's output to that op's rule (:mod:`deconvviz.engine.rules`), and adds up what arrives
+each op's output to that op's rule (:mod:`deconvviz.engine.catalogue.rules`), and adds up what arrives
 at each input (a tensor used by several ops receives the sum of their signals). *Where* the
 signals live is the context's business: :class:`FullSize` holds whole maps; the cone's
-context (:mod:`deconvviz.engine.cone`) holds each seed's window of every map and swaps in the
-rules' window versions. The method (a :class:`~deconvviz.engine.rules.RuleSet`) decides which
+context (:mod:`deconvviz.engine.passes.cone`) holds each seed's window of every map and swaps in the
+rules' window versions. The method (a :class:`~deconvviz.engine.catalogue.rules.RuleSet`) decides which
 rule each op gets.
 """
 from __future__ import annotations
@@ -17,14 +17,14 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch.fx as fx
 from torch import Tensor
 
-from ..errors import UnsupportedOpError
+from ...errors import UnsupportedOpError
+from ..catalogue.methods import DECONVNET
+from ..catalogue.ops import conv_weight
+from ..catalogue.rules import RuleSet
 from .graph import Op, TracedModel
-from .methods import DECONVNET
-from .ops import conv_weight
 from .recording import Recording
-from .rules import RuleSet
 
-__all__ = ["FullSize", "run", "ReverseStep", "ReversePass", "DeconvStep"]
+__all__ = ["FullSize", "run", "ReverseStep", "ReversePass", "refuse", "supported_rule"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,6 @@ class ReverseStep:
         return f"{self.op.where:<44} {self.op.label:<36} {self.rule}"
 
 
-DeconvStep = ReverseStep  # the name of earlier releases
 
 
 @dataclass(frozen=True)
@@ -184,3 +183,40 @@ def run(ops_down: Sequence[Op], start: Dict[str, Tensor], ctx: FullSize) -> Dict
             else:
                 signals[node.name] = contribution
     return signals
+
+
+# -- a method's rules on the path: refused with one error naming the blockers ---------------
+def refuse(method: RuleSet, missing: List[Op], layer: str) -> None:
+    """One error naming the first op on the way down without a rule, and every other
+    kind of op on the path that has none, so that a model's real blockers show at once."""
+    first = missing[0]
+    counts: Dict[str, int] = {}
+    for op in missing[1:]:
+        counts[op.label] = counts.get(op.label, 0) + 1
+    also = "; ".join(f"{label} ({n}x)" if n > 1 else label
+                     for label, n in counts.items() if label != first.label)
+    fallback = method.fallback
+    why = (" (its result is an index or an integer: it does not depend differentiably on "
+           "its input, so no signal can pass through it)"
+           if fallback is not None and fallback.when is not None
+           and not fallback.when(first) else "")
+    if first.params.get("refused"):
+        why = f" ({first.params['refused']})"
+    raise UnsupportedOpError(
+        f"no {method.title} rule for {first.label} at {first.where} (graph node "
+        f"{first.name!r}){why} on the path from {layer!r} down to the input"
+        + (f"; further down, no rule for: {also}" if also else "")
+        + "; deconvviz will not fall back to a plain gradient. Project from a layer "
+          "below it, or rewrite it with supported ops")
+
+def supported_rule(method: RuleSet, op: Op, layer: str):
+    rule = method.rule_of(op)
+    if rule is None:
+        raise UnsupportedOpError(
+            f"no {method.title} rule for {op.label} at {op.where} (graph node "
+            f"{op.name!r}) on the path from {layer!r} down to the input; deconvviz will "
+            f"not fall back to a plain gradient. Project from a layer below it, or "
+            f"rewrite it with supported ops")
+    if rule.check is not None:
+        rule.check(op, layer)
+    return rule

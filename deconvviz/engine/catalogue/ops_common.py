@@ -1,8 +1,8 @@
 """What the op rules share: parameter parsing and printing, the identity and same-window
 geometry, the vector-Jacobian product at the recorded input, and index helpers.
 
-The rules themselves are in :mod:`deconvviz.engine.ops` (ReLU, pools, convolutions, linear
-layers, BatchNorm, identities) and :mod:`deconvviz.engine.ops_shape` (average pools, transposes,
+The rules themselves are in :mod:`deconvviz.engine.catalogue.ops` (ReLU, pools, convolutions, linear
+layers, BatchNorm, identities) and :mod:`deconvviz.engine.catalogue.ops_shape` (average pools, transposes,
 reshapes, concatenation, addition, scaling).
 """
 from __future__ import annotations

@@ -4,7 +4,7 @@
 ``torch.cat(list(reversed(x.chunk(2, dim=1))), dim=1)`` (``len`` of a proxy), or Python control
 flow on sizes. ``torch.export`` (non-strict) runs the forward on fake tensors and handles
 these, but returns a graph of ATen ops. This module turns that graph back into the graph
-:mod:`deconvviz.engine.graph` classifies, so that the same rules apply:
+:mod:`deconvviz.engine.passes.graph` classifies, so that the same rules apply:
 
 - every call of a leaf module (``Conv2d``, ``ReLU``, ``MaxPool2d``, ... the modules fx keeps as
   leaves) whose ATen ops take one input and give one output becomes one ``call_module`` node
@@ -35,7 +35,8 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from .rules import get_rule, lookup_tables
+from ...data.devices import model_device, model_dtype
+from ..catalogue.rules import get_rule, lookup_tables
 
 __all__ = ["export_graph", "user_frame"]
 
@@ -59,7 +60,7 @@ def user_frame(tb) -> str:
 
 
 def _example_sizes(model: nn.Module) -> List[int]:
-    from ..data.zoo import model_info
+    from ...data.zoo import model_info
 
     info = model_info(model)
     return [int(info.preprocessing.crop_size)] if info is not None else [224, 64, 32]
@@ -74,8 +75,8 @@ def _export(model: nn.Module):
     """``ExportedProgram`` of the model at a symbolic batch and image size."""
     from torch.export import Dim, export
 
-    param = next(iter(model.parameters()), None)
-    kwargs = dict(device=param.device, dtype=param.dtype) if param is not None else {}
+    dtype = model_dtype(model)
+    kwargs = dict(device=model_device(model), dtype=dtype) if dtype is not None else {}
     error: Optional[BaseException] = None
     with _quiet_torch_logs():
         for size in _example_sizes(model):
@@ -126,7 +127,7 @@ def _torch_function(target):
         return None
     name = packet.__name__
     _, functions, _ = lookup_tables()
-    from .rules import _GUARDED  # the rules that share a target
+    from ..catalogue.rules import _GUARDED  # the rules that share a target
 
     claimed = set(functions) | {t for (kind, t) in _GUARDED if kind == "function"}
     for candidate in (_RENAMED.get(name), getattr(F, name, None), getattr(torch, name, None)):
@@ -158,8 +159,14 @@ def export_graph(model: nn.Module) -> Tuple[fx.GraphModule, Dict[str, List[fx.No
     exported = _export(model).module()
     nodes = list(exported.graph.nodes)
     modules = dict(model.named_modules())
+    leaf_of = _leaf_calls(nodes, modules)
+    folded, skip = _foldable(nodes, leaf_of)
+    graph_module = _rebuilt(model, exported, nodes, modules, leaf_of, folded, skip)
+    return graph_module, _module_outputs(graph_module.graph)
 
-    # 1. the calls of leaf modules: runs of nodes under the same call of a leaf module
+
+def _leaf_calls(nodes, modules) -> Dict[fx.Node, Tuple[str, str]]:
+    """Each ATen node run inside a call of a leaf module -> (that call's key, module path)."""
     leaf_of: Dict[fx.Node, Tuple[str, str]] = {}
     for node in nodes:
         if node.op != "call_function":
@@ -169,13 +176,19 @@ def export_graph(model: nn.Module) -> Tuple[fx.GraphModule, Dict[str, List[fx.No
             if path and module is not None and _is_leaf(module):
                 leaf_of[node] = (key, path)
                 break
+    return leaf_of
+
+
+def _foldable(nodes, leaf_of):
+    """The calls of leaf modules that take one input and give one output, each folded back
+    into one call: ``(first node -> (path, input, output), every node of a folded call)``."""
     groups: List[List[fx.Node]] = []
     for node in nodes:
         if node in leaf_of and groups and leaf_of.get(groups[-1][-1]) == leaf_of[node]:
             groups[-1].append(node)
         elif node in leaf_of:
             groups.append([node])
-    folded: Dict[fx.Node, Tuple[str, fx.Node, fx.Node]] = {}  # first node -> (path, in, out)
+    folded: Dict[fx.Node, Tuple[str, fx.Node, fx.Node]] = {}
     skip = set()
     for group in groups:
         members = set(group)
@@ -188,8 +201,12 @@ def export_graph(model: nn.Module) -> Tuple[fx.GraphModule, Dict[str, List[fx.No
         if len(inputs) == 1 and len(outputs) == 1:
             folded[group[0]] = (path, inputs[0], outputs[0])
             skip.update(group)
+    return folded, skip
 
-    # 2. a new graph: folded calls, torch functions for the rules, the rest as exported
+
+def _rebuilt(model, exported, nodes, modules, leaf_of, folded, skip) -> fx.GraphModule:
+    """A new graph: the folded calls as calls of the user's modules, torch functions where a
+    rule claims the ATen op, the rest as exported (refused where a method's rule is lost)."""
     graph = fx.Graph()
     env: Dict[fx.Node, fx.Node] = {}
     root: Dict[str, object] = {}
@@ -217,9 +234,11 @@ def export_graph(model: nn.Module) -> Tuple[fx.GraphModule, Dict[str, List[fx.No
             if why:
                 new.meta[REFUSED] = why
         env[node] = new
-    graph_module = fx.GraphModule(root, graph, class_name=type(model).__name__)
+    return fx.GraphModule(root, graph, class_name=type(model).__name__)
 
-    # 3. the output of each module call (leaves and containers), by nn_module_stack
+
+def _module_outputs(graph: fx.Graph) -> Dict[str, List[fx.Node]]:
+    """The output of each module call (leaves and containers), by ``nn_module_stack``."""
     members: Dict[Tuple[str, str], List[fx.Node]] = {}
     for node in graph.nodes:
         for key, path in _stack(node):
@@ -232,7 +251,7 @@ def export_graph(model: nn.Module) -> Tuple[fx.GraphModule, Dict[str, List[fx.No
                    and any(u not in inside_set for u in n.users)]
         if len(leaving) == 1 and leaving[0] not in outputs.get(path, []):
             outputs.setdefault(path, []).append(leaving[0])
-    return graph_module, outputs
+    return outputs
 
 
 def _attribute(model: nn.Module, exported: nn.Module, target: str):

@@ -8,7 +8,7 @@ window of its output that can differ from the base:
 - a sliding op (convolution, max and average pool) maps the rows ``[a, b)`` that changed in
   its input to the outputs whose field meets them, ``ceil((a + pad - d(k-1)) / s)`` to
   ``floor((b - 1 + pad) / s)``, clipped to the map (the receptive-field arithmetic of
-  :mod:`deconvviz.engine.geometry`, read forwards). It runs without padding on the input
+  :mod:`deconvviz.engine.catalogue.geometry`, read forwards). It runs without padding on the input
   rows those outputs read, sliced out of the base (padded with zeros, ``-inf`` for a
   max-pool) with the changed window laid over them;
 - pointwise ops (ReLU and the other activations, BatchNorm, LRN across channels, dropout
@@ -27,15 +27,21 @@ pass, the exact minimum (each position's own changed window) and what was comput
 from __future__ import annotations
 
 import math
-import operator
 import warnings
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import torch
 import torch.fx as fx
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
+from ..catalogue.forward_windows import (
+    SLIDING,
+    forward_kind,
+    macs_per_position,
+    run_sliding,
+    sliding_rows,
+)
 from .graph import Op, TracedModel
 from .windows import (
     Span,
@@ -43,11 +49,9 @@ from .windows import (
     call_node,
     cut_batches,
     everywhere,
-    macs_per_position,
     node_args,
     pixel_grid,
     pixel_rows,
-    sliding_params,
     windows_for,
 )
 
@@ -58,17 +62,6 @@ class IncrementalWarning(UserWarning):
     """An op without a forward-window rule: the incremental pass runs in full from it."""
 
 
-# Op kinds that act on each position alone (channels may mix): they run on the window.
-_POINTWISE = {"relu", "relu6", "activation", "identity", "batchnorm", "lrn", "scale", "add",
-              "product", "cat"}
-# Ops no rule claims that are pointwise all the same.
-_POINTWISE_MODULES = (nn.Sigmoid, nn.Tanh, nn.Hardsigmoid, nn.Softplus)
-_POINTWISE_FUNCTIONS = {torch.sigmoid, torch.tanh, F.sigmoid, F.tanh, F.hardsigmoid,
-                        operator.mul, operator.add, torch.mul, torch.add}
-_POINTWISE_METHODS = {"sigmoid", "tanh", "sigmoid_", "tanh_"}
-# Ops that mix every position: their output changes everywhere (no warning, nothing to save).
-_GLOBAL = {"linear", "reshape", "adaptive_avgpool", "constant"}
-_SLIDING = {"conv", "maxpool", "avgpool", "adaptive_avgpool"}
 BATCH_SLACK = 1.05  # a batch may compute this much more than its positions' own windows
 
 
@@ -181,36 +174,13 @@ class IncrementalForward:
         return self._kinds[key]
 
     def _classify(self, op: Op, node: fx.Node, shape) -> Optional[str]:
-        if op.kind in _SLIDING and shape is not None:
-            params = sliding_params(op, (self.base[op.inputs[0]].shape, shape))
-            if params is not None:
-                self._params[op.name] = params
-                return "sliding"
-        if op.kind in _GLOBAL or (op.kind == "transpose" and node.target in (torch.mean, "mean")):
-            return "global"
-        if op.kind in _POINTWISE:
-            if op.kind == "cat" and op.params.get("dim") not in (1, -3):
-                return None
-        elif not (isinstance(op.module, _POINTWISE_MODULES)
-                  or (node.op == "call_function" and node.target in _POINTWISE_FUNCTIONS)
-                  or (node.op == "call_method" and node.target in _POINTWISE_METHODS)):
-            return None
-        if shape is None or len(shape) != 4:
-            return None
-        # Maps of the output's size or broadcast ones (a gate); constants without extent.
-        ok = [True]
-
-        def check(n):
-            v = self.base.get(n)
-            if isinstance(v, Tensor) and v.dim() >= 3 and tuple(v.shape[-2:]) not in (
-                    (1, 1), tuple(shape[-2:])):
-                ok[0] = False
-            if n not in self.live and isinstance(v, Tensor) and v.dim() >= 3 \
-                    and tuple(v.shape[-2:]) != (1, 1):
-                ok[0] = False
-            return n
-        fx.node.map_arg((node.args, node.kwargs), check)
-        return "pointwise" if ok[0] else None
+        first = self.base.get(op.inputs[0]) if op.inputs else None
+        in_shape = first.shape if isinstance(first, Tensor) else None
+        kind, params = forward_kind(op, node, shape, in_shape, self.base.get,
+                                    self.live.__contains__)
+        if params is not None:
+            self._params[op.name] = params
+        return kind
 
     def _step(self, node: fx.Node, env, spans, b: int):
         op = self.traced.ops[node.name]
@@ -276,7 +246,7 @@ class IncrementalForward:
         multiply-adds instead of 13.3%, in 36 batches instead of 12)."""
         spans = self.spans(ys, xs, size)
         keys = [torch.stack([s.y1 - s.y0, s.x1 - s.x0], 1) for n, s in spans.items()
-                if self.traced.ops[n].kind in _SLIDING]
+                if self.traced.ops[n].kind in SLIDING]
         order = list(range(len(ys)))
         if not keys:
             return [order[k:k + batch_size] for k in range(0, len(ys), batch_size)]
@@ -323,16 +293,10 @@ class IncrementalForward:
     def _span(self, op: Op, kind: str, in_spans: List[Span], shape) -> Span:
         bounds = shape[-2:]
         if kind == "sliding":
-            s, params = in_spans[0], self._params[op.name]
-            k, st, d, pad = params["kernel"], params["stride"], params["dilation"], params["pad"]
-            ext = [d[i] * (k[i] - 1) for i in range(2)]
-
-            def lo(a, i):
-                return (-(-(a + pad[i] - ext[i]) // st[i])).clamp(0, bounds[i])
-
-            def hi(a, i):
-                return ((a - 1 + pad[i]) // st[i] + 1).clamp(0, bounds[i])
-            return Span(lo(s.y0, 0), hi(s.y1, 0), lo(s.x0, 1), hi(s.x1, 1))
+            s = in_spans[0]
+            (y0, y1), (x0, x1) = (sliding_rows(self._params[op.name], i, a, b, bounds[i])
+                                  for i, (a, b) in enumerate(((s.y0, s.y1), (s.x0, s.x1))))
+            return Span(y0, y1, x0, x1)
         if any(tuple(self.base[n].shape[-2:]) != tuple(bounds) for n in op.inputs):
             return everywhere(shape, in_spans[0].y0.shape[0])  # a broadcast gate changed
         out = in_spans[0]
@@ -375,14 +339,7 @@ class IncrementalForward:
         rx = [x * st[1] - pad[1] for x in xs]
         rh, rw = (h - 1) * st[0] + d[0] * (k[0] - 1) + 1, (w - 1) * st[1] + d[1] * (k[1] - 1) + 1
         region = self._region(op.inputs[0], value, ry, rx, rh, rw, params["fill"])
-        if op.kind == "conv":
-            m = op.module
-            data = F.conv2d(region, m.weight, m.bias, st, 0, d, m.groups)
-        elif op.kind == "maxpool":
-            data = F.max_pool2d(region, k, st, 0, d)
-        else:
-            data = F.avg_pool2d(region, k, st, 0, divisor_override=params["divisor"])
-        return Win(data, ys, xs)
+        return Win(run_sliding(op, params, region), ys, xs)
 
     def _region(self, node: fx.Node, value: "Win", ry, rx, rh: int, rw: int,
                 fill: float) -> Tensor:

@@ -10,7 +10,7 @@ Two views of the same arithmetic:
 - :class:`Window` follows one unit's cone *down* to the input: the rows and columns of each map
   that one unit of the projected layer can reach.
 
-Each op kind's rule (:mod:`deconvviz.engine.ops`) says which of the helpers below applies to
+Each op kind's rule (:mod:`deconvviz.engine.catalogue.ops`) says which of the helpers below applies to
 it; padding, including ``"same"`` and ``"valid"``, is resolved in one place,
 :func:`leading_padding`.
 """

@@ -12,7 +12,7 @@ from typing import List, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from ..errors import ArgumentError
+from ...errors import ArgumentError
 
 __all__ = ["make_seeds", "strongest", "Feature"]
 

@@ -3,7 +3,7 @@
 deconvviz traces the model once with ``torch.fx`` (modules that some rule claims stay leaves),
 keeps which graph node is the output of every module path, and classifies every node into an
 :class:`Op` (a kind plus its parameters) by asking the registered rules
-(:mod:`deconvviz.engine.ops`) which of them claims it. Recording, the reverse pass and the
+(:mod:`deconvviz.engine.catalogue.ops`) which of them claims it. Recording, the reverse pass and the
 receptive-field geometry all read these ops, so every part of deconvviz agrees on what each
 op is.
 
@@ -22,13 +22,13 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from ..errors import UnsupportedOpError, first_line
-from . import ops as _builtin_rules  # noqa: F401  (registers the built-in rules)
-from . import pointwise as _pointwise_rules  # noqa: F401  (activations, products, the rest)
-from .ops_common import NAMED_TUPLE_FIELDS
-from .rules import Unsupported, claiming_rule, lookup_tables
+from ...errors import UnsupportedOpError, first_line
+from ..catalogue import ops as _builtin_rules  # noqa: F401  (registers the built-in rules)
+from ..catalogue import pointwise as _pointwise_rules  # noqa: F401  (activations, products, the rest)
+from ..catalogue.ops_common import NAMED_TUPLE_FIELDS
+from ..catalogue.rules import Unsupported, claiming_rule, lookup_tables
 
-REFUSED = "deconvviz_refused"  # node.meta key (engine/capture.py): why no rule may take it
+REFUSED = "deconvviz_refused"  # node.meta key (engine/passes/capture.py): why no rule may take it
 
 __all__ = ["Op", "TracedModel", "trace"]
 
@@ -137,7 +137,7 @@ class TracedModel:
         tuple_outputs: module path -> how many values it returns, for modules returning a
             tuple or list (each value is the layer ``path[i]``).
         capture: how the graph was captured: ``"torch.fx"`` (symbolic tracing), or
-            ``"torch.export"`` where that fails (:mod:`deconvviz.engine.capture`).
+            ``"torch.export"`` where that fails (:mod:`deconvviz.engine.passes.capture`).
     """
 
     model_ref: "weakref.ReferenceType[nn.Module]"

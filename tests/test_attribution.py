@@ -22,10 +22,13 @@ def test_the_method_list_is_the_tables():
     from deconvviz import method_table
     from deconvviz.engine.catalogue.lrp import COMPOSITES, RULE_METHODS
 
+    from deconvviz.analyses.cams import CAMS
+
     lrp = [c.name for c in (*COMPOSITES, *RULE_METHODS)]
+    family = [m for m in CAMS if m != "gradcam"]
     assert dv.list_methods() == method_table.names() == ["deconvnet", "guided", "gradient",
-                                                          *lrp, *CAPTUM]
-    assert dv.list_methods("attribution") == CAPTUM
+                                                          *lrp, *CAPTUM, *family]
+    assert dv.list_methods("attribution") == CAPTUM + family
     with pytest.raises(dv.ArgumentError, match="choose one of reverse pass, attribution"):
         dv.list_methods("captum")
 

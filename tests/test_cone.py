@@ -133,11 +133,11 @@ def test_project_units_equals_single_seeds(layer):
     act = net.record(x, layer).activations[layer]
     units = [(1, 5, 3, 20), (0, 7, 0, 0), (1, 200, 25, 25)] if act.dim() == 4 else \
         [(1, 5, 0, 0), (0, 7, 0, 0)]
-    out = net.project_units(x, layer, units=units)
+    out = net.project_units(x, layer, positions=units)
     for i, (n, f, y, xx) in enumerate(units):
         seed = torch.zeros_like(act)
         index = (n, f, y, xx) if act.dim() == 4 else (n, f)
         seed[index] = act[index]
         assert rel_error(out[i], net.project(x, layer, signal=seed, cone=False)[n]) <= TOLERANCE
     with pytest.raises(dv.ArgumentError, match="outside layer"):
-        net.project_units(x, layer, units=[(2, 0, 0, 0)])
+        net.project_units(x, layer, positions=[(2, 0, 0, 0)])

@@ -79,10 +79,10 @@ def test_an_attribution_that_is_numerically_zero_says_so():
     model = small_cnn()
     with torch.no_grad():
         model[7].weight.zero_()  # no gradient reaches the input: the map is exactly zero
-    result = dv.attribute(model, torch.randn(1, 3, 16, 16), method="gradient", target=0).map
+    result = dv.attribute(model, torch.randn(1, 3, 16, 16), method="gradient", target=0)
     assert result.map.abs().max() == 0
     assert result.notes[0].startswith("numerically zero")
     labels = [ax.get_xlabel() for ax in result.figure().axes]
     assert any(label.startswith("numerically zero") for label in labels)
-    fine = dv.attribute(small_cnn(), torch.randn(1, 3, 16, 16), method="gradient", target=0).map
+    fine = dv.attribute(small_cnn(), torch.randn(1, 3, 16, 16), method="gradient", target=0)
     assert fine.notes == [None]

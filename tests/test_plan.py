@@ -60,7 +60,7 @@ def test_measured_plans_give_the_full_passes_projections(monkeypatch):
         plan_module.MEASURED[key] = decided
         again = net.project(x, "3", features=features)
         assert rel_error(again, full) <= 1e-5
-        units = net.project_units(x, "3", units=[(1, 4, 2, 3)])
+        units = net.project_units(x, "3", positions=[(1, 4, 2, 3)])
         assert units.shape == (1, 3, 12, 12)
     plan_module.MEASURED.clear()
     plan_module.MEASURED[key] = "full"  # a cached "full" with no measurement: full pass

@@ -65,7 +65,7 @@ def project_all(result, net, names, slugs, by_image, root, scaling, image_format
                                      [(f, hit) for j, (_, f, _, hit) in mine if j == i],
                                      strongest[layer], value_check(result))
                 units = [(i, f, hit.y, hit.x) for i, (_, f, _, hit) in mine]
-                pixels = net.project_units(x, layer, units=units, recording=rec)
+                pixels = net.project_units(x, layer, positions=units, recording=rec)
                 projected.append((layer, mine, pixels.permute(0, 2, 3, 1).cpu().numpy()))
             spent["projection"] += time.perf_counter() - started
             # The tiles are encoded by threads (OpenCV's encoder releases the GIL) while the

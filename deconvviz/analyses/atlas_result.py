@@ -7,6 +7,7 @@ import os
 from typing import ClassVar, Dict, List, Optional
 
 from .. import figures
+from .._signatures import api
 from ..errors import ArgumentError
 from ..figures.atlas_site import SiteInfo, SiteLayer
 from ..figures.atlas_tiles import thumbnail_grid
@@ -41,8 +42,10 @@ class AtlasResult(Result):
         self.layers = layers
         self.timings = timings
 
-    def unit_page(self, layer: str, unit: int) -> str:
-        """The path of a unit's page (what a paper links to)."""
+    @api(renamed={"unit": "feature"})
+    def unit_page(self, layer: str, feature: int) -> str:
+        """The path of feature ``feature``'s page (what a paper links to)."""
+        unit = feature
         for site_layer in self.layers:
             if site_layer.name == layer:
                 if not 0 <= unit < len(site_layer.units):

@@ -130,9 +130,11 @@ def scan(model: nn.Module, images: ImagesArg, *, layers: Sequence[str], hits: in
         preprocessing: overrides the model's preprocessing.
         rank: ``"relevance"`` also keeps each unit's top images by its relevance for each
             image's predicted class (relevance maximisation, :mod:`.relevance_scan`).
-        relevance_target, relevance_method: the class whose relevance ranks them (default:
-            each image's predicted class); the LRP method (default ``lrp``).
-        device, precision: as everywhere (docs/api.md); recorded with the device's type.
+        relevance_target: the class whose relevance ranks them (default: each image's
+            predicted class); the LRP method (default ``lrp``).
+        relevance_method: the LRP method (default ``lrp``).
+        device: as everywhere (docs/api.md); recorded with the device's type.
+        precision: ``"exact"`` or ``"tf32"`` (docs/api.md).
 
     Returns:
         A :class:`ScanResult` (also saved to ``out`` when given).
@@ -142,6 +144,12 @@ def scan(model: nn.Module, images: ImagesArg, *, layers: Sequence[str], hits: in
         >>> result.hits("conv5", 12)[0]
         Hit(value=..., image='/home/me/photos/cat.jpg', y=6, x=4)
     """
+    return _scan(**locals())
+
+
+def _scan(model, images, *, layers, hits, batch_size, workers, out, resume, checkpoint_every,
+          progress, preprocessing, rank, relevance_target, relevance_method, device,
+          precision) -> ScanResult:
     layers = _check_arguments(hits, batch_size, workers, checkpoint_every, layers, rank, out)
     check_relevance_options(rank, relevance_target, relevance_method)
     not_images: List[str] = []

@@ -249,30 +249,41 @@ def feature_vis(model: nn.Module, layer: Optional[str] = None, *,
             ``directions``).
         objective: one of :data:`OBJECTIVES` (see the module docstring).
         negative: minimise the objective instead.
-        position, directions: ``(y, x)`` of a ``neuron`` in the layer's map (default its
-            centre); ``[K, channels]`` for ``direction``.
-        diversity, images_per_unit: the weight of the Gram-matrix penalty between a unit's
-            images; images optimised per unit (use > 1 with ``diversity``).
-        param, decorrelate: ``"fourier"`` (1/f-scaled spectrum) or ``"pixel"``; map colours
-            through ImageNet's colour correlation.
+        position: ``(y, x)`` of a ``neuron`` in the layer's map (default its centre).
+        directions: ``[K, channels]`` for ``direction``.
+        diversity: the weight of the Gram-matrix penalty between a unit's images.
+        images_per_unit: images optimised per unit (use > 1 with ``diversity``).
+        param: ``"fourier"`` (1/f-scaled spectrum) or ``"pixel"``.
+        decorrelate: map colours through ImageNet's colour correlation.
         transforms: the random transforms of each step (:data:`LUCID_TRANSFORMS`), or ``None``.
         pre_relu: where ``layer`` is a ReLU's output, optimise its input (a unit at zero
             has no gradient).
-        steps, lr: Adam's steps and learning rate (Lucid: 512, 0.05).
-        image_size, input_size: the optimised image's side (Lucid: 128), resized to the side
-            the model sees (default: its preprocessing's crop size).
+        steps: Adam's steps (Lucid: 512).
+        lr: Adam's learning rate (Lucid: 0.05).
+        image_size: the optimised image's side (Lucid: 128).
+        input_size: the side the model sees (default: its preprocessing's crop size).
         seed: the seed of every image's start and random transforms.
         preprocessing: the normalisation (default: the model's; ImageNet's for others).
         max_memory: bytes of autograd state one batch may use; larger requests are chunked
             (default: 1 GiB on a CPU, a quarter of the free memory on a GPU).
         net: a :class:`Projector` of ``model`` to reuse (its trace and layer names).
-        progress, device, precision: as everywhere (docs/api.md); progress counts image-steps.
+        progress: as everywhere (docs/api.md), counting image-steps.
+        device: where to compute (docs/api.md).
+        precision: ``"exact"`` or ``"tf32"`` (docs/api.md).
 
-    Returns a :class:`FeatureVisResult` (``.figure()``, ``.save("grid.png")``).
+    Returns:
+        A :class:`FeatureVisResult` (``.figure()``, ``.save("grid.png")``).
 
     Examples:
         >>> feature_vis(load_model("zfnet"), "conv5", features=range(16)).save("conv5.png")
     """
+    return _feature_vis(**locals())
+
+
+def _feature_vis(model, layer, *, features, objective, negative, position, directions,
+                 diversity, images_per_unit, param, decorrelate, transforms, pre_relu, steps,
+                 lr, image_size, input_size, seed, preprocessing, max_memory, net, progress,
+                 device, precision) -> FeatureVisResult:
     _check_options(objective, steps, images_per_unit, image_size, lr, diversity, transforms,
                    position, directions)
     net = net if net is not None else Projector(model)

@@ -215,10 +215,16 @@ def invariance(model: nn.Module, images: ImagesArg, *, transform: str,
         labels: a label per image for the figure's legend and the CSV (default: the images'
             file names; ``image K`` for tensors).
         batch_size: transformed images per forward pass.
-        progress, device: as everywhere (docs/api.md); progress counts transformed images.
+        progress: as everywhere (docs/api.md); progress counts transformed images.
+        device: where to compute (docs/api.md).
         precision: ``"exact"`` (default: float32 throughout, TF32 off on CUDA) or
             ``"tf32"`` (faster on GPUs, not exact); see ``docs/gpu.md``.
     """
+    return _invariance(**locals())
+
+
+def _invariance(model, images, *, transform, values, layers, target, labels, batch_size,
+                progress, device, precision) -> InvarianceResult:
     check_transform(transform)
     x, rgb, names = images_for(model, images)
     values = list(values) if values is not None else default_values(transform)

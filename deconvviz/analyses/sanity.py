@@ -298,11 +298,17 @@ def sanity_check(model: nn.Module, images: ImagesArg, *,
             ``reuse=False``, which runs every method on the whole model at every step
             (``tests/test_sanity_reuse.py``: to 1e-6 of each map's largest value).
         **options (Any): passed to the Captum methods (see :func:`attribute`).
-        device, precision: as everywhere (docs/api.md).
+        device: as everywhere (docs/api.md).
+        precision: ``"exact"`` or ``"tf32"`` (docs/api.md).
 
     Returns:
         A :class:`SanityResult`; its step 0 is the model as given (every score 1).
     """
+    return _sanity_check(**{k: v for k, v in locals().items() if k != 'options'}, options=options)
+
+
+def _sanity_check(model, images, *, methods, target, seed, layers, progress, reuse, device,
+                  precision, options) -> SanityResult:
     methods = list(methods or DEFAULT_METHODS)
     for method in methods:
         method_table.get(method)

@@ -99,21 +99,29 @@ def show(model: nn.Module, images: ImagesArg, *, layer: str,
         features: channel indices, as in :func:`project`.
         top: the number of strongest features, as in :func:`project` (default 16, or 6 per
             layer with several layers).
-        mode, scaling: as in :func:`project` and :meth:`Projections.figure`.
-        patches, view: pair each projection with its receptive-field patch; ``"auto"``,
-            ``"crop"`` or ``"full"``, as in :meth:`Projections.figure`.
-        out, combine, dpi: the output file (see :func:`deconvviz._io.figure_paths`);
-            every image in it; resolution of raster output.
+        mode: ``"max"`` or ``"map"``, as in :func:`project`.
+        scaling: the display convention, as in :meth:`Projections.figure`.
+        patches: pair each projection with its receptive-field patch.
+        view: ``"auto"``, ``"crop"`` or ``"full"``, as in :meth:`Projections.figure`.
+        out: the output file (see :func:`deconvviz._io.figure_paths`).
+        combine: every image in one file.
+        dpi: the resolution of raster output.
         method: ``"deconvnet"``, ``"guided"`` or ``"gradient"``.
         net: a projector of ``model`` to reuse (its method is used).
-        progress, device, precision: as everywhere (docs/api.md); progress is called once
-            each image is done, ``label`` its name.
+        progress: as everywhere (docs/api.md), once each image is done, ``label`` its name.
+        device: where to compute (docs/api.md).
+        precision: ``"exact"`` or ``"tf32"`` (docs/api.md).
 
     Returns:
         A :class:`ShowReport`. An unreadable image is reported there and the others are
         still drawn; every other error (a bad layer, feature or output) raises before any
         work.
     """
+    return _show(**locals())
+
+
+def _show(model, images, *, layer, features, top, mode, scaling, patches, view, out, combine,
+          dpi, method, net, progress, device, precision) -> ShowReport:
     items = image_list(images)
     names = [image_name(item, k) for k, item in enumerate(items)]
     check_mode(mode), check_scaling(scaling), _check_view(view, mode)

@@ -84,7 +84,7 @@ def project_hits(result, layer: str, features: Sequence[int], *,
         check_hit_values(image, layer, rec.activations[layer],
                          [(f, hit) for f, _, hit in items], strongest, value_check(result))
         geom = net.layer(layer, tuple(x.shape[-2:])).geometry
-        pixels = net.project_units(x, layer, units=[(0, f, hit.y, hit.x) for f, _, hit in items],
+        pixels = net.project_units(x, layer, positions=[(0, f, hit.y, hit.x) for f, _, hit in items],
                                    recording=rec).cpu()
         for k, (f, slot, hit) in enumerate(items):
             top, left, h, w = (geom.window(hit.y, hit.x) if geom is not None

@@ -207,6 +207,9 @@ def image_list(images: object, skipped: Optional[List[str]] = None) -> list:
             return [path]
         if isinstance(item, Image.Image):
             return [item]
+        if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], Tensor) \
+                and isinstance(item[1], np.ndarray):  # (x, rgb) as load_image returns it
+            return expand(item[0], False)
         if isinstance(item, Tensor) and item.dim() in (3, 4):
             if not item.is_floating_point():
                 raise ArgumentError(f"image tensors must be floating point (normalised), got "

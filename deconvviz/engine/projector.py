@@ -331,28 +331,29 @@ class Projector:
             recording = self._record(x, layer, refuse=features)
         return steps, recording, recording.activations[layer], self._node(layer)
 
-    @api(renamed={"x": "images"}, legacy=("units",))
+    @api(renamed={"x": "images", "units": "positions"}, legacy=("positions",))
     @runs_model
     def project_units(self, images: ImagesArg, layer: str, *,
-                      units: Sequence[Tuple[int, int, int, int]],
+                      positions: Sequence[Tuple[int, int, int, int]],
                       recording: Optional[Recording] = None) -> Tensor:
-        """Project single activations chosen by position: each unit is ``(image, feature, y,
-        x)`` (y = x = 0 for fully-connected layers), seeded with its own value.
+        """Project single activations chosen by position: each is ``(image, feature, y, x)``
+        (y = x = 0 for fully-connected layers), seeded with its own value.
 
         Args:
             images: as for :meth:`project`.
             layer: an alias or module path.
-            units: ``(image, feature, y, x)`` of each activation.
+            positions: ``(image, feature, y, x)`` of each activation.
             recording: a :class:`Recording` of ``images`` holding ``layer``.
 
         Returns:
             ``[S, 3, H, W]``, one projection per unit, computed in the receptive-field cone
             where that is cheaper than the full-size pass.
         """
+        units = positions
         x = self._batch(images)
         steps, recording, act, node = self._prepare(x, layer, recording)
         if not units:
-            raise ArgumentError("no units to project")
+            raise ArgumentError("no positions to project")
         images, features, ys, xs = (torch.tensor(c, device=act.device) for c in zip(*units))
         n, c = act.shape[:2]
         h, w = (act.shape[-2], act.shape[-1]) if act.dim() == 4 else (1, 1)

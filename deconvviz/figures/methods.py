@@ -12,7 +12,7 @@ from typing import Optional
 from matplotlib.figure import FigureBase
 
 from ..choices import weights_label
-from .base import PAGE_WIDTH, TILE_FONT, Figure, finish, fitted, show_note, show_tile
+from .base import PAGE_WIDTH, TILE_FONT, Figure, finish, fitted, show_note, show_tile, wrapped
 from .display import to_uint8
 
 __all__ = ["comparison_grid", "sanity_figure", "attribution_figure"]
@@ -32,9 +32,11 @@ def comparison_grid(result, *, fig: Optional[FigureBase] = None) -> Figure:
         fig: a ``Figure`` or ``SubFigure`` to draw into (default: a new Figure).
     """
     rows, cols = len(result.images), len(result.methods) + 1
+    # a title wrapped to its tile's width: about 9 characters per inch at the tiles' font
+    width = max(8, int(9 * max(PAGE_WIDTH / cols, 0.9)))
     if fig is None:
-        tile = PAGE_WIDTH / cols
-        fig = Figure(figsize=(PAGE_WIDTH, tile * rows * 1.18 + 0.4), layout="constrained")
+        tile = max(PAGE_WIDTH / cols, 0.9)
+        fig = Figure(figsize=(tile * cols, tile * rows * 1.18 + 0.6), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
     for r in range(rows):
         photo = result.rgb[r]
@@ -42,7 +44,7 @@ def comparison_grid(result, *, fig: Optional[FigureBase] = None) -> Figure:
         axes[r, 0].set_ylabel(result.row_label(r), fontsize=TILE_FONT)
         for c, method in enumerate(result.methods, start=1):
             ax = axes[r, c]
-            title = result.titles.get(method, method) if r == 0 else None
+            title = wrapped(result.titles.get(method, method), width) if r == 0 else None
             if method in result.maps:
                 show_tile(ax, _tile(result, method, result.maps[method], r, photo), title)
                 show_note(ax, (getattr(result, "notes", {}).get(method) or [None] * rows)[r])

@@ -75,27 +75,29 @@ def train(model: str, data: Union[str, "os.PathLike[str]"], *,
         model: a zoo name (``"zfnet"``, ``"alexnet"``, ...); its classifier gets one output
             per class of ``data``.
         data: a ``torchvision.datasets.ImageFolder`` tree (``data/<class>/<image>``).
-        out, val: the run folder (created; its parent must exist); a validation tree with
-            the same classes (or some of them).
-        epochs, batch_size: epochs in all (the paper: 70); the global mini-batch (split
-            across ``torchrun`` processes).
-        lr, momentum, weight_decay: SGD's learning rate, momentum and weight decay (L2).
+        out: the run folder (created; its parent must exist).
+        val: a validation tree with the same classes (or some of them).
+        epochs: epochs in all (the paper: 70).
+        batch_size: the global mini-batch (split across ``torchrun`` processes).
+        lr: SGD's learning rate.
+        momentum: SGD's momentum.
+        weight_decay: SGD's weight decay (L2).
         dropout: the dropout probability of every ``nn.Dropout`` (``None``: the model's
             own, 0.5 in fc6/fc7 for ZFNet and AlexNet; 0 turns dropout off).
         clip_rms: the filter renormalisation radius (0: off).
         init: ``"auto"`` (ZFNet's N(0, 1e-2); other models their own), ``"normal"`` (N(0,
             1e-2) weights, zero biases everywhere) or ``"kaiming"`` (He et al.'s normal
             initialisation, zero biases: trains much sooner than the paper's).
-        resize_size, crop_size: the short side before cropping and the side of the random
-            crop (default 256 and 224, or the model's preprocessing).
+        resize_size: the short side before cropping (default 256, or the model's).
+        crop_size: the side of the random crop (default 224, or the model's).
         device: ``None``/``"auto"`` (CUDA where there is one), ``"cpu"``, ``"cuda:1"``, ...
         seed: seeds the initial weights, the data order, augmentation and dropout.
-        save_at, keep_all: epochs whose checkpoints are kept (the last epoch's always is);
-            keep every epoch's.
-        resume: continue the run in ``out`` from its ``last.pt``; patience: epochs without
-            improvement before the learning rate is divided by 10.
-        checkpoint_every, workers: steps between ``last.pt`` saves within an epoch;
-            ``DataLoader`` worker processes per process.
+        save_at: epochs whose checkpoints are kept (the last epoch's always is).
+        keep_all: keep every epoch's checkpoint.
+        resume: continue the run in ``out`` from its ``last.pt``.
+        patience: epochs without improvement before the learning rate is divided by 10.
+        checkpoint_every: steps between ``last.pt`` saves within an epoch.
+        workers: ``DataLoader`` worker processes per process.
         amp: bfloat16 autocast (default: on CUDA, off on CPU).
         progress: as everywhere (docs/api.md), counting images.
         callback: ``callback(epoch, step, loss)`` after every step (epoch from 1, step from 0
@@ -109,6 +111,13 @@ def train(model: str, data: Union[str, "os.PathLike[str]"], *,
 
     Example: ``train("zfnet", "imagenette2/train", out="runs/zf", val="imagenette2/val")``.
     """
+    return _train(**locals())
+
+
+def _train(model, data, *, out, val, epochs, batch_size, lr, momentum, weight_decay, dropout,
+           clip_rms, init, resize_size, crop_size, workers, device, seed, save_at,
+           keep_all, resume, patience, checkpoint_every, amp, progress, callback,
+           precision) -> TrainResult:
     spec = get_spec(model)
     _check_numbers(epochs, batch_size, workers, checkpoint_every, patience, lr, momentum,
                    weight_decay, clip_rms, dropout, init)

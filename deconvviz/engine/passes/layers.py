@@ -16,11 +16,13 @@ from typing import Dict, List, Mapping, Optional, Tuple, Union
 import torch
 from torch import nn
 
+from ..._signatures import api
 from ...data.devices import model_device, model_dtype
 from ...data.zoo import get_spec, load_model, model_info
 from ...errors import UnknownLayerError, closest
 from ..catalogue.geometry import INPUT_GEOMETRY, Geometry, same_layout_field
 from ..catalogue.rules import get_rule
+from ..guard import device_for, runs_model
 from .graph import Op, TracedModel, trace
 from .layout import acts_per_position, channels_last_nodes, no_channels
 from .recording import channel_axes, record_nodes
@@ -180,24 +182,31 @@ def own_input_size(model: nn.Module) -> int:
     return int(info.preprocessing.crop_size) if info is not None else 224
 
 
-def list_layers(model_or_name: ModelLike, input_size: Optional[int] = None, *,
-                all_modules: bool = False) -> List[Layer]:
+@api(renamed={"model_or_name": "model"})
+@runs_model
+def list_layers(model: ModelLike, input_size: Optional[int] = None, *,
+                all_modules: bool = False, device: Optional[str] = None,
+                precision: Optional[str] = None) -> List[Layer]:
     """One :class:`Layer` per named layer, in network order.
 
     Args:
-        model_or_name: a zoo name (built with random weights; geometry doesn't depend on
-            them) or any ``nn.Module``.
+        model: a zoo name (built with random weights; geometry doesn't depend on them) or
+            any ``nn.Module`` (in eval mode: its shapes are measured by a forward pass).
         input_size: side of the square input the shapes are computed for; by default the
             model's own (:func:`own_input_size`).
         all_modules: list every module path, not only the aliases (always so for models
             that have no aliases).
+        device: where the measuring pass runs (docs/api.md).
+        precision: ``"exact"`` or ``"tf32"`` (docs/api.md).
 
     Examples:
         >>> [l.rf_size for l in list_layers("zfnet") if l.alias == "conv3"]
         [75]
     """
-    model = load_model(model_or_name, weights=None) if isinstance(model_or_name, str) \
-        else model_or_name
+    if isinstance(model, str):
+        model = load_model(model, weights=None)
+        if device is not None:
+            model = model.to(device_for(model, device))
     traced = trace(model)
     size = own_input_size(model) if input_size is None else int(input_size)
     return layers_of(traced, aliases_of(model), measure(traced, (size, size)),

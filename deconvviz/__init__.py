@@ -94,5 +94,6 @@ if TYPE_CHECKING:  # for type checkers, IDEs and the API docs: the same names, e
     from .errors import (ArgumentError, DeconvvizError, ImageError, OutputError,
                          UnknownLayerError, UnknownModelError, UnknownPrecisionError,
                          UnsupportedOpError, WeightsError)
+    from .engine.guard import TrainingModeError
     from .explorer import explore
     from .training import TrainResult, read_metrics, train

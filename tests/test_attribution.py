@@ -20,9 +20,8 @@ FAST = dict(n_steps=2, nt_samples=2, window=32, stride=32)  # small settings for
 
 def test_the_method_list_is_the_tables():
     from deconvviz import method_table
-    from deconvviz.engine.catalogue.lrp import COMPOSITES, RULE_METHODS
-
     from deconvviz.analyses.cams import CAMS
+    from deconvviz.engine.catalogue.lrp import COMPOSITES, RULE_METHODS
 
     lrp = [c.name for c in (*COMPOSITES, *RULE_METHODS)]
     family = [m for m in CAMS if m != "gradcam"]

@@ -8,8 +8,14 @@ layer, the other convolutions, the linear layers; the rules' term builders are i
 makes a method like any other (``--method``, ``dv.attribute``, ``compare``, ``sanity``). The
 rest of the graph needs no per-architecture code:
 
-- pointwise activations (ReLU, ReLU6, SiLU, GELU, ...), local response normalisation,
-  identities, reshapes and scalings by a constant pass relevance through unchanged;
+- pointwise activations (ReLU, ReLU6, SiLU, GELU, Tanh, Sigmoid, Softplus, SELU, ...: every
+  one, as zennit's and Captum's pass rule), local response normalisation, identities,
+  reshapes and scalings by a constant pass relevance through unchanged;
+- LayerNorm, GroupNorm and RMSNorm take AttnLRP's rule (:mod:`deconvviz.engine.catalogue.norms`):
+  the ε rule on the affine map they are with the standard deviation held constant;
+- an attention's softmax is a constant of the input (Ali et al. 2022): relevance goes down
+  the values (:mod:`deconvviz.engine.catalogue.lrp_attention`); a ``matmul`` of two other
+  signals gives each factor half (AttnLRP's uniform rule);
 - a max-pool passes it to its winner (unpooling through the switches: its gradient);
 - an average pool (adaptive or not) and a mean are linear layers under the z-rule
   (zennit's ``Norm``): ``x · Jᵀ(R / y)``;
@@ -22,15 +28,16 @@ rest of the graph needs no per-architecture code:
 - BatchNorm folds into the adjacent convolution, before or after it, from the graph
   (:func:`~deconvviz.engine.catalogue.lrp_layers.fold_partner`); a BatchNorm with no convolution
   next to it is an affine layer under the ε rule;
-- every other op autograd can differentiate (LayerNorm, permute, sigmoid) takes the z-rule
-  of its linearisation at the recorded point, ``x · Jᵀ(R / y)`` for each input (exact LRP-0
-  for a linear op; for LayerNorm it is not the LN rule of Ali et al. 2022).
+- every other op autograd can differentiate (permute, division) takes the z-rule of its
+  linearisation at the recorded point, ``x · Jᵀ(R / y)`` for each input (exact LRP-0 for a
+  linear op).
 
 A class's relevance is seeded with its logit (LRP's convention: the heatmap sums to the
 logit when relevance is conserved), a unit's with its activation.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from typing import Dict
 
@@ -38,7 +45,9 @@ import torch
 
 from ...errors import ArgumentError, UnsupportedOpError
 from ...method_table import COMPOSITES, RULE_METHODS, Composite, resolve_rule
+from .lrp_attention import MATMULS, SoftmaxHeld, holds_softmax, softmax_factor
 from .lrp_layers import TERMS, fold_partner, is_first_layer, layer_reverse, stabilize
+from .norms import detached_norm
 from .ops_common import _unbroadcast, _vjp
 from .pointwise import EXACT_VJP, _run, gate_factor, vjp_at
 from .rules import RuleSet, get_rule
@@ -162,6 +171,20 @@ def _batchnorm(op, s, ctx, composite):
     return [(op.inputs[0], (g * z[:, None]).reshape(s.shape))]
 
 
+def _norm_rule(op, s, ctx, composite):
+    """AttnLRP's rule for LayerNorm, GroupNorm and RMSNorm: the ε rule on the affine map
+    the normalisation is with its standard deviation held at the recorded input's."""
+    values = ctx.arguments_of(op)
+    x = values[op.inputs[0]]
+    f = detached_norm(op, values, x)
+    with torch.no_grad():
+        y = f(x)
+    with torch.enable_grad():
+        leaf = x.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(f(leaf), leaf, s / stabilize(y, composite.epsilon))
+    return [(op.inputs[0], g * x)]
+
+
 def _z_fallback(op, s, ctx, composite):
     """The z-rule on the op's linearisation at the recorded point: ``x_i · J_iᵀ(R / y)``."""
     if isinstance(s, dict):
@@ -171,8 +194,14 @@ def _z_fallback(op, s, ctx, composite):
     with torch.no_grad():
         y = _run(op, {n: v.clone() if isinstance(v, torch.Tensor) else v
                       for n, v in values.items()})
-    grads = vjp_at(op, values, s / stabilize(y, composite.stabilizer), ctx)
-    return [(node, g * values[node]) for node, g in grads]
+    held = SoftmaxHeld() if holds_softmax(op) else contextlib.nullcontext()
+    with held:  # an attention inside the op: its softmax is a constant (Ali et al. 2022)
+        grads = vjp_at(op, values, s / stabilize(y, composite.stabilizer), ctx)
+    attention = softmax_factor(op)
+    if attention is not None:  # a traced attention: relevance down the values only
+        return [(node, g * values[node]) for node, g in grads if node is not attention]
+    share = 0.5 if op.node.target in MATMULS and len(grads) == 2 else 1.0  # AttnLRP's uniform
+    return [(node, g * values[node] * share) for node, g in grads]
 
 
 def relevance_method(composite: Composite) -> RuleSet:
@@ -199,7 +228,12 @@ def relevance_method(composite: Composite) -> RuleSet:
         "relu": (_pass, passing),
         "relu6": (_pass, passing),
         "activation": (_pass, passing),
+        "pointwise": (_pass, passing + " (zennit's and Captum's pass rule)"),
         "lrn": (_pass, passing + " (as in the deconvnet)"),
+        "norm": (lambda op, s, ctx: _norm_rule(op, s, ctx, c),
+                 "AttnLRP's rule: the ε rule on x -> (x - mean) / std * w + b with std a "
+                 "constant of the recorded input (RMSNorm: relevance passes through)",
+                 {"arguments"}),
         "scale": (_pass, passing),
         "batchnorm": (lambda op, s, ctx: _batchnorm(op, s, ctx, c),
                       "folded into the convolution next to it; else the ε rule", {"input"}),

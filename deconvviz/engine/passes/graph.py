@@ -23,6 +23,7 @@ import torch.fx as fx
 from torch import nn
 
 from ...errors import UnsupportedOpError, first_line
+from ..catalogue import norms as _norm_rules  # noqa: F401  (LayerNorm, GroupNorm, RMSNorm)
 from ..catalogue import ops as _builtin_rules  # noqa: F401  (registers the built-in rules)
 from ..catalogue import pointwise as _pointwise_rules  # noqa: F401  (activations, products, the rest)
 from ..catalogue.ops_common import NAMED_TUPLE_FIELDS

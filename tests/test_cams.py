@@ -191,3 +191,34 @@ def test_scale_matches_pytorch_grad_cam_scale_cam_image():
     got = scale(maps, (20, 14))
     want = torch.from_numpy(scale_cam_image(maps.numpy(), (14, 20)))
     assert np.abs((got - want).numpy()).max() <= TOLERANCE
+
+
+def test_every_cam_is_a_method_of_attribute_compare_and_sanity(tmp_path):
+    model = small_cnn()
+    x, classes = _inputs(model, 16)
+    family = [m for m in CAMS if m != "gradcam"]  # gradcam: Captum's, not min-max scaled
+    for method in family:
+        got = dv.attribute(model, x, method=method, cam_layer="3").map
+        assert got.shape == (2, 1, 16, 16), method
+        assert torch.allclose(got[:, 0], ours(model, ["3"], method, x, classes), atol=1e-6)
+    fused = dv.attribute(model, x, method="layercam", cam_layer="1,3").map[:, 0]
+    assert torch.allclose(fused, ours(model, ["1", "3"], "layercam", x, classes), atol=1e-6)
+    result = dv.compare(model, x, methods=list(CAMS), cam_layer="3")
+    assert set(result.maps) == set(CAMS) and not result.not_applicable
+    # Captum's Grad-CAM, unscaled (its max here is 7e-4, so scaling's +1e-7 moves it 1e-4)
+    assert torch.allclose(scale(result.maps["gradcam"][:, 0]),
+                          ours(model, ["3"], "gradcam", x, classes), atol=1e-3)
+    sanity = dv.sanity_check(model, x[:1], methods=["scorecam", "layercam"], cam_layer="3")
+    assert sanity.scores["layercam"]["spearman_abs"][0] == pytest.approx(1.0)
+
+
+def test_compare_all_methods_draws_every_row_of_the_method_table(tmp_path):
+    from conftest import CHELSEA, invoke
+
+    done = invoke("compare", "--model", "alexnet", "--weights", "none", "--methods", "all",
+                  "--out", str(tmp_path / "all.npz"), CHELSEA)
+    assert done.returncode == 0, done.stderr
+    saved = np.load(tmp_path / "all.npz")
+    drawn = {k.split("/")[0] for k in saved.files}
+    assert any(m in " ".join(saved.files) for m in CAMS)
+    assert len(dv.list_methods()) >= 20 and drawn

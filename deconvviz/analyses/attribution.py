@@ -36,11 +36,11 @@ from ..choices import check_mode
 from ..data.images import ImagesArg
 from ..data.zoo import class_names
 from ..engine import Projector
-from ..engine.guard import images_for, runs_model
-from ..engine.passes.recording import Recording, check_images, forward_to
+from ..engine.guard import runs_model
+from ..engine.passes.recording import Recording, check_images, forward_to, images_for
 from ..engine.passes.seeds import make_seeds
 from ..errors import ArgumentError, closest
-from . import map_check
+from . import cams, map_check
 from .attribution_result import Attribution
 
 __all__ = ["attribute", "attribute_map", "Attribution", "list_methods", "Target", "resolve_target", "default_cam_layer",
@@ -326,6 +326,8 @@ def _captum(method: str, model: nn.Module, x: Tensor, target: Target, net: Proje
         return tunnel.attribute(x, nt_type="smoothgrad", nt_samples=options.get(
             "nt_samples", 16), nt_samples_batch_size=options.get("batch_size", 8),
             stdevs=stdev, target=captum_target, additional_forward_args=extra, abs=False)
+    if method in cams.CAMS:
+        return _cam(method, model, x, target, net, cam_layer, options)
     if method != "occlusion":
         raise ArgumentError(f"method {method!r} is in the method table, but attribute() has "
                             f"no implementation of it; a reverse pass is added with "
@@ -339,6 +341,36 @@ def _captum(method: str, model: nn.Module, x: Tensor, target: Target, net: Proje
                                strides=(x.shape[1], stride, stride), baselines=0.0,
                                target=captum_target, additional_forward_args=extra,
                                perturbations_per_eval=options.get("batch_size", 16))
+
+
+def cam_layers(net: Projector, cam_layer, size: Tuple[int, int]) -> List[Tuple[nn.Module, str]]:
+    """The CAM's layers, ``(module, graph node)`` each: ``cam_layer`` (a name, a comma list or
+    a list of names; default :func:`default_cam_layer`); each must be a module's output."""
+    if cam_layer is None:
+        names = [default_cam_layer(net)]
+    elif isinstance(cam_layer, str):
+        names = [n.strip() for n in cam_layer.split(",")]
+    else:
+        names = list(cam_layer)
+    layers = []
+    for name in names:
+        layer = net.layer(name, size)
+        path = layer.path.partition("@")[0]
+        if not path:
+            raise ArgumentError(f"a CAM's layer is a module's output; {name!r} is not one "
+                                f"(`deconvviz layers` lists module paths)")
+        layers.append((net.model.get_submodule(path), net.traced.ops[layer.node].node.name))
+    return layers
+
+
+def _cam(method: str, model: nn.Module, x: Tensor, target: Target, net: Projector,
+         cam_layer, options: dict) -> Tensor:
+    """A member of the CAM family (:mod:`.cams`), ``[N, 1, H, W]`` in [0, 1]."""
+    return cams.cam_maps(model, x, method, cam_layers(net, cam_layer, tuple(x.shape[-2:])),
+                         list(target.classes), traced_module=net.traced.graph_module,
+                         eigen_smooth=bool(options.get("eigen_smooth", False)),
+                         aug_smooth=bool(options.get("aug_smooth", False)),
+                         batch_size=int(options.get("batch_size", 32)))
 
 
 def grad_cam(forward, module: nn.Module, inputs, target, size: Tuple[int, int],

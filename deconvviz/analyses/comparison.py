@@ -20,7 +20,8 @@ from .._progress import ProgressArg, progress_bar
 from .._signatures import api
 from ..data.images import ImagesArg
 from ..data.zoo import model_info, model_name
-from ..engine.guard import images_for, runs_model
+from ..engine.guard import runs_model
+from ..engine.passes.recording import images_for
 from ..errors import ArgumentError
 from .attribution import Target, attribute_map, probabilities, resolve_target
 from .map_check import notes_for
@@ -142,7 +143,7 @@ def compare(model: nn.Module, images: ImagesArg, *,
                 notes[method] = notes_for(model, x, method, resolved, maps[method],
                                           net=next(iter(nets.values()), None), logits=logits)
             except ArgumentError as exc:
-                if "n/a" not in str(exc):
+                if "n/a" not in str(exc) and " explains a " not in str(exc):
                     raise
                 not_applicable[method] = str(exc)
             bar.update(1, method)

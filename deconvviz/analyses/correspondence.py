@@ -29,8 +29,8 @@ from ..choices import weights_label
 from ..data.images import ImagesArg, load_image
 from ..data.zoo import model_info, model_name
 from ..engine import Deconvnet
-from ..engine.guard import images_for, runs_model
-from ..engine.passes.recording import forward_to
+from ..engine.guard import runs_model
+from ..engine.passes.recording import forward_to, images_for
 from ..errors import ArgumentError
 from ..results import Result, csv_columns
 from .invariance import default_probe_layers

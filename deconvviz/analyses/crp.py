@@ -26,8 +26,8 @@ from .._io import write_atomically
 from .._signatures import api
 from ..data.images import ImagesArg
 from ..engine import Projector
-from ..engine.guard import images_for, runs_model
-from ..engine.passes.recording import check_images
+from ..engine.guard import runs_model
+from ..engine.passes.recording import check_images, images_for
 from ..engine.passes.reverse import FullSize, run
 from ..errors import ArgumentError
 from ..results import Result

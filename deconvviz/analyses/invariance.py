@@ -28,8 +28,8 @@ from ..choices import TRANSFORMS
 from ..data.images import ImagesArg, to_rgb
 from ..data.zoo import class_names, model_info, model_name
 from ..engine import Deconvnet, Projector
-from ..engine.guard import images_for, runs_model
-from ..engine.passes.recording import forward_to
+from ..engine.guard import runs_model
+from ..engine.passes.recording import forward_to, images_for
 from ..errors import ArgumentError, closest
 from ..results import Result, csv_columns
 from .attribution import resolve_target

@@ -32,9 +32,9 @@ from .._signatures import api
 from ..data.images import ImagesArg
 from ..data.zoo import class_names, model_info, model_name
 from ..engine import Deconvnet
-from ..engine.guard import images_for, runs_model
+from ..engine.guard import runs_model
 from ..engine.passes.incremental import IncrementalForward
-from ..engine.passes.recording import forward_to
+from ..engine.passes.recording import forward_to, images_for
 from ..engine.passes.seeds import strongest
 from ..errors import ArgumentError
 from .attribution import default_cam_layer, resolve_target

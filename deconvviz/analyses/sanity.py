@@ -39,8 +39,9 @@ from .._signatures import api
 from ..data.images import ImagesArg, to_rgb
 from ..data.zoo import model_info, model_name
 from ..engine import Projector
-from ..engine.guard import images_for, runs_model
+from ..engine.guard import runs_model
 from ..engine.passes.graph import TracedModel, trace
+from ..engine.passes.recording import images_for
 from ..errors import ArgumentError
 from ..results import Result, csv_columns
 from .attribution import _reverse, attribute_map, default_cam_layer, grad_cam, resolve_target

@@ -313,6 +313,9 @@ def target_options(f):
 
 
 def method_list(spec: Optional[str], default) -> List[str]:
+    """``--methods``: a comma list, ``all`` (every method of the table), or the default."""
+    if spec is not None and spec.strip() == "all":
+        return method_table.names()
     names = parse_list(spec, "--methods") if spec else list(default)
     for name in names:
         method_table.get(name)

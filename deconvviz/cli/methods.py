@@ -13,6 +13,7 @@ from ..data.zoo import get_spec
 from ..errors import ArgumentError
 from .base import (
     check_layer,
+    check_layers,
     cli,
     device_option,
     dpi_option,
@@ -32,8 +33,13 @@ __all__: list = []  # commands, registered on deconvviz.cli.cli
 @click.option("--methods", default=None, metavar="LIST",
               help=f"Comma list of {', '.join(method_table.names())} [default: "
                    f"{', '.join(method_table.COMPARE_DEFAULT)}].")
-@click.option("--cam-layer", default=None, callback=check_layer, help="Grad-CAM's layer [default: the last "
-                                                "convolutional block].")
+@click.option("--cam-layer", default=None, callback=check_layers,
+              help="The CAMs' layer, or a comma list of layers whose maps are fused "
+                   "(Grad-CAM: one) [default: the last convolutional block].")
+@click.option("--aug-smooth", is_flag=True,
+              help="CAMs: average six augmented inputs (flipped, x0.9, x1, x1.1).")
+@click.option("--eigen-smooth", is_flag=True,
+              help="CAMs: the weighted activations' first principal component.")
 @click.option("--out", "-o", required=True, metavar="PATH",
               help="Output .png/.jpg/.pdf/.svg, or .npz for the maps.")
 @dpi_option
@@ -43,8 +49,8 @@ __all__: list = []  # commands, registered on deconvviz.cli.cli
 @friendly
 def compare_command(model: str, target: Optional[str], layer: Optional[str],
                     feature: Optional[int], mode: str, methods: Optional[str],
-                    cam_layer: Optional[str], out: str, dpi: int, weights: str, device: str,
-                    images: List[str]) -> None:
+                    cam_layer: Optional[str], aug_smooth: bool, eigen_smooth: bool, out: str,
+                    dpi: int, weights: str, device: str, images: List[str]) -> None:
     """One row per IMAGE, one column per method, explaining the same class (or unit): the
     layout of Grad-CAM's Fig. 1 and Springenberg's Fig. 2."""
     get_spec(model)
@@ -63,7 +69,9 @@ def compare_command(model: str, target: Optional[str], layer: Optional[str],
               file=sys.stderr) as bar:
         result = compare(net_model, images, methods=names, target=target, layer=layer,
                          features=feature, mode=mode, cam_layer=cam_layer,
-                         progress=lambda *_: bar.update())
+                         progress=lambda *_: bar.update(),
+                         **({"aug_smooth": True} if aug_smooth else {}),
+                         **({"eigen_smooth": True} if eigen_smooth else {}))
     click.echo(result.save(out, dpi=dpi))
 
 

@@ -189,14 +189,3 @@ def optional_device(device: Optional[str]) -> Optional[str]:
     """``device=`` as a string for a result's record (``None`` stays ``None``)."""
     return None if device is None else str(device)
 
-
-def images_for(model: nn.Module, images) -> Tuple[torch.Tensor, list, List[str]]:
-    """``images`` in any documented form (:func:`deconvviz.data.images.image_list`) as the
-    model takes them: ``(x, rgb, names)``, ``x`` the normalised batch on the model's device,
-    checked against the model's input; ``rgb`` each image's uint8 crop; ``names`` its path or
-    ``image K``."""
-    from ..data.images import load_images
-    from .recording import check_images
-
-    x, rgb, names = load_images(images, model)
-    return check_images(x.to(model_device(model)), model=model), rgb, names

@@ -10,7 +10,7 @@ The run stops as soon as the deepest requested layer is computed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Collection, Dict, List, Mapping, Optional, Sequence
+from typing import Collection, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.fx as fx
@@ -22,7 +22,7 @@ from ...errors import ArgumentError, UnsupportedOpError, first_line
 from .graph import TracedModel
 from .layout import TO_CHANNELS_FIRST, channel_axes_of, no_channels
 
-__all__ = ["Recording", "record_nodes", "check_images", "forward_to", "channel_axes",
+__all__ = ["Recording", "record_nodes", "check_images", "images_for", "forward_to", "channel_axes",
            "features_first"]
 
 
@@ -368,3 +368,14 @@ def _modified_in_place(node: fx.Node, gm: fx.GraphModule) -> bool:
         if user.op == "call_function" and getattr(user.target, "__name__", "").endswith("_"):
             return True
     return False
+
+
+def images_for(model: nn.Module, images) -> Tuple[torch.Tensor, list, List[str]]:
+    """``images`` in any documented form (:func:`deconvviz.data.images.image_list`) as the
+    model takes them: ``(x, rgb, names)``, ``x`` the normalised batch on the model's device,
+    checked against the model's input; ``rgb`` each image's uint8 crop; ``names`` its path or
+    ``image K``."""
+    from ...data.images import load_images
+
+    x, rgb, names = load_images(images, model)
+    return check_images(x.to(model_device(model)), model=model), rgb, names

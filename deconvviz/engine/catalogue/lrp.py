@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import replace
-from typing import Dict
+from typing import Dict, Tuple
 
 import torch
 
@@ -55,11 +55,16 @@ from .rules import RuleSet, get_rule
 __all__ = ["Composite", "relevance_method", "rule_for", "COMPOSITES", "RULE_METHODS"]
 
 
-def rule_for(composite: Composite, op, traced) -> str:
-    """The rule (or preset) name ``composite`` gives the layer ``op``."""
+def rule_for(composite: Composite, op, traced) -> Tuple[str, Dict[str, float]]:
+    """The rule (or preset) name ``composite`` gives the layer ``op``, with the parameters
+    the layer's own entry sets (``by_name``, ``by_type``; none otherwise)."""
+    types = [t.__name__ for t in type(op.module).__mro__] if op.module is not None else []
+    mapped = composite.mapped_rule(op.where, types)
+    if mapped is not None:
+        return mapped
     if composite.first is not None and is_first_layer(op, traced):
-        return composite.first
-    return composite.conv if op.kind == "conv" else composite.linear
+        return composite.first, {}
+    return (composite.conv if op.kind == "conv" else composite.linear), {}
 
 
 # -- the other ops' relevance rules ---------------------------------------------------------

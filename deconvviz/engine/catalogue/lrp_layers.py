@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ... import method_table
-from ...errors import ArgumentError
+from ...errors import ArgumentError, UnsupportedOpError
 from .ops import batchnorm_scale
 
 __all__ = ["stabilize", "fold_partner", "is_first_layer", "layer_reverse", "bounds_of",
@@ -294,9 +294,25 @@ def _zbox(at: LayerAt):
     return [(at.stabilize(z), None)], [(1.0, x, w, 0), (-1.0, low, wp, 0), (-1.0, high, wn, 0)]
 
 
+def _identity(at: LayerAt):  # layer_reverse passes relevance through before asking for terms
+    raise ArgumentError("the identity rule has no terms: relevance passes through unchanged")
+
+
 TERMS: Dict[str, TermBuilder] = {"epsilon": _epsilon, "alphabeta": _alphabeta, "gamma": _gamma,
-                                 "flat": _flat, "wsquare": _wsquare, "zbox": _zbox}
+                                 "flat": _flat, "wsquare": _wsquare, "zbox": _zbox,
+                                 "identity": _identity}
 """Each LRP rule of :mod:`deconvviz.method_table`'s vocabulary -> its term builder."""
+
+
+def _identity_reverse(op, s: Tensor, ctx) -> List:
+    """The identity rule: the relevance on the output is the input's, where both have one
+    size (Captum's ``IdentityRule``)."""
+    in_shape = ctx.rec.inputs[op.name].shape
+    if in_shape[1:].numel() != s.shape[1:].numel():
+        raise UnsupportedOpError(
+            f"the identity rule cannot pass relevance through {op.label} at {op.where}: its "
+            f"input ({list(in_shape[1:])}) and output ({list(s.shape[1:])}) differ in size")
+    return [(op.inputs[0], s.reshape(s.shape[0], *in_shape[1:]))]
 
 
 def check_terms() -> None:
@@ -317,21 +333,23 @@ def register_terms(name: str, builder: TermBuilder) -> None:
     TERMS[name] = builder
 
 
-def _terms(rule: str, op, ctx, composite):
-    """``(groups, terms)`` of ``rule`` (a rule or preset name) on the layer ``op``."""
+def _terms(rule, op, ctx, composite):
+    """``(groups, terms)`` of ``rule`` (``(rule or preset name, the layer's own parameters)``)
+    on the layer ``op``."""
+    rule, values = rule
     x, w, b = _affine(op, ctx)
     kind, _ = method_table.resolve_rule(rule)
     builder = TERMS.get(kind.name)
     if builder is None:
         raise ArgumentError(f"LRP rule {kind.name!r} has no term builder: add it with "
                             f"deconvviz.engine.register_lrp_rule")
-    return builder(LayerAt(op, x, w, b, composite.parameters(rule), ctx.traced.model,
+    return builder(LayerAt(op, x, w, b, composite.parameters(rule, values), ctx.traced.model,
                            composite.title))
 
 
-def _prepared(rule: str, op, ctx, composite):
+def _prepared(rule, op, ctx, composite):
     cache = ctx.rec.cache
-    key = ("lrp", composite.name, rule, op.name)
+    key = ("lrp", composite.name, rule[0], op.name)
     if key not in cache:
         groups, terms = _terms(rule, op, ctx, composite)
         # a modified input that is zero everywhere adds exactly zero: skip its term
@@ -341,8 +359,12 @@ def _prepared(rule: str, op, ctx, composite):
     return cache[key]
 
 
-def layer_reverse(rule: str, op, s: Tensor, ctx, composite) -> List:
-    """Relevance ``s`` (``[N*K, ...]`` on the layer's output) to its input, by ``rule``."""
+def layer_reverse(rule, op, s: Tensor, ctx, composite) -> List:
+    """Relevance ``s`` (``[N*K, ...]`` on the layer's output) to its input, by ``rule``
+    (``(rule or preset name, the layer's own parameters)``, or a name)."""
+    rule = (rule, {}) if isinstance(rule, str) else rule
+    if method_table.resolve_rule(rule[0])[0].name == "identity":
+        return _identity_reverse(op, s, ctx)
     groups, terms, in_shape = _prepared(rule, op, ctx, composite)
     n = in_shape[0]
     k = s.shape[0] // n

@@ -42,11 +42,19 @@ from dataclasses import replace
 from typing import Dict, Tuple
 
 import torch
+import torch.nn.functional as F
 
-from ...errors import ArgumentError, UnsupportedOpError
+from ...errors import ArgumentError
 from ...method_table import COMPOSITES, RULE_METHODS, Composite, resolve_rule
 from .lrp_attention import MATMULS, SoftmaxHeld, holds_softmax, softmax_factor
-from .lrp_layers import TERMS, fold_partner, is_first_layer, layer_reverse, stabilize
+from .lrp_layers import (
+    TERMS,
+    fold_partner,
+    is_conv_nd,
+    is_first_layer,
+    layer_reverse,
+    stabilize,
+)
 from .norms import detached_norm
 from .ops_common import _unbroadcast, _vjp
 from .pointwise import EXACT_VJP, _run, gate_factor, vjp_at
@@ -64,7 +72,7 @@ def rule_for(composite: Composite, op, traced) -> Tuple[str, Dict[str, float]]:
         return mapped
     if composite.first is not None and is_first_layer(op, traced):
         return composite.first, {}
-    return (composite.conv if op.kind == "conv" else composite.linear), {}
+    return (composite.conv if op.kind == "conv" or is_conv_nd(op) else composite.linear), {}
 
 
 # -- the other ops' relevance rules ---------------------------------------------------------
@@ -192,21 +200,33 @@ def _norm_rule(op, s, ctx, composite):
 
 def _z_fallback(op, s, ctx, composite):
     """The z-rule on the op's linearisation at the recorded point: ``x_i · J_iᵀ(R / y)``."""
-    if isinstance(s, dict):
-        raise UnsupportedOpError(f"no {composite.title} rule for {op.label} at {op.where}: it "
-                                 f"returns several tensors")
     values = ctx.arguments_of(op)
     with torch.no_grad():
         y = _run(op, {n: v.clone() if isinstance(v, torch.Tensor) else v
                       for n, v in values.items()})
+    if isinstance(s, dict):  # several outputs (chunk, split): each item's R / y
+        signal = {i: g / stabilize(y[i], composite.stabilizer)
+                  if isinstance(y[i], torch.Tensor) and y[i].is_floating_point() else g
+                  for i, g in s.items()}
+    else:
+        signal = s / stabilize(y, composite.stabilizer)
     held = SoftmaxHeld() if holds_softmax(op) else contextlib.nullcontext()
     with held:  # an attention inside the op: its softmax is a constant (Ali et al. 2022)
-        grads = vjp_at(op, values, s / stabilize(y, composite.stabilizer), ctx)
+        grads = vjp_at(op, values, signal, ctx)
     attention = softmax_factor(op)
     if attention is not None:  # a traced attention: relevance down the values only
         return [(node, g * values[node]) for node, g in grads if node is not attention]
     share = 0.5 if op.node.target in MATMULS and len(grads) == 2 else 1.0  # AttnLRP's uniform
     return [(node, g * values[node] * share) for node, g in grads]
+
+
+_MAX_POOLS_ND = (torch.nn.MaxPool1d, torch.nn.MaxPool3d)
+
+
+def _is_max_pool_nd(op) -> bool:
+    if op.node.op == "call_module":
+        return isinstance(op.module, _MAX_POOLS_ND) and not op.module.return_indices
+    return op.node.target in (F.max_pool1d, F.max_pool3d, torch.max_pool1d, torch.max_pool3d)
 
 
 def relevance_method(composite: Composite) -> RuleSet:
@@ -253,8 +273,16 @@ def relevance_method(composite: Composite) -> RuleSet:
                            description="a gate is a recorded constant: relevance down the gated "
                                        "factor unchanged (no gate: half to each factor)"),
     }
-    fallback = replace(EXACT_VJP, reverse=lambda op, s, ctx: _z_fallback(op, s, ctx, c),
-                       description="the z-rule on its linearisation at the recorded point: "
-                                   "x * J^T(R / y)")
+    def other(op, s, ctx):
+        if is_conv_nd(op):  # Conv1d, Conv3d: the composite's convolution rule, as in 2-D
+            return layer(op, s, ctx)
+        if _is_max_pool_nd(op):  # to the winner, as a 2-D max-pool's switches
+            return vjp_at(op, ctx.arguments_of(op), s, ctx)
+        return _z_fallback(op, s, ctx, c)
+
+    fallback = replace(EXACT_VJP, reverse=other,
+                       description="Conv1d, Conv3d: the convolutions' rule; MaxPool1d, "
+                                   "MaxPool3d: to the winner; any other op: the z-rule on its "
+                                   "linearisation at the recorded point: x * J^T(R / y)")
     return RuleSet(name=c.name, title=c.title, overrides=overrides, fallback=fallback,
                    relevance=True)

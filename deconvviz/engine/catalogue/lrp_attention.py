@@ -33,11 +33,30 @@ _THROUGH = {F.dropout, torch.reshape, torch.transpose, "view", "reshape", "trans
 
 
 class SoftmaxHeld(TorchFunctionMode):
-    """Every softmax computed inside returns its value detached: a constant of the input."""
+    """Every softmax computed inside returns its value detached: a constant of the input
+    (``scaled_dot_product_attention`` too, written out with its weights held)."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        if func is F.scaled_dot_product_attention:
+            return _attention_held(*args, **kwargs)
+        out = func(*args, **kwargs)
         return out.detach() if func in SOFTMAXES else out
+
+
+def _attention_held(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
+                    scale=None, enable_gqa=False):
+    """``scaled_dot_product_attention`` (eval: no dropout) with its weights a constant."""
+    with torch.no_grad():
+        logits = query @ key.transpose(-2, -1) * (scale or query.shape[-1] ** -0.5)
+        if is_causal:
+            causal = torch.ones(logits.shape[-2:], dtype=torch.bool, device=logits.device)
+            logits = logits.masked_fill(~causal.tril(), float("-inf"))
+        if attn_mask is not None:
+            logits = logits.masked_fill(~attn_mask, float("-inf")) \
+                if attn_mask.dtype == torch.bool else logits + attn_mask
+        weights = torch.softmax(logits, dim=-1)
+    return weights @ value
 
 
 def holds_softmax(op) -> bool:

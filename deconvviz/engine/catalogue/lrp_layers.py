@@ -50,6 +50,7 @@ from ...errors import ArgumentError, UnsupportedOpError
 from .ops import batchnorm_scale
 
 __all__ = ["stabilize", "fold_partner", "is_first_layer", "layer_reverse", "bounds_of",
+           "is_conv_nd", "layer_input",
            "LayerAt", "TERMS", "register_terms", "check_terms"]
 
 _PASSING = ("identity", "reshape")  # ops between the image and a first layer
@@ -117,15 +118,33 @@ def is_first_layer(op, traced) -> bool:
     return False
 
 
+CONV_ND = (torch.nn.Conv1d, torch.nn.Conv3d)  # no op kind of their own: LRP takes them here
+_CONV_ND_FORWARD = {torch.nn.Conv1d: F.conv1d, torch.nn.Conv3d: F.conv3d}
+
+
+def is_conv_nd(op) -> bool:
+    """A 1-D or 3-D convolution (zero padding): the layer rules apply as to a 2-D one."""
+    return type(op.module) in _CONV_ND_FORWARD and op.module.padding_mode == "zeros"
+
+
+def layer_input(op, ctx) -> Tensor:
+    """The layer's recorded input (a 1-D or 3-D convolution records its arguments)."""
+    if op.name in ctx.rec.inputs:
+        return ctx.rec.inputs[op.name]
+    return ctx.rec.arguments[op.name][op.inputs[0].name]
+
+
 def _bias_shape(op, b: Tensor) -> Tensor:
-    return b.reshape(1, -1, 1, 1) if op.kind == "conv" else b
+    if op.kind == "conv" or is_conv_nd(op):
+        return b.reshape(1, -1, *([1] * (op.module.weight.dim() - 2)))
+    return b
 
 
 def _affine(op, ctx) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
     """The layer's input (the folded BatchNorm's input where one folds before it), weight and
     bias (broadcastable to its output), with the BatchNorms folded."""
     traced, module = ctx.traced, op.module
-    x = ctx.rec.inputs[op.name]
+    x = layer_input(op, ctx)
     weight = module.weight
     bias = _bias_shape(op, module.bias) if module.bias is not None else None
     after = _folded_bn(op, traced, "after")
@@ -157,12 +176,21 @@ def _forward(op, x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
     if op.kind == "conv":
         p = op.params
         out = F.conv2d(x, weight, None, p["stride"], p["padding"], p["dilation"], p["groups"])
+    elif is_conv_nd(op):
+        m = op.module
+        out = _CONV_ND_FORWARD[type(m)](x, weight, None, m.stride, m.padding, m.dilation,
+                                        m.groups)
     else:
         out = F.linear(x, weight)
     return out if bias is None else out + bias
 
 
 def _transpose(op, weight: Tensor, g: Tensor, in_shape) -> Tensor:
+    if is_conv_nd(op):  # the transpose of the forward, by autograd
+        dummy = torch.zeros(in_shape, dtype=g.dtype, device=g.device, requires_grad=True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(_forward(op, dummy, weight, None), dummy, g)
+        return grad
     if op.kind != "conv":
         return g.matmul(weight)
     p = op.params
@@ -307,7 +335,7 @@ TERMS: Dict[str, TermBuilder] = {"epsilon": _epsilon, "alphabeta": _alphabeta, "
 def _identity_reverse(op, s: Tensor, ctx) -> List:
     """The identity rule: the relevance on the output is the input's, where both have one
     size (Captum's ``IdentityRule``)."""
-    in_shape = ctx.rec.inputs[op.name].shape
+    in_shape = layer_input(op, ctx).shape
     if in_shape[1:].numel() != s.shape[1:].numel():
         raise UnsupportedOpError(
             f"the identity rule cannot pass relevance through {op.label} at {op.where}: its "
@@ -354,7 +382,7 @@ def _prepared(rule, op, ctx, composite):
         groups, terms = _terms(rule, op, ctx, composite)
         # a modified input that is zero everywhere adds exactly zero: skip its term
         terms = [t for t in terms if t[1] is None or bool(t[1].any())]
-        in_shape = ctx.rec.inputs[op.name].shape
+        in_shape = layer_input(op, ctx).shape
         cache[key] = (groups, terms, in_shape)
     return cache[key]
 

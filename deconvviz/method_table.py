@@ -29,15 +29,15 @@ method                       kind           display     explains         channel
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
 
 from .errors import ArgumentError, closest
 
 __all__ = ["Method", "KINDS", "DISPLAYS", "TARGETS", "get", "names", "titles", "entries",
            "displays", "COMPARE_DEFAULT", "SANITY_DEFAULT", "register", "unregister", "check",
            "REVERSE", "ATTRIBUTION", "LrpRule", "RulePreset", "Composite", "lrp_rules",
-           "rule_names", "resolve_rule", "composites", "register_lrp_rule",
+           "rule_names", "resolve_rule", "composites", "RuleSpec", "split_spec", "register_lrp_rule",
            "unregister_lrp_rule", "register_composite", "COMPOSITES", "RULE_METHODS"]
 
 REVERSE = "reverse pass"  # an exact reverse pass on deconvviz's engine
@@ -138,158 +138,21 @@ _ATTRIBUTIONS = (
     Method("ablationcam", "Ablation-CAM", ATTRIBUTION, "heatmap", ("class",), 1,
            summary="Desai & Ramaswamy 2020: the logit's drop with each channel set to zero"),
 )
-# LRP's vocabulary -------------------------------------------------------------------------
-PARAMETERS = ("epsilon", "stabilizer", "gamma", "alpha", "beta", "low", "high")
-"""A composite's constants, which its rules read (each rule names the ones it reads)."""
-
-
-@dataclass(frozen=True)
-class LrpRule:
-    """An LRP rule for the layers with weights (convolutions, linear layers).
-
-    Attributes:
-        name: what composites name it by (``Composite(conv="gamma")``).
-        title: how method titles write it.
-        parameters: the composite's constants it reads (of :data:`PARAMETERS`; every rule
-            also reads ``stabilizer``).
-        first_only: a rule only for the layer that reads the pixels (z^B).
-        summary: one line: its formula.
-    """
-
-    name: str
-    title: str
-    parameters: Tuple[str, ...] = ()
-    first_only: bool = False
-    summary: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.name.isidentifier():
-            raise ArgumentError(f"an LRP rule's name is one word, got {self.name!r}")
-        bad = [p for p in self.parameters if p not in PARAMETERS]
-        if bad:
-            raise ArgumentError(f"LRP rule {self.name!r}: unknown parameter(s) {bad}; a rule "
-                                f"reads some of {', '.join(PARAMETERS)}")
-
-
-@dataclass(frozen=True)
-class RulePreset:
-    """A name users type for a rule with some of its parameters set (``alpha2beta1``)."""
-
-    name: str
-    rule: str
-    title: str
-    values: Mapping[str, float] = field(default_factory=dict)
-
-
-_RULES: Dict[str, LrpRule] = {r.name: r for r in (
-    LrpRule("epsilon", "ε", ("epsilon",), summary="z = Wx + b (stabilised by ε): x·Wᵀ(R/z)"),
-    LrpRule("alphabeta", "αβ", ("alpha", "beta"),
-            summary="α times the positive contributions' share, minus β times the negative's"),
-    LrpRule("gamma", "γ", ("gamma",), summary="W + γW⁺ for positive outputs, W + γW⁻ for "
-                                              "negative ones"),
-    LrpRule("flat", "flat", summary="all weights one: relevance spread evenly over the field"),
-    LrpRule("wsquare", "w²", summary="z = W²1 + b²: relevance by the squared weights"),
-    LrpRule("zbox", "z^B", ("low", "high"), first_only=True,
-            summary="the pixels' bounds: x·Wᵀ − l·W⁺ᵀ − h·W⁻ᵀ"),
-)}
-_PRESETS: Dict[str, RulePreset] = {p.name: p for p in (
-    RulePreset("zplus", "alphabeta", "z⁺", {"alpha": 1.0, "beta": 0.0}),
-    RulePreset("alpha2beta1", "alphabeta", "α2β1", {"alpha": 2.0, "beta": 1.0}),
-    RulePreset("alpha1beta0", "alphabeta", "α1β0", {"alpha": 1.0, "beta": 0.0}),
-)}
-# the order names are offered in (and one single-rule method each, lrp_<name>)
-_RULE_ORDER = ["epsilon", "zplus", "alpha2beta1", "alpha1beta0", "gamma", "flat", "wsquare",
-               "zbox"]
-
-
-def lrp_rules() -> Dict[str, LrpRule]:
-    """Every LRP rule, by name."""
-    return dict(_RULES)
-
-
-def rule_names() -> List[str]:
-    """The names a composite may give a kind of layer: the presets and rules, in order (a
-    rule whose parameters are all the composite's, such as ``alphabeta``, after them)."""
-    return _RULE_ORDER + [r for r in _RULES if r not in _RULE_ORDER]
-
-
-def resolve_rule(name: str) -> Tuple[LrpRule, Dict[str, float]]:
-    """``(rule, values)`` of a rule or preset name: the rule and the parameters the name sets
-    (none for a rule's own name)."""
-    if name in _PRESETS:
-        preset = _PRESETS[name]
-        return _RULES[preset.rule], dict(preset.values)
-    if name in _RULES:
-        return _RULES[name], {}
-    raise ArgumentError(f"unknown LRP rule {name!r}; choose one of {', '.join(rule_names())}")
-
-
-def rule_title(name: str) -> str:
-    """How titles write a rule or preset name."""
-    return _PRESETS[name].title if name in _PRESETS else resolve_rule(name)[0].title
-
-
-@dataclass(frozen=True)
-class Composite:
-    """An LRP composite: which rule each kind of layer with weights takes, and its constants.
-
-    Attributes:
-        name: the method's name (``--method NAME``).
-        title: how figures name it.
-        first: the rule (or preset) of a layer that reads the image (``None``: its kind's).
-        conv: the rule of every other convolution.
-        linear: the rule of every other linear layer.
-        epsilon: the ε rule's ε.
-        stabilizer: every other rule's stabiliser (zennit's default 1e-6).
-        gamma: the γ rule's γ.
-        alpha, beta: the αβ rule's α and β (a preset such as ``alpha2beta1`` sets its own).
-        low, high: z^B's bounds per input channel (``None``: from the zoo model's
-            preprocessing, the normalised [0, 1] range).
-        summary: one line for the method table.
-
-    Examples:
-        >>> mine = Composite("lrp_mine", "LRP γ-ε", first="flat", conv="gamma", gamma=0.1)
-        >>> register_composite(mine)  # then method="lrp_mine" everywhere
-    """
-
-    name: str
-    title: str
-    first: Optional[str] = "flat"
-    conv: str = "zplus"
-    linear: str = "epsilon"
-    epsilon: float = 1e-6
-    stabilizer: float = 1e-6
-    gamma: float = 0.25
-    alpha: float = 2.0
-    beta: float = 1.0
-    low: Optional[Sequence[float]] = None
-    high: Optional[Sequence[float]] = None
-    summary: str = field(default="", compare=False)
-
-    def __post_init__(self) -> None:
-        for where in ("first", "conv", "linear"):
-            name = getattr(self, where)
-            if name is None and where == "first":
-                continue
-            if name not in _RULES and name not in _PRESETS:
-                raise ArgumentError(f"unknown LRP rule {name!r} for {where} layers; choose "
-                                    f"one of {', '.join(rule_names())}")
-            if where != "first" and resolve_rule(name)[0].first_only:
-                raise ArgumentError(f"{name} is a rule for the layer that reads the pixels: "
-                                    f"give it as first={name!r}")
-        if min(self.epsilon, self.stabilizer, self.gamma, self.alpha, self.beta) < 0:
-            raise ArgumentError("epsilon, stabilizer, gamma, alpha and beta are >= 0")
-
-    def rules(self) -> List[str]:
-        """The rule (or preset) names it uses."""
-        return [r for r in (self.first, self.conv, self.linear) if r is not None]
-
-    def parameters(self, name: str) -> Dict[str, object]:
-        """The constants the rule (or preset) ``name`` runs with here: the composite's, the
-        preset's values over them."""
-        values: Dict[str, object] = {p: getattr(self, p) for p in PARAMETERS}
-        values.update(resolve_rule(name)[1])
-        return values
+# LRP's vocabulary (deconvviz.lrp_vocabulary): rules, presets, composites ---------------------
+from .lrp_vocabulary import (  # noqa: E402  (re-exported: the method table's vocabulary)
+    _PRESETS,
+    _RULE_ORDER,
+    _RULES,
+    Composite,
+    LrpRule,
+    RulePreset,
+    RuleSpec,
+    lrp_rules,
+    resolve_rule,
+    rule_names,
+    rule_title,
+    split_spec,
+)
 
 
 def _zennit(name: str, title: str, first: str, conv: str, zennit: str, said: str) -> Composite:
@@ -419,7 +282,7 @@ def register_lrp_rule(rule: LrpRule) -> LrpRule:
 
 def unregister_lrp_rule(name: str) -> None:
     """Remove a rule added with :func:`register_lrp_rule` (no composite may still use it)."""
-    if name in _RULE_ORDER or name in ("alphabeta",) or name not in _RULES:
+    if name in _RULE_ORDER or name in ("alphabeta", "identity") or name not in _RULES:
         raise ArgumentError(f"{name!r} is not an LRP rule added with register_lrp_rule")
     users = [c.name for c in _COMPOSITES.values() if name in c.rules()]
     if users:

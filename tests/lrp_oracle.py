@@ -24,7 +24,7 @@ ADDS = {torch.Tensor.__add__, torch.Tensor.__iadd__, torch.add, torch.Tensor.add
         torch.Tensor.__radd__}
 MULS = {torch.Tensor.__mul__, torch.Tensor.__rmul__, torch.mul, torch.Tensor.mul}
 POOLS = {F.avg_pool2d, F.adaptive_avg_pool2d, torch.mean, torch.Tensor.mean}
-LINEARISED = {torch.permute, torch.Tensor.permute, F.layer_norm}
+LINEARISED = {torch.permute, torch.Tensor.permute}
 
 
 def without_biases(model):
@@ -156,6 +156,18 @@ class _Gated(torch.autograd.Function):
         return R, None
 
 
+def _layer_norm_held(x, shape, weight=None, bias=None, eps=1e-5):
+    """F.layer_norm as the affine map it is with the standard deviation of ``x`` fixed."""
+    dims = tuple(range(-len(shape), 0))
+    std = torch.sqrt(x.detach().var(dims, unbiased=False, keepdim=True) + eps)
+
+    def held(t):
+        y = (t - t.mean(dims, keepdim=True)) / std
+        y = y * weight if weight is not None else y
+        return y + bias if bias is not None else y
+    return held
+
+
 class _Oracle(TorchFunctionMode):
     def __init__(self, x, composite, folds, scan=False):
         super().__init__()
@@ -222,6 +234,9 @@ class _Oracle(TorchFunctionMode):
         if func in POOLS:
             rest = args[1:]
             return _ZRule.apply(args[0], lambda t: func(t, *rest, **kwargs), c["stabilizer"])
+        if func is F.layer_norm:  # AttnLRP: the epsilon rule with the std held constant
+            return _ZRule.apply(args[0], _layer_norm_held(args[0], *args[1:], **kwargs),
+                                c["epsilon"])
         if func in LINEARISED:
             rest = args[1:]
             return _ZRule.apply(args[0], lambda t: func(t, *rest, **kwargs), c["stabilizer"])

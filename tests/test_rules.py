@@ -88,6 +88,11 @@ CASES = {
     "activation": [(nn.Sequential(nn.SiLU()), _deconvnet_relu),
                    (Fn(lambda m, x: F.gelu(x, approximate="tanh")), _deconvnet_relu),
                    (Fn(lambda m, x: F.leaky_relu(x, 0.2)), _deconvnet_relu)],
+    # the other pointwise functions and the normalisations: their derivative (LRP differs)
+    "pointwise": [(nn.Sequential(nn.Tanh()), None), (Fn(lambda m, x: x.sigmoid()), None),
+                  (Fn(lambda m, x: F.hardtanh(x, -0.5, 0.5)), None)],
+    "norm": [(nn.Sequential(nn.GroupNorm(3, 3)), None),
+             (Fn(lambda m, x: F.layer_norm(x, (8,))), None)],
     # a gate is the recorded constant it is for the image; a product without one, both factors
     "product": [(Fn(lambda m, x: x * torch.sigmoid(x.mean((2, 3), keepdim=True))),
                  lambda x, s: s * torch.sigmoid(x.mean((2, 3), keepdim=True))),

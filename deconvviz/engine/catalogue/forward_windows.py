@@ -25,7 +25,7 @@ __all__ = ["SLIDING", "forward_kind", "sliding_params", "sliding_rows", "run_sli
            "macs_per_position"]
 
 # Op kinds that act on each position alone (channels may mix): they run on the window.
-_POINTWISE = {"relu", "relu6", "activation", "identity", "batchnorm", "lrn", "scale", "add",
+_POINTWISE = {"relu", "relu6", "activation", "pointwise", "identity", "batchnorm", "lrn", "scale", "add",
               "product", "cat"}
 # Ops no rule claims that are pointwise all the same.
 _POINTWISE_MODULES = (nn.Sigmoid, nn.Tanh, nn.Hardsigmoid, nn.Softplus)

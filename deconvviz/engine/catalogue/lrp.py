@@ -8,8 +8,14 @@ layer, the other convolutions, the linear layers; the rules' term builders are i
 makes a method like any other (``--method``, ``dv.attribute``, ``compare``, ``sanity``). The
 rest of the graph needs no per-architecture code:
 
-- pointwise activations (ReLU, ReLU6, SiLU, GELU, ...), local response normalisation,
-  identities, reshapes and scalings by a constant pass relevance through unchanged;
+- pointwise activations (ReLU, ReLU6, SiLU, GELU, Tanh, Sigmoid, Softplus, SELU, ...: every
+  one, as zennit's and Captum's pass rule), local response normalisation, identities,
+  reshapes and scalings by a constant pass relevance through unchanged;
+- LayerNorm, GroupNorm and RMSNorm take AttnLRP's rule (:mod:`deconvviz.engine.catalogue.norms`):
+  the ε rule on the affine map they are with the standard deviation held constant;
+- an attention's softmax is a constant of the input (Ali et al. 2022): relevance goes down
+  the values (:mod:`deconvviz.engine.catalogue.lrp_attention`); a ``matmul`` of two other
+  signals gives each factor half (AttnLRP's uniform rule);
 - a max-pool passes it to its winner (unpooling through the switches: its gradient);
 - an average pool (adaptive or not) and a mean are linear layers under the z-rule
   (zennit's ``Norm``): ``x · Jᵀ(R / y)``;
@@ -22,23 +28,34 @@ rest of the graph needs no per-architecture code:
 - BatchNorm folds into the adjacent convolution, before or after it, from the graph
   (:func:`~deconvviz.engine.catalogue.lrp_layers.fold_partner`); a BatchNorm with no convolution
   next to it is an affine layer under the ε rule;
-- every other op autograd can differentiate (LayerNorm, permute, sigmoid) takes the z-rule
-  of its linearisation at the recorded point, ``x · Jᵀ(R / y)`` for each input (exact LRP-0
-  for a linear op; for LayerNorm it is not the LN rule of Ali et al. 2022).
+- every other op autograd can differentiate (permute, division) takes the z-rule of its
+  linearisation at the recorded point, ``x · Jᵀ(R / y)`` for each input (exact LRP-0 for a
+  linear op).
 
 A class's relevance is seeded with its logit (LRP's convention: the heatmap sums to the
 logit when relevance is conserved), a unit's with its activation.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
-from typing import Dict
+from typing import Dict, Tuple
 
 import torch
+import torch.nn.functional as F
 
-from ...errors import ArgumentError, UnsupportedOpError
+from ...errors import ArgumentError
 from ...method_table import COMPOSITES, RULE_METHODS, Composite, resolve_rule
-from .lrp_layers import TERMS, fold_partner, is_first_layer, layer_reverse, stabilize
+from .lrp_attention import MATMULS, SoftmaxHeld, holds_softmax, softmax_factor
+from .lrp_layers import (
+    TERMS,
+    fold_partner,
+    is_conv_nd,
+    is_first_layer,
+    layer_reverse,
+    stabilize,
+)
+from .norms import detached_norm
 from .ops_common import _unbroadcast, _vjp
 from .pointwise import EXACT_VJP, _run, gate_factor, vjp_at
 from .rules import RuleSet, get_rule
@@ -46,11 +63,16 @@ from .rules import RuleSet, get_rule
 __all__ = ["Composite", "relevance_method", "rule_for", "COMPOSITES", "RULE_METHODS"]
 
 
-def rule_for(composite: Composite, op, traced) -> str:
-    """The rule (or preset) name ``composite`` gives the layer ``op``."""
+def rule_for(composite: Composite, op, traced) -> Tuple[str, Dict[str, float]]:
+    """The rule (or preset) name ``composite`` gives the layer ``op``, with the parameters
+    the layer's own entry sets (``by_name``, ``by_type``; none otherwise)."""
+    types = [t.__name__ for t in type(op.module).__mro__] if op.module is not None else []
+    mapped = composite.mapped_rule(op.where, types)
+    if mapped is not None:
+        return mapped
     if composite.first is not None and is_first_layer(op, traced):
-        return composite.first
-    return composite.conv if op.kind == "conv" else composite.linear
+        return composite.first, {}
+    return (composite.conv if op.kind == "conv" or is_conv_nd(op) else composite.linear), {}
 
 
 # -- the other ops' relevance rules ---------------------------------------------------------
@@ -162,17 +184,49 @@ def _batchnorm(op, s, ctx, composite):
     return [(op.inputs[0], (g * z[:, None]).reshape(s.shape))]
 
 
+def _norm_rule(op, s, ctx, composite):
+    """AttnLRP's rule for LayerNorm, GroupNorm and RMSNorm: the ε rule on the affine map
+    the normalisation is with its standard deviation held at the recorded input's."""
+    values = ctx.arguments_of(op)
+    x = values[op.inputs[0]]
+    f = detached_norm(op, values, x)
+    with torch.no_grad():
+        y = f(x)
+    with torch.enable_grad():
+        leaf = x.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(f(leaf), leaf, s / stabilize(y, composite.epsilon))
+    return [(op.inputs[0], g * x)]
+
+
 def _z_fallback(op, s, ctx, composite):
     """The z-rule on the op's linearisation at the recorded point: ``x_i · J_iᵀ(R / y)``."""
-    if isinstance(s, dict):
-        raise UnsupportedOpError(f"no {composite.title} rule for {op.label} at {op.where}: it "
-                                 f"returns several tensors")
     values = ctx.arguments_of(op)
     with torch.no_grad():
         y = _run(op, {n: v.clone() if isinstance(v, torch.Tensor) else v
                       for n, v in values.items()})
-    grads = vjp_at(op, values, s / stabilize(y, composite.stabilizer), ctx)
-    return [(node, g * values[node]) for node, g in grads]
+    if isinstance(s, dict):  # several outputs (chunk, split): each item's R / y
+        signal = {i: g / stabilize(y[i], composite.stabilizer)
+                  if isinstance(y[i], torch.Tensor) and y[i].is_floating_point() else g
+                  for i, g in s.items()}
+    else:
+        signal = s / stabilize(y, composite.stabilizer)
+    held = SoftmaxHeld() if holds_softmax(op) else contextlib.nullcontext()
+    with held:  # an attention inside the op: its softmax is a constant (Ali et al. 2022)
+        grads = vjp_at(op, values, signal, ctx)
+    attention = softmax_factor(op)
+    if attention is not None:  # a traced attention: relevance down the values only
+        return [(node, g * values[node]) for node, g in grads if node is not attention]
+    share = 0.5 if op.node.target in MATMULS and len(grads) == 2 else 1.0  # AttnLRP's uniform
+    return [(node, g * values[node] * share) for node, g in grads]
+
+
+_MAX_POOLS_ND = (torch.nn.MaxPool1d, torch.nn.MaxPool3d)
+
+
+def _is_max_pool_nd(op) -> bool:
+    if op.node.op == "call_module":
+        return isinstance(op.module, _MAX_POOLS_ND) and not op.module.return_indices
+    return op.node.target in (F.max_pool1d, F.max_pool3d, torch.max_pool1d, torch.max_pool3d)
 
 
 def relevance_method(composite: Composite) -> RuleSet:
@@ -199,7 +253,12 @@ def relevance_method(composite: Composite) -> RuleSet:
         "relu": (_pass, passing),
         "relu6": (_pass, passing),
         "activation": (_pass, passing),
+        "pointwise": (_pass, passing + " (zennit's and Captum's pass rule)"),
         "lrn": (_pass, passing + " (as in the deconvnet)"),
+        "norm": (lambda op, s, ctx: _norm_rule(op, s, ctx, c),
+                 "AttnLRP's rule: the ε rule on x -> (x - mean) / std * w + b with std a "
+                 "constant of the recorded input (RMSNorm: relevance passes through)",
+                 {"arguments"}),
         "scale": (_pass, passing),
         "batchnorm": (lambda op, s, ctx: _batchnorm(op, s, ctx, c),
                       "folded into the convolution next to it; else the ε rule", {"input"}),
@@ -214,8 +273,16 @@ def relevance_method(composite: Composite) -> RuleSet:
                            description="a gate is a recorded constant: relevance down the gated "
                                        "factor unchanged (no gate: half to each factor)"),
     }
-    fallback = replace(EXACT_VJP, reverse=lambda op, s, ctx: _z_fallback(op, s, ctx, c),
-                       description="the z-rule on its linearisation at the recorded point: "
-                                   "x * J^T(R / y)")
+    def other(op, s, ctx):
+        if is_conv_nd(op):  # Conv1d, Conv3d: the composite's convolution rule, as in 2-D
+            return layer(op, s, ctx)
+        if _is_max_pool_nd(op):  # to the winner, as a 2-D max-pool's switches
+            return vjp_at(op, ctx.arguments_of(op), s, ctx)
+        return _z_fallback(op, s, ctx, c)
+
+    fallback = replace(EXACT_VJP, reverse=other,
+                       description="Conv1d, Conv3d: the convolutions' rule; MaxPool1d, "
+                                   "MaxPool3d: to the winner; any other op: the z-rule on its "
+                                   "linearisation at the recorded point: x * J^T(R / y)")
     return RuleSet(name=c.name, title=c.title, overrides=overrides, fallback=fallback,
                    relevance=True)

@@ -46,10 +46,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ... import method_table
-from ...errors import ArgumentError
+from ...errors import ArgumentError, UnsupportedOpError
 from .ops import batchnorm_scale
 
 __all__ = ["stabilize", "fold_partner", "is_first_layer", "layer_reverse", "bounds_of",
+           "is_conv_nd", "layer_input",
            "LayerAt", "TERMS", "register_terms", "check_terms"]
 
 _PASSING = ("identity", "reshape")  # ops between the image and a first layer
@@ -117,15 +118,33 @@ def is_first_layer(op, traced) -> bool:
     return False
 
 
+CONV_ND = (torch.nn.Conv1d, torch.nn.Conv3d)  # no op kind of their own: LRP takes them here
+_CONV_ND_FORWARD = {torch.nn.Conv1d: F.conv1d, torch.nn.Conv3d: F.conv3d}
+
+
+def is_conv_nd(op) -> bool:
+    """A 1-D or 3-D convolution (zero padding): the layer rules apply as to a 2-D one."""
+    return type(op.module) in _CONV_ND_FORWARD and op.module.padding_mode == "zeros"
+
+
+def layer_input(op, ctx) -> Tensor:
+    """The layer's recorded input (a 1-D or 3-D convolution records its arguments)."""
+    if op.name in ctx.rec.inputs:
+        return ctx.rec.inputs[op.name]
+    return ctx.rec.arguments[op.name][op.inputs[0].name]
+
+
 def _bias_shape(op, b: Tensor) -> Tensor:
-    return b.reshape(1, -1, 1, 1) if op.kind == "conv" else b
+    if op.kind == "conv" or is_conv_nd(op):
+        return b.reshape(1, -1, *([1] * (op.module.weight.dim() - 2)))
+    return b
 
 
 def _affine(op, ctx) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
     """The layer's input (the folded BatchNorm's input where one folds before it), weight and
     bias (broadcastable to its output), with the BatchNorms folded."""
     traced, module = ctx.traced, op.module
-    x = ctx.rec.inputs[op.name]
+    x = layer_input(op, ctx)
     weight = module.weight
     bias = _bias_shape(op, module.bias) if module.bias is not None else None
     after = _folded_bn(op, traced, "after")
@@ -157,12 +176,21 @@ def _forward(op, x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
     if op.kind == "conv":
         p = op.params
         out = F.conv2d(x, weight, None, p["stride"], p["padding"], p["dilation"], p["groups"])
+    elif is_conv_nd(op):
+        m = op.module
+        out = _CONV_ND_FORWARD[type(m)](x, weight, None, m.stride, m.padding, m.dilation,
+                                        m.groups)
     else:
         out = F.linear(x, weight)
     return out if bias is None else out + bias
 
 
 def _transpose(op, weight: Tensor, g: Tensor, in_shape) -> Tensor:
+    if is_conv_nd(op):  # the transpose of the forward, by autograd
+        dummy = torch.zeros(in_shape, dtype=g.dtype, device=g.device, requires_grad=True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(_forward(op, dummy, weight, None), dummy, g)
+        return grad
     if op.kind != "conv":
         return g.matmul(weight)
     p = op.params
@@ -294,9 +322,25 @@ def _zbox(at: LayerAt):
     return [(at.stabilize(z), None)], [(1.0, x, w, 0), (-1.0, low, wp, 0), (-1.0, high, wn, 0)]
 
 
+def _identity(at: LayerAt):  # layer_reverse passes relevance through before asking for terms
+    raise ArgumentError("the identity rule has no terms: relevance passes through unchanged")
+
+
 TERMS: Dict[str, TermBuilder] = {"epsilon": _epsilon, "alphabeta": _alphabeta, "gamma": _gamma,
-                                 "flat": _flat, "wsquare": _wsquare, "zbox": _zbox}
+                                 "flat": _flat, "wsquare": _wsquare, "zbox": _zbox,
+                                 "identity": _identity}
 """Each LRP rule of :mod:`deconvviz.method_table`'s vocabulary -> its term builder."""
+
+
+def _identity_reverse(op, s: Tensor, ctx) -> List:
+    """The identity rule: the relevance on the output is the input's, where both have one
+    size (Captum's ``IdentityRule``)."""
+    in_shape = layer_input(op, ctx).shape
+    if in_shape[1:].numel() != s.shape[1:].numel():
+        raise UnsupportedOpError(
+            f"the identity rule cannot pass relevance through {op.label} at {op.where}: its "
+            f"input ({list(in_shape[1:])}) and output ({list(s.shape[1:])}) differ in size")
+    return [(op.inputs[0], s.reshape(s.shape[0], *in_shape[1:]))]
 
 
 def check_terms() -> None:
@@ -317,32 +361,38 @@ def register_terms(name: str, builder: TermBuilder) -> None:
     TERMS[name] = builder
 
 
-def _terms(rule: str, op, ctx, composite):
-    """``(groups, terms)`` of ``rule`` (a rule or preset name) on the layer ``op``."""
+def _terms(rule, op, ctx, composite):
+    """``(groups, terms)`` of ``rule`` (``(rule or preset name, the layer's own parameters)``)
+    on the layer ``op``."""
+    rule, values = rule
     x, w, b = _affine(op, ctx)
     kind, _ = method_table.resolve_rule(rule)
     builder = TERMS.get(kind.name)
     if builder is None:
         raise ArgumentError(f"LRP rule {kind.name!r} has no term builder: add it with "
                             f"deconvviz.engine.register_lrp_rule")
-    return builder(LayerAt(op, x, w, b, composite.parameters(rule), ctx.traced.model,
+    return builder(LayerAt(op, x, w, b, composite.parameters(rule, values), ctx.traced.model,
                            composite.title))
 
 
-def _prepared(rule: str, op, ctx, composite):
+def _prepared(rule, op, ctx, composite):
     cache = ctx.rec.cache
-    key = ("lrp", composite.name, rule, op.name)
+    key = ("lrp", composite.name, rule[0], op.name)
     if key not in cache:
         groups, terms = _terms(rule, op, ctx, composite)
         # a modified input that is zero everywhere adds exactly zero: skip its term
         terms = [t for t in terms if t[1] is None or bool(t[1].any())]
-        in_shape = ctx.rec.inputs[op.name].shape
+        in_shape = layer_input(op, ctx).shape
         cache[key] = (groups, terms, in_shape)
     return cache[key]
 
 
-def layer_reverse(rule: str, op, s: Tensor, ctx, composite) -> List:
-    """Relevance ``s`` (``[N*K, ...]`` on the layer's output) to its input, by ``rule``."""
+def layer_reverse(rule, op, s: Tensor, ctx, composite) -> List:
+    """Relevance ``s`` (``[N*K, ...]`` on the layer's output) to its input, by ``rule``
+    (``(rule or preset name, the layer's own parameters)``, or a name)."""
+    rule = (rule, {}) if isinstance(rule, str) else rule
+    if method_table.resolve_rule(rule[0])[0].name == "identity":
+        return _identity_reverse(op, s, ctx)
     groups, terms, in_shape = _prepared(rule, op, ctx, composite)
     n = in_shape[0]
     k = s.shape[0] // n

@@ -5,6 +5,11 @@
   (:mod:`deconvviz.engine.catalogue.methods`): the deconvnet rectifies the signal, guided backprop
   multiplies the rectified signal by the activation's derivative at the recorded input, the
   gradient multiplies the signal by it.
+- ``pointwise``: the other pointwise functions (Tanh, Sigmoid, Softplus, SELU, CELU,
+  Hardsigmoid, Hardtanh other than ReLU6's, Softsign, LogSigmoid, the shrinks, PReLU,
+  Threshold). Their registered reverse is their derivative at the recorded input (what every
+  op no rule claims takes), so the deconvnet, guided backprop and the gradient treat them as
+  before; the LRP composites pass relevance through them unchanged.
 - ``product``: a ``mul`` of two tensors that both come from the image (squeeze-excitation,
   gates). Its registered reverse is the product rule at the recorded factors; a factor that
   comes through a sigmoid or hardsigmoid (possibly reshaped) is the op's *gate*, which the
@@ -32,7 +37,7 @@ from ...errors import UnsupportedOpError, first_line
 from .ops_common import _same_field, _same_window, _unbroadcast
 from .rules import Rule, Unsupported, register_rule
 
-__all__ = ["EXACT_VJP", "ACTIVATION_MODULES", "GATE_MODULES", "vjp_at", "activation_vjp",
+__all__ = ["EXACT_VJP", "ACTIVATION_MODULES", "POINTWISE_MODULES", "GATE_MODULES", "vjp_at", "activation_vjp",
            "gate_factor"]
 
 # -- running one traced op again, with autograd ---------------------------------------------
@@ -145,9 +150,47 @@ register_rule(Rule(
     window=_same_window, field=_same_field))
 
 
+# -- the other pointwise functions: their derivative, except where a method says otherwise ---
+# (the LRP composites pass relevance through them, as zennit's and Captum's pass rule does)
+POINTWISE_MODULES = (nn.Tanh, nn.Sigmoid, nn.Softplus, nn.SELU, nn.CELU, nn.Hardsigmoid,
+                     nn.Hardtanh, nn.Softsign, nn.LogSigmoid, nn.Tanhshrink, nn.Softshrink,
+                     nn.Hardshrink, nn.PReLU, nn.Threshold)
+_POINTWISE_FUNCTIONS = tuple(dict.fromkeys(
+    (torch.tanh, F.tanh, torch.sigmoid, F.sigmoid, F.softplus, F.selu, torch.selu, F.celu,
+     torch.celu, F.hardsigmoid, F.hardtanh, F.softsign, F.logsigmoid, F.tanhshrink,
+     F.softshrink, F.hardshrink, F.prelu, torch.prelu, F.threshold)))
+_POINTWISE_METHODS = ("tanh", "tanh_", "sigmoid", "sigmoid_")
+
+
+def _not_relu6(call) -> bool:
+    """Every call of these, except a ``Hardtanh(0, 6)``: that one is ReLU6's."""
+    if call.kind == "module" and type(call.module) is nn.Hardtanh:
+        return (call.module.min_val, call.module.max_val) != (0.0, 6.0)
+    if call.kind == "function" and call.target is F.hardtanh:
+        bounds = (call.arg(1, "min_val", -1.0), call.arg(2, "max_val", 1.0))
+        return not all(isinstance(b, (int, float)) for b in bounds) or \
+            tuple(map(float, bounds)) != (0.0, 6.0)
+    return True
+
+
+def _parse_pointwise(call):
+    label, params = _parse_activation(call)
+    if call.kind == "module" and type(call.module) is nn.Hardtanh:
+        label = f"Hardtanh({call.module.min_val}, {call.module.max_val})"
+    return (f".{call.name}()" if call.kind == "method" else label), params
+
+
 def activation_vjp(op, s, ctx) -> List:
     """The activation's vector-Jacobian product at its recorded input: ``f'(x) * s``."""
     return vjp_at(op, {op.inputs[0]: ctx.input_of(op)}, s, ctx)
+
+
+register_rule(Rule(
+    kind="pointwise", description="its exact vector-Jacobian product at the recorded input: "
+                                 "f'(input) * signal",
+    reverse=activation_vjp, modules=POINTWISE_MODULES, functions=_POINTWISE_FUNCTIONS,
+    methods=_POINTWISE_METHODS, parse=_parse_pointwise, when=_not_relu6, window=_same_window,
+    field=_same_field, needs=frozenset({"input"})))
 
 
 def _nodes(args) -> List[fx.Node]:
@@ -262,3 +305,4 @@ register_rule(Rule(
     methods=("mul", "mul_"),
     parse=_parse_product, when=_two_signals, window=_same_window, field=_gated_field,
     needs=frozenset({"arguments"})))
+

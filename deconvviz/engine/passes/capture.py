@@ -46,7 +46,7 @@ _TORCH_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(torch.
 # ATen ops whose torch function has another name.
 _RENAMED = {"view": torch.reshape, "_unsafe_view": torch.reshape, "_reshape_alias": torch.reshape}
 # Kinds whose reverse is each method's own: an op of theirs must never take the fallback.
-_METHOD_SPECIFIC = ("relu", "relu6", "activation", "lrn")
+_METHOD_SPECIFIC = ("relu", "relu6", "activation", "pointwise", "lrn")
 
 
 def user_frame(tb) -> str:

@@ -11,6 +11,7 @@ The user's model is never changed: the traced ``GraphModule`` shares the model's
 """
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import weakref
@@ -23,6 +24,7 @@ import torch.fx as fx
 from torch import nn
 
 from ...errors import UnsupportedOpError, first_line
+from ..catalogue import norms as _norm_rules  # noqa: F401  (LayerNorm, GroupNorm, RMSNorm)
 from ..catalogue import ops as _builtin_rules  # noqa: F401  (registers the built-in rules)
 from ..catalogue import pointwise as _pointwise_rules  # noqa: F401  (activations, products, the rest)
 from ..catalogue.ops_common import NAMED_TUPLE_FIELDS
@@ -218,11 +220,25 @@ def trace(model: nn.Module) -> TracedModel:
     return traced
 
 
+def optional_defaults(model: nn.Module) -> Optional[Dict[str, Any]]:
+    """Every parameter of ``model.forward`` after the image that has a default, bound to it:
+    the trace follows the forward as ``model(x)`` runs it (``extra=None`` stays ``None``,
+    its branch is not taken) instead of making each a second input."""
+    try:
+        parameters = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    bound = {p.name: p.default for p in parameters[1:]
+             if p.default is not inspect.Parameter.empty
+             and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return bound or None
+
+
 def _trace(model: nn.Module) -> TracedModel:
     tracer = _PathTracer()
     capture = "torch.fx"
     try:
-        graph = tracer.trace(model)
+        graph = tracer.trace(model, concrete_args=optional_defaults(model))
         graph_module = fx.GraphModule(model, graph)
         module_outputs = tracer.module_outputs
     except Exception as fx_error:  # fx raises many kinds of errors; all mean "not traceable"

@@ -23,7 +23,7 @@ __all__ = ["TO_CHANNELS_LAST", "TO_CHANNELS_FIRST", "permute_dims", "channels_la
 
 TO_CHANNELS_LAST, TO_CHANNELS_FIRST = (0, 2, 3, 1), (0, 3, 1, 2)
 # Op kinds that act on each position alone, whatever the layout (the channels are last).
-_PER_POSITION_KINDS = {"relu", "relu6", "activation", "identity", "linear"}
+_PER_POSITION_KINDS = {"relu", "relu6", "activation", "pointwise", "identity", "linear"}
 
 
 def permute_dims(op: Op) -> Optional[Tuple[int, ...]]:
@@ -88,7 +88,7 @@ def acts_per_position(op: Op, last: Set[str]) -> Optional[bool]:
 # Op kinds that act on [N, C, H, W] maps.
 _CHANNELS_FIRST_KINDS = {"conv", "maxpool", "avgpool", "adaptive_avgpool", "batchnorm", "lrn"}
 # Op kinds whose output keeps its input's layout (channels where they were).
-_KEEPS_LAYOUT = {"relu", "relu6", "activation", "lrn", "conv", "maxpool", "avgpool",
+_KEEPS_LAYOUT = {"relu", "relu6", "activation", "pointwise", "lrn", "conv", "maxpool", "avgpool",
                  "adaptive_avgpool", "batchnorm", "identity", "add", "scale", "product",
                  "comparison", "cat", "transpose", "field"}
 

@@ -23,7 +23,7 @@ method                       kind           display     explains         channel
 ``smoothgrad``               attribution    signed      class, unit      3
 ``occlusion``                attribution    heatmap     class, unit      3
 ``hirescam``, ``gradcam_elementwise``, ``gradcam_plus_plus``, ``xgradcam``, ``layercam``,
-``eigengradcam``, ``eigencam``, ``scorecam``, ``ablationcam``: the CAM family,
+``eigengradcam``, ``eigencam``, ``scorecam``, ``ablationcam``, ``fullgrad``: the CAM family,
                              attribution    heatmap     class            1
 ===========================  =============  ==========  ===============  ==================
 """
@@ -137,6 +137,9 @@ _ATTRIBUTIONS = (
            summary="Wang et al. 2020: the class logit of the input masked by each channel"),
     Method("ablationcam", "Ablation-CAM", ATTRIBUTION, "heatmap", ("class",), 1,
            summary="Desai & Ramaswamy 2020: the logit's drop with each channel set to zero"),
+    Method("fullgrad", "FullGrad", ATTRIBUTION, "heatmap", ("class",), 1,
+           summary="Srinivas & Fleuret 2019: |input gradient x input| and every layer's "
+                   "|bias x gradient|, summed"),
 )
 # LRP's vocabulary (deconvviz.lrp_vocabulary): rules, presets, composites ---------------------
 from .lrp_vocabulary import (  # noqa: E402  (re-exported: the method table's vocabulary)

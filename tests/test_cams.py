@@ -16,12 +16,13 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa:
 THEIRS = {"gradcam": "GradCAM", "hirescam": "HiResCAM",
           "gradcam_elementwise": "GradCAMElementWise", "gradcam_plus_plus": "GradCAMPlusPlus",
           "xgradcam": "XGradCAM", "layercam": "LayerCAM", "eigengradcam": "EigenGradCAM",
-          "eigencam": "EigenCAM", "scorecam": "ScoreCAM", "ablationcam": "AblationCAM"}
+          "eigencam": "EigenCAM", "scorecam": "ScoreCAM", "ablationcam": "AblationCAM",
+          "fullgrad": "FullGrad"}
 TOLERANCE = 1e-5  # both in float32, after the same [0, 1] scaling
 # (zoo name, layer module, input side): pytorch-grad-cam's documented layers' neighbours
 MODELS = [("vgg16", "features.29", 32), ("resnet50", "layer4", 64),
           ("efficientnet_b0", "features.8", 64)]
-FAST = [m for m in CAMS if m not in ("scorecam", "ablationcam")]
+FAST = [m for m in CAMS if m not in ("scorecam", "ablationcam")]  # FullGrad included
 
 
 def theirs(model, path, method, x, classes, **options):

@@ -17,6 +17,8 @@ Where deconvviz departs from pytorch-grad-cam, it follows the papers:
 - Ablation-CAM (Desai & Ramaswamy 2020) ablates a channel by setting it to zero;
   pytorch-grad-cam sets it to ``min(activations) - 1e7`` whenever the layer's minimum is not
   0 (a layer before its ReLU). After a ReLU both give zero, and the same maps.
+- FullGrad (Srinivas & Fleuret 2019) needs no layer: the input-gradient term and every
+  biased convolution's and BatchNorm's bias-gradient term, as pytorch-grad-cam sums them.
 - Eigen-CAM's principal component has no sign of its own; deconvviz orients it to correlate
   positively with the activations' mean over channels (pytorch-grad-cam keeps the SVD's sign,
   which may rectify the map away).
@@ -42,7 +44,7 @@ __all__ = ["CAMS", "GRADIENT_CAMS", "cam_maps", "scale", "projection", "ablation
 # Weighted by the gradient of the class score at the layer.
 GRADIENT_CAMS = ("gradcam", "hirescam", "gradcam_elementwise", "gradcam_plus_plus",
                  "xgradcam", "layercam", "eigengradcam")
-CAMS = GRADIENT_CAMS + ("eigencam", "scorecam", "ablationcam")
+CAMS = GRADIENT_CAMS + ("eigencam", "scorecam", "ablationcam", "fullgrad")
 SCALE_EPS = 1e-7  # pytorch-grad-cam's scale_cam_image
 
 
@@ -239,6 +241,40 @@ def _layer_map(model, traced_module, method: str, module: nn.Module, node: str, 
     return _weighted(method, a, found[0]["gradients"], eigen_smooth)
 
 
+def _bias_of(module: nn.Module) -> Tensor:
+    """A convolution's bias, or a BatchNorm's as a bias (FullGrad's bias terms)."""
+    if isinstance(module, nn.BatchNorm2d):
+        return (module.bias - module.running_mean * module.weight
+                / torch.sqrt(module.running_var + module.eps)).detach()
+    return module.bias.detach()
+
+
+def _per_channel(maps: Tensor, size: Tuple[int, int]) -> Tensor:
+    """``[N, C, h, w]``, each channel scaled to [0, 1] and resized: ``[N, C, H, W]``."""
+    n, c = maps.shape[:2]
+    return scale(maps.reshape(n * c, *maps.shape[2:]), size).reshape(n, c, *size)
+
+
+def _full_grad(model: nn.Module, x: Tensor, classes: List[int]) -> Tensor:
+    """FullGrad (Srinivas & Fleuret 2019): |input gradient x input| per colour channel, plus
+    for every convolution and BatchNorm with a bias, |bias x the gradient at its output|,
+    each channel scaled and upsampled, all summed: ``[N, H, W]`` before the final scaling."""
+    modules = [m for m in model.modules() if type(m) in (nn.Conv2d, nn.BatchNorm2d)
+               and m.bias is not None]
+    size = tuple(x.shape[-2:])
+    target = torch.as_tensor(classes, device=x.device)
+    with _captured(modules) as found, torch.enable_grad():
+        inputs = x.detach().requires_grad_(True)
+        g_x, = torch.autograd.grad(_scores(model, inputs, target).sum(), inputs)
+    total = _per_channel((g_x * x).abs(), size).sum(1)
+    for i, module in enumerate(modules):
+        if "gradients" in found.get(i, {}):
+            g = found[i]["gradients"]
+            total = total + _per_channel((_bias_of(module)[None, :, None, None] * g).abs(),
+                                         size).sum(1)
+    return total
+
+
 def cam_maps(model: nn.Module, x: Tensor, method: str, layers: Sequence[Tuple[nn.Module, str]],
              classes: List[int], *, traced_module: fx.GraphModule = None,
              eigen_smooth: bool = False, aug_smooth: bool = False,
@@ -262,6 +298,11 @@ def cam_maps(model: nn.Module, x: Tensor, method: str, layers: Sequence[Tuple[nn
                 maps.append(made.flip(-1) if flip else made)
         return torch.stack(maps).mean(0)
     size = tuple(x.shape[-2:])
+    if method == "fullgrad":  # every biased layer: cam_layer plays no part
+        if eigen_smooth:
+            raise ArgumentError("FullGrad sums every layer's bias terms: it has no "
+                                "eigen_smooth")
+        return scale(_full_grad(model, x, classes))[:, None]
     per_layer = [scale(_layer_map(model, traced_module, method, module, node, x, classes,
                                   eigen_smooth, batch_size).clamp_min(0), size)
                  for module, node in layers]

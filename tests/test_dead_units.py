@@ -149,15 +149,17 @@ def test_check_map_bounds():
     assert check_map(torch.tensor([1.0, float("nan")]), 1.0, False).startswith("not finite")
 
 
-def classifier(norm: bool = False, dead: bool = False) -> nn.Module:
-    """conv - ReLU - average - [LayerNorm] - linear: 2 classes."""
+def classifier(absorbing: bool = False, dead: bool = False) -> nn.Module:
+    """conv - ReLU - average - linear: 2 classes; with ``absorbing``, class 1's logit is
+    almost all its bias, which takes (under the epsilon rule) almost all of its relevance."""
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                        nn.Flatten(), *([nn.LayerNorm(4, eps=1e-12)] if norm else []),
-                        nn.Linear(4, 2)).eval()
+                        nn.Flatten(), nn.Linear(4, 2)).eval()
     with torch.no_grad():
         net[0].bias.fill_(0.1)
         net[-1].bias.zero_()
+        if absorbing:
+            net[-1].bias[1] = 1e5
         if dead:
             net[-1].weight[0].zero_()  # class 0's logit is its bias: no input reaches it
             net[-1].bias[0] = 2.0
@@ -175,8 +177,9 @@ def test_compare_notes_a_zero_map_and_lost_relevance():
     assert "numerically zero" not in texts(normal.figure())
     share = normal.maps["lrp"].flatten(1).sum(1) / classifier()(x)[:, 1]
     assert torch.allclose(share, torch.ones(2), atol=1e-2)  # conserved (the flat rule)
-    # LayerNorm is scale-invariant: x . J^T(R / y) sums to ~0 at its input
-    normed = dv.compare(classifier(norm=True), x, methods=["lrp"], target=1)
+    # the bias carries the logit: the input holds ~1e-6 of it (LayerNorm, which lost it
+    # before, now conserves: AttnLRP's rule)
+    normed = dv.compare(classifier(absorbing=True), x, methods=["lrp"], target=1)
     for note in normed.notes["lrp"]:
         assert note.startswith("relevance not conserved: the input holds")
         assert note.endswith("of the logit")
@@ -186,7 +189,7 @@ def test_compare_notes_a_zero_map_and_lost_relevance():
 def test_the_seed_totals_make_attributions_note_in_one_call():
     from deconvviz.analyses import map_check
 
-    model, x = classifier(norm=True), torch.rand(2, 3, 12, 12)
+    model, x = classifier(absorbing=True), torch.rand(2, 3, 12, 12)
     target = dv.analyses.attribution.resolve_target(model, x, 1)
     maps = dv.analyses.attribution.attribute_map(model, x, "lrp", resolved=target)
     with torch.no_grad():

@@ -220,6 +220,19 @@ def _z_fallback(op, s, ctx, composite):
     return [(node, g * values[node] * share) for node, g in grads]
 
 
+def _masked_branch(op):
+    """The one branch from the image of ``torch.where(mask, x, c)`` (or ``(mask, c, x)``)
+    whose other branch is a constant, else ``None``: such a mask is a gate, as a ReLU is."""
+    if op.node.op == "call_function" and op.node.target is torch.where:
+        branches = op.node.args[1:3]
+    elif op.node.op == "call_method" and op.node.target == "where":
+        branches = (op.node.args[0], op.node.args[2] if len(op.node.args) > 2 else None)
+    else:
+        return None
+    signals = [b for b in branches if b in op.inputs]
+    return signals[0] if len(branches) == 2 and len(signals) == 1 else None
+
+
 _MAX_POOLS_ND = (torch.nn.MaxPool1d, torch.nn.MaxPool3d)
 
 
@@ -278,11 +291,16 @@ def relevance_method(composite: Composite) -> RuleSet:
             return layer(op, s, ctx)
         if _is_max_pool_nd(op):  # to the winner, as a 2-D max-pool's switches
             return vjp_at(op, ctx.arguments_of(op), s, ctx)
+        kept = _masked_branch(op)
+        if kept is not None:  # a threshold mask: relevance passes through, as ReLU's rule
+            return [(kept, _unbroadcast(s, ctx.shape(kept)))]
         return _z_fallback(op, s, ctx, c)
 
     fallback = replace(EXACT_VJP, reverse=other,
                        description="Conv1d, Conv3d: the convolutions' rule; MaxPool1d, "
-                                   "MaxPool3d: to the winner; any other op: the z-rule on its "
-                                   "linearisation at the recorded point: x * J^T(R / y)")
+                                   "MaxPool3d: to the winner; torch.where(mask, x, "
+                                   "constant): passes through, as ReLU; any other op: the "
+                                   "z-rule on its linearisation at the recorded point: "
+                                   "x * J^T(R / y)")
     return RuleSet(name=c.name, title=c.title, overrides=overrides, fallback=fallback,
                    relevance=True)

@@ -327,6 +327,9 @@ def _flat_nodes(args) -> List[fx.Node]:
 # Reading a tensor's shape gives numbers, not a signal: x.size(0), x.shape, len(x), x.dim().
 _SHAPE_METHODS = {"size", "dim", "numel", "nelement", "ndimension"}
 _SHAPE_ATTRIBUTES = {"shape", "ndim", "dtype", "device"}
+# Tensors made from another's shape alone (``torch.zeros_like(x)``): constants, as a literal.
+_SHAPED_LIKE = {torch.zeros_like, torch.ones_like, torch.full_like, torch.empty_like}
+_SHAPED_LIKE_METHODS = {"new_zeros", "new_ones", "new_full", "new_empty", "new_tensor"}
 
 
 def _reads_shape(node: fx.Node) -> bool:
@@ -337,7 +340,9 @@ def _reads_shape(node: fx.Node) -> bool:
     if node.op == "call_module" and str(node.target) == "_guards_fn":
         return True  # torch.export's checks of the input's size
     if node.op == "call_method":
-        return node.target in _SHAPE_METHODS
+        return node.target in _SHAPE_METHODS or node.target in _SHAPED_LIKE_METHODS
+    if node.op == "call_function" and node.target in _SHAPED_LIKE:
+        return True
     if node.op == "call_function" and node.target is getattr:
         return len(node.args) > 1 and node.args[1] in _SHAPE_ATTRIBUTES
     return node.op == "call_function" and node.target is len

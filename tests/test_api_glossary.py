@@ -378,3 +378,16 @@ def test_the_api_page_holds_every_public_signature_as_generated():
         "docs/api.md's signature table is out of date: run scripts/api_table.py"
     for qualname, _ in CALLABLES:
         assert f"| `{qualname}` |" in page, qualname
+
+
+def test_list_layers_and_the_atlas_refuse_training_mode_too(photos, tmp_path):
+    model = tiny_model()
+    result = dv.scan(model, photos["two"], layers=["4"], hits=1, progress=False)
+    model.train()
+    before = snapshot(model)
+    for call in (lambda: dv.list_layers(model),
+                 lambda: dv.atlas(result, tmp_path / "site", model=model, progress=False)):
+        with pytest.raises(dv.ArgumentError, match="^the model is in training mode"):
+            call()
+        assert_untouched(model, before)
+    assert not (tmp_path / "site").exists()

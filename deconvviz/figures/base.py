@@ -55,11 +55,12 @@ def show_tile(ax, image, title: Optional[str] = None) -> None:
         ax.set_title(title, fontsize=TILE_FONT, pad=2)
 
 
-def wrapped(text: str, width: int = 24) -> str:
-    """``text`` on lines of at most ``width`` characters: a note fits under its tile."""
+def wrapped(text: str, width: int = 24, *, words: bool = False) -> str:
+    """``text`` on lines of at most ``width`` characters: a note fits under its tile
+    (``words``: never break a word, a title may then run a little wider)."""
     import textwrap
 
-    return "\n".join(textwrap.wrap(text, width)) or text
+    return "\n".join(textwrap.wrap(text, width, break_long_words=not words)) or text
 
 
 def show_note(ax, note: Optional[str], width: int = 24) -> None:

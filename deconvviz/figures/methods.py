@@ -44,7 +44,8 @@ def comparison_grid(result, *, fig: Optional[FigureBase] = None) -> Figure:
         axes[r, 0].set_ylabel(result.row_label(r), fontsize=TILE_FONT)
         for c, method in enumerate(result.methods, start=1):
             ax = axes[r, c]
-            title = wrapped(result.titles.get(method, method), width) if r == 0 else None
+            title = (wrapped(result.titles.get(method, method), width, words=True) if r == 0
+                     else None)
             if method in result.maps:
                 show_tile(ax, _tile(result, method, result.maps[method], r, photo), title)
                 show_note(ax, (getattr(result, "notes", {}).get(method) or [None] * rows)[r])

@@ -52,23 +52,21 @@ _PUBLIC = {
 
 __all__ = sorted(_PUBLIC)
 
-# removed aliases, kept one release with a DeprecationWarning: name -> (what to use, module)
-_DEPRECATED = {"filter_figure": ("filters(...).figure()", "analyses.filters")}
+# removed aliases, kept one release with a DeprecationWarning:
+# name -> (what to use, the module that holds it, its name there)
+_DEPRECATED = {"DeconvStep": ("ReverseStep", "engine", "ReverseStep"),
+               "filter_figure": ("filters(...).figure()", "analyses.filters", "filter_figure")}
 
 
 def __getattr__(name: str):
-    if name == "DeconvStep":  # kept one release: it is ReverseStep
-        return _deprecated(__name__, name, "ReverseStep") or __getattr__("ReverseStep")
     if name in _PUBLIC:
         value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
         globals()[name] = value
         return value
     if name in _DEPRECATED:
-        from ._signatures import deprecated
-
-        new, module = _DEPRECATED[name]
-        deprecated(__name__, name, new)
-        return getattr(importlib.import_module(f".{module}", __name__), name)
+        new, module, attribute = _DEPRECATED[name]
+        _deprecated(__name__, name, new)
+        return getattr(importlib.import_module(f".{module}", __name__), attribute)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

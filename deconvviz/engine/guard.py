@@ -19,7 +19,7 @@ import copy
 import functools
 import inspect
 from contextlib import contextmanager
-from typing import Callable, Iterator, List, Optional, Tuple, TypeVar, Union
+from typing import Callable, Iterator, List, Tuple, TypeVar, Union
 
 import torch
 from torch import nn
@@ -111,14 +111,15 @@ def _restore(snapshot) -> None:
 
 
 @contextmanager
-def unchanged_after(model: nn.Module) -> Iterator[None]:
-    """Inside the block anything may hook into ``model`` or switch its modes; on leaving,
-    errors included, its hooks, modes and ``requires_grad`` flags are as they were."""
-    snapshot = _snapshot(model)
+def unchanged_after(*models: nn.Module) -> Iterator[None]:
+    """Inside the block anything may hook into ``models`` or switch their modes; on leaving,
+    errors included, their hooks, modes and ``requires_grad`` flags are as they were."""
+    snapshots = [_snapshot(m) for m in models]
     try:
         yield
     finally:
-        _restore(snapshot)
+        for snapshot in snapshots:
+            _restore(snapshot)
 
 
 def _modules_of(value) -> List[nn.Module]:
@@ -162,30 +163,14 @@ def runs_model(fn: F) -> F:
         with computing(precision):
             if not modules:
                 return fn(*bound.args, **bound.kwargs)
-            with _all_unchanged(modules):
+            with unchanged_after(*modules):
                 return fn(*bound.args, **bound.kwargs)
 
     wrapper.__runs_model__ = True
     return wrapper  # type: ignore[return-value]
 
 
-@contextmanager
-def _all_unchanged(modules: List[nn.Module]) -> Iterator[None]:
-    snapshots = [_snapshot(m) for m in modules]
-    try:
-        yield
-    finally:
-        for snapshot in snapshots:
-            _restore(snapshot)
-
-
 def is_guarded(fn: Callable) -> bool:
     """Whether ``fn`` passes through :func:`runs_model` (the API test asks every public
     function that runs a model)."""
     return bool(getattr(fn, "__runs_model__", False))
-
-
-def optional_device(device: Optional[str]) -> Optional[str]:
-    """``device=`` as a string for a result's record (``None`` stays ``None``)."""
-    return None if device is None else str(device)
-

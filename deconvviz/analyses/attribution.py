@@ -233,12 +233,16 @@ def attribute(model: nn.Module, images: ImagesArg, *, method: str,
                                 f"{list(features)}")
         features = features[0]
     x, rgb, names = images_for(model, images)
-    resolved = resolve_target(model, x, target, layer, features, mode)
+    logits = None
+    if layer is None:  # one forward pass serves the target's choice and the note's seed
+        with torch.no_grad():
+            logits = model(x)
+    resolved = resolve_target(model, x, target, layer, features, mode, logits=logits)
     result = attribute_map(model, x, method, resolved=resolved, cam_layer=cam_layer,
                            **options)
+    notes = map_check.notes_for(model, x, method, resolved, result, logits=logits)
     return Attribution.of(result, model=model, method=method, target=resolved, rgb=rgb,
-                          images=names,
-                          notes=map_check.notes_for(model, x, method, resolved, result))
+                          images=names, notes=notes)
 
 
 def attribute_map(model: nn.Module, x: Tensor, method: str, target: Union[None, int, str] = None,

@@ -18,7 +18,7 @@ from captum.testing.helpers.basic_models import (
 from torch import nn
 
 import deconvviz as dv
-from deconvviz.method_table import Composite, register_composite, unregister
+from deconvviz.method_table import Composite, register_composite
 
 ATOL = 1e-4  # Captum's assertTensorAlmostEqual default delta
 
@@ -49,7 +49,7 @@ def _lrp(model, x, target=0, by_name=None):
     try:
         return dv.attribute(model.eval(), x, method=composite.name, target=target).map
     finally:
-        unregister(composite.name)
+        dv.unregister_method(composite.name)  # the table and the engine's rule set
 
 
 def _close(ours, expected):

@@ -132,20 +132,30 @@ def _scores(model: nn.Module, batch: Tensor, classes: Tensor) -> Tensor:
 
 def _score_cam(model, x: Tensor, a: Tensor, classes: List[int], batch_size: int) -> Tensor:
     """Score-CAM's weights ``[N, K]``: the softmax over channels of the class logit of the
-    input masked by each channel's upsampled, min-max normalised map."""
+    input masked by each channel's upsampled, min-max normalised map.
+
+    A constant channel (a dead one, all zero) normalises to an all-zero mask, so its masked
+    input is the same zero image for every such channel of every image: the model runs on it
+    once, not once per channel (exact: the same input gives the same logit)."""
     up = F.interpolate(a, size=x.shape[-2:], mode="bilinear", align_corners=True)
     flat = up.flatten(2)
     lo, hi = flat.min(2).values[:, :, None, None], flat.max(2).values[:, :, None, None]
     masks = (up - lo) / (hi - lo + 1e-8)
+    constant = (hi == lo).flatten(1)
     weights = []
     with torch.no_grad():
+        blank = model(torch.zeros_like(x[:1]))[0] if constant.any() else None
         for i, c in enumerate(classes):
-            scores = []
-            for k0 in range(0, masks.shape[1], batch_size):
-                batch = x[i:i + 1] * masks[i, k0:k0 + batch_size, None]
+            live = (~constant[i]).nonzero().flatten()
+            scores = torch.empty(masks.shape[1], dtype=x.dtype, device=x.device)
+            if blank is not None:
+                scores[constant[i]] = blank[c].to(x.dtype)
+            for k0 in range(0, live.numel(), batch_size):
+                k = live[k0:k0 + batch_size]
+                batch = x[i:i + 1] * masks[i, k, None]
                 target = torch.full((batch.shape[0],), c, device=x.device)
-                scores.append(_scores(model, batch, target))
-            weights.append(torch.softmax(torch.cat(scores), dim=0))
+                scores[k] = _scores(model, batch, target).to(x.dtype)
+            weights.append(torch.softmax(scores, dim=0))
     return torch.stack(weights)
 
 

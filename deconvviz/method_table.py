@@ -24,7 +24,8 @@ method                       kind           display     explains         channel
 ``occlusion``                attribution    heatmap     class, unit      3
 ``hirescam``, ``gradcam_elementwise``, ``gradcam_plus_plus``, ``xgradcam``, ``layercam``,
 ``eigengradcam``, ``eigencam``, ``scorecam``, ``ablationcam``, ``fullgrad``: the CAM family,
-                             attribution    heatmap     class            1
+                             attribution    heatmap     class, unit      1
+                             (``eigencam``: class)
 ===========================  =============  ==========  ===============  ==================
 """
 from __future__ import annotations
@@ -114,30 +115,31 @@ _ATTRIBUTIONS = (
            summary="Captum's NoiseTunnel over the plain gradient"),
     Method("occlusion", "occlusion", ATTRIBUTION, "heatmap", ("class", "unit"),
            summary="Captum's Occlusion: the output's drop under a sliding mean-colour square"),
-    # The CAM family (analyses/cams.py): a class's map at a layer (or several, fused),
-    # rectified, scaled to [0, 1] and upsampled as pytorch-grad-cam does.
-    Method("hirescam", "HiResCAM", ATTRIBUTION, "heatmap", ("class",), 1,
+    # The CAM family (analyses/cams.py): a class's (or a unit's) map at a layer (or several,
+    # fused), rectified, scaled to [0, 1] and upsampled as pytorch-grad-cam does. Eigen-CAM
+    # has no target (its map is the same for every class): it is a class's map only.
+    Method("hirescam", "HiResCAM", ATTRIBUTION, "heatmap", ("class", "unit"), 1,
            summary="Draelos & Carin 2020: the gradient times the activations, summed over "
                    "channels"),
     Method("gradcam_elementwise", "Grad-CAM element-wise", ATTRIBUTION, "heatmap",
-           ("class",), 1, summary="the gradient times the activations, rectified, summed"),
-    Method("gradcam_plus_plus", "Grad-CAM++", ATTRIBUTION, "heatmap", ("class",), 1,
+           ("class", "unit"), 1, summary="the gradient times the activations, rectified, summed"),
+    Method("gradcam_plus_plus", "Grad-CAM++", ATTRIBUTION, "heatmap", ("class", "unit"), 1,
            summary="Chattopadhay et al. 2018: second- and third-order weights of the gradient"),
-    Method("xgradcam", "XGrad-CAM", ATTRIBUTION, "heatmap", ("class",), 1,
+    Method("xgradcam", "XGrad-CAM", ATTRIBUTION, "heatmap", ("class", "unit"), 1,
            summary="Fu et al. 2020: the gradient weighted by the normalised activations"),
-    Method("layercam", "LayerCAM", ATTRIBUTION, "heatmap", ("class",), 1,
+    Method("layercam", "LayerCAM", ATTRIBUTION, "heatmap", ("class", "unit"), 1,
            summary="Jiang et al. 2021: the positive gradient times the activations, per "
                    "position"),
-    Method("eigengradcam", "EigenGrad-CAM", ATTRIBUTION, "heatmap", ("class",), 1,
+    Method("eigengradcam", "EigenGrad-CAM", ATTRIBUTION, "heatmap", ("class", "unit"), 1,
            summary="the first principal component of the gradient times the activations"),
     Method("eigencam", "Eigen-CAM", ATTRIBUTION, "heatmap", ("class",), 1,
            summary="Muhammad & Yeasin 2020: the activations' first principal component "
                    "(class-agnostic)"),
-    Method("scorecam", "Score-CAM", ATTRIBUTION, "heatmap", ("class",), 1,
+    Method("scorecam", "Score-CAM", ATTRIBUTION, "heatmap", ("class", "unit"), 1,
            summary="Wang et al. 2020: the class logit of the input masked by each channel"),
-    Method("ablationcam", "Ablation-CAM", ATTRIBUTION, "heatmap", ("class",), 1,
+    Method("ablationcam", "Ablation-CAM", ATTRIBUTION, "heatmap", ("class", "unit"), 1,
            summary="Desai & Ramaswamy 2020: the logit's drop with each channel set to zero"),
-    Method("fullgrad", "FullGrad", ATTRIBUTION, "heatmap", ("class",), 1,
+    Method("fullgrad", "FullGrad", ATTRIBUTION, "heatmap", ("class", "unit"), 1,
            summary="Srinivas & Fleuret 2019: |input gradient x input| and every layer's "
                    "|bias x gradient|, summed"),
 )

@@ -306,7 +306,7 @@ def test_every_cam_is_a_method_of_attribute_compare_and_sanity(tmp_path):
 
 def test_compare_all_methods_draws_every_row_of_the_method_table(tmp_path):
     """``--methods all`` is every row of the method table, the CAMs included; each is drawn
-    or marked n/a (a CAM explains a class, not a unit)."""
+    or marked n/a (Eigen-CAM explains a class, not a unit)."""
     from deconvviz.cli.base import method_list
 
     assert method_list("all", ()) == dv.list_methods()
@@ -319,6 +319,70 @@ def test_compare_all_methods_draws_every_row_of_the_method_table(tmp_path):
                         n_steps=2, nt_samples=2, window=8, stride=8)
     assert set(result.maps) | set(result.not_applicable) == set(methods)
     assert set(CAMS) <= set(result.maps)
-    unit = dv.compare(model, x, methods=["layercam", "gradient"], layer="3", features=1)
-    assert "layercam" in unit.not_applicable and "gradient" in unit.maps
+    unit = dv.compare(model, x, methods=["eigencam", "layercam", "gradient"], layer="3",
+                      features=1)  # Eigen-CAM has no target: a class's map only
+    assert "eigencam" in unit.not_applicable and {"layercam", "gradient"} <= set(unit.maps)
     assert result.save(tmp_path / "all.png")
+
+
+class _Upto(nn.Module):
+    """The small CNN up to its unit's layer: pytorch-grad-cam's model for a unit target."""
+
+    def __init__(self, model, end):
+        super().__init__()
+        self.body = model[:end]
+
+    def forward(self, x):
+        return self.body(x)
+
+
+UNIT_CAMS = [m for m in CAMS if m != "eigencam"]
+
+
+@pytest.mark.parametrize("mode", ["max", "map"])
+def test_a_units_cam_equals_pytorch_grad_cam_on_the_model_cut_at_the_unit(mode):
+    """A unit's CAM: its activation at its strongest position (``max``) or its map's sum
+    (``map``) plays the logit's part. The oracle: pytorch-grad-cam on the model cut after the
+    unit's layer, with a target reading that number (after a ReLU its Ablation-CAM is the
+    paper's)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 6, 3, padding=1),
+                          nn.ReLU(), nn.Conv2d(6, 5, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 3)).eval()
+    x = torch.randn(2, 3, 12, 12)
+    feature = 2
+    with torch.no_grad():
+        act = model[:6](x)[:, feature].flatten(1)
+    positions = act.argmax(1).tolist()
+    if mode == "max":
+        targets = [lambda out, p=p: out[feature].flatten()[p] for p in positions]
+    else:
+        targets = [lambda out: out[feature].sum()] * 2
+    before = snapshot(model)
+    for method in UNIT_CAMS:
+        ours_map = dv.attribute(model, x, method=method, layer="5", features=feature,
+                                mode=mode, cam_layer="3").map[:, 0].detach()
+        tolerance = TOLERANCE
+        if method == "gradcam":  # Captum's LayerGradCam, unscaled (docs/methods.md): the
+            # scaling's +1e-7 then weighs 1e-7 / its maximum (about 1e-4 here) on each side
+            tolerance += 2 * 1e-7 / float(ours_map.flatten(1).max(1).values.min())
+            ours_map = scale(ours_map)
+        cam = getattr(pgc, THEIRS[method])(model=_Upto(model, 6),
+                                           target_layers=[model[3]])
+        with cam:
+            theirs_map = torch.from_numpy(cam(input_tensor=x, targets=targets))
+        model.zero_grad(set_to_none=True)
+        assert (ours_map - theirs_map).abs().max() <= tolerance, (method, mode)
+    assert_untouched(model, before)
+
+
+def test_a_units_cam_refuses_what_has_no_meaning_for_a_unit():
+    model = small_cnn()
+    x = torch.randn(1, 3, 12, 12)
+    with pytest.raises(dv.ArgumentError, match="not above it"):
+        dv.attribute(model, x, method="scorecam", layer="1", features=0, cam_layer="3")
+    with pytest.raises(dv.ArgumentError, match="moves a unit"):
+        dv.attribute(model, x, method="gradcam_plus_plus", layer="3", features=0,
+                     cam_layer="1", aug_smooth=True)
+    with pytest.raises(dv.ArgumentError, match="explains a class, not a unit"):
+        dv.attribute(model, x, method="eigencam", layer="3", features=0, cam_layer="1")

@@ -37,7 +37,14 @@ from ..data.images import ImagesArg
 from ..data.zoo import class_names
 from ..engine import Projector
 from ..engine.guard import runs_model
-from ..engine.passes.recording import Recording, check_images, forward_to, images_for
+from ..engine.passes.layout import TO_CHANNELS_FIRST
+from ..engine.passes.recording import (
+    Recording,
+    check_images,
+    features_first,
+    forward_to,
+    images_for,
+)
 from ..engine.passes.seeds import make_seeds
 from ..errors import ArgumentError, closest
 from . import cams, map_check
@@ -307,7 +314,7 @@ def _captum(method: str, model: nn.Module, x: Tensor, target: Target, net: Proje
     else:
         node = net.layer(target.layer, tuple(x.shape[-2:])).node
         forward, captum_target = _UnitObjective(net, node), None
-        extra = (_unit_seed(net, x, target),)
+        extra = ((_cam_seed if method == "gradcam" else _unit_seed)(net, x, target),)
     if method == "gradcam":
         name = cam_layer or default_cam_layer(net)
         cam = net.layer(name, tuple(x.shape[-2:]))
@@ -350,14 +357,8 @@ def _captum(method: str, model: nn.Module, x: Tensor, target: Target, net: Proje
 def cam_layers(net: Projector, cam_layer, size: Tuple[int, int]) -> List[Tuple[nn.Module, str]]:
     """The CAM's layers, ``(module, graph node)`` each: ``cam_layer`` (a name, a comma list or
     a list of names; default :func:`default_cam_layer`); each must be a module's output."""
-    if cam_layer is None:
-        names = [default_cam_layer(net)]
-    elif isinstance(cam_layer, str):
-        names = [n.strip() for n in cam_layer.split(",")]
-    else:
-        names = list(cam_layer)
     layers = []
-    for name in names:
+    for name in _cam_layer_names(net, cam_layer):
         layer = net.layer(name, size)
         path = layer.path.partition("@")[0]
         if not path:
@@ -369,12 +370,56 @@ def cam_layers(net: Projector, cam_layer, size: Tuple[int, int]) -> List[Tuple[n
 
 def _cam(method: str, model: nn.Module, x: Tensor, target: Target, net: Projector,
          cam_layer, options: dict) -> Tensor:
-    """A member of the CAM family (:mod:`.cams`), ``[N, 1, H, W]`` in [0, 1]."""
-    return cams.cam_maps(model, x, method, cam_layers(net, cam_layer, tuple(x.shape[-2:])),
-                         list(target.classes), traced_module=net.traced.graph_module,
+    """A member of the CAM family (:mod:`.cams`) of a class or a unit, ``[N, 1, H, W]`` in
+    [0, 1]."""
+    size = tuple(x.shape[-2:])
+    layers = cam_layers(net, cam_layer, size) if method != "fullgrad" else []
+    objective = None
+    if not target.is_class:
+        unit = net.layer(target.layer, size).node
+        below = {op.name for op in net.traced.path_to_input(net.traced.ops[unit].node)}
+        for name, (_, node) in zip(_cam_layer_names(net, cam_layer), layers):
+            if node not in below:
+                raise ArgumentError(f"a CAM at {name!r} cannot explain a unit of "
+                                    f"{target.layer!r}, which is not above it: choose a "
+                                    f"cam_layer below {target.layer!r}")
+        read = forward_to(net.traced, [unit], size)
+        orient = ((lambda value: value.permute(TO_CHANNELS_FIRST))
+                  if unit in features_first(net.traced, [unit], size) else (lambda value: value))
+        objective = cams.Objective(model, [], read=lambda batch: read(batch)[0],
+                                   seeds=_cam_seed(net, x, target),
+                                   node=net.traced.ops[unit].node.name, orient=orient)
+    return cams.cam_maps(model, x, method, layers, list(target.classes or []),
+                         traced_module=net.traced.graph_module,
                          eigen_smooth=bool(options.get("eigen_smooth", False)),
                          aug_smooth=bool(options.get("aug_smooth", False)),
-                         batch_size=int(options.get("batch_size", 32)))
+                         batch_size=int(options.get("batch_size", 32)), objective=objective)
+
+
+def _cam_seed(net: Projector, x: Tensor, target: Target) -> Tensor:
+    """A unit's score for a CAM, as a class's is its logit: the unit's activation at its
+    strongest position on the unmasked image (``max``, the first on ties, as
+    :func:`make_seeds`), or its map's sum (``map``). The seed is ones there, not the
+    activation's value (which would rescale Score-CAM's softmax)."""
+    act = net.record(x, target.layer).activations[target.layer]
+    if not 0 <= target.feature < act.shape[1]:
+        raise ArgumentError(f"feature {target.feature} is out of range for layer "
+                            f"{target.layer!r}: valid features are 0 to {act.shape[1] - 1}")
+    seeds = torch.zeros_like(act).reshape(*act.shape[:2], -1)
+    if target.mode == "max":
+        strongest = act[:, target.feature].reshape(act.shape[0], -1).argmax(1)
+        seeds[torch.arange(act.shape[0]), target.feature, strongest] = 1.0
+    else:
+        seeds[:, target.feature] = 1.0
+    return seeds.reshape(act.shape)
+
+
+def _cam_layer_names(net: Projector, cam_layer) -> List[str]:
+    if cam_layer is None:
+        return [default_cam_layer(net)]
+    if isinstance(cam_layer, str):
+        return [n.strip() for n in cam_layer.split(",")]
+    return list(cam_layer)
 
 
 def grad_cam(forward, module: nn.Module, inputs, target, size: Tuple[int, int],

@@ -1,0 +1,1 @@
+"""Imports every built-in metric module, so that each registers its metrics."""

@@ -2,15 +2,13 @@
 correlation and IROF against Quantus 0.6 and torchcam 0.5 on the same model, images and
 maps (to 1e-6 relative), and where those depart from the papers, the departure shown on a
 hand-built case."""
-from contextlib import nullcontext
-
 import numpy as np
 import pytest
 import torch
 
 from deconvviz.analyses.evaluation import faithfulness as fa
 from deconvviz.analyses.evaluation import irof as fa_irof
-from metrics_cases import RTOL, case, quantus_call, relative, score
+from metrics_cases import RTOL, Maps, case, quantus_call, relative, score
 
 quantus = pytest.importorskip("quantus")
 
@@ -54,22 +52,6 @@ def test_region_perturbation_equals_quantus(how, patch, baseline):
     assert relative(ours.per_image, ours.curve.sum(1) / 7) < 1e-12
 
 
-class _Maps:
-    """torchcam's metrics take a CAM extractor: this one hands back the given maps."""
-
-    def __init__(self, model, maps):
-        self.model, self.maps = model, maps
-
-    def __call__(self, class_idx=None, scores=None, normalized=True, **kwargs):
-        return [self.maps]
-
-    def fuse_cams(self, cams):
-        return cams[0]
-
-    def _hooks_off(self):
-        return nullcontext()
-
-
 @pytest.mark.parametrize("steps", [9, 10])
 def test_deletion_and_insertion_equal_torchcam(steps):
     from torchcam.metrics import DeletionInsertionMetric
@@ -77,7 +59,7 @@ def test_deletion_and_insertion_equal_torchcam(steps):
     inputs = case(dtype=torch.float64, positive=True)
     ours_d = score("deletion", inputs, steps=steps)
     ours_i = score("insertion", inputs, steps=steps, substrate="zero")
-    metric = DeletionInsertionMetric(_Maps(inputs.model, inputs.maps[:, 0]),
+    metric = DeletionInsertionMetric(Maps(inputs.model, inputs.maps[:, 0]),
                                      lambda logits: logits.softmax(-1), steps=steps)
     metric.update(inputs.images, class_idx=inputs.targets.tolist())
     theirs = metric.summary()
@@ -91,7 +73,7 @@ def test_insertion_starts_from_rise_blur():
 
     inputs = case(dtype=torch.float64, positive=True)
     blurred = fa.rise_blur(inputs.images)
-    metric = DeletionInsertionMetric(_Maps(inputs.model, inputs.maps[:, 0]),
+    metric = DeletionInsertionMetric(Maps(inputs.model, inputs.maps[:, 0]),
                                      lambda logits: logits.softmax(-1), steps=9,
                                      baseline=blurred)
     metric.update(inputs.images, class_idx=inputs.targets.tolist())

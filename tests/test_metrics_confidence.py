@@ -2,7 +2,6 @@
 where grad-cam departs from the Grad-CAM++ paper."""
 import pytest
 import torch
-
 from metrics_cases import RTOL, Maps, case, relative, score
 
 

@@ -5,10 +5,10 @@ hand-built case."""
 import numpy as np
 import pytest
 import torch
+from metrics_cases import RTOL, Maps, case, quantus_call, relative, score
 
 from deconvviz.analyses.evaluation import faithfulness as fa
 from deconvviz.analyses.evaluation import irof as fa_irof
-from metrics_cases import RTOL, Maps, case, quantus_call, relative, score
 
 quantus = pytest.importorskip("quantus")
 

@@ -3,9 +3,9 @@ energy-based pointing game against Quantus 0.6, hand-built cases and the toleran
 sides of its edge."""
 import pytest
 import torch
+from metrics_cases import RTOL, case, quantus_call, relative, score
 
 from deconvviz.errors import ArgumentError
-from metrics_cases import RTOL, case, quantus_call, relative, score
 
 quantus = pytest.importorskip("quantus")
 

@@ -3,11 +3,11 @@ Quantus 0.6 (and scikit-image's SSIM, scipy's Spearman), with the peers' departu
 import numpy as np
 import pytest
 import torch
+from metrics_cases import RTOL, case, quantus_call, relative, score
 
 from deconvviz.analyses.evaluation import robustness as rb
 from deconvviz.analyses.evaluation.randomisation import spearman, ssim_2d
 from deconvviz.analyses.sanity import parametrised_layers, reinitialise
-from metrics_cases import RTOL, case, quantus_call, relative, score
 
 quantus = pytest.importorskip("quantus")
 

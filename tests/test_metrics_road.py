@@ -4,10 +4,10 @@ departures (an IndexError, a third of the pixels)."""
 import numpy as np
 import pytest
 import torch
+from metrics_cases import RTOL, case, quantus_call, relative, score
 
 from deconvviz.analyses.evaluation import road as R
 from deconvviz.errors import ArgumentError
-from metrics_cases import RTOL, case, quantus_call, relative, score
 
 road_gc = pytest.importorskip("pytorch_grad_cam.metrics.road")
 

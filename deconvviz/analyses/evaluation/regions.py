@@ -41,14 +41,14 @@ def region_curve(inputs: Inputs, *, order: str, patch_size: int, regions: int, b
     steps = min(regions, ranked.shape[1])
     base = baseline_image(inputs, baseline)
     forward = Forward(inputs, "probability")
-    y0 = forward(x, inputs.targets)
     chain = None
     if incremental is not False:
         from .chain_runner import chain_for
         chain = chain_for(inputs, forward, strict=bool(incremental))
     if chain is not None:
-        curve = chain.regions(base, ys, xs, ranked[:, :steps], patch_size)
+        y0, curve = chain.regions(base, ys, xs, ranked[:, :steps], patch_size)
     else:
+        y0 = forward(x, inputs.targets)
         ranks = _pixel_ranks(inputs, ys, xs, ranked, patch_size)[:, None].to(x.device)
         curve = forward.images(lambda k: torch.where(ranks < k, base, x),
                                list(range(1, steps + 1)), inputs.targets)

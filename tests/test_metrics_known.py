@@ -5,9 +5,9 @@ image (within two standard errors), and flipping the shape's pixels first (the t
 evidence) destroys the class faster than a random order."""
 import pytest
 import torch
+from plus_or_x import SIZE, Small, draw, fit
 
 from deconvviz.analyses.evaluation import Inputs, compute
-from plus_or_x import SIZE, Small, draw, fit
 
 
 @pytest.fixture(scope="module")

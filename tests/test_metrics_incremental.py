@@ -5,33 +5,11 @@ import warnings
 
 import pytest
 import torch
+from metrics_cases import Net, net_inputs
 from torch import nn
 
-from deconvviz.analyses.evaluation import Inputs, compute
+from deconvviz.analyses.evaluation import compute
 from deconvviz.errors import DeconvvizError
-
-
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.a = nn.Conv2d(3, 6, 3, padding=1)
-        self.b = nn.Conv2d(6, 8, 3, stride=2, padding=1)
-        self.pool = nn.MaxPool2d(2)
-        self.head = nn.Linear(8 * 5 * 5, 4)
-
-    def forward(self, x):
-        x = torch.relu(self.a(x))
-        x = self.pool(torch.relu(self.b(x)) + 0.5)
-        return self.head(x.flatten(1))
-
-
-def _inputs(model, n=5):
-    g = torch.Generator().manual_seed(3)
-    x = torch.randn(n, 3, 20, 20, generator=g, dtype=torch.float64)
-    maps = torch.randn(n, 3, 20, 20, generator=g, dtype=torch.float64)
-    with torch.no_grad():
-        y = model(x).argmax(1)
-    return Inputs(model, x, maps, y, batch_size=2)
 
 
 @pytest.mark.agreement
@@ -39,7 +17,7 @@ def _inputs(model, n=5):
 def test_incremental_steps_equal_plain_passes(patch, how):
     torch.manual_seed(0)
     model = Net().double().eval()
-    inputs = _inputs(model)
+    inputs = net_inputs(model)
     plain = compute(f"region_perturbation_{how}", inputs, patch_size=patch, regions=12,
                     baseline="black", incremental=False)
     chain = compute(f"region_perturbation_{how}", inputs, patch_size=patch, regions=12,
@@ -65,7 +43,7 @@ class Branchy(nn.Module):
 
 def test_a_model_that_cannot_be_traced_runs_plain_passes():
     model = Branchy().double().eval()
-    inputs = _inputs(model, n=2)
+    inputs = net_inputs(model, n=2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:

@@ -53,3 +53,14 @@ def test_a_model_that_cannot_be_traced_runs_plain_passes():
     plain = compute("region_perturbation_morf", inputs, patch_size=5, regions=3,
                     incremental=False, baseline="black")
     assert got.curve.shape == plain.curve.shape == (2, 3)
+
+
+@pytest.mark.agreement
+def test_irof_incremental_steps_equal_plain_passes():
+    torch.manual_seed(0)
+    model = Net().double().eval()
+    inputs = net_inputs(model, n=3)
+    plain = compute("irof", inputs, segments=12, baseline=0.0, incremental=False)
+    chain = compute("irof", inputs, segments=12, baseline=0.0, incremental=True)
+    assert (chain.curve - plain.curve).abs().max() <= 1e-12
+    assert (chain.per_image - plain.per_image).abs().max() <= 1e-12

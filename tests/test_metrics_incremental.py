@@ -64,3 +64,4 @@ def test_irof_incremental_steps_equal_plain_passes():
     chain = compute("irof", inputs, segments=12, baseline=0.0, incremental=True)
     assert (chain.curve - plain.curve).abs().max() <= 1e-12
     assert (chain.per_image - plain.per_image).abs().max() <= 1e-12
+    assert chain.forward_passes == plain.forward_passes

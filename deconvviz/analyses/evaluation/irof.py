@@ -65,6 +65,7 @@ def irof(inputs: Inputs, *, segments: int = 100, baseline="mean",
         chain = chain_for(inputs, forward, strict=bool(incremental))
     if chain is not None:
         y0, got = chain.curve(lambda group, k: steps[group] == k, base, max(counts))
+        forward.passes = len(counts) + sum(counts)  # the floor: each image's own steps
         scores = {(i, k): float(got[i, k]) for i, c in enumerate(counts) for k in range(c)}
     else:
         y0 = forward(x, inputs.targets)

@@ -187,10 +187,15 @@ def evaluate(model: nn.Module, images: ImagesArg, *,
     names = resolve_methods(methods)
     wanted = resolve_metrics(metrics)
     params = dict(params or {})
-    for name in params:
+    for name, given in params.items():
         if name not in wanted:
             raise ArgumentError(f"params for {name!r}, which is not evaluated; metrics: "
                                 f"{', '.join(wanted)}")
+        unknown = sorted(set(given) - set(metric_table.get(name).params))
+        if unknown:  # before any map is made (compute() would say the same, later)
+            raise ArgumentError(f"metric {name!r} takes no parameter {', '.join(unknown)}; "
+                                f"its parameters: "
+                                f"{', '.join(metric_table.get(name).params) or 'none'}")
     needing = [m for m in wanted if "boxes" in metric_table.get(m).needs]
     if needing and boxes is None:
         raise ArgumentError(f"{', '.join(needing)} need(s) the objects' boxes: give boxes= "

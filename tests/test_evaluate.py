@@ -171,3 +171,82 @@ def test_boxes_become_masks_of_the_model_pixels():
     expected = (plane * masks).flatten(1).sum(1) / plane.flatten(1).sum(1)
     assert torch.allclose(result.scores["gradient"]["toy_inside"], expected, rtol=1e-6)
     assert result.scores["gradient"]["toy_inside"][1] == pytest.approx(1.0)
+
+
+# --- the command line -------------------------------------------------------------------------
+
+def _photo_and_boxes(tmp_path, objects):
+    """chelsea.png copied as cat.png, and a folder holding its VOC annotation."""
+    import shutil
+
+    from conftest import CHELSEA
+    from PIL import Image
+
+    shutil.copy(CHELSEA, tmp_path / "cat.png")
+    width, height = Image.open(CHELSEA).size
+    rows = "".join(f"<object><name>cat</name><bndbox><xmin>{a}</xmin><ymin>{b}</ymin>"
+                   f"<xmax>{c}</xmax><ymax>{d}</ymax></bndbox></object>"
+                   for a, b, c, d in objects(width, height))
+    (tmp_path / "ann").mkdir()
+    (tmp_path / "ann" / "cat.xml").write_text(
+        f"<annotation><filename>cat.png</filename><size><width>{width}</width><height>"
+        f"{height}</height></size>{rows}</annotation>")
+    return str(tmp_path / "cat.png"), str(tmp_path / "ann")
+
+
+@pytest.fixture(scope="module")
+def r18(tmp_path_factory):
+    """``deconvviz evaluate`` of a 5-class ResNet-18 checkpoint that sees 32-pixel crops
+    (``--weights FILE``, as for the published tables' weights)."""
+    import torchvision
+
+    from deconvviz.data.zoo import Preprocessing, checkpoint_payload
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(num_classes=5)
+    path = tmp_path_factory.mktemp("weights") / "r18.pt"
+    torch.save(checkpoint_payload(net, "resnet18", classes=list("abcde"),
+                                  preprocessing=Preprocessing(resize_size=40, crop_size=32)),
+               path)
+    return ["evaluate", "--model", "resnet18", "--weights", str(path)]
+
+
+@pytest.mark.parametrize("args,objects,message", [
+    (["--metrics", "toy_summ"], None, "unknown metric 'toy_summ'"),
+    (["--methods", "gradiant"], None, "unknown method 'gradiant'"),
+    (["--metrics", "localisation"], None, "need(s) the objects' boxes: give --boxes"),
+    (["--metrics", "toy_inside"], lambda w, h: [], "cat.png has no box"),
+    (["--metrics", "toy_inside"], lambda w, h: [(1, 1, w + 1, 10)], "lies outside the image"),
+])
+def test_the_command_refuses_bad_input_in_one_line_and_writes_nothing(tmp_path, args, objects,
+                                                                      message, r18):
+    from conftest import invoke
+    from test_cli_inputs import one_error_line
+
+    image, folder = _photo_and_boxes(tmp_path, objects or (lambda w, h: [(1, 1, 9, 9)]))
+    boxes = ["--boxes", folder] if objects else []
+    proc = invoke(*r18, "--methods", "gradient", *args, *boxes, "--out", tmp_path / "out",
+                  "--csv", tmp_path / "t.csv", image)
+    one_error_line(proc, message)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "t.csv").exists()
+
+
+def test_the_command_writes_the_table_and_the_figure(tmp_path, r18):
+    from conftest import invoke
+
+    image, folder = _photo_and_boxes(tmp_path, lambda w, h: [(1, 1, w, h)])
+    proc = invoke(*r18, "--methods", "gradient,gradcam", "--metrics", "toy_sum,toy_inside",
+                  "--boxes", folder, "--out", tmp_path / "out", "--tex", tmp_path / "t.tex",
+                  image)
+    assert proc.returncode == 0, proc.stderr
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["evaluation.csv", "evaluation.md", "evaluation.png", "evaluation.tex",
+                     "per_image.csv"]
+    assert len(proc.stdout.splitlines()) == 6  # the paths written
+    assert "6/6" in proc.stderr  # the bar and its total: 2 methods x (maps + 2 metrics)
+    md = (tmp_path / "out" / "evaluation.md").read_text()
+    assert "| gradient |" in md and "| Grad-CAM |" in md
+    # the whole photo is the object: every map's sum lies inside it
+    assert "| gradient | -" in md and md.count("| 1.000 |") == 2  # a tie: neither in bold
+    printed = invoke(*r18, "--methods", "gradient", "--metrics", "toy_sum", image)
+    assert printed.stdout.startswith("| method | toy sum ↑ |")

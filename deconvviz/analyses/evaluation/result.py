@@ -121,7 +121,9 @@ class EvaluationResult(Result):
             means = {m: self.summary(m, metric)[0] for m in self.methods}
             finite = {m: v for m, v in means.items() if math.isfinite(v)}
             pick = max if self.higher_is_better.get(metric, True) else min
-            best[metric] = pick(finite, key=finite.get) if len(finite) > 1 else None
+            top = pick(finite.values()) if len(finite) > 1 else None
+            winners = [m for m, v in finite.items() if v == top]
+            best[metric] = winners[0] if len(winners) == 1 else None  # a tie: no winner
         return best
 
     def _cells(self, method: str, bold) -> List[str]:

@@ -64,6 +64,11 @@ def test_coco_boxes_and_the_crop_clips_them(tmp_path):
     assert boxes == [(0.0, 16.0, 2.0, 24.0, "cup")]
     assert read_boxes(str(tmp_path / "coco.json"), [image])[0][0] == (2.0, 0.0, 12.0, 6.0,
                                                                       "dog")
+    # one class's boxes (the pointing game explains each class present separately)
+    assert read_boxes(str(tmp_path / "coco.json"), [image], only="Cup") == \
+        [[(0.0, 40.0, 4.0, 56.0, "cup")]]
+    with pytest.raises(ArgumentError, match=r"^b.png \(class 'bird'\) has no box"):
+        read_boxes(str(tmp_path / "coco.json"), [image], only="bird")
 
 
 def test_one_voc_file_for_one_image_and_masks_by_pixel_centres(tmp_path):

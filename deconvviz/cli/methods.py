@@ -192,7 +192,8 @@ _TABLES = {"csv_path": ".csv", "md_path": ".md", "tex_path": ".tex"}
               help="A class index or name [default: each image's top-1 class].")
 @click.option("--boxes", default=None, metavar="FILE|DIR",
               help="The objects, for the localisation metrics: a folder of Pascal VOC .xml "
-                   "files (one per image, by name), one .xml, or a COCO instances .json.")
+                   "files (one per image, by name), one .xml, or a COCO instances .json. With "
+                   "--target NAME, only the boxes of class NAME.")
 @click.option("--cam-layer", default=None, callback=check_layer,
               help="The CAMs' layer [default: the last convolutional block].")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1),
@@ -236,7 +237,8 @@ def evaluate_command(model: str, methods: Optional[str], metrics: str, target: O
 
     paths = image_list(list(images))
     if boxes is not None:  # a missing file, a box outside its image: before any model
-        read_boxes(boxes, paths)
+        read_boxes(boxes, paths, only=target if target and not target.strip().lstrip(
+            "-").isdigit() else None)
     from ..analyses import evaluate
     from ..data.devices import resolve_device
     from ..data.zoo import load_model

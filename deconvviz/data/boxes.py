@@ -138,7 +138,8 @@ def to_model_pixels(boxes: Sequence[Box], size: Tuple[int, int],
 
 
 def read_boxes(source: str, images: Sequence[str],
-               preprocessing: Optional[Preprocessing] = None) -> List[List[Box]]:
+               preprocessing: Optional[Preprocessing] = None, *,
+               only: Optional[str] = None) -> List[List[Box]]:
     """Each image's boxes from ``source``: a folder of VOC XML files (``<stem>.xml`` for each
     image, or the file whose ``<filename>`` names it), one VOC XML file (for the image it
     names, or the only image), or a COCO instances ``.json`` (images matched by file name).
@@ -148,6 +149,9 @@ def read_boxes(source: str, images: Sequence[str],
         images: the image files, in order (their names match the annotations).
         preprocessing: the model's; boxes come back in its crop's pixels (``None``: the
             photos' own pixels, unclipped).
+        only: keep only the boxes of this class name (case-insensitive): the explained
+            class, as in the pointing game's protocol, where each class present in an image
+            is explained and pointed at separately.
 
     Raises:
         ArgumentError: a missing file or annotation, a box outside its image, an image with
@@ -169,7 +173,9 @@ def read_boxes(source: str, images: Sequence[str],
         if stated is not None and tuple(stated) != tuple(size):
             raise ArgumentError(f"the annotation of {name} is for a {stated[1]}x{stated[0]} "
                                 f"image, but {path} is {size[1]}x{size[0]} pixels")
-        check_boxes(boxes, size, name)
+        if only is not None:
+            boxes = [b for b in boxes if b[4].lower() == only.lower()]
+        check_boxes(boxes, size, name if only is None else f"{name} (class {only!r})")
         if preprocessing is not None:
             boxes = to_model_pixels(boxes, size, preprocessing)
             if not boxes:

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from ... import metric_table, method_table
+from ... import method_table, metric_table
 from ..._progress import ProgressArg, progress_bar
 from ...data.boxes import Box, box_masks, check_boxes, read_boxes
 from ...data.images import ImagesArg, image_list, preprocessing_for
@@ -67,8 +67,17 @@ def resolve_metrics(metrics: Union[str, Sequence[str]]) -> List[str]:
     return names
 
 
-def _masks(boxes: BoxesArg, model: nn.Module, images: ImagesArg, x: Tensor) -> Tensor:
-    """The objects' masks ``[N, H, W]`` (bool, on the images' device) from ``boxes``."""
+def _class_name(target) -> Optional[str]:
+    """The class name ``target`` gives, if any (not an index)."""
+    if isinstance(target, str) and not target.strip().lstrip("-").isdigit():
+        return target
+    return None
+
+
+def _masks(boxes: BoxesArg, model: nn.Module, images: ImagesArg, x: Tensor,
+           target=None) -> Tensor:
+    """The objects' masks ``[N, H, W]`` (bool, on the images' device) from ``boxes`` (from
+    an annotation file, only the boxes of the class ``target`` names, where it names one)."""
     n, size = x.shape[0], tuple(x.shape[-2:])
     if isinstance(boxes, Tensor):
         if boxes.shape != (n, *size):
@@ -81,7 +90,8 @@ def _masks(boxes: BoxesArg, model: nn.Module, images: ImagesArg, x: Tensor) -> T
             if not all(isinstance(p, str) for p in paths):
                 raise ArgumentError("boxes from an annotation file need the images as files "
                                     "(matched by name); give tensors' boxes as lists")
-            per_image: List[List[Box]] = read_boxes(boxes, paths, preprocessing_for(model))
+            per_image: List[List[Box]] = read_boxes(boxes, paths, preprocessing_for(model),
+                                                    only=_class_name(target))
         else:
             per_image = [[_box(b, k) for b in image] for k, image in enumerate(boxes)]
             if len(per_image) != n:
@@ -162,7 +172,8 @@ def evaluate(model: nn.Module, images: ImagesArg, *,
             folder, or a COCO instances ``.json`` (matched to image files by name, scaled to
             the crop the model sees: :func:`deconvviz.data.boxes.read_boxes`); or per image
             a list of boxes ``(x0, y0, x1, y1)`` in the model's input pixels; or masks
-            ``[N, H, W]``.
+            ``[N, H, W]``. Where ``target`` is a class name, an annotation file's boxes of
+            that class only (the pointing game's protocol: each class pointed at separately).
         cam_layer: the CAMs' layer (default: the last convolutional block).
         params: metric name -> parameters overriding the paper's defaults, e.g.
             ``{"pixel_flipping": {"steps": 32}}``.
@@ -203,7 +214,7 @@ def evaluate(model: nn.Module, images: ImagesArg, *,
     if batch_size < 1:
         raise ArgumentError(f"batch_size must be at least 1, got {batch_size}")
     x, photos, paths = images_for(model, images)
-    masks = _masks(boxes, model, images, x) if boxes is not None else None
+    masks = _masks(boxes, model, images, x, target) if boxes is not None else None
     with torch.no_grad():
         logits = model(x)
     resolved = resolve_target(model, x, target, logits=logits)

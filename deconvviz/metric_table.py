@@ -91,33 +91,36 @@ _WANG = "Wang et al. 2020, CVPR workshops (Score-CAM: energy-based pointing game
 _BUILT_IN = (
     Metric("pixel_flipping", "pixel flipping", "faithfulness", False,
            params={"order": "morf", "steps": 16, "baseline": "black"},
-           summary="the class probability as the most relevant pixels are replaced, step by "
-                   "step; score: the curve's mean (area); an all-zero map removes pixels in "
-                   "raster order", paper=_BACH),
-    Metric("region_perturbation_morf", "region perturbation (MoRF)", "faithfulness", False,
-           params={"order": "morf", "patch_size": 9, "regions": 100, "baseline": "uniform"},
-           summary="AOPC: the mean drop of the class logit as the most relevant regions are "
-                   "replaced; higher is better when read as AOPC (see the score's sign)",
-           paper=_SAMEK),
-    Metric("region_perturbation_lerf", "region perturbation (LeRF)", "faithfulness", True,
-           params={"order": "lerf", "patch_size": 9, "regions": 100, "baseline": "uniform"},
+           summary="area under the class probability as the most relevant pixels are "
+                   "replaced, step by step (order=lerf: the least relevant, and higher is "
+                   "better); an all-zero map removes pixels in raster order", paper=_BACH),
+    Metric("region_perturbation_morf", "region perturbation (MoRF)", "faithfulness", True,
+           params={"order": "morf", "patch_size": 9, "regions": 100, "baseline": "uniform",
+                   "incremental": None},
+           summary="AOPC: the mean drop of the class probability as a grid's regions are "
+                   "replaced, the most relevant first (the unperturbed step counts); an "
+                   "all-zero map removes them in raster order", paper=_SAMEK),
+    Metric("region_perturbation_lerf", "region perturbation (LeRF)", "faithfulness", False,
+           params={"order": "lerf", "patch_size": 9, "regions": 100, "baseline": "uniform",
+                   "incremental": None},
            summary="the same with the least relevant regions first", paper=_SAMEK),
     Metric("deletion", "deletion AUC", "faithfulness", False,
            params={"steps": 224, "substrate": "black"},
            summary="area under the class probability as the most relevant pixels are set "
-                   "to the substrate", paper=_RISE),
+                   "to the substrate; an all-zero map deletes in raster order", paper=_RISE),
     Metric("insertion", "insertion AUC", "faithfulness", True,
            params={"steps": 224, "substrate": "blur", "blur_kernel": 11, "blur_sigma": 5.0},
            summary="area under the class probability as the most relevant pixels are "
                    "inserted into a blurred image", paper=_RISE),
     Metric("road_morf", "ROAD (MoRF)", "faithfulness", False,
            params={"order": "morf", "percentages": (10, 20, 30, 40, 50, 60, 70, 80, 90),
-                   "noise": 0.01},
-           summary="the class probability as the most relevant pixels are imputed by noisy "
-                   "linear imputation; score: the curve's mean", paper=_ROAD),
+                   "noise": 0.01, "output": "accuracy"},
+           summary="the class's top-1 indicator (the paper's accuracy) as the most relevant "
+                   "pixels are imputed by noisy linear imputation; score: the curve's mean; an "
+                   "all-zero map removes pixels in raster order", paper=_ROAD),
     Metric("road_lerf", "ROAD (LeRF)", "faithfulness", True,
            params={"order": "lerf", "percentages": (10, 20, 30, 40, 50, 60, 70, 80, 90),
-                   "noise": 0.01},
+                   "noise": 0.01, "output": "accuracy"},
            summary="the same with the least relevant pixels first", paper=_ROAD),
     Metric("faithfulness_correlation", "faithfulness correlation", "faithfulness", True,
            params={"runs": 100, "subset_size": 224, "baseline": "black"},
@@ -125,25 +128,28 @@ _BUILT_IN = (
                    "logit's drop when they are replaced; an all-zero map scores 0",
            paper=_BHATT),
     Metric("irof", "IROF", "faithfulness", True,
-           params={"segments": 64, "baseline": "mean"},
-           summary="area over the class probability as superpixels are replaced in order of "
-                   "their mean relevance", paper=_RIEGER),
+           params={"segments": 100, "baseline": "mean"},
+           summary="area over the class probability (relative to the image's) as SLIC "
+                   "superpixels are replaced in order of their mean relevance; an all-zero map "
+                   "removes them in label order", paper=_RIEGER),
     Metric("average_drop", "Average Drop", "confidence", False, params={},
-           summary="mean of max(0, y - o) / y: y the class score of the image, o that of the "
-                   "image times the map scaled to [0, 1] (in %)", paper=_GCPP,
+           summary="100 max(0, y - o) / y: y the class probability of the image, o that of "
+                   "the image times the map scaled to [0, 1]; an all-zero map masks the "
+                   "whole image", paper=_GCPP,
            sign=_POSITIVE),
     Metric("increase_in_confidence", "Increase in Confidence", "confidence", True, params={},
-           summary="the share of images whose class score rises when multiplied by the map "
-                   "(in %)", paper=_GCPP, sign=_POSITIVE),
+           summary="100 where the class probability rises when the image is multiplied by "
+                   "the map scaled to [0, 1], else 0", paper=_GCPP, sign=_POSITIVE),
     Metric("pointing_game", "pointing game", "localisation", True, ("boxes",),
            params={"tolerance": 15},
-           summary="a hit when the map's maximum lies within the tolerance (px) of the "
-                   "object; an all-zero map misses", paper=_TORCHRAY),
+           summary="1 when the map's maximum lies less than the tolerance (px) from the "
+                   "object, else 0; a constant (all-zero) map misses", paper=_TORCHRAY),
     Metric("relevance_mass", "relevance mass accuracy", "localisation", True, ("boxes",),
            params={}, summary="the share of positive relevance inside the object; an "
                               "all-zero map scores 0", paper=_ARRAS, sign=_POSITIVE),
     Metric("relevance_rank", "relevance rank accuracy", "localisation", True, ("boxes",),
-           params={}, summary="the share of the object's K pixels among the map's K largest",
+           params={}, summary="the share of the map's K largest pixels on the object (K: the "
+                              "object's pixels); a constant (all-zero) map scores 0",
            paper=_ARRAS),
     Metric("energy_pointing_game", "energy-based pointing game", "localisation", True,
            ("boxes",), params={},
@@ -151,12 +157,13 @@ _BUILT_IN = (
                    "map scores 0", paper=_WANG, sign=_POSITIVE),
     Metric("model_randomisation", "model parameter randomisation", "randomisation", False,
            ("model", "explain"), params={"seed": 0},
-           summary="Spearman correlation of the map with the map of the fully randomised "
-                   "model (cascading, top down); lower is better", paper=_ADEBAYO, sign=_ABS),
+           summary="Spearman correlation of |map| with |map| of the fully randomised "
+                   "model (cascading, top down); lower is better; a constant map scores 0",
+           paper=_ADEBAYO, sign=_ABS),
     Metric("random_logit", "random logit", "randomisation", False, ("model", "explain"),
            params={"seed": 0},
            summary="SSIM of the map of the class with the map of a random other class; "
-                   "lower is better", paper=_SIXT),
+                   "lower is better; two equal (e.g. all-zero) maps score 1", paper=_SIXT),
     Metric("sparseness", "sparseness (Gini)", "complexity", True, (), params={},
            summary="the Gini index of the absolute map; an all-zero map scores 0",
            paper=_CHALASANI, sign=_ABS),
@@ -166,11 +173,11 @@ _BUILT_IN = (
     Metric("max_sensitivity", "max-sensitivity", "robustness", False, ("explain",),
            params={"samples": 200, "radius": 0.2},
            summary="the largest relative change of the map under uniform noise within the "
-                   "radius", paper=_YEH),
+                   "radius; an all-zero map scores the largest absolute change", paper=_YEH),
     Metric("local_lipschitz", "local Lipschitz estimate", "robustness", False, ("explain",),
            params={"samples": 200, "std": 0.1},
            summary="the largest ratio of the map's change to the input's change under "
-                   "Gaussian noise", paper=_ALVAREZ),
+                   "Gaussian noise; defined for any map", paper=_ALVAREZ),
 )
 _TABLE: Dict[str, Metric] = {m.name: m for m in _BUILT_IN}
 

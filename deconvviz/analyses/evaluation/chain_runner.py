@@ -1,0 +1,2 @@
+def chain_for(inputs, forward, strict=False):
+    return None

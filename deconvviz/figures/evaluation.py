@@ -43,7 +43,8 @@ def _panel(ax, result, metric: str, ran, colours) -> None:
             finite = curve.double()
             ax.plot(x.double().numpy(), np.nanmean(finite.numpy(), axis=0),
                     color=colours[k], lw=1.0, ls="-" if k < 10 else "--")
-        ax.set_xlabel("fraction of the image", fontsize=TILE_FONT)
+        fraction = float(x.max()) <= 1.0  # a share of the image, else a count of steps
+        ax.set_xlabel("fraction of the image" if fraction else "step", fontsize=TILE_FONT)
         return
     means, sems = zip(*[result.summary(m, metric)[:2] for m in ran]) if ran else ((), ())
     ys = np.arange(len(ran))
@@ -112,7 +113,7 @@ def evaluation_figure(result, *, count: int = 3, fig: Optional[FigureBase] = Non
     shown = min(count, len(result.rgb), len(result.images))
     tiles = 1 + len(ran)
     tile_rows = shown * math.ceil(tiles / min(tiles, _TILES_PER_ROW))
-    tile = PAGE_WIDTH * 1.4 / min(tiles, _TILES_PER_ROW)
+    tile = PAGE_WIDTH * 1.4 / _TILES_PER_ROW
     legend = 0.12 * len(ran) + 0.4  # the curves' legend, one line per method
     top = max(2.4 * panels, legend) if any(result.curves.get(m) for m in ran) else \
         max(2.4, 0.13 * len(ran) + 0.8) * panels

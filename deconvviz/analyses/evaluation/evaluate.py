@@ -148,6 +148,29 @@ def _cannot_run(exc: Exception, cam_layer) -> Optional[str]:
     return None
 
 
+def _checked(wanted: List[str], params: Optional[Dict[str, dict]], has_boxes: bool,
+             batch_size: int) -> Dict[str, dict]:
+    """Everything about the metrics that can be wrong, before any map is made: their
+    parameters (as :func:`~.base.compute` would check them, later) and their boxes."""
+    params = dict(params or {})
+    for name, given in params.items():
+        if name not in wanted:
+            raise ArgumentError(f"params for {name!r}, which is not evaluated; metrics: "
+                                f"{', '.join(wanted)}")
+        unknown = sorted(set(given) - set(metric_table.get(name).params))
+        if unknown:
+            raise ArgumentError(f"metric {name!r} takes no parameter {', '.join(unknown)}; "
+                                f"its parameters: "
+                                f"{', '.join(metric_table.get(name).params) or 'none'}")
+    needing = [m for m in wanted if "boxes" in metric_table.get(m).needs]
+    if needing and not has_boxes:
+        raise ArgumentError(f"{', '.join(needing)} need(s) the objects' boxes: give boxes= "
+                            f"(--boxes FILE|DIR: Pascal VOC XML or COCO JSON)")
+    if batch_size < 1:
+        raise ArgumentError(f"batch_size must be at least 1, got {batch_size}")
+    return params
+
+
 @runs_model
 def evaluate(model: nn.Module, images: ImagesArg, *,
              methods: Union[None, str, Sequence[str]] = None,
@@ -197,22 +220,7 @@ def evaluate(model: nn.Module, images: ImagesArg, *,
     """
     names = resolve_methods(methods)
     wanted = resolve_metrics(metrics)
-    params = dict(params or {})
-    for name, given in params.items():
-        if name not in wanted:
-            raise ArgumentError(f"params for {name!r}, which is not evaluated; metrics: "
-                                f"{', '.join(wanted)}")
-        unknown = sorted(set(given) - set(metric_table.get(name).params))
-        if unknown:  # before any map is made (compute() would say the same, later)
-            raise ArgumentError(f"metric {name!r} takes no parameter {', '.join(unknown)}; "
-                                f"its parameters: "
-                                f"{', '.join(metric_table.get(name).params) or 'none'}")
-    needing = [m for m in wanted if "boxes" in metric_table.get(m).needs]
-    if needing and boxes is None:
-        raise ArgumentError(f"{', '.join(needing)} need(s) the objects' boxes: give boxes= "
-                            f"(--boxes FILE|DIR: Pascal VOC XML or COCO JSON)")
-    if batch_size < 1:
-        raise ArgumentError(f"batch_size must be at least 1, got {batch_size}")
+    params = _checked(wanted, params, boxes is not None, batch_size)
     x, photos, paths = images_for(model, images)
     masks = _masks(boxes, model, images, x, target) if boxes is not None else None
     with torch.no_grad():

@@ -236,7 +236,7 @@ def test_the_command_writes_the_table_and_the_figure(tmp_path, r18):
 
     image, folder = _photo_and_boxes(tmp_path, lambda w, h: [(1, 1, w, h)])
     proc = invoke(*r18, "--methods", "gradient,gradcam", "--metrics", "toy_sum,toy_inside",
-                  "--boxes", folder, "--out", tmp_path / "out", "--tex", tmp_path / "t.tex",
+                  "--boxes", folder, "--out", tmp_path / "out", "--tex", tmp_path / "t.tex", "--dpi", 40,
                   image)
     assert proc.returncode == 0, proc.stderr
     names = sorted(p.name for p in (tmp_path / "out").iterdir())

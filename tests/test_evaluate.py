@@ -71,8 +71,11 @@ def test_each_method_maps_once_shared_by_every_metric(monkeypatch):
     monkeypatch.setattr(driver, "attribute_map",
                         lambda *a, **k: calls.append(a[2]) or real(*a, **k))
     SEEN.clear()
-    result = dv.evaluate(small_model(), X, methods=["gradient", "guided"],
+    model = small_model()
+    before = snapshot(model)
+    result = dv.evaluate(model, X, methods=["gradient", "guided"],
                          metrics=["toy_sum", "toy_explain"], progress=False)
+    assert_untouched(model, before)  # no hook, mode or gradient left behind
     # one map per method, then one recomputation by toy_explain's explain
     assert calls == ["gradient", "gradient", "guided", "guided"]
     assert SEEN[0][1] is SEEN[1][1] and SEEN[2][1] is SEEN[3][1]  # the same tensor

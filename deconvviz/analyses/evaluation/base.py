@@ -1,7 +1,8 @@
 """What every metric is given (:class:`Inputs`), what it returns (:class:`Score`), and the
 registry that maps a metric's name in :mod:`deconvviz.metric_table` to its function.
 
-A metric is ``fn(inputs: Inputs, **params) -> Score``, registered with :func:`metric`;
+A metric is ``fn(inputs: Inputs, **params) -> Score``, registered with :func:`metric` (the
+package's ``__init__`` imports every built-in metric's module, which registers it);
 :func:`compute` fills in the table's defaults and refuses a parameter the metric does not
 take. The driver (:func:`deconvviz.evaluate`) builds one :class:`Inputs` per method: the
 maps are computed once and shared by every metric.
@@ -92,7 +93,6 @@ def metric(*names: str) -> Callable[[MetricFn], MetricFn]:
 
 def registered(name: str) -> MetricFn:
     """The function registered for ``name``."""
-    _load_built_in()
     metric_table.get(name)
     if name not in _REGISTRY:
         raise ArgumentError(f"metric {name!r} is in the table but has no function yet; "
@@ -110,7 +110,3 @@ def compute(name: str, inputs: Inputs, **params: Any) -> Score:
         raise ArgumentError(f"metric {name!r} takes no parameter {', '.join(unknown)}; its "
                             f"parameters: {valid}")
     return fn(inputs, **{**entry.params, **params})
-
-
-def _load_built_in() -> None:
-    from . import _built_in  # noqa: F401  (each module registers its metrics on import)

@@ -16,10 +16,11 @@ from torch import Tensor
 
 from ...errors import ArgumentError
 from .base import Inputs, Score, metric
-from .perturbation import Forward, auc, baseline_image, order, pixel_map
+from .perturbation import Forward, auc, baseline_image, order, pearson, pixel_map
+from .regions import region_curve
 
 __all__ = ["pixel_flipping", "region_perturbation", "deletion", "insertion",
-           "faithfulness_correlation", "rise_blur", "region_grid"]
+           "faithfulness_correlation", "rise_blur"]
 
 
 def _positive(name: str, value, at_least: int = 1) -> int:
@@ -105,26 +106,6 @@ def insertion(inputs: Inputs, *, steps: int = 224, substrate="blur", blur_kernel
     return _sweep(inputs, _ranks(inputs, "morf"), _counts(h * w, steps), start, inputs.images)
 
 
-def region_grid(size: int, patch: int) -> int:
-    """Where the grid of ``patch``-px regions starts (<= 0): centred, as Quantus pads."""
-    extra = (-size) % patch
-    return -(extra // 2)
-
-
-def region_order(inputs: Inputs, patch_size: int, how: str):
-    """The regions' top-left corners ``(ys, xs)`` (lists of ``[R]``) and each image's order
-    of them ``[N, R]`` by the map's sum over each region."""
-    values = pixel_map(inputs.maps)
-    n, h, w = values.shape
-    oy, ox = region_grid(h, patch_size), region_grid(w, patch_size)
-    padded = F.pad(values, (-ox, (-w) % patch_size + ox, -oy, (-h) % patch_size + oy))
-    sums = F.avg_pool2d(padded[:, None], patch_size, divisor_override=1)[:, 0]
-    gh, gw = sums.shape[-2:]
-    ys = [oy + i * patch_size for i in range(gh) for _ in range(gw)]
-    xs = [ox + j * patch_size for _ in range(gh) for j in range(gw)]
-    return ys, xs, order(sums.flatten(1), how)
-
-
 @metric("region_perturbation_morf", "region_perturbation_lerf")
 def region_perturbation(inputs: Inputs, *, order: str = "morf", patch_size: int = 9,
                         regions: int = 100, baseline="uniform",
@@ -134,8 +115,6 @@ def region_perturbation(inputs: Inputs, *, order: str = "morf", patch_size: int 
     over each region. The curve is the class probability's drop from the unperturbed
     image after each of ``regions`` steps; the score is AOPC, the curve's sum over
     ``regions + 1`` (the step with nothing removed counts, as in the paper)."""
-    from .regions import region_curve
-
     _positive("patch_size", patch_size)
     _positive("regions", regions)
     return region_curve(inputs, order=order, patch_size=patch_size, regions=regions,
@@ -146,14 +125,6 @@ def _subsets(n: int, pixels: int, runs: int, size: int, generator) -> Tensor:
     """``[N, runs, size]`` random pixel subsets (without replacement within a subset)."""
     keys = torch.rand(n, runs, pixels, generator=generator, dtype=torch.float64)
     return keys.argsort(dim=2)[:, :, :size]
-
-
-def pearson(a: Tensor, b: Tensor) -> Tensor:
-    """Row-wise Pearson correlation of ``[N, R]`` tensors; 0 where either row is constant."""
-    a, b = a - a.mean(dim=1, keepdim=True), b - b.mean(dim=1, keepdim=True)
-    den = a.norm(dim=1) * b.norm(dim=1)
-    return torch.where(den > 0, (a * b).sum(dim=1) / den.clamp_min(1e-300),
-                       torch.zeros_like(den))
 
 
 @metric("faithfulness_correlation")

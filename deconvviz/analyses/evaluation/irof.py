@@ -67,7 +67,8 @@ def irof(inputs: Inputs, *, segments: int = 100, baseline="mean") -> Score:
     per, curves = [], []
     for i, s in enumerate(steps):
         ratio = torch.cat([torch.ones(1, dtype=torch.float64),
-                           torch.tensor([scores[(i, k)] for k in range(s.shape[0])]) / y0[i]])
+                           torch.tensor([scores[(i, k)] for k in range(s.shape[0])],
+                                        dtype=torch.float64) / y0[i]])
         grid = torch.linspace(0, 1, ratio.shape[0], dtype=torch.float64)
         per.append(1 - torch.trapezoid(ratio, grid))
         curves.append(ratio)

@@ -18,7 +18,8 @@ from torch import Tensor
 from ...errors import ArgumentError
 from .base import Inputs
 
-__all__ = ["pixel_map", "order", "baseline_image", "Forward", "auc", "BASELINES", "ORDERS"]
+__all__ = ["pixel_map", "order", "baseline_image", "Forward", "auc", "pearson", "explained",
+           "needs_explain", "BASELINES", "ORDERS"]
 
 BASELINES = ("black", "white", "mean", "uniform", "zero")
 ORDERS = ("morf", "lerf")
@@ -140,3 +141,25 @@ def auc(curve: Tensor, x: Tensor) -> Tensor:
     if curve.shape[1] < 2:
         return curve[:, 0].clone() if curve.shape[1] else torch.zeros(curve.shape[0])
     return torch.trapezoid(curve, x.to(curve), dim=1)
+
+
+def pearson(a: Tensor, b: Tensor) -> Tensor:
+    """Row-wise Pearson correlation of ``[N, R]`` tensors; 0 where either row is constant."""
+    a, b = a - a.mean(dim=1, keepdim=True), b - b.mean(dim=1, keepdim=True)
+    den = a.norm(dim=1) * b.norm(dim=1)
+    return torch.where(den > 0, (a * b).sum(dim=1) / den.clamp_min(1e-300),
+                       torch.zeros_like(den))
+
+
+def needs_explain(inputs: Inputs) -> None:
+    if inputs.explain is None:
+        raise ArgumentError("this metric recomputes maps: it needs the method's explain "
+                            "function (inputs.explain)")
+
+
+def explained(inputs: Inputs, model, images: Tensor, targets: Tensor) -> Tensor:
+    """``inputs.explain`` over ``images`` in batches of ``inputs.batch_size``, detached."""
+    size = max(1, int(inputs.batch_size))
+    out = [inputs.explain(model, images[k:k + size], targets[k:k + size]).detach()
+           for k in range(0, images.shape[0], size)]
+    return torch.cat(out)

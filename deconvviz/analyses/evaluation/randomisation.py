@@ -22,23 +22,9 @@ from torch import Tensor
 
 from ...errors import ArgumentError
 from .base import Inputs, Score, metric
-from .perturbation import pixel_map
+from .perturbation import explained, needs_explain, pearson, pixel_map
 
-__all__ = ["model_randomisation", "random_logit", "spearman", "ssim_2d", "explained"]
-
-
-def _needs_explain(inputs: Inputs) -> None:
-    if inputs.explain is None:
-        raise ArgumentError("this metric recomputes maps: it needs the method's explain "
-                            "function (inputs.explain)")
-
-
-def explained(inputs: Inputs, model, images: Tensor, targets: Tensor) -> Tensor:
-    """``inputs.explain`` over ``images`` in batches of ``inputs.batch_size``, detached."""
-    size = max(1, int(inputs.batch_size))
-    out = [inputs.explain(model, images[k:k + size], targets[k:k + size]).detach()
-           for k in range(0, images.shape[0], size)]
-    return torch.cat(out)
+__all__ = ["model_randomisation", "random_logit", "spearman", "ssim_2d"]
 
 
 def _ranks(v: Tensor) -> Tensor:
@@ -58,8 +44,6 @@ def _ranks(v: Tensor) -> Tensor:
 def spearman(a: Tensor, b: Tensor) -> Tensor:
     """Row-wise Spearman correlation of ``[N, P]`` tensors (average ranks for ties); 0 where
     a row is constant."""
-    from .faithfulness import pearson
-
     return pearson(_ranks(a.double()), _ranks(b.double()))
 
 
@@ -89,7 +73,7 @@ def model_randomisation(inputs: Inputs, *, seed: int = 0) -> Score:
     (lower is better: the map depends on the weights)."""
     from ..sanity import parametrised_layers, reinitialise
 
-    _needs_explain(inputs)
+    needs_explain(inputs)
     copied = copy.deepcopy(inputs.model)
     layers = parametrised_layers(copied)
     if not layers:
@@ -105,7 +89,7 @@ def model_randomisation(inputs: Inputs, *, seed: int = 0) -> Score:
 @metric("random_logit")
 def random_logit(inputs: Inputs, *, seed: int = 0) -> Score:
     """SSIM of the map with the map of a random other class (lower is better)."""
-    _needs_explain(inputs)
+    needs_explain(inputs)
     with torch.no_grad():
         classes = int(inputs.model(inputs.images[:1]).shape[1])
     if classes < 2:

@@ -12,12 +12,33 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .base import Inputs, Score
-from .perturbation import Forward, baseline_image
+from .perturbation import Forward, baseline_image, order, pixel_map
 
-__all__ = ["region_curve"]
+__all__ = ["region_curve", "region_grid", "region_order"]
+
+
+def region_grid(size: int, patch: int) -> int:
+    """Where the grid of ``patch``-px regions starts (<= 0): centred, as Quantus pads."""
+    extra = (-size) % patch
+    return -(extra // 2)
+
+
+def region_order(inputs: Inputs, patch_size: int, how: str):
+    """The regions' top-left corners ``(ys, xs)`` (lists of ``[R]``) and each image's order
+    of them ``[N, R]`` by the map's sum over each region."""
+    values = pixel_map(inputs.maps)
+    n, h, w = values.shape
+    oy, ox = region_grid(h, patch_size), region_grid(w, patch_size)
+    padded = F.pad(values, (-ox, (-w) % patch_size + ox, -oy, (-h) % patch_size + oy))
+    sums = F.avg_pool2d(padded[:, None], patch_size, divisor_override=1)[:, 0]
+    gh, gw = sums.shape[-2:]
+    ys = [oy + i * patch_size for i in range(gh) for _ in range(gw)]
+    xs = [ox + j * patch_size for _ in range(gh) for j in range(gw)]
+    return ys, xs, order(sums.flatten(1), how)
 
 
 def _pixel_ranks(inputs: Inputs, ys, xs, ranked: Tensor, patch: int) -> Tensor:
@@ -34,21 +55,19 @@ def _pixel_ranks(inputs: Inputs, ys, xs, ranked: Tensor, patch: int) -> Tensor:
 
 def region_curve(inputs: Inputs, *, order: str, patch_size: int, regions: int, baseline,
                  incremental: Optional[bool] = None) -> Score:
-    from .faithfulness import region_order
-
     x = inputs.images
     ys, xs, ranked = region_order(inputs, patch_size, order)
     steps = min(regions, ranked.shape[1])
     base = baseline_image(inputs, baseline)
     forward = Forward(inputs, "probability")
-    y0 = forward(x, inputs.targets)
     chain = None
     if incremental is not False:
         from .chain_runner import chain_for
         chain = chain_for(inputs, forward, strict=bool(incremental))
     if chain is not None:
-        curve = chain.regions(base, ys, xs, ranked[:, :steps], patch_size)
+        y0, curve = chain.regions(base, ys, xs, ranked[:, :steps], patch_size)
     else:
+        y0 = forward(x, inputs.targets)
         ranks = _pixel_ranks(inputs, ys, xs, ranked, patch_size)[:, None].to(x.device)
         curve = forward.images(lambda k: torch.where(ranks < k, base, x),
                                list(range(1, steps + 1)), inputs.targets)

@@ -7,12 +7,9 @@ left out), known neighbours being the image's values, plus Gaussian noise of sta
 deviation ``noise``. The pixels removed carry no information about where they were, which
 is ROAD's reason to exist (a constant fill leaks the removal's shape to the model).
 
-The linear system of every image, channel and percentage is solved at once in torch, on the
-images' device: conjugate gradients (the system is symmetric, positive definite: each
-removed region touches a known pixel unless every pixel is removed) on the 3x3 stencil, with
-the diagonal as preconditioner, started from the solution at half the resolution (solved
-the same way, down to a few pixels), until the residual is below ``1e-10`` of the
-right-hand side. ``tests/test_metrics_road.py`` checks it against pytorch-grad-cam's sparse
+The linear systems of every image and channel of a step are solved at once in torch, on
+the images' device (:mod:`.imputation`: conjugate gradients preconditioned by a multigrid
+V-cycle, to a residual of ``1e-9`` of the right-hand side). ``tests/test_metrics_road.py`` checks it against pytorch-grad-cam's sparse
 direct solve (``NoisyLinearImputer``).
 
 The score per image is the curve's mean over the percentages of the class's top-1
@@ -24,76 +21,15 @@ from __future__ import annotations
 from typing import Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ...errors import ArgumentError
 from .base import Inputs, Score, metric
+from .imputation import solve
 from .perturbation import Forward, order, pixel_map
 
 __all__ = ["impute", "road"]
 
-TOLERANCE = 1e-8
-MAX_ITERATIONS = 2000
-
-
-def _stencil(x: Tensor) -> Tensor:
-    """Each pixel's weighted sum of its 8 neighbours (zero outside the image), per channel:
-    ``(([1, 2, 1] x [1, 2, 1]) * x - 4 x) / 12``, as shifted sums (a depthwise convolution
-    is several times slower on a CPU)."""
-    p = F.pad(x, (1, 1, 1, 1))
-    rows = p[..., :-2, :] + 2 * p[..., 1:-1, :] + p[..., 2:, :]
-    both = rows[..., :-2] + 2 * rows[..., 1:-1] + rows[..., 2:]
-    return (both - 4 * x) / 12
-
-
-def _solve(removed: Tensor, known: Tensor, start: Tensor,
-           tolerance: float = TOLERANCE) -> Tensor:
-    """The removed pixels' values (0 elsewhere) of ``s u - K(u) = K(known)`` on ``removed``
-    ``[B, 1, H, W]`` bool, ``known`` ``[B, C, H, W]`` (zero where removed), from ``start``."""
-    m = removed.to(known.dtype)
-    diag = _stencil(torch.ones_like(m)) * m  # s: the weights of the neighbours in the image
-    inv = torch.where(removed, 1 / diag.clamp_min(1e-300), torch.zeros_like(diag))
-
-    def apply(u: Tensor) -> Tensor:
-        return (diag * u - _stencil(u)) * m
-
-    b = _stencil(known) * m
-    u = start * m
-    r = b - apply(u)
-    z = inv * r
-    p = z
-    rz = (r * z).flatten(2).sum(dim=2)
-    limit = tolerance * b.flatten(2).norm(dim=2).clamp_min(1e-300)
-    for _ in range(MAX_ITERATIONS):
-        if bool((r.flatten(2).norm(dim=2) <= limit).all()):
-            break
-        ap = apply(p)
-        alpha = rz / (p * ap).flatten(2).sum(dim=2).clamp_min(1e-300)
-        u = u + alpha[..., None, None] * p
-        r = r - alpha[..., None, None] * ap
-        z = inv * r
-        rz_new = (r * z).flatten(2).sum(dim=2)
-        p = z + (rz_new / rz.clamp_min(1e-300))[..., None, None] * p
-        rz = rz_new
-    return u
-
-
-def _coarse_start(removed: Tensor, image: Tensor) -> Tensor:
-    """A first guess: the imputation at half the resolution (recursively), upsampled."""
-    h, w = removed.shape[-2:]
-    if min(h, w) < 8:
-        keep = (~removed).to(image.dtype)
-        mean = (image * keep).flatten(2).sum(2) / keep.flatten(2).sum(2).clamp_min(1)
-        return mean[..., None, None].expand_as(image)
-    keep = (~removed).to(image.dtype)
-    weight = F.avg_pool2d(keep, 2, ceil_mode=True)
-    small = F.avg_pool2d(image * keep, 2, ceil_mode=True) / weight.clamp_min(1e-300)
-    small_removed = weight == 0
-    small = torch.where(small_removed, torch.zeros_like(small), small)
-    guess = _coarse_start(small_removed, small)
-    filled = torch.where(small_removed, _solve(small_removed, small, guess, 1e-4), small)
-    return F.interpolate(filled, scale_factor=2, mode="nearest")[..., :h, :w]
 
 
 def impute(images: Tensor, removed: Tensor, *, noise: float = 0.0,
@@ -105,7 +41,7 @@ def impute(images: Tensor, removed: Tensor, *, noise: float = 0.0,
         raise ArgumentError("noisy linear imputation needs at least one known pixel per image")
     x = images.double()
     known = torch.where(removed, torch.zeros_like(x), x)
-    filled = _solve(removed, known, _coarse_start(removed, known))
+    filled = solve(removed, known)
     if noise:
         filled = filled + noise * torch.randn(x.shape, generator=generator,
                                               dtype=torch.float64).to(x.device)

@@ -16,8 +16,7 @@ from torch import Tensor
 
 from ...errors import ArgumentError
 from .base import Inputs, Score, metric
-from .perturbation import pixel_map
-from .randomisation import _needs_explain, explained
+from .perturbation import explained, needs_explain, pixel_map
 
 __all__ = ["max_sensitivity", "local_lipschitz", "noise"]
 
@@ -30,7 +29,7 @@ def noise(kind: str, shape, scale: float, generator) -> Tensor:
 
 
 def _largest(inputs: Inputs, samples: int, kind: str, scale: float, ratio) -> Score:
-    _needs_explain(inputs)
+    needs_explain(inputs)
     if not isinstance(samples, int) or samples < 1:
         raise ArgumentError(f"samples is a whole number of at least 1, got {samples!r}")
     x = inputs.images

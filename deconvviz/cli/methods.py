@@ -244,14 +244,10 @@ def evaluate_command(model: str, methods: Optional[str], metrics: str, target: O
     from ..data.zoo import load_model
 
     net_model = load_model(model, weights=weights).to(resolve_device(device))
-    from tqdm import tqdm
-
-    with tqdm(total=len(names) * (1 + len(wanted)), unit="step", file=sys.stderr,
-              desc=f"evaluate ({len(paths)} images x {len(names)} methods x "
-                   f"{len(wanted)} metrics)") as bar:
-        result = evaluate(net_model, paths, methods=names, metrics=wanted, target=target,
-                          boxes=boxes, cam_layer=cam_layer, batch_size=batch_size, seed=seed,
-                          progress=lambda done, total, label: bar.update(done - bar.n))
+    # the API's bar on stderr: methods x (maps + metrics), each metric's steps beside it
+    result = evaluate(net_model, paths, methods=names, metrics=wanted, target=target,
+                      boxes=boxes, cam_layer=cam_layer, batch_size=batch_size, seed=seed,
+                      progress=True)
     for method, why in result.not_applicable.items():
         click.echo(f"warning: {method} is n/a on {model}: {why}", err=True)
     _write_evaluation(result, out, tables, dpi)

@@ -202,8 +202,8 @@ def evaluate(model: nn.Module, images: ImagesArg, *,
             ``{"pixel_flipping": {"steps": 32}}``.
         batch_size: images per forward pass (maps and perturbed images).
         seed: the seed of every metric's random draws (the same draws for every method).
-        progress: ``True`` (a bar over methods x (maps + metrics)), ``False``, or
-            ``progress(done, total, label)``.
+        progress: ``True`` (a bar over methods x (maps + metrics), each metric's own steps
+            beside it), ``False``, or ``progress(done, total, label)``.
         device: where to compute (default: where the model is).
         precision: ``"exact"`` (default) or ``"tf32"``; see ``docs/gpu.md``.
 
@@ -228,8 +228,9 @@ def evaluate(model: nn.Module, images: ImagesArg, *,
     resolved = resolve_target(model, x, target, logits=logits)
     targets = torch.tensor(resolved.classes, dtype=torch.long, device=x.device)
     run = _Run(model, x, targets, masks, resolved, cam_layer, batch_size, seed, params)
-    with progress_bar(progress, total=len(names) * (1 + len(wanted)), desc="evaluate",
-                      unit="step") as bar:
+    with progress_bar(progress, total=len(names) * (1 + len(wanted)), unit="step",
+                      desc=f"evaluate ({x.shape[0]} images x {len(names)} methods x "
+                           f"{len(wanted)} metrics)") as bar:
         for method in names:
             run.method(method, wanted, bar)
     info = model_info(model)
@@ -239,6 +240,13 @@ def evaluate(model: nn.Module, images: ImagesArg, *,
         info.weights if info else "user",
         metric_titles={m: metric_table.get(m).title for m in wanted},
         higher_is_better={m: metric_table.get(m).higher_is_better for m in wanted})
+
+
+def _within(bar, label: str):
+    """A metric's own progress (its perturbation steps) shown beside the bar's count."""
+    def report(done: int, total: int, what: str = "") -> None:
+        bar.set_postfix_str(f"{label}: {done}/{total}", refresh=True)
+    return report
 
 
 class _Run:
@@ -281,6 +289,7 @@ class _Run:
         for metric in metrics:
             start = time.perf_counter()
             inputs.generator = torch.Generator(self.x.device).manual_seed(self.seed)
+            inputs.progress = _within(bar, f"{method} {metric}")
             score = compute(metric, inputs, **self.params.get(metric, {}))
             self.seconds[method][metric] = time.perf_counter() - start
             self.scores[method][metric] = score.per_image.detach().double().cpu()
@@ -290,4 +299,5 @@ class _Run:
                 self.curves[method][metric] = (score.curve.detach().double().cpu(),
                                                x.detach().double().cpu())
             self.passes[method][metric] = int(score.forward_passes)
+            bar.set_postfix_str("", refresh=False)
             bar.update(1, f"{method} {metric}")

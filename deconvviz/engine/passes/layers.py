@@ -57,6 +57,9 @@ class Layer:
         whole_image: where each unit sees the whole image (``geometry`` is ``None``), the
             sentence that says why (a ViT's tokens after attention; a CNN's global pool),
             naming the op from which on it does; else ``None``.
+        patches: for a token layer, the geometry of its tokens' patches (the patch
+            embedding's), each token's place in the photo even where it sees the whole
+            image; else ``None``.
     """
 
     alias: Optional[str]
@@ -70,6 +73,13 @@ class Layer:
     no_features: Optional[str] = None
     tokens: Optional[TokenGrid] = None
     whole_image: Optional[str] = None
+    patches: Optional[Geometry] = None
+
+    @property
+    def hit_geometry(self) -> Optional[Geometry]:
+        """Where a unit's hit is drawn in the photo: its receptive field, or for a token
+        past attention its own patch (``None``: the whole image)."""
+        return self.geometry if self.geometry is not None else self.patches
 
     @property
     def shape_label(self) -> str:
@@ -195,7 +205,7 @@ class _TokenFields:
         self.shapes = shapes
         self.axes = channel_axes(traced, shapes) if len(shapes) > 1 else {}
         self.grids = token_grids(traced, shapes) if self.axes else {}
-        self.flat: Dict[str, Tuple[int, int]] = {}
+        self.flat: Dict[str, tuple] = {}
 
     def field(self, op: Op, ins: List[Optional[Geometry]]) -> Optional[Geometry]:
         if not ins or any(g is None for g in ins) or len(set(ins)) != 1:
@@ -335,6 +345,7 @@ def layer_of(traced: TracedModel, aliases: Mapping[str, str], name: str,
                  rf_size=g.size[0] if g else measured.size[0],
                  rf_stride=g.stride[0] if g else None, geometry=g, node=node,
                  channels_last=axis == 3, tokens=tokens,
+                 patches=measured.geometry.get(tokens.source) if tokens is not None else None,
                  whole_image=None if g is not None else whole_image(
                      alias or path, mixing_op(traced, measured.geometry, node), tokens),
                  no_features=no_channels(alias or path, measured.shapes[node],

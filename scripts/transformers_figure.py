@@ -2,7 +2,10 @@
 ``vit_b_16`` with RANDOM weights: nothing is downloaded, and nothing here is a learnt feature),
 its strongest token in each example photo (the token's 16-px patch outlined, the deconvnet's
 projection of that one unit beside it: the whole image, as every token past attention sees
-it), the unit at the class token, and its optimised image (feature visualisation).
+it), the unit at the class token, and its optimised image (feature visualisation). With
+random weights the residual stream dominates: a patch token's projection lands mostly on its
+own patch though its field is the whole image; the class token's, which reaches the image
+through attention alone, spreads over all of it.
 
     python scripts/transformers_figure.py
 
@@ -43,7 +46,7 @@ def main() -> None:
     at_cls = dv.project(model, photos[0], layer=LAYER, features=[unit], net=net, token="cls")
     optimised = dv.feature_vis(model, LAYER, features=[unit], steps=48, image_size=224)
     columns = len(photos) + 2
-    fig, axes = plt.subplots(2, columns, figsize=(2.2 * columns, 4.9))
+    fig, axes = plt.subplots(2, columns, figsize=(2.2 * columns, 5.6))
     for k, result in enumerate(shown):
         y, x_ = (int(v) for v in result.positions[0])
         top, left, h, w = layer.patches.window(y, x_)
@@ -66,7 +69,7 @@ def main() -> None:
         ax.set_xticks([]), ax.set_yticks([])
     fig.suptitle(f"ViT-B/16 (torchvision, RANDOM weights), {LAYER}, unit {unit}: "
                  f"{layer.shape_label}, each token sees the whole image", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(h_pad=1.5)
     fig.savefig(OUT, dpi=110)
     print(OUT, f"unit {unit}")
 

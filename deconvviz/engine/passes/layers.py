@@ -43,7 +43,7 @@ class Layer:
         shape: ``(C, H, W)`` of its output (``(C,)`` for fully-connected layers), channels
             first whatever the memory layout (a channels-last ``[N, H, W, C]`` map, as in
             ConvNeXt's blocks and Swin's stages, is listed as ``(C, H, W)``); the raw shape
-            where the layer has no channels (a sequence of tokens).
+            where the layer has no channels (tokens on no patch grid).
         rf_size: receptive field in input pixels (the whole input for global layers).
         rf_stride: input pixels between neighbouring units (``None`` for global layers).
         geometry: the full :class:`Geometry` (``None`` for global layers).
@@ -202,14 +202,16 @@ class _TokenFields:
     first op that mixes tokens (attention), every token sees the whole image (``None``)."""
 
     def __init__(self, traced: TracedModel, shapes: Mapping[str, torch.Size]) -> None:
-        self.shapes = shapes
-        self.axes = channel_axes(traced, shapes) if len(shapes) > 1 else {}
-        self.grids = token_grids(traced, shapes) if self.axes else {}
+        self.traced, self.shapes = traced, shapes
+        self.axes: Optional[Mapping[str, Optional[int]]] = None  # found on first use
         self.flat: Dict[str, tuple] = {}
 
     def field(self, op: Op, ins: List[Optional[Geometry]]) -> Optional[Geometry]:
         if not ins or any(g is None for g in ins) or len(set(ins)) != 1:
             return None
+        if self.axes is None:  # a CNN with no local rank-3 map never gets here
+            self.axes = channel_axes(self.traced, self.shapes)
+            self.grids = token_grids(self.traced, self.shapes)
         made = establishes_grid(op, self.shapes, self.axes, self.flat)
         if isinstance(made, tuple):
             self.flat[op.name] = made[1]

@@ -48,7 +48,7 @@ def tokens_of(model, layer, x):
 
 
 def rel(a, b):
-    return float((a - b).abs().max() / b.abs().max())
+    return float((a - b).detach().abs().max() / b.detach().abs().max())
 
 
 def test_the_layer_table_reads_tokens_on_the_patch_grid():

@@ -44,7 +44,7 @@ def test_the_notebooks_are_the_documented_ones():
                          "04_your_own_model.ipynb", "05_explorer.ipynb",
                          "06_methods_and_sanity.ipynb", "07_paper_analyses.ipynb",
                          "08_relevance.ipynb", "09_feature_vis.ipynb",
-                         "10_evaluation.ipynb"]
+                         "10_evaluation.ipynb", "11_transformers.ipynb"]
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)

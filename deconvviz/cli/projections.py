@@ -68,7 +68,7 @@ def layers_command(model: str, input_size: Optional[int], all_modules: bool) -> 
     rows = list_layers(model, input_size=input_size, all_modules=all_modules)
     table = [("alias", "path", "shape", "rf size", "rf stride")] + [
         (layer.alias or "-", layer.path,
-         "x".join(str(s) for s in layer.shape) + ("*" if layer.features is None else ""),
+         layer.shape_label + ("*" if layer.features is None else ""),
          str(layer.rf_size), str(layer.rf_stride) if layer.rf_stride is not None else "-")
         for layer in rows]
     widths = [max(len(row[i]) for row in table) for i in range(5)]  # the longest entry
@@ -78,6 +78,9 @@ def layers_command(model: str, input_size: Optional[int], all_modules: bool) -> 
     refused = [layer.no_features for layer in rows if layer.no_features]
     click.echo("Shapes are channels x height x width, whatever the memory layout: a layer's "
                "features are its channels.")
+    if any(layer.tokens is not None and layer.tokens.prefix for layer in rows):
+        click.echo("Tokens (a vision transformer's) are read on the patch grid: +cls (+dist, "
+                   "+N reg) are the named tokens, positions of their own.")
     if refused:
         click.echo(f"* no features ({len(refused)} layers), e.g.: {refused[0]}")
 
@@ -100,6 +103,9 @@ def layers_command(model: str, input_size: Optional[int], all_modules: bool) -> 
                    "most half the image.")
 @method_option
 @click.option("--patches", is_flag=True, help="Pair each projection with its receptive-field patch.")
+@click.option("--token", default=None, metavar="NAME",
+              help="A vision transformer's named token (cls; dist, reg0 where the model has "
+                   "them) to project each feature at, instead of its strongest patch.")
 @click.option("--out", "-o", default=None, metavar="PATH",
               help="Output .png/.jpg/.pdf/.svg, or a folder (one ending in / or an existing "
                    "one) for the default names. With several images: PATH's stem gets "
@@ -112,7 +118,7 @@ def layers_command(model: str, input_size: Optional[int], all_modules: bool) -> 
 @friendly
 def show_command(model: str, layer: str, top: Optional[int], features: Optional[str], mode: str,
                  scaling: str, view: str, method: str, patches: bool, out: Optional[str],
-                 combine: bool, dpi: int, weights: str, device: str,
+                 token: Optional[str], combine: bool, dpi: int, weights: str, device: str,
                  images: List[str]) -> None:
     """Draw projections (deconvnet, guided backprop or gradient) of a layer's features for
     each IMAGE.
@@ -137,7 +143,7 @@ def show_command(model: str, layer: str, top: Optional[int], features: Optional[
               disable=len(images) < 2) as bar:
         report = show(net_model, images, layer=layer, features=chosen, top=top, mode=mode,
                       scaling=scaling, patches=patches, view=view, out=out, combine=combine,
-                      dpi=dpi, method=method, progress=lambda *_: bar.update())
+                      dpi=dpi, method=method, progress=lambda *_: bar.update(), token=token)
     for path in report.written:
         click.echo(path)
     for _image, reason in report.failed:

@@ -24,11 +24,12 @@ from ..catalogue.geometry import INPUT_GEOMETRY, Geometry, same_layout_field
 from ..catalogue.rules import get_rule
 from ..guard import device_for, runs_model
 from .graph import Op, TracedModel, trace
-from .layout import acts_per_position, channels_last_nodes, no_channels
-from .recording import channel_axes, record_nodes
+from .layout import _normalises_last_dim, acts_per_position, channels_last_nodes, no_channels
+from .recording import channel_axes, own_side, record_nodes, token_grids
+from .tokens import TokenGrid, establishes_grid
 
 __all__ = ["Layer", "Geometry", "Measured", "list_layers", "own_input_size", "measure", "layer_of", "layers_of",
-           "aliases_of",
+           "aliases_of", "mixing_op", "whole_image",
            "overview_layers", "resolve_layer", "geometry"]
 
 
@@ -42,14 +43,23 @@ class Layer:
         shape: ``(C, H, W)`` of its output (``(C,)`` for fully-connected layers), channels
             first whatever the memory layout (a channels-last ``[N, H, W, C]`` map, as in
             ConvNeXt's blocks and Swin's stages, is listed as ``(C, H, W)``); the raw shape
-            where the layer has no channels (a sequence of tokens).
+            where the layer has no channels (tokens on no patch grid).
         rf_size: receptive field in input pixels (the whole input for global layers).
         rf_stride: input pixels between neighbouring units (``None`` for global layers).
         geometry: the full :class:`Geometry` (``None`` for global layers).
         node: the name of its node in the traced graph.
         channels_last: its output is ``[N, H, W, C]`` (its features are the last axis).
-        no_features: why it has no features deconvviz can show (a ViT's ``[N, T, D]``
-            tokens), else ``None``.
+        no_features: why it has no features deconvviz can show (tokens ``[N, T, D]`` on
+            no patch grid deconvviz could find), else ``None``.
+        tokens: for a ViT's token layer ``[N, 1 + H*W, C]``: how its tokens lie on the
+            patch grid (:class:`~deconvviz.engine.passes.tokens.TokenGrid`: the grid and the
+            named tokens, ``cls``...); its ``shape`` is then ``(C, H, W)``, the patch grid.
+        whole_image: where each unit sees the whole image (``geometry`` is ``None``), the
+            sentence that says why (a ViT's tokens after attention; a CNN's global pool),
+            naming the op from which on it does; else ``None``.
+        patches: for a token layer, the geometry of its tokens' patches (the patch
+            embedding's), each token's place in the photo even where it sees the whole
+            image; else ``None``.
     """
 
     alias: Optional[str]
@@ -61,6 +71,21 @@ class Layer:
     node: str
     channels_last: bool = False
     no_features: Optional[str] = None
+    tokens: Optional[TokenGrid] = None
+    whole_image: Optional[str] = None
+    patches: Optional[Geometry] = None
+
+    @property
+    def hit_geometry(self) -> Optional[Geometry]:
+        """Where a unit's hit is drawn in the photo: its receptive field, or for a token
+        past attention its own patch (``None``: the whole image)."""
+        return self.geometry if self.geometry is not None else self.patches
+
+    @property
+    def shape_label(self) -> str:
+        """The shape as the layer table writes it: ``768x14x14 +cls`` for a ViT's tokens."""
+        text = "x".join(str(s) for s in self.shape)
+        return text + (f" {self.tokens.label}" if self.tokens and self.tokens.prefix else "")
 
     @property
     def features(self) -> Optional[int]:
@@ -149,18 +174,51 @@ def geometry(traced: TracedModel, shapes: Mapping[str, torch.Size]) -> Dict[str,
     last = channels_last_nodes(traced.ops.values())
     first = {n: (torch.Size((s[0], s[-1], *s[1:-1])) if n in last and len(s) == 4 else s)
              for n, s in shapes.items()}
+    tokens = _TokenFields(traced, shapes)
     for op in traced.ops.values():
         if op.kind == "input":
             geoms[op.name] = INPUT_GEOMETRY
         elif op.inputs and op.name in shapes:
             ins = [geoms.get(n.name) for n in op.inputs]
             local = acts_per_position(op, last) if last else None
-            if local is None:
+            if len(shapes[op.name]) == 3:
+                geoms[op.name] = tokens.field(op, ins)
+            elif local is None:
                 geoms[op.name] = _field(op, ins, [first.get(n.name) for n in op.inputs],
                                         first[op.name])
             else:
                 geoms[op.name] = ins[0] if local and len(ins) == 1 else None
     return geoms
+
+
+# Op kinds that act on each token alone: a token keeps the field of its patch through them.
+_PER_TOKEN = {"relu", "relu6", "activation", "pointwise", "identity", "linear", "add", "scale",
+              "cat"}
+
+
+class _TokenFields:
+    """The receptive fields of a ViT's tokens ``[N, T, C]``: a patch token's is its patch
+    (the patch embedding's field) through the ops that act on each token alone; after the
+    first op that mixes tokens (attention), every token sees the whole image (``None``)."""
+
+    def __init__(self, traced: TracedModel, shapes: Mapping[str, torch.Size]) -> None:
+        self.traced, self.shapes = traced, shapes
+        self.axes: Optional[Mapping[str, Optional[int]]] = None  # found on first use
+        self.flat: Dict[str, tuple] = {}
+
+    def field(self, op: Op, ins: List[Optional[Geometry]]) -> Optional[Geometry]:
+        if not ins or any(g is None for g in ins) or len(set(ins)) != 1:
+            return None
+        if self.axes is None:  # a CNN with no local rank-3 map never gets here
+            self.axes = channel_axes(self.traced, self.shapes)
+            self.grids = token_grids(self.traced, self.shapes)
+        made = establishes_grid(op, self.shapes, self.axes, self.flat)
+        if isinstance(made, tuple):
+            self.flat[op.name] = made[1]
+        if made is not None:
+            return ins[0]
+        per_token = op.kind in _PER_TOKEN or _normalises_last_dim(op)
+        return ins[0] if op.name in self.grids and per_token else None
 
 
 def _field(op: Op, ins: List[Optional[Geometry]], in_shapes, out_shape) -> Optional[Geometry]:
@@ -172,14 +230,50 @@ def _field(op: Op, ins: List[Optional[Geometry]], in_shapes, out_shape) -> Optio
     return rule.field(op, ins, in_shapes, out_shape) if rule.field is not None else None
 
 
+def mixing_op(traced: TracedModel, geoms: Mapping[str, Optional[Geometry]],
+              node: str) -> Optional[Op]:
+    """The op from which on the units of ``node`` see the whole image: the first, in forward
+    order, of ``node`` and what it reads, whose inputs each have a local field and whose
+    output has none (a ViT's attention, a CNN's global pool); ``None`` where the field of
+    ``node`` is local."""
+    if geoms.get(node) is not None:
+        return None
+    seen, stack, found = set(), [traced.ops[node]], []
+    while stack:
+        op = stack.pop()
+        if op.name in seen or op.kind == "input":
+            continue
+        seen.add(op.name)
+        if geoms.get(op.name) is None and op.inputs and all(
+                geoms.get(n.name) is not None for n in op.inputs):
+            found.append(op)
+        stack.extend(traced.ops[n.name] for n in op.inputs)
+    order = {name: i for i, name in enumerate(traced.ops)}
+    return min(found, key=lambda o: order[o.name]) if found else None
+
+
+def whole_image(layer: str, op: Optional[Op], tokens: Optional[TokenGrid]) -> str:
+    """Why each unit of ``layer`` sees the whole image, in one sentence."""
+    if op is None:
+        return f"each unit of layer {layer!r} sees the whole image"
+    where = op.where.split(" (")[0]
+    if tokens is not None:
+        return (f"each token of layer {layer!r} sees the whole image: the tokens are mixed "
+                f"by the attention in {where}, after which every token attends to every "
+                f"patch")
+    return (f"each unit of layer {layer!r} sees the whole image (from {op.label} at {where} "
+            f"on, no unit has a field smaller than the image)")
+
+
 ModelLike = Union[str, nn.Module]
 
 
 def own_input_size(model: nn.Module) -> int:
     """The side of the input the model runs at: its weights' transforms' crop size (299 for
-    Inception-v3, 300 for EfficientNet-B3) for a model from :func:`load_model`, else 224."""
-    info = model_info(model)
-    return int(info.preprocessing.crop_size) if info is not None else 224
+    Inception-v3, 300 for EfficientNet-B3) for a model from :func:`load_model`; the size a
+    vision transformer was built for (torchvision's ``image_size``, timm's
+    ``patch_embed.img_size``); else 224."""
+    return own_side(model)
 
 
 @api(renamed={"model_or_name": "model"})
@@ -244,12 +338,18 @@ def layer_of(traced: TracedModel, aliases: Mapping[str, str], name: str,
     shape = tuple(measured.shapes[node][1:])
     axes = channel_axes(traced, measured.shapes, need=[node])
     axis = axes.get(node)
+    tokens = token_grids(traced, measured.shapes).get(node) if axis == 2 else None
     if axis == 3:
         shape = (shape[2], shape[0], shape[1])
+    elif tokens is not None:
+        shape = (shape[1], *tokens.grid)
     return Layer(alias=alias, path=path, shape=shape,
                  rf_size=g.size[0] if g else measured.size[0],
                  rf_stride=g.stride[0] if g else None, geometry=g, node=node,
-                 channels_last=axis == 3,
+                 channels_last=axis == 3, tokens=tokens,
+                 patches=measured.geometry.get(tokens.source) if tokens is not None else None,
+                 whole_image=None if g is not None else whole_image(
+                     alias or path, mixing_op(traced, measured.geometry, node), tokens),
                  no_features=no_channels(alias or path, measured.shapes[node],
                                          constant=node not in axes) if axis is None else None)
 

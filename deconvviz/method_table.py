@@ -17,6 +17,8 @@ method                       kind           display     explains         channel
 ``lrp_epsilon_gamma_box``    reverse pass   signed      unit, class      3
 ``lrp_epsilon_alpha2beta1_flat``  reverse pass  signed  unit, class      3
 ``lrp_<rule>`` (8 rules)     reverse pass   signed      unit, class      3
+``lrp_attn`` (AttnLRP)       reverse pass   signed      unit, class      3
+``lrp_cp`` (CP-LRP)          reverse pass   signed      unit, class      3
 ``gradcam``                  attribution    heatmap     class, unit      1
 ``guided_gradcam``           attribution    signed      class, unit      3
 ``integrated_gradients``     attribution    signed      class, unit      3
@@ -38,7 +40,8 @@ __all__ = ["Method", "KINDS", "DISPLAYS", "TARGETS", "get", "names", "titles", "
            "displays", "COMPARE_DEFAULT", "SANITY_DEFAULT", "register", "unregister", "check",
            "REVERSE", "ATTRIBUTION", "LrpRule", "RulePreset", "Composite", "lrp_rules",
            "rule_names", "resolve_rule", "composites", "RuleSpec", "split_spec", "register_lrp_rule",
-           "unregister_lrp_rule", "register_composite", "COMPOSITES", "RULE_METHODS"]
+           "unregister_lrp_rule", "register_composite", "COMPOSITES", "RULE_METHODS", "TRANSFORMER_COMPOSITES",
+           "ATTENTION_RULES"]
 
 REVERSE = "reverse pass"  # an exact reverse pass on deconvviz's engine
 ATTRIBUTION = "attribution"  # Captum's (or built from Captum's and a reverse pass)
@@ -146,6 +149,7 @@ from .lrp_vocabulary import (  # noqa: E402  (re-exported: the method table's vo
     _PRESETS,
     _RULE_ORDER,
     _RULES,
+    ATTENTION_RULES,
     Composite,
     LrpRule,
     RulePreset,
@@ -185,7 +189,26 @@ def _single(rule: str) -> Composite:
 
 RULE_METHODS = tuple(_single(rule) for rule in _RULE_ORDER)
 """One method per rule: the rule on every layer with weights (z^B on the first, ε above)."""
-_COMPOSITES: Dict[str, Composite] = {c.name: c for c in (*COMPOSITES, *RULE_METHODS)}
+
+def _transformer(name: str, title: str, attention: str, said: str) -> Composite:
+    # LXT adds no stabiliser to a sum's or a softmax's share: a near-zero one here too
+    return Composite(name, title, first=None, conv="gamma", linear="gamma", gamma=0.05,
+                     by_type={"Conv2d": ("gamma", {"gamma": 0.25})}, attention=attention,
+                     epsilon=1e-9, stabilizer=1e-9,
+                     summary=f"{said}; LayerNorm by the identity rule (its std held), GELU "
+                             f"passes, gamma on linear layers (0.05) and convolutions (0.25)")
+
+
+TRANSFORMER_COMPOSITES = (
+    _transformer("lrp_attn", "AttnLRP", "softmax",
+                 "Achtibat et al. 2024: the softmax rule and the uniform rule inside attention"),
+    _transformer("lrp_cp", "CP-LRP", "conservative",
+                 "Ali et al. 2022, as LXT 2.1 runs torchvision's ViT: the softmax held, "
+                 "relevance down the values"),
+)
+"""The transformers' composites (docs/transformers_methods.md): LXT 2.1's rules for a ViT."""
+_COMPOSITES: Dict[str, Composite] = {c.name: c for c in (*COMPOSITES, *RULE_METHODS,
+                                                          *TRANSFORMER_COMPOSITES)}
 
 
 def _relevance_entry(c: Composite) -> Method:

@@ -27,6 +27,8 @@ method                       kind           display     explains         channel
 ``hirescam``, ``gradcam_elementwise``, ``gradcam_plus_plus``, ``xgradcam``, ``layercam``,
 ``eigengradcam``, ``eigencam``, ``scorecam``, ``ablationcam``, ``fullgrad``: the CAM family,
                              attribution    heatmap     class            1
+``attention_rollout``, ``chefer_gae``: a ViT's attention,
+                             attribution    heatmap     class            1
 ===========================  =============  ==========  ===============  ==================
 """
 from __future__ import annotations
@@ -143,6 +145,14 @@ _ATTRIBUTIONS = (
     Method("fullgrad", "FullGrad", ATTRIBUTION, "heatmap", ("class",), 1,
            summary="Srinivas & Fleuret 2019: |input gradient x input| and every layer's "
                    "|bias x gradient|, summed"),
+    # Read from a vision transformer's attention (analyses/attention_maps.py): the class
+    # token's row over the patch grid, upsampled and scaled to [0, 1] as the CAMs are.
+    Method("attention_rollout", "attention rollout", ATTRIBUTION, "heatmap", ("class",), 1,
+           summary="Abnar & Zuidema 2020: the product of the layers' head-averaged "
+                   "attention plus identity (class-agnostic)"),
+    Method("chefer_gae", "Chefer et al. (GAE)", ATTRIBUTION, "heatmap", ("class",), 1,
+           summary="Chefer et al. 2021: R += mean over heads of (grad A * A)+ @ R, layer by "
+                   "layer"),
 )
 # LRP's vocabulary (deconvviz.lrp_vocabulary): rules, presets, composites ---------------------
 from .lrp_vocabulary import (  # noqa: E402  (re-exported: the method table's vocabulary)

@@ -40,7 +40,7 @@ from ..engine.guard import runs_model
 from ..engine.passes.recording import Recording, check_images, forward_to, images_for
 from ..engine.passes.seeds import make_seeds
 from ..errors import ArgumentError, closest
-from . import cams, map_check
+from . import attention_maps, cams, map_check
 from .attribution_result import Attribution
 
 __all__ = ["attribute", "attribute_map", "Attribution", "list_methods", "Target", "resolve_target", "default_cam_layer",
@@ -332,6 +332,8 @@ def _captum(method: str, model: nn.Module, x: Tensor, target: Target, net: Proje
             stdevs=stdev, target=captum_target, additional_forward_args=extra, abs=False)
     if method in cams.CAMS:
         return _cam(method, model, x, target, net, cam_layer, options)
+    if method in attention_maps.ATTENTION_METHODS:
+        return attention_maps.attention_map(model, x, method, list(target.classes))
     if method != "occlusion":
         raise ArgumentError(f"method {method!r} is in the method table, but attribute() has "
                             f"no implementation of it; a reverse pass is added with "

@@ -34,7 +34,8 @@ from torch.overrides import TorchFunctionMode
 
 from ...errors import UnsupportedOpError
 
-__all__ = ["SoftmaxHeld", "AttentionSplit", "MATMULS", "softmax_factor", "holds_softmax"]
+__all__ = ["SoftmaxHeld", "AttentionSplit", "MATMULS", "softmax_factor", "holds_softmax",
+           "multi_head_attention"]
 
 SOFTMAXES = {F.softmax, torch.softmax, torch.Tensor.softmax, torch.nn.functional.softmax}
 _SOFTMAX_TARGETS = {F.softmax, torch.softmax, "softmax"}
@@ -53,7 +54,7 @@ class SoftmaxHeld(TorchFunctionMode):
         if func is F.scaled_dot_product_attention:
             return _attention_written_out(*args, held=True, **kwargs)
         if func is F.multi_head_attention_forward:
-            return _multi_head_written_out(_held_sdpa, *args, **kwargs)
+            return multi_head_attention(_held_sdpa, *args, **kwargs)
         out = func(*args, **kwargs)
         return out.detach() if func in SOFTMAXES else out
 
@@ -94,7 +95,7 @@ class AttentionSplit(TorchFunctionMode):
         if func is F.scaled_dot_product_attention:
             return _split_sdpa(*args, **kwargs)
         if func is F.multi_head_attention_forward:
-            return _multi_head_written_out(_split_sdpa, *args, **kwargs)
+            return multi_head_attention(_split_sdpa, *args, **kwargs)
         if func in _PRODUCTS and len(args) >= 2 and _signal(args[0]) and _signal(args[1]):
             return func(_scaled(args[0], 0.5), _scaled(args[1], 0.5), *args[2:], **kwargs)
         if func is torch.baddbmm and len(args) >= 3 and _signal(args[1]) and _signal(args[2]):
@@ -128,7 +129,7 @@ def _split_sdpa(query, key, value, *args, **kwargs):
                                   _scaled(value, 0.5), *args, **kwargs)
 
 
-def _multi_head_written_out(sdpa, *args, **kwargs):
+def multi_head_attention(sdpa, *args, **kwargs):
     """``F.multi_head_attention_forward`` (eval, no masks) with its attention ``sdpa``.
 
     A torch-function mode sees ``nn.MultiheadAttention``'s functional form as one call and

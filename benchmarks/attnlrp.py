@@ -4,7 +4,8 @@
 
 torchvision's ``vit_b_16`` with random weights (its zero-initialised head drawn), a batch of
 random images, float32, one thread. Each repeat runs, interleaved in one process: the plain
-forward pass with the input's gradient (``model(x)[:, c].sum().backward()``), deconvviz's
+forward pass and the input's gradient (``torch.autograd.grad(model(x)[:, c].sum(), x)``; and
+``backward()``, which also computes the weights' gradients, as training does), deconvviz's
 ``dv.attribute(model, x, method=M, target=c)`` (the public call: its target's forward pass,
 the recorded forward pass and the relevance pass), the same method on a reused projector
 (record and relevance pass only), and LXT 2.1 (tests/lxt_oracle.py: LXT's patches and
@@ -54,14 +55,18 @@ def timings(batch: int, size: int, repeats: int):
     with torch.no_grad():
         c = int(model(x)[0].argmax())
 
-    def plain():
+    def plain():  # the gradient of the class at the pixels, nothing else
+        xx = x.clone().requires_grad_(True)
+        torch.autograd.grad(model(xx)[:, c].sum(), xx)
+
+    def training():  # backward() as training runs it: the weights' gradients too
         xx = x.clone().requires_grad_(True)
         model(xx)[:, c].sum().backward()
         model.zero_grad(set_to_none=True)
 
     nets = {m: Projector(model, method=m) for m in METHODS}
     target = resolve_target(model, x, c, None, None, "max")
-    runs = {"forward + backward": plain}
+    runs = {"forward + backward": plain, "forward + backward(), weights' gradients": training}
     for method, attention in METHODS.items():
         runs[f"dv.attribute {method}"] = lambda m=method: dv.attribute(model, x, method=m,
                                                                       target=c)

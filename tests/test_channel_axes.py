@@ -127,16 +127,13 @@ def test_a_scan_of_a_channels_last_layer_keeps_channels(tmp_path):
     assert all(hit.y < 8 and hit.x < 8 for hit in result.top("fc", 11))
 
 
-def test_token_layers_are_refused_with_a_sentence():
+def test_a_vits_tokens_are_read_on_the_patch_grid():
+    # the refusal of tokens with no patch grid: tests/test_vit_tokens.py
     with torch.device("meta"):
         model = models.vit_b_32().eval()
     layer = dv.Projector(model).layer("encoder.layers.encoder_layer_5")
-    assert layer.features is None
-    assert "sequence of 50 tokens of 768 values" in layer.no_features
-    model = models.vit_b_32(image_size=64).eval()
-    with pytest.raises(dv.UnsupportedOpError, match="tokens.*not a map of channels"):
-        dv.Deconvnet(model).project(torch.randn(1, 3, 64, 64), "encoder.layers.encoder_layer_5",
-                                    features=3)
+    assert (layer.features, layer.shape, layer.tokens.prefix) == (768, (768, 7, 7), ("cls",))
+    assert layer.no_features is None and layer.shape_label == "768x7x7 +cls"
 
 
 def test_layers_lists_swin_channels_first():

@@ -68,7 +68,7 @@ def layers_command(model: str, input_size: Optional[int], all_modules: bool) -> 
     rows = list_layers(model, input_size=input_size, all_modules=all_modules)
     table = [("alias", "path", "shape", "rf size", "rf stride")] + [
         (layer.alias or "-", layer.path,
-         "x".join(str(s) for s in layer.shape) + ("*" if layer.features is None else ""),
+         layer.shape_label + ("*" if layer.features is None else ""),
          str(layer.rf_size), str(layer.rf_stride) if layer.rf_stride is not None else "-")
         for layer in rows]
     widths = [max(len(row[i]) for row in table) for i in range(5)]  # the longest entry
@@ -78,6 +78,9 @@ def layers_command(model: str, input_size: Optional[int], all_modules: bool) -> 
     refused = [layer.no_features for layer in rows if layer.no_features]
     click.echo("Shapes are channels x height x width, whatever the memory layout: a layer's "
                "features are its channels.")
+    if any(layer.tokens is not None and layer.tokens.prefix for layer in rows):
+        click.echo("Tokens (a vision transformer's) are read on the patch grid: +cls (+dist, "
+                   "+N reg) are the named tokens, positions of their own.")
     if refused:
         click.echo(f"* no features ({len(refused)} layers), e.g.: {refused[0]}")
 

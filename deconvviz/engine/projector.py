@@ -41,9 +41,15 @@ from .passes.layers import (
     own_input_size,
     resolve_layer,
 )
-from .passes.layout import TO_CHANNELS_LAST, acts_per_position, channels_last_nodes
+from .passes.layout import acts_per_position, channels_last_nodes
 from .passes.plan import memory_budget, rec_device
-from .passes.recording import Recording, channel_axes, check_images, record_nodes
+from .passes.recording import (
+    Recording,
+    channel_axes,
+    check_images,
+    features_first,
+    record_nodes,
+)
 from .passes.reverse import FullSize, ReversePass, ReverseStep, refuse, run, supported_rule
 from .passes.seeds import Feature, _check_features, _check_seed, make_seeds
 from .precision import check_precision
@@ -158,9 +164,10 @@ class Projector:
         return self._resolve(layer)[2]
 
     def _channels_last(self, node: str, rec: Recording) -> bool:
-        """Whether the node's map is ``[N, H, W, C]`` (its recorded activation is read
-        channels first; seeds go back channels last)."""
-        return channel_axes(self.traced, size=rec.input_shape[-2:], need=[node]).get(node) == 3
+        """Whether the node's map is ``[N, H, W, C]`` or tokens ``[N, T, C]`` (its recorded
+        activation is read channels first; seeds go back to the layer's layout)."""
+        return channel_axes(self.traced, size=rec.input_shape[-2:], need=[node]).get(node) \
+            in (2, 3)
 
     def reverse_pass(self, layer: str) -> ReversePass:
         """The steps from ``layer`` down to the input; raises :class:`UnsupportedOpError` if
@@ -395,7 +402,9 @@ class Projector:
         n, k = seeds.shape[:2]
         start = {node: seeds.reshape(n * k, *seeds.shape[2:])}
         if self._channels_last(node, rec):  # seeds are channels first, as every layer's features
-            start[node] = start[node].permute(TO_CHANNELS_LAST)
+            reading = features_first(self.traced, [node], rec.input_shape[-2:],
+                                     refuse=False)[node]
+            start[node] = reading.layer(start[node])
         signals = run(steps.ops, start, FullSize(self.method, rec, n, k, self.traced,
                                                  steps.folded))
         shape = rec.input_shape

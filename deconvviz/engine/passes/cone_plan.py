@@ -72,7 +72,7 @@ def cone_plan(net, steps: ReversePass, rec: Recording, node: str, forced: bool =
     if net.method.relevance:  # LRP's rules read whole maps: always the full-size pass
         return None
     if net._channels_last(node, rec) and node not in channels_last_nodes(reversed(steps.ops)):
-        return None  # channels last in a way the cone does not follow: full size
+        return None  # channels last in a way the cone does not follow (tokens): full size
     plan = plan_cone(net.traced, steps.ops, steps.folded, net.method, rec, node,
                      require_cheaper=not forced)
     if plan is not None:

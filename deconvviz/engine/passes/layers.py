@@ -24,8 +24,9 @@ from ..catalogue.geometry import INPUT_GEOMETRY, Geometry, same_layout_field
 from ..catalogue.rules import get_rule
 from ..guard import device_for, runs_model
 from .graph import Op, TracedModel, trace
-from .layout import acts_per_position, channels_last_nodes, no_channels
-from .recording import channel_axes, record_nodes
+from .layout import _normalises_last_dim, acts_per_position, channels_last_nodes, no_channels
+from .recording import channel_axes, record_nodes, token_grids
+from .tokens import TokenGrid, establishes_grid
 
 __all__ = ["Layer", "Geometry", "Measured", "list_layers", "own_input_size", "measure", "layer_of", "layers_of",
            "aliases_of",
@@ -48,8 +49,11 @@ class Layer:
         geometry: the full :class:`Geometry` (``None`` for global layers).
         node: the name of its node in the traced graph.
         channels_last: its output is ``[N, H, W, C]`` (its features are the last axis).
-        no_features: why it has no features deconvviz can show (a ViT's ``[N, T, D]``
-            tokens), else ``None``.
+        no_features: why it has no features deconvviz can show (tokens ``[N, T, D]`` on
+            no patch grid deconvviz could find), else ``None``.
+        tokens: for a ViT's token layer ``[N, 1 + H*W, C]``: how its tokens lie on the
+            patch grid (:class:`~deconvviz.engine.passes.tokens.TokenGrid`: the grid and the
+            named tokens, ``cls``...); its ``shape`` is then ``(C, H, W)``, the patch grid.
     """
 
     alias: Optional[str]
@@ -61,6 +65,13 @@ class Layer:
     node: str
     channels_last: bool = False
     no_features: Optional[str] = None
+    tokens: Optional[TokenGrid] = None
+
+    @property
+    def shape_label(self) -> str:
+        """The shape as the layer table writes it: ``768x14x14 +cls`` for a ViT's tokens."""
+        text = "x".join(str(s) for s in self.shape)
+        return text + (f" {self.tokens.label}" if self.tokens and self.tokens.prefix else "")
 
     @property
     def features(self) -> Optional[int]:
@@ -149,18 +160,49 @@ def geometry(traced: TracedModel, shapes: Mapping[str, torch.Size]) -> Dict[str,
     last = channels_last_nodes(traced.ops.values())
     first = {n: (torch.Size((s[0], s[-1], *s[1:-1])) if n in last and len(s) == 4 else s)
              for n, s in shapes.items()}
+    tokens = _TokenFields(traced, shapes)
     for op in traced.ops.values():
         if op.kind == "input":
             geoms[op.name] = INPUT_GEOMETRY
         elif op.inputs and op.name in shapes:
             ins = [geoms.get(n.name) for n in op.inputs]
             local = acts_per_position(op, last) if last else None
-            if local is None:
+            if len(shapes[op.name]) == 3:
+                geoms[op.name] = tokens.field(op, ins)
+            elif local is None:
                 geoms[op.name] = _field(op, ins, [first.get(n.name) for n in op.inputs],
                                         first[op.name])
             else:
                 geoms[op.name] = ins[0] if local and len(ins) == 1 else None
     return geoms
+
+
+# Op kinds that act on each token alone: a token keeps the field of its patch through them.
+_PER_TOKEN = {"relu", "relu6", "activation", "pointwise", "identity", "linear", "add", "scale",
+              "cat"}
+
+
+class _TokenFields:
+    """The receptive fields of a ViT's tokens ``[N, T, C]``: a patch token's is its patch
+    (the patch embedding's field) through the ops that act on each token alone; after the
+    first op that mixes tokens (attention), every token sees the whole image (``None``)."""
+
+    def __init__(self, traced: TracedModel, shapes: Mapping[str, torch.Size]) -> None:
+        self.shapes = shapes
+        self.axes = channel_axes(traced, shapes) if len(shapes) > 1 else {}
+        self.grids = token_grids(traced, shapes) if self.axes else {}
+        self.flat: Dict[str, Tuple[int, int]] = {}
+
+    def field(self, op: Op, ins: List[Optional[Geometry]]) -> Optional[Geometry]:
+        if not ins or any(g is None for g in ins) or len(set(ins)) != 1:
+            return None
+        made = establishes_grid(op, self.shapes, self.axes, self.flat)
+        if isinstance(made, tuple):
+            self.flat[op.name] = made[1]
+        if made is not None:
+            return ins[0]
+        per_token = op.kind in _PER_TOKEN or _normalises_last_dim(op)
+        return ins[0] if op.name in self.grids and per_token else None
 
 
 def _field(op: Op, ins: List[Optional[Geometry]], in_shapes, out_shape) -> Optional[Geometry]:
@@ -244,12 +286,15 @@ def layer_of(traced: TracedModel, aliases: Mapping[str, str], name: str,
     shape = tuple(measured.shapes[node][1:])
     axes = channel_axes(traced, measured.shapes, need=[node])
     axis = axes.get(node)
+    tokens = token_grids(traced, measured.shapes).get(node) if axis == 2 else None
     if axis == 3:
         shape = (shape[2], shape[0], shape[1])
+    elif tokens is not None:
+        shape = (shape[1], *tokens.grid)
     return Layer(alias=alias, path=path, shape=shape,
                  rf_size=g.size[0] if g else measured.size[0],
                  rf_stride=g.stride[0] if g else None, geometry=g, node=node,
-                 channels_last=axis == 3,
+                 channels_last=axis == 3, tokens=tokens,
                  no_features=no_channels(alias or path, measured.shapes[node],
                                          constant=node not in axes) if axis is None else None)
 

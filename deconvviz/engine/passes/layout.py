@@ -18,10 +18,27 @@ from torch import nn
 
 from .graph import Op
 
-__all__ = ["TO_CHANNELS_LAST", "TO_CHANNELS_FIRST", "permute_dims", "channels_last_nodes",
-           "acts_per_position", "channel_axes_of", "no_channels"]
+__all__ = ["TO_CHANNELS_LAST", "TO_CHANNELS_FIRST", "CHANNELS_LAST", "permute_dims",
+           "channels_last_nodes", "acts_per_position", "channel_axes_of", "no_channels"]
 
 TO_CHANNELS_LAST, TO_CHANNELS_FIRST = (0, 2, 3, 1), (0, 3, 1, 2)
+
+
+class _ChannelsLast:
+    """How a channels-last map ``[N, H, W, C]`` is read channels first and handed back (the
+    reading of :class:`~deconvviz.engine.passes.tokens.TokenGrid` for tokens)."""
+
+    def features(self, x):
+        return x.permute(TO_CHANNELS_FIRST)
+
+    def layer(self, x, named=None):
+        return x.permute(TO_CHANNELS_LAST)
+
+    def __repr__(self) -> str:
+        return "CHANNELS_LAST"
+
+
+CHANNELS_LAST = _ChannelsLast()
 # Op kinds that act on each position alone, whatever the layout (the channels are last).
 _PER_POSITION_KINDS = {"relu", "relu6", "activation", "pointwise", "identity", "linear"}
 
@@ -159,9 +176,11 @@ def no_channels(layer: str, shape, constant: bool = False) -> str:
                 f"model's own constants), so it has no features of an image to show")
     if len(dims) == 2:
         return (f"layer {layer!r} outputs a sequence of {dims[0]} tokens of {dims[1]} values "
-                f"([N, {dims[0]}, {dims[1]}]), not a map of channels: deconvviz does not map "
-                f"tokens back to image positions, so it has no features to show or project; "
-                f"use a layer whose output is a map [N, C, H, W] (e.g. the patch embedding)")
+                f"([N, {dims[0]}, {dims[1]}]), and deconvviz found no patch grid for them in "
+                f"the graph (a convolution whose map is flattened into tokens, learnt tokens "
+                f"such as a class token concatenated before them, then ops that keep one row "
+                f"per token), so they are not a map of channels it can show or project; use a "
+                f"layer whose output is a map [N, C, H, W] or tokens on a patch grid")
     return (f"layer {layer!r} outputs {dims}, and deconvviz cannot tell which axis holds its "
             f"channels (its positions are regrouped, into windows or tokens, so no axis is a "
             f"row or a column of the image); use a layer whose output is a map "

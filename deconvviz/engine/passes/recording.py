@@ -20,10 +20,11 @@ from torch import Tensor, nn
 from ...data.devices import model_device, model_dtype
 from ...errors import ArgumentError, UnsupportedOpError, first_line
 from .graph import TracedModel
-from .layout import TO_CHANNELS_FIRST, channel_axes_of, no_channels
+from .layout import CHANNELS_LAST, TO_CHANNELS_FIRST, channel_axes_of, no_channels
+from .tokens import TokenGrid, token_grids_of, tokens_to_map
 
 __all__ = ["Recording", "record_nodes", "check_images", "images_for", "forward_to", "channel_axes",
-           "features_first"]
+           "features_first", "token_grids"]
 
 
 @dataclass
@@ -45,6 +46,8 @@ class Recording:
             product at the recorded point, a gate's value): the arguments from the image.
         constants: argument node name -> value, for those arguments that do not come from
             the image (shared by every image of the batch).
+        named_tokens: requested token layer (a ViT's) -> its named tokens ``[N, P, C]``
+            (the class token...), which its activation on the patch grid leaves out.
     """
 
     activations: Dict[str, Tensor] = field(default_factory=dict)
@@ -55,6 +58,7 @@ class Recording:
     inputs: Dict[str, Tensor] = field(default_factory=dict, repr=False)
     arguments: Dict[str, Dict[str, Tensor]] = field(default_factory=dict, repr=False)
     constants: Dict[str, object] = field(default_factory=dict, repr=False)
+    named_tokens: Dict[str, Tensor] = field(default_factory=dict, repr=False)
     # what a method computes once per recording and reuses (LRP's denominators)
     cache: Dict[object, object] = field(default_factory=dict, repr=False)
 
@@ -73,7 +77,8 @@ class Recording:
             inputs={k: v[one] for k, v in self.inputs.items()},
             arguments={k: {a: _take(v, one) for a, v in args.items()}
                        for k, args in self.arguments.items()},
-            constants=self.constants)
+            constants=self.constants,
+            named_tokens={k: v[one] for k, v in self.named_tokens.items()})
 
     def __repr__(self) -> str:
         acts = ", ".join(f"{k}: {list(v.shape)}" for k, v in self.activations.items())
@@ -244,10 +249,19 @@ def record_nodes(traced: TracedModel, x: Tensor, keep: Mapping[str, str], *,
                                     if _too_small(exc) else "")) from None
     rec = recorder.recording
     if keep and channels_first:
-        for node in features_first(traced, keep, shapes=rec.shapes, refuse=refuse):
-            rec.activations[keep[node]] = \
-                rec.activations[keep[node]].permute(TO_CHANNELS_FIRST).contiguous()
+        read_features(rec, features_first(traced, keep, shapes=rec.shapes, refuse=refuse), keep)
     return rec
+
+
+def read_features(rec: Recording, readings: Mapping[str, object],
+                  keep: Mapping[str, str]) -> None:
+    """Turn the kept activations of ``readings``' nodes channels first (a token layer's: its
+    patch tokens on the grid, its named tokens in ``rec.named_tokens``)."""
+    for node, reading in readings.items():
+        act = rec.activations[keep[node]]
+        if isinstance(reading, TokenGrid):
+            rec.named_tokens[keep[node]] = reading.named(act).contiguous()
+        rec.activations[keep[node]] = reading.features(act).contiguous()
 
 
 def channel_axes(traced: TracedModel, shapes: Optional[Mapping[str, torch.Size]] = None, *,
@@ -261,15 +275,7 @@ def channel_axes(traced: TracedModel, shapes: Optional[Mapping[str, torch.Size]]
 
     A layer's features are its channels whatever the memory layout: every caller that reads
     features (projections, scans, layer tables) reads this."""
-    if shapes is not None:
-        size = tuple(shapes[traced.input_node.name][-2:])
-    elif size is None:
-        from ...data.zoo import model_info
-
-        info = model_info(traced.model)
-        side = int(info.preprocessing.crop_size) if info is not None else 224
-        size = (side, side)
-    key = (int(size[0]), int(size[1]))
+    key = _size_key(traced, shapes, size)
     found = traced.channel_axes if traced.channel_axes is not None else {}
     known = found.get(key)
     complete = traced.__dict__.setdefault("_complete_axes", set())
@@ -281,9 +287,34 @@ def channel_axes(traced: TracedModel, shapes: Optional[Mapping[str, torch.Size]]
             complete.add(key)
         probe = _shapes_at(traced, (max(key[0] // 2, 32), max(key[1] // 2, 32)), channels)
         traced.__dict__.setdefault("_measured_shapes", {})[key] = dict(shapes)
-        found[key] = channel_axes_of(traced.ops.values(), shapes, probe)
+        axes = channel_axes_of(traced.ops.values(), shapes, probe)
+        grids = token_grids_of(traced.ops.values(), shapes, axes)
+        axes.update({node: 2 for node in grids})  # tokens [N, T, C]: the features are last
+        traced.__dict__.setdefault("_token_grids", {})[key] = grids
+        found[key] = axes
         traced.channel_axes = found
     return found[key]
+
+
+def _size_key(traced: TracedModel, shapes, size) -> Tuple[int, int]:
+    if shapes is not None:
+        size = tuple(shapes[traced.input_node.name][-2:])
+    elif size is None:
+        from ...data.zoo import model_info
+
+        info = model_info(traced.model)
+        side = int(info.preprocessing.crop_size) if info is not None else 224
+        size = (side, side)
+    return (int(size[0]), int(size[1]))
+
+
+def token_grids(traced: TracedModel, shapes: Optional[Mapping[str, torch.Size]] = None, *,
+                size: Optional[Sequence[int]] = None,
+                need: Collection[str] = ()) -> Dict[str, TokenGrid]:
+    """Node name -> the :class:`~deconvviz.engine.passes.tokens.TokenGrid` of each node whose
+    tokens lie on the patch grid, for inputs of one size (as :func:`channel_axes`)."""
+    channel_axes(traced, shapes, size=size, need=need)
+    return traced.__dict__["_token_grids"].get(_size_key(traced, shapes, size), {})
 
 
 def _channels(traced: TracedModel) -> int:
@@ -301,16 +332,19 @@ def _shapes_at(traced: TracedModel, size, channels: int) -> Mapping[str, torch.S
 def features_first(traced: TracedModel, nodes: Collection[str],
                    size: Optional[Sequence[int]] = None,
                    shapes: Optional[Mapping[str, torch.Size]] = None,
-                   refuse: bool = True) -> List[str]:
-    """The nodes of ``nodes`` whose channels are last (to be read channels first), for inputs
-    of ``size`` (height, width; default the model's own) or of the recording that gave
-    ``shapes``.
+                   refuse: bool = True) -> Dict[str, object]:
+    """The nodes of ``nodes`` not already channels first, each with how it is read channels
+    first (``layout.CHANNELS_LAST`` or its :class:`~deconvviz.engine.passes.tokens.TokenGrid`:
+    ``reading.features(output)``, and ``reading.layer(signal)`` back), for inputs of ``size``
+    (height, width; default the model's own) or of the recording that gave ``shapes``.
 
     Raises:
-        UnsupportedOpError: for a node without channels deconvviz can find (tokens)."""
+        UnsupportedOpError: for a node without channels deconvviz can find (tokens with no
+            patch grid)."""
     axes = channel_axes(traced, shapes, size=size, need=list(nodes))
+    grids = token_grids(traced, shapes, size=size)
     measured = traced.__dict__["_measured_shapes"]
-    last = []
+    last: Dict[str, object] = {}
     for name in nodes:
         if name not in axes:
             continue  # a constant, or the model cannot run at this size (its own error follows)
@@ -319,7 +353,9 @@ def features_first(traced: TracedModel, nodes: Collection[str],
             shape = next(s[name] for s in measured.values() if name in s)
             raise UnsupportedOpError(no_channels(_layer_name(traced, name), shape))
         if axis == 3:
-            last.append(name)
+            last[name] = CHANNELS_LAST
+        elif axis == 2:
+            last[name] = grids[name]
     return last
 
 
@@ -342,7 +378,7 @@ def forward_to(traced: TracedModel, nodes: Sequence[str],
     methods that differentiate a unit. It shares the model's modules (hooks on them fire)."""
     graph, env = fx.Graph(), {}
     wanted = {traced.ops[n].node for n in nodes}
-    last = set(features_first(traced, nodes, size))
+    last = features_first(traced, nodes, size)
     outputs = {}
     for node in traced.graph_module.graph.nodes:
         if not wanted - set(outputs):
@@ -352,7 +388,11 @@ def forward_to(traced: TracedModel, nodes: Sequence[str],
             # Copied only where a later in-place op would change the activation we keep.
             outputs[node] = (graph.call_method("clone", (env[node],))
                              if _modified_in_place(node, traced.graph_module) else env[node])
-            if node.name in last:  # channels last: read channels first, as every layer
+            reading = last.get(node.name)
+            if isinstance(reading, TokenGrid):  # tokens: the patch tokens on their grid
+                outputs[node] = graph.call_function(tokens_to_map, (
+                    outputs[node], len(reading.prefix), *reading.grid))
+            elif reading is not None:  # channels last: read channels first, as every layer
                 outputs[node] = graph.call_method("permute", (outputs[node],
                                                               *TO_CHANNELS_FIRST))
     graph.output(tuple(outputs[traced.ops[n].node] for n in nodes))

@@ -26,8 +26,7 @@ import torch.fx as fx
 from torch import Tensor
 
 from .graph import TracedModel
-from .layout import TO_CHANNELS_FIRST
-from .recording import Recording, _Recorder, _Stop, features_first
+from .recording import Recording, _Recorder, _Stop, features_first, read_features
 
 __all__ = ["Rerecorder"]
 
@@ -180,10 +179,8 @@ class Rerecorder:
         self.last = rec
         if self.keep:
             rec.activations = dict(rec.activations)
-            for node in features_first(self.traced, self.keep, shapes=rec.shapes):
-                name = self.keep[node]
-                rec.activations[name] = rec.activations[name].permute(
-                    TO_CHANNELS_FIRST).contiguous()
+            read_features(rec, features_first(self.traced, self.keep, shapes=rec.shapes),
+                          self.keep)
         return rec
 
     def _stable(self, changed: Set[str]) -> Set[str]:

@@ -178,3 +178,38 @@ def test_windowed_attention_is_refused_and_the_model_unchanged():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     for m in model.modules():
         assert not (m._forward_hooks or m._forward_pre_hooks or m._backward_hooks)
+
+
+# -- the CAM family on a token layer, read on its patch grid ---------------------------
+CAM_TOLERANCE = 1e-5  # as tests/test_cams.py: after the same [0, 1] scaling
+
+
+def _reshape_transform(tokens, side=SIZE // 8, transpose=False):
+    """pytorch-grad-cam's ViT recipe: drop the class token, the rest on the grid."""
+    grid = tokens[:, 1:, :].reshape(tokens.size(0), side, side, tokens.size(2))
+    grid = grid.transpose(1, 2) if transpose else grid
+    return grid.transpose(2, 3).transpose(1, 2)
+
+
+@pytest.mark.agreement
+def test_cams_on_a_token_layer_equal_pytorch_grad_cam_with_its_reshape():
+    from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model, x = _vit(), _images()
+    layer = "encoder.layers.encoder_layer_0"
+    targets = [ClassifierOutputTarget(3)] * len(x)
+
+    def theirs(cam_class, **kwargs):
+        with cam_class(model=model, target_layers=[model.get_submodule(layer)],
+                       reshape_transform=lambda t: _reshape_transform(t, **kwargs)) as cam:
+            return torch.as_tensor(cam(input_tensor=x, targets=targets))
+    for method, cam_class in [("gradcam", GradCAM), ("hirescam", HiResCAM),
+                              ("gradcam_plus_plus", GradCAMPlusPlus), ("layercam", LayerCAM),
+                              ("xgradcam", XGradCAM)]:
+        ours = dv.attribute(model, x, method=method, target=3, cam_layer=layer).map[:, 0]
+        assert (ours - theirs(cam_class)).abs().max() <= CAM_TOLERANCE
+    # the grid read column by column instead of row by row lies outside
+    assert (ours - theirs(XGradCAM, transpose=True)).abs().max() > CAM_TOLERANCE
+    with pytest.raises(ArgumentError, match="Ablation-CAM"):
+        dv.attribute(model, x, method="ablationcam", target=3, cam_layer=layer)

@@ -308,6 +308,8 @@ def _captum(method: str, model: nn.Module, x: Tensor, target: Target, net: Proje
         node = net.layer(target.layer, tuple(x.shape[-2:])).node
         forward, captum_target = _UnitObjective(net, node), None
         extra = (_unit_seed(net, x, target),)
+    if method == "gradcam" and target.is_class and _features_last(net, cam_layer, x):
+        return _cam(method, model, x, target, net, cam_layer, options)  # tokens: no Captum
     if method == "gradcam":
         name = cam_layer or default_cam_layer(net)
         cam = net.layer(name, tuple(x.shape[-2:]))
@@ -349,9 +351,13 @@ def _captum(method: str, model: nn.Module, x: Tensor, target: Target, net: Proje
                                perturbations_per_eval=options.get("batch_size", 16))
 
 
-def cam_layers(net: Projector, cam_layer, size: Tuple[int, int]) -> List[Tuple[nn.Module, str]]:
-    """The CAM's layers, ``(module, graph node)`` each: ``cam_layer`` (a name, a comma list or
-    a list of names; default :func:`default_cam_layer`); each must be a module's output."""
+def cam_layers(net: Projector, cam_layer, size: Tuple[int, int]) -> List[Tuple]:
+    """The CAM's layers, ``(module, graph node, reading)`` each: ``cam_layer`` (a name, a
+    comma list or a list of names; default :func:`default_cam_layer`); each must be a
+    module's output. ``reading`` reads a layer whose features are last channels first (a
+    token layer on its patch grid, a channels-last map), ``None`` for the others."""
+    from ..engine.passes.recording import features_first
+
     if cam_layer is None:
         names = [default_cam_layer(net)]
     elif isinstance(cam_layer, str):
@@ -365,8 +371,17 @@ def cam_layers(net: Projector, cam_layer, size: Tuple[int, int]) -> List[Tuple[n
         if not path:
             raise ArgumentError(f"a CAM's layer is a module's output; {name!r} is not one "
                                 f"(`deconvviz layers` lists module paths)")
-        layers.append((net.model.get_submodule(path), net.traced.ops[layer.node].node.name))
+        node = net.traced.ops[layer.node].node.name
+        reading = features_first(net.traced, [node], size=size).get(node)
+        layers.append((net.model.get_submodule(path), node, reading))
     return layers
+
+
+def _features_last(net: Projector, cam_layer, x: Tensor) -> bool:
+    """Whether a CAM layer's features are last (a token layer, a channels-last map): Captum's
+    LayerGradCam reads channels first, so Grad-CAM there is the CAM family's."""
+    return any(reading is not None for _, _, reading in
+               cam_layers(net, cam_layer, tuple(x.shape[-2:])))
 
 
 def _cam(method: str, model: nn.Module, x: Tensor, target: Target, net: Projector,

@@ -48,6 +48,9 @@ class LayerRelevance(Result):
         share: ``[N, C]``: ``channel`` over the sum of the absolute values of ``channel``.
         classes: the class explained for each image; logits: their logits (the seeds).
         layer, method: where and how it was computed.
+        named_relevance: for a ViT's token layer, the relevance of its named tokens
+            ``[N, P, C]`` (the class token...), which ``relevance`` on the patch grid leaves
+            out and ``channel`` counts; else ``None``.
     """
 
     relevance: Tensor
@@ -57,6 +60,7 @@ class LayerRelevance(Result):
     logits: Tensor
     layer: Optional[str] = None
     method: Optional[str] = None
+    named_relevance: Optional[Tensor] = None
     kind: ClassVar[str] = "layer_relevance"
 
     def figure(self, *, fig=None):
@@ -214,13 +218,26 @@ def layer_relevances(model: Union[nn.Module, Projector], x: Tensor, layers: Sequ
     out = {}
     for layer in layers:  # the output's activations are recorded once, as ""
         act = rec.activations[layer if layer in rec.activations else ""]
-        relevance = found[layer]
-        relevance = torch.zeros_like(act) if relevance is None else relevance.reshape(act.shape)
+        relevance, named = _channels_first(net, found[layer], act, net._node(layer), rec)
         channel = relevance.flatten(2).sum(-1) if relevance.dim() > 2 else relevance
+        if named is not None:  # a ViT's class token holds relevance too
+            channel = channel + named.sum(1)
         share = channel / channel.abs().sum(1, keepdim=True).clamp_min(1e-30)
         out[layer] = LayerRelevance(relevance, channel, share, list(classes), logits[rows, cls],
-                                    layer, net.method.name)
+                                    layer, net.method.name, named_relevance=named)
     return out
+
+
+def _channels_first(net: Projector, relevance: Optional[Tensor], act: Tensor, node: str, rec):
+    """The relevance at ``node`` as its activation is read (channels first; a ViT's tokens on
+    the patch grid), and that of its named tokens ``[N, P, C]`` (``None`` for other layers)."""
+    if relevance is None:
+        return torch.zeros_like(act), None
+    reading = net._reading(node, rec) if relevance.shape != act.shape else None
+    if reading is None:
+        return relevance.reshape(act.shape), None
+    named = reading.named(relevance) if hasattr(reading, "named") else None
+    return reading.features(relevance).reshape(act.shape), named
 
 
 @api(renamed={"x": "images", "concepts": "features"}, legacy=("layer", "features", "target"))
@@ -279,12 +296,18 @@ def crp(model: Union[nn.Module, Projector], images: ImagesArg, *, layer: str,
     relevance = upper.relevance
     index = torch.as_tensor(chosen, device=relevance.device)
 
-    def masked(k0: int, k1: int) -> Tensor:
+    named = upper.named_relevance
+
+    def masked(k0: int, k1: int):
         part = index[k0:k1]
         seeds = relevance.new_zeros(relevance.shape[0], len(part), *relevance.shape[1:])
         ks = torch.arange(len(part), device=relevance.device)
         seeds[:, ks, part] = relevance[:, part]
-        return seeds
+        if named is None:
+            return seeds
+        tokens = named.new_zeros(named.shape[0], len(part), *named.shape[1:])
+        tokens[:, ks, :, part] = named[:, :, part].permute(2, 0, 1)  # [K, N, P] -> seeds
+        return seeds, tokens
 
     heatmaps = net._reverse_in_chunks(steps, rec, node, masked, len(chosen), x.shape[0])
     return ConceptRelevance(heatmaps, chosen, upper.channel[:, index], upper.share[:, index],

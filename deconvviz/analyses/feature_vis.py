@@ -288,10 +288,12 @@ def _feature_vis(model, layer, *, features, objective, negative, position, direc
                    position, directions)
     net = net if net is not None else Projector(model)
     prep = preprocessing or preprocessing_for(model)
-    size = int(input_size or prep.crop_size)
+    # the model's own size where no preprocessing says it (a ViT built for 32 px)
+    size = int(input_size or (prep.crop_size if preprocessing is not None
+                              else net.input_size[0]))
     found, layer_name, node, skipped = _objective_node(net, objective, layer, diversity, size,
                                                        pre_relu)
-    run, device = forward_to(net.traced, [node]), model_device(model)
+    run, device = forward_to(net.traced, [node], (size, size)), model_device(model)
     dtype = next((p.dtype for p in model.parameters()), torch.float32)
     shape = (1,) + tuple(found.shape)  # measured once per size by the projector
     unit_list, labels = units_of(model, objective, features, directions, shape[1], layer_name)

@@ -64,6 +64,10 @@ class Projections(Result):
             "numerically zero", or for relevance "relevance not conserved"
             (:func:`~deconvviz.analyses.map_check.check_map`, seeded with the activation);
             drawn under the tile.
+        whole_image: where each unit sees the whole image (no field to crop to: a ViT's
+            tokens after attention), the sentence that says why; else ``None``.
+        token: the named token of a ViT's layer (``"cls"``) each feature was projected at
+            (``positions`` are then 0), else ``None`` (each feature's strongest patch).
     """
 
     kind: ClassVar[str] = "projections"
@@ -85,6 +89,8 @@ class Projections(Result):
     device: Optional[str] = None
     fired: Optional[List[bool]] = None
     notes: Optional[List[Optional[str]]] = None
+    whole_image: Optional[str] = None
+    token: Optional[str] = None
 
     def __len__(self) -> int:
         return len(self.features)
@@ -114,7 +120,8 @@ class Projections(Result):
     @property
     def title(self) -> str:
         name = os.path.basename(self.image) if self.image else "image"
-        how = self.mode if self.method == "deconvnet" else f"{self.method}, {self.mode}"
+        how = self.mode if self.token is None else f"at the {self.token} token"
+        how = how if self.method == "deconvnet" else f"{self.method}, {how}"
         where = where_computed(self.device, self.precision)
         return (f"{self.model} {self.layer} ({how}) - {name} - {weights_label(self.weights)}"
                 + (f" - {where}" if where else ""))
@@ -186,11 +193,22 @@ def _check_view(view: str, mode: Optional[str] = None) -> None:
                             "projects the whole map; use view 'full' or 'auto' with it")
 
 
+def check_crop(whole_image: Optional[str]) -> None:
+    """Refuse the cropped view of a layer whose units see the whole image (``whole_image``:
+    why, :attr:`~deconvviz.engine.passes.layers.Layer.whole_image`)."""
+    if whole_image is not None:
+        raise ArgumentError(f"view 'crop' crops each projection to its unit's receptive "
+                            f"field, but {whole_image}: there is no smaller field to crop "
+                            f"to; use view 'full' or 'auto'")
+
+
 def _crops(result: "Projections", view: str) -> bool:
     """Whether ``view`` draws ``result`` cropped to each unit's receptive field: always for
     ``"crop"``, for ``"auto"`` where the field is at most half the image; never for the whole
     map's projection (``mode="map"``)."""
     _check_view(view, result.mode)
+    if view == "crop":
+        check_crop(result.whole_image)
     if result.mode == "map":
         return False
     return view == "crop" or (view == "auto" and result.crops_by_default())
@@ -234,7 +252,8 @@ def project(model: Union[str, nn.Module], images: ImagesArg, *, layer: str,
             features: Optional[Sequence[int]] = None, top: int = 16, mode: str = "max",
             method: str = "deconvnet", net: Optional[Projector] = None,
             recording: Optional[Recording] = None, weights: Optional[str] = "default",
-            device: Optional[str] = None, precision: Optional[str] = None) -> Projections:
+            device: Optional[str] = None, precision: Optional[str] = None,
+            token: Optional[str] = None) -> Projections:
     """Project features of ``layer`` for one photo.
 
     Args:
@@ -260,6 +279,9 @@ def project(model: Union[str, nn.Module], images: ImagesArg, *, layer: str,
         device: where to compute (default: where the model is).
         precision: ``"exact"`` (default: float32, TF32 off on CUDA) or ``"tf32"``; the
             result records it, with the device.
+        token: for a vision transformer's token layer, a named token (``"cls"``) whose
+            unit of each feature is projected, instead of the feature's strongest patch
+            (and ``top`` ranks the features by their value at that token).
 
     Returns:
         A :class:`Projections` (displays itself in Jupyter).
@@ -275,14 +297,16 @@ def project(model: Union[str, nn.Module], images: ImagesArg, *, layer: str,
         _check_top(top)
     _check_count(features)
     model, net, x, rgb, path = _prepare(model, images, net, method, weights, device)
-    return _project(model, net, x, rgb, path, layer, features, top, mode, recording)
+    return _project(model, net, x, rgb, path, layer, features, top, mode, recording, token)
 
 
 def _project(model: nn.Module, net: Projector, x: Tensor, rgb: np.ndarray, path: Optional[str],
              layer: str, features: Optional[Sequence[int]], top: int, mode: str,
-             recording: Optional[Recording]) -> Projections:
+             recording: Optional[Recording], token: Optional[str] = None) -> Projections:
     if recording is None or layer not in recording.activations:
         recording = net.record(x, layer)
+    if token is not None:
+        return _project_token(model, net, x, rgb, path, layer, features, top, recording, token)
     act = recording.activations[layer]
     channels = act.shape[1]
     if features is None:
@@ -303,8 +327,39 @@ def _project(model: nn.Module, net: Projector, x: Tensor, rgb: np.ndarray, path:
         geometry=layer_info.geometry, trained=info.trained if info else True,
         image=path, method=net.method.name, weights=info.weights if info else "user",
         precision=net.precision or current_precision(), device=pixels.device.type,
-        fired=(values[0] > 0).tolist(),
+        fired=(values[0] > 0).tolist(), whole_image=layer_info.whole_image,
         notes=map_notes(pixels, seeds.tolist(), bool(net.method.relevance), what="activation"))
+
+
+def _project_token(model: nn.Module, net: Projector, x: Tensor, rgb: np.ndarray,
+                   path: Optional[str], layer: str, features: Optional[Sequence[int]],
+                   top: int, recording: Recording, token: str) -> Projections:
+    """:func:`project` at a ViT's named token (``"cls"``): one unit per feature."""
+    layer_info = net.layer(layer, tuple(recording.input_shape[-2:]))
+    grid = layer_info.tokens
+    named = recording.named_tokens.get(layer)
+    at = named[0, grid.index(token)] if named is not None and token in grid.prefix else None
+    if features is None and at is not None:
+        if top > at.shape[0]:
+            raise ArgumentError(f"layer {layer!r} has {at.shape[0]} features; ask for top "
+                                f"{at.shape[0]} or fewer")
+        features = torch.argsort(at, descending=True, stable=True)[:top].tolist()
+    pixels = net._project(x, layer, features=list(features or [0]), recording=recording,
+                          token=token)[0]  # refuses a layer or token that is not there
+    values = at[list(features)]
+    info = model_info(model)
+    return Projections(
+        pixels=pixels.cpu(), features=list(features), values=values.cpu().numpy(),
+        positions=np.zeros((len(features), 2), dtype=np.int64), rgb=rgb, layer=layer,
+        model=model_name(model), trained=info.trained if info else True, image=path,
+        method=net.method.name, weights=info.weights if info else "user",
+        precision=net.precision or current_precision(), device=pixels.device.type,
+        fired=(values > 0).tolist(), token=token,
+        whole_image=layer_info.whole_image or (
+            f"the {token!r} token of layer {layer!r} is a learnt token, not a patch of the "
+            f"image"),
+        notes=map_notes(pixels, values.double().tolist(), bool(net.method.relevance),
+                        what="activation"))
 
 
 def project_layers(model: nn.Module, image: object, layers: Sequence[str], *, top: int = 6,

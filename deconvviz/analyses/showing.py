@@ -29,6 +29,7 @@ from .projection import (
     _crops,
     _prepare,
     _project,
+    check_crop,
     project_layers,
 )
 from .result import Result
@@ -70,7 +71,7 @@ def _shown_layers(model: nn.Module, layer: str, features, top, patches) -> List[
     else:
         layers = parse_list(layer, "layer")
     if len(layers) > 1 and (features is not None or patches):
-        raise ArgumentError("features and patches need a single layer")
+        raise ArgumentError("features, patches and a token need a single layer")
     if top is not None:
         _check_top(top)
     return layers
@@ -86,7 +87,7 @@ def show(model: nn.Module, images: ImagesArg, *, layer: str,
          view: str = "auto", out: Optional[str] = None, combine: bool = False,
          dpi: int = 200, method: str = "deconvnet", net: Optional[Projector] = None,
          progress: ProgressArg = False, device: Optional[str] = None,
-         precision: Optional[str] = None) -> ShowReport:
+         precision: Optional[str] = None, token: Optional[str] = None) -> ShowReport:
     """Project and draw ``layer`` for each image, and write the figures: what
     ``deconvviz show`` does.
 
@@ -111,6 +112,8 @@ def show(model: nn.Module, images: ImagesArg, *, layer: str,
         progress: as everywhere (docs/api.md), once each image is done, ``label`` its name.
         device: where to compute (docs/api.md).
         precision: ``"exact"`` or ``"tf32"`` (docs/api.md).
+        token: a vision transformer's named token (``"cls"``) to project each feature at,
+            as in :func:`project`, instead of its strongest patch (one layer).
 
     Returns:
         A :class:`ShowReport`. An unreadable image is reported there and the others are
@@ -121,13 +124,13 @@ def show(model: nn.Module, images: ImagesArg, *, layer: str,
 
 
 def _show(model, images, *, layer, features, top, mode, scaling, patches, view, out, combine,
-          dpi, method, net, progress, device, precision) -> ShowReport:
+          dpi, method, net, progress, device, precision, token) -> ShowReport:
     items = image_list(images)
     names = [image_name(item, k) for k, item in enumerate(items)]
     check_mode(mode), check_scaling(scaling), _check_view(view, mode)
     if isinstance(features, int):
         features = [features]
-    layers = _shown_layers(model, layer, features, top, patches)
+    layers = _shown_layers(model, layer, features, top, patches or token is not None)
     stems = [n if isinstance(item, str) else n.replace(" ", "_")
              for n, item in zip(names, items)]
     paths = figure_paths(stems, model_name(model), layer, out, combine)
@@ -136,6 +139,9 @@ def _show(model, images, *, layer, features, top, mode, scaling, patches, view, 
     net = net or Projector(model, method=method)
     for name in layers:  # a bad layer name fails here, before any image is read
         net.reverse_pass(name)
+        if view == "crop":  # a layer whose units see the whole image has nothing to crop
+            check_crop(net.layer(name).whole_image or (token and f"the {token!r} token of layer "
+                                                           f"{name!r} is no patch of the image"))
 
     def draw(item):
         if len(layers) > 1:
@@ -145,7 +151,7 @@ def _show(model, images, *, layer, features, top, mode, scaling, patches, view, 
                 crop=[_crops(r, view) for r in results])
         model_, net_, x, rgb, path = _prepare(model, item, net)
         result = _project(model_, net_, x, rgb, path, layers[0], features, top or 16, mode,
-                          None)
+                          None, token)
         return lambda fig=None: result.figure(scaling, patches=patches, view=view, fig=fig)
 
     written, failed, drawings = [], [], []

@@ -103,6 +103,9 @@ def layers_command(model: str, input_size: Optional[int], all_modules: bool) -> 
                    "most half the image.")
 @method_option
 @click.option("--patches", is_flag=True, help="Pair each projection with its receptive-field patch.")
+@click.option("--token", default=None, metavar="NAME",
+              help="A vision transformer's named token (cls; dist, reg0 where the model has "
+                   "them) to project each feature at, instead of its strongest patch.")
 @click.option("--out", "-o", default=None, metavar="PATH",
               help="Output .png/.jpg/.pdf/.svg, or a folder (one ending in / or an existing "
                    "one) for the default names. With several images: PATH's stem gets "
@@ -115,7 +118,7 @@ def layers_command(model: str, input_size: Optional[int], all_modules: bool) -> 
 @friendly
 def show_command(model: str, layer: str, top: Optional[int], features: Optional[str], mode: str,
                  scaling: str, view: str, method: str, patches: bool, out: Optional[str],
-                 combine: bool, dpi: int, weights: str, device: str,
+                 token: Optional[str], combine: bool, dpi: int, weights: str, device: str,
                  images: List[str]) -> None:
     """Draw projections (deconvnet, guided backprop or gradient) of a layer's features for
     each IMAGE.
@@ -140,7 +143,7 @@ def show_command(model: str, layer: str, top: Optional[int], features: Optional[
               disable=len(images) < 2) as bar:
         report = show(net_model, images, layer=layer, features=chosen, top=top, mode=mode,
                       scaling=scaling, patches=patches, view=view, out=out, combine=combine,
-                      dpi=dpi, method=method, progress=lambda *_: bar.update())
+                      dpi=dpi, method=method, progress=lambda *_: bar.update(), token=token)
     for path in report.written:
         click.echo(path)
     for _image, reason in report.failed:

@@ -26,11 +26,10 @@ from ..data.images import ImagesArg, load_images
 from ..data.zoo import model_info
 from ..errors import ArgumentError
 from .catalogue.methods import DECONVNET, GRADIENT, GUIDED, get_method
-from .catalogue.ops import fold_batchnorms
 from .catalogue.rules import RuleSet
 from .guard import runs_model
 from .passes.cone_plan import project_cone, units_in_cone
-from .passes.graph import Op, TracedModel, trace
+from .passes.graph import TracedModel, trace
 from .passes.layers import (
     Layer,
     Measured,
@@ -41,7 +40,6 @@ from .passes.layers import (
     own_input_size,
     resolve_layer,
 )
-from .passes.layout import acts_per_position, channels_last_nodes
 from .passes.plan import memory_budget, rec_device
 from .passes.recording import (
     Recording,
@@ -50,13 +48,13 @@ from .passes.recording import (
     features_first,
     record_nodes,
 )
-from .passes.reverse import FullSize, ReversePass, ReverseStep, refuse, run, supported_rule
-from .passes.seeds import Feature, _check_features, _check_seed, make_seeds
+from .passes.reverse import FullSize, ReversePass, ReverseStep, run
+from .passes.seeds import Feature, _check_features, _check_seed, make_seeds, token_seeds
+from .passes.steps import build_reverse_pass
 from .precision import check_precision
 
 __all__ = ["Projector", "Deconvnet", "GuidedBackprop", "Gradient", "ReverseStep", "ReversePass",
            "MODES"]
-
 
 
 class Projector:
@@ -163,11 +161,17 @@ class Projector:
     def _node(self, layer: str) -> str:
         return self._resolve(layer)[2]
 
+    def _reading(self, node: str, rec: Recording):
+        """How the node's output ``[N, H, W, C]`` or tokens ``[N, T, C]`` is read channels
+        first and a signal handed back (``layout.CHANNELS_LAST``, a ``TokenGrid``); ``None``
+        where it is channels first already."""
+        if not self._channels_last(node, rec):
+            return None
+        return features_first(self.traced, [node], rec.input_shape[-2:], refuse=False)[node]
+
     def _channels_last(self, node: str, rec: Recording) -> bool:
-        """Whether the node's map is ``[N, H, W, C]`` or tokens ``[N, T, C]`` (its recorded
-        activation is read channels first; seeds go back to the layer's layout)."""
-        return channel_axes(self.traced, size=rec.input_shape[-2:], need=[node]).get(node) \
-            in (2, 3)
+        axes = channel_axes(self.traced, size=rec.input_shape[-2:], need=[node])
+        return axes.get(node) in (2, 3)
 
     def reverse_pass(self, layer: str) -> ReversePass:
         """The steps from ``layer`` down to the input; raises :class:`UnsupportedOpError` if
@@ -183,37 +187,7 @@ class Projector:
         return self._passes[key]
 
     def _reverse_pass(self, layer: str) -> ReversePass:
-        alias, path, node = self._resolve(layer)
-        ops = self.traced.path_to_input(self.traced.ops[node].node, self._reaches)
-        if self.traced.input_node not in {op.node for op in ops}:
-            raise ArgumentError(f"layer {layer!r} does not depend on the input image")
-        steps = []
-        missing = [op for op in reversed(ops) if op.kind != "input"
-                   and self.method.rule_of(op) is None]
-        if missing:
-            refuse(self.method, missing, layer)
-        for op in reversed(ops):
-            if op.kind == "input":
-                continue
-            rule = supported_rule(self.method, op, layer)
-            steps.append(ReverseStep(op, rule.description))
-        return ReversePass(layer, path, tuple(steps), fold_batchnorms([s.op for s in steps]),
-                           self.method, self._cone_stop(steps))
-
-    def _reaches(self, op: Op):
-        rule = None if op.kind == "input" else self.method.rule_of(op)
-        return rule.inputs_reached(op) if rule is not None else op.inputs
-
-    def _cone_stop(self, steps) -> Optional[Op]:
-        """The first op on the way down through which no local window passes (the cone then
-        is the whole image), ``None`` where each op has one."""
-        last = channels_last_nodes(reversed([s.op for s in steps]))
-        for step in steps:
-            local = acts_per_position(step.op, last)
-            if local is False or (local is None
-                                  and self.method.rule_of(step.op).window is None):
-                return step.op
-        return None
+        return build_reverse_pass(self, layer)
 
     # -- images and recording ----------------------------------------------------------------
     def _batch(self, images: ImagesArg) -> Tensor:
@@ -235,8 +209,8 @@ class Projector:
                 :func:`~deconvviz.data.images.load_images` (paths, a folder, PIL images,
                 ``[3, H, W]``), preprocessed for the model.
             layers: one layer name or several.
-            refuse: refuse a layer without channels (a ViT's tokens: its features could not
-                be read); ``False`` keeps it as computed, for a signal shaped like it.
+            refuse: refuse a layer without channels (tokens on no patch grid: its features
+                could not be read); ``False`` keeps it as computed, for a signal shaped like it.
 
         Returns:
             A :class:`~deconvviz.engine.passes.recording.Recording`; ``rec.activations[layer]`` is
@@ -269,7 +243,8 @@ class Projector:
     @runs_model
     def project(self, images: ImagesArg, layer: str, *, features: Optional[Feature] = None,
                 mode: str = "max", signal: Optional[Tensor] = None,
-                recording: Optional[Recording] = None, cone: Optional[bool] = None) -> Tensor:
+                recording: Optional[Recording] = None, cone: Optional[bool] = None,
+                token: Optional[str] = None) -> Tensor:
         """Project activations of ``layer`` back to pixel space.
 
         Args:
@@ -291,6 +266,9 @@ class Projector:
                 its rate on the device, measured once on a GPU near the break-even point);
                 ``True``: the cone wherever the layer allows it; ``False``: always the
                 full-size pass.
+            token: for a ViT's token layer, a named token (``"cls"``; ``"dist"``, ``"reg0"``
+                where the model has them: :attr:`Layer.tokens`): project each feature's unit
+                at that token instead of its strongest patch.
 
         Returns:
             ``[N, 3, H, W]`` for one feature or a signal; ``[N, K, 3, H, W]`` for a list of K
@@ -300,11 +278,12 @@ class Projector:
             >>> p = Deconvnet(model).project("photo.jpg", "conv3", features=[3, 7])
         """
         return self._project(self._batch(images), layer, features=features, mode=mode,
-                             signal=signal, recording=recording, cone=cone)
+                             signal=signal, recording=recording, cone=cone, token=token)
 
     def _project(self, x: Tensor, layer: str, *, features: Optional[Feature] = None,
                  mode: str = "max", signal: Optional[Tensor] = None,
-                 recording: Optional[Recording] = None, cone: Optional[bool] = None) -> Tensor:
+                 recording: Optional[Recording] = None, cone: Optional[bool] = None,
+                 token: Optional[str] = None) -> Tensor:
         """:meth:`project` on a checked batch, unguarded (for loops inside a guarded call)."""
         check_mode(mode)
         if (features is None) == (signal is None):
@@ -312,6 +291,13 @@ class Projector:
                                 "signal=")
         steps, recording, act, node = self._prepare(x, layer, recording,
                                                     features=signal is None)
+        if token is not None:
+            chosen, single = _check_features(features, act.shape[1], layer)
+            grid = self.layer(layer, tuple(recording.input_shape[-2:])).tokens
+            make = token_seeds(grid, recording, layer, chosen, token, mode)
+            out = self._reverse_in_chunks(steps, recording, node, make, len(chosen),
+                                          act.shape[0])
+            return out[:, 0] if single else out
         if signal is not None:
             seeds, single = _check_seed(signal, act)
             make = lambda k0, k1: seeds[:, k0:k1]  # noqa: E731
@@ -387,7 +373,8 @@ class Projector:
         return out
 
     def _reverse_in_chunks(self, steps: ReversePass, rec: Recording, node: str,
-                           make: Callable[[int, int], Tensor], count: int, n: int) -> Tensor:
+                           make: Callable[[int, int], Union[Tensor, Tuple[Tensor, Tensor]]],
+                           count: int, n: int) -> Tensor:
         per_seed = 4 * 4 * max(math.prod(s[1:]) for s in rec.shapes.values()) * n
         budget = memory_budget(self.max_memory, rec_device(rec))
         chunk = max(1, min(count, budget // max(per_seed, 1)))
@@ -398,13 +385,17 @@ class Projector:
                 parts.append(self._reverse(steps, rec, node, seeds))
         return torch.cat(parts, dim=1)
 
-    def _reverse(self, steps: ReversePass, rec: Recording, node: str, seeds: Tensor) -> Tensor:
+    def _reverse(self, steps: ReversePass, rec: Recording, node: str,
+                 seeds: Union[Tensor, Tuple[Tensor, Tensor]]) -> Tensor:
+        """``seeds`` ``[N, K, C, h, w]``, channels first; for a ViT's token layer, a pair
+        (the seeds on the patch grid, those of the named tokens ``[N, K, P, C]``)."""
+        seeds, named = seeds if isinstance(seeds, tuple) else (seeds, None)
         n, k = seeds.shape[:2]
         start = {node: seeds.reshape(n * k, *seeds.shape[2:])}
-        if self._channels_last(node, rec):  # seeds are channels first, as every layer's features
-            reading = features_first(self.traced, [node], rec.input_shape[-2:],
-                                     refuse=False)[node]
-            start[node] = reading.layer(start[node])
+        reading = self._reading(node, rec)
+        if reading is not None:  # seeds are channels first, as every layer's features
+            start[node] = reading.layer(start[node], None if named is None
+                                        else named.reshape(n * k, *named.shape[2:]))
         signals = run(steps.ops, start, FullSize(self.method, rec, n, k, self.traced,
                                                  steps.folded))
         shape = rec.input_shape
@@ -412,7 +403,6 @@ class Projector:
         if pixels is None:
             pixels = seeds.new_zeros((n * k, *shape[1:]))
         return pixels.reshape(n, k, *shape[1:])
-
 
 
 class Deconvnet(Projector):

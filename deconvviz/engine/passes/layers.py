@@ -25,11 +25,11 @@ from ..catalogue.rules import get_rule
 from ..guard import device_for, runs_model
 from .graph import Op, TracedModel, trace
 from .layout import _normalises_last_dim, acts_per_position, channels_last_nodes, no_channels
-from .recording import channel_axes, record_nodes, token_grids
+from .recording import channel_axes, own_side, record_nodes, token_grids
 from .tokens import TokenGrid, establishes_grid
 
 __all__ = ["Layer", "Geometry", "Measured", "list_layers", "own_input_size", "measure", "layer_of", "layers_of",
-           "aliases_of",
+           "aliases_of", "mixing_op", "whole_image",
            "overview_layers", "resolve_layer", "geometry"]
 
 
@@ -54,6 +54,9 @@ class Layer:
         tokens: for a ViT's token layer ``[N, 1 + H*W, C]``: how its tokens lie on the
             patch grid (:class:`~deconvviz.engine.passes.tokens.TokenGrid`: the grid and the
             named tokens, ``cls``...); its ``shape`` is then ``(C, H, W)``, the patch grid.
+        whole_image: where each unit sees the whole image (``geometry`` is ``None``), the
+            sentence that says why (a ViT's tokens after attention; a CNN's global pool),
+            naming the op from which on it does; else ``None``.
     """
 
     alias: Optional[str]
@@ -66,6 +69,7 @@ class Layer:
     channels_last: bool = False
     no_features: Optional[str] = None
     tokens: Optional[TokenGrid] = None
+    whole_image: Optional[str] = None
 
     @property
     def shape_label(self) -> str:
@@ -214,14 +218,50 @@ def _field(op: Op, ins: List[Optional[Geometry]], in_shapes, out_shape) -> Optio
     return rule.field(op, ins, in_shapes, out_shape) if rule.field is not None else None
 
 
+def mixing_op(traced: TracedModel, geoms: Mapping[str, Optional[Geometry]],
+              node: str) -> Optional[Op]:
+    """The op from which on the units of ``node`` see the whole image: the first, in forward
+    order, of ``node`` and what it reads, whose inputs each have a local field and whose
+    output has none (a ViT's attention, a CNN's global pool); ``None`` where the field of
+    ``node`` is local."""
+    if geoms.get(node) is not None:
+        return None
+    seen, stack, found = set(), [traced.ops[node]], []
+    while stack:
+        op = stack.pop()
+        if op.name in seen or op.kind == "input":
+            continue
+        seen.add(op.name)
+        if geoms.get(op.name) is None and op.inputs and all(
+                geoms.get(n.name) is not None for n in op.inputs):
+            found.append(op)
+        stack.extend(traced.ops[n.name] for n in op.inputs)
+    order = {name: i for i, name in enumerate(traced.ops)}
+    return min(found, key=lambda o: order[o.name]) if found else None
+
+
+def whole_image(layer: str, op: Optional[Op], tokens: Optional[TokenGrid]) -> str:
+    """Why each unit of ``layer`` sees the whole image, in one sentence."""
+    if op is None:
+        return f"each unit of layer {layer!r} sees the whole image"
+    where = op.where.split(" (")[0]
+    if tokens is not None:
+        return (f"each token of layer {layer!r} sees the whole image: the tokens are mixed "
+                f"by the attention in {where}, after which every token attends to every "
+                f"patch")
+    return (f"each unit of layer {layer!r} sees the whole image (from {op.label} at {where} "
+            f"on, no unit has a field smaller than the image)")
+
+
 ModelLike = Union[str, nn.Module]
 
 
 def own_input_size(model: nn.Module) -> int:
     """The side of the input the model runs at: its weights' transforms' crop size (299 for
-    Inception-v3, 300 for EfficientNet-B3) for a model from :func:`load_model`, else 224."""
-    info = model_info(model)
-    return int(info.preprocessing.crop_size) if info is not None else 224
+    Inception-v3, 300 for EfficientNet-B3) for a model from :func:`load_model`; the size a
+    vision transformer was built for (torchvision's ``image_size``, timm's
+    ``patch_embed.img_size``); else 224."""
+    return own_side(model)
 
 
 @api(renamed={"model_or_name": "model"})
@@ -295,6 +335,8 @@ def layer_of(traced: TracedModel, aliases: Mapping[str, str], name: str,
                  rf_size=g.size[0] if g else measured.size[0],
                  rf_stride=g.stride[0] if g else None, geometry=g, node=node,
                  channels_last=axis == 3, tokens=tokens,
+                 whole_image=None if g is not None else whole_image(
+                     alias or path, mixing_op(traced, measured.geometry, node), tokens),
                  no_features=no_channels(alias or path, measured.shapes[node],
                                          constant=node not in axes) if axis is None else None)
 

@@ -24,7 +24,7 @@ from .layout import CHANNELS_LAST, TO_CHANNELS_FIRST, channel_axes_of, no_channe
 from .tokens import TokenGrid, token_grids_of, tokens_to_map
 
 __all__ = ["Recording", "record_nodes", "check_images", "images_for", "forward_to", "channel_axes",
-           "features_first", "token_grids"]
+           "features_first", "token_grids", "own_side"]
 
 
 @dataclass
@@ -296,14 +296,26 @@ def channel_axes(traced: TracedModel, shapes: Optional[Mapping[str, torch.Size]]
     return found[key]
 
 
+def own_side(model: nn.Module) -> int:
+    """:func:`~deconvviz.engine.passes.layers.own_input_size`."""
+    from ...data.zoo import model_info
+
+    info = model_info(model)
+    if info is not None:
+        return int(info.preprocessing.crop_size)
+    # a transformer built for one size says it: torchvision's ViT, timm's patch embedding
+    side = getattr(model, "image_size", None) or getattr(
+        getattr(model, "patch_embed", None), "img_size", None)
+    if isinstance(side, (tuple, list)) and len(side) == 2 and side[0] == side[1]:
+        side = side[0]
+    return side if isinstance(side, int) and not isinstance(side, bool) else 224
+
+
 def _size_key(traced: TracedModel, shapes, size) -> Tuple[int, int]:
     if shapes is not None:
         size = tuple(shapes[traced.input_node.name][-2:])
     elif size is None:
-        from ...data.zoo import model_info
-
-        info = model_info(traced.model)
-        side = int(info.preprocessing.crop_size) if info is not None else 224
+        side = own_side(traced.model)
         size = (side, side)
     return (int(size[0]), int(size[1]))
 

@@ -56,6 +56,8 @@ class ReversePass:
     # the first op on the way down through which no local window passes: from there on, the
     # receptive-field cone is the whole image and every projection runs full size
     cone_stop: Optional[Op] = None
+    # why the cone is not used, where the op alone does not say it (a ViT's tokens)
+    cone_reason: Optional[str] = None
 
     @property
     def ops(self) -> List[Op]:
@@ -76,6 +78,8 @@ class ReversePass:
         if self.cone_stop is None:
             return ("Receptive-field cone: single activations (mode='max') are projected in "
                     "their cone where it is smaller than the maps")
+        if self.cone_reason is not None:
+            return f"Receptive-field cone: not used; {self.cone_reason}"
         op = self.cone_stop
         return (f"Receptive-field cone: not used; {op.label} at {op.where} mixes positions "
                 f"or has no local rule, so every projection runs the full-size pass")

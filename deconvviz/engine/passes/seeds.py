@@ -7,14 +7,15 @@ feature list or seed tensor into what the projector runs.
 from __future__ import annotations
 
 import operator
-from typing import List, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
 from ...errors import ArgumentError
+from .tokens import TokenGrid
 
-__all__ = ["make_seeds", "strongest", "Feature"]
+__all__ = ["make_seeds", "strongest", "token_seeds", "Feature"]
 
 Feature = Union[int, Sequence[int]]
 """A feature index, or a list of them."""
@@ -39,6 +40,33 @@ def make_seeds(act: Tensor, features: Sequence[int], mode: str) -> Tensor:
         values = chosen
     seeds[:, torch.arange(k, device=act.device), idx] = values
     return seeds.reshape(n, k, *act.shape[1:])
+
+
+def token_seeds(grid: Optional[TokenGrid], rec, layer: str, features: Sequence[int],
+                token: str, mode: str) -> Callable[[int, int], Tuple[Tensor, Tensor]]:
+    """Seeds of ``features`` at a named token (``"cls"``) of a ViT's token layer (``grid``:
+    its :class:`TokenGrid`), each unit seeded with its own value: ``make(k0, k1)`` gives
+    ``(zeros on the patch grid [N, K, C, H, W], the named tokens' seeds [N, K, P, C])``."""
+    if grid is None or not grid.prefix:
+        raise ArgumentError(f"token {token!r}: layer {layer!r} has no named tokens (it is "
+                            f"not a vision transformer's token layer with a class token); "
+                            f"project its features without a token")
+    if token not in grid.prefix:
+        raise ArgumentError(f"layer {layer!r} has no token {token!r}; its named tokens are "
+                            f"{', '.join(grid.prefix)}")
+    if mode != "max":
+        raise ArgumentError("a token's unit is one activation per feature: project it in "
+                            "mode 'max', not 'map'")
+    named, act, index = rec.named_tokens[layer], rec.activations[layer], grid.index(token)
+
+    def make(k0: int, k1: int) -> Tuple[Tensor, Tensor]:
+        part = torch.as_tensor(list(features[k0:k1]), device=named.device)
+        ks = torch.arange(len(part), device=named.device)
+        seeds = named.new_zeros(named.shape[0], len(part), *named.shape[1:])
+        seeds[:, ks, index, part] = named[:, index, part]
+        return act.new_zeros(act.shape[0], len(part), *act.shape[1:]), seeds
+
+    return make
 
 
 def strongest(act: Tensor, features: Sequence[int]) -> Tuple[Tensor, Tensor, Tensor]:

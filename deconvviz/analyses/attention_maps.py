@@ -88,7 +88,7 @@ def _grid(tokens: int, size: Tuple[int, int]) -> Tuple[int, int, int]:
                 return prefix, r, n // r
     raise ArgumentError(f"no patch grid of the image's aspect in {tokens} tokens after a "
                         f"class token: attention rollout and Chefer et al.'s map need a "
-                        f"ViT-style class token over a patch grid")
+                        f"ViT-style class token over a patch grid: n/a")
 
 
 def _recorded(model: nn.Module, x: Tensor, classes: List[int], gradients: bool):
@@ -100,7 +100,7 @@ def _recorded(model: nn.Module, x: Tensor, classes: List[int], gradients: bool):
                        for a in maps):
         raise ArgumentError("attention rollout and Chefer et al.'s map need global "
                             "self-attention over one set of tokens in every layer (a ViT, "
-                            "DeiT); this model has none (or windows, as Swin's)")
+                            "DeiT); this model has none (or windows, as Swin's): n/a")
     if not gradients:
         return maps, None
     rows = torch.arange(x.shape[0], device=x.device)

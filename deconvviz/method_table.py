@@ -201,12 +201,12 @@ RULE_METHODS = tuple(_single(rule) for rule in _RULE_ORDER)
 """One method per rule: the rule on every layer with weights (z^B on the first, ε above)."""
 
 def _transformer(name: str, title: str, attention: str, said: str) -> Composite:
-    # LXT adds no stabiliser to a sum's or a softmax's share: a near-zero one here too
-    return Composite(name, title, first=None, conv="gamma", linear="gamma", gamma=0.05,
-                     by_type={"Conv2d": ("gamma", {"gamma": 0.25})}, attention=attention,
-                     epsilon=1e-9, stabilizer=1e-9,
+    # LXT computes LRP as gradient times input: the ε rule with no ε on the linear layers,
+    # and no stabiliser on a sum's or a softmax's share; a vanishing one here
+    return Composite(name, title, first=None, conv="epsilon", linear="epsilon",
+                     epsilon=1e-9, stabilizer=1e-9, attention=attention,
                      summary=f"{said}; LayerNorm by the identity rule (its std held), GELU "
-                             f"passes, gamma on linear layers (0.05) and convolutions (0.25)")
+                             f"passes, epsilon (1e-9) on linear layers and convolutions")
 
 
 TRANSFORMER_COMPOSITES = (

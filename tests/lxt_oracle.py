@@ -87,10 +87,13 @@ def _attnlrp_forward(attention):
     return forward
 
 
-def lxt_relevance(model, x, target, *, attention="conservative", conv_gamma=0.25,
-                  lin_gamma=0.05, stabilizer=1e-9):
+def lxt_relevance(model, x, target, *, attention="conservative", conv_gamma=None,
+                  lin_gamma=None, stabilizer=1e-9):
     """LXT's relevance of ``model(x)[:, target]`` at the pixels, ``[N, 3, H, W]``
-    (``attention``: ``"conservative"``, LXT's ``vit_torch``; ``"softmax"``, AttnLRP's)."""
+    (``attention``: ``"conservative"``, LXT's ``vit_torch``; ``"softmax"``, AttnLRP's).
+    ``conv_gamma``, ``lin_gamma``: zennit's ``Gamma`` on the convolutions and linear layers
+    (LXT's ``examples/vit_torch.py``); ``None``: none, LXT's gradient times input alone (the
+    ε rule without ε)."""
     import zennit.rules as z_rules
     from torch import nn
     from zennit.composites import LayerMapComposite
@@ -112,9 +115,10 @@ def lxt_relevance(model, x, target, *, attention="conservative", conv_gamma=0.25
             attention = patches.wrap_attention_forward(_eager)
             stack.enter_context(_patched(nn.MultiheadAttention,
                                          forward=_attnlrp_forward(attention)))
-        composite = LayerMapComposite([
-            (nn.Conv2d, z_rules.Gamma(conv_gamma, stabilizer=stabilizer)),
-            (nn.Linear, z_rules.Gamma(lin_gamma, stabilizer=stabilizer))])
+        composite = LayerMapComposite(
+            [(kind, z_rules.Gamma(gamma, stabilizer=stabilizer))
+             for kind, gamma in ((nn.Conv2d, conv_gamma), (nn.Linear, lin_gamma))
+             if gamma is not None])
         xx = x.detach().clone().requires_grad_(True)
         with composite.context(model), torch.enable_grad():
             y = model(xx)

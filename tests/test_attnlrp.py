@@ -68,13 +68,31 @@ def test_equals_lxt_on_vit_b16(method, attention):
     assert rel_error(ours, theirs) > 0  # two computations, not one
 
 
+@pytest.mark.agreement
+def test_the_gamma_rule_as_lxts_vit_example_equals_lxt():
+    """LXT's examples/vit_torch.py: zennit's Gamma on the convolution (γ 0.25) and the linear
+    layers (γ 0.05), CP-LRP inside attention."""
+    gamma = replace(method_table.composites()["lrp_cp"], name="lrp_cp_gamma", conv="gamma",
+                    linear="gamma", gamma=0.05, by_type={"Conv2d": ("gamma", {"gamma": 0.25})})
+    method_table.register_composite(gamma)
+    try:
+        model = _vit_b16()
+        x = _image(model)
+        ours = dv.attribute(model, x, method="lrp_cp_gamma", target=3).map
+    finally:
+        method_table.unregister("lrp_cp_gamma")
+    theirs = lxt_relevance(model, x, 3, conv_gamma=0.25, lin_gamma=0.05)
+    assert rel_error(ours, theirs) <= LXT
+    assert rel_error(ours, lxt_relevance(model, x, 3, conv_gamma=0.25, lin_gamma=0.055)) > LXT
+
+
 def test_the_lxt_tolerance_tells_neighbouring_constants_apart():
-    """A tenth more γ on LXT's linear layers, or the other attention rule, lies outside."""
+    """A little γ on LXT's linear layers, or the other attention rule, lies outside."""
     model = _small_vit()
     x = _image(model)
     ours = dv.attribute(model, x, method="lrp_cp", target=3).map
     assert rel_error(ours, lxt_relevance(model, x, 3)) <= LXT
-    assert rel_error(ours, lxt_relevance(model, x, 3, lin_gamma=0.055)) > LXT
+    assert rel_error(ours, lxt_relevance(model, x, 3, lin_gamma=0.001)) > LXT
     assert rel_error(ours, lxt_relevance(model, x, 3, attention="softmax")) > LXT
 
 
@@ -129,7 +147,7 @@ def test_the_model_is_unchanged_and_hooks_are_gone_after_errors_too():
 
 def test_a_composite_names_its_attention_rule():
     cp = method_table.composites()["lrp_cp"]
-    assert cp.attention == "conservative"
+    assert cp.attention == "conservative" and cp.linear == cp.conv == "epsilon"
     assert method_table.composites()["lrp_attn"] == replace(cp, name="lrp_attn",
                                                             title="AttnLRP",
                                                             attention="softmax")

@@ -203,15 +203,13 @@ def _norm_rule(op, s, ctx, composite):
 def _z_fallback(op, s, ctx, composite):
     """The z-rule on the op's linearisation at the recorded point: ``x_i · J_iᵀ(R / y)``."""
     values = ctx.arguments_of(op)
-    with torch.no_grad():
-        y = _run(op, {n: v.clone() if isinstance(v, torch.Tensor) else v
-                      for n, v in values.items()})
-    if isinstance(s, dict):  # several outputs (chunk, split): each item's R / y
-        signal = {i: g / stabilize(y[i], composite.stabilizer)
-                  if isinstance(y[i], torch.Tensor) and y[i].is_floating_point() else g
-                  for i, g in s.items()}
-    else:
-        signal = s / stabilize(y, composite.stabilizer)
+
+    def signal(y):  # R / y, from the output of the vector-Jacobian product's own forward
+        if isinstance(s, dict):  # several outputs (chunk, split): each item's R / y
+            return {i: g / stabilize(y[i], composite.stabilizer)
+                    if isinstance(y[i], torch.Tensor) and y[i].is_floating_point() else g
+                    for i, g in s.items()}
+        return s / stabilize(y, composite.stabilizer)
     conservative = composite.attention == "conservative"
     inside = (SoftmaxHeld() if conservative else AttentionSplit()) if holds_softmax(op) \
         else contextlib.nullcontext()

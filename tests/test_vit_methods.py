@@ -13,7 +13,6 @@ import contextlib
 import copy
 
 import pytest
-import timm
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -37,6 +36,7 @@ def _vit():
 
 
 def _deit():
+    timm = pytest.importorskip("timm")  # an optional dependency (tests/test_external_models.py)
     torch.manual_seed(0)
     return timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False,
                              img_size=SIZE, patch_size=8, embed_dim=16, depth=2, num_heads=2,

@@ -153,3 +153,23 @@ def test_a_composite_names_its_attention_rule():
                                                             attention="softmax")
     with pytest.raises(ArgumentError, match="conservative, softmax"):
         replace(cp, attention="held")
+
+
+@pytest.mark.parametrize("name", ["deit", "swin"])
+def test_cp_lrp_conserves_on_deit_and_swin_and_attnlrp_runs(name):
+    """timm's DeiT (scaled_dot_product_attention, a distillation token) and torchvision's
+    Swin (windowed attention, its softmax inside shifted_window_attention)."""
+    from test_vit_methods import MODELS
+
+    model = without_biases(MODELS[name]())
+    with torch.no_grad():
+        for path, p in model.named_parameters():
+            if path in ("cls_token", "dist_token", "pos_embed") or "position_bias" in path:
+                p.zero_()
+    torch.manual_seed(2)
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    logits = model(x).detach()[:, 3]
+    relevance = dv.attribute(model, x, method="lrp_cp", target=3).map.sum((1, 2, 3))
+    assert (relevance / logits - 1).abs().max() <= CONSERVATION
+    attn = dv.attribute(model, x, method="lrp_attn", target=3).map
+    assert torch.isfinite(attn).all() and rel_error(attn.sum((1, 2, 3)), relevance) > 1e-3

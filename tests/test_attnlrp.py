@@ -107,16 +107,17 @@ def _without_any_bias(model):
     return model
 
 
-def test_cp_lrp_conserves_with_the_biases_zero():
-    model = _without_any_bias(_small_vit())
+@pytest.mark.parametrize("build", [_small_vit, _vit_b16], ids=["small", "vit_b16"])
+def test_cp_lrp_conserves_with_the_biases_zero(build):
+    model = _without_any_bias(build())
     x = _image(model)
     logits = model(x).detach()
     for target in (0, 5):
         relevance = dv.attribute(model, x, method="lrp_cp", target=target).map
         assert abs(float(relevance.sum() / logits[0, target]) - 1) <= CONSERVATION
-    biased = _small_vit()  # the biases (and the position embedding) absorb relevance
+    biased = build()  # the biases (and the position embedding) absorb relevance
     relevance = dv.attribute(biased, x, method="lrp_cp", target=0).map
-    assert abs(float(relevance.sum() / biased(x)[0, 0]) - 1) > CONSERVATION
+    assert abs(float(relevance.sum() / biased(x).detach()[0, 0]) - 1) > CONSERVATION
 
 
 def test_attnlrp_does_not_conserve_through_the_softmax():

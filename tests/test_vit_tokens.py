@@ -180,6 +180,8 @@ def test_every_analysis_takes_a_token_layer(tmp_path):
                    preprocessing=Preprocessing(resize_size=32, crop_size=32))
     assert scan.histogram(LAYER).shape[0] == 16
     assert all(hit.y < 4 and hit.x < 4 for hit in scan.top(LAYER, 3))
+    layer = dv.Projector(vit).layer(LAYER)  # past attention a hit is drawn as its patch
+    assert layer.geometry is None and layer.hit_geometry.window(2, 3) == (16, 24, 8, 8)
     site = dv.atlas(scan, tmp_path / "atlas", model=vit, progress=False)
     assert (tmp_path / "atlas" / "index.html").exists() and "16 units" in repr(site)
     optimised = dv.feature_vis(vit, LAYER, features=[0, 1], steps=2, image_size=32)
@@ -206,3 +208,13 @@ def test_crp_carries_the_class_tokens_relevance():
     assert float(upper.relevance.abs().max()) == 0.0  # none on the patches
     assert torch.equal(upper.channel[0], upper.named_relevance[0, 0])  # all at the token
     assert rel(concepts.relevance, upper.channel) <= 1e-12
+
+
+def test_vit_l_16_reads_alike():  # vit_b_32: tests/test_channel_axes.py
+    with torch.device("meta"):  # shapes only: no weights drawn
+        model = models.vit_l_16().eval()
+    label = "1024x14x14 +cls"
+    net = dv.Projector(model)
+    last = f"encoder.layers.encoder_layer_{len(model.encoder.layers) - 1}"
+    assert net.layer(last).shape_label == label
+    assert net.layer("encoder.layers.encoder_layer_0.ln_1").rf_size == model.patch_size

@@ -76,7 +76,7 @@ def project_all(result, net, names, slugs, by_image, root, scaling, image_format
             for layer, mine, pixels in projected:
                 key = (layer, tuple(x.shape[-2:]))
                 if key not in geometry:
-                    geometry[key] = net.layer(layer, key[1]).geometry
+                    geometry[key] = net.layer(layer, key[1]).hit_geometry
                 for k, (i, (_, f, rank, hit)) in enumerate(mine):
                     pending.append(writers.submit(
                         _write_tile, root, tile_path(slugs[layer], f, rank, image_format),
@@ -160,7 +160,7 @@ def site_layers(result, net, names, slugs, units) -> List[SiteLayer]:
                 if hit.image not in upscaled:
                     shown[hit.image] = os.path.relpath(os.path.abspath(hit.image), root)
                     upscaled[hit.image] = _upscaled(hit.image, result.preprocessing)
-                window = (geom.geometry.window(hit.y, hit.x) if geom.geometry is not None
+                window = (geom.hit_geometry.window(hit.y, hit.x) if geom.hit_geometry is not None
                           else (0, 0, size, size))
                 site_hits.append(SiteHit(hit.value, shown[hit.image], hit.y, hit.x,
                                          tuple(int(v) for v in window),
@@ -189,7 +189,7 @@ def _relevance_hits(result, layer, f, geom, size, shown, root) -> Optional[List[
     for hit in result.relevance_top(layer, f):
         if hit.image not in shown:
             shown[hit.image] = os.path.relpath(os.path.abspath(hit.image), root)
-        window = (geom.geometry.window(hit.y, hit.x) if geom.geometry is not None
+        window = (geom.hit_geometry.window(hit.y, hit.x) if geom.hit_geometry is not None
                   else (0, 0, size, size))
         out.append(SiteHit(hit.value, shown[hit.image], hit.y, hit.x,
                            tuple(int(v) for v in window)))
@@ -208,7 +208,7 @@ def relevance_tiles(result, net, names, slugs, root, image_format, spent) -> Non
     for image, items in by_image.items():
         x, rgb = result.load_image(image)
         for layer, f, rank, hit in items:
-            geom = net.layer(layer, tuple(x.shape[-2:])).geometry
+            geom = net.layer(layer, tuple(x.shape[-2:])).hit_geometry
             top, left, h, w = (geom.window(hit.y, hit.x) if geom is not None
                                else (0, 0) + tuple(rgb.shape[:2]))
             spent["bytes"] += write_tile(root, relevance_tile_path(slugs[layer], f, rank,

@@ -83,7 +83,7 @@ def project_hits(result, layer: str, features: Sequence[int], *,
         rec = net.record(x, layer)
         check_hit_values(image, layer, rec.activations[layer],
                          [(f, hit) for f, _, hit in items], strongest, value_check(result))
-        geom = net.layer(layer, tuple(x.shape[-2:])).geometry
+        geom = net.layer(layer, tuple(x.shape[-2:])).hit_geometry  # a token: its patch
         pixels = net.project_units(x, layer, positions=[(0, f, hit.y, hit.x) for f, _, hit in items],
                                    recording=rec).cpu()
         for k, (f, slot, hit) in enumerate(items):

@@ -43,7 +43,7 @@ class Layer:
         shape: ``(C, H, W)`` of its output (``(C,)`` for fully-connected layers), channels
             first whatever the memory layout (a channels-last ``[N, H, W, C]`` map, as in
             ConvNeXt's blocks and Swin's stages, is listed as ``(C, H, W)``); the raw shape
-            where the layer has no channels (a sequence of tokens).
+            where the layer has no channels (tokens on no patch grid).
         rf_size: receptive field in input pixels (the whole input for global layers).
         rf_stride: input pixels between neighbouring units (``None`` for global layers).
         geometry: the full :class:`Geometry` (``None`` for global layers).
@@ -57,6 +57,9 @@ class Layer:
         whole_image: where each unit sees the whole image (``geometry`` is ``None``), the
             sentence that says why (a ViT's tokens after attention; a CNN's global pool),
             naming the op from which on it does; else ``None``.
+        patches: for a token layer, the geometry of its tokens' patches (the patch
+            embedding's), each token's place in the photo even where it sees the whole
+            image; else ``None``.
     """
 
     alias: Optional[str]
@@ -70,6 +73,13 @@ class Layer:
     no_features: Optional[str] = None
     tokens: Optional[TokenGrid] = None
     whole_image: Optional[str] = None
+    patches: Optional[Geometry] = None
+
+    @property
+    def hit_geometry(self) -> Optional[Geometry]:
+        """Where a unit's hit is drawn in the photo: its receptive field, or for a token
+        past attention its own patch (``None``: the whole image)."""
+        return self.geometry if self.geometry is not None else self.patches
 
     @property
     def shape_label(self) -> str:
@@ -192,14 +202,16 @@ class _TokenFields:
     first op that mixes tokens (attention), every token sees the whole image (``None``)."""
 
     def __init__(self, traced: TracedModel, shapes: Mapping[str, torch.Size]) -> None:
-        self.shapes = shapes
-        self.axes = channel_axes(traced, shapes) if len(shapes) > 1 else {}
-        self.grids = token_grids(traced, shapes) if self.axes else {}
-        self.flat: Dict[str, Tuple[int, int]] = {}
+        self.traced, self.shapes = traced, shapes
+        self.axes: Optional[Mapping[str, Optional[int]]] = None  # found on first use
+        self.flat: Dict[str, tuple] = {}
 
     def field(self, op: Op, ins: List[Optional[Geometry]]) -> Optional[Geometry]:
         if not ins or any(g is None for g in ins) or len(set(ins)) != 1:
             return None
+        if self.axes is None:  # a CNN with no local rank-3 map never gets here
+            self.axes = channel_axes(self.traced, self.shapes)
+            self.grids = token_grids(self.traced, self.shapes)
         made = establishes_grid(op, self.shapes, self.axes, self.flat)
         if isinstance(made, tuple):
             self.flat[op.name] = made[1]
@@ -335,6 +347,7 @@ def layer_of(traced: TracedModel, aliases: Mapping[str, str], name: str,
                  rf_size=g.size[0] if g else measured.size[0],
                  rf_stride=g.stride[0] if g else None, geometry=g, node=node,
                  channels_last=axis == 3, tokens=tokens,
+                 patches=measured.geometry.get(tokens.source) if tokens is not None else None,
                  whole_image=None if g is not None else whole_image(
                      alias or path, mixing_op(traced, measured.geometry, node), tokens),
                  no_features=no_channels(alias or path, measured.shapes[node],

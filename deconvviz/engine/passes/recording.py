@@ -224,7 +224,7 @@ def record_nodes(traced: TracedModel, x: Tensor, keep: Mapping[str, str], *,
 
     Raises:
         UnsupportedOpError: a node of ``keep`` whose output has no channels deconvviz can
-            find (a sequence of tokens).
+            find (tokens on no patch grid).
     """
     recorder = _Recorder(traced, keep, switches, inputs, arguments)
     recorder.recording.input_shape = x.shape

@@ -13,7 +13,7 @@ the model's class; this module only reads the traced ops and their shapes.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Dict, Iterable, Mapping, Optional, Tuple
 
 import torch
@@ -34,10 +34,12 @@ class TokenGrid:
         grid: ``(H, W)``, the patch grid (the patch embedding's map), read row by row.
         prefix: the names of the tokens before the grid, in order (``("cls",)``; DeiT:
             ``("cls", "dist")``; registers ``reg0``, ``reg1``...).
+        source: the graph node of the map the tokens were cut from (the patch embedding).
     """
 
     grid: Tuple[int, int]
     prefix: Tuple[str, ...] = ()
+    source: str = field(default="", compare=False)
 
     @property
     def count(self) -> int:
@@ -97,8 +99,8 @@ def _swaps_last_two(op: Op) -> bool:
 
 
 def establishes_grid(op: Op, shapes: Mapping[str, torch.Size], axes, flat) -> Optional[object]:
-    """The grid an op makes of a map: ``("flat", (H, W))`` for ``[N, C, H, W]`` flattened to
-    ``[N, C, H*W]``; a :class:`TokenGrid` for tokens ``[N, H*W, C]`` (that flat map's
+    """The grid an op makes of a map: ``("flat", ((H, W), map))`` for ``[N, C, H, W]``
+    flattened to ``[N, C, H*W]``; a :class:`TokenGrid` for tokens ``[N, H*W, C]`` (that flat map's
     transpose, or a channels-last map ``[N, H, W, C]`` flattened); else ``None``."""
     if len(op.inputs) != 1:
         return None
@@ -107,12 +109,12 @@ def establishes_grid(op: Op, shapes: Mapping[str, torch.Size], axes, flat) -> Op
     if out is None or shape is None or len(out) != 3:
         return None
     if src in flat and _swaps_last_two(op):
-        return TokenGrid(flat[src])
+        return TokenGrid(flat[src][0], source=flat[src][1])
     if len(shape) == 4 and op.kind == "reshape":
         if axes.get(src) == 1 and tuple(out) == (shape[0], shape[1], shape[2] * shape[3]):
-            return ("flat", (int(shape[2]), int(shape[3])))
+            return ("flat", ((int(shape[2]), int(shape[3])), src))
         if axes.get(src) == 3 and tuple(out) == (shape[0], shape[1] * shape[2], shape[3]):
-            return TokenGrid((int(shape[1]), int(shape[2])))
+            return TokenGrid((int(shape[1]), int(shape[2])), source=src)
     return None
 
 
@@ -143,7 +145,7 @@ def _concatenated(op: Op, grid: TokenGrid, shapes) -> Optional[TokenGrid]:
     names = []
     for part in parts:
         if part is op.inputs[0]:
-            return TokenGrid(grid.grid, grid.prefix + tuple(names)) if part is parts[-1] \
+            return replace(grid, prefix=grid.prefix + tuple(names)) if part is parts[-1] \
                 else None
         size = shapes.get(part.name) if isinstance(part, fx.Node) else None
         if size is None or len(size) != 3:
@@ -165,7 +167,7 @@ def token_grids_of(ops: Iterable[Op], shapes: Mapping[str, torch.Size],
     the attention's output) holds the same tokens in the same order.
     """
     grids: Dict[str, TokenGrid] = {}
-    flat: Dict[str, Tuple[int, int]] = {}
+    flat: Dict[str, tuple] = {}
     below: Dict[str, TokenGrid] = {}  # what descends from a grid's tokens
     batch = None
     for op in ops:

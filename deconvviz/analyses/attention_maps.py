@@ -24,7 +24,7 @@ a CNN) is refused.
 from __future__ import annotations
 
 import math
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -108,16 +108,21 @@ def _recorded(model: nn.Module, x: Tensor, classes: List[int], gradients: bool):
     return maps, torch.autograd.grad(score, maps)
 
 
-def attention_map(model: nn.Module, x: Tensor, method: str, classes: List[int]) -> Tensor:
+def attention_map(model: nn.Module, x: Tensor, method: str, classes: List[int],
+                  grid: Optional[Tuple[int, int, int]] = None) -> Tensor:
     """``method``'s map (one of :data:`ATTENTION_METHODS`) of each image's class:
-    ``[N, 1, H, W]`` in [0, 1]."""
+    ``[N, 1, H, W]`` in [0, 1]. ``grid``: ``(prefix tokens, rows, columns)`` as the traced
+    graph gives them (the token layers' patch grid); ``None``: found from the token count
+    and the image's aspect."""
     if method not in ATTENTION_METHODS:
         raise ArgumentError(f"unknown attention map {method!r}; choose from "
                             f"{', '.join(ATTENTION_METHODS)}")
     gae = method == "chefer_gae"
     maps, grads = _recorded(model, x, classes, gradients=gae)
     tokens = maps[0].shape[-1]
-    prefix, rows, cols = _grid(tokens, tuple(x.shape[-2:]))
+    if grid is None or grid[0] + grid[1] * grid[2] != tokens:
+        grid = _grid(tokens, tuple(x.shape[-2:]))
+    prefix, rows, cols = grid
     eye = torch.eye(tokens, dtype=maps[0].dtype, device=maps[0].device).expand(
         x.shape[0], tokens, tokens)
     flow = eye.clone()

@@ -335,7 +335,8 @@ def _captum(method: str, model: nn.Module, x: Tensor, target: Target, net: Proje
     if method in cams.CAMS:
         return _cam(method, model, x, target, net, cam_layer, options)
     if method in attention_maps.ATTENTION_METHODS:
-        return attention_maps.attention_map(model, x, method, list(target.classes))
+        return attention_maps.attention_map(model, x, method, list(target.classes),
+                                            _patch_grid(net, x))
     if method != "occlusion":
         raise ArgumentError(f"method {method!r} is in the method table, but attribute() has "
                             f"no implementation of it; a reverse pass is added with "
@@ -375,6 +376,15 @@ def cam_layers(net: Projector, cam_layer, size: Tuple[int, int]) -> List[Tuple]:
         reading = features_first(net.traced, [node], size=size).get(node)
         layers.append((net.model.get_submodule(path), node, reading))
     return layers
+
+
+def _patch_grid(net: Projector, x: Tensor) -> Optional[Tuple[int, int, int]]:
+    """``(named tokens, rows, columns)`` of the model's token layers, from its graph (the
+    last token layer's), or ``None`` where it has none."""
+    from ..engine.passes.recording import token_grids
+
+    grids = list(token_grids(net.traced, size=tuple(x.shape[-2:])).values())
+    return (len(grids[-1].prefix), *grids[-1].grid) if grids else None
 
 
 def _features_last(net: Projector, cam_layer, x: Tensor) -> bool:

@@ -24,15 +24,17 @@ class Objective:
         read: for a unit: ``batch -> [B, C, ...]`` the unit's layer (channels first).
         seeds: for a unit: ``[N, C, ...]``, each image's seed at that layer.
         node: for a unit: the layer's graph node name (Ablation-CAM's tail stops there).
-        orient: for a unit: the node's raw value to channels first (a channels-last layer).
+        orient: for a unit: the node's raw value to channels first (a channels-last layer, a
+            token layer on its patch grid); default: as it is.
     """
 
     def __init__(self, model: nn.Module, classes: Sequence[int],
                  read: Optional[Callable[[Tensor], Tensor]] = None,
                  seeds: Optional[Tensor] = None, node: Optional[str] = None,
-                 orient: Callable[[Tensor], Tensor] = lambda value: value):
+                 orient: Optional[Callable[[Tensor], Tensor]] = None):
         self.model, self.classes = model, list(classes)
-        self.read, self.seeds, self.node, self.orient = read, seeds, node, orient
+        self.read, self.seeds, self.node = read, seeds, node
+        self.orient = orient if orient is not None else (lambda value: value)
 
     @property
     def is_unit(self) -> bool:

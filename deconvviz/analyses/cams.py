@@ -79,17 +79,21 @@ def projection(maps: Tensor, orient: bool = True) -> Tensor:
 
 
 @contextmanager
-def _captured(modules: Sequence[nn.Module]) -> Iterator[Dict[int, Dict[str, Tensor]]]:
+def _captured(modules: Sequence[nn.Module], reading=None
+              ) -> Iterator[Dict[int, Dict[str, Tensor]]]:
     """Each module's output (a copy, safe from later in-place ops) and, after a backward
-    pass, the gradient with respect to it; the hooks are removed on every path."""
+    pass, the gradient with respect to it, each read channels first by ``reading`` (a
+    channels-last map's or a token layer's, from the graph; ``None``: as it is); the hooks
+    are removed on every path."""
     found: Dict[int, Dict[str, Tensor]] = {}
     handles = []
+    read = reading.features if reading is not None else (lambda t: t)
 
     def hook(index):
         def save(module, inputs, output):
-            found[index] = {"activations": output.detach().clone()}
+            found[index] = {"activations": read(output.detach()).clone()}
             if output.requires_grad:
-                output.register_hook(lambda g: found[index].__setitem__("gradients", g))
+                output.register_hook(lambda g: found[index].__setitem__("gradients", read(g)))
         return save
 
     try:
@@ -235,12 +239,17 @@ def _ablation_cam(traced_module: fx.GraphModule, node_name: str, x: Tensor,
 
 
 def _layer_map(model, traced_module, method: str, module: nn.Module, node: str, x: Tensor,
-               objective: Objective, eigen_smooth: bool, batch_size: int) -> Tensor:
+               objective: Objective, eigen_smooth: bool, batch_size: int,
+               reading=None) -> Tensor:
     """One layer's CAM, before rectification: ``[N, h, w]``."""
     if method == "ablationcam":
+        if reading is not None:
+            raise ArgumentError("Ablation-CAM ablates the channels of a channels-first map; "
+                                "this layer's features are last (tokens or a channels-last "
+                                "map): choose another CAM or layer")
         a, weights = _ablation_cam(traced_module, node, x, objective, batch_size)
         return _combine(weights, a, eigen_smooth)
-    with _captured([module]) as found:
+    with _captured([module], reading) as found:
         if method in GRADIENT_CAMS:
             with torch.enable_grad():
                 inputs = x.detach().requires_grad_(True)
@@ -297,7 +306,10 @@ def cam_maps(model: nn.Module, x: Tensor, method: str, layers: Sequence[Tuple[nn
              eigen_smooth: bool = False, aug_smooth: bool = False,
              batch_size: int = 32, objective: Optional[Objective] = None) -> Tensor:
     """``method``'s CAM of each image's class (or of ``objective``: a unit), fused over
-    ``layers`` (``(module, graph node name)`` pairs): ``[N, 1, H, W]`` in [0, 1].
+    ``layers`` (``(module, graph node name)`` pairs, or ``(module, node, reading)`` for a
+    layer whose features are last: a token layer's patch grid or a channels-last map, read
+    channels first as the graph says, where pytorch-grad-cam asks its user for a
+    ``reshape_transform``): ``[N, 1, H, W]`` in [0, 1].
 
     ``aug_smooth`` averages the maps of six augmented inputs (flipped or not, times 0.9, 1
     and 1.1), each flipped back; ``eigen_smooth`` takes the first principal component of the
@@ -324,8 +336,9 @@ def cam_maps(model: nn.Module, x: Tensor, method: str, layers: Sequence[Tuple[nn
             raise ArgumentError("FullGrad sums every layer's bias terms: it has no "
                                 "eigen_smooth")
         return scale(_full_grad(model, x, objective))[:, None]
-    per_layer = [scale(_layer_map(model, traced_module, method, module, node, x, objective,
-                                  eigen_smooth, batch_size).clamp_min(0), size)
-                 for module, node in layers]
+    per_layer = [scale(_layer_map(model, traced_module, method, layer[0], layer[1], x,
+                                  objective, eigen_smooth, batch_size,
+                                  layer[2] if len(layer) > 2 else None).clamp_min(0), size)
+                 for layer in layers]
     fused = torch.stack(per_layer, 1).clamp_min(0).mean(1)
     return scale(fused)[:, None]

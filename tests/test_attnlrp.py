@@ -174,3 +174,29 @@ def test_cp_lrp_conserves_on_deit_and_swin_and_attnlrp_runs(name):
     assert (relevance / logits - 1).abs().max() <= CONSERVATION
     attn = dv.attribute(model, x, method="lrp_attn", target=3).map
     assert torch.isfinite(attn).all() and rel_error(attn.sum((1, 2, 3)), relevance) > 1e-3
+
+
+class _Masked(torch.nn.Module):
+    """Self-attention with a mask, which the written-out attention does not take."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 4, 4)
+        self.attention = torch.nn.MultiheadAttention(8, 2, batch_first=True)
+        self.fc = torch.nn.Linear(8, 3)
+        self.register_buffer("mask", torch.zeros(16, 16, dtype=torch.bool))
+
+    def forward(self, x):
+        t = self.conv(x).flatten(2).transpose(1, 2)
+        return self.fc(self.attention(t, t, t, attn_mask=self.mask)[0].mean(1))
+
+
+@pytest.mark.parametrize("method", ["lrp_cp", "lrp_attn", "chefer_gae"])
+def test_a_masked_attention_is_refused_naming_the_mask(method):
+    from deconvviz.errors import UnsupportedOpError
+
+    model = _Masked().eval()
+    with pytest.raises(UnsupportedOpError, match="with attn_mask is not written out"):
+        dv.attribute(model, torch.randn(1, 3, 16, 16), method=method, target=0)
+    for m in model.modules():
+        assert not (m._forward_hooks or m._forward_pre_hooks or m._backward_hooks)

@@ -140,9 +140,10 @@ def multi_head_attention(sdpa, *args, **kwargs):
                        "attn_mask") if a.get(k) is not None] + \
         [k for k in ("add_zero_attn", "is_causal") if a.get(k)]
     if odd or (a.get("training", True) and a["dropout_p"] > 0):
-        raise UnsupportedOpError(f"LRP through nn.MultiheadAttention with {', '.join(odd)} "
-                                 f"(or dropout in training) is not written out; deconvviz "
-                                 f"writes out the unmasked attention of vision transformers")
+        raise UnsupportedOpError(f"nn.MultiheadAttention with {', '.join(odd) or 'dropout'} "
+                                 f"is not written out for LRP's attention rules, rollout or "
+                                 f"GAE: deconvviz writes out the unmasked self-attention of "
+                                 f"vision transformers (eval mode)")
     query, key, value, heads = a["query"], a["key"], a["value"], a["num_heads"]
     batched = query.dim() == 3
     if not batched:

@@ -48,6 +48,7 @@ from ..engine.passes.seeds import make_seeds
 from ..errors import ArgumentError, closest
 from . import attention_maps, cams, map_check
 from .attribution_result import Attribution
+from .cam_unit import cam_seed, unit_objective
 
 __all__ = ["attribute", "attribute_map", "Attribution", "list_methods", "Target", "resolve_target", "default_cam_layer",
            "grad_cam"]
@@ -313,7 +314,7 @@ def _captum(method: str, model: nn.Module, x: Tensor, target: Target, net: Proje
     else:
         node = net.layer(target.layer, tuple(x.shape[-2:])).node
         forward, captum_target = _UnitObjective(net, node), None
-        extra = ((_cam_seed if method == "gradcam" else _unit_seed)(net, x, target),)
+        extra = ((cam_seed if method == "gradcam" else _unit_seed)(net, x, target),)
     if method == "gradcam" and _features_last(net, cam_layer, x):
         return _cam(method, model, x, target, net, cam_layer, options)  # tokens: no Captum
     if method == "gradcam":
@@ -400,42 +401,13 @@ def _cam(method: str, model: nn.Module, x: Tensor, target: Target, net: Projecto
     layers = cam_layers(net, cam_layer, size) if method != "fullgrad" else []
     objective = None
     if not target.is_class:
-        unit = net.layer(target.layer, size).node
-        below = {op.name for op in net.traced.path_to_input(net.traced.ops[unit].node)}
-        for name, layer in zip(_cam_layer_names(net, cam_layer), layers):
-            if layer[1] not in below:
-                raise ArgumentError(f"a CAM at {name!r} cannot explain a unit of "
-                                    f"{target.layer!r}, which is not above it: choose a "
-                                    f"cam_layer below {target.layer!r}")
-        read = forward_to(net.traced, [unit], size)
-        node = net.traced.ops[unit].node.name
-        reading = features_first(net.traced, [node], size=size).get(node)  # tokens, channels last
-        objective = cams.Objective(model, [], read=lambda batch: read(batch)[0],
-                                   seeds=_cam_seed(net, x, target), node=node,
-                                   orient=reading.features if reading is not None else None)
+        objective = unit_objective(net, x, target, list(zip(_cam_layer_names(net, cam_layer),
+                                                            layers)))
     return cams.cam_maps(model, x, method, layers, list(target.classes or []),
                          traced_module=net.traced.graph_module,
                          eigen_smooth=bool(options.get("eigen_smooth", False)),
                          aug_smooth=bool(options.get("aug_smooth", False)),
                          batch_size=int(options.get("batch_size", 32)), objective=objective)
-
-
-def _cam_seed(net: Projector, x: Tensor, target: Target) -> Tensor:
-    """A unit's score for a CAM, as a class's is its logit: the unit's activation at its
-    strongest position on the unmasked image (``max``, the first on ties, as
-    :func:`make_seeds`), or its map's sum (``map``). The seed is ones there, not the
-    activation's value (which would rescale Score-CAM's softmax)."""
-    act = net.record(x, target.layer).activations[target.layer]
-    if not 0 <= target.feature < act.shape[1]:
-        raise ArgumentError(f"feature {target.feature} is out of range for layer "
-                            f"{target.layer!r}: valid features are 0 to {act.shape[1] - 1}")
-    seeds = torch.zeros_like(act).reshape(*act.shape[:2], -1)
-    if target.mode == "max":
-        strongest = act[:, target.feature].reshape(act.shape[0], -1).argmax(1)
-        seeds[torch.arange(act.shape[0]), target.feature, strongest] = 1.0
-    else:
-        seeds[:, target.feature] = 1.0
-    return seeds.reshape(act.shape)
 
 
 def _cam_layer_names(net: Projector, cam_layer) -> List[str]:

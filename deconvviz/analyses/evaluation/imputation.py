@@ -91,7 +91,11 @@ def _prolong(u: Tensor, shape) -> Tensor:
     return F.interpolate(u, scale_factor=2, mode="nearest")[..., :shape[0], :shape[1]]
 
 
-def _jacobi(stencil: Tensor, inv: Tensor, u: Tensor, b: Tensor, sweeps: int) -> Tensor:
+def _jacobi(stencil: Tensor, inv: Tensor, u, b: Tensor, sweeps: int) -> Tensor:
+    """``sweeps`` damped Jacobi sweeps from ``u`` (``None``: from zero, whose first sweep
+    needs no product)."""
+    if u is None:
+        u, sweeps = _OMEGA * inv * b, sweeps - 1
     for _ in range(sweeps):
         u = u + _OMEGA * inv * (b - _apply(stencil, u))
     return u
@@ -101,8 +105,8 @@ def _vcycle(levels: List[Tensor], invs: List[Tensor], r: Tensor, at: int = 0) ->
     """One symmetric V-cycle from zero: an approximation of ``A^-1 r`` on level ``at``."""
     stencil, inv = levels[at], invs[at]
     if at == len(levels) - 1:
-        return _jacobi(stencil, inv, torch.zeros_like(r), r, 20)
-    u = _jacobi(stencil, inv, torch.zeros_like(r), r, _SMOOTH)
+        return _jacobi(stencil, inv, None, r, 20)
+    u = _jacobi(stencil, inv, None, r, _SMOOTH)
     coarse = _vcycle(levels, invs, _restrict(r - _apply(stencil, u)), at + 1)
     u = u + _SCALE * _prolong(coarse, r.shape[-2:])
     return _jacobi(stencil, inv, u, r, _SMOOTH)

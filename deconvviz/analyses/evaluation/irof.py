@@ -5,7 +5,8 @@ start_label=0)`` on the model's input, channels last: Quantus's segmentation), t
 superpixels are ordered by their mean relevance (largest first, ties by label) and replaced
 by ``baseline`` one more at a time. The curve is the class probability relative to the
 unperturbed image's, from 1 (nothing removed) to every superpixel removed, over the
-fraction of superpixels removed; the score is the area over it (higher is better).
+fraction of superpixels removed; the score is the area over it (higher is better). SLIC
+may cut an image of pure noise into one superpixel: its curve then has one step.
 """
 from __future__ import annotations
 

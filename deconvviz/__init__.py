@@ -48,6 +48,7 @@ _PUBLIC = {
     "FilterResult": "analyses", "read_metrics": "training",
     "feature_vis": "analyses", "FeatureVisResult": "analyses",
     "explore": "explorer",
+    "evaluate": "analyses", "EvaluationResult": "analyses",
 }
 
 __all__ = sorted(_PUBLIC)
@@ -76,7 +77,7 @@ def __dir__():
 
 if TYPE_CHECKING:  # for type checkers, IDEs and the API docs: the same names, eagerly
     from .analyses import (AtlasResult, Attribution, Comparison, ConceptRelevance, CorrespondenceResult,
-                           EvolutionResult, FeatureVisResult, FilterResult, LayerRelevance,
+                           EvaluationResult, EvolutionResult, evaluate, FeatureVisResult, FilterResult, LayerRelevance,
                            crp, feature_vis, layer_relevance,
                            InvarianceResult, OcclusionResult, Projections, SanityResult,
                            ScanResult, ShowReport, atlas, attribute, compare,

@@ -40,6 +40,7 @@ DATA_FORMATS = {
     "layer_relevance": (".csv", ".pt"),
     "concept_report": (".csv", ".npz"),
     "show": (".csv",),
+    "evaluation": (".csv", ".md", ".tex", ".npz"),
 }
 # The kinds of result that have no figure (show's report: the files it wrote): they save
 # their data only.

@@ -11,11 +11,19 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .errors import ArgumentError
 
-__all__ = ["PARAMETERS", "LrpRule", "RulePreset", "RuleSpec", "Composite", "lrp_rules",
+__all__ = ["PARAMETERS", "ATTENTION_RULES", "LrpRule", "RulePreset", "RuleSpec", "Composite", "lrp_rules",
            "rule_names", "resolve_rule", "rule_title", "split_spec"]
 
 PARAMETERS = ("epsilon", "stabilizer", "gamma", "alpha", "beta", "low", "high")
 """A composite's constants, which its rules read (each rule names the ones it reads)."""
+
+ATTENTION_RULES = {
+    "conservative": "CP-LRP (Ali et al. 2022): the softmax is a constant of the input, the "
+                    "gradient through queries and keys stopped; relevance goes down the values",
+    "softmax": "AttnLRP (Achtibat et al. 2024): the softmax rule x·(R − s·ΣR) and the uniform "
+               "rule (half to each factor) on the products of queries, keys and values",
+}
+"""How a composite's relevance goes through attention: each rule's name and what it does."""
 
 
 @dataclass(frozen=True)
@@ -155,6 +163,8 @@ class Composite:
         by_type: module class name (``"Linear"``, ``"Conv2d"``, or a base class's) -> rule
             (zennit's ``MixedComposite`` of type maps). ``by_name`` comes first, then
             ``by_type``, then ``first``, ``conv`` and ``linear``.
+        attention: the rule inside attention (:data:`ATTENTION_RULES`): ``"conservative"``
+            (CP-LRP, the softmax held) or ``"softmax"`` (AttnLRP's softmax and uniform rules).
 
     Examples:
         >>> mine = Composite("lrp_mine", "LRP γ-ε", first="flat", conv="gamma", gamma=0.1)
@@ -178,8 +188,12 @@ class Composite:
     summary: str = field(default="", compare=False)
     by_name: Mapping[str, RuleSpec] = field(default_factory=dict, hash=False)
     by_type: Mapping[str, RuleSpec] = field(default_factory=dict, hash=False)
+    attention: str = "conservative"
 
     def __post_init__(self) -> None:
+        if self.attention not in ATTENTION_RULES:
+            raise ArgumentError(f"unknown attention rule {self.attention!r}; choose one of "
+                                f"{', '.join(ATTENTION_RULES)}")
         for table, what in ((self.by_name, "layers named {}"), (self.by_type, "{} layers")):
             for key, spec in table.items():
                 _check_spec(spec, what.format(repr(key)))

@@ -17,6 +17,8 @@ method                       kind           display     explains         channel
 ``lrp_epsilon_gamma_box``    reverse pass   signed      unit, class      3
 ``lrp_epsilon_alpha2beta1_flat``  reverse pass  signed  unit, class      3
 ``lrp_<rule>`` (8 rules)     reverse pass   signed      unit, class      3
+``lrp_attn`` (AttnLRP)       reverse pass   signed      unit, class      3
+``lrp_cp`` (CP-LRP)          reverse pass   signed      unit, class      3
 ``gradcam``                  attribution    heatmap     class, unit      1
 ``guided_gradcam``           attribution    signed      class, unit      3
 ``integrated_gradients``     attribution    signed      class, unit      3
@@ -24,6 +26,9 @@ method                       kind           display     explains         channel
 ``occlusion``                attribution    heatmap     class, unit      3
 ``hirescam``, ``gradcam_elementwise``, ``gradcam_plus_plus``, ``xgradcam``, ``layercam``,
 ``eigengradcam``, ``eigencam``, ``scorecam``, ``ablationcam``, ``fullgrad``: the CAM family,
+                             attribution    heatmap     class, unit      1
+                             (``eigencam``: class)
+``attention_rollout``, ``chefer_gae``: a ViT's attention,
                              attribution    heatmap     class            1
 ===========================  =============  ==========  ===============  ==================
 """
@@ -38,7 +43,8 @@ __all__ = ["Method", "KINDS", "DISPLAYS", "TARGETS", "get", "names", "titles", "
            "displays", "COMPARE_DEFAULT", "SANITY_DEFAULT", "register", "unregister", "check",
            "REVERSE", "ATTRIBUTION", "LrpRule", "RulePreset", "Composite", "lrp_rules",
            "rule_names", "resolve_rule", "composites", "RuleSpec", "split_spec", "register_lrp_rule",
-           "unregister_lrp_rule", "register_composite", "COMPOSITES", "RULE_METHODS"]
+           "unregister_lrp_rule", "register_composite", "COMPOSITES", "RULE_METHODS", "TRANSFORMER_COMPOSITES",
+           "ATTENTION_RULES"]
 
 REVERSE = "reverse pass"  # an exact reverse pass on deconvviz's engine
 ATTRIBUTION = "attribution"  # Captum's (or built from Captum's and a reverse pass)
@@ -114,38 +120,48 @@ _ATTRIBUTIONS = (
            summary="Captum's NoiseTunnel over the plain gradient"),
     Method("occlusion", "occlusion", ATTRIBUTION, "heatmap", ("class", "unit"),
            summary="Captum's Occlusion: the output's drop under a sliding mean-colour square"),
-    # The CAM family (analyses/cams.py): a class's map at a layer (or several, fused),
-    # rectified, scaled to [0, 1] and upsampled as pytorch-grad-cam does.
-    Method("hirescam", "HiResCAM", ATTRIBUTION, "heatmap", ("class",), 1,
+    # The CAM family (analyses/cams.py): a class's (or a unit's) map at a layer (or several,
+    # fused), rectified, scaled to [0, 1] and upsampled as pytorch-grad-cam does. Eigen-CAM
+    # has no target (its map is the same for every class): it is a class's map only.
+    Method("hirescam", "HiResCAM", ATTRIBUTION, "heatmap", ("class", "unit"), 1,
            summary="Draelos & Carin 2020: the gradient times the activations, summed over "
                    "channels"),
     Method("gradcam_elementwise", "Grad-CAM element-wise", ATTRIBUTION, "heatmap",
-           ("class",), 1, summary="the gradient times the activations, rectified, summed"),
-    Method("gradcam_plus_plus", "Grad-CAM++", ATTRIBUTION, "heatmap", ("class",), 1,
+           ("class", "unit"), 1, summary="the gradient times the activations, rectified, summed"),
+    Method("gradcam_plus_plus", "Grad-CAM++", ATTRIBUTION, "heatmap", ("class", "unit"), 1,
            summary="Chattopadhay et al. 2018: second- and third-order weights of the gradient"),
-    Method("xgradcam", "XGrad-CAM", ATTRIBUTION, "heatmap", ("class",), 1,
+    Method("xgradcam", "XGrad-CAM", ATTRIBUTION, "heatmap", ("class", "unit"), 1,
            summary="Fu et al. 2020: the gradient weighted by the normalised activations"),
-    Method("layercam", "LayerCAM", ATTRIBUTION, "heatmap", ("class",), 1,
+    Method("layercam", "LayerCAM", ATTRIBUTION, "heatmap", ("class", "unit"), 1,
            summary="Jiang et al. 2021: the positive gradient times the activations, per "
                    "position"),
-    Method("eigengradcam", "EigenGrad-CAM", ATTRIBUTION, "heatmap", ("class",), 1,
+    Method("eigengradcam", "EigenGrad-CAM", ATTRIBUTION, "heatmap", ("class", "unit"), 1,
            summary="the first principal component of the gradient times the activations"),
     Method("eigencam", "Eigen-CAM", ATTRIBUTION, "heatmap", ("class",), 1,
            summary="Muhammad & Yeasin 2020: the activations' first principal component "
                    "(class-agnostic)"),
-    Method("scorecam", "Score-CAM", ATTRIBUTION, "heatmap", ("class",), 1,
+    Method("scorecam", "Score-CAM", ATTRIBUTION, "heatmap", ("class", "unit"), 1,
            summary="Wang et al. 2020: the class logit of the input masked by each channel"),
-    Method("ablationcam", "Ablation-CAM", ATTRIBUTION, "heatmap", ("class",), 1,
+    Method("ablationcam", "Ablation-CAM", ATTRIBUTION, "heatmap", ("class", "unit"), 1,
            summary="Desai & Ramaswamy 2020: the logit's drop with each channel set to zero"),
-    Method("fullgrad", "FullGrad", ATTRIBUTION, "heatmap", ("class",), 1,
+    Method("fullgrad", "FullGrad", ATTRIBUTION, "heatmap", ("class", "unit"), 1,
            summary="Srinivas & Fleuret 2019: |input gradient x input| and every layer's "
                    "|bias x gradient|, summed"),
+    # Read from a vision transformer's attention (analyses/attention_maps.py): the class
+    # token's row over the patch grid, upsampled and scaled to [0, 1] as the CAMs are.
+    Method("attention_rollout", "attention rollout", ATTRIBUTION, "heatmap", ("class",), 1,
+           summary="Abnar & Zuidema 2020: the product of the layers' head-averaged "
+                   "attention plus identity (class-agnostic)"),
+    Method("chefer_gae", "Chefer et al. (GAE)", ATTRIBUTION, "heatmap", ("class",), 1,
+           summary="Chefer et al. 2021: R += mean over heads of (grad A * A)+ @ R, layer by "
+                   "layer"),
 )
 # LRP's vocabulary (deconvviz.lrp_vocabulary): rules, presets, composites ---------------------
 from .lrp_vocabulary import (  # noqa: E402  (re-exported: the method table's vocabulary)
     _PRESETS,
     _RULE_ORDER,
     _RULES,
+    ATTENTION_RULES,
     Composite,
     LrpRule,
     RulePreset,
@@ -185,7 +201,26 @@ def _single(rule: str) -> Composite:
 
 RULE_METHODS = tuple(_single(rule) for rule in _RULE_ORDER)
 """One method per rule: the rule on every layer with weights (z^B on the first, ε above)."""
-_COMPOSITES: Dict[str, Composite] = {c.name: c for c in (*COMPOSITES, *RULE_METHODS)}
+
+def _transformer(name: str, title: str, attention: str, said: str) -> Composite:
+    # LXT computes LRP as gradient times input: the ε rule with no ε on the linear layers,
+    # and no stabiliser on a sum's or a softmax's share; a vanishing one here
+    return Composite(name, title, first=None, conv="epsilon", linear="epsilon",
+                     epsilon=1e-9, stabilizer=1e-9, attention=attention,
+                     summary=f"{said}; LayerNorm by the identity rule (its std held), GELU "
+                             f"passes, epsilon (1e-9) on linear layers and convolutions")
+
+
+TRANSFORMER_COMPOSITES = (
+    _transformer("lrp_attn", "AttnLRP", "softmax",
+                 "Achtibat et al. 2024: the softmax rule and the uniform rule inside attention"),
+    _transformer("lrp_cp", "CP-LRP", "conservative",
+                 "Ali et al. 2022, as LXT 2.1 runs torchvision's ViT: the softmax held, "
+                 "relevance down the values"),
+)
+"""The transformers' composites (docs/transformers_methods.md): LXT 2.1's rules for a ViT."""
+_COMPOSITES: Dict[str, Composite] = {c.name: c for c in (*COMPOSITES, *RULE_METHODS,
+                                                          *TRANSFORMER_COMPOSITES)}
 
 
 def _relevance_entry(c: Composite) -> Method:

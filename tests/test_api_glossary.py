@@ -90,7 +90,8 @@ def test_the_model_running_list_is_what_it_should_be():
     names = {q for q, _ in RUNNING}
     for expected in ("attribute", "compare", "sanity_check", "crp", "layer_relevance",
                      "occlusion", "invariance", "correspondence", "project", "show", "scan",
-                     "evolution", "feature_vis", "atlas", "train", "explore", "list_layers"):
+                     "evolution", "feature_vis", "atlas", "train", "explore", "list_layers",
+                     "evaluate"):
         assert expected in names, expected
 
 
@@ -185,6 +186,8 @@ CALLS = {
     "Projector.project_units": (1, lambda m, i, t: dv.Deconvnet(m).project_units(
         i, "4", positions=[(0, 1, 0, 0)])),
     "explore": (1, lambda m, i, t: dv.explore(m, i)),
+    "evaluate": (1, lambda m, i, t: dv.evaluate(m, i, methods="gradient",
+                                                metrics="sparseness", progress=False)),
 }
 NOT_RESULTS = {"Projector.project", "Projector.record", "Projector.project_units",
                "explore"}  # a tensor, a recording, a widget

@@ -20,11 +20,13 @@ FAST = dict(n_steps=2, nt_samples=2, window=32, stride=32)  # small settings for
 
 def test_the_method_list_is_the_tables():
     from deconvviz import method_table
+    from deconvviz.analyses.attention_maps import ATTENTION_METHODS
     from deconvviz.analyses.cams import CAMS
     from deconvviz.engine.catalogue.lrp import COMPOSITES, RULE_METHODS
+    from deconvviz.method_table import TRANSFORMER_COMPOSITES
 
-    lrp = [c.name for c in (*COMPOSITES, *RULE_METHODS)]
-    family = [m for m in CAMS if m != "gradcam"]
+    lrp = [c.name for c in (*COMPOSITES, *RULE_METHODS, *TRANSFORMER_COMPOSITES)]
+    family = [m for m in CAMS if m != "gradcam"] + list(ATTENTION_METHODS)
     assert dv.list_methods() == method_table.names() == ["deconvnet", "guided", "gradient",
                                                           *lrp, *CAPTUM, *family]
     assert dv.list_methods("attribution") == CAPTUM + family

@@ -1,5 +1,7 @@
 """The CAM family against pytorch-grad-cam 1.5 (its maps, after its own normalisation, to
 1e-5), and where deconvviz departs from it, the departure on a hand-computed case."""
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -60,9 +62,29 @@ def _model(name):
     if name.startswith("efficientnet"):
         import torchvision
 
-        torch.manual_seed(0)
-        return torchvision.models.efficientnet_b0().eval()
+        if name not in _CALIBRATED:
+            torch.manual_seed(0)
+            _CALIBRATED[name] = calibrated(torchvision.models.efficientnet_b0())
+        return _CALIBRATED[name]
     return zoo_model(name)
+
+
+_CALIBRATED = {}
+
+
+def calibrated(model):
+    """Random weights with BatchNorm statistics taken from one batch of noise: at
+    initialisation (mean 0, variance 1) EfficientNet-B0's activations shrink to 1e-13 by
+    features.8, where every min-max scaled map is rounding noise."""
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average: after one batch, that batch's statistics
+    with torch.no_grad():
+        model.train()(torch.randn(8, 3, 64, 64))
+    for m in norms:
+        m.momentum = 0.1
+    return model.eval()
 
 
 def _inputs(model, side, n=2):
@@ -112,6 +134,75 @@ def test_score_and_ablation_cam_equal_pytorch_grad_cam_after_a_relu(method):
     x, classes = _inputs(model, 16)
     a, b = ours(model, ["3"], method, x, classes), theirs(model, ["3"], method, x, classes)
     assert (a - b).abs().max() <= TOLERANCE
+
+
+def _tail(name, model):
+    """The layers above each model's CAM layer, written out by hand (the oracle's tail)."""
+    if name == "vgg16":
+        return lambda a: model.classifier(torch.flatten(model.avgpool(model.features[30](a)), 1))
+    if name == "resnet50":
+        return lambda a: model.fc(torch.flatten(model.avgpool(a), 1))
+    return lambda a: model.classifier(torch.flatten(model.avgpool(a), 1))
+
+
+@pytest.mark.parametrize("name,path,side", MODELS)
+def test_ablation_cam_is_the_papers_drop_on_each_model(name, path, side):
+    """Ablation-CAM on the three models against its definition run by hand: channel k of
+    the layer set to zero, the tail written out, ``(score - score_k) / score``. (pytorch-grad-
+    cam's own Ablation-CAM agrees with ours to 1.8e-6 on VGG16 and ResNet-50 in
+    benchmarks/cams.py; on EfficientNet-B0 the layer ends in a SiLU whose minimum is negative,
+    where it ablates to ``min - 1e7``: the departure shown on a hand-computed case below.)"""
+    x, classes = _inputs(_model(name), side, n=1)
+    model, x = copy.deepcopy(_model(name)).double(), x.double()  # the drops are small differences
+    tail = _tail(name, model)
+    found = []
+    handle = model.get_submodule(path).register_forward_hook(lambda m, i, o: found.append(o))
+    try:
+        with torch.no_grad():
+            logits = model(x)
+    finally:
+        handle.remove()
+    a = found[0]
+    assert torch.allclose(tail(a), logits, atol=1e-5)  # the hand-written tail is the model's
+    c = classes[0]
+    with torch.no_grad():
+        ablated = a.repeat(a.shape[1], 1, 1, 1)
+        ablated[torch.arange(a.shape[1]), torch.arange(a.shape[1])] = 0
+        drops = torch.cat([(logits[0, c] - tail(chunk)[:, c]) / logits[0, c]
+                           for chunk in ablated.split(256)])
+    expected = scale((drops[None, :, None, None] * a).sum(1).clamp_min(0), (side, side))[0]
+    got = ours(model, [path], "ablationcam", x, classes)[0]
+    assert (got - expected).abs().max() <= TOLERANCE, float((got - expected).abs().max())
+
+
+def test_score_cam_equals_pytorch_grad_cam_on_efficientnet_b0():
+    """One forward pass per channel: VGG16 and ResNet-50 (512 and 2,048 passes) are compared
+    with pytorch-grad-cam in benchmarks/cams.py, EfficientNet-B0's 1,280 here."""
+    name, path, side = MODELS[2]
+    model = _model(name)
+    x, classes = _inputs(model, side, n=1)
+    a, b = ours(model, [path], "scorecam", x, classes), theirs(model, [path], "scorecam", x,
+                                                               classes)
+    assert (a - b).abs().max() <= TOLERANCE
+
+
+def test_score_cam_runs_the_blank_image_once_for_every_dead_channel():
+    """A dead channel normalises to an all-zero mask: deconvviz runs the zero image once for
+    all of them (pytorch-grad-cam once per channel); the maps are the same."""
+    model = small_cnn()
+    with torch.no_grad():  # channels 0, 1 and 4 of the last conv: never above zero
+        model[2].weight[[0, 1, 4]] = 0.0
+        model[2].bias[[0, 1, 4]] = -1.0
+    x, classes = _inputs(model, 16, n=2)
+    seen = []
+    handle = model.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[0]))
+    try:
+        a = ours(model, ["3"], "scorecam", x, classes)
+    finally:
+        handle.remove()
+    # the recording pass (2 images), the blank image once, 3 live channels per image
+    assert sum(seen) == 2 + 1 + 2 * 3, seen
+    assert (a - theirs(model, ["3"], "scorecam", x, classes)).abs().max() <= TOLERANCE
 
 
 def test_ablation_cam_zeroes_a_channel_where_pytorch_grad_cam_sets_min_minus_1e7():
@@ -215,7 +306,7 @@ def test_every_cam_is_a_method_of_attribute_compare_and_sanity(tmp_path):
 
 def test_compare_all_methods_draws_every_row_of_the_method_table(tmp_path):
     """``--methods all`` is every row of the method table, the CAMs included; each is drawn
-    or marked n/a (a CAM explains a class, not a unit)."""
+    or marked n/a (Eigen-CAM explains a class, not a unit)."""
     from deconvviz.cli.base import method_list
 
     assert method_list("all", ()) == dv.list_methods()
@@ -228,6 +319,70 @@ def test_compare_all_methods_draws_every_row_of_the_method_table(tmp_path):
                         n_steps=2, nt_samples=2, window=8, stride=8)
     assert set(result.maps) | set(result.not_applicable) == set(methods)
     assert set(CAMS) <= set(result.maps)
-    unit = dv.compare(model, x, methods=["layercam", "gradient"], layer="3", features=1)
-    assert "layercam" in unit.not_applicable and "gradient" in unit.maps
+    unit = dv.compare(model, x, methods=["eigencam", "layercam", "gradient"], layer="3",
+                      features=1)  # Eigen-CAM has no target: a class's map only
+    assert "eigencam" in unit.not_applicable and {"layercam", "gradient"} <= set(unit.maps)
     assert result.save(tmp_path / "all.png")
+
+
+class _Upto(nn.Module):
+    """The small CNN up to its unit's layer: pytorch-grad-cam's model for a unit target."""
+
+    def __init__(self, model, end):
+        super().__init__()
+        self.body = model[:end]
+
+    def forward(self, x):
+        return self.body(x)
+
+
+UNIT_CAMS = [m for m in CAMS if m != "eigencam"]
+
+
+@pytest.mark.parametrize("mode", ["max", "map"])
+def test_a_units_cam_equals_pytorch_grad_cam_on_the_model_cut_at_the_unit(mode):
+    """A unit's CAM: its activation at its strongest position (``max``) or its map's sum
+    (``map``) plays the logit's part. The oracle: pytorch-grad-cam on the model cut after the
+    unit's layer, with a target reading that number (after a ReLU its Ablation-CAM is the
+    paper's)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 6, 3, padding=1),
+                          nn.ReLU(), nn.Conv2d(6, 5, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 3)).eval()
+    x = torch.randn(2, 3, 12, 12)
+    feature = 2
+    with torch.no_grad():
+        act = model[:6](x)[:, feature].flatten(1)
+    positions = act.argmax(1).tolist()
+    if mode == "max":
+        targets = [lambda out, p=p: out[feature].flatten()[p] for p in positions]
+    else:
+        targets = [lambda out: out[feature].sum()] * 2
+    before = snapshot(model)
+    for method in UNIT_CAMS:
+        ours_map = dv.attribute(model, x, method=method, layer="5", features=feature,
+                                mode=mode, cam_layer="3").map[:, 0].detach()
+        tolerance = TOLERANCE
+        if method == "gradcam":  # Captum's LayerGradCam, unscaled (docs/methods.md): the
+            # scaling's +1e-7 then weighs 1e-7 / its maximum (about 1e-4 here) on each side
+            tolerance += 2 * 1e-7 / float(ours_map.flatten(1).max(1).values.min())
+            ours_map = scale(ours_map)
+        cam = getattr(pgc, THEIRS[method])(model=_Upto(model, 6),
+                                           target_layers=[model[3]])
+        with cam:
+            theirs_map = torch.from_numpy(cam(input_tensor=x, targets=targets))
+        model.zero_grad(set_to_none=True)
+        assert (ours_map - theirs_map).abs().max() <= tolerance, (method, mode)
+    assert_untouched(model, before)
+
+
+def test_a_units_cam_refuses_what_has_no_meaning_for_a_unit():
+    model = small_cnn()
+    x = torch.randn(1, 3, 12, 12)
+    with pytest.raises(dv.ArgumentError, match="not above it"):
+        dv.attribute(model, x, method="scorecam", layer="1", features=0, cam_layer="3")
+    with pytest.raises(dv.ArgumentError, match="moves a unit"):
+        dv.attribute(model, x, method="gradcam_plus_plus", layer="3", features=0,
+                     cam_layer="1", aug_smooth=True)
+    with pytest.raises(dv.ArgumentError, match="explains a class, not a unit"):
+        dv.attribute(model, x, method="eigencam", layer="3", features=0, cam_layer="1")

@@ -41,6 +41,13 @@ def test_rule_table_is_generated_from_the_registry():
                                                "scripts/rule_table.py"
 
 
+def test_metric_table_is_generated_from_the_metric_table():
+    script = _script("metric_docs")
+    current = open(script.PATH).read()
+    assert script.updated(current) == current, "docs/evaluation.md is out of date: run " \
+                                               "scripts/metric_docs.py"
+
+
 def test_mkdocs_strict_build(tmp_path):
     mkdocs = shutil.which("mkdocs", path=os.path.dirname(sys.executable))
     if mkdocs is None:

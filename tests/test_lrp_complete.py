@@ -165,9 +165,8 @@ class Attention(nn.Module):
 
 
 def test_attention_conserves_its_softmax_a_constant():
-    """A traced attention (matmul, softmax, matmul). nn.MultiheadAttention is one op whose
-    softmax runs inside torch's multi_head_attention_forward, out of reach: it keeps the
-    z-rule of its linearisation (not conserving) until it has a rule of its own."""
+    """A traced attention (matmul, softmax, matmul). nn.MultiheadAttention (one op, its
+    attention written out with the softmax held) conserves too: tests/test_attnlrp.py."""
     torch.manual_seed(4)
     model = without_biases(Attention().double().eval())
     _conserves(model, torch.randn(2, 3, 8, 8, dtype=torch.float64))

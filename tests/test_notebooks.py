@@ -43,7 +43,8 @@ def test_the_notebooks_are_the_documented_ones():
     assert NOTEBOOKS == ["01_quickstart.ipynb", "02_zoo_tour.ipynb", "03_scan_and_fig2.ipynb",
                          "04_your_own_model.ipynb", "05_explorer.ipynb",
                          "06_methods_and_sanity.ipynb", "07_paper_analyses.ipynb",
-                         "08_relevance.ipynb", "09_feature_vis.ipynb", "10_transformers.ipynb"]
+                         "08_relevance.ipynb", "09_feature_vis.ipynb",
+                         "10_evaluation.ipynb", "11_transformers.ipynb"]
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)

@@ -15,6 +15,8 @@ themselves.
 - :mod:`.evolution`, :mod:`.filters`: feature evolution over checkpoints (Fig. 4) and
   first-layer filter diagnostics (Fig. 6).
 - :mod:`.feature_vis`: the image each unit wants, by optimisation (:func:`feature_vis`).
+- :mod:`.evaluation`: every method scored by every metric (:func:`evaluate`): the metrics,
+  the driver (:mod:`.evaluation.evaluate`) and its result (:mod:`.evaluation.result`).
 """
 from . import filters as _filters
 from .atlas import AtlasResult, atlas
@@ -23,6 +25,8 @@ from .comparison import Comparison, compare
 from .correspondence import CorrespondenceResult, correspondence
 from .crp import ConceptRelevance, LayerRelevance, crp, layer_relevance
 from .dataset_scan import scan
+from .evaluation.evaluate import evaluate
+from .evaluation.result import EvaluationResult
 from .evolution import EvolutionResult, evolution
 from .feature_vis import FeatureVisResult, feature_vis
 from .filters import FilterResult, filter_stats, filters
@@ -34,7 +38,7 @@ from .scan_result import Hit, ScanResult, load_scan, same_hits
 from .showing import ShowReport, show
 from .top_hits import FeatureHits, project_hits, top_hits_figure
 
-__all__ = ["ConceptRelevance", "LayerRelevance", "crp", "layer_relevance",
+__all__ = ["evaluate", "EvaluationResult", "ConceptRelevance", "LayerRelevance", "crp", "layer_relevance",
            "AtlasResult", "atlas", "EvolutionResult", "FeatureVisResult", "feature_vis",
            "FilterResult", "evolution",
            "Attribution", "filter_stats", "filters", "Comparison", "CorrespondenceResult",

@@ -37,11 +37,18 @@ from ..data.images import ImagesArg
 from ..data.zoo import class_names
 from ..engine import Projector
 from ..engine.guard import runs_model
-from ..engine.passes.recording import Recording, check_images, forward_to, images_for
+from ..engine.passes.recording import (
+    Recording,
+    check_images,
+    features_first,
+    forward_to,
+    images_for,
+)
 from ..engine.passes.seeds import make_seeds
 from ..errors import ArgumentError, closest
-from . import cams, map_check
+from . import attention_maps, cams, map_check
 from .attribution_result import Attribution
+from .cam_unit import cam_seed, unit_objective
 
 __all__ = ["attribute", "attribute_map", "Attribution", "list_methods", "Target", "resolve_target", "default_cam_layer",
            "grad_cam"]
@@ -307,7 +314,9 @@ def _captum(method: str, model: nn.Module, x: Tensor, target: Target, net: Proje
     else:
         node = net.layer(target.layer, tuple(x.shape[-2:])).node
         forward, captum_target = _UnitObjective(net, node), None
-        extra = (_unit_seed(net, x, target),)
+        extra = ((cam_seed if method == "gradcam" else _unit_seed)(net, x, target),)
+    if method == "gradcam" and _features_last(net, cam_layer, x):
+        return _cam(method, model, x, target, net, cam_layer, options)  # tokens: no Captum
     if method == "gradcam":
         name = cam_layer or default_cam_layer(net)
         cam = net.layer(name, tuple(x.shape[-2:]))
@@ -332,6 +341,9 @@ def _captum(method: str, model: nn.Module, x: Tensor, target: Target, net: Proje
             stdevs=stdev, target=captum_target, additional_forward_args=extra, abs=False)
     if method in cams.CAMS:
         return _cam(method, model, x, target, net, cam_layer, options)
+    if method in attention_maps.ATTENTION_METHODS:
+        return attention_maps.attention_map(model, x, method, list(target.classes),
+                                            _patch_grid(net, x))
     if method != "occlusion":
         raise ArgumentError(f"method {method!r} is in the method table, but attribute() has "
                             f"no implementation of it; a reverse pass is added with "
@@ -347,34 +359,63 @@ def _captum(method: str, model: nn.Module, x: Tensor, target: Target, net: Proje
                                perturbations_per_eval=options.get("batch_size", 16))
 
 
-def cam_layers(net: Projector, cam_layer, size: Tuple[int, int]) -> List[Tuple[nn.Module, str]]:
-    """The CAM's layers, ``(module, graph node)`` each: ``cam_layer`` (a name, a comma list or
-    a list of names; default :func:`default_cam_layer`); each must be a module's output."""
-    if cam_layer is None:
-        names = [default_cam_layer(net)]
-    elif isinstance(cam_layer, str):
-        names = [n.strip() for n in cam_layer.split(",")]
-    else:
-        names = list(cam_layer)
+def cam_layers(net: Projector, cam_layer, size: Tuple[int, int]) -> List[Tuple]:
+    """The CAM's layers, ``(module, graph node, reading)`` each: ``cam_layer`` (a name, a
+    comma list or a list of names; default :func:`default_cam_layer`); each must be a
+    module's output. ``reading`` reads a layer whose features are last channels first (a
+    token layer on its patch grid, a channels-last map), ``None`` for the others."""
     layers = []
-    for name in names:
+    for name in _cam_layer_names(net, cam_layer):
         layer = net.layer(name, size)
         path = layer.path.partition("@")[0]
         if not path:
             raise ArgumentError(f"a CAM's layer is a module's output; {name!r} is not one "
                                 f"(`deconvviz layers` lists module paths)")
-        layers.append((net.model.get_submodule(path), net.traced.ops[layer.node].node.name))
+        node = net.traced.ops[layer.node].node.name
+        reading = features_first(net.traced, [node], size=size).get(node)
+        layers.append((net.model.get_submodule(path), node, reading))
     return layers
+
+
+def _patch_grid(net: Projector, x: Tensor) -> Optional[Tuple[int, int, int]]:
+    """``(named tokens, rows, columns)`` of the model's token layers, from its graph (the
+    last token layer's), or ``None`` where it has none."""
+    from ..engine.passes.recording import token_grids
+
+    grids = list(token_grids(net.traced, size=tuple(x.shape[-2:])).values())
+    return (len(grids[-1].prefix), *grids[-1].grid) if grids else None
+
+
+def _features_last(net: Projector, cam_layer, x: Tensor) -> bool:
+    """Whether a CAM layer's features are last (a token layer, a channels-last map): Captum's
+    LayerGradCam reads channels first, so Grad-CAM there is the CAM family's."""
+    return any(reading is not None for _, _, reading in
+               cam_layers(net, cam_layer, tuple(x.shape[-2:])))
 
 
 def _cam(method: str, model: nn.Module, x: Tensor, target: Target, net: Projector,
          cam_layer, options: dict) -> Tensor:
-    """A member of the CAM family (:mod:`.cams`), ``[N, 1, H, W]`` in [0, 1]."""
-    return cams.cam_maps(model, x, method, cam_layers(net, cam_layer, tuple(x.shape[-2:])),
-                         list(target.classes), traced_module=net.traced.graph_module,
+    """A member of the CAM family (:mod:`.cams`) of a class or a unit, ``[N, 1, H, W]`` in
+    [0, 1]."""
+    size = tuple(x.shape[-2:])
+    layers = cam_layers(net, cam_layer, size) if method != "fullgrad" else []
+    objective = None
+    if not target.is_class:
+        objective = unit_objective(net, x, target, list(zip(_cam_layer_names(net, cam_layer),
+                                                            layers)))
+    return cams.cam_maps(model, x, method, layers, list(target.classes or []),
+                         traced_module=net.traced.graph_module,
                          eigen_smooth=bool(options.get("eigen_smooth", False)),
                          aug_smooth=bool(options.get("aug_smooth", False)),
-                         batch_size=int(options.get("batch_size", 32)))
+                         batch_size=int(options.get("batch_size", 32)), objective=objective)
+
+
+def _cam_layer_names(net: Projector, cam_layer) -> List[str]:
+    if cam_layer is None:
+        return [default_cam_layer(net)]
+    if isinstance(cam_layer, str):
+        return [n.strip() for n in cam_layer.split(",")]
+    return list(cam_layer)
 
 
 def grad_cam(forward, module: nn.Module, inputs, target, size: Tuple[int, int],

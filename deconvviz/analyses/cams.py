@@ -31,15 +31,17 @@ the whole model for every batch of ablations.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Dict, Iterator, List, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from ..errors import ArgumentError
+from .cam_objective import Objective
 
-__all__ = ["CAMS", "GRADIENT_CAMS", "cam_maps", "scale", "projection", "ablation_tail"]
+__all__ = ["CAMS", "GRADIENT_CAMS", "cam_maps", "scale", "projection", "ablation_tail",
+           "Objective"]
 
 # Weighted by the gradient of the class score at the layer.
 GRADIENT_CAMS = ("gradcam", "hirescam", "gradcam_elementwise", "gradcam_plus_plus",
@@ -77,17 +79,21 @@ def projection(maps: Tensor, orient: bool = True) -> Tensor:
 
 
 @contextmanager
-def _captured(modules: Sequence[nn.Module]) -> Iterator[Dict[int, Dict[str, Tensor]]]:
+def _captured(modules: Sequence[nn.Module], reading=None
+              ) -> Iterator[Dict[int, Dict[str, Tensor]]]:
     """Each module's output (a copy, safe from later in-place ops) and, after a backward
-    pass, the gradient with respect to it; the hooks are removed on every path."""
+    pass, the gradient with respect to it, each read channels first by ``reading`` (a
+    channels-last map's or a token layer's, from the graph; ``None``: as it is); the hooks
+    are removed on every path."""
     found: Dict[int, Dict[str, Tensor]] = {}
     handles = []
+    read = reading.features if reading is not None else (lambda t: t)
 
     def hook(index):
         def save(module, inputs, output):
-            found[index] = {"activations": output.detach().clone()}
+            found[index] = {"activations": read(output.detach()).clone()}
             if output.requires_grad:
-                output.register_hook(lambda g: found[index].__setitem__("gradients", g))
+                output.register_hook(lambda g: found[index].__setitem__("gradients", read(g)))
         return save
 
     try:
@@ -126,34 +132,38 @@ def _combine(weights: Tensor, a: Tensor, eigen_smooth: bool) -> Tensor:
     return projection(weighted, orient=False) if eigen_smooth else weighted.sum(1)
 
 
-def _scores(model: nn.Module, batch: Tensor, classes: Tensor) -> Tensor:
-    return model(batch)[torch.arange(batch.shape[0], device=batch.device), classes]
-
-
-def _score_cam(model, x: Tensor, a: Tensor, classes: List[int], batch_size: int) -> Tensor:
+def _score_cam(model, x: Tensor, a: Tensor, objective: Objective, batch_size: int) -> Tensor:
     """Score-CAM's weights ``[N, K]``: the softmax over channels of the class logit of the
-    input masked by each channel's upsampled, min-max normalised map."""
+    input masked by each channel's upsampled, min-max normalised map.
+
+    A constant channel (a dead one, all zero) normalises to an all-zero mask, so its masked
+    input is the same zero image for every such channel of every image: the model runs on it
+    once, not once per channel (exact: the same input gives the same logit)."""
     up = F.interpolate(a, size=x.shape[-2:], mode="bilinear", align_corners=True)
     flat = up.flatten(2)
     lo, hi = flat.min(2).values[:, :, None, None], flat.max(2).values[:, :, None, None]
     masks = (up - lo) / (hi - lo + 1e-8)
+    constant = (hi == lo).flatten(1)
     weights = []
     with torch.no_grad():
-        for i, c in enumerate(classes):
-            scores = []
-            for k0 in range(0, masks.shape[1], batch_size):
-                batch = x[i:i + 1] * masks[i, k0:k0 + batch_size, None]
-                target = torch.full((batch.shape[0],), c, device=x.device)
-                scores.append(_scores(model, batch, target))
-            weights.append(torch.softmax(torch.cat(scores), dim=0))
+        blank = objective.value(torch.zeros_like(x[:1])) if constant.any() else None
+        for i in range(x.shape[0]):
+            live = (~constant[i]).nonzero().flatten()
+            scores = torch.empty(masks.shape[1], dtype=x.dtype, device=x.device)
+            if blank is not None:
+                scores[constant[i]] = objective.pick(blank, i).to(x.dtype)
+            for k0 in range(0, live.numel(), batch_size):
+                k = live[k0:k0 + batch_size]
+                scores[k] = objective.one(x[i:i + 1] * masks[i, k, None], i).to(x.dtype)
+            weights.append(torch.softmax(scores, dim=0))
     return torch.stack(weights)
 
 
-def ablation_tail(traced_module: fx.GraphModule, node_name: str
+def ablation_tail(traced_module: fx.GraphModule, node_name: str, until: Optional[str] = None
                   ) -> Tuple[fx.GraphModule, List[fx.Node]]:
     """The part of the graph above ``node_name``: a module taking the values of its
     frontier (the layer's output first, then whatever else it reads from below, a residual's
-    other branch), returning the model's output."""
+    other branch), returning the model's output (or node ``until``'s value: a unit's layer)."""
     nodes = list(traced_module.graph.nodes)
     target = next(n for n in nodes if n.name == node_name)
     above, stack = set(), list(target.users)
@@ -162,16 +172,27 @@ def ablation_tail(traced_module: fx.GraphModule, node_name: str
         if node not in above and node.op != "output":
             above.add(node)
             stack.extend(node.users)
+    end = next((n for n in nodes if n.name == until), None) if until else None
+    if end is not None:
+        needed, stack = set(), [end]
+        while stack:
+            node = stack.pop()
+            if node not in needed:
+                needed.add(node)
+                stack.extend(node.all_input_nodes)
+        above &= needed
     frontier = [target]
     for node in nodes:
-        if node in above or node.op == "output":
+        if node in above or (end is None and node.op == "output"):
             frontier += [a for a in node.all_input_nodes
                          if a not in above and a.op != "get_attr" and a not in frontier]
     graph = fx.Graph()
     env = {a: graph.placeholder(f"{a.name}_value") for a in frontier}
     for node in nodes:
-        if node in above or node.op in ("output", "get_attr"):
+        if node in above or node.op == "get_attr" or (end is None and node.op == "output"):
             env[node] = graph.node_copy(node, lambda n: env[n])
+    if end is not None:
+        graph.output(env[end])
     return fx.GraphModule(traced_module, graph), frontier
 
 
@@ -190,19 +211,21 @@ class _Recorder(fx.Interpreter):
 
 
 def _ablation_cam(traced_module: fx.GraphModule, node_name: str, x: Tensor,
-                  classes: List[int], batch_size: int) -> Tuple[Tensor, Tensor]:
+                  objective: Objective, batch_size: int) -> Tuple[Tensor, Tensor]:
     """Ablation-CAM's activations and weights ``[N, K]``: ``(score - score with channel k at
     zero) / score``, each ablation run through the layers above only."""
-    tail, frontier = ablation_tail(traced_module, node_name)
+    tail, frontier = ablation_tail(traced_module, node_name, objective.node)
     with torch.no_grad():
-        recorder = _Recorder(traced_module, frontier)
+        end = [m for m in traced_module.graph.nodes if m.name == objective.node]
+        recorder = _Recorder(traced_module, frontier + end)
         out = recorder.run(x)
+        raw = recorder.values[end[0]] if end else out  # the logits, or the unit's layer
         values = [recorder.values[n] for n in frontier]
         a = values[0]
         n, k = a.shape[:2]
-        original = out[torch.arange(n), torch.as_tensor(classes)]
+        original = torch.cat([objective.of_tail(raw[i:i + 1], i) for i in range(n)])
         weights = torch.empty(n, k, dtype=a.dtype, device=a.device)
-        for i, c in enumerate(classes):
+        for i in range(n):
             for k0 in range(0, k, batch_size):
                 ks = torch.arange(k0, min(k, k0 + batch_size), device=a.device)
                 ablated = a[i:i + 1].repeat(len(ks), 1, 1, 1)
@@ -210,23 +233,27 @@ def _ablation_cam(traced_module: fx.GraphModule, node_name: str, x: Tensor,
                 rest = [v[i:i + 1].expand(len(ks), *v.shape[1:])
                         if isinstance(v, Tensor) and v.dim() and v.shape[0] == n else v
                         for v in values[1:]]
-                scores = tail(ablated, *rest)[:, c]
+                scores = objective.of_tail(tail(ablated, *rest), i)
                 weights[i, ks] = (original[i] - scores) / original[i]
     return a, weights
 
 
 def _layer_map(model, traced_module, method: str, module: nn.Module, node: str, x: Tensor,
-               classes: List[int], eigen_smooth: bool, batch_size: int) -> Tensor:
+               objective: Objective, eigen_smooth: bool, batch_size: int,
+               reading=None) -> Tensor:
     """One layer's CAM, before rectification: ``[N, h, w]``."""
     if method == "ablationcam":
-        a, weights = _ablation_cam(traced_module, node, x, classes, batch_size)
+        if reading is not None:
+            raise ArgumentError("Ablation-CAM ablates the channels of a channels-first map; "
+                                "this layer's features are last (tokens or a channels-last "
+                                "map): choose another CAM or layer")
+        a, weights = _ablation_cam(traced_module, node, x, objective, batch_size)
         return _combine(weights, a, eigen_smooth)
-    target = torch.as_tensor(classes, device=x.device)
-    with _captured([module]) as found:
+    with _captured([module], reading) as found:
         if method in GRADIENT_CAMS:
             with torch.enable_grad():
                 inputs = x.detach().requires_grad_(True)
-                _scores(model, inputs, target).sum().backward(inputs=[inputs])
+                objective.all(inputs).sum().backward(inputs=[inputs])
         else:
             with torch.no_grad():
                 model(x)
@@ -237,7 +264,7 @@ def _layer_map(model, traced_module, method: str, module: nn.Module, node: str, 
     if method == "eigencam":
         return projection(a)
     if method == "scorecam":
-        return _combine(_score_cam(model, x, a, classes, batch_size), a, eigen_smooth)
+        return _combine(_score_cam(model, x, a, objective, batch_size), a, eigen_smooth)
     return _weighted(method, a, found[0]["gradients"], eigen_smooth)
 
 
@@ -255,17 +282,16 @@ def _per_channel(maps: Tensor, size: Tuple[int, int]) -> Tensor:
     return scale(maps.reshape(n * c, *maps.shape[2:]), size).reshape(n, c, *size)
 
 
-def _full_grad(model: nn.Module, x: Tensor, classes: List[int]) -> Tensor:
+def _full_grad(model: nn.Module, x: Tensor, objective: Objective) -> Tensor:
     """FullGrad (Srinivas & Fleuret 2019): |input gradient x input| per colour channel, plus
     for every convolution and BatchNorm with a bias, |bias x the gradient at its output|,
     each channel scaled and upsampled, all summed: ``[N, H, W]`` before the final scaling."""
     modules = [m for m in model.modules() if type(m) in (nn.Conv2d, nn.BatchNorm2d)
                and m.bias is not None]
     size = tuple(x.shape[-2:])
-    target = torch.as_tensor(classes, device=x.device)
     with _captured(modules) as found, torch.enable_grad():
         inputs = x.detach().requires_grad_(True)
-        g_x, = torch.autograd.grad(_scores(model, inputs, target).sum(), inputs)
+        g_x, = torch.autograd.grad(objective.all(inputs).sum(), inputs)
     total = _per_channel((g_x * x).abs(), size).sum(1)
     for i, module in enumerate(modules):
         if "gradients" in found.get(i, {}):
@@ -278,16 +304,23 @@ def _full_grad(model: nn.Module, x: Tensor, classes: List[int]) -> Tensor:
 def cam_maps(model: nn.Module, x: Tensor, method: str, layers: Sequence[Tuple[nn.Module, str]],
              classes: List[int], *, traced_module: fx.GraphModule = None,
              eigen_smooth: bool = False, aug_smooth: bool = False,
-             batch_size: int = 32) -> Tensor:
-    """``method``'s CAM of each image's class, fused over ``layers`` (``(module, graph node
-    name)`` pairs): ``[N, 1, H, W]`` in [0, 1].
+             batch_size: int = 32, objective: Optional[Objective] = None) -> Tensor:
+    """``method``'s CAM of each image's class (or of ``objective``: a unit), fused over
+    ``layers`` (``(module, graph node name)`` pairs, or ``(module, node, reading)`` for a
+    layer whose features are last: a token layer's patch grid or a channels-last map, read
+    channels first as the graph says, where pytorch-grad-cam asks its user for a
+    ``reshape_transform``): ``[N, 1, H, W]`` in [0, 1].
 
     ``aug_smooth`` averages the maps of six augmented inputs (flipped or not, times 0.9, 1
     and 1.1), each flipped back; ``eigen_smooth`` takes the first principal component of the
     weighted activations instead of their sum."""
     if method not in CAMS:
         raise ArgumentError(f"unknown CAM {method!r}; choose from {', '.join(CAMS)}")
+    objective = objective or Objective(model, classes)
     if aug_smooth:
+        if objective.is_unit:
+            raise ArgumentError("aug_smooth flips and rescales the image, which moves a "
+                                "unit's position: it smooths a class's CAM only")
         maps = []
         for flip in (False, True):
             for factor in (0.9, 1.0, 1.1):
@@ -302,9 +335,10 @@ def cam_maps(model: nn.Module, x: Tensor, method: str, layers: Sequence[Tuple[nn
         if eigen_smooth:
             raise ArgumentError("FullGrad sums every layer's bias terms: it has no "
                                 "eigen_smooth")
-        return scale(_full_grad(model, x, classes))[:, None]
-    per_layer = [scale(_layer_map(model, traced_module, method, module, node, x, classes,
-                                  eigen_smooth, batch_size).clamp_min(0), size)
-                 for module, node in layers]
+        return scale(_full_grad(model, x, objective))[:, None]
+    per_layer = [scale(_layer_map(model, traced_module, method, layer[0], layer[1], x,
+                                  objective, eigen_smooth, batch_size,
+                                  layer[2] if len(layer) > 2 else None).clamp_min(0), size)
+                 for layer in layers]
     fused = torch.stack(per_layer, 1).clamp_min(0).mean(1)
     return scale(fused)[:, None]

@@ -46,8 +46,8 @@ from ..errors import ArgumentError
 from ..results import Result, csv_columns
 from .attribution import _reverse, attribute_map, default_cam_layer, grad_cam, resolve_target
 
-__all__ = ["SanityResult", "sanity_check", "parametrised_layers", "ssim", "METRICS",
-           "DEFAULT_METHODS"]
+__all__ = ["SanityResult", "sanity_check", "parametrised_layers", "reinitialise", "ssim",
+           "METRICS", "DEFAULT_METHODS"]
 
 METRICS = ("spearman_abs", "spearman_signed", "ssim")
 DEFAULT_METHODS = method_table.SANITY_DEFAULT
@@ -124,6 +124,19 @@ def parametrised_layers(model: nn.Module, *, traced: Optional[TracedModel] = Non
                 True for _ in model.get_submodule(path).parameters(recurse=False)):
             seen.append(path)
     return seen
+
+
+def reinitialise(model: nn.Module, path: str, seed: int) -> None:
+    """Re-initialise layer ``path`` of ``model`` in place with its own default initialisation
+    (``reset_parameters()``), drawn from ``seed`` (the global random state is left as it
+    was)."""
+    module = model.get_submodule(path)
+    if not hasattr(module, "reset_parameters"):
+        raise ArgumentError(f"layer {path!r} ({type(module).__name__}) has no "
+                            f"reset_parameters() to re-initialise it with")
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        module.reset_parameters()
 
 
 def _two_d(maps: Tensor) -> Tensor:
@@ -330,13 +343,7 @@ def _sanity_check(model, images, *, methods, target, seed, layers, progress, reu
                        legacy=lambda old: lambda done, total, label: old(label))
     for k, path in enumerate([None] + order[::-1]):
         if path is not None:
-            module = copied.get_submodule(path)
-            if not hasattr(module, "reset_parameters"):
-                raise ArgumentError(f"layer {path!r} ({type(module).__name__}) has no "
-                                    f"reset_parameters() to re-initialise it with")
-            with torch.random.fork_rng(devices=[]), torch.no_grad():
-                torch.manual_seed(seed + k)
-                module.reset_parameters()
+            reinitialise(copied, path, seed + k)
             names.append(path)
         if reused is not None:
             reused.step(path)

@@ -1,5 +1,5 @@
-"""Commands that set methods side by side: ``compare`` and ``sanity``; ``crp`` (concept
-relevance propagation)."""
+"""Commands that set methods side by side: ``compare``, ``sanity`` and ``evaluate`` (every
+method scored by every metric); ``crp`` (concept relevance propagation)."""
 from __future__ import annotations
 
 import sys
@@ -7,8 +7,14 @@ from typing import List, Optional
 
 import click
 
-from .. import method_table
-from .._io import DATA_FORMATS, FIGURE_FORMATS, check_output_path, result_formats
+from .. import method_table, metric_table
+from .._io import (
+    DATA_FORMATS,
+    FIGURE_FORMATS,
+    check_output_folder,
+    check_output_path,
+    result_formats,
+)
 from ..data.zoo import get_spec
 from ..errors import ArgumentError
 from .base import (
@@ -167,3 +173,107 @@ def crp_command(model: str, layer: str, target: Optional[str], top: int,
     report = concept_report(net_model, image, layer, top=top, target=target, scan=scan,
                             references=references, method=method)
     click.echo(report.save(out, dpi=dpi))
+
+
+_TABLES = {"csv_path": ".csv", "md_path": ".md", "tex_path": ".tex"}
+
+
+@cli.command("evaluate", short_help="Score every method by every metric (faithfulness, "
+                                    "localisation, ...).")
+@model_option
+@click.option("--methods", default=None, metavar="LIST|all",
+              help=f"Comma list of methods, or all [default: "
+                   f"{', '.join(method_table.COMPARE_DEFAULT)}].")
+@click.option("--metrics", default="faithfulness", show_default=True,
+              metavar="LIST|FAMILY|all",
+              help=f"Comma list of metrics or families ({', '.join(metric_table.FAMILIES)}), "
+                   f"or all. Metrics: {', '.join(metric_table.names())}.")
+@click.option("--target", default=None, metavar="CLASS",
+              help="A class index or name [default: each image's top-1 class].")
+@click.option("--boxes", default=None, metavar="FILE|DIR",
+              help="The objects, for the localisation metrics: a folder of Pascal VOC .xml "
+                   "files (one per image, by name), one .xml, or a COCO instances .json. With "
+                   "--target NAME, only the boxes of class NAME.")
+@click.option("--cam-layer", default=None, callback=check_layer,
+              help="The CAMs' layer [default: the last convolutional block].")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1),
+              help="Images per forward pass.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the metrics' draws.")
+@click.option("--out", "-o", default=None, metavar="DIR",
+              help="A new (or earlier evaluate's) folder: the table as evaluation.csv, .md "
+                   "and .tex, every image's score (per_image.csv) and the figure "
+                   "(evaluation.png).")
+@click.option("--csv", "csv_path", default=None, metavar="FILE", help="Write the table as CSV.")
+@click.option("--md", "md_path", default=None, metavar="FILE",
+              help="Write the table as Markdown.")
+@click.option("--tex", "tex_path", default=None, metavar="FILE",
+              help="Write the table as LaTeX.")
+@dpi_option
+@weights_option
+@device_option
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@friendly
+def evaluate_command(model: str, methods: Optional[str], metrics: str, target: Optional[str],
+                     boxes: Optional[str], cam_layer: Optional[str], batch_size: int,
+                     seed: int, out: Optional[str], dpi: int, weights: str, device: str,
+                     images: List[str], **tables: Optional[str]) -> None:
+    """Score each method's maps of IMAGES by each metric (docs/evaluation.md): a table of
+    means and standard errors over the images, printed as Markdown, or written with --out,
+    --csv, --md, --tex. Nothing is written unless everything ran."""
+    get_spec(model)
+    names = method_list(methods, method_table.COMPARE_DEFAULT)
+    wanted = metric_table.resolve(metrics)
+    needing = [m for m in wanted if "boxes" in metric_table.get(m).needs]
+    if needing and boxes is None:
+        raise ArgumentError(f"{', '.join(needing)} need(s) the objects' boxes: give --boxes "
+                            f"FILE|DIR (Pascal VOC XML or COCO JSON)")
+    if out is not None:
+        out = check_output_folder(out, "evaluation.csv")
+    for key, ext in _TABLES.items():
+        if tables[key] is not None:
+            check_output_path(tables[key], (ext,))
+    from ..data.boxes import read_boxes
+    from ..data.images import image_list
+
+    paths = image_list(list(images))
+    if boxes is not None:  # a missing file, a box outside its image: before any model
+        read_boxes(boxes, paths, only=target if target and not target.strip().lstrip(
+            "-").isdigit() else None)
+    from ..analyses import evaluate
+    from ..data.devices import resolve_device
+    from ..data.zoo import load_model
+
+    net_model = load_model(model, weights=weights).to(resolve_device(device))
+    # the API's bar on stderr: methods x (maps + metrics), each metric's steps beside it
+    result = evaluate(net_model, paths, methods=names, metrics=wanted, target=target,
+                      boxes=boxes, cam_layer=cam_layer, batch_size=batch_size, seed=seed,
+                      progress=True)
+    for method, why in result.not_applicable.items():
+        click.echo(f"warning: {method} is n/a on {model}: {why}", err=True)
+    _write_evaluation(result, out, tables, dpi)
+
+
+def _write_evaluation(result, out: Optional[str], tables: dict, dpi: int) -> None:
+    """Every output, after everything ran: the figure is drawn before any file is written."""
+    import os
+
+    from .._io import write_atomically
+    from ..results import csv_text
+
+    if out is None and not any(tables.values()):
+        click.echo(result.to_markdown(), nl=False)
+        return
+    written = {path: result for path in tables.values() if path is not None}
+    if out is not None:
+        figure = result.figure()
+        os.makedirs(out, exist_ok=True)
+        for ext in (".csv", ".md", ".tex"):
+            written[os.path.join(out, f"evaluation{ext}")] = result
+        per_image = csv_text(result.per_image()).encode()
+        click.echo(write_atomically(os.path.join(out, "per_image.csv"),
+                                    lambda f: f.write(per_image)))
+        from ..figures import save_figure
+
+        click.echo(save_figure(figure, os.path.join(out, "evaluation.png"), dpi=dpi))
+    for path in written:
+        click.echo(result.save(path))

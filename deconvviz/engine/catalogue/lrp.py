@@ -13,9 +13,11 @@ rest of the graph needs no per-architecture code:
   reshapes and scalings by a constant pass relevance through unchanged;
 - LayerNorm, GroupNorm and RMSNorm take AttnLRP's rule (:mod:`deconvviz.engine.catalogue.norms`):
   the ε rule on the affine map they are with the standard deviation held constant;
-- an attention's softmax is a constant of the input (Ali et al. 2022): relevance goes down
-  the values (:mod:`deconvviz.engine.catalogue.lrp_attention`); a ``matmul`` of two other
-  signals gives each factor half (AttnLRP's uniform rule);
+- attention takes the composite's ``attention`` rule
+  (:mod:`deconvviz.engine.catalogue.lrp_attention`): CP-LRP's (the default: the softmax is a
+  constant of the input, Ali et al. 2022, so relevance goes down the values) or AttnLRP's
+  (the softmax's linearisation and the uniform rule); a ``matmul`` of two other signals
+  gives each factor half (AttnLRP's uniform rule);
 - a max-pool passes it to its winner (unpooling through the switches: its gradient);
 - an average pool (adaptive or not) and a mean are linear layers under the z-rule
   (zennit's ``Norm``): ``x · Jᵀ(R / y)``;
@@ -46,7 +48,7 @@ import torch.nn.functional as F
 
 from ...errors import ArgumentError
 from ...method_table import COMPOSITES, RULE_METHODS, Composite, resolve_rule
-from .lrp_attention import MATMULS, SoftmaxHeld, holds_softmax, softmax_factor
+from .lrp_attention import MATMULS, AttentionSplit, SoftmaxHeld, holds_softmax, softmax_factor
 from .lrp_layers import (
     TERMS,
     fold_partner,
@@ -201,20 +203,20 @@ def _norm_rule(op, s, ctx, composite):
 def _z_fallback(op, s, ctx, composite):
     """The z-rule on the op's linearisation at the recorded point: ``x_i · J_iᵀ(R / y)``."""
     values = ctx.arguments_of(op)
-    with torch.no_grad():
-        y = _run(op, {n: v.clone() if isinstance(v, torch.Tensor) else v
-                      for n, v in values.items()})
-    if isinstance(s, dict):  # several outputs (chunk, split): each item's R / y
-        signal = {i: g / stabilize(y[i], composite.stabilizer)
-                  if isinstance(y[i], torch.Tensor) and y[i].is_floating_point() else g
-                  for i, g in s.items()}
-    else:
-        signal = s / stabilize(y, composite.stabilizer)
-    held = SoftmaxHeld() if holds_softmax(op) else contextlib.nullcontext()
-    with held:  # an attention inside the op: its softmax is a constant (Ali et al. 2022)
+
+    def signal(y):  # R / y, from the output of the vector-Jacobian product's own forward
+        if isinstance(s, dict):  # several outputs (chunk, split): each item's R / y
+            return {i: g / stabilize(y[i], composite.stabilizer)
+                    if isinstance(y[i], torch.Tensor) and y[i].is_floating_point() else g
+                    for i, g in s.items()}
+        return s / stabilize(y, composite.stabilizer)
+    conservative = composite.attention == "conservative"
+    inside = (SoftmaxHeld() if conservative else AttentionSplit()) if holds_softmax(op) \
+        else contextlib.nullcontext()
+    with inside:  # an attention inside the op: CP-LRP holds its softmax, AttnLRP splits
         grads = vjp_at(op, values, signal, ctx)
-    attention = softmax_factor(op)
-    if attention is not None:  # a traced attention: relevance down the values only
+    attention = softmax_factor(op) if conservative else None
+    if attention is not None:  # a traced attention under CP-LRP: down the values only
         return [(node, g * values[node]) for node, g in grads if node is not attention]
     share = 0.5 if op.node.target in MATMULS and len(grads) == 2 else 1.0  # AttnLRP's uniform
     return [(node, g * values[node] * share) for node, g in grads]

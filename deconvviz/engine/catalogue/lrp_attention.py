@@ -1,6 +1,14 @@
 """LRP through attention and other products of two signals taken as one op (``matmul``).
 
-The rule is conservative propagation (Ali et al. 2022, "XAI for Transformers: Better
+A composite's ``attention`` names the rule (:data:`deconvviz.lrp_vocabulary.ATTENTION_RULES`).
+``"softmax"`` is AttnLRP's (Achtibat et al. 2024, as LXT 2.1 writes it in the
+gradient-times-input form): the softmax takes its own linearisation, ``x·(R − s·ΣR)``, and
+each product of two signals gives each factor half (the uniform rule): inside an op that
+holds a whole attention, :class:`AttentionSplit` runs ``scaled_dot_product_attention`` with
+the gradients of queries and keys divided by 4 and of values by 2 (LXT's
+``wrap_attention_forward``) and halves both factors of any other product of two signals.
+``"conservative"`` (CP-LRP, the default and LXT's choice for torchvision's ViT) is
+conservative propagation (Ali et al. 2022, "XAI for Transformers: Better
 Explanations through Conservative Propagation"): an attention map, the output of a softmax,
 is a constant of the recorded input, as a squeeze-excitation gate is, so relevance goes down
 the values only, by the z-rule of the linear map they then go through. Inside an op that
@@ -14,6 +22,8 @@ of the z-rule's share (AttnLRP's uniform rule).
 """
 from __future__ import annotations
 
+import contextlib
+import inspect
 import operator
 from typing import Optional
 
@@ -22,7 +32,10 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["SoftmaxHeld", "MATMULS", "softmax_factor", "holds_softmax"]
+from ...errors import UnsupportedOpError
+
+__all__ = ["SoftmaxHeld", "AttentionSplit", "MATMULS", "softmax_factor", "holds_softmax",
+           "multi_head_attention"]
 
 SOFTMAXES = {F.softmax, torch.softmax, torch.Tensor.softmax, torch.nn.functional.softmax}
 _SOFTMAX_TARGETS = {F.softmax, torch.softmax, "softmax"}
@@ -39,15 +52,63 @@ class SoftmaxHeld(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is F.scaled_dot_product_attention:
-            return _attention_held(*args, **kwargs)
+            return _attention_written_out(*args, held=True, **kwargs)
+        if func is F.multi_head_attention_forward:
+            return multi_head_attention(_held_sdpa, *args, **kwargs)
         out = func(*args, **kwargs)
         return out.detach() if func in SOFTMAXES else out
 
 
-def _attention_held(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
-                    scale=None, enable_gqa=False):
-    """``scaled_dot_product_attention`` (eval: no dropout) with its weights a constant."""
-    with torch.no_grad():
+class _GradScale(torch.autograd.Function):
+    """The identity, with its gradient multiplied by ``factor`` (LXT's ``divide_gradient``)."""
+
+    @staticmethod
+    def forward(ctx, x, factor):
+        ctx.factor = factor
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.factor, None
+
+
+def _scaled(x, factor):
+    return _GradScale.apply(x, factor)
+
+
+_PRODUCTS = {torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.bmm,
+             torch.Tensor.bmm}
+
+
+def _signal(t) -> bool:
+    return isinstance(t, torch.Tensor) and t.requires_grad and not isinstance(t, torch.nn.Parameter)
+
+
+class AttentionSplit(TorchFunctionMode):
+    """AttnLRP's rules inside an op: ``scaled_dot_product_attention`` with the gradient of
+    its queries and keys divided by 4 and of its values by 2, the softmax's gradient its own
+    (the softmax rule in the gradient-times-input form); any other product of two signals
+    (``matmul``, ``bmm``, ``baddbmm``) gives each factor half."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.scaled_dot_product_attention:
+            return _split_sdpa(*args, **kwargs)
+        if func is F.multi_head_attention_forward:
+            return multi_head_attention(_split_sdpa, *args, **kwargs)
+        if func in _PRODUCTS and len(args) >= 2 and _signal(args[0]) and _signal(args[1]):
+            return func(_scaled(args[0], 0.5), _scaled(args[1], 0.5), *args[2:], **kwargs)
+        if func is torch.baddbmm and len(args) >= 3 and _signal(args[1]) and _signal(args[2]):
+            return func(args[0], _scaled(args[1], 0.5), _scaled(args[2], 0.5), *args[3:],
+                        **kwargs)
+        return func(*args, **kwargs)
+
+
+def _attention_written_out(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
+                           scale=None, enable_gqa=False, held=False):
+    """``scaled_dot_product_attention`` (eval: no dropout) in plain ops; ``held``: its
+    weights a constant."""
+    with torch.no_grad() if held else contextlib.nullcontext():
         logits = query @ key.transpose(-2, -1) * (scale or query.shape[-1] ** -0.5)
         if is_causal:
             causal = torch.ones(logits.shape[-2:], dtype=torch.bool, device=logits.device)
@@ -57,6 +118,58 @@ def _attention_held(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=
                 if attn_mask.dtype == torch.bool else logits + attn_mask
         weights = torch.softmax(logits, dim=-1)
     return weights @ value
+
+
+def _held_sdpa(query, key, value, *args, **kwargs):
+    return _attention_written_out(query, key, value, *args, held=True, **kwargs)
+
+
+def _split_sdpa(query, key, value, *args, **kwargs):
+    return _attention_written_out(_scaled(query, 0.25), _scaled(key, 0.25),
+                                  _scaled(value, 0.5), *args, **kwargs)
+
+
+def multi_head_attention(sdpa, *args, **kwargs):
+    """``F.multi_head_attention_forward`` (eval, no masks) with its attention ``sdpa``.
+
+    A torch-function mode sees ``nn.MultiheadAttention``'s functional form as one call and
+    runs its body with the mode off, so the attention inside would escape the rule: the
+    body is written out here instead."""
+    a = inspect.signature(F.multi_head_attention_forward).bind(*args, **kwargs).arguments
+    odd = [k for k in ("bias_k", "bias_v", "static_k", "static_v", "key_padding_mask",
+                       "attn_mask") if a.get(k) is not None] + \
+        [k for k in ("add_zero_attn", "is_causal") if a.get(k)]
+    if odd or (a.get("training", True) and a["dropout_p"] > 0):
+        raise UnsupportedOpError(f"nn.MultiheadAttention with {', '.join(odd) or 'dropout'} "
+                                 f"is not written out for LRP's attention rules, rollout or "
+                                 f"GAE: deconvviz writes out the unmasked self-attention of "
+                                 f"vision transformers (eval mode)")
+    query, key, value, heads = a["query"], a["key"], a["value"], a["num_heads"]
+    batched = query.dim() == 3
+    if not batched:
+        query, key, value = (t.unsqueeze(1) for t in (query, key, value))
+    if a.get("use_separate_proj_weight"):
+        weights = a["q_proj_weight"], a["k_proj_weight"], a["v_proj_weight"]
+    else:
+        weights = a["in_proj_weight"].chunk(3)
+    bias = a["in_proj_bias"]
+    biases = bias.chunk(3) if bias is not None else (None,) * 3
+    length, n, dim = query.shape
+
+    def heads_of(t, w, b):  # [L, N, E] -> [N, heads, L, E / heads]
+        t = F.linear(t, w, b)
+        return t.reshape(t.shape[0], n, heads, -1).permute(1, 2, 0, 3)
+
+    q, k, v = (heads_of(t, w, b) for t, w, b in zip((query, key, value), weights, biases))
+    out = sdpa(q, k, v).permute(2, 0, 1, 3).reshape(length, n, dim)
+    out = F.linear(out, a["out_proj_weight"], a["out_proj_bias"])
+    weights_out = None
+    if a.get("need_weights", True):
+        with torch.no_grad():
+            w = torch.softmax(q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5, dim=-1)
+            weights_out = w.mean(1) if a.get("average_attn_weights", True) else w
+            weights_out = weights_out if batched else weights_out.squeeze(0)
+    return (out if batched else out.squeeze(1)), weights_out
 
 
 def holds_softmax(op) -> bool:

@@ -291,15 +291,22 @@ def _alphabeta(at: LayerAt):
 
 
 def _gamma(at: LayerAt):
+    """zennit's four products per side, in two: with ``x⁺W⁺ + x⁻W⁻ = (xW + |x||W|) / 2`` and
+    ``x⁺W⁻ + x⁻W⁺ = (xW − |x||W|) / 2``, the denominators are ``z± = (1 + γ/2)·xW ± γ/2·|x||W|
+    + b + γb±`` and the relevance ``(1 + γ/2)·x·Wᵀ(R/z) + γ/2·|x|·|W|ᵀ(±R/z)``, each output
+    divided by the ``z`` of its sign (two forward and two transposed products, not eight)."""
     g, x, w, b, f = at.values["gamma"], at.x, at.w, at.b, at.forward
-    xp, xn = _pos(x), _neg(x)
-    wpp, wpn = w + g * _pos(w), w + g * _neg(w)
-    bp = None if b is None else b + g * _pos(b)
-    bn = None if b is None else b + g * _neg(b)
-    y = f(x, w, b)
-    groups = [(at.stabilize(f(xp, wpp, bp) + f(xn, wpn, None)), (y > 0).to(y)),
-              (at.stabilize(f(xp, wpn, bn) + f(xn, wpp, None)), (y < 0).to(y))]
-    return groups, [(1.0, xp, wpp, 0), (1.0, xn, wpn, 0), (1.0, xp, wpn, 1), (1.0, xn, wpp, 1)]
+    y0, a = f(x, w, None), f(x.abs(), w.abs(), None)
+    half = g / 2
+    zp, zn = y0 + half * (y0 + a), y0 + half * (y0 - a)
+    y = y0
+    if b is not None:
+        zp, zn, y = zp + b + g * _pos(b), zn + b + g * _neg(b), y0 + b
+    negative = y < 0
+    z = at.stabilize(torch.where(negative, zn, zp))
+    mask = (y != 0).to(y)
+    return [(z, mask), (torch.where(negative, -z, z), mask)], \
+        [(1.0 + half, x, w, 0), (half, x.abs(), w.abs(), 1)]
 
 
 def _flat(at: LayerAt):

@@ -56,7 +56,8 @@ def _run(op, env: Dict[fx.Node, Any]):
 def vjp_at(op, values: Dict[fx.Node, Tensor], signal, ctx) -> List:
     """The vector-Jacobian product of ``op`` at the forward point ``values`` (graph node ->
     its recorded value; the op's inputs from the image laid out like ``signal``), as
-    ``[(input node, signal), ...]`` for each input from the image.
+    ``[(input node, signal), ...]`` for each input from the image. ``signal`` may be a
+    function of the op's output (detached) that returns it: one forward pass serves both.
 
     Raises:
         UnsupportedOpError: where autograd cannot differentiate the op.
@@ -71,6 +72,8 @@ def vjp_at(op, values: Dict[fx.Node, Tensor], signal, ctx) -> List:
         env = {n: (leaves[n].clone() if n in leaves else v) for n, v in values.items()}
         try:
             out = _run(op, env)
+            if callable(signal):
+                signal = signal(_detached_output(out))
             if isinstance(signal, dict):  # an op returning a tuple: one signal per item
                 # an item of integers (sort's indices) is a constant: no signal goes through
                 items = [(out[i], g) for i, g in signal.items()
@@ -89,6 +92,12 @@ def vjp_at(op, values: Dict[fx.Node, Tensor], signal, ctx) -> List:
                 f"no {ctx.rules.title} rule for {op.label} at {op.where} (graph node "
                 f"{op.name!r}): autograd cannot differentiate it ({first_line(exc)})") from None
     return [(n, g) for n, g in zip(leaves, grads) if g is not None]
+
+
+def _detached_output(out):
+    if isinstance(out, (tuple, list)):
+        return type(out)(o.detach() if isinstance(o, Tensor) else o for o in out)
+    return out.detach()
 
 
 def _all_tensors(values, nodes) -> bool:

@@ -1,0 +1,146 @@
+"""Noisy linear imputation's linear system, solved for a whole batch in torch.
+
+Every removed pixel equals the weighted mean of its 8 neighbours in the image (weight 1/6
+beside, 1/12 diagonal), the known ones fixed: ``A u = b`` with ``A = S - K`` restricted to
+the removed pixels (``S``: each pixel's neighbour weights inside the image, ``K``: the
+neighbours' weights), symmetric and positive definite wherever each removed region touches
+a known pixel. It is solved by conjugate gradients preconditioned with one multigrid
+V-cycle: coarse levels by Galerkin products ``P^T A P`` of 2x2 aggregation (the coarse
+correction scaled by 1.8) (a 3x3 stencil
+with a coefficient per pixel and offset, on every level), damped Jacobi smoothing, the
+coarsest level by Jacobi sweeps, all in float32. The preconditioner is symmetric (to
+float32 rounding), so the iteration is plain PCG in float64; it stops when every system's residual is below ``tolerance`` of its right-hand side.
+"""
+from __future__ import annotations
+
+from typing import List
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["solve", "TOLERANCE"]
+
+TOLERANCE = 1e-9
+MAX_ITERATIONS = 500
+_OFFSETS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+_WEIGHT = {(dy, dx): (1 / 12 if dy and dx else 1 / 6) for dy, dx in _OFFSETS if dy or dx}
+# Jacobi sweeps, their damping, the coarsest level's side, and the coarse correction's scale
+# (aggregation's piecewise-constant prolongation undershoots smooth errors: scaled by 1.8,
+# CG takes 11-14 instead of 20-34 iterations on 224-px images, 10-90 % removed)
+_SMOOTH, _OMEGA, _COARSEST, _SCALE = 2, 0.6, 4, 1.8
+
+
+def _shift(u: Tensor, dy: int, dx: int) -> Tensor:
+    """``out[i] = u[i + (dy, dx)]`` (0 outside)."""
+    h, w = u.shape[-2:]
+    p = F.pad(u, (1, 1, 1, 1))
+    return p[..., 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+
+
+def _apply(stencil: Tensor, u: Tensor) -> Tensor:
+    """``sum_o stencil[:, o] * u[i + o]``: ``stencil`` ``[B, 9, H, W]``, ``u`` ``[B, C, H, W]``
+    (the image padded once, its 9 shifts read as slices)."""
+    h, w = u.shape[-2:]
+    p = F.pad(u, (1, 1, 1, 1))
+    out = stencil[:, 4:5] * u
+    for k, (dy, dx) in enumerate(_OFFSETS):
+        if k != 4:
+            out.addcmul_(stencil[:, k:k + 1], p[..., 1 + dy:1 + dy + h, 1 + dx:1 + dx + w])
+    return out
+
+
+def fine_stencil(removed: Tensor) -> Tensor:
+    """``[B, 9, H, W]``: the system's stencil on the removed pixels ``[B, 1, H, W]``."""
+    m = removed.double()
+    inside = torch.ones_like(m)
+    parts = []
+    diag = torch.zeros_like(m)
+    for dy, dx in _OFFSETS:
+        if (dy, dx) == (0, 0):
+            parts.append(None)
+            continue
+        w = _WEIGHT[(dy, dx)]
+        diag = diag + w * _shift(inside, dy, dx)
+        parts.append(-w * m * _shift(m, dy, dx))
+    parts[4] = diag * m
+    return torch.cat(parts, dim=1)
+
+
+def _coarsen(stencil: Tensor) -> Tensor:
+    """The Galerkin stencil ``P^T A P`` of 2x2 aggregates (odd sizes padded)."""
+    b, _, h, w = stencil.shape
+    s = F.pad(stencil, (0, w % 2, 0, h % 2))
+    hh, ww = s.shape[-2] // 2, s.shape[-1] // 2
+    cells = s.view(b, 9, hh, 2, ww, 2)
+    out = torch.zeros(b, 9, hh, ww, dtype=s.dtype, device=s.device)
+    for k, (dy, dx) in enumerate(_OFFSETS):
+        for py in (0, 1):
+            for px in (0, 1):
+                jy, jx = (py + dy) // 2, (px + dx) // 2
+                out[:, (jy + 1) * 3 + (jx + 1)] += cells[:, k, :, py, :, px]
+    return out
+
+
+def _restrict(r: Tensor) -> Tensor:
+    h, w = r.shape[-2:]
+    return F.avg_pool2d(F.pad(r, (0, w % 2, 0, h % 2)), 2, divisor_override=1)
+
+
+def _prolong(u: Tensor, shape) -> Tensor:
+    return F.interpolate(u, scale_factor=2, mode="nearest")[..., :shape[0], :shape[1]]
+
+
+def _jacobi(stencil: Tensor, inv: Tensor, u: Tensor, b: Tensor, sweeps: int) -> Tensor:
+    for _ in range(sweeps):
+        u = u + _OMEGA * inv * (b - _apply(stencil, u))
+    return u
+
+
+def _vcycle(levels: List[Tensor], invs: List[Tensor], r: Tensor, at: int = 0) -> Tensor:
+    """One symmetric V-cycle from zero: an approximation of ``A^-1 r`` on level ``at``."""
+    stencil, inv = levels[at], invs[at]
+    if at == len(levels) - 1:
+        return _jacobi(stencil, inv, torch.zeros_like(r), r, 20)
+    u = _jacobi(stencil, inv, torch.zeros_like(r), r, _SMOOTH)
+    coarse = _vcycle(levels, invs, _restrict(r - _apply(stencil, u)), at + 1)
+    u = u + _SCALE * _prolong(coarse, r.shape[-2:])
+    return _jacobi(stencil, inv, u, r, _SMOOTH)
+
+
+def solve(removed: Tensor, known: Tensor, tolerance: float = TOLERANCE) -> Tensor:
+    """The removed pixels' values (0 elsewhere): ``removed`` ``[B, 1, H, W]`` bool,
+    ``known`` ``[B, C, H, W]`` float64, zero where removed."""
+    levels = [fine_stencil(removed)]
+    while min(levels[-1].shape[-2:]) > _COARSEST:
+        levels.append(_coarsen(levels[-1]))
+    invs = [torch.where(s[:, 4:5] > 0, 1 / s[:, 4:5].clamp_min(1e-30),
+                        torch.zeros_like(s[:, 4:5])) for s in levels]
+    # the preconditioner in float32 (half the memory traffic); the iteration in float64
+    fast = [s.float() for s in levels]
+    fast_inv = [i.float() for i in invs]
+
+    def precondition(r: Tensor) -> Tensor:
+        return _vcycle(fast, fast_inv, r.float()).double()
+
+    m = removed.to(known.dtype)
+    weights = torch.cat([torch.full_like(m, _WEIGHT.get(o, 0.0)) for o in _OFFSETS], dim=1)
+    b = _apply(weights, known) * m  # the known neighbours' weighted values
+    u = torch.zeros_like(known)
+    r = b.clone()
+    z = precondition(r)
+    p = z
+    rz = (r * z).flatten(2).sum(dim=2)
+    limit = tolerance * b.flatten(2).norm(dim=2)
+    for _ in range(MAX_ITERATIONS):
+        if bool((r.flatten(2).norm(dim=2) <= limit).all()):
+            break
+        ap = _apply(levels[0], p)
+        alpha = rz / (p * ap).flatten(2).sum(dim=2).clamp_min(1e-300)
+        u = u + alpha[..., None, None] * p
+        r = r - alpha[..., None, None] * ap
+        z = precondition(r)
+        rz_new = (r * z).flatten(2).sum(dim=2)
+        p = z + (rz_new / rz.clamp_min(1e-300))[..., None, None] * p
+        rz = rz_new
+    return u * m

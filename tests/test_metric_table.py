@@ -1,0 +1,46 @@
+"""The metric table (deconvviz.metric_table): names, families, resolving a spec, and the
+registry's defaults and refusals (deconvviz.analyses.evaluation.base)."""
+import pytest
+
+from deconvviz import metric_table
+from deconvviz.errors import ArgumentError
+
+
+def test_every_metric_is_in_a_family_and_states_its_conventions():
+    for m in metric_table.entries():
+        assert m.family in metric_table.FAMILIES
+        assert m.sign and m.channels == metric_table.CHANNELS and m.summary and m.paper
+    assert set(metric_table.names()) == {n for f in metric_table.FAMILIES
+                                         for n in metric_table.names(f)}
+
+
+def test_resolve_expands_all_families_and_lists():
+    assert metric_table.resolve("all") == metric_table.names()
+    assert metric_table.resolve("complexity") == ["sparseness", "complexity"]
+    assert metric_table.resolve("road_morf, sparseness,road_morf") == ["road_morf",
+                                                                        "sparseness"]
+
+
+@pytest.mark.parametrize("spec", ["roadd", "faithfulnes", ""])
+def test_unknown_names_are_refused_naming_the_choices(spec):
+    with pytest.raises(ArgumentError, match="faithfulness"):
+        metric_table.resolve(spec)
+
+
+def test_get_suggests_the_closest():
+    with pytest.raises(ArgumentError, match="'pointing_game'"):
+        metric_table.get("pointing_gme")
+
+
+def test_register_and_unregister_a_metric():
+    m = metric_table.register(metric_table.Metric("toy_metric", "toy", "complexity", True))
+    try:
+        assert metric_table.get("toy_metric") is m
+        with pytest.raises(ArgumentError, match="exists"):
+            metric_table.register(m)
+    finally:
+        metric_table.unregister("toy_metric")
+    with pytest.raises(ArgumentError, match="built in"):
+        metric_table.unregister("sparseness")
+    with pytest.raises(ArgumentError, match="family"):
+        metric_table.Metric("x", "x", "speed", True)

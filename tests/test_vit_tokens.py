@@ -107,11 +107,22 @@ def test_a_token_units_gradient_is_autograds(build, layer):
     shifted = tokens[torch.arange(2), named - 1 + best, 5]
     (wrong,) = torch.autograd.grad((shifted * shifted.detach()).sum(), xx, retain_graph=True)
     assert rel(got, wrong) > 1e-3
-    # the class token as a position of its own (one feature: timm's attention unbinds q, k
-    # and v along a leading axis, which the engine's batched fallback cannot yet take)
-    cls = net.project(x, layer, features=[7], token="cls")
+    # the class token as a position of its own
+    cls = net.project(x, layer, features=[5, 7], token="cls")
     (expected,) = torch.autograd.grad((tokens[:, 0, 7] * tokens[:, 0, 7].detach()).sum(), xx)
-    assert rel(cls[:, 0], expected) <= TOL
+    assert rel(cls[:, 1], expected) <= TOL
+
+
+@pytest.mark.parametrize("method", ["deconvnet", "gradient"])
+def test_several_features_per_image_through_timms_attention(method):
+    # timm's attention puts q, k and v first (permute(2, 0, 3, 1, 4), then unbind): the K
+    # seeds of each image are laid out along its batch axis there, not the first one
+    model = tiny_deit()
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    net = dv.Projector(model, method=method)
+    together = net.project(x, "blocks.1", features=[3, 5, 7])
+    for k, feature in enumerate([3, 5, 7]):
+        assert rel(together[:, k], net.project(x, "blocks.1", features=feature)) <= 1e-12
 
 
 def test_the_receptive_field_is_the_patch_then_the_whole_image():

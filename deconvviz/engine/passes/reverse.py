@@ -22,9 +22,11 @@ from ..catalogue.methods import DECONVNET
 from ..catalogue.ops import conv_weight
 from ..catalogue.rules import RuleSet
 from .graph import Op, TracedModel
+from .layout import permute_dims
 from .recording import Recording
 
-__all__ = ["FullSize", "run", "ReverseStep", "ReversePass", "refuse", "supported_rule"]
+__all__ = ["FullSize", "run", "ReverseStep", "ReversePass", "refuse", "supported_rule",
+           "batch_axes"]
 
 
 @dataclass(frozen=True)
@@ -106,16 +108,18 @@ class FullSize:
 
     def shape(self, node) -> Tuple[int, ...]:
         """Recorded shape of ``node`` with the batch dimension widened to N*K signals."""
-        s = self.rec.shapes[node.name]
-        if s[0] != self.n:
+        s, axis = list(self.rec.shapes[node.name]), batch_axes(self.traced).get(node.name, 0)
+        if s[axis] != self.n:
             raise UnsupportedOpError(f"node {node.name!r} changes the batch dimension; a "
                                      f"reverse pass needs ops that keep images apart")
-        return (self.n * self.k, *s[1:])
+        s[axis] = self.n * self.k
+        return tuple(s)
 
     def input_of(self, op: Op) -> Tensor:
         """The op's recorded forward input, laid out like the signals (each image's input
         repeated for its K seeds). Only for rules that declare ``needs={"input"}``."""
-        return self.rec.inputs[op.name].repeat_interleave(self.k, dim=0)
+        axis = batch_axes(self.traced).get(op.inputs[0].name, 0) if op.inputs else 0
+        return self.rec.inputs[op.name].repeat_interleave(self.k, dim=axis)
 
     def arguments_of(self, op: Op) -> Dict:
         """Every tensor argument of the op at its recorded forward point, graph node ->
@@ -130,7 +134,8 @@ class FullSize:
     def argument(self, op: Op, node) -> Tensor:
         """The recorded value of the op's argument ``node`` (from the image), laid out like
         the signals."""
-        return _repeat(self.rec.arguments[op.name][node.name], self.k)
+        return _repeat(self.rec.arguments[op.name][node.name], self.k,
+                       batch_axes(self.traced).get(node.name, 0))
 
     def enter(self, op: Op) -> None:
         """Called before ``op``'s rule runs (the cone sets the op's windows here)."""
@@ -143,10 +148,39 @@ class FullSize:
         return contribution
 
 
-def _repeat(value, k: int):
+def _repeat(value, k: int, axis: int = 0):
     if isinstance(value, (tuple, list)):
-        return type(value)(_repeat(v, k) for v in value)
-    return value.repeat_interleave(k, dim=0) if k > 1 else value
+        return type(value)(_repeat(v, k, axis) for v in value)
+    return value.repeat_interleave(k, dim=axis) if k > 1 else value
+
+
+def batch_axes(traced: TracedModel) -> Dict[str, int]:
+    """Node name -> the axis of its value that holds the images: 0, but where a ``permute``,
+    a ``transpose`` or an ``unbind`` moved it (timm's attention puts q, k and v first:
+    ``qkv.reshape(B, T, 3, h, d).permute(2, 0, 3, 1, 4)``), so that a recorded value is
+    repeated for its K seeds along its own batch axis. Found once per traced model."""
+    found = traced.__dict__.get("_batch_axes")
+    if found is not None:
+        return found
+    found = {}
+    for op in traced.ops.values():
+        axis = found.get(op.inputs[0].name, 0) if op.inputs else 0
+        dims, node = permute_dims(op), op.node
+        name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+        if dims is not None:
+            axis = dims.index(axis) if axis in dims else 0
+        elif name in ("transpose", "swapaxes", "swapdims") and len(node.args) >= 3 \
+                and all(isinstance(d, int) and d >= 0 for d in node.args[1:3]):
+            a, b = node.args[1:3]
+            axis = b if axis == a else a if axis == b else axis
+        elif name == "unbind":
+            dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+            axis = axis - 1 if isinstance(dim, int) and 0 <= dim < axis else axis
+        elif axis and op.kind not in ("identity", "transpose", "field"):
+            axis = 0  # an op that regroups the values (a reshape): the images first again
+        found[op.name] = axis
+    traced.__dict__["_batch_axes"] = found
+    return found
 
 
 def _nodes(args) -> List[fx.Node]:

@@ -128,7 +128,7 @@ _BUILT_IN = (
                    "logit's drop when they are replaced; an all-zero map scores 0",
            paper=_BHATT),
     Metric("irof", "IROF", "faithfulness", True,
-           params={"segments": 100, "baseline": "mean"},
+           params={"segments": 100, "baseline": "mean", "incremental": None},
            summary="area over the class probability (relative to the image's) as SLIC "
                    "superpixels are replaced in order of their mean relevance; an all-zero map "
                    "removes them in label order", paper=_RIEGER),

@@ -70,3 +70,26 @@ class Maps:
 
     def _hooks_off(self):
         return nullcontext()
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 6, 3, padding=1)
+        self.b = nn.Conv2d(6, 8, 3, stride=2, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.head = nn.Linear(8 * 5 * 5, 4)
+
+    def forward(self, x):
+        x = torch.relu(self.a(x))
+        x = self.pool(torch.relu(self.b(x)) + 0.5)
+        return self.head(x.flatten(1))
+
+
+def net_inputs(model, n=5):
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(n, 3, 20, 20, generator=g, dtype=torch.float64)
+    maps = torch.randn(n, 3, 20, 20, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    return Inputs(model, x, maps, y, batch_size=2)

@@ -127,7 +127,7 @@ def test_irof_equals_quantus(monkeypatch):
     # Quantus 0.6's IROF runs only on one-channel images (its mask [N, 1, H, W] must equal
     # the image's shape) and calls np.trapz, gone from numpy 2: both worked around here
     monkeypatch.setattr(np, "trapz", np.trapezoid, raising=False)
-    inputs = case(channels=1, size=16, n=1)  # one image: Quantus pads shorter curves with 0
+    inputs = case(channels=1, size=10, n=1)  # one image: Quantus pads shorter curves with 0
     ours = score("irof", inputs, segments=100, baseline=0.2)  # SLIC's default, as Quantus
     counts = fa_irof.superpixels(inputs.images, 100).flatten(1).amax(1) + 1
     for i, one in enumerate([inputs]):

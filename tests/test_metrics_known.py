@@ -67,9 +67,9 @@ def test_flipping_the_true_evidence_beats_a_random_order(trained):
                                                            dtype=torch.float64)
     random = torch.rand(shape.shape[0], 1, SIZE, SIZE, dtype=torch.float64,
                         generator=torch.Generator().manual_seed(2))
-    truth = compute("pixel_flipping", Inputs(model, x, evidence, kind), steps=16,
+    truth = compute("pixel_flipping", Inputs(model, x, evidence, kind), steps=8,
                     baseline=0.0).per_image
-    chance = compute("pixel_flipping", Inputs(model, x, random, kind), steps=16,
+    chance = compute("pixel_flipping", Inputs(model, x, random, kind), steps=8,
                      baseline=0.0).per_image
     diff = chance - truth
     assert diff.mean() > 3 * diff.std() / diff.shape[0] ** 0.5

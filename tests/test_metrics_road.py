@@ -111,3 +111,23 @@ def test_quantus_road_removes_a_third_of_the_pixels_it_says():
     removed.clear()
     quantus_call(metric, inputs3, softmax=True)
     assert removed == [30]  # 30 values of 300: 10 pixels' worth, where 30 pixels were meant
+
+
+@pytest.mark.parametrize("iterations,inside", [(500, True), (1, False)])
+def test_with_noise_the_solve_stops_ten_times_below_the_noise(monkeypatch, iterations, inside):
+    # with noise 1e-2 the system is solved to 1e-4 of its right-hand side: the imputed
+    # values differ from the exact solve's by less than a tenth of the noise (one CG
+    # iteration does not get there)
+    from deconvviz.analyses.evaluation import imputation
+
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 3, 40, 40, generator=g, dtype=torch.float64)
+    removed = torch.zeros(1, 40, 40, dtype=torch.bool)
+    removed[0, 5:35, 8:30] = True
+    exact = R.impute(image, removed)
+    monkeypatch.setattr(imputation, "MAX_ITERATIONS", iterations)
+    noisy = R.impute(image, removed, noise=0.01, generator=torch.Generator().manual_seed(1))
+    noise = 0.01 * torch.randn(image.shape, generator=torch.Generator().manual_seed(1),
+                               dtype=torch.float64)
+    error = (noisy - noise * removed[:, None] - exact).abs().max()
+    assert bool(error < 0.001) is inside

@@ -1,12 +1,13 @@
-"""Region perturbation's steps on the incremental forward
-(:class:`deconvviz.engine.passes.chain.IncrementalChain`): each step recomputes only what
-one more removed region can change, from the step before; the images run in groups of
-``batch_size``. Used on a CPU (where it computes several times less than the plain passes:
-VGG16, 16-px regions); on a GPU the plain batched passes run instead, unless asked."""
+"""Perturbation curves on the incremental forward
+(:class:`deconvviz.engine.passes.chain.IncrementalChain`): each step changes each image in
+one place (one more region removed, one more superpixel), so each step recomputes only what
+that place reaches, from the step before; the images run in groups of ``batch_size``. Used
+on a CPU (where it computes several times less than the plain passes: VGG16, 16-px
+regions); on a GPU the plain batched passes run instead, unless asked."""
 from __future__ import annotations
 
 import warnings
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import torch
 from torch import Tensor
@@ -16,6 +17,27 @@ from .base import Inputs
 from .perturbation import Forward
 
 __all__ = ["chain_for", "Chain"]
+
+# step k of a group of images -> [G, H, W] bool, the pixels that step replaces
+Changed = Callable[[List[int], int], Tensor]
+
+
+def _windows(changed: Tensor, h: int, w: int):
+    """Each image's box around its changed pixels, all of one size (the largest), moved
+    inside the image: tops, lefts, height, width."""
+    rows, cols = changed.any(dim=2), changed.any(dim=1)  # [G, H], [G, W]
+    idx_h, idx_w = torch.arange(h), torch.arange(w)
+    top = torch.where(rows, idx_h, h).amin(dim=1)
+    bottom = torch.where(rows, idx_h, -1).amax(dim=1) + 1
+    left = torch.where(cols, idx_w, w).amin(dim=1)
+    right = torch.where(cols, idx_w, -1).amax(dim=1) + 1
+    none = ~rows.any(dim=1)
+    top, left = torch.where(none, 0, top), torch.where(none, 0, left)
+    bottom, right = torch.where(none, 1, bottom), torch.where(none, 1, right)
+    wh, ww = int((bottom - top).max()), int((right - left).max())
+    top = torch.minimum(top, torch.tensor(h - wh)).clamp_min(0)
+    left = torch.minimum(left, torch.tensor(w - ww)).clamp_min(0)
+    return top.tolist(), left.tolist(), wh, ww
 
 
 class Chain:
@@ -28,50 +50,40 @@ class Chain:
             returned = returned.args[0]
         self.output = returned.name
 
-    def regions(self, baseline: Tensor, ys: List[int], xs: List[int], ranked: Tensor,
-                patch: int):
-        """``(y0 [N], curve [N, S])``: the class output of the images and after each of the
-        ``S`` steps, step k removing region ``ranked[:, k]`` (top-left ``ys``, ``xs``)."""
+    def curve(self, changed: Changed, replacement: Tensor, steps: int):
+        """``(y0 [N], curve [N, steps])``: the class output of the images, and after each
+        step, step k replacing the pixels ``changed(group, k)`` by ``replacement``'s."""
         from ...engine.passes.chain import IncrementalChain
 
         x = self.inputs.images
         n, _, h, w = x.shape
-        steps = ranked.shape[1]
-        ph, pw = min(patch, h), min(patch, w)
         y0 = torch.zeros(n, dtype=torch.float64)
-        curve = torch.zeros(n, steps, dtype=torch.float64)
+        out = torch.zeros(n, steps, dtype=torch.float64)
         size = max(1, int(self.inputs.batch_size))
         dev, dt = self.forward.device, self.forward.dtype
         for start in range(0, n, size):
             group = list(range(start, min(n, start + size)))
             targets = self.inputs.targets[group]
             current = x[group].to(dev, dt).clone()
-            removed = baseline[group].to(dev, dt)
+            removed = replacement[group].to(dev, dt)
             plan = IncrementalChain(self.traced, [self.output])
             y0[group] = self.forward.read(plan.set_base(current)[self.output], targets)
             for k in range(steps):
-                r = ranked[group, k].tolist()
-                top = [ys[i] for i in r]
-                left = [xs[i] for i in r]
-                wy = [min(max(t, 0), h - ph) for t in top]
-                wx = [min(max(v, 0), w - pw) for v in left]
-                for j, (t, v) in enumerate(zip(top, left)):
-                    a, b = max(t, 0), max(v, 0)
-                    current[j, :, a:t + patch, b:v + patch] = removed[j, :, a:t + patch,
-                                                                      b:v + patch]
-                windows = torch.stack([current[j, :, wy[j]:wy[j] + ph, wx[j]:wx[j] + pw]
-                                       for j in range(len(group))])
-                got = plan.step(windows, wy, wx)[self.output]
-                curve[group, k] = self.forward.read(got, targets)
+                mask = changed(group, k)
+                current = torch.where(mask[:, None].to(dev), removed, current)
+                top, left, wh, ww = _windows(mask.cpu(), h, w)
+                windows = torch.stack([current[j, :, t:t + wh, v:v + ww]
+                                       for j, (t, v) in enumerate(zip(top, left))])
+                got = plan.step(windows, top, left)[self.output]
+                out[group, k] = self.forward.read(got, targets)
             self.forward._tell(group[-1] + 1, n)
         self.forward.passes += n * (steps + 1)
-        return y0, curve
+        return y0, out
 
 
 def chain_for(inputs: Inputs, forward: Forward, strict: bool = False) -> Optional[Chain]:
     """The incremental steps for ``inputs.model``; ``None`` where they do not apply (a GPU,
-    unless ``strict``; a model that cannot be traced, or with no forward-window rule for an
-    op, which would run in full anyway), where ``strict`` raises instead."""
+    unless ``strict``; a model that cannot be traced), where ``strict`` raises instead."""
     from ...engine.passes.graph import trace
     from ..occlusion import _can_increment
 
@@ -86,7 +98,7 @@ def chain_for(inputs: Inputs, forward: Forward, strict: bool = False) -> Optiona
     except UnsupportedOpError:
         if strict:
             raise
-        warnings.warn("region perturbation: the model cannot be traced; running plain "
-                      "forward passes", stacklevel=3)
+        warnings.warn("the model cannot be traced; running plain forward passes",
+                      stacklevel=3)
         return None
     return Chain(inputs, forward, traced)

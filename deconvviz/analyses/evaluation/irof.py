@@ -5,11 +5,12 @@ start_label=0)`` on the model's input, channels last: Quantus's segmentation), t
 superpixels are ordered by their mean relevance (largest first, ties by label) and replaced
 by ``baseline`` one more at a time. The curve is the class probability relative to the
 unperturbed image's, from 1 (nothing removed) to every superpixel removed, over the
-fraction of superpixels removed; the score is the area over it (higher is better).
+fraction of superpixels removed; the score is the area over it (higher is better). SLIC
+may cut an image of pure noise into one superpixel: its curve then has one step.
 """
 from __future__ import annotations
 
-from typing import List
+from typing import Optional
 
 import numpy as np
 import torch
@@ -35,9 +36,13 @@ def superpixels(images: Tensor, segments: int) -> Tensor:
 
 
 @metric("irof")
-def irof(inputs: Inputs, *, segments: int = 100, baseline="mean") -> Score:
+def irof(inputs: Inputs, *, segments: int = 100, baseline="mean",
+         incremental: Optional[bool] = None) -> Score:
     """The area over the relative class probability as superpixels are removed in order of
-    their mean relevance; a map that is zero everywhere removes them in label order."""
+    their mean relevance; a map that is zero everywhere removes them in label order. Each
+    step changes one superpixel: on a CPU it runs on the incremental forward (only what the
+    superpixel's box reaches is recomputed, :mod:`.chain_runner`), elsewhere as plain
+    batched passes."""
     if not isinstance(segments, int) or segments < 2:
         raise ArgumentError(f"segments is a whole number of at least 2, got {segments!r}")
     x = inputs.images
@@ -45,29 +50,39 @@ def irof(inputs: Inputs, *, segments: int = 100, baseline="mean") -> Score:
     values = pixel_map(inputs.maps)
     forward = Forward(inputs, "probability")
     base = baseline_image(inputs, baseline)
-    y0 = forward(x, inputs.targets)
-    steps: List[Tensor] = []  # per image: [S, H, W] bool, the pixels removed after step k
+    step_of, counts = [], []  # per image: the step removing each pixel, the steps
     for lab, val in zip(labels, values):
         count = int(lab.max()) + 1
         means = torch.zeros(count, dtype=torch.float64).index_add_(0, lab.flatten(),
                                                                     val.flatten())
         means = means / torch.bincount(lab.flatten(), minlength=count).clamp_min(1)
         ranked = order(means[None], "morf")[0]
-        step_of = torch.argsort(ranked)[lab]  # [H, W]: the step removing each pixel
-        steps.append(step_of[None] < torch.arange(1, count + 1)[:, None, None])
-    jobs = [(i, k) for i, s in enumerate(steps) for k in range(s.shape[0])]
-    device = x.device
+        step_of.append(torch.argsort(ranked)[lab])  # [H, W]
+        counts.append(count)
+    steps = torch.stack(step_of)  # [N, H, W]
+    chain = None
+    if incremental is not False:
+        from .chain_runner import chain_for
+        chain = chain_for(inputs, forward, strict=bool(incremental))
+    if chain is not None:
+        y0, got = chain.curve(lambda group, k: steps[group] == k, base, max(counts))
+        forward.passes = len(counts) + sum(counts)  # the floor: each image's own steps
+        scores = {(i, k): float(got[i, k]) for i, c in enumerate(counts) for k in range(c)}
+    else:
+        y0 = forward(x, inputs.targets)
+        jobs = [(i, k) for i, c in enumerate(counts) for k in range(c)]
+        device = x.device
 
-    def build(chunk):
-        masks = torch.stack([steps[i][k] for i, k in chunk])[:, None].to(device)
-        at = torch.tensor([i for i, _ in chunk], device=device)
-        return torch.where(masks, base[at], x[at])
+        def build(chunk):
+            masks = torch.stack([steps[i] <= k for i, k in chunk])[:, None].to(device)
+            at = torch.tensor([i for i, _ in chunk], device=device)
+            return torch.where(masks, base[at], x[at])
 
-    scores = _run_jobs(forward, build, jobs, inputs.targets)
+        scores = _run_jobs(forward, build, jobs, inputs.targets)
     per, curves = [], []
-    for i, s in enumerate(steps):
+    for i, count in enumerate(counts):
         ratio = torch.cat([torch.ones(1, dtype=torch.float64),
-                           torch.tensor([scores[(i, k)] for k in range(s.shape[0])],
+                           torch.tensor([scores[(i, k)] for k in range(count)],
                                         dtype=torch.float64) / y0[i]])
         grid = torch.linspace(0, 1, ratio.shape[0], dtype=torch.float64)
         per.append(1 - torch.trapezoid(ratio, grid))

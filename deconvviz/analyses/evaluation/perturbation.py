@@ -26,10 +26,11 @@ ORDERS = ("morf", "lerf")
 
 
 def pixel_map(maps: Tensor) -> Tensor:
-    """``[N, C, H, W]`` -> ``[N, H, W]`` float64: the channels summed."""
+    """``[N, C, H, W]`` -> ``[N, H, W]`` float64 on the CPU: the channels summed (orders,
+    ranks and masks are made on the CPU and moved to the images' device where used)."""
     if maps.dim() != 4:
         raise ArgumentError(f"maps are [N, C, H, W], got shape {tuple(maps.shape)}")
-    return maps.detach().double().sum(dim=1)
+    return maps.detach().double().cpu().sum(dim=1)
 
 
 def order(values: Tensor, how: str = "morf") -> Tensor:

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ...errors import ArgumentError
 from .base import Inputs, Score, metric
-from .perturbation import explained, needs_explain, pearson, pixel_map
+from .perturbation import Forward, explained, needs_explain, pearson, pixel_map
 
 __all__ = ["model_randomisation", "random_logit", "spearman", "ssim_2d"]
 
@@ -90,8 +90,7 @@ def model_randomisation(inputs: Inputs, *, seed: int = 0) -> Score:
 def random_logit(inputs: Inputs, *, seed: int = 0) -> Score:
     """SSIM of the map with the map of a random other class (lower is better)."""
     needs_explain(inputs)
-    with torch.no_grad():
-        classes = int(inputs.model(inputs.images[:1]).shape[1])
+    classes = int(Forward(inputs, "logit").logits(inputs.images[:1]).shape[1])
     if classes < 2:
         raise ArgumentError("the random-logit test needs a model with two classes or more")
     g = torch.Generator().manual_seed(seed)

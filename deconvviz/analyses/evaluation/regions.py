@@ -64,12 +64,13 @@ def region_curve(inputs: Inputs, *, order: str, patch_size: int, regions: int, b
     if incremental is not False:
         from .chain_runner import chain_for
         chain = chain_for(inputs, forward, strict=bool(incremental))
-    if chain is not None:
-        y0, curve = chain.regions(base, ys, xs, ranked[:, :steps], patch_size)
+    ranks = _pixel_ranks(inputs, ys, xs, ranked, patch_size)
+    if chain is not None:  # step k (from 0) removes the region ranked k
+        y0, curve = chain.curve(lambda group, k: ranks[group] == k, base, steps)
     else:
         y0 = forward(x, inputs.targets)
-        ranks = _pixel_ranks(inputs, ys, xs, ranked, patch_size)[:, None].to(x.device)
-        curve = forward.images(lambda k: torch.where(ranks < k, base, x),
+        at = ranks[:, None].to(x.device)
+        curve = forward.images(lambda k: torch.where(at < k, base, x),
                                list(range(1, steps + 1)), inputs.targets)
     drops = y0[:, None] - curve
     return Score(drops.sum(dim=1) / (steps + 1), drops,

@@ -117,10 +117,10 @@ def test_the_table_by_hand(tmp_path):
     assert table["method"] == ["a", "b", "c"] and table["n"] == [3, 2, 0]
     assert table["note"] == ["", "", "no convs"]
     md = result.to_markdown()
-    assert "| a | 2.333 ± 0.882 |" in md and "| b | **0.500 ± 0.000** |" in md  # lower wins
+    assert "| a | 2.333 ± 0.88 |" in md and "| b | **0.5 ± 0** |" in md  # lower wins
     assert "| c | n/a |" in md and "- c: n/a (no convs)" in md and "M_1 ↓" in md
     tex = result.to_latex()
-    assert r"M\_1 $\downarrow$" in tex and r"\textbf{0.500 $\pm$ 0.000}" in tex
+    assert r"M\_1 $\downarrow$" in tex and r"\textbf{0.5 $\pm$ 0}" in tex
     for ext in (".csv", ".md", ".tex", ".npz"):
         path = result.save(tmp_path / f"t{ext}")
         assert open(path, "rb").read()
@@ -250,6 +250,6 @@ def test_the_command_writes_the_table_and_the_figure(tmp_path, r18):
     md = (tmp_path / "out" / "evaluation.md").read_text()
     assert "| gradient |" in md and "| Grad-CAM |" in md
     # the whole photo is the object: every map's sum lies inside it
-    assert "| gradient | -" in md and md.count("| 1.000 |") == 2  # a tie: neither in bold
+    assert "| gradient | -" in md and md.count("| 1 |") == 2  # a tie: neither in bold
     printed = invoke(*r18, "--methods", "gradient", "--metrics", "toy_sum", image)
     assert printed.stdout.startswith("| method | toy sum ↑ |")

@@ -134,8 +134,9 @@ class EvaluationResult(Result):
                 cells.append("n/a")
                 continue
             mean, sem, _ = self.summary(method, metric)
+            # significant digits: a random model's class probabilities are about 1e-3
             text = "–" if not math.isfinite(mean) else (
-                f"{mean:.3f}" + (f" ± {sem:.3f}" if math.isfinite(sem) else ""))
+                f"{mean:.4g}" + (f" ± {sem:.2g}" if math.isfinite(sem) else ""))
             cells.append(bold(text) if best[metric] == method else text)
         return cells
 

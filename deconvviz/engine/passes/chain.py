@@ -16,7 +16,6 @@ from typing import Dict, Sequence
 
 import torch
 import torch.fx as fx
-import torch.nn.functional as F
 from torch import Tensor
 
 from .incremental import IncrementalForward
@@ -99,14 +98,7 @@ class IncrementalChain(IncrementalForward):
         hh, ww = base.shape[-2:]
         my = max(0, -min(ry), max(ry) + rh - hh)
         mx = max(0, -min(rx), max(rx) + rw - ww)
-        key = (node, fill)
-        cached = self._padded.get(key)
-        if cached is None or cached[1] < my or cached[2] < mx:
-            my, mx = max(my, cached[1] if cached else 0), max(mx, cached[2] if cached else 0)
-            padded = F.pad(base, (mx, mx, my, my), value=fill)
-            cached = (pixel_rows(padded.contiguous(memory_format=self.layout)), my, mx)
-            self._padded[key] = cached
-        source, my, mx = cached
+        source, my, mx = self._padded_rows(node, fill, my, mx)
         wide, tall = ww + 2 * mx, hh + 2 * my
         index = (pixel_grid(torch.tensor(ry) + my, torch.tensor(rx) + mx, rh, rw, wide)
                  + torch.arange(b)[:, None, None] * (tall * wide))

@@ -341,6 +341,19 @@ class IncrementalForward:
         region = self._region(op.inputs[0], value, ry, rx, rh, rw, params["fill"])
         return Win(run_sliding(op, params, region), ys, xs)
 
+    def _padded_rows(self, node: fx.Node, fill: float, my: int, mx: int):
+        """``(rows, my, mx)``: ``node``'s base padded by at least ``my`` rows and ``mx``
+        columns of ``fill`` on each side, as pixel rows (a view of a channels-last copy),
+        kept per node and fill value and grown when a region needs more margin."""
+        key = (node, fill)
+        cached = self._padded.get(key)
+        if cached is None or cached[1] < my or cached[2] < mx:
+            my, mx = max(my, cached[1] if cached else 0), max(mx, cached[2] if cached else 0)
+            padded = F.pad(self.base[node], (mx, mx, my, my), value=fill)
+            cached = (pixel_rows(padded.contiguous(memory_format=self.layout)), my, mx)
+            self._padded[key] = cached
+        return cached
+
     def _region(self, node: fx.Node, value: "Win", ry, rx, rh: int, rw: int,
                 fill: float) -> Tensor:
         """``[B, C, rh, rw]`` (channels last): rows ``ry[b]..`` and columns ``rx[b]..`` of
@@ -353,13 +366,7 @@ class IncrementalForward:
         hh, ww = base.shape[-2:]
         my = max(0, -min(ry), max(ry) + rh - hh)
         mx = max(0, -min(rx), max(rx) + rw - ww)
-        key = (node, fill)
-        cached = self._padded.get(key)
-        if cached is None or cached[1] < my or cached[2] < mx:
-            my, mx = max(my, cached[1] if cached else 0), max(mx, cached[2] if cached else 0)
-            cached = (pixel_rows(F.pad(base, (mx, mx, my, my), value=fill)), my, mx)
-            self._padded[key] = cached
-        source, my, mx = cached
+        source, my, mx = self._padded_rows(node, fill, my, mx)
         ryt, rxt = torch.tensor(ry), torch.tensor(rx)
         index = pixel_grid(ryt + my, rxt + mx, rh, rw, ww + 2 * mx)
         device = source.device  # the indices are made on the CPU

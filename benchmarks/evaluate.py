@@ -94,6 +94,7 @@ def one_metric(torch, model, x, maps, targets, metric: str, args) -> tuple:
     params = dict(metric_table.get(metric).params)
     if metric == "pixel_flipping":
         params["steps"] = args.steps
+    params.update(args.params.get(metric, {}))
 
     def ours():
         inputs = Inputs(model, x, maps, targets, batch_size=args.batch,
@@ -136,6 +137,22 @@ def case(dv, torch, name: str, args) -> None:
         print("|", " | ".join(str(c) for c in (name, metric, *row)), "|", flush=True)
 
 
+def parse_params(given) -> dict:
+    """``["deletion.steps=16", ...]`` -> ``{"deletion": {"steps": 16}}``."""
+    import ast
+
+    out: dict = {}
+    for item in given:
+        key, _, value = item.partition("=")
+        metric, _, name = key.partition(".")
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            pass
+        out.setdefault(metric, {})[name] = value
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="vgg16,resnet50")
@@ -148,7 +165,10 @@ def main() -> None:
     parser.add_argument("--metrics", default=None, help="comma list [default: the "
                                                        "faithfulness and confidence families]")
     parser.add_argument("--no-peers", action="store_true", help="skip Quantus and grad-cam")
+    parser.add_argument("--param", action="append", default=[], metavar="METRIC.KEY=VALUE",
+                        help="a metric's parameter (repeatable), e.g. deletion.steps=16")
     args = parser.parse_args()
+    args.params = parse_params(args.param)
     import torch
 
     import deconvviz as dv
@@ -158,7 +178,8 @@ def main() -> None:
     args.metrics = (args.metrics.split(",") if args.metrics else
                     metric_table.names("faithfulness") + metric_table.names("confidence"))
     print(f"{args.images} images of {args.size} px, batch {args.batch}, {args.threads} "
-          f"thread(s), random weights, the gradient's maps\n")
+          f"thread(s), random weights, the gradient's maps, parameters changed from the "
+          f"papers': {args.params or 'none'}\n")
     print("| model | metric | forward passes | bare s | deconvviz s | deconvviz / bare | "
           "target | peer |")
     print("|---|---|---:|---:|---:|---:|---|---|")

@@ -11,12 +11,12 @@ sign it reads. A map that is zero everywhere gets the score written in its ``sum
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .errors import ArgumentError, closest
 
 __all__ = ["Metric", "FAMILIES", "NEEDS", "CHANNELS", "get", "names", "entries", "resolve",
-           "register", "unregister"]
+           "register", "unregister", "forward_passes"]
 
 FAMILIES = ("faithfulness", "confidence", "localisation", "randomisation", "complexity",
             "robustness")
@@ -44,6 +44,9 @@ class Metric:
         paper: the citation.
         sign: how it reads the map's sign.
         channels: how it reduces colour channels (:data:`CHANNELS` for every metric).
+        passes: the forward passes it runs per image, ``(height, width, params) -> count``
+            (the unperturbed image counted), known before it runs; ``None`` for a metric
+            that runs none or recomputes maps instead.
     """
 
     name: str
@@ -56,6 +59,7 @@ class Metric:
     paper: str = ""
     sign: str = _SIGNED
     channels: str = CHANNELS
+    passes: Optional[Callable[[int, int, Dict[str, Any]], int]] = None
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
@@ -70,6 +74,18 @@ class Metric:
 
     def __hash__(self) -> int:  # params is a dict: hash by name (names are unique)
         return hash(self.name)
+
+
+def _steps(h: int, w: int, p: Dict[str, Any]) -> int:
+    """Pixel flipping's, deletion's and insertion's images: ``ceil(P / steps)`` pixels a
+    step, from none to all."""
+    per = -(-(h * w) // max(1, int(p["steps"])))
+    return len(range(0, h * w, per)) + 1
+
+
+def _regions(h: int, w: int, p: Dict[str, Any]) -> int:
+    cells = -(-h // int(p["patch_size"])) * -(-w // int(p["patch_size"]))
+    return min(int(p["regions"]), cells) + 1
 
 
 _BACH = "Bach et al. 2015, PLoS ONE (pixel flipping)"
@@ -93,53 +109,60 @@ _BUILT_IN = (
            params={"order": "morf", "steps": 16, "baseline": "black"},
            summary="area under the class probability as the most relevant pixels are "
                    "replaced, step by step (order=lerf: the least relevant, and higher is "
-                   "better); an all-zero map removes pixels in raster order", paper=_BACH),
+                   "better); an all-zero map removes pixels in raster order", paper=_BACH,
+           passes=_steps),
     Metric("region_perturbation_morf", "region perturbation (MoRF)", "faithfulness", True,
            params={"order": "morf", "patch_size": 9, "regions": 100, "baseline": "uniform",
                    "incremental": None},
            summary="AOPC: the mean drop of the class probability as a grid's regions are "
                    "replaced, the most relevant first (the unperturbed step counts); an "
-                   "all-zero map removes them in raster order", paper=_SAMEK),
+                   "all-zero map removes them in raster order", paper=_SAMEK, passes=_regions),
     Metric("region_perturbation_lerf", "region perturbation (LeRF)", "faithfulness", False,
            params={"order": "lerf", "patch_size": 9, "regions": 100, "baseline": "uniform",
                    "incremental": None},
-           summary="the same with the least relevant regions first", paper=_SAMEK),
+           summary="the same with the least relevant regions first", paper=_SAMEK,
+           passes=_regions),
     Metric("deletion", "deletion AUC", "faithfulness", False,
            params={"steps": 224, "substrate": "black"},
            summary="area under the class probability as the most relevant pixels are set "
-                   "to the substrate; an all-zero map deletes in raster order", paper=_RISE),
+                   "to the substrate; an all-zero map deletes in raster order", paper=_RISE,
+           passes=_steps),
     Metric("insertion", "insertion AUC", "faithfulness", True,
            params={"steps": 224, "substrate": "blur", "blur_kernel": 11, "blur_sigma": 5.0},
            summary="area under the class probability as the most relevant pixels are "
-                   "inserted into a blurred image", paper=_RISE),
+                   "inserted into a blurred image", paper=_RISE, passes=_steps),
     Metric("road_morf", "ROAD (MoRF)", "faithfulness", False,
            params={"order": "morf", "percentages": (10, 20, 30, 40, 50, 60, 70, 80, 90),
                    "noise": 0.01, "output": "accuracy"},
            summary="the class's top-1 indicator (the paper's accuracy) as the most relevant "
                    "pixels are imputed by noisy linear imputation; score: the curve's mean; an "
-                   "all-zero map removes pixels in raster order", paper=_ROAD),
+                   "all-zero map removes pixels in raster order", paper=_ROAD,
+           passes=lambda h, w, p: len(p["percentages"])),
     Metric("road_lerf", "ROAD (LeRF)", "faithfulness", True,
            params={"order": "lerf", "percentages": (10, 20, 30, 40, 50, 60, 70, 80, 90),
                    "noise": 0.01, "output": "accuracy"},
-           summary="the same with the least relevant pixels first", paper=_ROAD),
+           summary="the same with the least relevant pixels first", paper=_ROAD,
+           passes=lambda h, w, p: len(p["percentages"])),
     Metric("faithfulness_correlation", "faithfulness correlation", "faithfulness", True,
            params={"runs": 100, "subset_size": 224, "baseline": "black"},
            summary="Pearson correlation of the relevance of random pixel subsets with the "
                    "logit's drop when they are replaced; an all-zero map scores 0",
-           paper=_BHATT),
+           paper=_BHATT, passes=lambda h, w, p: int(p["runs"]) + 1),
     Metric("irof", "IROF", "faithfulness", True,
            params={"segments": 100, "baseline": "mean", "incremental": None},
            summary="area over the class probability (relative to the image's) as SLIC "
                    "superpixels are replaced in order of their mean relevance; an all-zero map "
-                   "removes them in label order", paper=_RIEGER),
+                   "removes them in label order", paper=_RIEGER,
+           passes=lambda h, w, p: int(p["segments"]) + 1),  # SLIC's count is near it
     Metric("average_drop", "Average Drop", "confidence", False, params={},
            summary="100 max(0, y - o) / y: y the class probability of the image, o that of "
                    "the image times the map scaled to [0, 1]; an all-zero map masks the "
                    "whole image", paper=_GCPP,
-           sign=_POSITIVE),
+           sign=_POSITIVE, passes=lambda h, w, p: 2),
     Metric("increase_in_confidence", "Increase in Confidence", "confidence", True, params={},
            summary="100 where the class probability rises when the image is multiplied by "
-                   "the map scaled to [0, 1], else 0", paper=_GCPP, sign=_POSITIVE),
+                   "the map scaled to [0, 1], else 0", paper=_GCPP, sign=_POSITIVE,
+           passes=lambda h, w, p: 2),
     Metric("pointing_game", "pointing game", "localisation", True, ("boxes",),
            params={"tolerance": 15},
            summary="1 when the map's maximum lies less than the tolerance (px) from the "
@@ -218,6 +241,17 @@ def entries(family: Optional[str] = None) -> List[Metric]:
 def names(family: Optional[str] = None) -> List[str]:
     """The metrics' names (of ``family``)."""
     return [m.name for m in entries(family)]
+
+
+def forward_passes(name: str, height: int, width: int,
+                   params: Optional[Dict[str, Any]] = None) -> Optional[int]:
+    """The forward passes metric ``name`` runs per image of ``height`` x ``width`` with
+    ``params`` (over its defaults); ``None`` where it runs none, or recomputes maps. IROF's
+    is its ``segments + 1``: SLIC makes about that many superpixels."""
+    entry = get(name)
+    if entry.passes is None:
+        return None
+    return entry.passes(height, width, {**entry.params, **(params or {})})
 
 
 def resolve(spec: str) -> List[str]:

@@ -220,6 +220,11 @@ def r18(tmp_path_factory):
     (["--metrics", "localisation"], None, "need(s) the objects' boxes: give --boxes"),
     (["--metrics", "toy_inside"], lambda w, h: [], "cat.png has no box"),
     (["--metrics", "toy_inside"], lambda w, h: [(1, 1, w + 1, 10)], "lies outside the image"),
+    (["--param", "toy_sum"], None, "--param is METRIC.NAME=VALUE"),
+    (["--metrics", "toy_sum", "--param", "deletion.steps=4"], None,
+     "'deletion' is not evaluated"),
+    (["--metrics", "deletion", "--param", "deletion.step=4"], None,
+     "takes no parameter 'step'; its parameters: steps, substrate"),
 ])
 def test_the_command_refuses_bad_input_in_one_line_and_writes_nothing(tmp_path, args, objects,
                                                                       message, r18):
@@ -253,3 +258,18 @@ def test_the_command_writes_the_table_and_the_figure(tmp_path, r18):
     assert "| gradient | -" in md and md.count("| 1 |") == 2  # a tie: neither in bold
     printed = invoke(*r18, "--methods", "gradient", "--metrics", "toy_sum", image)
     assert printed.stdout.startswith("| method | toy sum ↑ |")
+    assert "Parameters other" not in printed.stdout
+
+
+def test_a_metrics_parameter_from_the_command_runs_and_is_stated(tmp_path, r18):
+    from conftest import invoke
+
+    image, _ = _photo_and_boxes(tmp_path, lambda w, h: [(1, 1, w, h)])
+    proc = invoke(*r18, "--methods", "gradient", "--metrics", "deletion,road_morf",
+                  "--param", "deletion.steps=4", "--param", "road_morf.percentages=(50,)",
+                  image)
+    assert proc.returncode == 0, proc.stderr
+    # the bar announces the passes: 1 image x (5 deletion steps + 1 ROAD step)
+    assert "6 forward passes" in proc.stderr
+    assert ("Parameters other than the papers': deletion steps=4; road_morf "
+            "percentages=(50,).") in proc.stdout

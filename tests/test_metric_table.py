@@ -1,6 +1,7 @@
 """The metric table (deconvviz.metric_table): names, families, resolving a spec, and the
 registry's defaults and refusals (deconvviz.analyses.evaluation.base)."""
 import pytest
+import torch
 
 from deconvviz import metric_table
 from deconvviz.errors import ArgumentError
@@ -44,3 +45,22 @@ def test_register_and_unregister_a_metric():
         metric_table.unregister("sparseness")
     with pytest.raises(ArgumentError, match="family"):
         metric_table.Metric("x", "x", "speed", True)
+
+
+@pytest.mark.parametrize("name,params", [
+    ("pixel_flipping", {"steps": 5}), ("deletion", {"steps": 7}), ("insertion", {"steps": 3}),
+    ("region_perturbation_morf", {"patch_size": 5, "regions": 100}),  # fewer cells (9)
+    ("region_perturbation_lerf", {"patch_size": 4, "regions": 4}),
+    ("road_morf", {"percentages": (20, 50)}), ("faithfulness_correlation", {"runs": 6}),
+    ("average_drop", {}), ("increase_in_confidence", {}),
+])
+def test_the_planned_forward_passes_are_those_the_metric_counts(name, params):
+    # what the progress bar announces before a run equals what each metric counts running
+    from metrics_cases import case
+
+    from deconvviz.analyses.evaluation import compute
+
+    inputs = case(size=12, n=3, generator=torch.Generator().manual_seed(0))
+    ran = compute(name, inputs, **params).forward_passes
+    assert metric_table.forward_passes(name, 12, 12, params) * 3 == ran
+    assert metric_table.forward_passes("sparseness", 12, 12) is None

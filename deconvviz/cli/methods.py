@@ -3,7 +3,7 @@ method scored by every metric); ``crp`` (concept relevance propagation)."""
 from __future__ import annotations
 
 import sys
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import click
 
@@ -199,6 +199,10 @@ _TABLES = {"csv_path": ".csv", "md_path": ".md", "tex_path": ".tex"}
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1),
               help="Images per forward pass.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the metrics' draws.")
+@click.option("--param", "param_items", multiple=True, metavar="METRIC.NAME=VALUE",
+              help="A metric's parameter instead of its paper's default (repeatable), e.g. "
+                   "--param deletion.steps=16 --param region_perturbation_morf.patch_size=16 "
+                   "(docs/evaluation.md lists each metric's).")
 @click.option("--out", "-o", default=None, metavar="DIR",
               help="A new (or earlier evaluate's) folder: the table as evaluation.csv, .md "
                    "and .tex, every image's score (per_image.csv) and the figure "
@@ -215,14 +219,16 @@ _TABLES = {"csv_path": ".csv", "md_path": ".md", "tex_path": ".tex"}
 @friendly
 def evaluate_command(model: str, methods: Optional[str], metrics: str, target: Optional[str],
                      boxes: Optional[str], cam_layer: Optional[str], batch_size: int,
-                     seed: int, out: Optional[str], dpi: int, weights: str, device: str,
-                     images: List[str], **tables: Optional[str]) -> None:
+                     seed: int, param_items: Tuple[str, ...], out: Optional[str], dpi: int,
+                     weights: str, device: str, images: List[str],
+                     **tables: Optional[str]) -> None:
     """Score each method's maps of IMAGES by each metric (docs/evaluation.md): a table of
     means and standard errors over the images, printed as Markdown, or written with --out,
     --csv, --md, --tex. Nothing is written unless everything ran."""
     get_spec(model)
     names = method_list(methods, method_table.COMPARE_DEFAULT)
     wanted = metric_table.resolve(metrics)
+    params = metric_params(param_items, wanted)
     needing = [m for m in wanted if "boxes" in metric_table.get(m).needs]
     if needing and boxes is None:
         raise ArgumentError(f"{', '.join(needing)} need(s) the objects' boxes: give --boxes "
@@ -246,11 +252,39 @@ def evaluate_command(model: str, methods: Optional[str], metrics: str, target: O
     net_model = load_model(model, weights=weights).to(resolve_device(device))
     # the API's bar on stderr: methods x (maps + metrics), each metric's steps beside it
     result = evaluate(net_model, paths, methods=names, metrics=wanted, target=target,
-                      boxes=boxes, cam_layer=cam_layer, batch_size=batch_size, seed=seed,
-                      progress=True)
+                      boxes=boxes, cam_layer=cam_layer, params=params,
+                      batch_size=batch_size, seed=seed, progress=True)
     for method, why in result.not_applicable.items():
         click.echo(f"warning: {method} is n/a on {model}: {why}", err=True)
     _write_evaluation(result, out, tables, dpi)
+
+
+def metric_params(items: Tuple[str, ...], wanted: List[str]) -> Dict[str, dict]:
+    """``("deletion.steps=16", ...)`` -> ``{"deletion": {"steps": 16}}``: each value read as
+    a Python literal (a number, a tuple, ``None``), else kept as text; the metric must be
+    evaluated and take the parameter."""
+    import ast
+
+    params: Dict[str, dict] = {}
+    for item in items:
+        key, eq, text = item.partition("=")
+        metric, dot, name = key.strip().partition(".")
+        if not (eq and dot and metric and name):
+            raise ArgumentError(f"--param is METRIC.NAME=VALUE (e.g. deletion.steps=16), got "
+                                f"{item!r}")
+        if metric not in wanted:
+            raise ArgumentError(f"--param {item!r}: {metric!r} is not evaluated; metrics: "
+                                f"{', '.join(wanted)}")
+        known = metric_table.get(metric).params
+        if name not in known:
+            raise ArgumentError(f"--param {item!r}: {metric} takes no parameter {name!r}; "
+                                f"its parameters: {', '.join(known) or 'none'}")
+        try:
+            value = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            value = text.strip()
+        params.setdefault(metric, {})[name] = value
+    return params
 
 
 def _write_evaluation(result, out: Optional[str], tables: dict, dpi: int) -> None:

@@ -31,7 +31,7 @@ from ..attribution import Target, attribute_map, resolve_target
 from .base import Inputs, compute, registered
 from .result import EvaluationResult
 
-__all__ = ["evaluate", "resolve_methods", "resolve_metrics", "BoxesArg"]
+__all__ = ["evaluate", "resolve_methods", "resolve_metrics", "planned_passes", "BoxesArg"]
 
 # boxes=: a file or folder of annotations, a per-image list of boxes in the model's input
 # pixels ((x0, y0, x1, y1) or (x0, y0, x1, y1, name)), or masks [N, H, W] (bool)
@@ -228,9 +228,10 @@ def evaluate(model: nn.Module, images: ImagesArg, *,
     resolved = resolve_target(model, x, target, logits=logits)
     targets = torch.tensor(resolved.classes, dtype=torch.long, device=x.device)
     run = _Run(model, x, targets, masks, resolved, cam_layer, batch_size, seed, params)
+    planned = planned_passes(wanted, x.shape[0], len(names), tuple(x.shape[-2:]), params)
     with progress_bar(progress, total=len(names) * (1 + len(wanted)), unit="step",
                       desc=f"evaluate ({x.shape[0]} images x {len(names)} methods x "
-                           f"{len(wanted)} metrics)") as bar:
+                           f"{len(wanted)} metrics{planned})") as bar:
         for method in names:
             run.method(method, wanted, bar)
     info = model_info(model)
@@ -239,7 +240,17 @@ def evaluate(model: nn.Module, images: ImagesArg, *,
         paths, resolved, run.shown, photos[:SHOWN], model_name(model),
         info.weights if info else "user",
         metric_titles={m: metric_table.get(m).title for m in wanted},
-        higher_is_better={m: metric_table.get(m).higher_is_better for m in wanted})
+        higher_is_better={m: metric_table.get(m).higher_is_better for m in wanted},
+        params={m: dict(given) for m, given in params.items()})
+
+
+def planned_passes(metrics: List[str], images: int, methods: int, size, params) -> str:
+    """``", N forward passes"``: what the metrics will run (besides the methods' maps),
+    known before they run (:func:`deconvviz.metric_table.forward_passes`); ``""`` where
+    they run none."""
+    per = [metric_table.forward_passes(m, *size, params.get(m)) for m in metrics]
+    total = sum(p for p in per if p) * images * methods
+    return f", {total:,} forward passes" if total else ""
 
 
 def _within(bar, label: str):

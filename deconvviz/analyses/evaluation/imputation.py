@@ -6,10 +6,13 @@ the removed pixels (``S``: each pixel's neighbour weights inside the image, ``K`
 neighbours' weights), symmetric and positive definite wherever each removed region touches
 a known pixel. It is solved by conjugate gradients preconditioned with one multigrid
 V-cycle: coarse levels by Galerkin products ``P^T A P`` of 2x2 aggregation (the coarse
-correction scaled by 1.8) (a 3x3 stencil
-with a coefficient per pixel and offset, on every level), damped Jacobi smoothing, the
-coarsest level by Jacobi sweeps, all in float32. The preconditioner is symmetric (to
-float32 rounding), so the iteration is plain PCG in float64; it stops when every system's residual is below ``tolerance`` of its right-hand side.
+correction scaled by 1.5) (a 3x3 stencil with a coefficient per pixel and offset, on every
+level) down to a side of at most 16, solved there by its dense inverse; one damped Jacobi
+sweep before and after each coarse correction; all in float32. The preconditioner is
+symmetric (to float32 rounding), so the iteration is plain PCG, in float64 for tolerances
+below 1e-6 (the exact imputation) and in float32 above (noisy imputation's, 100x below its
+noise); it stops when every system's residual is below ``tolerance`` of its right-hand
+side.
 """
 from __future__ import annotations
 
@@ -25,10 +28,12 @@ TOLERANCE = 1e-9
 MAX_ITERATIONS = 500
 _OFFSETS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
 _WEIGHT = {(dy, dx): (1 / 12 if dy and dx else 1 / 6) for dy, dx in _OFFSETS if dy or dx}
-# Jacobi sweeps, their damping, the coarsest level's side, and the coarse correction's scale
-# (aggregation's piecewise-constant prolongation undershoots smooth errors: scaled by 1.8,
-# CG takes 11-14 instead of 20-34 iterations on 224-px images, 10-90 % removed)
-_SMOOTH, _OMEGA, _COARSEST, _SCALE = 2, 0.6, 4, 1.8
+# Jacobi sweeps, their damping, the coarsest level's largest side, and the coarse
+# correction's scale (aggregation's piecewise-constant prolongation undershoots smooth
+# errors). Chosen by the fine level's products over 10-90 % removed of four 224-px images
+# (benchmarks/README.md): 153 (scattered pixels) and 261 (smooth blobs) products, against
+# 270 and 430 with two sweeps of damping 0.6, scaled by 1.8
+_SMOOTH, _OMEGA, _COARSEST, _SCALE = 1, 0.9, 16, 1.5
 
 
 def _shift(u: Tensor, dy: int, dx: int) -> Tensor:
@@ -40,13 +45,15 @@ def _shift(u: Tensor, dy: int, dx: int) -> Tensor:
 
 def _apply(stencil: Tensor, u: Tensor) -> Tensor:
     """``sum_o stencil[:, o] * u[i + o]``: ``stencil`` ``[B, 9, H, W]``, ``u`` ``[B, C, H, W]``
-    (the image padded once, its 9 shifts read as slices)."""
+    (each offset over the pixels whose neighbour lies inside: a stencil's coefficients
+    towards the outside are 0)."""
     h, w = u.shape[-2:]
-    p = F.pad(u, (1, 1, 1, 1))
     out = stencil[:, 4:5] * u
     for k, (dy, dx) in enumerate(_OFFSETS):
         if k != 4:
-            out.addcmul_(stencil[:, k:k + 1], p[..., 1 + dy:1 + dy + h, 1 + dx:1 + dx + w])
+            y0, y1, x0, x1 = max(0, -dy), h - max(0, dy), max(0, -dx), w - max(0, dx)
+            out[..., y0:y1, x0:x1].addcmul_(stencil[:, k:k + 1, y0:y1, x0:x1],
+                                            u[..., y0 + dy:y1 + dy, x0 + dx:x1 + dx])
     return out
 
 
@@ -82,6 +89,27 @@ def _coarsen(stencil: Tensor) -> Tensor:
     return out
 
 
+def _dense_inverse(stencil: Tensor) -> Tensor:
+    """``[B, P, P]`` (P = H*W): the inverse of the coarsest level's matrix from its stencil
+    ``[B, 9, H, W]``, 0 on the rows and columns of pixels with nothing removed (a zero
+    diagonal)."""
+    b, _, h, w = stencil.shape
+    n = h * w
+    rows = torch.arange(n).view(h, w)
+    dense = torch.zeros(b, n, n, dtype=torch.float64, device=stencil.device)
+    for k, (dy, dx) in enumerate(_OFFSETS):
+        ys, xs = torch.arange(h)[:, None] + dy, torch.arange(w)[None, :] + dx
+        inside = ((ys >= 0) & (ys < h) & (xs >= 0) & (xs < w))
+        i = rows[inside.expand(h, w)]
+        j = (ys.clamp(0, h - 1) * w + xs.clamp(0, w - 1))[inside.expand(h, w)]
+        dense[:, i, j] += stencil[:, k].reshape(b, n)[:, i].double()
+    empty = dense.diagonal(dim1=1, dim2=2) <= 0
+    dense = dense + torch.diag_embed(empty.double())
+    inverse = torch.linalg.inv(dense)
+    keep = (~empty).double()
+    return inverse * keep[:, :, None] * keep[:, None, :]
+
+
 def _restrict(r: Tensor) -> Tensor:
     h, w = r.shape[-2:]
     return F.avg_pool2d(F.pad(r, (0, w % 2, 0, h % 2)), 2, divisor_override=1)
@@ -93,19 +121,22 @@ def _prolong(u: Tensor, shape) -> Tensor:
 
 def _jacobi(stencil: Tensor, inv: Tensor, u, b: Tensor, sweeps: int) -> Tensor:
     """``sweeps`` damped Jacobi sweeps from ``u`` (``None``: from zero, whose first sweep
-    needs no product)."""
+    needs no product); ``inv`` is the damping over the diagonal, and ``u`` is updated in
+    place."""
     if u is None:
-        u, sweeps = _OMEGA * inv * b, sweeps - 1
+        u, sweeps = inv * b, sweeps - 1
     for _ in range(sweeps):
-        u = u + _OMEGA * inv * (b - _apply(stencil, u))
+        u = u.addcmul_(inv, b - _apply(stencil, u))
     return u
 
 
 def _vcycle(levels: List[Tensor], invs: List[Tensor], r: Tensor, at: int = 0) -> Tensor:
     """One symmetric V-cycle from zero: an approximation of ``A^-1 r`` on level ``at``."""
     stencil, inv = levels[at], invs[at]
-    if at == len(levels) - 1:
-        return _jacobi(stencil, inv, None, r, 20)
+    if at == len(levels) - 1:  # the coarsest level: its dense inverse [B, P, P]
+        b, c, h, w = r.shape
+        return torch.bmm(stencil, r.reshape(b, c, h * w).transpose(1, 2)).transpose(
+            1, 2).reshape(b, c, h, w)
     u = _jacobi(stencil, inv, None, r, _SMOOTH)
     coarse = _vcycle(levels, invs, _restrict(r - _apply(stencil, u)), at + 1)
     u = u + _SCALE * _prolong(coarse, r.shape[-2:])
@@ -121,11 +152,16 @@ def solve(removed: Tensor, known: Tensor, tolerance: float = TOLERANCE) -> Tenso
     invs = [torch.where(s[:, 4:5] > 0, 1 / s[:, 4:5].clamp_min(1e-30),
                         torch.zeros_like(s[:, 4:5])) for s in levels]
     # the preconditioner in float32 (half the memory traffic); the iteration in float64
-    fast = [s.float() for s in levels]
-    fast_inv = [i.float() for i in invs]
+    # where the tolerance needs it
+    dtype = torch.float64 if tolerance < 1e-6 else torch.float32
+    fast = [s.float() for s in levels[:-1]] + [_dense_inverse(levels[-1]).float()]
+    fast_inv = [(_OMEGA * i).float() for i in invs]
+    top = levels[0].to(dtype)
+    known = known.to(dtype)
+    tiny = torch.finfo(dtype).tiny
 
     def precondition(r: Tensor) -> Tensor:
-        return _vcycle(fast, fast_inv, r.float()).double()
+        return _vcycle(fast, fast_inv, r.float()).to(dtype)
 
     m = removed.to(known.dtype)
     weights = torch.cat([torch.full_like(m, _WEIGHT.get(o, 0.0)) for o in _OFFSETS], dim=1)
@@ -139,12 +175,12 @@ def solve(removed: Tensor, known: Tensor, tolerance: float = TOLERANCE) -> Tenso
     for _ in range(MAX_ITERATIONS):
         if bool((r.flatten(2).norm(dim=2) <= limit).all()):
             break
-        ap = _apply(levels[0], p)
-        alpha = rz / (p * ap).flatten(2).sum(dim=2).clamp_min(1e-300)
+        ap = _apply(top, p)
+        alpha = rz / (p * ap).flatten(2).sum(dim=2).clamp_min(tiny)
         u = u + alpha[..., None, None] * p
         r = r - alpha[..., None, None] * ap
         z = precondition(r)
         rz_new = (r * z).flatten(2).sum(dim=2)
-        p = z + (rz_new / rz.clamp_min(1e-300))[..., None, None] * p
+        p = z + (rz_new / rz.clamp_min(tiny))[..., None, None] * p
         rz = rz_new
     return u * m

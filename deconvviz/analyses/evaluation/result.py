@@ -61,6 +61,7 @@ class EvaluationResult(Result):
         rgb: the crops of those images.
         model, weights: the model's name and weights (``"random"`` for random weights).
         metric_titles, higher_is_better: each metric's title and direction.
+        params: metric -> the parameters given instead of its paper's defaults.
     """
 
     methods: List[str]
@@ -78,6 +79,7 @@ class EvaluationResult(Result):
     weights: str = "user"
     metric_titles: Dict[str, str] = field(default_factory=dict)
     higher_is_better: Dict[str, bool] = field(default_factory=dict)
+    params: Dict[str, dict] = field(default_factory=dict)
     titles: Dict[str, str] = field(default_factory=method_table.titles)
     display: Dict[str, str] = field(default_factory=method_table.displays)
     kind: ClassVar[str] = "evaluation"
@@ -156,9 +158,16 @@ class EvaluationResult(Result):
         lines.append("")
         lines.append(f"{self.model} ({self.weights} weights), {len(self.images)} image(s); "
                      f"mean ± standard error over the images.")
+        if self.changed():
+            lines.append(f"Parameters other than the papers': {self.changed()}.")
         for method, why in self.not_applicable.items():
             lines.append(f"- {method}: n/a ({why})")
         return "\n".join(lines) + "\n"
+
+    def changed(self) -> str:
+        """The parameters given instead of the papers' defaults, as text (``""``: none)."""
+        return "; ".join(f"{metric} " + ", ".join(f"{k}={v!r}" for k, v in given.items())
+                         for metric, given in self.params.items() if given)
 
     def to_latex(self) -> str:
         """The wide table as a LaTeX ``tabular`` (booktabs rules), as in
@@ -177,6 +186,8 @@ class EvaluationResult(Result):
             lines.append(tex(self.titles.get(method, method)) + " & " + " & ".join(cells)
                          + r" \\")
         lines += [r"\bottomrule", r"\end{tabular}"]
+        if self.changed():
+            lines.append(f"% parameters other than the papers': {self.changed()}")
         return "\n".join(lines) + "\n"
 
     def figure(self, *, count: int = 3, fig=None):

@@ -44,7 +44,7 @@ def impute(images: Tensor, removed: Tensor, *, noise: float = 0.0,
     known = torch.where(removed, torch.zeros_like(x), x)
     # with noise, to 1e-4 of the right-hand side: 100x below the noise's deviation (1e-2
     # of the values by default); without noise, to 1e-9
-    filled = solve(removed, known, min(1e-4, 1e-2 * noise) if noise else 1e-9)
+    filled = solve(removed, known, min(1e-4, 1e-2 * noise) if noise else 1e-9).double()
     if noise:
         filled = filled + noise * torch.randn(x.shape, generator=generator,
                                               dtype=torch.float64).to(x.device)

@@ -14,8 +14,8 @@ computed once; then for each perturbation metric (faithfulness and confidence fa
   its physical floor) run as plain batched forward passes of the model (``--batch``), timed
   right before the metric, so that a load on the machine falls on both;
 - **deconvviz**: ``compute(metric, inputs)``, as ``dv.evaluate`` runs it; the ratio to bare
-  is the issue's target (<= 1.25x; region perturbation and the other local perturbations
-  <= 0.5x, by the incremental forward);
+  is the issue's target (<= 1.25x; region perturbation and IROF, whose steps each change
+  one region, <= 0.5x, by the incremental forward);
 - **peer**: Quantus 0.6's ``PixelFlipping`` on the same images, maps, classes and steps
   (black baseline) beside deconvviz's pixel flipping; pytorch-grad-cam's
   ``ROADMostRelevantFirstAverage`` (the paper's noisy linear imputation, one sparse solve
@@ -30,8 +30,9 @@ import os
 import time
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LOCAL = {"region_perturbation_morf", "region_perturbation_lerf", "irof", "average_drop",
-         "increase_in_confidence"}  # local perturbations: the incremental forward's cases
+# local perturbations, the incremental forward's cases (the confidence metrics' masks are
+# not local: the map scaled to [0, 1] multiplies every pixel, so they stay at <= 1.25x)
+LOCAL = {"region_perturbation_morf", "region_perturbation_lerf", "irof"}
 
 
 def images(dv, torch, name: str, count: int, size: int):

@@ -13,7 +13,7 @@ from torch import nn
 
 import deconvviz as dv
 from deconvviz import metric_table
-from deconvviz.analyses.evaluation import Score, base, metric
+from deconvviz.analyses.evaluation import Inputs, Score, base, metric
 from deconvviz.analyses.evaluation import evaluate as driver
 from deconvviz.analyses.evaluation.result import EvaluationResult, summarise
 
@@ -273,3 +273,25 @@ def test_a_metrics_parameter_from_the_command_runs_and_is_stated(tmp_path, r18):
     assert "6 forward passes" in proc.stderr
     assert ("Parameters other than the papers': deletion steps=4; road_morf "
             "percentages=(50,).") in proc.stdout
+
+
+def test_faithfulness_correlations_passes_run_once_for_every_method():
+    # its perturbed images do not depend on the map: the second method reuses the first's
+    # outputs (0 passes), and scores what it scores alone (the same draws, bit for bit)
+    from metrics_cases import case
+
+    from deconvviz.analyses.evaluation import compute
+
+    inputs = case(size=12, n=2)
+    params = {"faithfulness_correlation": {"runs": 5, "subset_size": 10}}
+    result = dv.evaluate(inputs.model, inputs.images, methods="gradient,deconvnet",
+                         metrics="faithfulness_correlation", params=params, progress=False)
+    passes = {m: result.forward_passes[m]["faithfulness_correlation"] for m in result.methods}
+    assert passes == {"gradient": 2 * 6, "deconvnet": 0}
+    for method in ("gradient", "deconvnet"):
+        alone = Inputs(inputs.model, inputs.images, result.maps[method], inputs.targets,
+                       generator=torch.Generator().manual_seed(0))  # both images' maps
+        score = compute("faithfulness_correlation", alone, runs=5, subset_size=10)
+        assert torch.equal(score.per_image, result.scores[method]["faithfulness_correlation"])
+    assert driver.planned_passes(["faithfulness_correlation", "road_morf"], 2, 2, (12, 12),
+                                 {}) == f", about {101 * 2 + 9 * 2 * 2} forward passes"

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from ... import metric_table
 from ...errors import ArgumentError
 
-__all__ = ["Inputs", "Score", "metric", "compute", "registered"]
+__all__ = ["Inputs", "Score", "metric", "compute", "registered", "content_key"]
 
 
 @dataclass
@@ -39,6 +39,9 @@ class Inputs:
             default (its ``baseline`` parameter).
         generator: the random numbers' source, seeded by the driver.
         progress: called with ``(done, total, what)``.
+        shared: outputs a metric may reuse across the methods of one evaluation, keyed by
+            what determines them (:func:`content_key`): faithfulness correlation's perturbed
+            images do not depend on the map, and every method meets the same draws.
     """
 
     model: nn.Module
@@ -51,6 +54,24 @@ class Inputs:
     baseline: Optional[Tensor] = None
     generator: Optional[torch.Generator] = None
     progress: Optional[Callable[[int, int, str], None]] = None
+    shared: Optional[Dict[Any, Any]] = None
+
+
+def content_key(*parts: Any) -> str:
+    """A digest of ``parts`` (tensors by their dtype, shape and bytes; others by ``repr``):
+    equal keys mean equal inputs, so a value stored under it may be reused."""
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=20)
+    for part in parts:
+        if isinstance(part, Tensor):
+            t = part.detach().cpu().contiguous()
+            digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            digest.update(t.numpy().tobytes() if t.dtype != torch.bfloat16
+                          else t.float().numpy().tobytes())
+        else:
+            digest.update(repr(part).encode())
+    return digest.hexdigest()
 
 
 @dataclass

@@ -37,6 +37,8 @@ __all__ = ["evaluate", "resolve_methods", "resolve_metrics", "planned_passes", "
 # pixels ((x0, y0, x1, y1) or (x0, y0, x1, y1, name)), or masks [N, H, W] (bool)
 BoxesArg = Union[None, str, "os.PathLike[str]", Tensor, Sequence[Sequence[Sequence[Any]]]]
 SHOWN = 3  # images whose maps the result keeps for its figure
+# metrics whose forward passes do not depend on the map: run once for every method
+SHARED = frozenset({"faithfulness_correlation"})
 
 
 def resolve_methods(methods: Union[None, str, Sequence[str]]) -> List[str]:
@@ -245,12 +247,15 @@ def evaluate(model: nn.Module, images: ImagesArg, *,
 
 
 def planned_passes(metrics: List[str], images: int, methods: int, size, params) -> str:
-    """``", N forward passes"``: what the metrics will run (besides the methods' maps),
-    known before they run (:func:`deconvviz.metric_table.forward_passes`); ``""`` where
-    they run none."""
-    per = [metric_table.forward_passes(m, *size, params.get(m)) for m in metrics]
-    total = sum(p for p in per if p) * images * methods
-    return f", {total:,} forward passes" if total else ""
+    """``", about N forward passes"``: what the metrics will run (besides the methods'
+    maps), known before they run (:func:`deconvviz.metric_table.forward_passes`): about,
+    because a method that cannot run on the model runs none, and IROF's superpixels are
+    about as many as asked; ``""`` where the metrics run none."""
+    total = 0
+    for m in metrics:
+        per = metric_table.forward_passes(m, *size, params.get(m)) or 0
+        total += per * images * (1 if m in SHARED else methods)
+    return f", about {total:,} forward passes" if total else ""
 
 
 def _within(bar, label: str):
@@ -275,6 +280,7 @@ class _Run:
         self.seconds: Dict[str, Dict[str, float]] = {}
         self.not_applicable: Dict[str, str] = {}
         self.shown: Dict[str, Tensor] = {}
+        self.shared: dict = {}  # what metrics reuse across methods (faithfulness correlation)
 
     def method(self, method: str, metrics: List[str], bar) -> None:
         """``method``'s maps, once, then every metric on them."""
@@ -295,7 +301,7 @@ class _Run:
         inputs = Inputs(self.model, self.x, maps, self.targets, masks=self.masks,
                         explain=_explainer(self.model, method, self.cam_layer, self.nets,
                                            self.resolved.names),
-                        batch_size=self.batch_size)
+                        batch_size=self.batch_size, shared=self.shared)
         self.scores[method], self.curves[method], self.passes[method] = {}, {}, {}
         for metric in metrics:
             start = time.perf_counter()

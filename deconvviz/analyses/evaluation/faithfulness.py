@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ...errors import ArgumentError
-from .base import Inputs, Score, metric
+from .base import Inputs, Score, content_key, metric
 from .perturbation import Forward, auc, baseline_image, order, pearson, pixel_map
 from .regions import region_curve
 
@@ -133,7 +133,8 @@ def faithfulness_correlation(inputs: Inputs, *, runs: int = 100, subset_size: in
     """Bhatt et al.: over ``runs`` random subsets of ``subset_size`` pixels, the Pearson
     correlation between the map's sum over the subset and the class logit's drop when the
     subset is replaced by ``baseline``. A map that is zero everywhere (or constant sums)
-    scores 0."""
+    scores 0. The drops do not depend on the map: with ``inputs.shared`` (the driver's, one
+    per evaluation) they are run once for every method that meets the same draws."""
     _positive("runs", runs, 2)
     n, _, h, w = inputs.images.shape
     size = min(_positive("subset_size", subset_size), h * w)
@@ -149,6 +150,16 @@ def faithfulness_correlation(inputs: Inputs, *, runs: int = 100, subset_size: in
         mask.scatter_(1, picks[:, run], True)
         return torch.where(mask.view(n, 1, h, w).to(device), base, inputs.images)
 
-    y0 = forward(inputs.images, inputs.targets)
-    drops = y0[:, None] - forward.images(build, list(range(runs)), inputs.targets)
+    def run() -> Tensor:
+        y0 = forward(inputs.images, inputs.targets)
+        return y0[:, None] - forward.images(build, list(range(runs)), inputs.targets)
+
+    if inputs.shared is None:
+        drops = run()
+    else:  # the same images, classes, subsets and baseline: the same drops, for any map
+        key = content_key("faithfulness_correlation", id(inputs.model), inputs.images,
+                          inputs.targets, picks, base)
+        if key not in inputs.shared:
+            inputs.shared[key] = run()
+        drops = inputs.shared[key]
     return Score(pearson(sums, drops), forward_passes=forward.passes)

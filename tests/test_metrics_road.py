@@ -131,3 +131,16 @@ def test_with_noise_the_solve_stops_ten_times_below_the_noise(monkeypatch, itera
                                dtype=torch.float64)
     error = (noisy - noise * removed[:, None] - exact).abs().max()
     assert bool(error < 0.001) is inside
+
+
+def test_the_fine_levels_product_equals_the_stencils():
+    # the solver's fine level reads no per-pixel coefficients (the stencil's structure):
+    # for values on the removed pixels it is the same product, to float64 rounding
+    from deconvviz.analyses.evaluation import imputation as imp
+
+    g = torch.Generator().manual_seed(0)
+    removed = torch.rand(2, 1, 9, 11, generator=g) < 0.6
+    u = torch.randn(2, 3, 9, 11, generator=g, dtype=torch.float64) * removed
+    general = imp._apply(imp.fine_stencil(removed, torch.float64), u)
+    assert (imp._Fine(removed, torch.float64)(u) - general).abs().max() < 1e-15
+    assert general.abs().max() > 0.1  # not a product of zeros

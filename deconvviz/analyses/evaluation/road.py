@@ -36,18 +36,21 @@ __all__ = ["impute", "road"]
 def impute(images: Tensor, removed: Tensor, *, noise: float = 0.0,
            generator=None) -> Tensor:
     """``images`` ``[B, C, H, W]`` with the pixels of ``removed`` ``[B, H, W]`` filled by
-    noisy linear imputation (float64 arithmetic, returned in the images' dtype)."""
+    noisy linear imputation (float64 arithmetic, or float32 for float32 images with noise;
+    returned in the images' dtype)."""
     removed = removed[:, None].to(images.device)
     if bool(removed.flatten(1).all(dim=1).any()):
         raise ArgumentError("noisy linear imputation needs at least one known pixel per image")
-    x = images.double()
-    known = torch.where(removed, torch.zeros_like(x), x)
     # with noise, to 1e-4 of the right-hand side: 100x below the noise's deviation (1e-2
-    # of the values by default); without noise, to 1e-9
-    filled = solve(removed, known, min(1e-4, 1e-2 * noise) if noise else 1e-9).double()
+    # of the values by default), in float32 for float32 images; without noise, to 1e-9 in
+    # float64
+    work = torch.float32 if noise and images.dtype == torch.float32 else torch.float64
+    x = images.to(work)
+    known = torch.where(removed, torch.zeros_like(x), x)
+    filled = solve(removed, known, min(1e-4, 1e-2 * noise) if noise else 1e-9).to(work)
     if noise:
         filled = filled + noise * torch.randn(x.shape, generator=generator,
-                                              dtype=torch.float64).to(x.device)
+                                              dtype=work).to(x.device)
     return torch.where(removed, filled, x).to(images.dtype)
 
 

@@ -38,6 +38,7 @@ def test_quantus_pixel_flipping_steps_through_colour_values_not_pixels():
     assert np.asarray(theirs).shape[1] == 3 * 144 // 16
 
 
+@pytest.mark.agreement  # float32 passes in batches of other sizes than Quantus's
 @pytest.mark.parametrize("how", ["morf", "lerf"])
 @pytest.mark.parametrize("patch,baseline", [(4, "black"), (5, 0.3)])
 def test_region_perturbation_equals_quantus(how, patch, baseline):
@@ -47,7 +48,11 @@ def test_region_perturbation_equals_quantus(how, patch, baseline):
     theirs = quantus_call(quantus.RegionPerturbation(
         patch_size=patch, order=how, regions_evaluation=6, perturb_baseline=baseline,
         normalise=False, disable_warnings=True), inputs, softmax=True)
-    assert relative(ours.curve, theirs) < RTOL
+    # the curve is the drop y0 - y_k of float32 probabilities, whose rounding is relative to
+    # them (about 1e-8 of drops about 1e-2): compared as the probabilities y_k each side ran
+    with torch.no_grad():
+        y0 = inputs.model(inputs.images).softmax(1).gather(1, inputs.targets[:, None]).double()
+    assert relative(y0 - ours.curve, y0.numpy() - np.asarray(theirs)) < RTOL
     # AOPC: the drops summed over regions + 1 steps (the paper's, Quantus gives the curve)
     assert relative(ours.per_image, ours.curve.sum(1) / 7) < 1e-12
 

@@ -116,6 +116,7 @@ def test_the_table_by_hand(tmp_path):
     table = result.to_dict()
     assert table["method"] == ["a", "b", "c"] and table["n"] == [3, 2, 0]
     assert table["note"] == ["", "", "no convs"]
+    assert all(math.isnan(t) for t in table["seconds"] + table["maps_seconds"])  # none given
     md = result.to_markdown()
     assert "| a | 2.333 ± 0.88 |" in md and "| b | **0.5 ± 0** |" in md  # lower wins
     assert "| c | n/a |" in md and "- c: n/a (no convs)" in md and "M_1 ↓" in md
@@ -288,6 +289,8 @@ def test_faithfulness_correlations_passes_run_once_for_every_method():
                          metrics="faithfulness_correlation", params=params, progress=False)
     passes = {m: result.forward_passes[m]["faithfulness_correlation"] for m in result.methods}
     assert passes == {"gradient": 2 * 6, "deconvnet": 0}
+    table = result.to_dict()  # the time each method's maps and metric took, in the CSV
+    assert all(t >= 0 for t in table["seconds"] + table["maps_seconds"])
     for method in ("gradient", "deconvnet"):
         alone = Inputs(inputs.model, inputs.images, result.maps[method], inputs.targets,
                        generator=torch.Generator().manual_seed(0))  # both images' maps

@@ -94,7 +94,7 @@ class EvaluationResult(Result):
     def _table(self) -> Dict[str, list]:
         columns: Dict[str, list] = {k: [] for k in ("method", "metric", "mean", "sem", "n",
                                                      "higher_is_better", "forward_passes",
-                                                     "note")}
+                                                     "seconds", "maps_seconds", "note")}
         for method in self.methods:
             for metric in self.metrics:
                 mean, sem, n = self.summary(method, metric)
@@ -103,6 +103,10 @@ class EvaluationResult(Result):
                                    ("higher_is_better", self.higher_is_better.get(metric)),
                                    ("forward_passes", self.forward_passes.get(method, {})
                                     .get(metric, 0)),
+                                   ("seconds", self.seconds.get(method, {})
+                                    .get(metric, math.nan)),
+                                   ("maps_seconds", self.seconds.get(method, {})
+                                    .get("maps", math.nan)),
                                    ("note", self.not_applicable.get(method, ""))):
                     columns[key].append(value)
         return columns

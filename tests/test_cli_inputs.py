@@ -290,3 +290,25 @@ def test_more_random_features_than_the_layer_has_is_refused(tmp_path):
                   "--out", tmp_path / "f.png")
     one_error_line(proc, "random:1000 asks for 1000 of the layer's 96 features; use random:1 "
                          "to random:96, or 0-95 for all of them")
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(monkeypatch):
+    # `deconvviz models | head -2`: the pipe closes under the listing; the command stops
+    # with the shell's code for a broken pipe (141) and no "error: Broken pipe" line
+    import click
+    from click.testing import CliRunner
+
+    from deconvviz.cli import base
+
+    discarded = []
+    monkeypatch.setattr(base, "_discard_stdout", lambda: discarded.append(True))
+
+    @click.command()
+    @base.friendly
+    def listing():
+        click.echo("model")
+        raise BrokenPipeError(32, "Broken pipe")
+
+    got = CliRunner().invoke(listing, [])
+    assert got.exit_code == 141 and discarded == [True]
+    assert "Broken pipe" not in got.output

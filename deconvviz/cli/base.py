@@ -87,6 +87,19 @@ def _sigterm_as_interrupt(terminated: list):
         signal.signal(signal.SIGTERM, previous)
 
 
+def _discard_stdout() -> None:
+    """Point standard output at /dev/null, so that the interpreter's last flush of what the
+    closed pipe did not take raises nothing."""
+    import os
+    import sys
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout without a descriptor (e.g. a test's buffer)
+        pass
+
+
 def friendly(command):
     """Turn exceptions into one-line errors unless --debug is given."""
 
@@ -119,6 +132,9 @@ def friendly(command):
                 if debug:
                     raise
                 raise _InputError(_one_line(exc)) from None
+            except BrokenPipeError:  # `deconvviz models | head`: the reader has gone
+                _discard_stdout()
+                raise SystemExit(141) from None  # as a shell reports a broken pipe
             except OSError as exc:  # a file that vanished, a disk that filled up
                 if debug:
                     raise

@@ -15,13 +15,16 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .errors import ArgumentError, closest
 
-__all__ = ["Metric", "FAMILIES", "NEEDS", "CHANNELS", "get", "names", "entries", "resolve",
-           "register", "unregister", "forward_passes"]
+__all__ = ["Metric", "FAMILIES", "NEEDS", "CHANNELS", "BASELINES", "get", "names", "entries",
+           "resolve", "register", "unregister", "forward_passes", "check_params",
+           "higher_is_better", "title"]
 
 FAMILIES = ("faithfulness", "confidence", "localisation", "randomisation", "complexity",
             "robustness")
 NEEDS = ("boxes", "explain", "model")
 CHANNELS = "summed over colour channels to one value per pixel"
+BASELINES = ("black", "white", "mean", "uniform", "zero")
+"""The named "removed" values (besides a number, or in Python a tensor)."""
 """How every metric reduces a 3-channel map (a 1-channel map is taken as it is)."""
 _SIGNED = "signed: the most relevant pixel is the largest value"
 _ABS = "absolute value"
@@ -252,6 +255,87 @@ def forward_passes(name: str, height: int, width: int,
     if entry.passes is None:
         return None
     return entry.passes(height, width, {**entry.params, **(params or {})})
+
+
+# what each parameter may be, by its name (the same meaning in every metric that has it)
+_WHOLE = {"steps": 1, "patch_size": 1, "regions": 1, "runs": 2, "subset_size": 1,
+          "segments": 2, "samples": 1, "blur_kernel": 1}
+_POSITIVE_NUMBER = ("radius", "std", "blur_sigma")
+_CHOICES = {"order": ("morf", "lerf"), "output": ("probability", "logit", "accuracy")}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_one(name: str, key: str, value: Any) -> None:
+    def refuse(what: str) -> None:
+        raise ArgumentError(f"{name}'s {key} is {what}, got {value!r}")
+
+    if key in _WHOLE:
+        if not isinstance(value, int) or isinstance(value, bool) or value < _WHOLE[key]:
+            refuse(f"a whole number of at least {_WHOLE[key]}")
+    elif key == "seed":
+        if not isinstance(value, int) or isinstance(value, bool):
+            refuse("a whole number")
+    elif key in _POSITIVE_NUMBER:
+        if not _is_number(value) or not value > 0:
+            refuse("a number above 0")
+    elif key in ("noise", "tolerance"):
+        if not _is_number(value) or not value >= 0:
+            refuse("a number of at least 0")
+    elif key in _CHOICES:
+        if value not in _CHOICES[key]:
+            refuse(f"one of {', '.join(_CHOICES[key])}")
+    elif key in ("baseline", "substrate"):
+        named = BASELINES + (("blur",) if key == "substrate" else ())
+        if not (_is_number(value) or value in named or type(value).__name__ == "Tensor"):
+            refuse(f"a number or one of {', '.join(named)}")
+    elif key == "percentages":
+        if (isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or not value
+                or not all(_is_number(p) and 0 <= p < 100 for p in value)):
+            refuse("a non-empty list of numbers in [0, 100)")
+    elif key == "incremental":
+        if value not in (None, True, False):
+            refuse("None (the CPU's choice), True or False")
+
+
+def check_params(name: str, params: Optional[Dict[str, Any]]) -> None:
+    """Refuse, before anything runs, a parameter ``name`` does not take or a value it
+    cannot take, naming the valid ones; and an ``order`` other than the one a metric's name
+    says (``region_perturbation_morf`` with ``order="lerf"`` is ``region_perturbation_lerf``:
+    evaluate that instead, so that its title and direction are right)."""
+    entry = get(name)
+    for key, value in (params or {}).items():
+        if key not in entry.params:
+            raise ArgumentError(f"metric {name!r} takes no parameter {key}; its parameters: "
+                                f"{', '.join(entry.params) or 'none'}")
+        _check_one(name, key, value)
+        named = name.rsplit("_", 1)[-1]
+        if key == "order" and named in _CHOICES["order"] and value != named:
+            sibling = f"{name.rsplit('_', 1)[0]}_{value}"
+            raise ArgumentError(f"{name}'s order is its name's ({named}); evaluate {sibling} "
+                                f"instead")
+
+
+def _flipped(name: str, params: Optional[Dict[str, Any]]) -> bool:
+    """Whether ``params`` reverse the order of removal from the metric's default."""
+    default = get(name).params.get("order")
+    return default is not None and (params or {}).get("order", default) != default
+
+
+def higher_is_better(name: str, params: Optional[Dict[str, Any]] = None) -> bool:
+    """The direction of a better explanation under ``params`` (pixel flipping with the least
+    relevant pixels first: higher is better)."""
+    return get(name).higher_is_better != _flipped(name, params)
+
+
+def title(name: str, params: Optional[Dict[str, Any]] = None) -> str:
+    """How tables and figures name the metric under ``params``."""
+    entry = get(name)
+    if _flipped(name, params):
+        return f"{entry.title} ({str(params['order']).replace('lerf', 'LeRF')})"
+    return entry.title
 
 
 def resolve(spec: str) -> List[str]:

@@ -226,6 +226,12 @@ def r18(tmp_path_factory):
      "'deletion' is not evaluated"),
     (["--metrics", "deletion", "--param", "deletion.step=4"], None,
      "takes no parameter 'step'; its parameters: steps, substrate"),
+    (["--metrics", "deletion", "--param", "deletion.steps=abc"], None,
+     "deletion's steps is a whole number of at least 1, got 'abc'"),
+    (["--metrics", "deletion", "--param", "delation.steps=4"], None,
+     "unknown metric 'delation'. Did you mean 'deletion'"),
+    (["--metrics", "deletion", "--param", "deletion.steps=4", "--param", "deletion.steps=5"],
+     None, "deletion.steps is given twice"),
 ])
 def test_the_command_refuses_bad_input_in_one_line_and_writes_nothing(tmp_path, args, objects,
                                                                       message, r18):
@@ -274,6 +280,15 @@ def test_a_metrics_parameter_from_the_command_runs_and_is_stated(tmp_path, r18):
     assert "6 forward passes" in proc.stderr
     assert ("Parameters other than the papers': deletion steps=4; road_morf "
             "percentages=(50,).") in proc.stdout
+    # the least relevant pixels first: higher is better, and the title says so; a value
+    # equal to the paper's is not listed as changed
+    proc = invoke(*r18, "--methods", "gradient", "--metrics", "pixel_flipping",
+                  "--param", "pixel_flipping.order=lerf", "--param",
+                  "pixel_flipping.baseline=black", "--param", "pixel_flipping.steps=2", image)
+    assert proc.returncode == 0, proc.stderr
+    assert "| pixel flipping (LeRF) ↑ |" in proc.stdout
+    assert "Parameters other than the papers': pixel_flipping order='lerf', steps=2." in \
+        proc.stdout
 
 
 def test_faithfulness_correlations_passes_run_once_for_every_method():

@@ -1,5 +1,7 @@
 """The metric table (deconvviz.metric_table): names, families, resolving a spec, and the
 registry's defaults and refusals (deconvviz.analyses.evaluation.base)."""
+import re
+
 import pytest
 import torch
 
@@ -64,3 +66,31 @@ def test_the_planned_forward_passes_are_those_the_metric_counts(name, params):
     ran = compute(name, inputs, **params).forward_passes
     assert metric_table.forward_passes(name, 12, 12, params) * 3 == ran
     assert metric_table.forward_passes("sparseness", 12, 12) is None
+
+
+@pytest.mark.parametrize("name,params,message", [
+    ("deletion", {"steps": "abc"}, "deletion's steps is a whole number of at least 1, got 'abc'"),
+    ("deletion", {"steps": 0}, "at least 1, got 0"),
+    ("deletion", {"steps": True}, "whole number"),
+    ("faithfulness_correlation", {"runs": 1}, "at least 2, got 1"),
+    ("deletion", {"substrate": "purple"}, "one of black, white, mean, uniform, zero, blur"),
+    ("pixel_flipping", {"baseline": "blur"}, "one of black, white, mean, uniform, zero, got"),
+    ("road_morf", {"percentages": (10, 100)}, "numbers in [0, 100)"),
+    ("road_morf", {"percentages": "10"}, "numbers in [0, 100)"),
+    ("road_morf", {"output": "logits"}, "one of probability, logit, accuracy"),
+    ("max_sensitivity", {"radius": 0}, "a number above 0"),
+    ("irof", {"incremental": "maybe"}, "None (the CPU's choice), True or False"),
+    ("region_perturbation_morf", {"order": "lerf"}, "evaluate region_perturbation_lerf"),
+    ("deletion", {"step": 4}, "takes no parameter step; its parameters: steps, substrate"),
+])
+def test_a_parameters_value_is_refused_before_anything_runs(name, params, message):
+    with pytest.raises(ArgumentError, match=re.escape(message)):
+        metric_table.check_params(name, params)
+
+
+def test_the_order_of_pixel_flipping_sets_its_direction_and_title():
+    assert not metric_table.higher_is_better("pixel_flipping")
+    assert metric_table.higher_is_better("pixel_flipping", {"order": "lerf"})
+    assert metric_table.title("pixel_flipping", {"order": "lerf"}) == "pixel flipping (LeRF)"
+    assert metric_table.title("pixel_flipping", {"order": "morf"}) == "pixel flipping"
+    metric_table.check_params("road_lerf", {"order": "lerf", "percentages": [0, 99.5]})

@@ -272,6 +272,7 @@ def metric_params(items: Tuple[str, ...], wanted: List[str]) -> Dict[str, dict]:
         if not (eq and dot and metric and name):
             raise ArgumentError(f"--param is METRIC.NAME=VALUE (e.g. deletion.steps=16), got "
                                 f"{item!r}")
+        metric_table.get(metric)  # an unknown metric: refused as such, with the closest
         if metric not in wanted:
             raise ArgumentError(f"--param {item!r}: {metric!r} is not evaluated; metrics: "
                                 f"{', '.join(wanted)}")
@@ -279,10 +280,16 @@ def metric_params(items: Tuple[str, ...], wanted: List[str]) -> Dict[str, dict]:
         if name not in known:
             raise ArgumentError(f"--param {item!r}: {metric} takes no parameter {name!r}; "
                                 f"its parameters: {', '.join(known) or 'none'}")
+        if name in params.get(metric, {}):
+            raise ArgumentError(f"--param {item!r}: {metric}.{name} is given twice")
         try:
             value = ast.literal_eval(text.strip())
         except (ValueError, SyntaxError):
             value = text.strip()
+        try:
+            metric_table.check_params(metric, {name: value})
+        except ArgumentError as exc:
+            raise ArgumentError(f"--param {item!r}: {exc}") from None
         params.setdefault(metric, {})[name] = value
     return params
 

@@ -125,9 +125,5 @@ def compute(name: str, inputs: Inputs, **params: Any) -> Score:
     """Metric ``name`` on ``inputs``: the table's defaults, overridden by ``params``."""
     entry = metric_table.get(name)
     fn = registered(name)
-    unknown = sorted(set(params) - set(entry.params))
-    if unknown:
-        valid = ", ".join(entry.params) or "none"
-        raise ArgumentError(f"metric {name!r} takes no parameter {', '.join(unknown)}; its "
-                            f"parameters: {valid}")
+    metric_table.check_params(name, params)
     return fn(inputs, **{**entry.params, **params})

@@ -159,11 +159,7 @@ def _checked(wanted: List[str], params: Optional[Dict[str, dict]], has_boxes: bo
         if name not in wanted:
             raise ArgumentError(f"params for {name!r}, which is not evaluated; metrics: "
                                 f"{', '.join(wanted)}")
-        unknown = sorted(set(given) - set(metric_table.get(name).params))
-        if unknown:
-            raise ArgumentError(f"metric {name!r} takes no parameter {', '.join(unknown)}; "
-                                f"its parameters: "
-                                f"{', '.join(metric_table.get(name).params) or 'none'}")
+        metric_table.check_params(name, given)
     needing = [m for m in wanted if "boxes" in metric_table.get(m).needs]
     if needing and not has_boxes:
         raise ArgumentError(f"{', '.join(needing)} need(s) the objects' boxes: give boxes= "
@@ -241,9 +237,15 @@ def evaluate(model: nn.Module, images: ImagesArg, *,
         names, wanted, run.scores, run.curves, run.passes, run.seconds, run.not_applicable,
         paths, resolved, run.shown, photos[:SHOWN], model_name(model),
         info.weights if info else "user",
-        metric_titles={m: metric_table.get(m).title for m in wanted},
-        higher_is_better={m: metric_table.get(m).higher_is_better for m in wanted},
-        params={m: dict(given) for m, given in params.items()})
+        metric_titles={m: metric_table.title(m, params.get(m)) for m in wanted},
+        higher_is_better={m: metric_table.higher_is_better(m, params.get(m)) for m in wanted},
+        params={m: _changed(m, given) for m, given in params.items()})
+
+
+def _changed(metric: str, given: dict) -> dict:
+    """The parameters in ``given`` that differ from the metric's paper's defaults."""
+    defaults = metric_table.get(metric).params
+    return {k: v for k, v in given.items() if k not in defaults or repr(v) != repr(defaults[k])}
 
 
 def planned_passes(metrics: List[str], images: int, methods: int, size, params) -> str:

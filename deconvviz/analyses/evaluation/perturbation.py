@@ -15,13 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ... import metric_table
 from ...errors import ArgumentError
 from .base import Inputs
 
 __all__ = ["pixel_map", "order", "baseline_image", "Forward", "auc", "pearson", "explained",
            "needs_explain", "BASELINES", "ORDERS"]
 
-BASELINES = ("black", "white", "mean", "uniform", "zero")
+BASELINES = metric_table.BASELINES
 ORDERS = ("morf", "lerf")
 
 

@@ -65,3 +65,34 @@ def test_irof_incremental_steps_equal_plain_passes():
     assert (chain.curve - plain.curve).abs().max() <= 1e-12
     assert (chain.per_image - plain.per_image).abs().max() <= 1e-12
     assert chain.forward_passes == plain.forward_passes
+
+
+@pytest.mark.parametrize("metric", ["region_perturbation_morf", "irof"])
+def test_steps_that_do_not_pay_finish_as_plain_passes(monkeypatch, metric):
+    # the automatic choice times the chain's steps against a full pass and runs the rest
+    # plainly where they cost more (here: always, WORTH = 0); the curve is the same, and
+    # incremental=True keeps the chain
+    from deconvviz.analyses.evaluation import chain_runner
+
+    torch.manual_seed(0)
+    model = Net().double().eval()
+    inputs = net_inputs(model, n=3)
+    params = ({"patch_size": 3, "regions": 12, "baseline": "black"}
+              if metric.startswith("region") else {"segments": 60, "baseline": 0.0})
+    plain = compute(metric, inputs, incremental=False, **params)
+    runs = []
+    real = chain_runner.Chain.curve
+
+    def spy(self, *args):
+        got = real(self, *args)
+        runs.append(self.fell_back)
+        return got
+
+    monkeypatch.setattr(chain_runner.Chain, "curve", spy)
+    monkeypatch.setattr(chain_runner, "WORTH", 0.0)
+    auto = compute(metric, inputs, **params)
+    kept = compute(metric, inputs, incremental=True, **params)
+    assert runs == [True, False]
+    for got in (auto, kept):
+        assert (got.curve - plain.curve).abs().max() <= 1e-12 * plain.curve.abs().max()
+        assert got.forward_passes == plain.forward_passes

@@ -3,9 +3,12 @@
 one place (one more region removed, one more superpixel), so each step recomputes only what
 that place reaches, from the step before; the images run in groups of ``batch_size``. Used
 on a CPU (where it computes several times less than the plain passes: VGG16, 16-px
-regions); on a GPU the plain batched passes run instead, unless asked."""
+regions); on a GPU the plain batched passes run instead, unless asked. Chosen
+automatically, a few steps are timed against plain batched passes, and the rest run as plain
+passes where the chain does not pay (:data:`WARM`, :data:`PROBE`, :data:`WORTH`)."""
 from __future__ import annotations
 
+import time
 import warnings
 from typing import Callable, List, Optional
 
@@ -40,11 +43,24 @@ def _windows(changed: Tensor, h: int, w: int):
     return top.tolist(), left.tolist(), wh, ww
 
 
-class Chain:
-    """The incremental steps of one model, traced once."""
+# The automatic choice (incremental=None) runs the unperturbed images as a plain pass,
+# timed (one pass of the group more than the floor: the chain's base is another); the
+# chain's steps WARM to WARM + PROBE - 1 (after its first steps: new window shapes, first
+# kernels) are timed against it, and where a chain step costs more than WORTH of that pass
+# the rest runs as plain batched passes. On a small model or few images the windows'
+# bookkeeping can cost more than the multiply-adds it saves (ResNet-18, one image: about
+# 3x the plain passes).
+WARM, PROBE, WORTH = 2, 4, 0.75
 
-    def __init__(self, inputs: Inputs, forward: Forward, traced):
-        self.inputs, self.forward, self.traced = inputs, forward, traced
+
+class Chain:
+    """The incremental steps of one model, traced once; ``guard``: fall back to plain
+    batched passes where the steps do not pay (the automatic choice; ``incremental=True``
+    keeps the chain for every step)."""
+
+    def __init__(self, inputs: Inputs, forward: Forward, traced, guard: bool = True):
+        self.inputs, self.forward, self.traced, self.guard = inputs, forward, traced, guard
+        self.fell_back = False
         returned = traced.output_node
         if returned.op == "output":
             returned = returned.args[0]
@@ -53,32 +69,67 @@ class Chain:
     def curve(self, changed: Changed, replacement: Tensor, steps: int):
         """``(y0 [N], curve [N, steps])``: the class output of the images, and after each
         step, step k replacing the pixels ``changed(group, k)`` by ``replacement``'s."""
-        from ...engine.passes.chain import IncrementalChain
-
         x = self.inputs.images
-        n, _, h, w = x.shape
+        n = x.shape[0]
         y0 = torch.zeros(n, dtype=torch.float64)
         out = torch.zeros(n, steps, dtype=torch.float64)
         size = max(1, int(self.inputs.batch_size))
         dev, dt = self.forward.device, self.forward.dtype
         for start in range(0, n, size):
             group = list(range(start, min(n, start + size)))
-            targets = self.inputs.targets[group]
             current = x[group].to(dev, dt).clone()
             removed = replacement[group].to(dev, dt)
-            plan = IncrementalChain(self.traced, [self.output])
-            y0[group] = self.forward.read(plan.set_base(current)[self.output], targets)
-            for k in range(steps):
-                mask = changed(group, k)
-                current = torch.where(mask[:, None].to(dev), removed, current)
-                top, left, wh, ww = _windows(mask.cpu(), h, w)
-                windows = torch.stack([current[j, :, t:t + wh, v:v + ww]
-                                       for j, (t, v) in enumerate(zip(top, left))])
-                got = plan.step(windows, top, left)[self.output]
-                out[group, k] = self.forward.read(got, targets)
+            self._group(group, current, removed, changed, steps, y0, out)
             self.forward._tell(group[-1] + 1, n)
-        self.forward.passes += n * (steps + 1)
         return y0, out
+
+    def _group(self, group, current, removed, changed, steps, y0, out) -> None:
+        from ...engine.passes.chain import IncrementalChain
+
+        targets = self.inputs.targets[group]
+        h, w = current.shape[-2:]
+        plan = IncrementalChain(self.traced, [self.output])
+        per_step = None
+        if self.guard:  # the unperturbed images, plainly, timed
+            began = time.perf_counter()
+            y0[group] = self.forward(current, targets)
+            per_step = time.perf_counter() - began
+            plan.set_base(current)
+        else:
+            y0[group] = self.forward.read(plan.set_base(current)[self.output], targets)
+            self.forward.passes += len(group)
+        probed = 0.0
+        for k in range(steps):
+            began = time.perf_counter()
+            mask = changed(group, k)
+            current = torch.where(mask[:, None].to(current.device), removed, current)
+            top, left, wh, ww = _windows(mask.cpu(), h, w)
+            windows = torch.stack([current[j, :, t:t + wh, v:v + ww]
+                                   for j, (t, v) in enumerate(zip(top, left))])
+            out[group, k] = self.forward.read(plan.step(windows, top, left)[self.output],
+                                              targets)
+            self.forward.passes += len(group)
+            if WARM <= k < WARM + PROBE:
+                probed += time.perf_counter() - began
+            if (per_step is not None and k == WARM + PROBE - 1 and k + 1 < steps
+                    and probed / PROBE > WORTH * per_step):
+                out[group, k + 1:] = self._plain(group, current, changed, removed,
+                                                 range(k + 1, steps))
+                self.fell_back = True
+                return
+
+    def _plain(self, group: List[int], current: Tensor, changed: Changed, removed: Tensor,
+               ks) -> Tensor:
+        """``[G, len(ks)]``: steps ``ks`` (in order, from ``current``) as plain batched
+        passes."""
+        state = {"image": current}
+
+        def build(k: int) -> Tensor:
+            mask = changed(group, k)[:, None].to(current.device)
+            state["image"] = torch.where(mask, removed, state["image"])
+            return state["image"]
+
+        return self.forward.images(build, list(ks), self.inputs.targets[group])
 
 
 def chain_for(inputs: Inputs, forward: Forward, strict: bool = False) -> Optional[Chain]:
@@ -101,4 +152,4 @@ def chain_for(inputs: Inputs, forward: Forward, strict: bool = False) -> Optiona
         warnings.warn("the model cannot be traced; running plain forward passes",
                       stacklevel=3)
         return None
-    return Chain(inputs, forward, traced)
+    return Chain(inputs, forward, traced, guard=not strict)

@@ -49,7 +49,7 @@ def _windows(changed: Tensor, h: int, w: int):
 # kernels) are timed against it, and where a chain step costs more than WORTH of that pass
 # the rest runs as plain batched passes. On a small model or few images the windows'
 # bookkeeping can cost more than the multiply-adds it saves (ResNet-18, one image: about
-# 3x the plain passes).
+# 1.7x the plain passes, 5.0 s against 3.0 s).
 WARM, PROBE, WORTH = 2, 4, 0.75
 
 

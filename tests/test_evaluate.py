@@ -306,6 +306,10 @@ def test_faithfulness_correlations_passes_run_once_for_every_method():
     assert passes == {"gradient": 2 * 6, "deconvnet": 0}
     table = result.to_dict()  # the time each method's maps and metric took, in the CSV
     assert all(t >= 0 for t in table["seconds"] + table["maps_seconds"])
+    # the figure says which parameters are not the paper's
+    title = result.figure()._suptitle.get_text()
+    assert title.endswith("parameters other than the papers': faithfulness_correlation "
+                          "runs=5, subset_size=10")
     for method in ("gradient", "deconvnet"):
         alone = Inputs(inputs.model, inputs.images, result.maps[method], inputs.targets,
                        generator=torch.Generator().manual_seed(0))  # both images' maps

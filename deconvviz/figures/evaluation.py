@@ -126,6 +126,8 @@ def evaluation_figure(result, *, count: int = 3, fig: Optional[FigureBase] = Non
     _maps(lower, result, ran, count)
     missing = "" if not result.not_applicable else \
         f"; n/a: {', '.join(result.not_applicable)}"
+    changed = result.changed()
+    changed = f"\nparameters other than the papers': {changed}" if changed else ""
     fig.suptitle(f"{result.model} ({weights_label(result.weights)}), "
-                 f"{len(result.images)} image(s){missing}", fontsize=TILE_FONT + 2)
+                 f"{len(result.images)} image(s){missing}{changed}", fontsize=TILE_FONT + 2)
     return finish(fig)

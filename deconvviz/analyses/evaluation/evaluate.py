@@ -228,8 +228,9 @@ def evaluate(model: nn.Module, images: ImagesArg, *,
     run = _Run(model, x, targets, masks, resolved, cam_layer, batch_size, seed, params)
     planned = planned_passes(wanted, x.shape[0], len(names), tuple(x.shape[-2:]), params)
     with progress_bar(progress, total=len(names) * (1 + len(wanted)), unit="step",
-                      desc=f"evaluate ({x.shape[0]} images x {len(names)} methods x "
-                           f"{len(wanted)} metrics{planned})") as bar:
+                      desc=f"evaluate ({_count(x.shape[0], 'image')} x "
+                           f"{_count(len(names), 'method')} x "
+                           f"{_count(len(wanted), 'metric')}{planned})") as bar:
         for method in names:
             run.method(method, wanted, bar)
     info = model_info(model)
@@ -240,6 +241,10 @@ def evaluate(model: nn.Module, images: ImagesArg, *,
         metric_titles={m: metric_table.title(m, params.get(m)) for m in wanted},
         higher_is_better={m: metric_table.higher_is_better(m, params.get(m)) for m in wanted},
         params={m: _changed(m, given) for m, given in params.items()})
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _changed(metric: str, given: dict) -> dict:

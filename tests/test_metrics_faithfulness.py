@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from metrics_cases import RTOL, Maps, case, quantus_call, relative, score
+from torch import nn
 
 from deconvviz.analyses.evaluation import faithfulness as fa
 from deconvviz.analyses.evaluation import irof as fa_irof
@@ -89,10 +90,21 @@ def test_insertion_starts_from_rise_blur():
     assert abs(float(one[0, 0, 15, 15]) - 1) < 1e-12
 
 
+class Float64(nn.Module):
+    def forward(self, x):
+        return x.double()
+
+
 def test_faithfulness_correlation_equals_quantus(monkeypatch):
     # one colour channel: Quantus draws its subsets over the values of [C, H, W]; with C = 1
     # they are pixels, and deconvviz is given the subsets Quantus drew
-    inputs = case(channels=1)
+    # float64 (float32 logits' drops of about 1e-2 round at 1e-6 of them): images whose
+    # values float32 holds exactly, and Quantus's float32 input turned back into float64
+    inputs = case(channels=1, dtype=torch.float64)
+    inputs.images = inputs.images.float().double()
+    with torch.no_grad():
+        inputs.targets = inputs.model(inputs.images).argmax(dim=1)
+    ours_model = inputs.model
     seen = []
     original = quantus.functions.perturb_func.batch_baseline_replacement_by_indices
 
@@ -100,10 +112,12 @@ def test_faithfulness_correlation_equals_quantus(monkeypatch):
         seen.append(torch.as_tensor(indices))
         return original(arr, indices, **kwargs)
 
+    inputs.model = nn.Sequential(Float64(), ours_model).eval()
     theirs = quantus_call(quantus.FaithfulnessCorrelation(
         nr_runs=6, subset_size=20, perturb_baseline="black", normalise=False,
         disable_warnings=True, return_aggregate=False, perturb_func=spy), inputs,
         softmax=False)
+    inputs.model = ours_model
     picks = torch.stack(seen, dim=1)  # [N, runs, 20]
     monkeypatch.setattr(fa, "_subsets", lambda *args: picks)
     ours = score("faithfulness_correlation", inputs, runs=6, subset_size=20)

@@ -120,6 +120,7 @@ def test_the_table_by_hand(tmp_path):
     md = result.to_markdown()
     assert "| a | 2.333 ± 0.88 |" in md and "| b | **0.5 ± 0** |" in md  # lower wins
     assert "| c | n/a |" in md and "- c: n/a (no convs)" in md and "M_1 ↓" in md
+    assert "net (untrained weights), 3 images; mean ± standard error over the images." in md
     tex = result.to_latex()
     assert r"M\_1 $\downarrow$" in tex and r"\textbf{0.5 $\pm$ 0}" in tex
     for ext in (".csv", ".md", ".tex", ".npz"):
@@ -266,6 +267,7 @@ def test_the_command_writes_the_table_and_the_figure(tmp_path, r18):
     printed = invoke(*r18, "--methods", "gradient", "--metrics", "toy_sum", image)
     assert printed.stdout.startswith("| method | toy sum ↑ |")
     assert "Parameters other" not in printed.stdout
+    assert "r18.pt), 1 image (no standard error)." in printed.stdout  # the weights' file
 
 
 def test_a_metrics_parameter_from_the_command_runs_and_is_stated(tmp_path, r18):

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from ... import figures, method_table
 from ..._io import write_atomically
+from ...choices import weights_label
 from ...results import Result
 
 __all__ = ["EvaluationResult", "summarise"]
@@ -160,8 +161,10 @@ class EvaluationResult(Result):
             lines.append(f"| {self.titles.get(method, method)} | "
                          + " | ".join(self._cells(method, lambda t: f"**{t}**")) + " |")
         lines.append("")
-        lines.append(f"{self.model} ({self.weights} weights), {len(self.images)} image(s); "
-                     f"mean ± standard error over the images.")
+        n = len(self.images)
+        lines.append(f"{self.model} ({weights_label(self.weights)}), "
+                     + (f"{n} images; mean ± standard error over the images." if n != 1 else
+                        "1 image (no standard error)."))
         if self.changed():
             lines.append(f"Parameters other than the papers': {self.changed()}.")
         for method, why in self.not_applicable.items():

@@ -39,11 +39,9 @@ _WEIGHT = {(dy, dx): (1 / 12 if dy and dx else 1 / 6) for dy, dx in _OFFSETS if 
 _SMOOTH, _OMEGA, _COARSEST, _SCALE = 1, 0.9, 16, 1.5
 
 
-def _shift(u: Tensor, dy: int, dx: int) -> Tensor:
-    """``out[i] = u[i + (dy, dx)]`` (0 outside)."""
-    h, w = u.shape[-2:]
-    p = F.pad(u, (1, 1, 1, 1))
-    return p[..., 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+def _overlap(dy: int, dx: int, h: int, w: int):
+    """``(y0, y1, x0, x1)``: the pixels whose neighbour at ``(dy, dx)`` lies inside."""
+    return max(0, -dy), h - max(0, dy), max(0, -dx), w - max(0, dx)
 
 
 def _apply(stencil: Tensor, u: Tensor) -> Tensor:
@@ -54,7 +52,7 @@ def _apply(stencil: Tensor, u: Tensor) -> Tensor:
     out = stencil[:, 4:5] * u
     for k, (dy, dx) in enumerate(_OFFSETS):
         if k != 4:
-            y0, y1, x0, x1 = max(0, -dy), h - max(0, dy), max(0, -dx), w - max(0, dx)
+            y0, y1, x0, x1 = _overlap(dy, dx, h, w)
             out[..., y0:y1, x0:x1].addcmul_(stencil[:, k:k + 1, y0:y1, x0:x1],
                                             u[..., y0 + dy:y1 + dy, x0 + dx:x1 + dx])
     return out
@@ -65,7 +63,7 @@ def _near(u: Tensor) -> Tensor:
     h, w = u.shape[-2:]
     out = torch.zeros_like(u)
     for (dy, dx), weight in _WEIGHT.items():
-        y0, y1, x0, x1 = max(0, -dy), h - max(0, dy), max(0, -dx), w - max(0, dx)
+        y0, y1, x0, x1 = _overlap(dy, dx, h, w)
         out[..., y0:y1, x0:x1].add_(u[..., y0 + dy:y1 + dy, x0 + dx:x1 + dx], alpha=weight)
     return out
 
@@ -202,19 +200,18 @@ def solve(removed: Tensor, known: Tensor, tolerance: float = TOLERANCE) -> Tenso
     # the preconditioner in float32 (half the memory traffic); the iteration in float64
     # where the tolerance needs it
     dtype = torch.float64 if tolerance < 1e-6 else torch.float32
+    fine32 = _Fine(removed, torch.float32)
+    fine = fine32 if dtype == torch.float32 else _Fine(removed, dtype)
     fast: List[Operator] = [_dense_op(_dense_inverse(levels[-1]).float())]
     if len(levels) > 1:  # else the image is its own coarsest level: solved exactly
-        fast = ([_Fine(removed, torch.float32)]
-                + [_stencil_op(s.float()) for s in levels[1:-1]] + fast)
+        fast = [fine32] + [_stencil_op(s) for s in levels[1:-1]] + fast
     fast_inv = [_OMEGA * i for i in invs]
-    fine = _Fine(removed, dtype)
-    mask32 = removed.float()
     known = known.to(dtype)
     tiny = torch.finfo(dtype).tiny
     m = fine.m
 
     def precondition(r: Tensor) -> Tensor:
-        return _vcycle(fast, fast_inv, r.float(), mask32).to(dtype) * m
+        return _vcycle(fast, fast_inv, r.float(), fine32.m).to(dtype) * m
 
     b = _near(known) * m  # the known neighbours' weighted values
     u = torch.zeros_like(known)

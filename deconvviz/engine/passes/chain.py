@@ -93,12 +93,9 @@ class IncrementalChain(IncrementalForward):
         bases already hold this step's windows)."""
         if value.ys == list(ry) and value.xs == list(rx) and value.size == (rh, rw):
             return value.data
-        base = self.base[node]
         b, c = value.data.shape[:2]
-        hh, ww = base.shape[-2:]
-        my = max(0, -min(ry), max(ry) + rh - hh)
-        mx = max(0, -min(rx), max(rx) + rw - ww)
-        source, my, mx = self._padded_rows(node, fill, my, mx)
+        hh, ww = self.base[node].shape[-2:]
+        source, my, mx = self._region_source(node, ry, rx, rh, rw, fill)
         wide, tall = ww + 2 * mx, hh + 2 * my
         index = (pixel_grid(torch.tensor(ry) + my, torch.tensor(rx) + mx, rh, rw, wide)
                  + torch.arange(b)[:, None, None] * (tall * wide))

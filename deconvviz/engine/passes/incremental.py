@@ -354,6 +354,14 @@ class IncrementalForward:
             self._padded[key] = cached
         return cached
 
+    def _region_source(self, node: fx.Node, ry, rx, rh: int, rw: int, fill: float):
+        """:meth:`_padded_rows` with the margin that regions ``rh`` x ``rw`` at ``(ry[b],
+        rx[b])`` need beyond ``node``'s map."""
+        hh, ww = self.base[node].shape[-2:]
+        my = max(0, -min(ry), max(ry) + rh - hh)
+        mx = max(0, -min(rx), max(rx) + rw - ww)
+        return self._padded_rows(node, fill, my, mx)
+
     def _region(self, node: fx.Node, value: "Win", ry, rx, rh: int, rw: int,
                 fill: float) -> Tensor:
         """``[B, C, rh, rw]`` (channels last): rows ``ry[b]..`` and columns ``rx[b]..`` of
@@ -361,14 +369,10 @@ class IncrementalForward:
         over it. Two indexed copies of whole rows of channels, whatever the batch."""
         if value.ys == list(ry) and value.xs == list(rx) and value.size == (rh, rw):
             return value.data
-        base = self.base[node]
         b, c = value.data.shape[:2]
-        hh, ww = base.shape[-2:]
-        my = max(0, -min(ry), max(ry) + rh - hh)
-        mx = max(0, -min(rx), max(rx) + rw - ww)
-        source, my, mx = self._padded_rows(node, fill, my, mx)
+        source, my, mx = self._region_source(node, ry, rx, rh, rw, fill)
         ryt, rxt = torch.tensor(ry), torch.tensor(rx)
-        index = pixel_grid(ryt + my, rxt + mx, rh, rw, ww + 2 * mx)
+        index = pixel_grid(ryt + my, rxt + mx, rh, rw, self.base[node].shape[-1] + 2 * mx)
         device = source.device  # the indices are made on the CPU
         out = source.index_select(0, index.flatten().to(device))  # [B * rh * rw, C]
         # The window's pixels, by their place in the region.

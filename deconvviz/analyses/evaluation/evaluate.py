@@ -227,10 +227,13 @@ def evaluate(model: nn.Module, images: ImagesArg, *,
     targets = torch.tensor(resolved.classes, dtype=torch.long, device=x.device)
     run = _Run(model, x, targets, masks, resolved, cam_layer, batch_size, seed, params)
     planned = planned_passes(wanted, x.shape[0], len(names), tuple(x.shape[-2:]), params)
+    # about: a method that cannot run runs none, and SLIC makes about as many superpixels
+    # as IROF asks for
+    planned_text = f", about {planned:,} forward passes" if planned else ""
     with progress_bar(progress, total=len(names) * (1 + len(wanted)), unit="step",
                       desc=f"evaluate ({_count(x.shape[0], 'image')} x "
                            f"{_count(len(names), 'method')} x "
-                           f"{_count(len(wanted), 'metric')}{planned})") as bar:
+                           f"{_count(len(wanted), 'metric')}{planned_text})") as bar:
         for method in names:
             run.method(method, wanted, bar)
     info = model_info(model)
@@ -253,16 +256,16 @@ def _changed(metric: str, given: dict) -> dict:
     return {k: v for k, v in given.items() if k not in defaults or repr(v) != repr(defaults[k])}
 
 
-def planned_passes(metrics: List[str], images: int, methods: int, size, params) -> str:
-    """``", about N forward passes"``: what the metrics will run (besides the methods'
-    maps), known before they run (:func:`deconvviz.metric_table.forward_passes`): about,
-    because a method that cannot run on the model runs none, and IROF's superpixels are
-    about as many as asked; ``""`` where the metrics run none."""
+def planned_passes(metrics: List[str], images: int, methods: int, size, params) -> int:
+    """The forward passes ``metrics`` will run on ``images`` of ``size`` for ``methods``
+    methods (besides the methods' maps), known before they run
+    (:func:`deconvviz.metric_table.forward_passes`; the :data:`SHARED` metrics' once for
+    every method)."""
     total = 0
     for m in metrics:
         per = metric_table.forward_passes(m, *size, params.get(m)) or 0
         total += per * images * (1 if m in SHARED else methods)
-    return f", about {total:,} forward passes" if total else ""
+    return total
 
 
 def _within(bar, label: str):
